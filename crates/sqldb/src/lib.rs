@@ -1,0 +1,66 @@
+//! SQL databases for nodestore: SQLite and PostgreSQL behind one executor
+//! interface, the schema, and the runner that applies it.
+//!
+//! # What this crate is
+//! The layer every SQL store backend is written on. Store crates build
+//! statements with sea-query in backend-neutral functions and run them
+//! through a [`Tx`]; the SQLite and PostgreSQL executors are the only code
+//! that differs between the two backends.
+//!
+//! - [`Db`]: a handle to either database, with [`Db::write`] and
+//!   [`Db::read`] transactions that commit exactly when the closure returns
+//!   `Ok`.
+//! - [`SqliteDb`]: connections on worker threads (rusqlite never runs on the
+//!   async executor), one writer taking `BEGIN IMMEDIATE`, WAL readers.
+//! - [`PostgresDb`]: a deadpool-postgres pool built from a connection URL.
+//! - [`schema`]: the steps, written once in a portable dialect and adapted
+//!   per backend by a documented rule.
+//! - [`migrate`]: the runner with checksums, refusals and locking.
+//! - [`time`]: timestamps in UTC with microsecond precision on both backends.
+//!
+//! # Contract
+//! - Every statement with values is built by sea-query and bound as
+//!   parameters; the only literal SQL is the schema files and fixed catalog
+//!   queries ([`Sql::fixed`]).
+//! - Driver errors are classified in one function per backend into
+//!   [`ErrorKind`]s (unique violation, foreign key violation, retryable,
+//!   other), so callers never look at driver codes.
+//! - A transaction dropped without commit is rolled back.
+//!
+//! # Example
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use sqldb::{Db, SqliteDb, SqliteOptions, migrate::{Migrator, NoLegacyData}};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let db: Db = SqliteDb::open(dir.path().join("node.db"), SqliteOptions::default())
+//!     .await
+//!     .unwrap()
+//!     .into();
+//! let report = Migrator::new()
+//!     .code_step(sqldb::schema::KV_TO_SQL_VERSION, &NoLegacyData)
+//!     .run(&db)
+//!     .await
+//!     .unwrap();
+//! assert_eq!(report.applied.len(), sqldb::schema::STEPS.len());
+//! # });
+//! ```
+
+pub mod error;
+pub mod introspect;
+pub mod migrate;
+pub mod postgres;
+pub mod row;
+pub mod schema;
+pub mod sqlite;
+pub mod time;
+pub mod tx;
+
+pub use error::{BoxError, DbError, DbResult, ErrorKind};
+pub use postgres::{PostgresDb, PostgresOptions};
+pub use row::{Cell, Row};
+pub use sqlite::{SqliteDb, SqliteOptions, Synchronous};
+pub use tx::{Db, Dialect, Sql, Tx, TxExt, TxMode};
+
+/// Re-exported so store crates build statements with the same version.
+pub use sea_query;

@@ -1,0 +1,517 @@
+//! The schema runner: applies [`Step`]s in order, each in its own
+//! transaction together with its tracking row.
+//!
+//! # Tracking
+//! The table `nodestore_schema_steps` has one row per applied step: version,
+//! name, checksum (see [`Step::checksum`]), when it was applied, how long it
+//! took, and whether it completed. A step and its row commit together, so a
+//! crash mid-step leaves no row and the next run starts that step again from
+//! a clean database.
+//!
+//! # Refusals
+//! Before applying anything, and again inside every step's transaction, the
+//! runner compares the tracking table with its own list and refuses to run
+//! ([`MigrateError`]) when an applied step's checksum or name differs from
+//! the binary's, when the database has a step this binary does not know (it
+//! was written by a newer nodestore), or when a step is recorded as
+//! incomplete. A code step this caller has no implementation for is also an
+//! error: a code step is never recorded as done without running.
+//!
+//! # Concurrency
+//! Runners on one database are serialised. On PostgreSQL the runner takes a
+//! session-level advisory lock on a dedicated connection (not a pooled one,
+//! whose recycling could release it) and holds it for the whole run, code
+//! steps included. On SQLite each step's transaction starts with
+//! `BEGIN IMMEDIATE`, which takes the database's write lock before the
+//! tracking table is read. Either way a second runner waits (up to
+//! [`Migrator::lock_wait`]), then finds the steps applied and returns `Ok`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_query::{Iden, Order, Query};
+
+use crate::error::{BoxError, DbError, ErrorKind};
+use crate::schema::{STEPS, Step, StepKind, adapt};
+use crate::tx::{Db, Dialect, Sql, Tx, TxExt, TxMode};
+
+/// The tracking table's name.
+pub const TRACKING_TABLE: &str = "nodestore_schema_steps";
+
+const TRACKING_DDL: &str = "CREATE TABLE IF NOT EXISTS nodestore_schema_steps (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum BLOB NOT NULL,
+    applied_at TIMESTAMP NOT NULL,
+    duration_us BIGINT NOT NULL,
+    complete BOOLEAN NOT NULL
+)";
+
+#[derive(Iden)]
+#[iden = "nodestore_schema_steps"]
+struct Tracking;
+
+#[derive(Iden)]
+enum TrackingCol {
+    Version,
+    Name,
+    Checksum,
+    AppliedAt,
+    DurationUs,
+    Complete,
+}
+
+/// The advisory lock key: the ASCII bytes of "nodestor", fixed so every
+/// nodestore binary contends for the same lock. Advisory locks are scoped to
+/// the current database, so runners on different databases never wait on
+/// each other.
+const ADVISORY_LOCK_KEY: i64 = 0x6e6f_6465_7374_6f72;
+
+/// A Rust function that runs as a schema step, inside the step's transaction.
+#[async_trait]
+pub trait CodeStep: Send + Sync {
+    /// Does the step's work. Returning `Err` rolls back everything the step
+    /// wrote and leaves the step unrecorded.
+    async fn run(&self, tx: &mut dyn Tx) -> Result<(), BoxError>;
+}
+
+/// The code step for a database that provably has no key-value data to bring
+/// in (a new node, or a test): it records the key-value step as done.
+///
+/// Never use it when a key-value database may exist; that would record a
+/// migration that did not happen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLegacyData;
+
+#[async_trait]
+impl CodeStep for NoLegacyData {
+    async fn run(&self, _tx: &mut dyn Tx) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// Why the runner refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// An applied step differs from this binary's step of the same version.
+    #[error(
+        "schema step {version} ({name}) was applied with a different {what} than this binary has; \
+         applied steps must never be edited"
+    )]
+    Mismatch {
+        /// The step's version.
+        version: i64,
+        /// The step's name in this binary.
+        name: String,
+        /// `"checksum"` or `"name"`.
+        what: &'static str,
+    },
+    /// The database has a step this binary does not know.
+    #[error(
+        "the database has schema step {version} ({name}), which this binary does not know: \
+         it was written by a newer nodestore (this binary knows steps 1..={latest})"
+    )]
+    NewerDatabase {
+        /// The unknown step's version.
+        version: i64,
+        /// Its recorded name.
+        name: String,
+        /// The last version this binary knows.
+        latest: i64,
+    },
+    /// A step is recorded as not completed.
+    #[error("schema step {version} ({name}) is recorded as incomplete; the database needs repair")]
+    Incomplete {
+        /// The step's version.
+        version: i64,
+        /// Its recorded name.
+        name: String,
+    },
+    /// A code step is pending but the caller supplied no implementation.
+    #[error("schema step {version} ({name}) is a code step and no implementation was supplied")]
+    MissingCodeStep {
+        /// The step's version.
+        version: i64,
+        /// Its name.
+        name: String,
+    },
+    /// The step list itself is malformed (a bug in the binary).
+    #[error("invalid step list: {0}")]
+    InvalidSteps(String),
+    /// Another runner held the lock for longer than the wait allowed.
+    #[error("another schema runner held the lock for more than {0:?}")]
+    LockTimeout(Duration),
+    /// A step failed; nothing of it was kept.
+    #[error("schema step {version} ({name}) failed: {source}")]
+    StepFailed {
+        /// The step's version.
+        version: i64,
+        /// Its name.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// A database call of the runner itself failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// A row of the tracking table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedStep {
+    /// The step's version.
+    pub version: i64,
+    /// The step's name.
+    pub name: String,
+    /// The checksum recorded when it was applied.
+    pub checksum: Vec<u8>,
+    /// When it was applied (UTC, microseconds).
+    pub applied_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration: Duration,
+    /// False only for a step some other tool left half-done.
+    pub complete: bool,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunReport {
+    /// The steps this run applied, in order (empty when the database was current).
+    pub applied: Vec<AppliedStep>,
+}
+
+/// Applies schema steps to a database. See the module docs.
+pub struct Migrator<'a> {
+    steps: &'a [Step],
+    code: HashMap<i64, &'a dyn CodeStep>,
+    lock_wait: Duration,
+}
+
+impl std::fmt::Debug for Migrator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migrator")
+            .field("steps", &self.steps.len())
+            .field("code_steps", &self.code.keys().collect::<Vec<_>>())
+            .field("lock_wait", &self.lock_wait)
+            .finish()
+    }
+}
+
+impl Default for Migrator<'static> {
+    fn default() -> Self {
+        Migrator::new()
+    }
+}
+
+impl<'a> Migrator<'a> {
+    /// A runner for nodestore's own [`STEPS`].
+    pub fn new() -> Migrator<'a> {
+        Migrator::with_steps(STEPS)
+    }
+
+    /// A runner for another step list (tests of the runner itself).
+    pub fn with_steps(steps: &'a [Step]) -> Migrator<'a> {
+        Migrator {
+            steps,
+            code: HashMap::new(),
+            lock_wait: Duration::from_secs(600),
+        }
+    }
+
+    /// Supplies the implementation of the code step `version`.
+    pub fn code_step(mut self, version: i64, step: &'a dyn CodeStep) -> Self {
+        self.code.insert(version, step);
+        self
+    }
+
+    /// How long to wait for another runner before giving up (10 minutes by default).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    fn check_steps(&self) -> Result<(), MigrateError> {
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.version != i as i64 + 1 {
+                return Err(MigrateError::InvalidSteps(format!(
+                    "step {} ({}) should have version {}",
+                    s.version,
+                    s.name,
+                    i + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies every pending step, in order.
+    ///
+    /// Idempotent: a run on a current database applies nothing and returns
+    /// an empty report. On error, every step before the failing one stays
+    /// applied and the failing one left nothing behind.
+    pub async fn run(&self, db: &Db) -> Result<RunReport, MigrateError> {
+        self.check_steps()?;
+        match db.dialect() {
+            Dialect::Sqlite => self.run_with(db, None).await,
+            Dialect::Postgres => {
+                let pg = db.as_postgres().ok_or_else(|| {
+                    MigrateError::InvalidSteps("postgres dialect without a postgres db".into())
+                })?;
+                let conn = pg.dedicated().await?;
+                self.advisory_lock(&conn).await?;
+                let result = self.run_with(db, Some(&conn)).await;
+                // Closing the dedicated connection would release the lock
+                // too; unlocking first hands it over without waiting for
+                // the server to notice.
+                let unlock = conn
+                    .query_sql(Sql::fixed(
+                        "SELECT pg_advisory_unlock($1)",
+                        vec![ADVISORY_LOCK_KEY.into()],
+                    ))
+                    .await;
+                let report = result?;
+                unlock?;
+                Ok(report)
+            }
+        }
+    }
+
+    async fn advisory_lock(
+        &self,
+        conn: &crate::postgres::DedicatedConn,
+    ) -> Result<(), MigrateError> {
+        let deadline = Instant::now() + self.lock_wait;
+        loop {
+            let rows = conn
+                .query_sql(Sql::fixed(
+                    "SELECT pg_try_advisory_lock($1)",
+                    vec![ADVISORY_LOCK_KEY.into()],
+                ))
+                .await?;
+            if rows
+                .first()
+                .map(|r| r.bool(0))
+                .transpose()?
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(MigrateError::LockTimeout(self.lock_wait));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Opens a write transaction: on the dedicated connection for
+    /// PostgreSQL; on SQLite with `BEGIN IMMEDIATE`, retried while another
+    /// process holds the write lock.
+    async fn begin(
+        &self,
+        db: &Db,
+        conn: Option<&crate::postgres::DedicatedConn>,
+    ) -> Result<Box<dyn Tx>, MigrateError> {
+        if let Some(conn) = conn {
+            return Ok(conn.begin(TxMode::Write).await?);
+        }
+        let deadline = Instant::now() + self.lock_wait;
+        loop {
+            match db.begin(TxMode::Write).await {
+                Ok(tx) => return Ok(tx),
+                Err(e) if e.kind == ErrorKind::Retryable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) if e.kind == ErrorKind::Retryable => {
+                    return Err(MigrateError::LockTimeout(self.lock_wait));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn run_with(
+        &self,
+        db: &Db,
+        conn: Option<&crate::postgres::DedicatedConn>,
+    ) -> Result<RunReport, MigrateError> {
+        let dialect = db.dialect();
+        let mut report = RunReport::default();
+        {
+            let mut tx = self.begin(db, conn).await?;
+            tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
+            let applied = read_applied(&mut *tx).await?;
+            self.validate(&applied)?;
+            tx.commit().await?;
+        }
+        for step in self.steps {
+            let mut tx = self.begin(db, conn).await?;
+            // Re-read under the lock: another runner may have moved on.
+            let applied = read_applied(&mut *tx).await?;
+            self.validate(&applied)?;
+            if applied.iter().any(|a| a.version == step.version) {
+                tx.rollback().await?;
+                continue;
+            }
+            let started = Instant::now();
+            let applied_at = Utc::now();
+            let outcome: Result<(), BoxError> = match step.kind {
+                StepKind::Sql(sql) => tx
+                    .execute_script(&adapt(sql, dialect))
+                    .await
+                    .map_err(BoxError::from),
+                StepKind::Code => match self.code.get(&step.version) {
+                    Some(code) => code.run(&mut *tx).await,
+                    None => {
+                        let _ = tx.rollback().await;
+                        return Err(MigrateError::MissingCodeStep {
+                            version: step.version,
+                            name: step.name.to_owned(),
+                        });
+                    }
+                },
+            };
+            if let Err(source) = outcome {
+                let _ = tx.rollback().await;
+                return Err(MigrateError::StepFailed {
+                    version: step.version,
+                    name: step.name.to_owned(),
+                    source,
+                });
+            }
+            let record = AppliedStep {
+                version: step.version,
+                name: step.name.to_owned(),
+                checksum: step.checksum(),
+                applied_at: crate::time::truncate_micros(applied_at),
+                // Recorded in whole microseconds; the report says the same.
+                duration: Duration::from_micros(
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                ),
+                complete: true,
+            };
+            let insert = Query::insert()
+                .into_table(Tracking)
+                .columns([
+                    TrackingCol::Version,
+                    TrackingCol::Name,
+                    TrackingCol::Checksum,
+                    TrackingCol::AppliedAt,
+                    TrackingCol::DurationUs,
+                    TrackingCol::Complete,
+                ])
+                .values_panic([
+                    record.version.into(),
+                    record.name.clone().into(),
+                    record.checksum.clone().into(),
+                    record.applied_at.into(),
+                    i64::try_from(record.duration.as_micros())
+                        .unwrap_or(i64::MAX)
+                        .into(),
+                    true.into(),
+                ])
+                .to_owned();
+            tx.exec(&insert).await?;
+            tx.commit().await?;
+            report.applied.push(record);
+        }
+        Ok(report)
+    }
+
+    fn validate(&self, applied: &[AppliedStep]) -> Result<(), MigrateError> {
+        let latest = self.steps.last().map_or(0, |s| s.version);
+        for a in applied {
+            let Some(step) = self.steps.iter().find(|s| s.version == a.version) else {
+                return Err(MigrateError::NewerDatabase {
+                    version: a.version,
+                    name: a.name.clone(),
+                    latest,
+                });
+            };
+            if !a.complete {
+                return Err(MigrateError::Incomplete {
+                    version: a.version,
+                    name: a.name.clone(),
+                });
+            }
+            let what = if a.name != step.name {
+                Some("name")
+            } else if a.checksum != step.checksum() {
+                Some("checksum")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(MigrateError::Mismatch {
+                    version: a.version,
+                    name: step.name.to_owned(),
+                    what,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The tracking table's rows, oldest first (empty for a new database).
+    pub async fn applied(&self, db: &Db) -> Result<Vec<AppliedStep>, MigrateError> {
+        let dialect = db.dialect();
+        Ok(db
+            .read(|tx| {
+                Box::pin(async move {
+                    if !tracking_table_exists(tx, dialect).await? {
+                        return Ok(Vec::new());
+                    }
+                    read_applied(tx).await
+                })
+            })
+            .await?)
+    }
+}
+
+async fn tracking_table_exists(tx: &mut dyn Tx, dialect: Dialect) -> Result<bool, DbError> {
+    let sql = match dialect {
+        Dialect::Sqlite => Sql::fixed(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            vec![TRACKING_TABLE.into()],
+        ),
+        Dialect::Postgres => Sql::fixed(
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = $1",
+            vec![TRACKING_TABLE.into()],
+        ),
+    };
+    let rows = tx.query_sql(sql).await?;
+    Ok(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0)
+}
+
+async fn read_applied(tx: &mut dyn Tx) -> Result<Vec<AppliedStep>, DbError> {
+    let select = Query::select()
+        .columns([
+            TrackingCol::Version,
+            TrackingCol::Name,
+            TrackingCol::Checksum,
+            TrackingCol::AppliedAt,
+            TrackingCol::DurationUs,
+            TrackingCol::Complete,
+        ])
+        .from(Tracking)
+        .order_by(TrackingCol::Version, Order::Asc)
+        .to_owned();
+    tx.query(&select)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AppliedStep {
+                version: r.i64(0)?,
+                name: r.text(1)?,
+                checksum: r.bytes(2)?,
+                applied_at: r.time(3)?,
+                duration: Duration::from_micros(u64::try_from(r.i64(4)?).unwrap_or(0)),
+                complete: r.bool(5)?,
+            })
+        })
+        .collect()
+}

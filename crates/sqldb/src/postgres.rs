@@ -1,0 +1,517 @@
+//! PostgreSQL: a deadpool pool for store work, dedicated connections for
+//! work that holds session state (the migration runner's advisory lock).
+//!
+//! Transactions are plain `BEGIN` / `COMMIT` on a pooled client. A
+//! transaction dropped before it finished (a cancelled future, a panic) takes
+//! its connection out of the pool and closes it, and the server rolls it
+//! back; the pool therefore never hands out a connection inside a
+//! transaction, and can recycle with the cheap `Fast` method.
+//!
+//! Parameters are bound by the types PostgreSQL infers for the prepared
+//! statement, so store code can pass any integer where the column is
+//! `SMALLINT`, `INTEGER` or `BIGINT` (out-of-range values are an encode
+//! error, never a silent wrap).
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use sea_query::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use crate::error::{DbError, DbResult, ErrorKind};
+use crate::row::{Cell, Row};
+use crate::tx::{Dialect, Sql, Tx, TxMode};
+
+const BACKEND: &str = "postgres";
+
+/// Settings for [`PostgresDb::connect`].
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The most pooled connections open at once.
+    pub pool_size: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { pool_size: 8 }
+    }
+}
+
+/// A PostgreSQL database reached through a connection pool.
+pub struct PostgresDb {
+    pool: Pool,
+    config: Config,
+}
+
+impl fmt::Debug for PostgresDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("PostgresDb")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("pool_size", &self.pool.status().max_size)
+            .finish()
+    }
+}
+
+impl PostgresDb {
+    /// Builds the pool from a standard connection URL
+    /// (`postgres://user:password@host:port/dbname?host=/socket/dir`) and
+    /// checks that one connection can be opened.
+    pub async fn connect(url: &str, opts: PostgresOptions) -> DbResult<PostgresDb> {
+        let config = Config::from_str(url).map_err(|e| {
+            DbError::new(
+                BACKEND,
+                ErrorKind::Connection,
+                format!("invalid connection URL: {e}"),
+            )
+        })?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .build()
+            .map_err(|e| DbError::new(BACKEND, ErrorKind::Connection, e))?;
+        drop(pool.get().await.map_err(pool_error)?);
+        Ok(PostgresDb { pool, config })
+    }
+
+    /// The database name from the URL, if it named one.
+    pub fn dbname(&self) -> Option<&str> {
+        self.config.get_dbname()
+    }
+
+    pub(crate) async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {
+        let obj = self.pool.get().await.map_err(pool_error)?;
+        let tx = PgTx {
+            conn: PgConn::Pooled(Some(obj)),
+            done: false,
+        };
+        tx.client()
+            .batch_execute(begin_sql(mode))
+            .await
+            .map_err(classify)?;
+        Ok(Box::new(tx))
+    }
+
+    /// Opens a connection outside the pool, for session-level state such as
+    /// an advisory lock that a pooled connection could lose on recycling.
+    pub async fn dedicated(&self) -> DbResult<DedicatedConn> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(classify)?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server goes away; the
+            // client's next call reports the error.
+            let _ = connection.await;
+        });
+        Ok(DedicatedConn {
+            inner: Arc::new(Dedicated {
+                client,
+                statements: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+fn begin_sql(mode: TxMode) -> &'static str {
+    match mode {
+        TxMode::Read => "BEGIN READ ONLY",
+        TxMode::Write => "BEGIN",
+    }
+}
+
+/// A connection outside the pool; closed when dropped.
+pub struct DedicatedConn {
+    inner: Arc<Dedicated>,
+}
+
+struct Dedicated {
+    client: Client,
+    statements: Mutex<HashMap<String, Statement>>,
+}
+
+impl fmt::Debug for DedicatedConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DedicatedConn")
+    }
+}
+
+impl DedicatedConn {
+    /// Opens a transaction on this connection. Finish it before opening another.
+    pub async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {
+        self.inner
+            .client
+            .batch_execute(begin_sql(mode))
+            .await
+            .map_err(classify)?;
+        Ok(Box::new(PgTx {
+            conn: PgConn::Dedicated(self.inner.clone()),
+            done: false,
+        }))
+    }
+
+    /// Runs a query outside any transaction (for session-level commands).
+    pub async fn query_sql(&self, sql: Sql) -> DbResult<Vec<Row>> {
+        let mut tx = PgTx {
+            conn: PgConn::Dedicated(self.inner.clone()),
+            // Not a transaction: nothing to roll back on drop.
+            done: true,
+        };
+        tx.query_sql(sql).await
+    }
+}
+
+enum PgConn {
+    Pooled(Option<Object>),
+    Dedicated(Arc<Dedicated>),
+}
+
+struct PgTx {
+    conn: PgConn,
+    done: bool,
+}
+
+impl PgTx {
+    fn client(&self) -> &Client {
+        match &self.conn {
+            PgConn::Pooled(Some(obj)) => obj,
+            PgConn::Dedicated(d) => &d.client,
+            PgConn::Pooled(None) => unreachable_client(),
+        }
+    }
+
+    async fn prepare(&self, text: &str) -> DbResult<Statement> {
+        match &self.conn {
+            PgConn::Pooled(Some(obj)) => obj.prepare_cached(text).await.map_err(classify),
+            PgConn::Dedicated(d) => {
+                let cached = d
+                    .statements
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .get(text)
+                    .cloned();
+                if let Some(stmt) = cached {
+                    return Ok(stmt);
+                }
+                let stmt = d.client.prepare(text).await.map_err(classify)?;
+                d.statements
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .insert(text.to_owned(), stmt.clone());
+                Ok(stmt)
+            }
+            PgConn::Pooled(None) => unreachable_client(),
+        }
+    }
+}
+
+fn poisoned() -> DbError {
+    DbError::new(BACKEND, ErrorKind::Other, "statement cache lock poisoned")
+}
+
+#[allow(clippy::panic)]
+fn unreachable_client() -> ! {
+    // The pooled object is only taken out in Drop.
+    panic!("postgres transaction used after its connection was released")
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        match &mut self.conn {
+            PgConn::Pooled(obj) => {
+                if let Some(obj) = obj.take() {
+                    // Detach from the pool and close: the server rolls back.
+                    drop(Object::take(obj));
+                }
+            }
+            PgConn::Dedicated(d) => {
+                let d = d.clone();
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        let _ = d.client.batch_execute("ROLLBACK").await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn execute_sql(&mut self, sql: Sql) -> DbResult<u64> {
+        let stmt = self.prepare(&sql.text).await?;
+        let params = bind(sql.values, stmt.params())?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+        self.client().execute(&stmt, &refs).await.map_err(classify)
+    }
+
+    async fn query_sql(&mut self, sql: Sql) -> DbResult<Vec<Row>> {
+        let stmt = self.prepare(&sql.text).await?;
+        let params = bind(sql.values, stmt.params())?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+        let rows = self.client().query(&stmt, &refs).await.map_err(classify)?;
+        let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        rows.iter().map(|r| decode_row(r, &columns)).collect()
+    }
+
+    async fn execute_script(&mut self, script: &str) -> DbResult<()> {
+        self.client().batch_execute(script).await.map_err(classify)
+    }
+
+    async fn commit(mut self: Box<Self>) -> DbResult<()> {
+        let result = self
+            .client()
+            .batch_execute("COMMIT")
+            .await
+            .map_err(classify);
+        // A failed COMMIT leaves `done` false, so Drop discards the connection.
+        self.done = result.is_ok();
+        result
+    }
+
+    async fn rollback(mut self: Box<Self>) -> DbResult<()> {
+        let result = self
+            .client()
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(classify);
+        self.done = result.is_ok();
+        result
+    }
+}
+
+/// A parameter converted to the type PostgreSQL expects for it.
+#[derive(Debug)]
+enum PgValue {
+    Null,
+    Bool(bool),
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    F64(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Timestamp(NaiveDateTime),
+    TimestampTz(DateTime<Utc>),
+}
+
+impl ToSql for PgValue {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            PgValue::Null => Ok(IsNull::Yes),
+            PgValue::Bool(v) => v.to_sql(ty, out),
+            PgValue::I16(v) => v.to_sql(ty, out),
+            PgValue::I32(v) => v.to_sql(ty, out),
+            PgValue::I64(v) => v.to_sql(ty, out),
+            PgValue::F64(v) => v.to_sql(ty, out),
+            PgValue::Text(v) => v.to_sql(ty, out),
+            PgValue::Bytes(v) => v.to_sql(ty, out),
+            PgValue::Timestamp(v) => v.to_sql(ty, out),
+            PgValue::TimestampTz(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        // `bind` already converted the value to the statement's type.
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn encode_err(msg: String) -> DbError {
+    DbError::new(BACKEND, ErrorKind::Encode, msg)
+}
+
+fn bind(values: sea_query::Values, types: &[Type]) -> DbResult<Vec<PgValue>> {
+    if values.0.len() != types.len() {
+        return Err(encode_err(format!(
+            "statement has {} parameters, {} values given",
+            types.len(),
+            values.0.len()
+        )));
+    }
+    values
+        .0
+        .into_iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (v, ty))| {
+            bind_one(v, ty).map_err(|e| encode_err(format!("parameter ${}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+fn int_of(v: &Value) -> Option<Option<i64>> {
+    Some(match v {
+        Value::TinyInt(v) => v.map(i64::from),
+        Value::SmallInt(v) => v.map(i64::from),
+        Value::Int(v) => v.map(i64::from),
+        Value::BigInt(v) => *v,
+        Value::TinyUnsigned(v) => v.map(i64::from),
+        Value::SmallUnsigned(v) => v.map(i64::from),
+        Value::Unsigned(v) => v.map(i64::from),
+        Value::BigUnsigned(v) => match v {
+            None => None,
+            Some(u) => Some(i64::try_from(*u).ok()?),
+        },
+        _ => return None,
+    })
+}
+
+fn bind_one(v: Value, ty: &Type) -> Result<PgValue, String> {
+    if let Some(i) = int_of(&v) {
+        let Some(i) = i else { return Ok(PgValue::Null) };
+        return Ok(match *ty {
+            Type::INT2 => {
+                PgValue::I16(i16::try_from(i).map_err(|_| format!("{i} does not fit in SMALLINT"))?)
+            }
+            Type::INT4 => {
+                PgValue::I32(i32::try_from(i).map_err(|_| format!("{i} does not fit in INTEGER"))?)
+            }
+            Type::INT8 => PgValue::I64(i),
+            Type::FLOAT8 => PgValue::F64(i as f64),
+            _ => return Err(format!("an integer cannot bind to type {ty}")),
+        });
+    }
+    Ok(match v {
+        Value::Bool(b) => b.map_or(PgValue::Null, PgValue::Bool),
+        Value::Float(f) => f.map_or(PgValue::Null, |f| PgValue::F64(f64::from(f))),
+        Value::Double(f) => f.map_or(PgValue::Null, PgValue::F64),
+        Value::String(s) => s.map_or(PgValue::Null, PgValue::Text),
+        Value::Char(c) => c.map_or(PgValue::Null, |c| PgValue::Text(c.to_string())),
+        Value::Bytes(b) => b.map_or(PgValue::Null, PgValue::Bytes),
+        Value::ChronoDateTimeUtc(t) => match t {
+            None => PgValue::Null,
+            Some(t) => {
+                let naive = crate::time::for_storage(t)?;
+                if *ty == Type::TIMESTAMPTZ {
+                    PgValue::TimestampTz(naive.and_utc())
+                } else {
+                    PgValue::Timestamp(naive)
+                }
+            }
+        },
+        other => return Err(format!("unsupported parameter type: {other:?}")),
+    })
+}
+
+fn decode_row(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> DbResult<Row> {
+    let mut cells = Vec::with_capacity(columns.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let ty = col.type_();
+        let cell = match *ty {
+            Type::BOOL => row.try_get::<_, Option<bool>>(i).map(|v| v.map(Cell::Bool)),
+            Type::INT2 => row
+                .try_get::<_, Option<i16>>(i)
+                .map(|v| v.map(|v| Cell::Int(v.into()))),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(i)
+                .map(|v| v.map(|v| Cell::Int(v.into()))),
+            Type::INT8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(Cell::Int)),
+            Type::OID => row
+                .try_get::<_, Option<u32>>(i)
+                .map(|v| v.map(|v| Cell::Int(v.into()))),
+            Type::CHAR => row
+                .try_get::<_, Option<i8>>(i)
+                .map(|v| v.map(|v| Cell::Int(v.into()))),
+            Type::FLOAT4 => row
+                .try_get::<_, Option<f32>>(i)
+                .map(|v| v.map(|v| Cell::Real(v.into()))),
+            Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map(|v| v.map(Cell::Real)),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => row
+                .try_get::<_, Option<String>>(i)
+                .map(|v| v.map(Cell::Text)),
+            Type::BYTEA => row
+                .try_get::<_, Option<Vec<u8>>>(i)
+                .map(|v| v.map(Cell::Blob)),
+            Type::TIMESTAMP => row
+                .try_get::<_, Option<NaiveDateTime>>(i)
+                .map(|v| v.map(|t| Cell::Time(t.and_utc()))),
+            Type::TIMESTAMPTZ => row
+                .try_get::<_, Option<DateTime<Utc>>>(i)
+                .map(|v| v.map(Cell::Time)),
+            _ => {
+                return Err(DbError::new(
+                    BACKEND,
+                    ErrorKind::Decode,
+                    format!("column {i} ({}): unsupported type {ty}", col.name()),
+                ));
+            }
+        }
+        .map_err(|e| DbError::new(BACKEND, ErrorKind::Decode, e))?;
+        cells.push(cell.unwrap_or(Cell::Null));
+    }
+    Ok(Row {
+        backend: BACKEND,
+        columns: columns.clone(),
+        cells,
+    })
+}
+
+fn pool_error(err: PoolError) -> DbError {
+    match err {
+        PoolError::Backend(e) => {
+            let mut e = classify(e);
+            if e.kind == ErrorKind::Other {
+                e.kind = ErrorKind::Connection;
+            }
+            e
+        }
+        other => DbError::new(BACKEND, ErrorKind::Connection, other),
+    }
+}
+
+/// The one place PostgreSQL errors are classified.
+pub(crate) fn classify(err: tokio_postgres::Error) -> DbError {
+    let kind = if let Some(code) = err.code() {
+        if *code == SqlState::UNIQUE_VIOLATION {
+            ErrorKind::UniqueViolation
+        } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
+            ErrorKind::ForeignKeyViolation
+        } else if *code == SqlState::CHECK_VIOLATION || *code == SqlState::NOT_NULL_VIOLATION {
+            ErrorKind::CheckViolation
+        } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+        {
+            ErrorKind::Retryable
+        } else if code.code().starts_with("08") {
+            ErrorKind::Connection
+        } else {
+            ErrorKind::Other
+        }
+    } else if err.is_closed()
+        || err
+            .source()
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+    {
+        ErrorKind::Connection
+    } else {
+        ErrorKind::Other
+    };
+    DbError::new(BACKEND, kind, err)
+}

@@ -1,0 +1,330 @@
+//! The schema: one ordered list of steps, written once, adapted per dialect.
+//!
+//! # Steps
+//! Every step has a version (1, 2, 3, … without gaps), a name and a kind: a
+//! SQL file from `migrations/` embedded at compile time, or a code step, a
+//! Rust function the caller supplies to the [runner](crate::migrate) that
+//! gets the open transaction. Version 6 is the code step that moves a node's
+//! key-value data into SQL (the reference's `kvdb_to_sql`); it has no SQL
+//! and no down step, so a downgrade can never undo and re-run it.
+//!
+//! # The portable dialect
+//! The files are written once, in SQL that SQLite runs as it is. For
+//! PostgreSQL, [`adapt`] rewrites three type spellings, token by token
+//! (comments and string literals are never touched, and only whole words
+//! match, case-insensitively):
+//!
+//! | portable | PostgreSQL |
+//! |---|---|
+//! | `INTEGER PRIMARY KEY` | `BIGSERIAL PRIMARY KEY` |
+//! | `BLOB` | `BYTEA` |
+//! | `TIMESTAMP` | `TIMESTAMP WITHOUT TIME ZONE` |
+//!
+//! Everything else must mean the same on both engines: `BIGINT`,
+//! `SMALLINT`, `INTEGER`, `TEXT`, `BOOLEAN`, `UNIQUE`, `REFERENCES … ON
+//! DELETE CASCADE`, `CHECK`, and partial indexes (`CREATE UNIQUE INDEX …
+//! WHERE …`). The test `sqlite_and_postgres_schemas_match` proves the two
+//! resulting schemas have the same tables, columns, types, nullability,
+//! keys, checks and indexes.
+//!
+//! Consequences to keep in mind: on SQLite `INTEGER PRIMARY KEY` is the rowid
+//! and may reuse the id of a deleted last row, PostgreSQL never reuses ids;
+//! `INTEGER` is 32 bits on PostgreSQL; timestamps are text on SQLite (see
+//! [`crate::time`]).
+
+use sha2::{Digest, Sha256};
+
+use crate::tx::Dialect;
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// SQL in the portable dialect.
+    Sql(&'static str),
+    /// A Rust function supplied to the runner (see [`crate::migrate::CodeStep`]).
+    Code,
+}
+
+/// One schema step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// 1-based, contiguous.
+    pub version: i64,
+    /// A short stable name, recorded with the version.
+    pub name: &'static str,
+    /// The SQL or the code slot.
+    pub kind: StepKind,
+}
+
+impl Step {
+    /// SHA-256 over the step's SQL with line endings normalised to `\n`
+    /// (so a checkout with CRLF endings does not look like an edit). A code
+    /// step's checksum covers its name, so renaming it is detected.
+    pub fn checksum(&self) -> Vec<u8> {
+        let mut h = Sha256::new();
+        match self.kind {
+            StepKind::Sql(sql) => h.update(normalise_line_endings(sql).as_bytes()),
+            StepKind::Code => {
+                h.update(b"code step: ");
+                h.update(self.name.as_bytes());
+            }
+        }
+        h.finalize().to_vec()
+    }
+
+    /// The step's SQL in `dialect`, or `None` for a code step.
+    pub fn sql_for(&self, dialect: Dialect) -> Option<String> {
+        match self.kind {
+            StepKind::Sql(sql) => Some(adapt(sql, dialect)),
+            StepKind::Code => None,
+        }
+    }
+}
+
+/// The version of the key-value to SQL code step.
+pub const KV_TO_SQL_VERSION: i64 = 6;
+
+/// Every step of nodestore's schema, in order.
+pub static STEPS: &[Step] = &[
+    Step {
+        version: 1,
+        name: "accounts",
+        kind: StepKind::Sql(include_str!("../../../migrations/0001_accounts.sql")),
+    },
+    Step {
+        version: 2,
+        name: "sessions",
+        kind: StepKind::Sql(include_str!("../../../migrations/0002_sessions.sql")),
+    },
+    Step {
+        version: 3,
+        name: "kvstores",
+        kind: StepKind::Sql(include_str!("../../../migrations/0003_kvstores.sql")),
+    },
+    Step {
+        version: 4,
+        name: "privacy_pairs",
+        kind: StepKind::Sql(include_str!("../../../migrations/0004_privacy_pairs.sql")),
+    },
+    Step {
+        version: 5,
+        name: "actions",
+        kind: StepKind::Sql(include_str!("../../../migrations/0005_actions.sql")),
+    },
+    Step {
+        version: KV_TO_SQL_VERSION,
+        name: "kvdb_to_sql",
+        kind: StepKind::Code,
+    },
+];
+
+fn normalise_line_endings(s: &str) -> String {
+    s.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+/// Rewrites portable SQL for `dialect` (see the module docs for the rule).
+pub fn adapt(sql: &str, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => sql.to_owned(),
+        Dialect::Postgres => adapt_postgres(sql),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Token<'a> {
+    Word(&'a str),
+    Other(&'a str),
+}
+
+/// Splits SQL into words and everything else; comments, string literals
+/// and quoted identifiers come out as single `Other` tokens.
+fn tokenize(sql: &str) -> Vec<Token<'_>> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let c = bytes[i];
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            out.push(Token::Word(&sql[start..i]));
+            continue;
+        }
+        if c == b'-' && bytes.get(i + 1) == Some(&b'-') {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                i += 1;
+            }
+            i = (i + 2).min(bytes.len());
+        } else if c == b'\'' || c == b'"' {
+            i += 1;
+            while i < bytes.len() {
+                if bytes[i] == c {
+                    // A doubled quote is an escaped quote inside the literal.
+                    if bytes.get(i + 1) == Some(&c) {
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+        } else {
+            // Advance one whole UTF-8 character.
+            i += sql[i..].chars().next().map_or(1, char::len_utf8);
+        }
+        out.push(Token::Other(&sql[start..i]));
+    }
+    out
+}
+
+fn adapt_postgres(sql: &str) -> String {
+    let tokens = tokenize(sql);
+    // The next two words after token `i`, skipping whitespace only.
+    let next_words = |i: usize| -> Vec<&str> {
+        let mut words = Vec::new();
+        for t in &tokens[i + 1..] {
+            match t {
+                Token::Word(w) => {
+                    words.push(*w);
+                    if words.len() == 2 {
+                        break;
+                    }
+                }
+                Token::Other(o) if o.trim().is_empty() => {}
+                Token::Other(_) => break,
+            }
+        }
+        words
+    };
+    let mut out = String::with_capacity(sql.len() + 64);
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            Token::Word(w) if w.eq_ignore_ascii_case("BLOB") => out.push_str("BYTEA"),
+            Token::Word(w) if w.eq_ignore_ascii_case("TIMESTAMP") => {
+                out.push_str("TIMESTAMP WITHOUT TIME ZONE")
+            }
+            Token::Word(w) if w.eq_ignore_ascii_case("INTEGER") => {
+                let next = next_words(i);
+                let is_pk = next.len() == 2
+                    && next[0].eq_ignore_ascii_case("PRIMARY")
+                    && next[1].eq_ignore_ascii_case("KEY");
+                out.push_str(if is_pk { "BIGSERIAL" } else { w });
+            }
+            Token::Word(w) | Token::Other(w) => out.push_str(w),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_sql_is_the_portable_sql() {
+        let sql = "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)";
+        assert_eq!(adapt(sql, Dialect::Sqlite), sql);
+    }
+
+    #[test]
+    fn postgres_rewrites_the_three_type_spellings() {
+        let sql = "CREATE TABLE t (id integer  primary key, n INTEGER NOT NULL, b BLOB, t TIMESTAMP NOT NULL)";
+        assert_eq!(
+            adapt(sql, Dialect::Postgres),
+            "CREATE TABLE t (id BIGSERIAL  primary key, n INTEGER NOT NULL, b BYTEA, \
+             t TIMESTAMP WITHOUT TIME ZONE NOT NULL)"
+        );
+    }
+
+    #[test]
+    fn postgres_rule_leaves_comments_literals_and_longer_words_alone() {
+        let sql = "-- a BLOB column\nCREATE TABLE blobs (last_timestamp BIGINT DEFAULT 'BLOB', \
+                   \"TIMESTAMP\" TEXT /* INTEGER PRIMARY KEY */, k INTEGER, PRIMARY KEY (k))";
+        assert_eq!(adapt(sql, Dialect::Postgres), sql);
+    }
+
+    #[test]
+    fn steps_are_contiguous_and_named_once() {
+        for (i, step) in STEPS.iter().enumerate() {
+            assert_eq!(
+                step.version,
+                i as i64 + 1,
+                "step {} out of order",
+                step.name
+            );
+        }
+        let mut names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), STEPS.len(), "step names must be unique");
+        assert_eq!(STEPS[KV_TO_SQL_VERSION as usize - 1].kind, StepKind::Code);
+    }
+
+    /// Every file in `migrations/` is one step, under its version and name,
+    /// and every SQL step is a file: a file no step embeds fails here
+    /// instead of being skipped silently.
+    #[test]
+    fn every_migration_file_is_exactly_one_step() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let mut files: Vec<(i64, String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".sql"))
+            .map(|f| {
+                let (num, rest) = f.split_once('_').expect("NNNN_name.sql");
+                let name = rest.trim_end_matches(".sql").to_owned();
+                let body = std::fs::read_to_string(dir.join(&f)).unwrap();
+                (num.parse().expect("numeric prefix"), name, body)
+            })
+            .collect();
+        files.sort();
+        let sql_steps: Vec<(i64, String, String)> = STEPS
+            .iter()
+            .filter_map(|s| match s.kind {
+                StepKind::Sql(sql) => Some((s.version, s.name.to_owned(), sql.to_owned())),
+                StepKind::Code => None,
+            })
+            .collect();
+        assert_eq!(files, sql_steps);
+    }
+
+    #[test]
+    fn checksums_ignore_line_ending_style_only() {
+        let lf = Step {
+            version: 1,
+            name: "x",
+            kind: StepKind::Sql("CREATE TABLE a (b TEXT);\n"),
+        };
+        let crlf = Step {
+            version: 1,
+            name: "x",
+            kind: StepKind::Sql("CREATE TABLE a (b TEXT);\r\n"),
+        };
+        let edited = Step {
+            version: 1,
+            name: "x",
+            kind: StepKind::Sql("CREATE TABLE a (c TEXT);\n"),
+        };
+        assert_eq!(lf.checksum(), crlf.checksum());
+        assert_ne!(lf.checksum(), edited.checksum());
+        let code = Step {
+            version: 6,
+            name: "kvdb_to_sql",
+            kind: StepKind::Code,
+        };
+        let renamed = Step {
+            version: 6,
+            name: "other",
+            kind: StepKind::Code,
+        };
+        assert_ne!(code.checksum(), renamed.checksum());
+    }
+}

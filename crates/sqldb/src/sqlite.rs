@@ -1,0 +1,448 @@
+//! SQLite: connections on worker threads, one writer and a few readers.
+//!
+//! rusqlite is a blocking API, so each connection lives on its own OS thread
+//! and the async side sends it closures over a channel. Writes go through
+//! the single writer connection and start with `BEGIN IMMEDIATE`, which takes
+//! SQLite's write lock up front: writers queue on the writer's async mutex
+//! inside the process and on SQLite's busy timeout across processes, and a
+//! read-then-write transaction can never fail half-way on a lock upgrade.
+//! Reads use reader connections, which WAL mode lets run beside the writer.
+//!
+//! Connection settings, applied to every connection:
+//! - `foreign_keys = ON`: the schema's `ON DELETE CASCADE` rules depend on it.
+//! - `journal_mode = WAL`: readers do not block the writer.
+//! - `busy_timeout`: how long to wait for another process's lock (5 s by default).
+//! - `synchronous = FULL` by default: a committed transaction survives a power
+//!   loss, as in the reference. Accounts hold balances; losing the last commits
+//!   after a crash would let a spent balance be spent again. `NORMAL` is
+//!   available for throw-away databases (benchmarks of the raw load limit).
+//! - The database file is created with mode 0600 before SQLite opens it; the
+//!   `-wal` and `-shm` files inherit that mode from it.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OpenFlags, params_from_iter};
+use sea_query::Value;
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+use crate::error::{DbError, DbResult, ErrorKind};
+use crate::row::{Cell, Row};
+use crate::tx::{Dialect, Sql, Tx, TxMode};
+
+const BACKEND: &str = "sqlite";
+
+/// How durable a commit is (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// A commit is durable across power loss (the default).
+    Full,
+    /// A commit survives a process crash, not necessarily a power loss.
+    Normal,
+}
+
+/// Settings for [`SqliteDb::open`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How long a statement waits for another process's lock.
+    pub busy_timeout: Duration,
+    /// Number of read-only connections (at least 1).
+    pub readers: usize,
+    /// Commit durability.
+    pub synchronous: Synchronous,
+    /// Page cache size per connection in KiB (`PRAGMA cache_size = -N`);
+    /// `None` keeps SQLite's default of about 2 MiB.
+    pub cache_size_kib: Option<u32>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            busy_timeout: Duration::from_secs(5),
+            readers: 2,
+            synchronous: Synchronous::Full,
+            cache_size_kib: None,
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// One connection and the thread that owns it.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Worker {
+    async fn spawn(
+        path: PathBuf,
+        opts: SqliteOptions,
+        reader: bool,
+        name: String,
+    ) -> DbResult<Worker> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = oneshot::channel::<DbResult<()>>();
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let mut conn = match open_connection(&path, &opts, reader) {
+                    Ok(conn) => {
+                        let _ = ready_tx.send(Ok(()));
+                        conn
+                    }
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                // Ends when every sender (the Worker) is dropped.
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| DbError::new(BACKEND, ErrorKind::Connection, e))?;
+        ready_rx.await.map_err(|_| worker_gone())??;
+        Ok(Worker { jobs })
+    }
+
+    /// Runs `f` on the connection's thread and waits for its result.
+    async fn call<R, F>(&self, f: F) -> DbResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> R + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = reply.send(f(conn));
+            }))
+            .map_err(|_| worker_gone())?;
+        result.await.map_err(|_| worker_gone())
+    }
+
+    /// Queues `f` without waiting for it.
+    fn detach<F>(&self, f: F)
+    where
+        F: FnOnce(&mut Connection) + Send + 'static,
+    {
+        let _ = self.jobs.send(Box::new(f));
+    }
+}
+
+fn worker_gone() -> DbError {
+    DbError::new(
+        BACKEND,
+        ErrorKind::Connection,
+        "the connection's worker thread has stopped",
+    )
+}
+
+fn open_connection(path: &Path, opts: &SqliteOptions, reader: bool) -> DbResult<Connection> {
+    if !reader {
+        // Create the file ourselves so it never exists with a wider mode.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(DbError::new(
+                    BACKEND,
+                    ErrorKind::Connection,
+                    format!("cannot create {}: {e}", path.display()),
+                ));
+            }
+        }
+    }
+    let flags = if reader {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
+    conn.busy_timeout(opts.busy_timeout).map_err(classify)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(classify)?;
+    if !reader {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(classify)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::new(
+                BACKEND,
+                ErrorKind::Connection,
+                format!("{}: cannot enable WAL mode (got {mode})", path.display()),
+            ));
+        }
+    } else {
+        conn.pragma_update(None, "query_only", "ON")
+            .map_err(classify)?;
+    }
+    let sync = match opts.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)
+        .map_err(classify)?;
+    if let Some(kib) = opts.cache_size_kib {
+        conn.pragma_update(None, "cache_size", -i64::from(kib))
+            .map_err(classify)?;
+    }
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+/// A SQLite database file with one writer and a few reader connections.
+pub struct SqliteDb {
+    path: PathBuf,
+    writer: Arc<Mutex<Worker>>,
+    readers: Vec<Arc<Mutex<Worker>>>,
+    next_reader: AtomicUsize,
+}
+
+impl fmt::Debug for SqliteDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteDb")
+            .field("path", &self.path)
+            .field("readers", &self.readers.len())
+            .finish()
+    }
+}
+
+impl SqliteDb {
+    /// Opens (creating if needed, with mode 0600) the database at `path`.
+    pub async fn open(path: impl AsRef<Path>, opts: SqliteOptions) -> DbResult<SqliteDb> {
+        let path = path.as_ref().to_path_buf();
+        let writer =
+            Worker::spawn(path.clone(), opts.clone(), false, "sqlite-writer".into()).await?;
+        let mut readers = Vec::new();
+        for i in 0..opts.readers.max(1) {
+            let w = Worker::spawn(
+                path.clone(),
+                opts.clone(),
+                true,
+                format!("sqlite-reader-{i}"),
+            )
+            .await?;
+            readers.push(Arc::new(Mutex::new(w)));
+        }
+        Ok(SqliteDb {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {
+        let (worker, begin) = match mode {
+            TxMode::Write => (self.writer.clone().lock_owned().await, "BEGIN IMMEDIATE"),
+            TxMode::Read => (self.reader().await, "BEGIN"),
+        };
+        worker
+            .call(move |c| c.execute_batch(begin).map_err(classify))
+            .await??;
+        Ok(Box::new(SqliteTx {
+            worker,
+            done: false,
+        }))
+    }
+
+    async fn reader(&self) -> OwnedMutexGuard<Worker> {
+        for r in &self.readers {
+            if let Ok(guard) = r.clone().try_lock_owned() {
+                return guard;
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i].clone().lock_owned().await
+    }
+}
+
+struct SqliteTx {
+    worker: OwnedMutexGuard<Worker>,
+    done: bool,
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if !self.done {
+            // Queued before the guard is released, so the next user of this
+            // connection finds it outside any transaction.
+            self.worker.detach(|c| {
+                let _ = c.execute_batch("ROLLBACK");
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn execute_sql(&mut self, sql: Sql) -> DbResult<u64> {
+        let params = bind(sql.values)?;
+        let text = sql.text;
+        self.worker
+            .call(move |c| {
+                let mut stmt = c.prepare_cached(&text).map_err(classify)?;
+                let n = stmt.execute(params_from_iter(params)).map_err(classify)?;
+                Ok(n as u64)
+            })
+            .await?
+    }
+
+    async fn query_sql(&mut self, sql: Sql) -> DbResult<Vec<Row>> {
+        let params = bind(sql.values)?;
+        let text = sql.text;
+        self.worker.call(move |c| query(c, &text, params)).await?
+    }
+
+    async fn execute_script(&mut self, script: &str) -> DbResult<()> {
+        let script = script.to_owned();
+        self.worker
+            .call(move |c| c.execute_batch(&script).map_err(classify))
+            .await?
+    }
+
+    async fn commit(mut self: Box<Self>) -> DbResult<()> {
+        let result = self
+            .worker
+            .call(|c| c.execute_batch("COMMIT").map_err(classify))
+            .await
+            .and_then(|r| r);
+        // On a failed COMMIT the transaction is still open; Drop rolls it back.
+        self.done = result.is_ok();
+        result
+    }
+
+    async fn rollback(mut self: Box<Self>) -> DbResult<()> {
+        self.done = true;
+        self.worker
+            .call(|c| c.execute_batch("ROLLBACK").map_err(classify))
+            .await?
+    }
+}
+
+fn query(conn: &mut Connection, text: &str, params: Vec<SqlValue>) -> DbResult<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(text).map_err(classify)?;
+    let columns: Arc<[String]> = stmt.column_names().map(str::to_owned).collect();
+    let n = columns.len();
+    let mut rows = stmt.query(params_from_iter(params)).map_err(classify)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(classify)? {
+        let mut cells = Vec::with_capacity(n);
+        for i in 0..n {
+            cells.push(match row.get_ref(i).map_err(classify)? {
+                ValueRef::Null => Cell::Null,
+                ValueRef::Integer(v) => Cell::Int(v),
+                ValueRef::Real(v) => Cell::Real(v),
+                ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+            });
+        }
+        out.push(Row {
+            backend: BACKEND,
+            columns: columns.clone(),
+            cells,
+        });
+    }
+    Ok(out)
+}
+
+/// Converts sea-query values to SQLite values. Timestamps become the
+/// fixed-width text of [`crate::time`]; booleans become 0 and 1.
+fn bind(values: sea_query::Values) -> DbResult<Vec<SqlValue>> {
+    values.0.into_iter().map(bind_one).collect()
+}
+
+fn bind_one(v: Value) -> DbResult<SqlValue> {
+    fn int(v: Option<i64>) -> SqlValue {
+        v.map_or(SqlValue::Null, SqlValue::Integer)
+    }
+    Ok(match v {
+        Value::Bool(b) => int(b.map(i64::from)),
+        Value::TinyInt(v) => int(v.map(i64::from)),
+        Value::SmallInt(v) => int(v.map(i64::from)),
+        Value::Int(v) => int(v.map(i64::from)),
+        Value::BigInt(v) => int(v),
+        Value::TinyUnsigned(v) => int(v.map(i64::from)),
+        Value::SmallUnsigned(v) => int(v.map(i64::from)),
+        Value::Unsigned(v) => int(v.map(i64::from)),
+        Value::BigUnsigned(v) => match v {
+            None => SqlValue::Null,
+            Some(u) => SqlValue::Integer(i64::try_from(u).map_err(|_| {
+                DbError::new(
+                    BACKEND,
+                    ErrorKind::Encode,
+                    format!("{u} does not fit in i64"),
+                )
+            })?),
+        },
+        Value::Float(v) => v.map_or(SqlValue::Null, |f| SqlValue::Real(f64::from(f))),
+        Value::Double(v) => v.map_or(SqlValue::Null, SqlValue::Real),
+        Value::String(v) => v.map_or(SqlValue::Null, SqlValue::Text),
+        Value::Char(v) => v.map_or(SqlValue::Null, |c| SqlValue::Text(c.to_string())),
+        Value::Bytes(v) => v.map_or(SqlValue::Null, SqlValue::Blob),
+        Value::ChronoDateTimeUtc(v) => match v {
+            None => SqlValue::Null,
+            Some(t) => SqlValue::Text(crate::time::to_sqlite_text(
+                crate::time::for_storage(t)
+                    .map_err(|e| DbError::new(BACKEND, ErrorKind::Encode, e))?,
+            )),
+        },
+        other => {
+            return Err(DbError::new(
+                BACKEND,
+                ErrorKind::Encode,
+                format!("unsupported parameter type: {other:?}"),
+            ));
+        }
+    })
+}
+
+/// The one place SQLite errors are classified.
+pub(crate) fn classify(err: rusqlite::Error) -> DbError {
+    use rusqlite::ErrorCode;
+    use rusqlite::ffi;
+    let kind = match &err {
+        rusqlite::Error::SqliteFailure(e, _) => match e.extended_code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK | ffi::SQLITE_CONSTRAINT_NOTNULL => {
+                ErrorKind::CheckViolation
+            }
+            _ => match e.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => ErrorKind::Retryable,
+                ErrorCode::CannotOpen | ErrorCode::NotADatabase => ErrorKind::Connection,
+                _ => ErrorKind::Other,
+            },
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..) => ErrorKind::Decode,
+        rusqlite::Error::ToSqlConversionFailure(_) => ErrorKind::Encode,
+        _ => ErrorKind::Other,
+    };
+    DbError::new(BACKEND, kind, err)
+}

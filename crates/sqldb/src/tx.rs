@@ -1,0 +1,286 @@
+//! One executor interface over both backends.
+//!
+//! Store logic is written once against [`Tx`]: it builds sea-query
+//! statements, and the transaction renders them in its own dialect, binds the
+//! values and returns neutral [`Row`]s. The SQLite and PostgreSQL
+//! implementations (`sqlite.rs`, `postgres.rs`) are the only code that
+//! differs between the backends.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder, Values};
+
+use crate::error::{DbError, DbResult, ErrorKind};
+use crate::postgres::PostgresDb;
+use crate::row::Row;
+use crate::sqlite::SqliteDb;
+
+/// The SQL dialect of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// SQLite 3 (bundled with rusqlite).
+    Sqlite,
+    /// PostgreSQL 13 or newer.
+    Postgres,
+}
+
+impl Dialect {
+    /// `"sqlite"` or `"postgres"`: the backend label used in errors and test names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// Renders a sea-query statement in this dialect, values kept apart.
+    pub fn build<S: QueryStatementWriter>(self, stmt: &S) -> Sql {
+        let (text, values) = match self {
+            Dialect::Sqlite => stmt.build(SqliteQueryBuilder),
+            Dialect::Postgres => stmt.build(PostgresQueryBuilder),
+        };
+        Sql { text, values }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A statement rendered for one dialect, with its parameters still unbound.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    /// The statement text, with `?` (SQLite) or `$n` (PostgreSQL) placeholders.
+    pub text: String,
+    /// The parameter values, in placeholder order.
+    pub values: Values,
+}
+
+impl Sql {
+    /// A fixed statement with bound parameters. Only for catalog queries that
+    /// sea-query cannot express (schema introspection); the text must be a
+    /// literal, never assembled from values.
+    pub fn fixed(text: &'static str, values: Vec<sea_query::Value>) -> Sql {
+        Sql {
+            text: text.to_owned(),
+            values: Values(values),
+        }
+    }
+}
+
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxMode {
+    /// Read-only: SQLite uses a reader connection, PostgreSQL `READ ONLY`.
+    Read,
+    /// Read-write: SQLite takes the write lock at `BEGIN IMMEDIATE`.
+    Write,
+}
+
+/// An open transaction on either backend.
+///
+/// Dropping a transaction without [`Tx::commit`] rolls it back. Every method
+/// runs off the async executor's threads for SQLite (on the connection's
+/// worker thread) and as async I/O for PostgreSQL.
+#[async_trait]
+pub trait Tx: Send {
+    /// The dialect statements must be rendered in.
+    fn dialect(&self) -> Dialect;
+
+    /// Runs one statement that returns no rows; returns the rows affected.
+    async fn execute_sql(&mut self, sql: Sql) -> DbResult<u64>;
+
+    /// Runs one statement and returns all its rows.
+    async fn query_sql(&mut self, sql: Sql) -> DbResult<Vec<Row>>;
+
+    /// Runs a script of statements without parameters, such as a schema step.
+    async fn execute_script(&mut self, script: &str) -> DbResult<()>;
+
+    /// Commits the transaction.
+    async fn commit(self: Box<Self>) -> DbResult<()>;
+
+    /// Rolls the transaction back.
+    async fn rollback(self: Box<Self>) -> DbResult<()>;
+}
+
+/// Conveniences over [`Tx`] that take sea-query statements directly.
+///
+/// Implemented for every `Tx`, including `dyn Tx`; do not implement it.
+pub trait TxExt: Tx {
+    /// Renders and runs a statement that returns no rows.
+    fn exec<'a, S: QueryStatementWriter>(&'a mut self, stmt: &S) -> BoxFuture<'a, DbResult<u64>> {
+        let sql = self.dialect().build(stmt);
+        self.execute_sql(sql)
+    }
+
+    /// Renders and runs a query, returning every row.
+    fn query<'a, S: QueryStatementWriter>(
+        &'a mut self,
+        stmt: &S,
+    ) -> BoxFuture<'a, DbResult<Vec<Row>>> {
+        let sql = self.dialect().build(stmt);
+        self.query_sql(sql)
+    }
+
+    /// Renders and runs a query expected to return at most one row.
+    fn query_opt<'a, S: QueryStatementWriter>(
+        &'a mut self,
+        stmt: &S,
+    ) -> BoxFuture<'a, DbResult<Option<Row>>>
+    where
+        Self: Send,
+    {
+        let sql = self.dialect().build(stmt);
+        let backend = self.dialect().name();
+        Box::pin(async move {
+            let mut rows = self.query_sql(sql).await?;
+            match rows.len() {
+                0 => Ok(None),
+                1 => Ok(rows.pop()),
+                n => Err(DbError::new(
+                    backend,
+                    ErrorKind::Decode,
+                    format!("expected at most one row, got {n}"),
+                )),
+            }
+        })
+    }
+
+    /// Renders and runs a query expected to return exactly one row.
+    fn query_one<'a, S: QueryStatementWriter>(
+        &'a mut self,
+        stmt: &S,
+    ) -> BoxFuture<'a, DbResult<Row>>
+    where
+        Self: Send,
+    {
+        let backend = self.dialect().name();
+        let fut = self.query_opt(stmt);
+        Box::pin(async move {
+            fut.await?.ok_or_else(|| {
+                DbError::new(backend, ErrorKind::Decode, "expected one row, got none")
+            })
+        })
+    }
+}
+
+impl<T: Tx + ?Sized> TxExt for T {}
+
+/// A handle to a database of either backend; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Backend>,
+}
+
+enum Backend {
+    Sqlite(SqliteDb),
+    Postgres(PostgresDb),
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.inner {
+            Backend::Sqlite(db) => f.debug_tuple("Db").field(db).finish(),
+            Backend::Postgres(db) => f.debug_tuple("Db").field(db).finish(),
+        }
+    }
+}
+
+impl From<SqliteDb> for Db {
+    fn from(db: SqliteDb) -> Self {
+        Db {
+            inner: Arc::new(Backend::Sqlite(db)),
+        }
+    }
+}
+
+impl From<PostgresDb> for Db {
+    fn from(db: PostgresDb) -> Self {
+        Db {
+            inner: Arc::new(Backend::Postgres(db)),
+        }
+    }
+}
+
+impl Db {
+    /// The dialect of this database.
+    pub fn dialect(&self) -> Dialect {
+        match &*self.inner {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The SQLite database, if this is one.
+    pub fn as_sqlite(&self) -> Option<&SqliteDb> {
+        match &*self.inner {
+            Backend::Sqlite(db) => Some(db),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL database, if this is one.
+    pub fn as_postgres(&self) -> Option<&PostgresDb> {
+        match &*self.inner {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(db) => Some(db),
+        }
+    }
+
+    /// Opens a transaction. Prefer [`Db::write`] and [`Db::read`], which
+    /// cannot forget to finish it.
+    pub async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {
+        match &*self.inner {
+            Backend::Sqlite(db) => db.begin(mode).await,
+            Backend::Postgres(db) => db.begin(mode).await,
+        }
+    }
+
+    /// Runs `f` in a read-write transaction: commits when it returns `Ok`,
+    /// rolls back when it returns `Err` (and returns that error).
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send,
+        E: From<DbError>,
+        T: Send,
+    {
+        self.run(TxMode::Write, f).await
+    }
+
+    /// Runs `f` in a read-only transaction.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send,
+        E: From<DbError>,
+        T: Send,
+    {
+        self.run(TxMode::Read, f).await
+    }
+
+    async fn run<T, E, F>(&self, mode: TxMode, f: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send,
+        E: From<DbError>,
+        T: Send,
+    {
+        let mut tx = self.begin(mode).await?;
+        match f(&mut *tx).await {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(err) => {
+                // The closure's error is the one worth reporting; a failed
+                // rollback also ends the transaction (the connection is
+                // discarded), so nothing is left half-done.
+                let _ = tx.rollback().await;
+                Err(err)
+            }
+        }
+    }
+}

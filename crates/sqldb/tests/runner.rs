@@ -1,0 +1,412 @@
+//! The schema runner on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqldb::migrate::{CodeStep, MigrateError, Migrator, NoLegacyData};
+use sqldb::schema::{KV_TO_SQL_VERSION, STEPS, Step, StepKind};
+use sqldb::sea_query::{Alias, Expr, ExprTrait, Query};
+use sqldb::{BoxError, Db, Tx, TxExt, introspect};
+use testkit::sql::{SqlFixture, postgres, sqlite};
+
+fn nodestore() -> Migrator<'static> {
+    Migrator::new().code_step(KV_TO_SQL_VERSION, &NoLegacyData)
+}
+
+async fn table_names(db: &Db) -> Vec<String> {
+    introspect::describe(db)
+        .await
+        .unwrap()
+        .tables
+        .into_keys()
+        .collect()
+}
+
+async fn fresh_database_gets_every_step(fx: &SqlFixture) {
+    let db = fx.open().await;
+    let report = nodestore().run(&db).await.unwrap();
+    let versions: Vec<i64> = report.applied.iter().map(|s| s.version).collect();
+    assert_eq!(versions, (1..=STEPS.len() as i64).collect::<Vec<_>>());
+
+    let applied = nodestore().applied(&db).await.unwrap();
+    assert_eq!(
+        applied, report.applied,
+        "the tracking table records what was applied"
+    );
+    for (row, step) in applied.iter().zip(STEPS) {
+        assert_eq!(row.name, step.name);
+        assert_eq!(row.checksum, step.checksum());
+        assert!(row.complete);
+    }
+    let tables = table_names(&db).await;
+    for t in [
+        "accounts",
+        "account_payments",
+        "account_invoices",
+        "account_indices",
+        "sessions",
+        "session_macaroon_permissions",
+        "session_macaroon_caveats",
+        "session_feature_configs",
+        "session_privacy_flags",
+        "rules",
+        "features",
+        "kvstores",
+        "privacy_pairs",
+        "actions",
+        "nodestore_schema_steps",
+    ] {
+        assert!(
+            tables.contains(&t.to_owned()),
+            "missing table {t}: {tables:?}"
+        );
+    }
+}
+
+async fn second_run_applies_nothing(fx: &SqlFixture) {
+    let db = fx.open().await;
+    nodestore().run(&db).await.unwrap();
+    let before = nodestore().applied(&db).await.unwrap();
+    let again = nodestore().run(&db).await.unwrap();
+    assert!(again.applied.is_empty(), "{again:?}");
+    assert_eq!(nodestore().applied(&db).await.unwrap(), before);
+}
+
+async fn update_tracking_row(
+    db: &Db,
+    version: i64,
+    column: &'static str,
+    value: sqldb::sea_query::Value,
+) {
+    db.write(|tx| {
+        Box::pin(async move {
+            let stmt = Query::update()
+                .table(Alias::new("nodestore_schema_steps"))
+                .value(Alias::new(column), value)
+                .and_where(Expr::col(Alias::new("version")).eq(version))
+                .to_owned();
+            tx.exec(&stmt).await
+        })
+    })
+    .await
+    .unwrap();
+}
+
+async fn tampered_checksum_is_refused_naming_the_step(fx: &SqlFixture) {
+    let db = fx.open().await;
+    nodestore().run(&db).await.unwrap();
+    update_tracking_row(&db, 3, "checksum", vec![0u8; 32].into()).await;
+    let err = nodestore().run(&db).await.unwrap_err();
+    match &err {
+        MigrateError::Mismatch {
+            version: 3,
+            name,
+            what: "checksum",
+        } => assert_eq!(name, "kvstores"),
+        other => panic!("expected a checksum mismatch on step 3, got {other:?}"),
+    }
+    assert!(err.to_string().contains("step 3 (kvstores)"), "{err}");
+}
+
+async fn edited_step_in_the_binary_is_refused(fx: &SqlFixture) {
+    let db = fx.open().await;
+    let original = [Step {
+        version: 1,
+        name: "t",
+        kind: StepKind::Sql("CREATE TABLE t (a TEXT);"),
+    }];
+    Migrator::with_steps(&original).run(&db).await.unwrap();
+    let edited = [Step {
+        version: 1,
+        name: "t",
+        kind: StepKind::Sql("CREATE TABLE t (b TEXT);"),
+    }];
+    let err = Migrator::with_steps(&edited).run(&db).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MigrateError::Mismatch {
+                version: 1,
+                what: "checksum",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let renamed = [Step {
+        version: 1,
+        name: "u",
+        kind: StepKind::Sql("CREATE TABLE t (a TEXT);"),
+    }];
+    let err = Migrator::with_steps(&renamed).run(&db).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MigrateError::Mismatch {
+                version: 1,
+                what: "name",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+async fn newer_database_is_refused(fx: &SqlFixture) {
+    let db = fx.open().await;
+    nodestore().run(&db).await.unwrap();
+    let next = STEPS.len() as i64 + 1;
+    db.write(|tx| {
+        Box::pin(async move {
+            let stmt = Query::insert()
+                .into_table(Alias::new("nodestore_schema_steps"))
+                .columns(
+                    [
+                        "version",
+                        "name",
+                        "checksum",
+                        "applied_at",
+                        "duration_us",
+                        "complete",
+                    ]
+                    .map(Alias::new),
+                )
+                .values_panic([
+                    next.into(),
+                    "from_the_future".into(),
+                    vec![1u8; 32].into(),
+                    chrono::Utc::now().into(),
+                    0i64.into(),
+                    true.into(),
+                ])
+                .to_owned();
+            tx.exec(&stmt).await
+        })
+    })
+    .await
+    .unwrap();
+    let err = nodestore().run(&db).await.unwrap_err();
+    match &err {
+        MigrateError::NewerDatabase {
+            version,
+            name,
+            latest,
+        } => {
+            assert_eq!(
+                (*version, name.as_str(), *latest),
+                (next, "from_the_future", next - 1)
+            );
+        }
+        other => panic!("expected NewerDatabase, got {other:?}"),
+    }
+}
+
+async fn incomplete_step_is_refused(fx: &SqlFixture) {
+    let db = fx.open().await;
+    nodestore().run(&db).await.unwrap();
+    update_tracking_row(&db, 2, "complete", false.into()).await;
+    let err = nodestore().run(&db).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::Incomplete { version: 2, name } if name == "sessions"),
+        "{err:?}"
+    );
+}
+
+async fn failing_sql_step_records_nothing_and_changes_nothing(fx: &SqlFixture) {
+    let db = fx.open().await;
+    let steps = [
+        Step {
+            version: 1,
+            name: "one",
+            kind: StepKind::Sql("CREATE TABLE one (a TEXT NOT NULL);"),
+        },
+        Step {
+            version: 2,
+            name: "two",
+            kind: StepKind::Sql(
+                "CREATE TABLE two (a TEXT NOT NULL);\nINSERT INTO two (a) VALUES ('x');\nINSERT INTO missing_table VALUES (1);",
+            ),
+        },
+    ];
+    let err = Migrator::with_steps(&steps).run(&db).await.unwrap_err();
+    assert!(
+        matches!(err, MigrateError::StepFailed { version: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("step 2 (two)"), "{err}");
+    let applied = Migrator::with_steps(&steps).applied(&db).await.unwrap();
+    assert_eq!(
+        applied.iter().map(|a| a.version).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(
+        table_names(&db).await,
+        vec!["nodestore_schema_steps".to_owned(), "one".to_owned()]
+    );
+}
+
+async fn failing_first_step_leaves_the_database_as_it_was(fx: &SqlFixture) {
+    let db = fx.open().await;
+    let bad_first = [Step {
+        version: 1,
+        name: "bad",
+        kind: StepKind::Sql("CREATE TABLE x (a TEXT); SELEC 1;"),
+    }];
+    let err = Migrator::with_steps(&bad_first).run(&db).await.unwrap_err();
+    assert!(
+        matches!(err, MigrateError::StepFailed { version: 1, .. }),
+        "{err:?}"
+    );
+    assert!(
+        Migrator::with_steps(&bad_first)
+            .applied(&db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Nothing but the (empty) tracking table.
+    assert_eq!(
+        table_names(&db).await,
+        vec!["nodestore_schema_steps".to_owned()]
+    );
+}
+
+struct WritesThenFails;
+
+#[async_trait]
+impl CodeStep for WritesThenFails {
+    async fn run(&self, tx: &mut dyn Tx) -> Result<(), BoxError> {
+        let stmt = Query::insert()
+            .into_table(Alias::new("account_indices"))
+            .columns([Alias::new("name"), Alias::new("value")])
+            .values_panic(["last_add_index".into(), 7i64.into()])
+            .to_owned();
+        tx.exec(&stmt).await?;
+        Err("injected failure after one write".into())
+    }
+}
+
+async fn failing_code_step_keeps_none_of_its_writes(fx: &SqlFixture) {
+    let db = fx.open().await;
+    let err = Migrator::new()
+        .code_step(KV_TO_SQL_VERSION, &WritesThenFails)
+        .run(&db)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::StepFailed { version: KV_TO_SQL_VERSION, name, .. } if name == "kvdb_to_sql"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    let applied = nodestore().applied(&db).await.unwrap();
+    assert_eq!(
+        applied.len(),
+        STEPS.len() - 1,
+        "every step before the code step stays"
+    );
+    let rows = db
+        .read(|tx| {
+            Box::pin(async move {
+                tx.query(
+                    &Query::select()
+                        .column(Alias::new("name"))
+                        .from(Alias::new("account_indices"))
+                        .to_owned(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "the failed step's write was rolled back");
+    // The next run, with a working step, completes.
+    nodestore().run(&db).await.unwrap();
+    assert_eq!(nodestore().applied(&db).await.unwrap().len(), STEPS.len());
+}
+
+async fn missing_code_step_is_an_error_and_never_recorded(fx: &SqlFixture) {
+    let db = fx.open().await;
+    let err = Migrator::new().run(&db).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MigrateError::MissingCodeStep {
+                version: KV_TO_SQL_VERSION,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let applied = Migrator::new().applied(&db).await.unwrap();
+    assert!(applied.iter().all(|a| a.version != KV_TO_SQL_VERSION));
+}
+
+/// Counts its runs and holds its transaction open a while, so two runners
+/// started together overlap.
+struct SlowCounter(Arc<AtomicUsize>);
+
+#[async_trait]
+impl CodeStep for SlowCounter {
+    async fn run(&self, _tx: &mut dyn Tx) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+}
+
+async fn concurrent_runners_apply_each_step_once(fx: &SqlFixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let step = SlowCounter(runs.clone());
+    let (first, second) = (
+        Migrator::new().code_step(KV_TO_SQL_VERSION, &step),
+        Migrator::new().code_step(KV_TO_SQL_VERSION, &step),
+    );
+    let (ra, rb) = tokio::join!(first.run(&a), second.run(&b));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the code step ran exactly once"
+    );
+    assert_eq!(
+        ra.applied.len() + rb.applied.len(),
+        STEPS.len(),
+        "every step applied by exactly one runner: {ra:?} {rb:?}"
+    );
+    let applied = nodestore().applied(&a).await.unwrap();
+    assert_eq!(
+        applied.iter().map(|s| s.version).collect::<Vec<_>>(),
+        (1..=STEPS.len() as i64).collect::<Vec<_>>()
+    );
+}
+
+testkit::backend_tests!(sqlite => sqlite;
+    fresh_database_gets_every_step,
+    second_run_applies_nothing,
+    tampered_checksum_is_refused_naming_the_step,
+    edited_step_in_the_binary_is_refused,
+    newer_database_is_refused,
+    incomplete_step_is_refused,
+    failing_sql_step_records_nothing_and_changes_nothing,
+    failing_first_step_leaves_the_database_as_it_was,
+    failing_code_step_keeps_none_of_its_writes,
+    missing_code_step_is_an_error_and_never_recorded,
+    concurrent_runners_apply_each_step_once,
+);
+
+testkit::backend_tests!(postgres => postgres;
+    fresh_database_gets_every_step,
+    second_run_applies_nothing,
+    tampered_checksum_is_refused_naming_the_step,
+    edited_step_in_the_binary_is_refused,
+    newer_database_is_refused,
+    incomplete_step_is_refused,
+    failing_sql_step_records_nothing_and_changes_nothing,
+    failing_first_step_leaves_the_database_as_it_was,
+    failing_code_step_keeps_none_of_its_writes,
+    missing_code_step_is_an_error_and_never_recorded,
+    concurrent_runners_apply_each_step_once,
+);

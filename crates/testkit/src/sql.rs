@@ -1,0 +1,83 @@
+//! Fixtures that hand a test an empty SQL database as a [`sqldb::Db`].
+
+use sqldb::migrate::{Migrator, NoLegacyData};
+use sqldb::schema::KV_TO_SQL_VERSION;
+use sqldb::{Db, PostgresDb, PostgresOptions, SqliteDb, SqliteOptions};
+
+use crate::pg::{TestDatabase, fresh_database};
+
+/// An empty database for one test; removed when dropped.
+#[derive(Debug)]
+pub enum SqlFixture {
+    /// A SQLite file in a temporary directory.
+    Sqlite(tempfile::TempDir),
+    /// A PostgreSQL database of its own.
+    Postgres(TestDatabase),
+}
+
+/// The connection pool size tests use: small, so a leak shows up as a hang
+/// in one test rather than a server out of connections.
+const TEST_POOL_SIZE: usize = 4;
+
+impl SqlFixture {
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            SqlFixture::Sqlite(_) => "sqlite",
+            SqlFixture::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A SQLite fixture.
+    pub fn sqlite() -> SqlFixture {
+        #[allow(clippy::expect_used)]
+        SqlFixture::Sqlite(tempfile::tempdir().expect("temporary directory"))
+    }
+
+    /// A new handle to the fixture's database (each call opens new
+    /// connections, like a second process would).
+    #[allow(clippy::expect_used)]
+    pub async fn open(&self) -> Db {
+        match self {
+            SqlFixture::Sqlite(dir) => {
+                SqliteDb::open(dir.path().join("test.db"), SqliteOptions::default())
+                    .await
+                    .expect("open sqlite")
+                    .into()
+            }
+            SqlFixture::Postgres(db) => PostgresDb::connect(
+                db.url(),
+                PostgresOptions {
+                    pool_size: TEST_POOL_SIZE,
+                },
+            )
+            .await
+            .expect("connect to postgres")
+            .into(),
+        }
+    }
+
+    /// [`SqlFixture::open`], then every schema step applied, the key-value
+    /// step with [`NoLegacyData`] (a test database has none).
+    #[allow(clippy::expect_used)]
+    pub async fn open_migrated(&self) -> Db {
+        let db = self.open().await;
+        Migrator::new()
+            .code_step(KV_TO_SQL_VERSION, &NoLegacyData)
+            .run(&db)
+            .await
+            .expect("apply schema");
+        db
+    }
+}
+
+/// A SQLite fixture (always available).
+pub async fn sqlite(_test: &str) -> Option<SqlFixture> {
+    Some(SqlFixture::sqlite())
+}
+
+/// A PostgreSQL fixture, or `None` after reporting a skip (see
+/// [`fresh_database`]).
+pub async fn postgres(test: &str) -> Option<SqlFixture> {
+    fresh_database(test).await.map(SqlFixture::Postgres)
+}
