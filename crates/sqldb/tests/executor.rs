@@ -1,0 +1,469 @@
+//! The executors: transactions, parameter binding, timestamps, error
+//! classification and connection settings, on SQLite and PostgreSQL; and
+//! the proof that both backends end up with the same schema.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use sqldb::sea_query::{Alias, Expr, ExprTrait, Order, Query, Value};
+use sqldb::time::zero_time;
+use sqldb::{Db, DbError, ErrorKind, TxExt, TxMode, introspect};
+use testkit::sql::{SqlFixture, postgres, sqlite};
+
+fn a(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// Inserts an account row with the given alias and timestamps.
+async fn insert_account(
+    db: &Db,
+    alias: i64,
+    last_updated: DateTime<Utc>,
+    expiration: DateTime<Utc>,
+) -> Result<(), DbError> {
+    db.write(|tx| {
+        Box::pin(async move {
+            let stmt = Query::insert()
+                .into_table(a("accounts"))
+                .columns(
+                    [
+                        "alias",
+                        "type",
+                        "initial_balance_msat",
+                        "current_balance_msat",
+                        "last_updated",
+                        "expiration",
+                    ]
+                    .map(a),
+                )
+                .values_panic([
+                    alias.into(),
+                    1i64.into(),
+                    1000i64.into(),
+                    (-5i64).into(),
+                    last_updated.into(),
+                    expiration.into(),
+                ])
+                .to_owned();
+            tx.exec(&stmt).await.map(|_| ())
+        })
+    })
+    .await
+}
+
+async fn aliases(db: &Db) -> Vec<i64> {
+    db.read(|tx| {
+        Box::pin(async move {
+            let rows = tx
+                .query(
+                    &Query::select()
+                        .column(a("alias"))
+                        .from(a("accounts"))
+                        .order_by(a("alias"), Order::Asc)
+                        .to_owned(),
+                )
+                .await?;
+            rows.iter()
+                .map(|r| r.i64(0))
+                .collect::<Result<Vec<_>, DbError>>()
+        })
+    })
+    .await
+    .unwrap()
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 6, 0, 0).unwrap()
+}
+
+async fn write_commits_on_ok_and_rolls_back_on_err(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    insert_account(&db, 1, t0(), zero_time()).await.unwrap();
+    let result: Result<(), DbError> = db
+        .write(|tx| {
+            Box::pin(async move {
+                let stmt = Query::insert()
+                    .into_table(a("account_indices"))
+                    .columns([a("name"), a("value")])
+                    .values_panic(["last_add_index".into(), 1i64.into()])
+                    .to_owned();
+                tx.exec(&stmt).await?;
+                Err(DbError::new("test", ErrorKind::Other, "closure failed"))
+            })
+        })
+        .await;
+    assert!(result.is_err());
+    let count = db
+        .read(|tx| {
+            Box::pin(async move {
+                tx.query_one(
+                    &Query::select()
+                        .expr(Expr::col(a("name")).count())
+                        .from(a("account_indices"))
+                        .to_owned(),
+                )
+                .await?
+                .i64(0)
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "the failed closure's insert was rolled back");
+    assert_eq!(aliases(&db).await, vec![1]);
+}
+
+async fn dropped_transaction_rolls_back_and_frees_the_connection(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    {
+        let mut tx = db.begin(TxMode::Write).await.unwrap();
+        let stmt = Query::insert()
+            .into_table(a("account_indices"))
+            .columns([a("name"), a("value")])
+            .values_panic(["last_add_index".into(), 1i64.into()])
+            .to_owned();
+        tx.exec(&stmt).await.unwrap();
+        // Dropped without commit.
+    }
+    // The writer is free again, and the insert is gone.
+    insert_account(&db, 2, t0(), zero_time()).await.unwrap();
+    assert_eq!(aliases(&db).await, vec![2]);
+    let rows = db
+        .read(|tx| {
+            Box::pin(async move {
+                tx.query(
+                    &Query::select()
+                        .column(a("name"))
+                        .from(a("account_indices"))
+                        .to_owned(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+}
+
+async fn read_transactions_refuse_writes(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let err = db
+        .read(|tx| {
+            Box::pin(async move {
+                let stmt = Query::insert()
+                    .into_table(a("account_indices"))
+                    .columns([a("name"), a("value")])
+                    .values_panic(["x".into(), 1i64.into()])
+                    .to_owned();
+                tx.exec(&stmt).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Other, "{err}");
+}
+
+async fn errors_are_classified(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    insert_account(&db, 7, t0(), zero_time()).await.unwrap();
+    let dup = insert_account(&db, 7, t0(), zero_time()).await.unwrap_err();
+    assert!(dup.is_unique_violation(), "{dup}");
+
+    let fk = db
+        .write(|tx| {
+            Box::pin(async move {
+                let stmt = Query::insert()
+                    .into_table(a("account_invoices"))
+                    .columns([a("account_id"), a("hash")])
+                    .values_panic([999_999i64.into(), vec![1u8; 32].into()])
+                    .to_owned();
+                tx.exec(&stmt).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert!(fk.is_foreign_key_violation(), "{fk}");
+
+    let check = db
+        .write(|tx| {
+            Box::pin(async move {
+                for (table, name) in [("rules", "r"), ("features", "f")] {
+                    tx.exec(
+                        &Query::insert()
+                            .into_table(a(table))
+                            .columns([a("name")])
+                            .values_panic([name.into()])
+                            .to_owned(),
+                    )
+                    .await?;
+                }
+                // A feature-scoped entry without a group breaks the CHECK.
+                let stmt = Query::insert()
+                    .into_table(a("kvstores"))
+                    .columns(["perm", "rule_id", "feature_id", "entry_key", "value"].map(a))
+                    .values_panic([
+                        true.into(),
+                        1i64.into(),
+                        1i64.into(),
+                        "k".into(),
+                        vec![1u8].into(),
+                    ])
+                    .to_owned();
+                tx.exec(&stmt).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(check.kind, ErrorKind::CheckViolation, "{check}");
+
+    let not_null = db
+        .write(|tx| {
+            Box::pin(async move {
+                let stmt = Query::insert()
+                    .into_table(a("account_indices"))
+                    .columns([a("name"), a("value")])
+                    .values_panic(["x".into(), Value::BigInt(None).into()])
+                    .to_owned();
+                tx.exec(&stmt).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_null.kind, ErrorKind::CheckViolation, "{not_null}");
+}
+
+async fn timestamps_round_trip_in_microseconds_and_sort_in_time_order(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let times = [
+        t0() + Duration::nanoseconds(123_456_789),
+        Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 59).unwrap()
+            + Duration::nanoseconds(999_999_999),
+        zero_time(),
+        t0() + Duration::microseconds(1),
+        Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+        t0(),
+    ];
+    for (i, t) in times.iter().enumerate() {
+        insert_account(&db, i as i64, *t, *t).await.unwrap();
+    }
+    let rows = db
+        .read(|tx| {
+            Box::pin(async move {
+                tx.query(
+                    &Query::select()
+                        .columns([a("alias"), a("last_updated"), a("expiration")])
+                        .from(a("accounts"))
+                        .and_where(Expr::col(a("last_updated")).gt(zero_time()))
+                        .order_by(a("last_updated"), Order::Asc)
+                        .to_owned(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap();
+    let read: Vec<(i64, DateTime<Utc>)> = rows
+        .iter()
+        .map(|r| (r.i64(0).unwrap(), r.time(1).unwrap()))
+        .collect();
+    let mut expected: Vec<(i64, DateTime<Utc>)> = times
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t > zero_time())
+        .map(|(i, t)| (i as i64, sqldb::time::truncate_micros(*t)))
+        .collect();
+    expected.sort_by_key(|(_, t)| *t);
+    assert_eq!(
+        read, expected,
+        "truncated to microseconds, ordered by time, compared by time"
+    );
+    assert_eq!(
+        read[1].1.timestamp_subsec_nanos(),
+        0,
+        "1969 value truncated, not rounded"
+    );
+
+    let too_late = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+    let err = insert_account(&db, 99, too_late, too_late)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Encode, "{err}");
+}
+
+async fn integers_bind_to_every_column_width(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    insert_account(&db, i64::MIN, t0(), zero_time())
+        .await
+        .unwrap();
+    insert_account(&db, i64::MAX, t0(), zero_time())
+        .await
+        .unwrap();
+    assert_eq!(aliases(&db).await, vec![i64::MIN, i64::MAX]);
+    // SMALLINT (`type`) and INTEGER (`position`) columns take i64 values.
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.exec(
+                &Query::update()
+                    .table(a("accounts"))
+                    .value(a("type"), 300i64)
+                    .to_owned(),
+            )
+            .await
+        })
+    })
+    .await
+    .unwrap();
+    let types = db
+        .read(|tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        &Query::select()
+                            .column(a("type"))
+                            .from(a("accounts"))
+                            .to_owned(),
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|r| r.i64(0))
+                    .collect::<Result<Vec<_>, DbError>>()
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(types, vec![300, 300]);
+}
+
+async fn empty_and_null_blobs_are_told_apart(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let rows = db
+        .write(|tx| {
+            Box::pin(async move {
+                for (key, value) in [("a", Some(vec![])), ("b", None), ("c", Some(vec![0u8, 1]))] {
+                    tx.exec(
+                        &Query::insert()
+                            .into_table(a("actions"))
+                            .columns(
+                                [
+                                    "rpc_method",
+                                    "rpc_params_json",
+                                    "created_at",
+                                    "action_state",
+                                ]
+                                .map(a),
+                            )
+                            .values_panic([
+                                key.into(),
+                                Value::Bytes(value).into(),
+                                t0().into(),
+                                0i64.into(),
+                            ])
+                            .to_owned(),
+                    )
+                    .await?;
+                }
+                tx.query(
+                    &Query::select()
+                        .column(a("rpc_params_json"))
+                        .from(a("actions"))
+                        .order_by(a("rpc_method"), Order::Asc)
+                        .to_owned(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap();
+    let got: Vec<Option<Vec<u8>>> = rows.iter().map(|r| r.opt_bytes(0).unwrap()).collect();
+    assert_eq!(got, vec![Some(vec![]), None, Some(vec![0, 1])]);
+    assert_eq!(rows[1].bytes_or_empty(0).unwrap(), Vec::<u8>::new());
+}
+
+async fn sqlite_file_is_private_and_durable(fx: &SqlFixture) {
+    use std::os::unix::fs::PermissionsExt;
+    let db = fx.open_migrated().await;
+    let path = db.as_sqlite().unwrap().path().to_path_buf();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+    let mut tx = db.begin(TxMode::Write).await.unwrap();
+    let fk = tx
+        .query_sql(sqldb::Sql::fixed("PRAGMA foreign_keys", vec![]))
+        .await
+        .unwrap();
+    let journal = tx
+        .query_sql(sqldb::Sql::fixed("PRAGMA journal_mode", vec![]))
+        .await
+        .unwrap();
+    let sync = tx
+        .query_sql(sqldb::Sql::fixed("PRAGMA synchronous", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(fk[0].i64(0).unwrap(), 1);
+    assert_eq!(journal[0].text(0).unwrap(), "wal");
+    assert_eq!(sync[0].i64(0).unwrap(), 2, "synchronous = FULL");
+    tx.rollback().await.unwrap();
+}
+
+/// The same steps give the same tables, columns, types, nullability, keys,
+/// checks and indexes on both engines.
+async fn sqlite_and_postgres_schemas_match(fx: &SqlFixture) {
+    let pg = fx.open_migrated().await;
+    let lite_fx = SqlFixture::sqlite();
+    let lite = lite_fx.open_migrated().await;
+    let (pg_shape, lite_shape) = (
+        introspect::describe(&pg).await.unwrap(),
+        introspect::describe(&lite).await.unwrap(),
+    );
+    assert_eq!(
+        pg_shape.tables.keys().collect::<Vec<_>>(),
+        lite_shape.tables.keys().collect::<Vec<_>>()
+    );
+    for (name, pg_table) in &pg_shape.tables {
+        assert_eq!(
+            Some(pg_table),
+            lite_shape.tables.get(name),
+            "table {name} differs"
+        );
+    }
+    // The comparison is not vacuous.
+    let kv = &pg_shape.tables["kvstores"];
+    assert!(kv.has_check);
+    assert_eq!(
+        kv.indexes.iter().filter(|i| i.predicate.is_some()).count(),
+        3
+    );
+    let sessions = &pg_shape.tables["sessions"];
+    assert!(
+        sessions
+            .foreign_keys
+            .iter()
+            .any(|f| f.ref_table == "sessions" && f.on_delete == "CASCADE")
+    );
+    assert_eq!(
+        sessions
+            .columns
+            .iter()
+            .find(|c| c.name == "revoked_at")
+            .map(|c| c.not_null),
+        Some(false)
+    );
+}
+
+testkit::backend_tests!(sqlite => sqlite;
+    write_commits_on_ok_and_rolls_back_on_err,
+    dropped_transaction_rolls_back_and_frees_the_connection,
+    read_transactions_refuse_writes,
+    errors_are_classified,
+    timestamps_round_trip_in_microseconds_and_sort_in_time_order,
+    integers_bind_to_every_column_width,
+    empty_and_null_blobs_are_told_apart,
+    sqlite_file_is_private_and_durable,
+);
+
+testkit::backend_tests!(postgres => postgres;
+    write_commits_on_ok_and_rolls_back_on_err,
+    dropped_transaction_rolls_back_and_frees_the_connection,
+    read_transactions_refuse_writes,
+    errors_are_classified,
+    timestamps_round_trip_in_microseconds_and_sort_in_time_order,
+    integers_bind_to_every_column_width,
+    empty_and_null_blobs_are_told_apart,
+    sqlite_and_postgres_schemas_match,
+);
