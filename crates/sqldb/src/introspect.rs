@@ -240,8 +240,7 @@ async fn describe_postgres(tx: &mut dyn Tx) -> DbResult<Shape> {
         .await?;
     for t in tables {
         let name = t.text(0)?;
-        let mut table = Table::default();
-        table.primary_key = tx
+        let primary_key = tx
             .query_sql(Sql::fixed(
                 "SELECT a.attname::text FROM pg_index i \
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
@@ -253,6 +252,10 @@ async fn describe_postgres(tx: &mut dyn Tx) -> DbResult<Shape> {
             .iter()
             .map(|r| r.text(0))
             .collect::<DbResult<Vec<_>>>()?;
+        let mut table = Table {
+            primary_key,
+            ..Table::default()
+        };
         let cols = tx
             .query_sql(Sql::fixed(
                 "SELECT column_name::text, udt_name::text, is_nullable::text \

@@ -45,6 +45,10 @@
 //! assert_eq!(report.applied.len(), sqldb::schema::STEPS.len());
 //! # });
 //! ```
+#![warn(
+    clippy::unwrap_used,
+    reason = "a panic in a storage library is a bug; errors are values"
+)]
 
 pub mod error;
 pub mod introspect;

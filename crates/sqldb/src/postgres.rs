@@ -173,6 +173,10 @@ impl DedicatedConn {
     }
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per open transaction, moved once; boxing would only add an allocation"
+)]
 enum PgConn {
     Pooled(Option<Object>),
     Dedicated(Arc<Dedicated>),

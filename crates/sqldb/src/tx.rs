@@ -177,6 +177,7 @@ pub struct Db {
     inner: Arc<Backend>,
 }
 
+#[allow(clippy::large_enum_variant, reason = "lives once behind the Db's Arc")]
 enum Backend {
     Sqlite(SqliteDb),
     Postgres(PostgresDb),

@@ -30,10 +30,10 @@ impl Server {
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
 
 fn resolve() -> Result<Server, String> {
-    if let Ok(url) = std::env::var(URL_ENV) {
-        if !url.is_empty() {
-            return Ok(Server::External(url));
-        }
+    if let Ok(url) = std::env::var(URL_ENV)
+        && !url.is_empty()
+    {
+        return Ok(Server::External(url));
     }
     let local_err = match LocalCluster::start(Some(std::process::id())) {
         Ok(cluster) => return Ok(Server::Local(cluster)),
