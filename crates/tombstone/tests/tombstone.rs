@@ -1,0 +1,166 @@
+//! The tombstone contract, on sled (`kv`).
+
+mod kv {
+    use chrono::{TimeZone, Utc};
+    use tombstone::{
+        Error, FORMAT_VERSION, KvDb, KvOptions, META_TREE, Mark, MigrationSource, Status,
+        TOMBSTONED_FORMAT, mark, status,
+    };
+
+    fn sample_mark(target: &str) -> Mark {
+        Mark {
+            marked_at: Utc.with_ymd_and_hms(2026, 11, 21, 6, 30, 0).unwrap(),
+            nodestore_version: "0.1.0".into(),
+            target: target.into(),
+        }
+    }
+
+    fn live_db_with_data(path: &std::path::Path) {
+        let db = KvDb::open(path, &KvOptions::default()).unwrap();
+        db.tree("accounts").unwrap().insert(b"k", b"v").unwrap();
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn a_new_database_is_live_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        assert_eq!(status(&path).unwrap(), None);
+        live_db_with_data(&path);
+        assert_eq!(status(&path).unwrap(), Some(Status::Live(FORMAT_VERSION)));
+        let db = KvDb::open(&path, &KvOptions::default()).unwrap();
+        assert_eq!(
+            db.tree("accounts")
+                .unwrap()
+                .get(b"k")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"v"
+        );
+        db.check().unwrap();
+    }
+
+    #[test]
+    fn a_tombstoned_database_is_refused_naming_path_date_and_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        live_db_with_data(&path);
+        mark(&path, &sample_mark("sqlite:/data/node.db")).unwrap();
+        let err = KvDb::open(&path, &KvOptions::default()).unwrap_err();
+        match &err {
+            Error::Tombstoned { path: p, mark } => {
+                assert_eq!(p, &path);
+                assert_eq!(mark, &sample_mark("sqlite:/data/node.db"));
+            }
+            other => panic!("expected Tombstoned, got {other:?}"),
+        }
+        let msg = err.to_string();
+        for needle in [
+            path.to_str().unwrap(),
+            "2026-11-21T06:30:00Z",
+            "sqlite:/data/node.db",
+            "0.1.0",
+        ] {
+            assert!(msg.contains(needle), "{msg} should name {needle}");
+        }
+    }
+
+    #[test]
+    fn marking_twice_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        live_db_with_data(&path);
+        mark(&path, &sample_mark("sqlite:/a.db")).unwrap();
+        mark(&path, &sample_mark("sqlite:/a.db")).unwrap();
+        assert_eq!(
+            status(&path).unwrap(),
+            Some(Status::Tombstoned(sample_mark("sqlite:/a.db")))
+        );
+        // A later re-run into a rebuilt database records its own target.
+        mark(&path, &sample_mark("postgres://node@db/nodestore")).unwrap();
+        assert!(matches!(
+            KvDb::open(&path, &KvOptions::default()),
+            Err(Error::Tombstoned { mark, .. }) if mark.target == "postgres://node@db/nodestore"
+        ));
+    }
+
+    /// A binary from before tombstones existed checks only that the format
+    /// is the one it knows; the mark changes it, so such a binary refuses too.
+    #[test]
+    fn the_mark_changes_the_format_so_older_binaries_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        live_db_with_data(&path);
+        mark(&path, &sample_mark("sqlite:/a.db")).unwrap();
+        let raw = sled::open(&path).unwrap();
+        let format = raw
+            .open_tree(META_TREE)
+            .unwrap()
+            .get(b"format")
+            .unwrap()
+            .unwrap();
+        let format = u32::from_be_bytes(format.as_ref().try_into().unwrap());
+        assert_eq!(format, TOMBSTONED_FORMAT);
+        assert_ne!(
+            format, FORMAT_VERSION,
+            "an older binary reading format 1 only would refuse it"
+        );
+    }
+
+    #[test]
+    fn an_unknown_format_is_refused_for_use_and_for_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        live_db_with_data(&path);
+        {
+            let raw = sled::open(&path).unwrap();
+            raw.open_tree(META_TREE)
+                .unwrap()
+                .insert(b"format", &7u32.to_be_bytes())
+                .unwrap();
+            raw.flush().unwrap();
+        }
+        assert!(matches!(
+            KvDb::open(&path, &KvOptions::default()),
+            Err(Error::UnsupportedFormat { found: 7, .. })
+        ));
+        assert!(matches!(
+            MigrationSource::open(&path, &KvOptions::default()),
+            Err(Error::UnsupportedFormat { found: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn the_migrator_still_reads_a_tombstoned_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        live_db_with_data(&path);
+        mark(&path, &sample_mark("sqlite:/a.db")).unwrap();
+        let src = MigrationSource::open(&path, &KvOptions::default()).unwrap();
+        assert!(matches!(src.status(), Status::Tombstoned(_)));
+        let tree = src.tree("accounts").unwrap().unwrap();
+        assert_eq!(tree.get(b"k").unwrap().unwrap().as_ref(), b"v");
+        assert_eq!(tree.iter().count(), 1);
+        // Reading a store that never wrote creates nothing.
+        assert!(src.tree("sessions").unwrap().is_none());
+        drop((tree, src));
+        let raw = sled::open(&path).unwrap();
+        assert!(!raw.tree_names().iter().any(|n| n.as_ref() == b"sessions"));
+    }
+
+    #[test]
+    fn nothing_is_created_where_no_database_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent");
+        assert!(matches!(
+            mark(&path, &sample_mark("x")),
+            Err(Error::Missing(_))
+        ));
+        assert!(matches!(
+            MigrationSource::open(&path, &KvOptions::default()),
+            Err(Error::Missing(_))
+        ));
+        assert!(!path.exists());
+    }
+}
