@@ -40,10 +40,12 @@ pub const SKIP_MARKER: &str = "nodestore-testkit: SKIPPED";
 /// `fixture` is an async function taking the test's name and returning
 /// `Option<F>`; `None` means the backend is unavailable and the test has
 /// already reported its skip. Each behaviour is an async function in the
-/// calling module taking `&F`.
+/// calling module taking `&F`; or, with `suite = path::to::module`, a
+/// function of that module taking `&*fixture` (`F` derefs to, say, `dyn Store`).
 ///
 /// ```text
 /// testkit::backend_tests!(sqlite => sqlite_fixture; applies_every_step, second_run_is_a_no_op);
+/// testkit::backend_tests!(kv => kv_store, suite = store_accounts::conformance; new_account_starts_empty);
 /// ```
 #[macro_export]
 macro_rules! backend_tests {
@@ -57,6 +59,21 @@ macro_rules! backend_tests {
                     let name = concat!(module_path!(), "::", stringify!($test));
                     let Some(fixture) = $fixture(name).await else { return };
                     super::$test(&fixture).await;
+                }
+            )+
+        }
+    };
+    ($backend:ident => $fixture:path, suite = $suite:path; $($test:ident),+ $(,)?) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            use $suite as suite;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let name = concat!(module_path!(), "::", stringify!($test));
+                    let Some(fixture) = $fixture(name).await else { return };
+                    suite::$test(&*fixture).await;
                 }
             )+
         }
