@@ -89,6 +89,22 @@ impl PostgresDb {
         Ok(PostgresDb { pool, config })
     }
 
+    /// `postgres://user@host:port/dbname`, without the password.
+    pub fn describe(&self) -> String {
+        use tokio_postgres::config::Host;
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "postgres://{}@{host}:{port}/{}",
+            self.config.get_user().unwrap_or(""),
+            self.config.get_dbname().unwrap_or("")
+        )
+    }
+
     /// The database name from the URL, if it named one.
     pub fn dbname(&self) -> Option<&str> {
         self.config.get_dbname()

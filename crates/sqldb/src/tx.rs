@@ -233,6 +233,15 @@ impl Db {
         }
     }
 
+    /// A description of the database without secrets: `sqlite:<path>` or
+    /// `postgres://user@host:port/dbname` (never the password).
+    pub fn describe(&self) -> String {
+        match &*self.inner {
+            Backend::Sqlite(db) => format!("sqlite:{}", db.path().display()),
+            Backend::Postgres(db) => db.describe(),
+        }
+    }
+
     /// Opens a transaction. Prefer [`Db::write`] and [`Db::read`], which
     /// cannot forget to finish it.
     pub async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {

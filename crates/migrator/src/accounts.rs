@@ -1,0 +1,356 @@
+//! Accounts: the `accounts` tree into `accounts`, `account_invoices`,
+//! `account_payments` and `account_indices`.
+//!
+//! Records are decoded with the store crate's versioned record types, which
+//! golden files pin (`testdata/accounts/`); the statements here are the
+//! migrator's own, written against schema version 6, and never call the live
+//! `Store` implementation. Reading back uses the store's range loader, so
+//! what is compared is exactly what the SQL store will serve.
+
+use chrono::{DateTime, Utc};
+use sea_query::{Query, SimpleExpr};
+use sqldb::{Dialect, Sql, Tx, TxExt};
+use store_accounts::kv::{self, Entry};
+use store_accounts::sql::schema::{
+    AccountIndices, AccountInvoices, AccountPayments, Accounts, LAST_ADD_INDEX,
+};
+use store_accounts::sql::{load_accounts, upsert_indexes};
+use store_accounts::{Account, LastIndexes};
+use tokio::sync::mpsc;
+use tombstone::MigrationSource;
+
+use crate::diff::Diff;
+use crate::{Error, Options, Progress, ProgressEvent};
+
+/// What the accounts migration moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountsReport {
+    /// Accounts.
+    pub accounts: u64,
+    /// Invoice hashes.
+    pub invoices: u64,
+    /// Payments.
+    pub payments: u64,
+    /// The last invoice indexes, when both were present.
+    pub last_indexes: Option<LastIndexes>,
+}
+
+/// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's
+/// 65535 bound parameters for every table here.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// What the reading side hands the writing side.
+enum Item {
+    Accounts(Vec<Account>),
+    Indexes {
+        add: Option<u64>,
+        settle: Option<u64>,
+    },
+    Failed(Error),
+}
+
+/// Reads the tree on the blocking pool, in key order, in chunks.
+fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: mpsc::Sender<Item>) {
+    let mut chunk = Vec::with_capacity(chunk_size);
+    let (mut add, mut settle) = (None, None);
+    for item in tree.iter() {
+        let (key, value) = match item {
+            Ok(kv) => kv,
+            Err(e) => {
+                let _ = out.blocking_send(Item::Failed(e.into()));
+                return;
+            }
+        };
+        match kv::decode_entry(&key, &value) {
+            Ok(Entry::Account(a)) => chunk.push(a),
+            Ok(Entry::LastAddIndex(i)) => add = Some(i),
+            Ok(Entry::LastSettleIndex(i)) => settle = Some(i),
+            Err(e) => {
+                let _ = out.blocking_send(Item::Failed(Error::Decode {
+                    tree: kv::TREE,
+                    key: hex::encode(&key),
+                    reason: e.to_string(),
+                }));
+                return;
+            }
+        }
+        if chunk.len() == chunk_size {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_size));
+            // The writer is gone when it failed; stop reading.
+            if out.blocking_send(Item::Accounts(full)).is_err() {
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() && out.blocking_send(Item::Accounts(chunk)).is_err() {
+        return;
+    }
+    let _ = out.blocking_send(Item::Indexes { add, settle });
+}
+
+pub(crate) async fn migrate(
+    source: &MigrationSource,
+    tx: &mut dyn Tx,
+    opts: &Options,
+    progress: Option<&dyn Progress>,
+) -> Result<AccountsReport, Error> {
+    let mut report = AccountsReport::default();
+    ensure_empty(tx).await?;
+    let Some(tree) = source.tree(kv::TREE)? else {
+        return Ok(report);
+    };
+    let total = tree.len() as u64;
+    let (sender, mut items) = mpsc::channel(2);
+    let chunk_size = opts.chunk_size.max(1);
+    let reader = tokio::task::spawn_blocking(move || read_tree(tree, chunk_size, sender));
+
+    let mut next_id: i64 = 1;
+    let result = async {
+        while let Some(item) = items.recv().await {
+            match item {
+                Item::Failed(e) => return Err(e),
+                Item::Accounts(chunk) => {
+                    let first = next_id;
+                    write_chunk(tx, &chunk, first).await?;
+                    next_id += chunk.len() as i64;
+                    verify_chunk(tx, &chunk, first, next_id - 1).await?;
+                    report.accounts += chunk.len() as u64;
+                    report.invoices += chunk.iter().map(|a| a.invoices.len() as u64).sum::<u64>();
+                    report.payments += chunk.iter().map(|a| a.payments.len() as u64).sum::<u64>();
+                    if let Some(p) = progress {
+                        p.progress(ProgressEvent {
+                            store: "accounts",
+                            done: report.accounts,
+                            total: total.max(report.accounts),
+                        })
+                        .map_err(Error::Aborted)?;
+                    }
+                }
+                Item::Indexes { add, settle } => {
+                    report.last_indexes = migrate_indexes(tx, add, settle).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    // Dropping the receiver stops a reader that is still going.
+    drop(items);
+    let _ = reader.await;
+    result?;
+    if tx.dialect() == Dialect::Postgres && next_id > 1 {
+        // Explicit ids do not advance the BIGSERIAL sequence.
+        tx.query_sql(Sql::fixed(
+            "SELECT setval(pg_get_serial_sequence('accounts', 'id'), $1)",
+            vec![(next_id - 1).into()],
+        ))
+        .await?;
+    }
+    Ok(report)
+}
+
+async fn ensure_empty(tx: &mut dyn Tx) -> Result<(), Error> {
+    let any = tx
+        .query_opt(
+            &Query::select()
+                .column(Accounts::Id)
+                .from(Accounts::Table)
+                .limit(1)
+                .to_owned(),
+        )
+        .await?;
+    if any.is_some() {
+        return Err(Error::TargetNotEmpty { table: "accounts" });
+    }
+    Ok(())
+}
+
+fn i64_of(record: &Account, field: &str, v: u64) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::Invalid {
+        record: format!("account {}", record.id),
+        reason: format!("{field} {v} exceeds the largest storable amount"),
+    })
+}
+
+fn expiration_value(a: &Account) -> DateTime<Utc> {
+    a.expiration.unwrap_or_else(sqldb::time::zero_time)
+}
+
+async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Result<(), Error> {
+    let mut insert = Query::insert();
+    insert.into_table(Accounts::Table).columns([
+        Accounts::Id,
+        Accounts::Alias,
+        Accounts::Label,
+        Accounts::Type,
+        Accounts::InitialBalanceMsat,
+        Accounts::CurrentBalanceMsat,
+        Accounts::LastUpdated,
+        Accounts::Expiration,
+    ]);
+    let mut invoices: Vec<[SimpleExpr; 2]> = Vec::new();
+    let mut payments: Vec<[SimpleExpr; 4]> = Vec::new();
+    for (i, a) in chunk.iter().enumerate() {
+        let id = first_id + i as i64;
+        let label: Option<String> = (!a.label.is_empty()).then(|| a.label.clone());
+        insert.values_panic([
+            id.into(),
+            a.id.to_alias().into(),
+            label.into(),
+            i64::from(a.account_type.code()).into(),
+            i64_of(a, "initial_balance_msat", a.initial_balance_msat)?.into(),
+            a.current_balance_msat.into(),
+            a.last_update.into(),
+            expiration_value(a).into(),
+        ]);
+        for h in &a.invoices {
+            invoices.push([id.into(), h.0.to_vec().into()]);
+        }
+        for (h, p) in &a.payments {
+            payments.push([
+                id.into(),
+                h.0.to_vec().into(),
+                i64::from(p.status.code()).into(),
+                i64_of(
+                    a,
+                    &format!("payment {h} full_amount_msat"),
+                    p.full_amount_msat,
+                )?
+                .into(),
+            ]);
+        }
+    }
+    tx.exec(&insert).await?;
+    for rows in invoices.chunks(ROWS_PER_INSERT) {
+        let mut stmt = Query::insert();
+        stmt.into_table(AccountInvoices::Table)
+            .columns([AccountInvoices::AccountId, AccountInvoices::Hash]);
+        for r in rows {
+            stmt.values_panic(r.clone());
+        }
+        tx.exec(&stmt).await?;
+    }
+    for rows in payments.chunks(ROWS_PER_INSERT) {
+        let mut stmt = Query::insert();
+        stmt.into_table(AccountPayments::Table).columns([
+            AccountPayments::AccountId,
+            AccountPayments::Hash,
+            AccountPayments::Status,
+            AccountPayments::FullAmountMsat,
+        ]);
+        for r in rows {
+            stmt.values_panic(r.clone());
+        }
+        tx.exec(&stmt).await?;
+    }
+    Ok(())
+}
+
+/// The account as SQL stores it: times truncated to microseconds.
+fn normalised(a: &Account) -> Account {
+    Account {
+        last_update: sqldb::time::truncate_micros(a.last_update),
+        expiration: a.expiration.map(sqldb::time::truncate_micros),
+        ..a.clone()
+    }
+}
+
+fn compare(kv: &Account, sql: &Account) -> Option<String> {
+    let kv = normalised(kv);
+    let mut d = Diff::default();
+    d.field("id", &kv.id, &sql.id);
+    d.field("account_type", &kv.account_type, &sql.account_type);
+    d.field(
+        "initial_balance_msat",
+        &kv.initial_balance_msat,
+        &sql.initial_balance_msat,
+    );
+    d.field(
+        "current_balance_msat",
+        &kv.current_balance_msat,
+        &sql.current_balance_msat,
+    );
+    d.field("last_update", &kv.last_update, &sql.last_update);
+    d.field("expiration", &kv.expiration, &sql.expiration);
+    d.field("label", &kv.label, &sql.label);
+    d.set("invoices", &kv.invoices, &sql.invoices);
+    d.map("payments", &kv.payments, &sql.payments);
+    d.finish()
+}
+
+async fn verify_chunk(
+    tx: &mut dyn Tx,
+    chunk: &[Account],
+    first: i64,
+    last: i64,
+) -> Result<(), Error> {
+    let read = load_accounts(tx, Some((first, last)))
+        .await
+        .map_err(|e| Error::Invalid {
+            record: format!("accounts {first}..={last} read back"),
+            reason: e.to_string(),
+        })?;
+    if read.len() != chunk.len() {
+        return Err(Error::Mismatch {
+            record: format!("accounts with SQL ids {first}..={last}"),
+            diff: format!("  {} written, {} read back", chunk.len(), read.len()),
+        });
+    }
+    for (kv, sql) in chunk.iter().zip(&read) {
+        if let Some(diff) = compare(kv, sql) {
+            return Err(Error::Mismatch {
+                record: format!("account {}", kv.id),
+                diff,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn migrate_indexes(
+    tx: &mut dyn Tx,
+    add: Option<u64>,
+    settle: Option<u64>,
+) -> Result<Option<LastIndexes>, Error> {
+    // The reference skips the indexes unless both are present.
+    let (Some(add), Some(settle)) = (add, settle) else {
+        return Ok(None);
+    };
+    let as_i64 = |name: &str, v: u64| {
+        i64::try_from(v).map_err(|_| Error::Invalid {
+            record: format!("account index {name}"),
+            reason: format!("{v} exceeds the largest storable index"),
+        })
+    };
+    tx.exec(&upsert_indexes(
+        as_i64("last-add-index", add)?,
+        as_i64("last-settle-index", settle)?,
+    ))
+    .await?;
+    let rows = tx
+        .query(
+            &Query::select()
+                .columns([AccountIndices::Name, AccountIndices::Value])
+                .from(AccountIndices::Table)
+                .to_owned(),
+        )
+        .await?;
+    let mut d = Diff::default();
+    d.field("rows", &rows.len(), &2);
+    for r in &rows {
+        let name = r.text(0)?;
+        let value = r.i64(1)?;
+        let want = if name == LAST_ADD_INDEX { add } else { settle };
+        d.field(&name, &i64::try_from(want).unwrap_or(-1), &value);
+    }
+    if let Some(diff) = d.finish() {
+        return Err(Error::Mismatch {
+            record: "account indexes".into(),
+            diff,
+        });
+    }
+    Ok(Some(LastIndexes {
+        add_index: add,
+        settle_index: settle,
+    }))
+}

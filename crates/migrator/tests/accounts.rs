@@ -1,0 +1,519 @@
+//! The accounts migration on SQLite and PostgreSQL: the reference's named
+//! cases (data-model.md 2.9) and the all-or-nothing, tombstone and
+//! validation behaviour.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{Duration, TimeZone, Utc};
+use common::{Kv, another, is_live, migrate_and_compare};
+use migrator::{Error, Options, Progress, ProgressEvent};
+use sqldb::migrate::Migrator;
+use sqldb::schema::KV_TO_SQL_VERSION;
+use sqldb::sea_query::{Alias, Expr, ExprTrait, Query};
+use sqldb::{BoxError, TxExt};
+use store_accounts::{
+    Account, AccountId, AccountType, AccountUpdate, Hash, LastIndexes, PaymentEntry, PaymentStatus,
+    SqlStore, Store, UpsertOptions,
+};
+use testkit::sql::{SqlFixture, postgres, sqlite};
+use tombstone::{KvDb, KvOptions};
+
+fn h(n: u8) -> Hash {
+    Hash([n; 32])
+}
+
+fn h4(n: u8) -> Hash {
+    let mut b = [0u8; 32];
+    b[..4].copy_from_slice(&[n; 4]);
+    Hash(b)
+}
+
+async fn empty(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|_| async {}).await;
+    let (_, outcome) = migrate_and_compare(fx, &kv).await;
+    let report = outcome.report.unwrap();
+    assert_eq!(report.accounts, Default::default());
+    assert_eq!(
+        report.accounts.last_indexes, None,
+        "no index known in an empty store"
+    );
+}
+
+async fn account_no_expiry(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        s.new_account(0, None, "foo").await.unwrap();
+    })
+    .await;
+    migrate_and_compare(fx, &kv).await;
+}
+
+async fn account_with_expiry(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        s.new_account(0, Some(Utc::now() + Duration::hours(1)), "foo")
+            .await
+            .unwrap();
+    })
+    .await;
+    migrate_and_compare(fx, &kv).await;
+}
+
+async fn account_with_set_updated_at(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        let a = s
+            .new_account(0, Some(Utc::now() + Duration::hours(1)), "foo")
+            .await
+            .unwrap();
+        let update = AccountUpdate {
+            expiration: Some(Some(Utc::now() + Duration::minutes(1))),
+            ..Default::default()
+        };
+        s.update_account(a.id, update).await.unwrap();
+    })
+    .await;
+    migrate_and_compare(fx, &kv).await;
+}
+
+async fn account_with_balance(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        s.new_account(100_000, None, "foo").await.unwrap();
+    })
+    .await;
+    migrate_and_compare(fx, &kv).await;
+}
+
+async fn account_with_invoices(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        let a = s.new_account(0, None, "foo").await.unwrap();
+        s.add_account_invoice(a.id, h4(1)).await.unwrap();
+        s.store_last_indexes(LastIndexes {
+            add_index: 1,
+            settle_index: 0,
+        })
+        .await
+        .unwrap();
+        s.add_account_invoice(a.id, h4(5)).await.unwrap();
+        s.store_last_indexes(LastIndexes {
+            add_index: 2,
+            settle_index: 1,
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+    let (_, outcome) = migrate_and_compare(fx, &kv).await;
+    let report = outcome.report.unwrap().accounts;
+    assert_eq!((report.accounts, report.invoices), (1, 2));
+    assert_eq!(
+        report.last_indexes,
+        Some(LastIndexes {
+            add_index: 2,
+            settle_index: 1
+        })
+    );
+}
+
+async fn account_with_payments(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        let a = s.new_account(0, None, "foo").await.unwrap();
+        let o = UpsertOptions::default();
+        for (n, amount, status) in [
+            (1, 100, PaymentStatus::Unknown),
+            (2, 200, PaymentStatus::InFlight),
+            (3, 200, PaymentStatus::Succeeded),
+            (4, 200, PaymentStatus::Failed),
+            (5, 300, PaymentStatus::Initiated),
+        ] {
+            assert!(
+                !s.upsert_account_payment(a.id, h4(n), amount, status, o)
+                    .await
+                    .unwrap()
+            );
+        }
+    })
+    .await;
+    let (_, outcome) = migrate_and_compare(fx, &kv).await;
+    assert_eq!(outcome.report.unwrap().accounts.payments, 5);
+}
+
+async fn multiple_accounts(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        let exp = Some(Utc::now() + Duration::hours(1));
+        let foo = s.new_account(100_000, exp, "foo").await.unwrap();
+        let bar = s.new_account(200_000, exp, "bar").await.unwrap();
+        s.add_account_invoice(foo.id, h4(1)).await.unwrap();
+        s.store_last_indexes(LastIndexes {
+            add_index: 1,
+            settle_index: 0,
+        })
+        .await
+        .unwrap();
+        s.add_account_invoice(bar.id, h4(2)).await.unwrap();
+        s.store_last_indexes(LastIndexes {
+            add_index: 2,
+            settle_index: 0,
+        })
+        .await
+        .unwrap();
+        let o = UpsertOptions::default();
+        s.upsert_account_payment(foo.id, h4(3), 100, PaymentStatus::Succeeded, o)
+            .await
+            .unwrap();
+        s.upsert_account_payment(bar.id, h4(4), 200, PaymentStatus::InFlight, o)
+            .await
+            .unwrap();
+    })
+    .await;
+    migrate_and_compare(fx, &kv).await;
+}
+
+/// A small deterministic generator, so the case is the same on every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+    fn hash(&mut self) -> Hash {
+        let mut b = [0u8; 32];
+        for chunk in b.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next().to_be_bytes());
+        }
+        Hash(b)
+    }
+}
+
+/// Ten accounts with 50 to 1000 invoices and payments each, statuses cycling.
+async fn randomized_accounts(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        let mut rng = Lcg(2026);
+        let now = Utc::now();
+        let mut counter = 0;
+        for i in 0..10 {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&rng.next().to_be_bytes());
+            let balance = rng.range(1_000, 100_000_000);
+            let statuses = [
+                PaymentStatus::Succeeded,
+                PaymentStatus::InFlight,
+                PaymentStatus::Unknown,
+                PaymentStatus::Failed,
+            ];
+            let invoices: BTreeSet<Hash> = (0..rng.range(50, 1000)).map(|_| rng.hash()).collect();
+            let payments: BTreeMap<Hash, PaymentEntry> = (0..rng.range(50, 1000))
+                .map(|j| {
+                    (
+                        rng.hash(),
+                        PaymentEntry {
+                            status: statuses[j as usize % 4],
+                            full_amount_msat: rng.range(1, 1_000_000),
+                        },
+                    )
+                })
+                .collect();
+            counter += invoices.len() as u64;
+            s.import_account(Account {
+                id: AccountId(id),
+                account_type: AccountType::InitialBalance,
+                initial_balance_msat: balance,
+                current_balance_msat: balance as i64,
+                last_update: now + Duration::nanoseconds(rng.range(0, 1_000_000_000) as i64),
+                expiration: Some(now + Duration::minutes(rng.range(10, 10_000) as i64)),
+                label: format!("account{i}"),
+                invoices,
+                payments,
+            })
+            .await
+            .unwrap();
+        }
+        s.store_last_indexes(LastIndexes {
+            add_index: counter,
+            settle_index: 0,
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+    let (_, outcome) = migrate_and_compare(fx, &kv).await;
+    let report = outcome.report.unwrap().accounts;
+    assert_eq!(report.accounts, 10);
+    assert!(
+        report.invoices >= 500 && report.payments >= 500,
+        "{report:?}"
+    );
+}
+
+async fn ten_accounts(kv: &Kv) {
+    kv.accounts(|s| async move {
+        for i in 0..10u8 {
+            let a = s
+                .new_account(u64::from(i) * 1000, None, &format!("a{i}"))
+                .await
+                .unwrap();
+            s.add_account_invoice(a.id, h(i)).await.unwrap();
+        }
+    })
+    .await;
+}
+
+async fn count_accounts(db: &sqldb::Db) -> i64 {
+    db.read(|tx| {
+        Box::pin(async move {
+            tx.query_one(
+                &Query::select()
+                    .expr(Expr::col(Alias::new("id")).count())
+                    .from(Alias::new("accounts"))
+                    .to_owned(),
+            )
+            .await?
+            .i64(0)
+        })
+    })
+    .await
+    .unwrap()
+}
+
+/// Fails once `done` reaches a threshold.
+struct FailAfter(u64, AtomicU64);
+
+impl Progress for FailAfter {
+    fn progress(&self, e: ProgressEvent) -> Result<(), BoxError> {
+        self.1.store(e.done, Ordering::SeqCst);
+        if e.done >= self.0 {
+            Err(format!("injected failure after {} accounts", e.done).into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A failure part-way leaves SQL without accounts and the KV database live;
+/// the next run succeeds.
+async fn failure_after_n_accounts_leaves_nothing_behind(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    let db = fx.open().await;
+    let opts = Options {
+        chunk_size: 3,
+        ..Options::default()
+    };
+    let fail = FailAfter(6, AtomicU64::new(0));
+    let err = migrator::migrate(&kv.path, &db, &opts, Some(&fail))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Aborted(_)), "{err}");
+    assert_eq!(
+        fail.1.load(Ordering::SeqCst),
+        6,
+        "two chunks were written before the failure"
+    );
+    assert_eq!(count_accounts(&db).await, 0, "no migrated rows survive");
+    let applied = Migrator::new().applied(&db).await.unwrap();
+    assert!(
+        applied.iter().all(|s| s.version != KV_TO_SQL_VERSION),
+        "the code step is not recorded"
+    );
+    assert!(is_live(&kv.path), "the KV database is untouched");
+    KvDb::open(&kv.path, &KvOptions::default()).unwrap();
+
+    let (_, outcome) = migrate_and_compare(fx, &kv).await;
+    assert_eq!(outcome.applied_steps, vec![KV_TO_SQL_VERSION]);
+    assert_eq!(outcome.report.unwrap().accounts.accounts, 10);
+}
+
+/// After a migration the KV store refuses to open; a second migration from
+/// the tombstoned database into an empty SQL database rebuilds the data.
+async fn tombstoned_kv_is_refused_and_rebuilds_a_lost_sql_database(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    let expected = kv.snapshot().await.normalised();
+    let db = fx.open().await;
+    let outcome = migrator::migrate(&kv.path, &db, &Options::default(), None)
+        .await
+        .unwrap();
+    let mark = outcome.tombstone.unwrap();
+    assert_eq!(mark.target, db.describe());
+
+    let err = KvDb::open(&kv.path, &KvOptions::default()).unwrap_err();
+    assert!(matches!(err, tombstone::Error::Tombstoned { .. }), "{err}");
+    assert!(err.to_string().contains(&mark.target), "{err}");
+
+    // The SQL database is lost; a new one is filled from the tombstoned KV.
+    let second = another(fx, "rebuild").await;
+    let db2 = second.open().await;
+    let again = migrator::migrate(&kv.path, &db2, &Options::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(again.report.unwrap().accounts.accounts, 10);
+    assert_eq!(
+        common::Snapshot::of(&SqlStore::new(db2.clone())).await,
+        expected
+    );
+    assert_eq!(common::Snapshot::of(&SqlStore::new(db)).await, expected);
+}
+
+/// Running again on a database that already has the step migrates nothing
+/// and marks nothing.
+async fn a_second_run_on_the_same_database_does_nothing(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    let (db, _) = migrate_and_compare(fx, &kv).await;
+    let before = tombstone::status(&kv.path).unwrap();
+    let outcome = migrator::migrate(&kv.path, &db, &Options::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.report, None);
+    assert_eq!(outcome.tombstone, None);
+    assert!(outcome.applied_steps.is_empty());
+    assert_eq!(tombstone::status(&kv.path).unwrap(), before);
+    assert_eq!(count_accounts(&db).await, 10);
+}
+
+/// A record that does not decode fails the migration, naming tree and key,
+/// before anything is committed.
+async fn an_undecodable_record_fails_naming_tree_and_key(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    {
+        let db = KvDb::open(&kv.path, &KvOptions::default()).unwrap();
+        db.tree("accounts")
+            .unwrap()
+            .insert([0xff; 8], &b"\x01not an account"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let db = fx.open().await;
+    let err = migrator::migrate(
+        &kv.path,
+        &db,
+        &Options {
+            chunk_size: 4,
+            ..Options::default()
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        Error::Decode { tree, key, .. } => {
+            assert_eq!((*tree, key.as_str()), ("accounts", "ffffffffffffffff"))
+        }
+        other => panic!("expected a decode error, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("tree accounts, key ffffffffffffffff"),
+        "{err}"
+    );
+    assert_eq!(count_accounts(&db).await, 0);
+    assert!(is_live(&kv.path));
+}
+
+/// The migration writes only into an empty database.
+async fn a_target_with_accounts_is_refused(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    let db = fx.open().await;
+    // Apply the SQL steps only (the code step has no implementation here),
+    // then put an account in by hand.
+    assert!(Migrator::new().run(&db).await.is_err());
+    SqlStore::new(db.clone())
+        .new_account(1, None, "already here")
+        .await
+        .unwrap();
+    let err = migrator::migrate(&kv.path, &db, &Options::default(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TargetNotEmpty { table: "accounts" }),
+        "{err}"
+    );
+    assert!(is_live(&kv.path));
+    assert_eq!(count_accounts(&db).await, 1);
+}
+
+/// An amount the KV store holds but SQL cannot (above i64::MAX) fails the
+/// migration naming the account, instead of wrapping.
+async fn an_unstorable_amount_fails_naming_the_account(fx: &SqlFixture) {
+    let kv = Kv::new();
+    let id = AccountId([1; 8]);
+    kv.accounts(|s| async move {
+        s.import_account(Account {
+            id,
+            account_type: AccountType::InitialBalance,
+            initial_balance_msat: u64::MAX,
+            current_balance_msat: 0,
+            last_update: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            expiration: None,
+            label: String::new(),
+            invoices: BTreeSet::new(),
+            payments: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+    let db = fx.open().await;
+    let err = migrator::migrate(&kv.path, &db, &Options::default(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid { record, .. } if record == &format!("account {id}")),
+        "{err}"
+    );
+    assert!(is_live(&kv.path));
+}
+
+testkit::backend_tests!(sqlite => sqlite;
+    empty,
+    account_no_expiry,
+    account_with_expiry,
+    account_with_set_updated_at,
+    account_with_balance,
+    account_with_invoices,
+    account_with_payments,
+    multiple_accounts,
+    randomized_accounts,
+    failure_after_n_accounts_leaves_nothing_behind,
+    tombstoned_kv_is_refused_and_rebuilds_a_lost_sql_database,
+    a_second_run_on_the_same_database_does_nothing,
+    an_undecodable_record_fails_naming_tree_and_key,
+    a_target_with_accounts_is_refused,
+    an_unstorable_amount_fails_naming_the_account,
+);
+
+testkit::backend_tests!(postgres => postgres;
+    empty,
+    account_no_expiry,
+    account_with_expiry,
+    account_with_set_updated_at,
+    account_with_balance,
+    account_with_invoices,
+    account_with_payments,
+    multiple_accounts,
+    randomized_accounts,
+    failure_after_n_accounts_leaves_nothing_behind,
+    tombstoned_kv_is_refused_and_rebuilds_a_lost_sql_database,
+    a_second_run_on_the_same_database_does_nothing,
+    an_undecodable_record_fails_naming_tree_and_key,
+    a_target_with_accounts_is_refused,
+    an_unstorable_amount_fails_naming_the_account,
+);

@@ -1,0 +1,97 @@
+//! Shared helpers of the migrator tests.
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::path::{Path, PathBuf};
+
+use sqldb::Db;
+use store_accounts::{Account, KvStore, LastIndexes, SqlStore, Store};
+use testkit::sql::SqlFixture;
+use tombstone::{KvDb, KvOptions};
+
+/// A key-value database in a temporary directory.
+pub(crate) struct Kv {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) path: PathBuf,
+}
+
+impl Kv {
+    pub(crate) fn new() -> Kv {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        Kv { _dir: dir, path }
+    }
+
+    /// Opens the accounts store, lets `f` fill it, and closes it again.
+    pub(crate) async fn accounts<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(KvStore) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let db = KvDb::open(&self.path, &KvOptions::default()).unwrap();
+        f(KvStore::open(&db).unwrap()).await;
+    }
+
+    /// What the key-value accounts store holds.
+    pub(crate) async fn snapshot(&self) -> Snapshot {
+        let db = KvDb::open(&self.path, &KvOptions::default()).unwrap();
+        Snapshot::of(&KvStore::open(&db).unwrap()).await
+    }
+}
+
+/// Everything the accounts store serves.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Snapshot {
+    pub(crate) accounts: Vec<Account>,
+    pub(crate) last_indexes: Option<LastIndexes>,
+}
+
+impl Snapshot {
+    pub(crate) async fn of(store: &dyn Store) -> Snapshot {
+        Snapshot {
+            accounts: store.accounts().await.unwrap(),
+            last_indexes: match store.last_indexes().await {
+                Ok(i) => Some(i),
+                Err(store_accounts::Error::NoInvoiceIndexKnown) => None,
+                Err(e) => panic!("{e}"),
+            },
+        }
+    }
+
+    /// As a SQL store keeps it: times to the microsecond.
+    pub(crate) fn normalised(mut self) -> Snapshot {
+        for a in &mut self.accounts {
+            a.last_update = sqldb::time::truncate_micros(a.last_update);
+            a.expiration = a.expiration.map(sqldb::time::truncate_micros);
+        }
+        self
+    }
+}
+
+/// Migrates `kv` into the fixture's database and checks that the SQL store
+/// serves what the key-value store did.
+pub(crate) async fn migrate_and_compare(fx: &SqlFixture, kv: &Kv) -> (Db, migrator::Outcome) {
+    let expected = kv.snapshot().await.normalised();
+    let db = fx.open().await;
+    let outcome = migrator::migrate(&kv.path, &db, &migrator::Options::default(), None)
+        .await
+        .unwrap();
+    let got = Snapshot::of(&SqlStore::new(db.clone())).await;
+    assert_eq!(got, expected);
+    (db, outcome)
+}
+
+/// Another empty database of the fixture's backend.
+pub(crate) async fn another(fx: &SqlFixture, name: &str) -> SqlFixture {
+    match fx.backend() {
+        "sqlite" => SqlFixture::sqlite(),
+        _ => testkit::sql::postgres(name).await.unwrap(),
+    }
+}
+
+/// True when the path holds a live (not tombstoned) key-value database.
+pub(crate) fn is_live(path: &Path) -> bool {
+    matches!(
+        tombstone::status(path).unwrap(),
+        Some(tombstone::Status::Live(_))
+    )
+}
