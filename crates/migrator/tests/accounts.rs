@@ -149,16 +149,16 @@ async fn multiple_accounts(fx: &SqlFixture) {
     let kv = Kv::new();
     kv.accounts(|s| async move {
         let exp = Some(Utc::now() + Duration::hours(1));
-        let foo = s.new_account(100_000, exp, "foo").await.unwrap();
-        let bar = s.new_account(200_000, exp, "bar").await.unwrap();
-        s.add_account_invoice(foo.id, h4(1)).await.unwrap();
+        let first = s.new_account(100_000, exp, "foo").await.unwrap();
+        let second = s.new_account(200_000, exp, "bar").await.unwrap();
+        s.add_account_invoice(first.id, h4(1)).await.unwrap();
         s.store_last_indexes(LastIndexes {
             add_index: 1,
             settle_index: 0,
         })
         .await
         .unwrap();
-        s.add_account_invoice(bar.id, h4(2)).await.unwrap();
+        s.add_account_invoice(second.id, h4(2)).await.unwrap();
         s.store_last_indexes(LastIndexes {
             add_index: 2,
             settle_index: 0,
@@ -166,10 +166,10 @@ async fn multiple_accounts(fx: &SqlFixture) {
         .await
         .unwrap();
         let o = UpsertOptions::default();
-        s.upsert_account_payment(foo.id, h4(3), 100, PaymentStatus::Succeeded, o)
+        s.upsert_account_payment(first.id, h4(3), 100, PaymentStatus::Succeeded, o)
             .await
             .unwrap();
-        s.upsert_account_payment(bar.id, h4(4), 200, PaymentStatus::InFlight, o)
+        s.upsert_account_payment(second.id, h4(4), 200, PaymentStatus::InFlight, o)
             .await
             .unwrap();
     })

@@ -5,6 +5,10 @@
 //! it against data you care about. Not a stable API; it changes with the
 //! store's contract. [`conformance_tests!`](crate::conformance_tests)
 //! generates one test per function for a backend.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test suite: a failed expectation panics"
+)]
 
 use chrono::{Duration, Utc};
 

@@ -142,11 +142,31 @@ impl Default for KvOptions {
     }
 }
 
+/// How long an open waits for sled's file lock, as the reference's bbolt
+/// opens do: sled releases the lock shortly after the last handle is dropped
+/// (its background writers finish first), so a close followed by an open in
+/// the same process would otherwise fail now and then.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn is_lock_conflict(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 fn open_sled(path: &Path, opts: &KvOptions) -> Result<sled::Db> {
-    Ok(sled::Config::new()
-        .path(path)
-        .cache_capacity(opts.cache_capacity)
-        .open()?)
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(opts.cache_capacity)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(e) if is_lock_conflict(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn read_status(db: &sled::Db, path: &Path) -> Result<Status> {
@@ -205,7 +225,7 @@ impl KvDb {
     /// [`Error::Tombstoned`] for a retired database,
     /// [`Error::UnsupportedFormat`] for one of another format, and
     /// [`Error::Sled`] when sled cannot open it (for example because another
-    /// process has it open).
+    /// process holds it open for longer than [`LOCK_WAIT`]).
     pub fn open(path: impl AsRef<Path>, opts: &KvOptions) -> Result<KvDb> {
         let path = path.as_ref().to_path_buf();
         let db = open_sled(&path, opts)?;

@@ -149,6 +149,25 @@ mod kv {
         assert!(!raw.tree_names().iter().any(|n| n.as_ref() == b"sessions"));
     }
 
+    /// sled lets go of its file lock a moment after the last handle drops;
+    /// opening right after closing must still work.
+    #[test]
+    fn closing_and_reopening_at_once_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        for i in 0..20u32 {
+            let db = KvDb::open(&path, &KvOptions::default()).unwrap();
+            db.tree("t")
+                .unwrap()
+                .insert(i.to_be_bytes(), &[1u8][..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        mark(&path, &sample_mark("sqlite:/a.db")).unwrap();
+        let src = MigrationSource::open(&path, &KvOptions::default()).unwrap();
+        assert_eq!(src.tree("t").unwrap().unwrap().len(), 20);
+    }
+
     #[test]
     fn nothing_is_created_where_no_database_exists() {
         let dir = tempfile::tempdir().unwrap();

@@ -39,7 +39,7 @@ impl Kv {
 }
 
 /// Everything the accounts store serves.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Snapshot {
     pub(crate) accounts: Vec<Account>,
     pub(crate) last_indexes: Option<LastIndexes>,
