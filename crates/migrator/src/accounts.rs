@@ -354,3 +354,68 @@ async fn migrate_indexes(
         settle_index: settle,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use chrono::TimeZone;
+    use store_accounts::{AccountId, AccountType, Hash, PaymentEntry, PaymentStatus};
+
+    use super::*;
+
+    fn account() -> Account {
+        Account {
+            id: AccountId([7; 8]),
+            account_type: AccountType::InitialBalance,
+            initial_balance_msat: 10,
+            current_balance_msat: -3,
+            last_update: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+                + chrono::Duration::nanoseconds(1_999),
+            expiration: None,
+            label: "x".into(),
+            invoices: BTreeSet::from([Hash([1; 32])]),
+            payments: BTreeMap::from([(
+                Hash([2; 32]),
+                PaymentEntry {
+                    status: PaymentStatus::InFlight,
+                    full_amount_msat: 5,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn equal_after_microsecond_truncation() {
+        let kv = account();
+        assert_eq!(compare(&kv, &normalised(&kv)), None);
+    }
+
+    #[test]
+    fn every_differing_field_is_named() {
+        let kv = account();
+        let mut sql = normalised(&kv);
+        sql.current_balance_msat = 3;
+        sql.invoices.clear();
+        sql.payments.get_mut(&Hash([2; 32])).unwrap().status = PaymentStatus::Succeeded;
+        sql.payments.insert(
+            Hash([9; 32]),
+            PaymentEntry {
+                status: PaymentStatus::Failed,
+                full_amount_msat: 1,
+            },
+        );
+        let diff = compare(&kv, &sql).unwrap();
+        assert!(
+            diff.contains("current_balance_msat: kv -3, sql 3"),
+            "{diff}"
+        );
+        assert!(diff.contains("invoices: missing in sql"), "{diff}");
+        assert!(
+            diff.contains("InFlight") && diff.contains("Succeeded"),
+            "{diff}"
+        );
+        assert!(diff.contains("only in sql"), "{diff}");
+        assert!(!diff.contains("label"), "{diff}");
+    }
+}
