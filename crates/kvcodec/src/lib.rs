@@ -20,8 +20,9 @@
 )]
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
-use serde::Serialize;
+use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Decoding never allocates more than this for one value.
 pub const DECODE_LIMIT: usize = 64 << 20;
@@ -68,6 +69,31 @@ pub fn encode<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, CodecErro
 /// The version byte of an encoded value.
 pub fn version_of(bytes: &[u8]) -> Result<u8, CodecError> {
     bytes.first().copied().ok_or(CodecError::Empty)
+}
+
+/// A point in time inside a record: seconds and nanoseconds since the Unix
+/// epoch. Shared by every store's records; its encoding never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeV1 {
+    /// Whole seconds (negative before 1970).
+    pub secs: i64,
+    /// Nanoseconds within the second.
+    pub nanos: u32,
+}
+
+impl TimeV1 {
+    /// The record form of a time.
+    pub fn from_time(t: DateTime<Utc>) -> TimeV1 {
+        TimeV1 {
+            secs: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos(),
+        }
+    }
+
+    /// The time, if the record holds a valid one.
+    pub fn to_time(self) -> Option<DateTime<Utc>> {
+        Utc.timestamp_opt(self.secs, self.nanos).single()
+    }
 }
 
 /// Decodes a value that must be record version `expected`.

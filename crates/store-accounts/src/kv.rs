@@ -44,7 +44,7 @@ const BACKEND: &str = "kv";
 pub mod record {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use chrono::{DateTime, TimeZone, Utc};
+    pub use kvcodec::TimeV1;
     use serde::{Deserialize, Serialize};
 
     use crate::types::{Account, AccountId, AccountType, Hash, PaymentEntry, PaymentStatus};
@@ -54,30 +54,6 @@ pub mod record {
     pub const ACCOUNT_V1: u8 = 1;
     /// Version of [`IndexRecordV1`].
     pub const INDEX_V1: u8 = 1;
-
-    /// A point in time: seconds and nanoseconds since the Unix epoch.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct TimeV1 {
-        /// Whole seconds (negative before 1970).
-        pub secs: i64,
-        /// Nanoseconds within the second.
-        pub nanos: u32,
-    }
-
-    impl TimeV1 {
-        /// The record form of a time.
-        pub fn from_time(t: DateTime<Utc>) -> TimeV1 {
-            TimeV1 {
-                secs: t.timestamp(),
-                nanos: t.timestamp_subsec_nanos(),
-            }
-        }
-
-        /// The time, if it is a valid one.
-        pub fn to_time(self) -> Option<DateTime<Utc>> {
-            Utc.timestamp_opt(self.secs, self.nanos).single()
-        }
-    }
 
     /// A payment inside an account record.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

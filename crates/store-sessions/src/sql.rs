@@ -1,0 +1,819 @@
+//! The SQL backend: one implementation for SQLite and PostgreSQL.
+//!
+//! A session is a `sessions` row plus rows in four child tables (recipe
+//! permissions and caveats with their positions, feature configs, privacy
+//! flags). Reading any set of sessions takes five queries whatever its size:
+//! the rows (joined to their group's and account's aliases), then each child
+//! table for the same set, grouped in memory.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use sea_query::{
+    Alias, Condition, Expr, ExprTrait, JoinType, LockType, Order, Query, SelectStatement, Value,
+};
+use sqldb::{Db, Row, Tx, TxExt};
+use store_accounts::AccountId;
+use store_accounts::sql::schema::Accounts;
+
+use crate::types::{
+    Caveat, MacaroonRecipe, NewSession, Permission, PrivacyFlag, PrivacyFlags, PublicKey, Secret,
+    Session, SessionId, SessionState, SessionType,
+};
+use crate::{
+    Error, Result, Store, build_session, generate_keys, invalid, not_found_id, not_found_key,
+    revoked_at_for,
+};
+
+/// The sessions tables of schema step 2. Their names never change.
+pub mod schema {
+    use sea_query::Iden;
+
+    /// `sessions`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum Sessions {
+        /// The table.
+        Table,
+        /// SQL id.
+        Id,
+        /// The 4-byte session id.
+        Alias,
+        /// Label.
+        Label,
+        /// State number.
+        State,
+        /// Type number.
+        Type,
+        /// Expiry.
+        Expiry,
+        /// Creation time.
+        CreatedAt,
+        /// Revocation time.
+        RevokedAt,
+        /// Mailbox server.
+        ServerAddress,
+        /// Dev server flag.
+        DevServer,
+        /// Root key id as i64.
+        MacaroonRootKey,
+        /// Pairing secret.
+        PairingSecret,
+        /// Local private key.
+        LocalPrivateKey,
+        /// Local public key.
+        LocalPublicKey,
+        /// Remote public key.
+        RemotePublicKey,
+        /// Privacy mapper flag.
+        Privacy,
+        /// `accounts.id`.
+        AccountId,
+        /// `sessions.id` of the group's first session.
+        GroupId,
+    }
+
+    /// `session_macaroon_permissions`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum SessionMacaroonPermissions {
+        /// The table.
+        Table,
+        /// `sessions.id`.
+        SessionId,
+        /// Entity.
+        Entity,
+        /// Action.
+        Action,
+        /// Order within the recipe.
+        Position,
+    }
+
+    /// `session_macaroon_caveats`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum SessionMacaroonCaveats {
+        /// The table.
+        Table,
+        /// `sessions.id`.
+        SessionId,
+        /// Caveat id.
+        CaveatId,
+        /// Verification id; NULL for first-party.
+        VerificationId,
+        /// Location; NULL when empty.
+        Location,
+        /// Order within the recipe.
+        Position,
+    }
+
+    /// `session_feature_configs`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum SessionFeatureConfigs {
+        /// The table.
+        Table,
+        /// `sessions.id`.
+        SessionId,
+        /// Feature name.
+        FeatureName,
+        /// Opaque config.
+        Config,
+    }
+
+    /// `session_privacy_flags`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum SessionPrivacyFlags {
+        /// The table.
+        Table,
+        /// `sessions.id`.
+        SessionId,
+        /// Flag bit number.
+        Flag,
+    }
+}
+
+use schema::{
+    SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions, SessionPrivacyFlags,
+    Sessions,
+};
+
+/// The sessions store on a SQL database (SQLite or PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    db: Db,
+}
+
+impl SqlStore {
+    /// The store on `db`, whose schema must be applied.
+    pub fn new(db: Db) -> SqlStore {
+        SqlStore { db }
+    }
+}
+
+fn fixed<const N: usize>(record: &str, field: &'static str, bytes: Vec<u8>) -> Result<[u8; N]> {
+    let len = bytes.len();
+    bytes
+        .try_into()
+        .map_err(|_| invalid(record, field, format!("{len} bytes, expected {N}")))
+}
+
+fn s(col: Sessions) -> (Alias, Sessions) {
+    (Alias::new("s"), col)
+}
+
+/// The session columns in the order [`session_from_row`] reads them,
+/// followed by the group's and the account's aliases.
+fn select_sessions() -> SelectStatement {
+    Query::select()
+        .columns([
+            s(Sessions::Id),
+            s(Sessions::Alias),
+            s(Sessions::Label),
+            s(Sessions::State),
+            s(Sessions::Type),
+            s(Sessions::Expiry),
+            s(Sessions::CreatedAt),
+            s(Sessions::RevokedAt),
+            s(Sessions::ServerAddress),
+            s(Sessions::DevServer),
+            s(Sessions::MacaroonRootKey),
+            s(Sessions::PairingSecret),
+            s(Sessions::LocalPrivateKey),
+            s(Sessions::LocalPublicKey),
+            s(Sessions::RemotePublicKey),
+            s(Sessions::Privacy),
+        ])
+        .expr(Expr::col((Alias::new("g"), Sessions::Alias)))
+        .expr(Expr::col((Alias::new("a"), Accounts::Alias)))
+        .from_as(Sessions::Table, Alias::new("s"))
+        .join_as(
+            JoinType::LeftJoin,
+            Sessions::Table,
+            Alias::new("g"),
+            Expr::col((Alias::new("g"), Sessions::Id)).equals((Alias::new("s"), Sessions::GroupId)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            Accounts::Table,
+            Alias::new("a"),
+            Expr::col((Alias::new("a"), Accounts::Id))
+                .equals((Alias::new("s"), Sessions::AccountId)),
+        )
+        .to_owned()
+}
+
+fn session_from_row(r: &Row) -> Result<(i64, Session)> {
+    let id = SessionId(fixed::<4>("a session", "alias", r.bytes(1)?)?);
+    let rec = format!("session {id}");
+    let state = r.i64(3)?;
+    let kind = r.i64(4)?;
+    let remote = r.opt_bytes(14)?.filter(|b| !b.is_empty());
+    let group = r
+        .opt_bytes(16)?
+        .ok_or_else(|| invalid(&rec, "group_id", "no group"))?;
+    Ok((
+        r.i64(0)?,
+        Session {
+            id,
+            label: r.text(2)?,
+            state: SessionState::from_code(state)
+                .ok_or_else(|| invalid(&rec, "state", format!("unknown state {state}")))?,
+            session_type: SessionType::from_code(kind)
+                .ok_or_else(|| invalid(&rec, "type", format!("unknown type {kind}")))?,
+            expiry: r.time(5)?,
+            created_at: r.time(6)?,
+            revoked_at: r.opt_time(7)?,
+            server_addr: r.text(8)?,
+            dev_server: r.bool(9)?,
+            macaroon_root_key: r.i64(10)? as u64,
+            macaroon_recipe: None,
+            pairing_secret: Secret(fixed::<14>(&rec, "pairing_secret", r.bytes(11)?)?),
+            local_private_key: Secret(fixed::<32>(&rec, "local_private_key", r.bytes(12)?)?),
+            local_public_key: fixed::<33>(&rec, "local_public_key", r.bytes(13)?)?,
+            remote_public_key: remote
+                .map(|k| fixed::<33>(&rec, "remote_public_key", k))
+                .transpose()?,
+            feature_config: None,
+            with_privacy_mapper: r.bool(15)?,
+            privacy_flags: PrivacyFlags::EMPTY,
+            group_id: SessionId(fixed::<4>(&rec, "group_id", group)?),
+            account_id: r.opt_i64(17)?.map(AccountId::from_alias),
+        },
+    ))
+}
+
+/// Loads the sessions matching `filter` (a condition on the `s` alias of
+/// `sessions`, or all), with every child row, in five queries; ordered by
+/// creation time, then SQL id.
+///
+/// Shared by the store's reads and the migrator's read-back.
+pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result<Vec<Session>> {
+    let mut select = select_sessions();
+    if let Some(c) = filter.clone() {
+        select.cond_where(c);
+    }
+    select
+        .order_by(s(Sessions::CreatedAt), Order::Asc)
+        .order_by(s(Sessions::Id), Order::Asc);
+    let rows = tx.query(&select).await?;
+    let mut sessions = Vec::with_capacity(rows.len());
+    let mut by_sql_id: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let (sql_id, session) = session_from_row(r)?;
+        by_sql_id.insert(sql_id, sessions.len());
+        sessions.push(session);
+    }
+    if sessions.is_empty() {
+        return Ok(sessions);
+    }
+    // The children of exactly the sessions above.
+    let subset = |col: Alias| -> Option<sea_query::SimpleExpr> {
+        filter.clone().map(|c| {
+            Expr::col(col).in_subquery(
+                Query::select()
+                    .column(s(Sessions::Id))
+                    .from_as(Sessions::Table, Alias::new("s"))
+                    .cond_where(c)
+                    .to_owned(),
+            )
+        })
+    };
+
+    let mut perms = Query::select();
+    perms
+        .columns([
+            SessionMacaroonPermissions::SessionId,
+            SessionMacaroonPermissions::Entity,
+            SessionMacaroonPermissions::Action,
+        ])
+        .from(SessionMacaroonPermissions::Table)
+        .order_by(SessionMacaroonPermissions::SessionId, Order::Asc)
+        .order_by(SessionMacaroonPermissions::Position, Order::Asc);
+    if let Some(e) = subset(Alias::new("session_id")) {
+        perms.and_where(e);
+    }
+    for r in tx.query(&perms).await? {
+        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+            continue;
+        };
+        let recipe = sessions[i]
+            .macaroon_recipe
+            .get_or_insert_with(MacaroonRecipe::default);
+        recipe.permissions.push(Permission {
+            entity: r.text(1)?,
+            action: r.text(2)?,
+        });
+    }
+
+    let mut caveats = Query::select();
+    caveats
+        .columns([
+            SessionMacaroonCaveats::SessionId,
+            SessionMacaroonCaveats::CaveatId,
+            SessionMacaroonCaveats::VerificationId,
+            SessionMacaroonCaveats::Location,
+        ])
+        .from(SessionMacaroonCaveats::Table)
+        .order_by(SessionMacaroonCaveats::SessionId, Order::Asc)
+        .order_by(SessionMacaroonCaveats::Position, Order::Asc);
+    if let Some(e) = subset(Alias::new("session_id")) {
+        caveats.and_where(e);
+    }
+    for r in tx.query(&caveats).await? {
+        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+            continue;
+        };
+        let recipe = sessions[i]
+            .macaroon_recipe
+            .get_or_insert_with(MacaroonRecipe::default);
+        recipe.caveats.push(Caveat {
+            id: r.bytes(1)?,
+            verification_id: r.opt_bytes(2)?,
+            location: r.opt_text(3)?.unwrap_or_default(),
+        });
+    }
+
+    let mut configs = Query::select();
+    configs
+        .columns([
+            SessionFeatureConfigs::SessionId,
+            SessionFeatureConfigs::FeatureName,
+            SessionFeatureConfigs::Config,
+        ])
+        .from(SessionFeatureConfigs::Table);
+    if let Some(e) = subset(Alias::new("session_id")) {
+        configs.and_where(e);
+    }
+    for r in tx.query(&configs).await? {
+        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+            continue;
+        };
+        sessions[i]
+            .feature_config
+            .get_or_insert_with(BTreeMap::new)
+            .insert(r.text(1)?, r.bytes_or_empty(2)?);
+    }
+
+    let mut flags = Query::select();
+    flags
+        .columns([SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag])
+        .from(SessionPrivacyFlags::Table);
+    if let Some(e) = subset(Alias::new("session_id")) {
+        flags.and_where(e);
+    }
+    for r in tx.query(&flags).await? {
+        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+            continue;
+        };
+        let bit = r.i64(1)?;
+        let flag = u8::try_from(bit)
+            .ok()
+            .and_then(|b| PrivacyFlag::ALL.get(usize::from(b)).copied())
+            .ok_or(Error::UnknownPrivacyFlag { bits: bit as u64 })?;
+        let cur = sessions[i].privacy_flags;
+        sessions[i].privacy_flags = PrivacyFlags::of(cur.iter().chain([flag]));
+    }
+    Ok(sessions)
+}
+
+/// Inserts a session's child rows (recipe, feature configs, privacy flags)
+/// for the session with SQL id `sql_id`: one multi-row statement per table.
+pub async fn insert_children(tx: &mut dyn Tx, sql_id: i64, s: &Session) -> Result<()> {
+    if let Some(recipe) = &s.macaroon_recipe {
+        if !recipe.permissions.is_empty() {
+            let mut stmt = Query::insert();
+            stmt.into_table(SessionMacaroonPermissions::Table).columns([
+                SessionMacaroonPermissions::SessionId,
+                SessionMacaroonPermissions::Entity,
+                SessionMacaroonPermissions::Action,
+                SessionMacaroonPermissions::Position,
+            ]);
+            for (pos, p) in recipe.permissions.iter().enumerate() {
+                stmt.values_panic([
+                    sql_id.into(),
+                    p.entity.clone().into(),
+                    p.action.clone().into(),
+                    (pos as i64).into(),
+                ]);
+            }
+            tx.exec(&stmt).await?;
+        }
+        if !recipe.caveats.is_empty() {
+            let mut stmt = Query::insert();
+            stmt.into_table(SessionMacaroonCaveats::Table).columns([
+                SessionMacaroonCaveats::SessionId,
+                SessionMacaroonCaveats::CaveatId,
+                SessionMacaroonCaveats::VerificationId,
+                SessionMacaroonCaveats::Location,
+                SessionMacaroonCaveats::Position,
+            ]);
+            for (pos, c) in recipe.caveats.iter().enumerate() {
+                let location = (!c.location.is_empty()).then(|| c.location.clone());
+                stmt.values_panic([
+                    sql_id.into(),
+                    c.id.clone().into(),
+                    Value::Bytes(c.verification_id.clone()).into(),
+                    Value::String(location).into(),
+                    (pos as i64).into(),
+                ]);
+            }
+            tx.exec(&stmt).await?;
+        }
+    }
+    if let Some(config) = s.feature_config.as_ref().filter(|m| !m.is_empty()) {
+        let mut stmt = Query::insert();
+        stmt.into_table(SessionFeatureConfigs::Table).columns([
+            SessionFeatureConfigs::SessionId,
+            SessionFeatureConfigs::FeatureName,
+            SessionFeatureConfigs::Config,
+        ]);
+        for (name, bytes) in config {
+            stmt.values_panic([sql_id.into(), name.clone().into(), bytes.clone().into()]);
+        }
+        tx.exec(&stmt).await?;
+    }
+    if !s.privacy_flags.is_empty() {
+        let mut stmt = Query::insert();
+        stmt.into_table(SessionPrivacyFlags::Table)
+            .columns([SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag]);
+        for f in s.privacy_flags.iter() {
+            stmt.values_panic([sql_id.into(), i64::from(f.bit()).into()]);
+        }
+        tx.exec(&stmt).await?;
+    }
+    Ok(())
+}
+
+/// The `sessions` column values of a session, in [`SESSION_COLUMNS`] order,
+/// given its account's and group's SQL ids.
+pub fn session_values(
+    s: &Session,
+    account: Option<i64>,
+    group: Option<i64>,
+) -> Vec<sea_query::SimpleExpr> {
+    vec![
+        s.id.0.to_vec().into(),
+        s.label.clone().into(),
+        i64::from(s.state.code()).into(),
+        i64::from(s.session_type.code()).into(),
+        s.expiry.into(),
+        s.created_at.into(),
+        Value::ChronoDateTimeUtc(s.revoked_at).into(),
+        s.server_addr.clone().into(),
+        s.dev_server.into(),
+        (s.macaroon_root_key as i64).into(),
+        s.pairing_secret.0.to_vec().into(),
+        s.local_private_key.0.to_vec().into(),
+        s.local_public_key.to_vec().into(),
+        Value::Bytes(s.remote_public_key.map(|k| k.to_vec())).into(),
+        s.with_privacy_mapper.into(),
+        Value::BigInt(account).into(),
+        Value::BigInt(group).into(),
+    ]
+}
+
+/// The `sessions` columns [`session_values`] fills (all but `id`).
+pub const SESSION_COLUMNS: [Sessions; 17] = [
+    Sessions::Alias,
+    Sessions::Label,
+    Sessions::State,
+    Sessions::Type,
+    Sessions::Expiry,
+    Sessions::CreatedAt,
+    Sessions::RevokedAt,
+    Sessions::ServerAddress,
+    Sessions::DevServer,
+    Sessions::MacaroonRootKey,
+    Sessions::PairingSecret,
+    Sessions::LocalPrivateKey,
+    Sessions::LocalPublicKey,
+    Sessions::RemotePublicKey,
+    Sessions::Privacy,
+    Sessions::AccountId,
+    Sessions::GroupId,
+];
+
+/// The SQL id and state of the session `id`, locking its row on PostgreSQL.
+async fn resolve(tx: &mut dyn Tx, id: SessionId, lock: bool) -> Result<(i64, SessionState)> {
+    let mut select = Query::select();
+    select
+        .columns([Sessions::Id, Sessions::State])
+        .from(Sessions::Table)
+        .and_where(Expr::col(Sessions::Alias).eq(id.0.to_vec()));
+    if lock {
+        select.lock(LockType::Update);
+    }
+    let row = tx
+        .query_opt(&select)
+        .await?
+        .ok_or_else(|| not_found_id(id))?;
+    let code = row.i64(1)?;
+    let state = SessionState::from_code(code).ok_or_else(|| {
+        invalid(
+            format!("session {id}"),
+            "state",
+            format!("unknown state {code}"),
+        )
+    })?;
+    Ok((row.i64(0)?, state))
+}
+
+fn by_alias(id: SessionId) -> Condition {
+    Condition::all().add(Expr::col((Alias::new("s"), Sessions::Alias)).eq(id.0.to_vec()))
+}
+
+async fn load_one(tx: &mut dyn Tx, filter: Condition, missing: Error) -> Result<Session> {
+    load_sessions(tx, Some(filter)).await?.pop().ok_or(missing)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn new_session(&self, new: NewSession) -> Result<Session> {
+        self.db
+            .write(|tx| {
+                Box::pin(async move {
+                    let account = match new.account {
+                        None => None,
+                        Some(id) => {
+                            let row = tx
+                                .query_opt(
+                                    &Query::select()
+                                        .column(Accounts::Id)
+                                        .from(Accounts::Table)
+                                        .and_where(Expr::col(Accounts::Alias).eq(id.to_alias()))
+                                        .to_owned(),
+                                )
+                                .await?
+                                .ok_or(Error::AccountNotFound { id })?;
+                            Some(row.i64(0)?)
+                        }
+                    };
+                    let group = match new.linked_group {
+                        None => None,
+                        Some(group) => {
+                            let (gid, _) = resolve(tx, group, true).await.map_err(|e| match e {
+                                Error::NotFound { .. } => Error::UnknownGroup { group },
+                                other => other,
+                            })?;
+                            // A group exists when sessions belong to it (its
+                            // first session belongs to itself).
+                            let states = tx
+                                .query(
+                                    &Query::select()
+                                        .column(Sessions::State)
+                                        .from(Sessions::Table)
+                                        .and_where(Expr::col(Sessions::GroupId).eq(gid))
+                                        .to_owned(),
+                                )
+                                .await?;
+                            if states.is_empty() {
+                                return Err(Error::UnknownGroup { group });
+                            }
+                            for r in &states {
+                                let terminal = SessionState::from_code(r.i64(0)?)
+                                    .is_some_and(SessionState::is_terminal);
+                                if !terminal {
+                                    return Err(Error::GroupStillActive { group });
+                                }
+                            }
+                            Some(gid)
+                        }
+                    };
+                    // Ids are checked inside this write transaction, so the
+                    // generated key cannot collide with a concurrent one.
+                    let mut taken = Vec::new();
+                    let keys = loop {
+                        let candidate = generate_keys(|id| Ok(taken.contains(&id)))?;
+                        let exists = tx
+                            .query_opt(
+                                &Query::select()
+                                    .column(Sessions::Id)
+                                    .from(Sessions::Table)
+                                    .and_where(
+                                        Expr::col(Sessions::Alias).eq(candidate.2.0.to_vec()),
+                                    )
+                                    .to_owned(),
+                            )
+                            .await?;
+                        if exists.is_none() {
+                            break candidate;
+                        }
+                        taken.push(candidate.2);
+                    };
+                    let session = build_session(new, keys)?;
+                    let insert = Query::insert()
+                        .into_table(Sessions::Table)
+                        .columns(SESSION_COLUMNS)
+                        .values_panic(session_values(&session, account, None))
+                        .returning_col(Sessions::Id)
+                        .to_owned();
+                    let sql_id = tx.query_one(&insert).await?.i64(0)?;
+                    tx.exec(
+                        &Query::update()
+                            .table(Sessions::Table)
+                            .value(Sessions::GroupId, group.unwrap_or(sql_id))
+                            .and_where(Expr::col(Sessions::Id).eq(sql_id))
+                            .to_owned(),
+                    )
+                    .await?;
+                    insert_children(tx, sql_id, &session).await?;
+                    load_one(tx, by_alias(session.id), not_found_id(session.id)).await
+                })
+            })
+            .await
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Session> {
+        self.db
+            .read(|tx| Box::pin(load_one(tx, by_alias(id), not_found_id(id))))
+            .await
+    }
+
+    async fn session_by_local_key(&self, key: &PublicKey) -> Result<Session> {
+        let key = *key;
+        self.db
+            .read(|tx| {
+                Box::pin(async move {
+                    let filter = Condition::all().add(
+                        Expr::col((Alias::new("s"), Sessions::LocalPublicKey)).eq(key.to_vec()),
+                    );
+                    load_one(tx, filter, not_found_key(&key)).await
+                })
+            })
+            .await
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<Session>> {
+        self.db.read(|tx| Box::pin(load_sessions(tx, None))).await
+    }
+
+    async fn list_sessions_by_type(&self, session_type: SessionType) -> Result<Vec<Session>> {
+        let filter = Condition::all()
+            .add(Expr::col((Alias::new("s"), Sessions::Type)).eq(i64::from(session_type.code())));
+        self.db
+            .read(|tx| Box::pin(load_sessions(tx, Some(filter))))
+            .await
+    }
+
+    async fn list_sessions_by_state(&self, state: SessionState) -> Result<Vec<Session>> {
+        let filter = Condition::all()
+            .add(Expr::col((Alias::new("s"), Sessions::State)).eq(i64::from(state.code())));
+        self.db
+            .read(|tx| Box::pin(load_sessions(tx, Some(filter))))
+            .await
+    }
+
+    async fn update_remote_public_key(&self, id: SessionId, key: PublicKey) -> Result<()> {
+        self.db
+            .write(|tx| {
+                Box::pin(async move {
+                    let updated = tx
+                        .exec(
+                            &Query::update()
+                                .table(Sessions::Table)
+                                .value(Sessions::RemotePublicKey, key.to_vec())
+                                .and_where(Expr::col(Sessions::Alias).eq(id.0.to_vec()))
+                                .to_owned(),
+                        )
+                        .await?;
+                    if updated == 0 {
+                        return Err(not_found_id(id));
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn shift_state(&self, id: SessionId, to: SessionState) -> Result<()> {
+        self.db
+            .write(|tx| {
+                Box::pin(async move {
+                    let (sql_id, from) = resolve(tx, id, true).await?;
+                    if from == to {
+                        return Ok(());
+                    }
+                    if !from.can_shift_to(to) {
+                        return Err(Error::IllegalStateShift { id, from, to });
+                    }
+                    let mut update = Query::update();
+                    update
+                        .table(Sessions::Table)
+                        .value(Sessions::State, i64::from(to.code()))
+                        .and_where(Expr::col(Sessions::Id).eq(sql_id));
+                    if let Some(t) = revoked_at_for(to) {
+                        update.value(Sessions::RevokedAt, t);
+                    }
+                    tx.exec(&update).await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn delete_reserved_session(&self, id: SessionId) -> Result<()> {
+        self.db
+            .write(|tx| {
+                Box::pin(async move {
+                    let (sql_id, state) = resolve(tx, id, true).await?;
+                    if state != SessionState::Reserved {
+                        return Err(Error::NotReserved { id, state });
+                    }
+                    tx.exec(
+                        &Query::delete()
+                            .from_table(Sessions::Table)
+                            .and_where(Expr::col(Sessions::Id).eq(sql_id))
+                            .to_owned(),
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn delete_reserved_sessions(&self) -> Result<u64> {
+        self.db
+            .write(|tx| {
+                Box::pin(async move {
+                    Ok(tx
+                        .exec(
+                            &Query::delete()
+                                .from_table(Sessions::Table)
+                                .and_where(
+                                    Expr::col(Sessions::State)
+                                        .eq(i64::from(SessionState::Reserved.code())),
+                                )
+                                .to_owned(),
+                        )
+                        .await?)
+                })
+            })
+            .await
+    }
+
+    async fn group_id(&self, id: SessionId) -> Result<SessionId> {
+        self.db
+            .read(|tx| {
+                Box::pin(async move {
+                    let row = tx
+                        .query_opt(
+                            &Query::select()
+                                .expr(Expr::col((Alias::new("g"), Sessions::Alias)))
+                                .from_as(Sessions::Table, Alias::new("s"))
+                                .join_as(
+                                    JoinType::InnerJoin,
+                                    Sessions::Table,
+                                    Alias::new("g"),
+                                    Expr::col((Alias::new("g"), Sessions::Id))
+                                        .equals((Alias::new("s"), Sessions::GroupId)),
+                                )
+                                .and_where(
+                                    Expr::col((Alias::new("s"), Sessions::Alias)).eq(id.0.to_vec()),
+                                )
+                                .to_owned(),
+                        )
+                        .await?
+                        .ok_or_else(|| not_found_id(id))?;
+                    Ok(SessionId(fixed::<4>(
+                        &format!("session {id}"),
+                        "group",
+                        row.bytes(0)?,
+                    )?))
+                })
+            })
+            .await
+    }
+
+    async fn session_ids_in_group(&self, group: SessionId) -> Result<Vec<SessionId>> {
+        self.db
+            .read(|tx| {
+                Box::pin(async move {
+                    let (gid, _) = resolve(tx, group, false).await.map_err(|e| match e {
+                        Error::NotFound { .. } => Error::UnknownGroup { group },
+                        other => other,
+                    })?;
+                    let rows = tx
+                        .query(
+                            &Query::select()
+                                .column(Sessions::Alias)
+                                .from(Sessions::Table)
+                                .and_where(Expr::col(Sessions::GroupId).eq(gid))
+                                .order_by(Sessions::Id, Order::Asc)
+                                .to_owned(),
+                        )
+                        .await?;
+                    if rows.is_empty() {
+                        return Err(Error::UnknownGroup { group });
+                    }
+                    rows.iter()
+                        .map(|r| {
+                            Ok(SessionId(fixed::<4>(
+                                &format!("group {group}"),
+                                "alias",
+                                r.bytes(0)?,
+                            )?))
+                        })
+                        .collect()
+                })
+            })
+            .await
+    }
+}
