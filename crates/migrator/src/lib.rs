@@ -29,8 +29,8 @@
 //!   the commit; a run that applied nothing (the step was already recorded)
 //!   does not mark anything.
 //!
-//! Order of stores: accounts first (sessions reference accounts); later
-//! stores are appended to the same step.
+//! Order of stores: accounts, then sessions (which reference accounts);
+//! later stores are appended to the same step.
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
@@ -49,8 +49,10 @@ use tombstone::{KvOptions, Mark, MigrationSource};
 
 mod accounts;
 mod diff;
+mod sessions;
 
 pub use accounts::AccountsReport;
+pub use sessions::SessionsReport;
 
 /// Why a migration failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,8 @@ impl Default for Options {
 pub struct Report {
     /// The accounts store.
     pub accounts: AccountsReport,
+    /// The sessions store.
+    pub sessions: SessionsReport,
     /// Time from the start of the code step to its end (before commit).
     pub duration: Duration,
 }
@@ -216,8 +220,11 @@ impl<'a> KvToSql<'a> {
     async fn migrate_all(&self, tx: &mut dyn Tx) -> Result<Report, Error> {
         let started = Instant::now();
         let accounts = accounts::migrate(self.source, tx, &self.opts, self.progress).await?;
+        // Sessions reference accounts: after them, in the same transaction.
+        let sessions = sessions::migrate(self.source, tx, &self.opts, self.progress).await?;
         Ok(Report {
             accounts,
+            sessions,
             duration: started.elapsed(),
         })
     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{Duration, TimeZone, Utc};
-use common::{Kv, another, is_live, migrate_and_compare};
+use common::{Kv, Lcg, another, is_live, migrate_and_compare};
 use migrator::{Error, Options, Progress, ProgressEvent};
 use sqldb::migrate::Migrator;
 use sqldb::schema::KV_TO_SQL_VERSION;
@@ -175,29 +175,6 @@ async fn multiple_accounts(fx: &SqlFixture) {
     })
     .await;
     migrate_and_compare(fx, &kv).await;
-}
-
-/// A small deterministic generator, so the case is the same on every run.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 11
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-    fn hash(&mut self) -> Hash {
-        let mut b = [0u8; 32];
-        for chunk in b.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_be_bytes());
-        }
-        Hash(b)
-    }
 }
 
 /// Ten accounts with 50 to 1000 invoices and payments each, statuses cycling.

@@ -373,40 +373,46 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
     Ok(sessions)
 }
 
-/// Inserts a session's child rows (recipe, feature configs, privacy flags)
-/// for the session with SQL id `sql_id`: one multi-row statement per table.
-pub async fn insert_children(tx: &mut dyn Tx, sql_id: i64, s: &Session) -> Result<()> {
-    if let Some(recipe) = &s.macaroon_recipe {
-        if !recipe.permissions.is_empty() {
-            let mut stmt = Query::insert();
-            stmt.into_table(SessionMacaroonPermissions::Table).columns([
-                SessionMacaroonPermissions::SessionId,
-                SessionMacaroonPermissions::Entity,
-                SessionMacaroonPermissions::Action,
-                SessionMacaroonPermissions::Position,
-            ]);
+/// Rows per multi-row INSERT: well under both engines' parameter limits.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Runs `stmt` (an INSERT with its columns set) with `rows`, in statements
+/// of at most [`ROWS_PER_INSERT`] rows.
+async fn insert_rows(
+    tx: &mut dyn Tx,
+    stmt: &sea_query::InsertStatement,
+    rows: Vec<Vec<sea_query::SimpleExpr>>,
+) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = stmt.clone();
+        for r in chunk {
+            insert.values_panic(r.clone());
+        }
+        tx.exec(&insert).await?;
+    }
+    Ok(())
+}
+
+/// Inserts the child rows (recipe, feature configs, privacy flags) of the
+/// given sessions, each paired with its SQL id: a few multi-row statements
+/// per table, however many sessions.
+pub async fn insert_children(tx: &mut dyn Tx, sessions: &[(i64, &Session)]) -> Result<()> {
+    let (mut perms, mut caveats, mut configs, mut flags) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (sql_id, s) in sessions {
+        let sql_id = *sql_id;
+        if let Some(recipe) = &s.macaroon_recipe {
             for (pos, p) in recipe.permissions.iter().enumerate() {
-                stmt.values_panic([
+                perms.push(vec![
                     sql_id.into(),
                     p.entity.clone().into(),
                     p.action.clone().into(),
                     (pos as i64).into(),
                 ]);
             }
-            tx.exec(&stmt).await?;
-        }
-        if !recipe.caveats.is_empty() {
-            let mut stmt = Query::insert();
-            stmt.into_table(SessionMacaroonCaveats::Table).columns([
-                SessionMacaroonCaveats::SessionId,
-                SessionMacaroonCaveats::CaveatId,
-                SessionMacaroonCaveats::VerificationId,
-                SessionMacaroonCaveats::Location,
-                SessionMacaroonCaveats::Position,
-            ]);
             for (pos, c) in recipe.caveats.iter().enumerate() {
                 let location = (!c.location.is_empty()).then(|| c.location.clone());
-                stmt.values_panic([
+                caveats.push(vec![
                     sql_id.into(),
                     c.id.clone().into(),
                     Value::Bytes(c.verification_id.clone()).into(),
@@ -414,31 +420,46 @@ pub async fn insert_children(tx: &mut dyn Tx, sql_id: i64, s: &Session) -> Resul
                     (pos as i64).into(),
                 ]);
             }
-            tx.exec(&stmt).await?;
         }
-    }
-    if let Some(config) = s.feature_config.as_ref().filter(|m| !m.is_empty()) {
-        let mut stmt = Query::insert();
-        stmt.into_table(SessionFeatureConfigs::Table).columns([
-            SessionFeatureConfigs::SessionId,
-            SessionFeatureConfigs::FeatureName,
-            SessionFeatureConfigs::Config,
-        ]);
-        for (name, bytes) in config {
-            stmt.values_panic([sql_id.into(), name.clone().into(), bytes.clone().into()]);
+        for (name, bytes) in s.feature_config.iter().flatten() {
+            configs.push(vec![
+                sql_id.into(),
+                name.clone().into(),
+                bytes.clone().into(),
+            ]);
         }
-        tx.exec(&stmt).await?;
-    }
-    if !s.privacy_flags.is_empty() {
-        let mut stmt = Query::insert();
-        stmt.into_table(SessionPrivacyFlags::Table)
-            .columns([SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag]);
         for f in s.privacy_flags.iter() {
-            stmt.values_panic([sql_id.into(), i64::from(f.bit()).into()]);
+            flags.push(vec![sql_id.into(), i64::from(f.bit()).into()]);
         }
-        tx.exec(&stmt).await?;
     }
-    Ok(())
+    let mut stmt = Query::insert();
+    stmt.into_table(SessionMacaroonPermissions::Table).columns([
+        SessionMacaroonPermissions::SessionId,
+        SessionMacaroonPermissions::Entity,
+        SessionMacaroonPermissions::Action,
+        SessionMacaroonPermissions::Position,
+    ]);
+    insert_rows(tx, &stmt, perms).await?;
+    let mut stmt = Query::insert();
+    stmt.into_table(SessionMacaroonCaveats::Table).columns([
+        SessionMacaroonCaveats::SessionId,
+        SessionMacaroonCaveats::CaveatId,
+        SessionMacaroonCaveats::VerificationId,
+        SessionMacaroonCaveats::Location,
+        SessionMacaroonCaveats::Position,
+    ]);
+    insert_rows(tx, &stmt, caveats).await?;
+    let mut stmt = Query::insert();
+    stmt.into_table(SessionFeatureConfigs::Table).columns([
+        SessionFeatureConfigs::SessionId,
+        SessionFeatureConfigs::FeatureName,
+        SessionFeatureConfigs::Config,
+    ]);
+    insert_rows(tx, &stmt, configs).await?;
+    let mut stmt = Query::insert();
+    stmt.into_table(SessionPrivacyFlags::Table)
+        .columns([SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag]);
+    insert_rows(tx, &stmt, flags).await
 }
 
 /// The `sessions` column values of a session, in [`SESSION_COLUMNS`] order,
@@ -613,7 +634,7 @@ impl Store for SqlStore {
                             .to_owned(),
                     )
                     .await?;
-                    insert_children(tx, sql_id, &session).await?;
+                    insert_children(tx, &[(sql_id, &session)]).await?;
                     load_one(tx, by_alias(session.id), not_found_id(session.id)).await
                 })
             })

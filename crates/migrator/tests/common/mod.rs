@@ -1,10 +1,12 @@
 //! Shared helpers of the migrator tests.
 #![allow(dead_code, reason = "each test file uses a different part")]
 
+pub(crate) mod sessions;
+
 use std::path::{Path, PathBuf};
 
 use sqldb::Db;
-use store_accounts::{Account, KvStore, LastIndexes, SqlStore, Store};
+use store_accounts::{Account, Hash, KvStore, LastIndexes, SqlStore, Store};
 use testkit::sql::SqlFixture;
 use tombstone::{KvDb, KvOptions};
 
@@ -94,4 +96,27 @@ pub(crate) fn is_live(path: &Path) -> bool {
         tombstone::status(path).unwrap(),
         Some(tombstone::Status::Live(_))
     )
+}
+
+/// A small deterministic generator, so the case is the same on every run.
+pub(crate) struct Lcg(pub(crate) u64);
+
+impl Lcg {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+    pub(crate) fn hash(&mut self) -> Hash {
+        let mut b = [0u8; 32];
+        for chunk in b.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next().to_be_bytes());
+        }
+        Hash(b)
+    }
 }

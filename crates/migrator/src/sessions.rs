@@ -1,0 +1,416 @@
+//! Sessions: the `session` tree into `sessions` and its four child tables.
+//!
+//! Three passes over the tree, each in key order on the blocking pool:
+//! 1. a plan: which session wins for each id (legacy databases may hold
+//!    several sessions with one id; the newest by creation time is kept, the
+//!    first in key order on a tie, and the others are dropped and counted);
+//! 2. the group founders (sessions whose group is their own id), so every
+//!    group id resolves;
+//! 3. the linked sessions.
+//!
+//! The plan keeps one small entry per session id (not the sessions), so
+//! memory stays bounded by the chunk size plus that index.
+//!
+//! A link to an account that is not in SQL (removed after linking) is
+//! dropped, the session kept, and both are counted. Nil-versus-empty
+//! differences are normalised where the reference does (data-model.md 3.8):
+//! times to the microsecond, a recipe without permissions and caveats, an
+//! empty-but-present verification id, an empty feature config, and the
+//! dropped account link.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_query::{Alias, Condition, Expr, ExprTrait, Query};
+use sqldb::{Dialect, Sql, Tx, TxExt};
+use store_accounts::AccountId;
+use store_accounts::sql::schema::Accounts;
+use store_sessions::kv::{SESSIONS_TREE, decode_session};
+use store_sessions::sql::schema::Sessions;
+use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_sessions, session_values};
+use store_sessions::{MacaroonRecipe, Session, SessionId};
+use tokio::sync::mpsc;
+use tombstone::{MigrationSource, ReadTree};
+
+use crate::diff::Diff;
+use crate::{Error, Options, Progress, ProgressEvent};
+
+/// What the sessions migration moved, and what it dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionsReport {
+    /// Sessions migrated.
+    pub sessions: u64,
+    /// Sessions dropped because a newer session had the same id.
+    pub duplicates_dropped: u64,
+    /// Sessions migrated without their account link, because the account
+    /// no longer exists.
+    pub account_links_dropped: u64,
+}
+
+fn decode_error(key: &[u8], e: impl std::fmt::Display) -> Error {
+    Error::Decode {
+        tree: SESSIONS_TREE,
+        key: hex::encode(key),
+        reason: e.to_string(),
+    }
+}
+
+/// The sessions that survive deduplication, by key.
+struct Plan {
+    winners: HashSet<Vec<u8>>,
+    duplicates: u64,
+}
+
+fn plan(tree: &ReadTree) -> Result<Plan, Error> {
+    let mut best: HashMap<SessionId, (DateTime<Utc>, Vec<u8>)> = HashMap::new();
+    let mut duplicates = 0;
+    for item in tree.iter() {
+        let (key, value) = item?;
+        let s = decode_session(&key, &value).map_err(|e| decode_error(&key, e))?;
+        match best.get_mut(&s.id) {
+            None => {
+                best.insert(s.id, (s.created_at, key.to_vec()));
+            }
+            Some(cur) => {
+                duplicates += 1;
+                // Strictly newer replaces: on a tie the first in key order stays.
+                if s.created_at > cur.0 {
+                    *cur = (s.created_at, key.to_vec());
+                }
+            }
+        }
+    }
+    Ok(Plan {
+        winners: best.into_values().map(|(_, k)| k).collect(),
+        duplicates,
+    })
+}
+
+/// Streams the winning sessions of one class (founders or linked) in chunks.
+fn read_class(
+    tree: ReadTree,
+    winners: Arc<HashSet<Vec<u8>>>,
+    founders: bool,
+    chunk_size: usize,
+    out: mpsc::Sender<Result<Vec<Session>, Error>>,
+) {
+    let mut chunk = Vec::with_capacity(chunk_size);
+    for item in tree.iter() {
+        let (key, value) = match item {
+            Ok(kv) => kv,
+            Err(e) => {
+                let _ = out.blocking_send(Err(e.into()));
+                return;
+            }
+        };
+        if !winners.contains(key.as_ref()) {
+            continue;
+        }
+        let s = match decode_session(&key, &value) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = out.blocking_send(Err(decode_error(&key, e)));
+                return;
+            }
+        };
+        if (s.group_id == s.id) != founders {
+            continue;
+        }
+        chunk.push(s);
+        if chunk.len() == chunk_size {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_size));
+            if out.blocking_send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = out.blocking_send(Ok(chunk));
+    }
+}
+
+pub(crate) async fn migrate(
+    source: &MigrationSource,
+    tx: &mut dyn Tx,
+    opts: &Options,
+    progress: Option<&dyn Progress>,
+) -> Result<SessionsReport, Error> {
+    let mut report = SessionsReport::default();
+    let any = tx
+        .query_opt(
+            &Query::select()
+                .column(Sessions::Id)
+                .from(Sessions::Table)
+                .limit(1)
+                .to_owned(),
+        )
+        .await?;
+    if any.is_some() {
+        return Err(Error::TargetNotEmpty { table: "sessions" });
+    }
+    let Some(tree) = source.tree(SESSIONS_TREE)? else {
+        return Ok(report);
+    };
+    let planned = {
+        let tree = tree.clone();
+        tokio::task::spawn_blocking(move || plan(&tree))
+            .await
+            .map_err(|e| Error::Invalid {
+                record: "sessions".into(),
+                reason: e.to_string(),
+            })??
+    };
+    report.duplicates_dropped = planned.duplicates;
+    let total = planned.winners.len() as u64;
+    let winners = Arc::new(planned.winners);
+    let mut state = Migration {
+        next_id: 1,
+        groups: HashMap::new(),
+        report,
+        total,
+    };
+    for founders in [true, false] {
+        let (sender, mut chunks) = mpsc::channel(2);
+        let reader = {
+            let (tree, winners) = (tree.clone(), winners.clone());
+            let size = opts.chunk_size.max(1);
+            tokio::task::spawn_blocking(move || read_class(tree, winners, founders, size, sender))
+        };
+        let result = async {
+            while let Some(chunk) = chunks.recv().await {
+                state.chunk(tx, chunk?, progress).await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        drop(chunks);
+        let _ = reader.await;
+        result?;
+    }
+    if tx.dialect() == Dialect::Postgres && state.next_id > 1 {
+        // Explicit ids do not advance the BIGSERIAL sequence.
+        tx.query_sql(Sql::fixed(
+            "SELECT setval(pg_get_serial_sequence('sessions', 'id'), $1)",
+            vec![(state.next_id - 1).into()],
+        ))
+        .await?;
+    }
+    Ok(state.report)
+}
+
+struct Migration {
+    next_id: i64,
+    /// Group id → SQL id of the group's first session.
+    groups: HashMap<SessionId, i64>,
+    report: SessionsReport,
+    total: u64,
+}
+
+impl Migration {
+    async fn chunk(
+        &mut self,
+        tx: &mut dyn Tx,
+        chunk: Vec<Session>,
+        progress: Option<&dyn Progress>,
+    ) -> Result<(), Error> {
+        let accounts = account_ids(tx, &chunk).await?;
+        let first = self.next_id;
+        let mut insert = Query::insert();
+        let mut columns = vec![Sessions::Id];
+        columns.extend(SESSION_COLUMNS);
+        insert.into_table(Sessions::Table).columns(columns);
+        let mut dropped_links = HashSet::new();
+        let mut with_ids = Vec::with_capacity(chunk.len());
+        for s in &chunk {
+            let sql_id = self.next_id;
+            self.next_id += 1;
+            if s.group_id == s.id {
+                self.groups.insert(s.id, sql_id);
+            }
+            let group = *self.groups.get(&s.group_id).ok_or_else(|| Error::Invalid {
+                record: format!("session {}", s.id),
+                reason: format!("its group {} has no first session", s.group_id),
+            })?;
+            let account = match s.account_id {
+                None => None,
+                Some(a) => match accounts.get(&a) {
+                    Some(id) => Some(*id),
+                    None => {
+                        dropped_links.insert(s.id);
+                        None
+                    }
+                },
+            };
+            let mut values = vec![sql_id.into()];
+            values.extend(session_values(s, account, Some(group)));
+            insert.values_panic(values);
+            with_ids.push((sql_id, s));
+        }
+        tx.exec(&insert).await?;
+        insert_children(tx, &with_ids)
+            .await
+            .map_err(|e| Error::Invalid {
+                record: format!("sessions {first}..{}", self.next_id - 1),
+                reason: e.to_string(),
+            })?;
+        self.verify(tx, &chunk, first, &dropped_links).await?;
+        self.report.sessions += chunk.len() as u64;
+        self.report.account_links_dropped += dropped_links.len() as u64;
+        if let Some(p) = progress {
+            p.progress(ProgressEvent {
+                store: "sessions",
+                done: self.report.sessions,
+                total: self.total,
+            })
+            .map_err(Error::Aborted)?;
+        }
+        Ok(())
+    }
+
+    async fn verify(
+        &self,
+        tx: &mut dyn Tx,
+        chunk: &[Session],
+        first: i64,
+        dropped_links: &HashSet<SessionId>,
+    ) -> Result<(), Error> {
+        let last = self.next_id - 1;
+        let range =
+            Condition::all().add(Expr::col((Alias::new("s"), Sessions::Id)).between(first, last));
+        let read = load_sessions(tx, Some(range))
+            .await
+            .map_err(|e| Error::Invalid {
+                record: format!("sessions {first}..={last} read back"),
+                reason: e.to_string(),
+            })?;
+        let mut by_id: HashMap<SessionId, Session> = read.into_iter().map(|s| (s.id, s)).collect();
+        for kv in chunk {
+            let sql = by_id.remove(&kv.id).ok_or_else(|| Error::Mismatch {
+                record: format!("session {}", kv.id),
+                diff: "  missing in sql".into(),
+            })?;
+            if let Some(diff) = compare(kv, &sql, dropped_links.contains(&kv.id)) {
+                return Err(Error::Mismatch {
+                    record: format!("session {}", kv.id),
+                    diff,
+                });
+            }
+        }
+        if let Some(extra) = by_id.keys().next() {
+            return Err(Error::Mismatch {
+                record: format!("session {extra}"),
+                diff: "  only in sql".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// SQL ids of the accounts the chunk links to, by account id.
+async fn account_ids(tx: &mut dyn Tx, chunk: &[Session]) -> Result<HashMap<AccountId, i64>, Error> {
+    let aliases: Vec<i64> = chunk
+        .iter()
+        .filter_map(|s| s.account_id)
+        .map(AccountId::to_alias)
+        .collect();
+    if aliases.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = tx
+        .query(
+            &Query::select()
+                .columns([Accounts::Id, Accounts::Alias])
+                .from(Accounts::Table)
+                .and_where(Expr::col(Accounts::Alias).is_in(aliases))
+                .to_owned(),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((AccountId::from_alias(r.i64(1)?), r.i64(0)?)))
+        .collect()
+}
+
+/// The key-value session as the reference's validation sees it next to its
+/// SQL copy (data-model.md 3.8).
+fn normalised(kv: &Session, sql: &Session, link_dropped: bool) -> Session {
+    let mut s = kv.clone();
+    s.expiry = sqldb::time::truncate_micros(s.expiry);
+    s.created_at = sqldb::time::truncate_micros(s.created_at);
+    s.revoked_at = s.revoked_at.map(sqldb::time::truncate_micros);
+    // A recipe with neither permissions nor caveats has no rows in SQL.
+    if s.macaroon_recipe
+        .as_ref()
+        .is_some_and(MacaroonRecipe::is_empty)
+        && sql.macaroon_recipe.is_none()
+    {
+        s.macaroon_recipe = None;
+    }
+    // An empty-but-present verification id may come back absent.
+    if let (Some(k), Some(q)) = (s.macaroon_recipe.as_mut(), sql.macaroon_recipe.as_ref())
+        && k.caveats.len() == q.caveats.len()
+    {
+        for (kc, qc) in k.caveats.iter_mut().zip(&q.caveats) {
+            if kc.id == qc.id
+                && kc.verification_id.as_ref().is_some_and(Vec::is_empty)
+                && qc.verification_id.is_none()
+            {
+                kc.verification_id = None;
+            }
+        }
+    }
+    // An empty feature config has no rows in SQL.
+    if s.feature_config.as_ref().is_some_and(|m| m.is_empty()) && sql.feature_config.is_none() {
+        s.feature_config = None;
+    }
+    if link_dropped {
+        s.account_id = None;
+    }
+    s
+}
+
+fn compare(kv: &Session, sql: &Session, link_dropped: bool) -> Option<String> {
+    let kv = normalised(kv, sql, link_dropped);
+    let mut d = Diff::default();
+    d.field("label", &kv.label, &sql.label);
+    d.field("state", &kv.state, &sql.state);
+    d.field("session_type", &kv.session_type, &sql.session_type);
+    d.field("expiry", &kv.expiry, &sql.expiry);
+    d.field("created_at", &kv.created_at, &sql.created_at);
+    d.field("revoked_at", &kv.revoked_at, &sql.revoked_at);
+    d.field("server_addr", &kv.server_addr, &sql.server_addr);
+    d.field("dev_server", &kv.dev_server, &sql.dev_server);
+    d.field(
+        "macaroon_root_key",
+        &kv.macaroon_root_key,
+        &sql.macaroon_root_key,
+    );
+    d.field("macaroon_recipe", &kv.macaroon_recipe, &sql.macaroon_recipe);
+    // Secrets are compared but never printed.
+    if kv.pairing_secret != sql.pairing_secret {
+        d.field("pairing_secret", &"(differs)", &"(secret)");
+    }
+    if kv.local_private_key != sql.local_private_key {
+        d.field("local_private_key", &"(differs)", &"(secret)");
+    }
+    d.field(
+        "local_public_key",
+        &hex::encode(kv.local_public_key),
+        &hex::encode(sql.local_public_key),
+    );
+    d.field(
+        "remote_public_key",
+        &kv.remote_public_key.map(hex::encode),
+        &sql.remote_public_key.map(hex::encode),
+    );
+    d.field("feature_config", &kv.feature_config, &sql.feature_config);
+    d.field(
+        "with_privacy_mapper",
+        &kv.with_privacy_mapper,
+        &sql.with_privacy_mapper,
+    );
+    d.field("privacy_flags", &kv.privacy_flags, &sql.privacy_flags);
+    d.field("group_id", &kv.group_id, &sql.group_id);
+    d.field("account_id", &kv.account_id, &sql.account_id);
+    d.finish()
+}
