@@ -1,0 +1,466 @@
+//! The sled backend and its on-disk layout.
+//!
+//! The reference's buckets, as [`crate::path`]-encoded keys in two trees:
+//!
+//! ```text
+//! rules:    perm|temp / <rule> / global / <key>                                   -> value
+//!           perm|temp / <rule> / session-kv-store / <group> / <key>               -> value
+//!           perm|temp / <rule> / session-kv-store / <group> / feature-kv-store / <feature> / <key> -> value
+//! privacy:  <group> / real-to-pseudo / <real>   -> pseudo
+//!           <group> / pseudo-to-real / <pseudo> -> real
+//! ```
+//!
+//! Values go through [`kvcodec`] ([`record`]). A transaction keeps its writes
+//! in memory and applies them as one sled batch per tree at commit; writers
+//! hold the store's write lock from begin to commit, so a read-then-write
+//! closure is never interleaved with another writer. A group exists when the
+//! sessions store's group index has members for it. sled calls run on
+//! tokio's blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use store_sessions::SessionId;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tombstone::KvDb;
+
+use crate::{
+    Error, KvTx, Mode, Namespace, PrivacyTx, Result, Scope, Store, check_pair, invalid, path,
+};
+
+/// The rule kv-stores tree.
+pub const RULES_TREE: &str = "rules";
+/// The privacy map tree.
+pub const PRIVACY_TREE: &str = "privacy";
+/// Bucket of permanent stores.
+pub const PERM: &[u8] = b"perm";
+/// Bucket of temporary stores.
+pub const TEMP: &[u8] = b"temp";
+/// Bucket of a rule's global store.
+pub const GLOBAL: &[u8] = b"global";
+/// Bucket of a rule's group stores.
+pub const SESSION_KV_STORE: &[u8] = b"session-kv-store";
+/// Bucket of a group's feature stores.
+pub const FEATURE_KV_STORE: &[u8] = b"feature-kv-store";
+/// Bucket of a group's real → pseudo map.
+pub const REAL_TO_PSEUDO: &[u8] = b"real-to-pseudo";
+/// Bucket of a group's pseudo → real map.
+pub const PSEUDO_TO_REAL: &[u8] = b"pseudo-to-real";
+
+const BACKEND: &str = "kv";
+
+/// The records stored in the trees. Released versions are never edited.
+pub mod record {
+    use serde::{Deserialize, Serialize};
+
+    /// Version of [`ValueRecordV1`].
+    pub const VALUE_V1: u8 = 1;
+    /// Version of [`PrivacyValueRecordV1`].
+    pub const PRIVACY_V1: u8 = 1;
+
+    /// A kv-store value.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ValueRecordV1 {
+        /// The opaque value.
+        #[serde(with = "serde_bytes")]
+        pub value: Vec<u8>,
+    }
+
+    /// The other side of a privacy pair.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PrivacyValueRecordV1 {
+        /// The real or pseudo value.
+        pub value: String,
+    }
+}
+
+/// The bucket path of a namespace's scope.
+pub fn scope_buckets<'a>(ns: &'a Namespace, scope: Scope) -> Vec<&'a [u8]> {
+    let persistence = if scope.is_perm() { PERM } else { TEMP };
+    let mut buckets = vec![persistence, ns.rule.as_bytes()];
+    if scope.is_local() {
+        buckets.extend([SESSION_KV_STORE, &ns.group.0[..]]);
+        if !ns.feature.is_empty() {
+            buckets.extend([FEATURE_KV_STORE, ns.feature.as_bytes()]);
+        }
+    } else {
+        buckets.push(GLOBAL);
+    }
+    buckets
+}
+
+fn entry_key(ns: &Namespace, scope: Scope, key: &str) -> Result<Vec<u8>> {
+    path::encode(&scope_buckets(ns, scope), key.as_bytes()).ok_or_else(|| {
+        invalid(
+            format!("rule {:?}", ns.rule),
+            "name",
+            "longer than 65535 bytes",
+        )
+    })
+}
+
+fn privacy_key(group: SessionId, direction: &[u8], value: &str) -> Vec<u8> {
+    path::key_in(path::prefix(&[&group.0[..], direction]), value.as_bytes())
+}
+
+/// Decodes a kv-store value; the error names the tree and key.
+pub fn decode_value(key: &[u8], raw: &[u8]) -> Result<Vec<u8>> {
+    kvcodec::decode::<record::ValueRecordV1>(raw, record::VALUE_V1)
+        .map(|r| r.value)
+        .map_err(|e| {
+            invalid(
+                format!("tree {RULES_TREE}, key {}", hex::encode(key)),
+                "value",
+                e.to_string(),
+            )
+        })
+}
+
+/// Decodes a privacy value; the error names the tree and key.
+pub fn decode_privacy(key: &[u8], raw: &[u8]) -> Result<String> {
+    kvcodec::decode::<record::PrivacyValueRecordV1>(raw, record::PRIVACY_V1)
+        .map(|r| r.value)
+        .map_err(|e| {
+            invalid(
+                format!("tree {PRIVACY_TREE}, key {}", hex::encode(key)),
+                "value",
+                e.to_string(),
+            )
+        })
+}
+
+fn encode_value(value: &[u8]) -> Result<Vec<u8>> {
+    kvcodec::encode(
+        record::VALUE_V1,
+        &record::ValueRecordV1 {
+            value: value.to_vec(),
+        },
+    )
+    .map_err(|e| invalid("kv-store value", "value", e.to_string()))
+}
+
+fn encode_privacy(value: &str) -> Result<Vec<u8>> {
+    kvcodec::encode(
+        record::PRIVACY_V1,
+        &record::PrivacyValueRecordV1 {
+            value: value.to_owned(),
+        },
+    )
+    .map_err(|e| invalid("privacy value", "value", e.to_string()))
+}
+
+/// The firewall store on sled.
+#[derive(Clone)]
+pub struct KvStore {
+    kv: KvDb,
+    rules: sled::Tree,
+    privacy: sled::Tree,
+    groups: sled::Tree,
+    write: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("path", &self.kv.path())
+            .finish()
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Backend {
+            backend: BACKEND,
+            source: Box::new(e),
+        })?
+}
+
+impl KvStore {
+    /// The firewall store of an open key-value database (the sessions
+    /// store's group index of the same database says which groups exist).
+    ///
+    /// Errors: [`Error::Tombstoned`] when the database was retired.
+    pub fn open(kv: &KvDb) -> Result<KvStore> {
+        kv.check()?;
+        Ok(KvStore {
+            kv: kv.clone(),
+            rules: kv.tree(RULES_TREE)?,
+            privacy: kv.tree(PRIVACY_TREE)?,
+            groups: kv.tree(store_sessions::kv::GROUP_INDEX_TREE)?,
+            write: Arc::new(Mutex::new(())),
+        })
+    }
+
+    async fn group_exists(&self, group: SessionId) -> Result<bool> {
+        let groups = self.groups.clone();
+        blocking(move || Ok(groups.scan_prefix(group.0).next().transpose()?.is_some())).await
+    }
+
+    async fn read(&self, tree: &sled::Tree, key: Vec<u8>) -> Result<Option<sled::IVec>> {
+        let tree = tree.clone();
+        blocking(move || Ok(tree.get(key)?)).await
+    }
+
+    async fn apply(
+        &self,
+        tree: &sled::Tree,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let (tree, kv) = (tree.clone(), self.kv.clone());
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            tree.apply_batch(batch)?;
+            kv.flush()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn guard(&self, mode: Mode) -> Option<OwnedMutexGuard<()>> {
+        match mode {
+            Mode::Update => Some(self.write.clone().lock_owned().await),
+            Mode::View => None,
+        }
+    }
+}
+
+struct KvKvTx {
+    store: KvStore,
+    ns: Namespace,
+    mode: Mode,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+#[async_trait]
+impl KvTx for KvKvTx {
+    async fn get(&mut self, scope: Scope, key: &str) -> Result<Option<Vec<u8>>> {
+        let k = entry_key(&self.ns, scope, key)?;
+        if let Some(pending) = self.writes.get(&k) {
+            return pending
+                .as_deref()
+                .map(|raw| decode_value(&k, raw))
+                .transpose();
+        }
+        match self.store.read(&self.store.rules, k.clone()).await? {
+            None => Ok(None),
+            Some(raw) => decode_value(&k, &raw).map(Some),
+        }
+    }
+
+    async fn set(&mut self, scope: Scope, key: &str, value: &[u8]) -> Result<()> {
+        if self.mode == Mode::View {
+            return Err(Error::ReadOnly);
+        }
+        if scope.is_local() && !self.store.group_exists(self.ns.group).await? {
+            return Err(Error::UnknownGroup {
+                group: self.ns.group,
+            });
+        }
+        self.writes
+            .insert(entry_key(&self.ns, scope, key)?, Some(encode_value(value)?));
+        Ok(())
+    }
+
+    async fn del(&mut self, scope: Scope, key: &str) -> Result<()> {
+        if self.mode == Mode::View {
+            return Err(Error::ReadOnly);
+        }
+        self.writes.insert(entry_key(&self.ns, scope, key)?, None);
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let this = *self;
+        this.store.apply(&this.store.rules, this.writes).await
+    }
+}
+
+struct KvPrivacyTx {
+    store: KvStore,
+    group: SessionId,
+    mode: Mode,
+    known: bool,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl KvPrivacyTx {
+    async fn check_group(&mut self) -> Result<()> {
+        if !self.known {
+            if !self.store.group_exists(self.group).await? {
+                return Err(Error::UnknownGroup { group: self.group });
+            }
+            self.known = true;
+        }
+        Ok(())
+    }
+
+    async fn lookup(&mut self, direction: &[u8], value: &str) -> Result<Option<String>> {
+        let k = privacy_key(self.group, direction, value);
+        if let Some(pending) = self.writes.get(&k) {
+            return pending
+                .as_deref()
+                .map(|raw| decode_privacy(&k, raw))
+                .transpose();
+        }
+        match self.store.read(&self.store.privacy, k.clone()).await? {
+            None => Ok(None),
+            Some(raw) => decode_privacy(&k, &raw).map(Some),
+        }
+    }
+}
+
+#[async_trait]
+impl PrivacyTx for KvPrivacyTx {
+    async fn new_pair(&mut self, real: &str, pseudo: &str) -> Result<()> {
+        if self.mode == Mode::View {
+            return Err(Error::ReadOnly);
+        }
+        check_pair(real, pseudo)?;
+        self.check_group().await?;
+        if self.lookup(REAL_TO_PSEUDO, real).await?.is_some() {
+            return Err(Error::DuplicateRealValue {
+                group: self.group,
+                real: real.to_owned(),
+            });
+        }
+        if self.lookup(PSEUDO_TO_REAL, pseudo).await?.is_some() {
+            return Err(Error::DuplicatePseudoValue {
+                group: self.group,
+                pseudo: pseudo.to_owned(),
+            });
+        }
+        self.writes.insert(
+            privacy_key(self.group, REAL_TO_PSEUDO, real),
+            Some(encode_privacy(pseudo)?),
+        );
+        self.writes.insert(
+            privacy_key(self.group, PSEUDO_TO_REAL, pseudo),
+            Some(encode_privacy(real)?),
+        );
+        Ok(())
+    }
+
+    async fn pseudo_to_real(&mut self, pseudo: &str) -> Result<String> {
+        self.check_group().await?;
+        self.lookup(PSEUDO_TO_REAL, pseudo)
+            .await?
+            .ok_or_else(|| Error::NoSuchKey {
+                group: self.group,
+                key: pseudo.to_owned(),
+            })
+    }
+
+    async fn real_to_pseudo(&mut self, real: &str) -> Result<String> {
+        self.check_group().await?;
+        self.lookup(REAL_TO_PSEUDO, real)
+            .await?
+            .ok_or_else(|| Error::NoSuchKey {
+                group: self.group,
+                key: real.to_owned(),
+            })
+    }
+
+    async fn fetch_all_pairs(&mut self) -> Result<BTreeMap<String, String>> {
+        self.check_group().await?;
+        let prefix = path::prefix(&[&self.group.0[..], REAL_TO_PSEUDO]);
+        let tree = self.store.privacy.clone();
+        let scan_prefix = prefix.clone();
+        let mut raw: BTreeMap<Vec<u8>, Vec<u8>> = blocking(move || {
+            let mut out = BTreeMap::new();
+            for item in tree.scan_prefix(scan_prefix) {
+                let (k, v) = item?;
+                out.insert(k.to_vec(), v.to_vec());
+            }
+            Ok(out)
+        })
+        .await?;
+        for (k, v) in self.writes.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+            match v {
+                Some(v) => raw.insert(k.clone(), v.clone()),
+                None => raw.remove(k),
+            };
+        }
+        let mut pairs = BTreeMap::new();
+        for (k, v) in raw {
+            let real = path::decode(&k)
+                .map_err(|e| {
+                    invalid(
+                        format!("tree {PRIVACY_TREE}, key {}", hex::encode(&k)),
+                        "key",
+                        e,
+                    )
+                })?
+                .key;
+            let real = String::from_utf8(real).map_err(|_| {
+                invalid(
+                    format!("tree {PRIVACY_TREE}, key {}", hex::encode(&k)),
+                    "key",
+                    "not UTF-8",
+                )
+            })?;
+            pairs.insert(real, decode_privacy(&k, &v)?);
+        }
+        Ok(pairs)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let this = *self;
+        this.store.apply(&this.store.privacy, this.writes).await
+    }
+}
+
+#[async_trait]
+impl Store for KvStore {
+    async fn begin_kv(&self, ns: Namespace, mode: Mode) -> Result<Box<dyn KvTx>> {
+        Ok(Box::new(KvKvTx {
+            _guard: self.guard(mode).await,
+            store: self.clone(),
+            ns,
+            mode,
+            writes: BTreeMap::new(),
+        }))
+    }
+
+    async fn begin_privacy(&self, group: SessionId, mode: Mode) -> Result<Box<dyn PrivacyTx>> {
+        Ok(Box::new(KvPrivacyTx {
+            _guard: self.guard(mode).await,
+            store: self.clone(),
+            group,
+            mode,
+            known: false,
+            writes: BTreeMap::new(),
+        }))
+    }
+
+    async fn delete_temp_kv_stores(&self) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let (rules, kv) = (self.rules.clone(), self.kv.clone());
+        blocking(move || {
+            let mut batch = sled::Batch::default();
+            for item in rules.scan_prefix(path::prefix(&[TEMP])) {
+                batch.remove(item?.0);
+            }
+            rules.apply_batch(batch)?;
+            kv.flush()?;
+            Ok(())
+        })
+        .await
+    }
+}

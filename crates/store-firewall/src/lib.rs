@@ -1,0 +1,333 @@
+//! nodestore's firewall store: the rule kv-stores rules keep their state in,
+//! and the privacy mapper that swaps real values for pseudo ones per session
+//! group.
+//!
+//! # What it is
+//! One async [`Store`] trait and three interchangeable backends:
+//! - [`KvStore`] on sled, with the reference's bucket layout (see [`kv`]).
+//! - [`SqlStore`] on SQLite or PostgreSQL: `rules`, `features`, `kvstores`
+//!   and `privacy_pairs`, one implementation of the logic for both.
+//!
+//! # Transactions
+//! Both features are used through transactions. A rule opens one with
+//! [`update_kv`] (read-write) or [`view_kv`] (read-only) and writes its
+//! closure once, against `&mut dyn KvTx`; it works the same on every
+//! backend. `update_*` commits exactly when the closure returns `Ok`, and
+//! rolls every write back otherwise. In a view, writes fail with
+//! [`Error::ReadOnly`].
+//!
+//! # Rule kv-stores
+//! For a (rule, group, feature) [`Namespace`] a transaction offers four
+//! [`Scope`]s: `Global` and `GlobalTemp` (shared by every group and feature
+//! of the rule), `Local` and `LocalTemp` (the group's own store when the
+//! feature is empty, the group-and-feature store otherwise). Temporary
+//! stores are wiped by [`Store::delete_temp_kv_stores`], which the daemon
+//! calls at start-up. `get` of a missing key is `Ok(None)`; `set` inserts or
+//! overwrites; `del` of a missing key succeeds. For a group that does not
+//! exist, `Global` scopes work, `Local` `get` and `del` find nothing, and
+//! `Local` `set` fails with [`Error::UnknownGroup`].
+//!
+//! # Privacy mapper
+//! Per session group, a bijection between real and pseudo values: each real
+//! and each pseudo value appears at most once in a group; the same real
+//! value may appear in different groups. Every call fails with
+//! [`Error::UnknownGroup`] for a group that does not exist.
+#![warn(
+    clippy::unwrap_used,
+    reason = "a panic in a storage library is a bug; errors are values"
+)]
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use store_sessions::SessionId;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+pub mod kv;
+pub mod path;
+pub mod sql;
+
+pub use kv::KvStore;
+pub use sql::SqlStore;
+
+/// Everything a firewall store call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The session group does not exist.
+    #[error("unknown session group {group}")]
+    UnknownGroup {
+        /// The group.
+        group: SessionId,
+    },
+    /// The privacy map has no such value.
+    #[error("no such key found: {key:?} in group {group}")]
+    NoSuchKey {
+        /// The group.
+        group: SessionId,
+        /// The value looked up.
+        key: String,
+    },
+    /// The real value already has a pseudo value in the group.
+    #[error("real value {real:?} already has a pseudo value in group {group}")]
+    DuplicateRealValue {
+        /// The group.
+        group: SessionId,
+        /// The real value.
+        real: String,
+    },
+    /// The pseudo value is already used in the group.
+    #[error("pseudo value {pseudo:?} is already used in group {group}")]
+    DuplicatePseudoValue {
+        /// The group.
+        group: SessionId,
+        /// The pseudo value.
+        pseudo: String,
+    },
+    /// A write in a read-only transaction.
+    #[error("this transaction is read-only")]
+    ReadOnly,
+    /// An argument or a stored record is invalid; names the record and field.
+    #[error("invalid {field} of {record}: {reason}")]
+    InvalidInput {
+        /// What the value belongs to.
+        record: String,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key-value database was migrated to SQL and is retired.
+    #[error(transparent)]
+    Tombstoned(tombstone::Error),
+    /// The backend failed.
+    #[error("{backend} backend: {source}")]
+    Backend {
+        /// `"kv"`, `"sqlite"` or `"postgres"`.
+        backend: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Shorthand for this crate's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sqldb::DbError> for Error {
+    fn from(e: sqldb::DbError) -> Self {
+        Error::Backend {
+            backend: e.backend,
+            source: Box::new(e),
+        }
+    }
+}
+
+impl From<tombstone::Error> for Error {
+    fn from(e: tombstone::Error) -> Self {
+        match e {
+            tombstone::Error::Tombstoned { .. } => Error::Tombstoned(e),
+            other => Error::Backend {
+                backend: "kv",
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Backend {
+            backend: "kv",
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Which of the four stores of a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The rule's permanent store, shared by all groups and features.
+    Global,
+    /// The rule's temporary store, shared by all groups and features.
+    GlobalTemp,
+    /// The group's (or group-and-feature's) permanent store.
+    Local,
+    /// The group's (or group-and-feature's) temporary store.
+    LocalTemp,
+}
+
+impl Scope {
+    /// True for the permanent scopes.
+    pub fn is_perm(self) -> bool {
+        matches!(self, Scope::Global | Scope::Local)
+    }
+
+    /// True for the group scopes.
+    pub fn is_local(self) -> bool {
+        matches!(self, Scope::Local | Scope::LocalTemp)
+    }
+}
+
+/// Whose kv-stores a transaction opens: a rule, a session group and a
+/// feature (empty for the group-level store).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    /// The rule's name.
+    pub rule: String,
+    /// The session group.
+    pub group: SessionId,
+    /// The feature's name; empty for the group-level store.
+    pub feature: String,
+}
+
+impl Namespace {
+    /// The namespace of `rule` for `group` and `feature`.
+    pub fn new(rule: impl Into<String>, group: SessionId, feature: impl Into<String>) -> Namespace {
+        Namespace {
+            rule: rule.into(),
+            group,
+            feature: feature.into(),
+        }
+    }
+}
+
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Read-only.
+    View,
+    /// Read-write.
+    Update,
+}
+
+/// An open kv-store transaction over one [`Namespace`].
+///
+/// Dropping it without [`KvTx::commit`] discards its writes.
+#[async_trait]
+pub trait KvTx: Send {
+    /// The value of `key` in `scope`, or `None`.
+    async fn get(&mut self, scope: Scope, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Inserts or overwrites `key` in `scope`.
+    ///
+    /// Errors: [`Error::UnknownGroup`] in a local scope of an unknown group;
+    /// [`Error::ReadOnly`] in a view.
+    async fn set(&mut self, scope: Scope, key: &str, value: &[u8]) -> Result<()>;
+    /// Removes `key` from `scope`; succeeds when it is absent.
+    ///
+    /// Errors: [`Error::ReadOnly`] in a view.
+    async fn del(&mut self, scope: Scope, key: &str) -> Result<()>;
+    /// Makes every write visible.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// An open privacy-map transaction over one session group.
+///
+/// Dropping it without [`PrivacyTx::commit`] discards its writes.
+#[async_trait]
+pub trait PrivacyTx: Send {
+    /// Adds the pair `real` ↔ `pseudo`.
+    ///
+    /// Errors: [`Error::UnknownGroup`], [`Error::DuplicateRealValue`],
+    /// [`Error::DuplicatePseudoValue`], [`Error::ReadOnly`], and
+    /// [`Error::InvalidInput`] for an empty value.
+    async fn new_pair(&mut self, real: &str, pseudo: &str) -> Result<()>;
+    /// The real value of `pseudo`.
+    ///
+    /// Errors: [`Error::UnknownGroup`], [`Error::NoSuchKey`].
+    async fn pseudo_to_real(&mut self, pseudo: &str) -> Result<String>;
+    /// The pseudo value of `real`.
+    ///
+    /// Errors: [`Error::UnknownGroup`], [`Error::NoSuchKey`].
+    async fn real_to_pseudo(&mut self, real: &str) -> Result<String>;
+    /// Every pair of the group, real → pseudo; empty when there are none.
+    ///
+    /// Errors: [`Error::UnknownGroup`].
+    async fn fetch_all_pairs(&mut self) -> Result<BTreeMap<String, String>>;
+    /// Makes every write visible.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// The firewall store. See the crate docs for the contract.
+#[async_trait]
+pub trait Store: std::fmt::Debug + Send + Sync {
+    /// Opens a kv-store transaction. Prefer [`update_kv`] and [`view_kv`].
+    async fn begin_kv(&self, ns: Namespace, mode: Mode) -> Result<Box<dyn KvTx>>;
+
+    /// Opens a privacy-map transaction for `group`. Prefer
+    /// [`update_privacy`] and [`view_privacy`].
+    async fn begin_privacy(&self, group: SessionId, mode: Mode) -> Result<Box<dyn PrivacyTx>>;
+
+    /// Wipes every temporary kv-store (`GlobalTemp` and `LocalTemp` of every
+    /// rule, group and feature). Idempotent.
+    async fn delete_temp_kv_stores(&self) -> Result<()>;
+}
+
+/// Runs `f` in a read-write kv-store transaction; commits iff it returns `Ok`.
+pub async fn update_kv<T, F>(store: &dyn Store, ns: Namespace, f: F) -> Result<T>
+where
+    F: for<'t> FnOnce(&'t mut dyn KvTx) -> BoxFuture<'t, Result<T>> + Send,
+    T: Send,
+{
+    let mut tx = store.begin_kv(ns, Mode::Update).await?;
+    let value = f(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+/// Runs `f` in a read-only kv-store transaction.
+pub async fn view_kv<T, F>(store: &dyn Store, ns: Namespace, f: F) -> Result<T>
+where
+    F: for<'t> FnOnce(&'t mut dyn KvTx) -> BoxFuture<'t, Result<T>> + Send,
+    T: Send,
+{
+    let mut tx = store.begin_kv(ns, Mode::View).await?;
+    f(&mut *tx).await
+}
+
+/// Runs `f` in a read-write privacy-map transaction; commits iff it returns `Ok`.
+pub async fn update_privacy<T, F>(store: &dyn Store, group: SessionId, f: F) -> Result<T>
+where
+    F: for<'t> FnOnce(&'t mut dyn PrivacyTx) -> BoxFuture<'t, Result<T>> + Send,
+    T: Send,
+{
+    let mut tx = store.begin_privacy(group, Mode::Update).await?;
+    let value = f(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+/// Runs `f` in a read-only privacy-map transaction.
+pub async fn view_privacy<T, F>(store: &dyn Store, group: SessionId, f: F) -> Result<T>
+where
+    F: for<'t> FnOnce(&'t mut dyn PrivacyTx) -> BoxFuture<'t, Result<T>> + Send,
+    T: Send,
+{
+    let mut tx = store.begin_privacy(group, Mode::View).await?;
+    f(&mut *tx).await
+}
+
+pub(crate) fn invalid(
+    record: impl Into<String>,
+    field: &'static str,
+    reason: impl Into<String>,
+) -> Error {
+    Error::InvalidInput {
+        record: record.into(),
+        field,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn check_pair(real: &str, pseudo: &str) -> Result<()> {
+    if real.is_empty() || pseudo.is_empty() {
+        return Err(invalid(
+            format!("privacy pair {real:?} -> {pseudo:?}"),
+            if real.is_empty() { "real" } else { "pseudo" },
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! The SQL backend: one implementation for SQLite and PostgreSQL.
+//!
+//! Rule and feature names are resolved to ids inside the transaction: read
+//! paths look them up and treat a missing name as a missing value; write
+//! paths insert-or-get them with `INSERT … ON CONFLICT (name) DO UPDATE …
+//! RETURNING id`, which also locks the rule's row until the transaction
+//! ends, so two writers of one rule cannot both insert the same key. A
+//! session group is resolved to the SQL id of its first session (the
+//! session whose group is itself).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sea_query::{ConditionalStatement, Expr, ExprTrait, OnConflict, Query, SimpleExpr};
+use sqldb::{Db, Tx, TxExt, TxMode};
+use store_sessions::SessionId;
+use store_sessions::sql::schema::Sessions;
+
+use crate::{Error, KvTx, Mode, Namespace, PrivacyTx, Result, Scope, Store, check_pair};
+
+/// The firewall tables of schema steps 3 and 4. Their names never change.
+pub mod schema {
+    use sea_query::Iden;
+
+    /// `rules`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum Rules {
+        /// The table.
+        Table,
+        /// SQL id.
+        Id,
+        /// Rule name.
+        Name,
+    }
+
+    /// `features`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum Features {
+        /// The table.
+        Table,
+        /// SQL id.
+        Id,
+        /// Feature name.
+        Name,
+    }
+
+    /// `kvstores`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum Kvstores {
+        /// The table.
+        Table,
+        /// SQL id.
+        Id,
+        /// Permanent (true) or temporary.
+        Perm,
+        /// `rules.id`.
+        RuleId,
+        /// `sessions.id` of the group; NULL for global.
+        GroupId,
+        /// `features.id`; NULL unless feature-scoped.
+        FeatureId,
+        /// The key.
+        EntryKey,
+        /// The value.
+        Value,
+    }
+
+    /// `privacy_pairs`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum PrivacyPairs {
+        /// The table.
+        Table,
+        /// `sessions.id` of the group.
+        GroupId,
+        /// Real value.
+        RealVal,
+        /// Pseudo value.
+        PseudoVal,
+    }
+}
+
+use schema::{Features, Kvstores, PrivacyPairs, Rules};
+
+/// The firewall store on a SQL database (SQLite or PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    db: Db,
+}
+
+impl SqlStore {
+    /// The store on `db`, whose schema must be applied.
+    pub fn new(db: Db) -> SqlStore {
+        SqlStore { db }
+    }
+}
+
+fn tx_mode(mode: Mode) -> TxMode {
+    match mode {
+        Mode::View => TxMode::Read,
+        Mode::Update => TxMode::Write,
+    }
+}
+
+/// The SQL id of a session group: its first session, whose group is itself.
+pub async fn group_sql_id(tx: &mut dyn Tx, group: SessionId) -> Result<Option<i64>> {
+    let row = tx
+        .query_opt(
+            &Query::select()
+                .column(Sessions::Id)
+                .from(Sessions::Table)
+                .and_where(Expr::col(Sessions::Alias).eq(group.0.to_vec()))
+                .and_where(Expr::col(Sessions::GroupId).equals(Sessions::Id))
+                .to_owned(),
+        )
+        .await?;
+    Ok(row.map(|r| r.i64(0)).transpose()?)
+}
+
+/// The id of a rule name, if the name is known.
+async fn lookup_name(tx: &mut dyn Tx, rule: bool, name: &str) -> Result<Option<i64>> {
+    let select = if rule {
+        Query::select()
+            .column(Rules::Id)
+            .from(Rules::Table)
+            .and_where(Expr::col(Rules::Name).eq(name))
+            .to_owned()
+    } else {
+        Query::select()
+            .column(Features::Id)
+            .from(Features::Table)
+            .and_where(Expr::col(Features::Name).eq(name))
+            .to_owned()
+    };
+    Ok(tx.query_opt(&select).await?.map(|r| r.i64(0)).transpose()?)
+}
+
+/// The id of a rule (or feature) name, inserting the name when new.
+pub async fn name_id(tx: &mut dyn Tx, rule: bool, name: &str) -> Result<i64> {
+    let insert = if rule {
+        Query::insert()
+            .into_table(Rules::Table)
+            .columns([Rules::Name])
+            .values_panic([name.into()])
+            .on_conflict(
+                OnConflict::column(Rules::Name)
+                    .update_column(Rules::Name)
+                    .to_owned(),
+            )
+            .returning_col(Rules::Id)
+            .to_owned()
+    } else {
+        Query::insert()
+            .into_table(Features::Table)
+            .columns([Features::Name])
+            .values_panic([name.into()])
+            .on_conflict(
+                OnConflict::column(Features::Name)
+                    .update_column(Features::Name)
+                    .to_owned(),
+            )
+            .returning_col(Features::Id)
+            .to_owned()
+    };
+    Ok(tx.query_one(&insert).await?.i64(0)?)
+}
+
+/// The ids a scope's rows carry.
+#[derive(Debug, Clone, Copy)]
+struct ScopeIds {
+    perm: bool,
+    rule: i64,
+    group: Option<i64>,
+    feature: Option<i64>,
+}
+
+impl ScopeIds {
+    /// Restricts `stmt` to this scope's rows with `key`, with explicit
+    /// `IS NULL` for the unused scope columns so the matching partial
+    /// unique index serves it.
+    fn filter<S: ConditionalStatement>(&self, stmt: &mut S, key: &str) {
+        stmt.and_where(Expr::col(Kvstores::EntryKey).eq(key))
+            .and_where(Expr::col(Kvstores::RuleId).eq(self.rule))
+            .and_where(Expr::col(Kvstores::Perm).eq(self.perm));
+        let opt = |col: Kvstores, v: Option<i64>| -> SimpleExpr {
+            match v {
+                Some(id) => Expr::col(col).eq(id),
+                None => Expr::col(col).is_null(),
+            }
+        };
+        stmt.and_where(opt(Kvstores::GroupId, self.group));
+        stmt.and_where(opt(Kvstores::FeatureId, self.feature));
+    }
+}
+
+struct SqlKvTx {
+    tx: Box<dyn Tx>,
+    ns: Namespace,
+    mode: Mode,
+}
+
+impl SqlKvTx {
+    /// The scope's ids; `None` when a name or the group is unknown, so the
+    /// scope holds nothing. With `create`, names are inserted and an unknown
+    /// group is an error.
+    async fn ids(&mut self, scope: Scope, create: bool) -> Result<Option<ScopeIds>> {
+        let tx = &mut *self.tx;
+        let group = if scope.is_local() {
+            match group_sql_id(tx, self.ns.group).await? {
+                Some(g) => Some(g),
+                None if create => {
+                    return Err(Error::UnknownGroup {
+                        group: self.ns.group,
+                    });
+                }
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        let rule = if create {
+            name_id(tx, true, &self.ns.rule).await?
+        } else {
+            match lookup_name(tx, true, &self.ns.rule).await? {
+                Some(id) => id,
+                None => return Ok(None),
+            }
+        };
+        let feature = if scope.is_local() && !self.ns.feature.is_empty() {
+            if create {
+                Some(name_id(tx, false, &self.ns.feature).await?)
+            } else {
+                match lookup_name(tx, false, &self.ns.feature).await? {
+                    Some(id) => Some(id),
+                    None => return Ok(None),
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Some(ScopeIds {
+            perm: scope.is_perm(),
+            rule,
+            group,
+            feature,
+        }))
+    }
+}
+
+#[async_trait]
+impl KvTx for SqlKvTx {
+    async fn get(&mut self, scope: Scope, key: &str) -> Result<Option<Vec<u8>>> {
+        let Some(ids) = self.ids(scope, false).await? else {
+            return Ok(None);
+        };
+        let mut select = Query::select();
+        select.column(Kvstores::Value).from(Kvstores::Table);
+        ids.filter(&mut select, key);
+        Ok(self
+            .tx
+            .query_opt(&select)
+            .await?
+            .map(|r| r.bytes_or_empty(0))
+            .transpose()?)
+    }
+
+    async fn set(&mut self, scope: Scope, key: &str, value: &[u8]) -> Result<()> {
+        if self.mode == Mode::View {
+            return Err(Error::ReadOnly);
+        }
+        let Some(ids) = self.ids(scope, true).await? else {
+            return Err(Error::UnknownGroup {
+                group: self.ns.group,
+            });
+        };
+        let mut update = Query::update();
+        update
+            .table(Kvstores::Table)
+            .value(Kvstores::Value, value.to_vec());
+        ids.filter(&mut update, key);
+        if self.tx.exec(&update).await? == 0 {
+            let insert = Query::insert()
+                .into_table(Kvstores::Table)
+                .columns([
+                    Kvstores::Perm,
+                    Kvstores::RuleId,
+                    Kvstores::GroupId,
+                    Kvstores::FeatureId,
+                    Kvstores::EntryKey,
+                    Kvstores::Value,
+                ])
+                .values_panic([
+                    ids.perm.into(),
+                    ids.rule.into(),
+                    sea_query::Value::BigInt(ids.group).into(),
+                    sea_query::Value::BigInt(ids.feature).into(),
+                    key.into(),
+                    value.to_vec().into(),
+                ])
+                .to_owned();
+            self.tx.exec(&insert).await?;
+        }
+        Ok(())
+    }
+
+    async fn del(&mut self, scope: Scope, key: &str) -> Result<()> {
+        if self.mode == Mode::View {
+            return Err(Error::ReadOnly);
+        }
+        let Some(ids) = self.ids(scope, false).await? else {
+            return Ok(());
+        };
+        let mut delete = Query::delete();
+        delete.from_table(Kvstores::Table);
+        ids.filter(&mut delete, key);
+        self.tx.exec(&delete).await?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+struct SqlPrivacyTx {
+    tx: Box<dyn Tx>,
+    group: SessionId,
+    mode: Mode,
+    gid: Option<i64>,
+}
+
+impl SqlPrivacyTx {
+    async fn gid(&mut self) -> Result<i64> {
+        if let Some(g) = self.gid {
+            return Ok(g);
+        }
+        let g = group_sql_id(&mut *self.tx, self.group)
+            .await?
+            .ok_or(Error::UnknownGroup { group: self.group })?;
+        self.gid = Some(g);
+        Ok(g)
+    }
+
+    async fn lookup(
+        &mut self,
+        want: PrivacyPairs,
+        by: PrivacyPairs,
+        value: &str,
+    ) -> Result<String> {
+        let gid = self.gid().await?;
+        let row = self
+            .tx
+            .query_opt(
+                &Query::select()
+                    .column(want)
+                    .from(PrivacyPairs::Table)
+                    .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
+                    .and_where(Expr::col(by).eq(value))
+                    .to_owned(),
+            )
+            .await?
+            .ok_or_else(|| Error::NoSuchKey {
+                group: self.group,
+                key: value.to_owned(),
+            })?;
+        Ok(row.text(0)?)
+    }
+}
+
+#[async_trait]
+impl PrivacyTx for SqlPrivacyTx {
+    async fn new_pair(&mut self, real: &str, pseudo: &str) -> Result<()> {
+        if self.mode == Mode::View {
+            return Err(Error::ReadOnly);
+        }
+        check_pair(real, pseudo)?;
+        let gid = self.gid().await?;
+        let clashes = self
+            .tx
+            .query(
+                &Query::select()
+                    .columns([PrivacyPairs::RealVal, PrivacyPairs::PseudoVal])
+                    .from(PrivacyPairs::Table)
+                    .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
+                    .and_where(
+                        Expr::col(PrivacyPairs::RealVal)
+                            .eq(real)
+                            .or(Expr::col(PrivacyPairs::PseudoVal).eq(pseudo)),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for r in &clashes {
+            if r.text(0)? == real {
+                return Err(Error::DuplicateRealValue {
+                    group: self.group,
+                    real: real.to_owned(),
+                });
+            }
+        }
+        if !clashes.is_empty() {
+            return Err(Error::DuplicatePseudoValue {
+                group: self.group,
+                pseudo: pseudo.to_owned(),
+            });
+        }
+        self.tx
+            .exec(
+                &Query::insert()
+                    .into_table(PrivacyPairs::Table)
+                    .columns([
+                        PrivacyPairs::GroupId,
+                        PrivacyPairs::RealVal,
+                        PrivacyPairs::PseudoVal,
+                    ])
+                    .values_panic([gid.into(), real.into(), pseudo.into()])
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn pseudo_to_real(&mut self, pseudo: &str) -> Result<String> {
+        self.lookup(PrivacyPairs::RealVal, PrivacyPairs::PseudoVal, pseudo)
+            .await
+    }
+
+    async fn real_to_pseudo(&mut self, real: &str) -> Result<String> {
+        self.lookup(PrivacyPairs::PseudoVal, PrivacyPairs::RealVal, real)
+            .await
+    }
+
+    async fn fetch_all_pairs(&mut self) -> Result<BTreeMap<String, String>> {
+        let gid = self.gid().await?;
+        let rows = self
+            .tx
+            .query(
+                &Query::select()
+                    .columns([PrivacyPairs::RealVal, PrivacyPairs::PseudoVal])
+                    .from(PrivacyPairs::Table)
+                    .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
+                    .to_owned(),
+            )
+            .await?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn begin_kv(&self, ns: Namespace, mode: Mode) -> Result<Box<dyn KvTx>> {
+        let tx = self.db.begin(tx_mode(mode)).await?;
+        Ok(Box::new(SqlKvTx { tx, ns, mode }))
+    }
+
+    async fn begin_privacy(&self, group: SessionId, mode: Mode) -> Result<Box<dyn PrivacyTx>> {
+        let tx = self.db.begin(tx_mode(mode)).await?;
+        Ok(Box::new(SqlPrivacyTx {
+            tx,
+            group,
+            mode,
+            gid: None,
+        }))
+    }
+
+    async fn delete_temp_kv_stores(&self) -> Result<()> {
+        self.db
+            .write(|tx| {
+                Box::pin(async move {
+                    tx.exec(
+                        &Query::delete()
+                            .from_table(Kvstores::Table)
+                            .and_where(Expr::col(Kvstores::Perm).eq(false))
+                            .to_owned(),
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+}
