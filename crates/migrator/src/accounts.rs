@@ -16,10 +16,10 @@ use store_accounts::sql::schema::{
 };
 use store_accounts::sql::{load_accounts, upsert_indexes};
 use store_accounts::{Account, LastIndexes};
-use tokio::sync::mpsc;
 use tombstone::MigrationSource;
 
 use crate::diff::Diff;
+use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
 /// What the accounts migration moved.
@@ -46,46 +46,37 @@ enum Item {
         add: Option<u64>,
         settle: Option<u64>,
     },
-    Failed(Error),
 }
 
 /// Reads the tree on the blocking pool, in key order, in chunks.
-fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: mpsc::Sender<Item>) {
+fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
     let mut chunk = Vec::with_capacity(chunk_size);
     let (mut add, mut settle) = (None, None);
     for item in tree.iter() {
         let (key, value) = match item {
             Ok(kv) => kv,
-            Err(e) => {
-                let _ = out.blocking_send(Item::Failed(e.into()));
-                return;
-            }
+            Err(e) => return out.fail(e.into()),
         };
         match kv::decode_entry(&key, &value) {
             Ok(Entry::Account(a)) => chunk.push(a),
             Ok(Entry::LastAddIndex(i)) => add = Some(i),
             Ok(Entry::LastSettleIndex(i)) => settle = Some(i),
             Err(e) => {
-                let _ = out.blocking_send(Item::Failed(Error::Decode {
+                return out.fail(Error::Decode {
                     tree: kv::TREE,
                     key: hex::encode(&key),
                     reason: e.to_string(),
-                }));
-                return;
+                });
             }
         }
-        if chunk.len() == chunk_size {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_size));
-            // The writer is gone when it failed; stop reading.
-            if out.blocking_send(Item::Accounts(full)).is_err() {
-                return;
-            }
+        if chunk.len() == chunk_size && !out.send(Item::Accounts(std::mem::take(&mut chunk))) {
+            return;
         }
     }
-    if !chunk.is_empty() && out.blocking_send(Item::Accounts(chunk)).is_err() {
+    if !chunk.is_empty() && !out.send(Item::Accounts(chunk)) {
         return;
     }
-    let _ = out.blocking_send(Item::Indexes { add, settle });
+    out.send(Item::Indexes { add, settle });
 }
 
 pub(crate) async fn migrate(
@@ -100,15 +91,13 @@ pub(crate) async fn migrate(
         return Ok(report);
     };
     let total = tree.len() as u64;
-    let (sender, mut items) = mpsc::channel(2);
     let chunk_size = opts.chunk_size.max(1);
-    let reader = tokio::task::spawn_blocking(move || read_tree(tree, chunk_size, sender));
+    let mut feed = Feed::spawn(move |sink| read_tree(tree, chunk_size, sink));
 
     let mut next_id: i64 = 1;
     let result = async {
-        while let Some(item) = items.recv().await {
-            match item {
-                Item::Failed(e) => return Err(e),
+        while let Some(item) = feed.next().await {
+            match item? {
                 Item::Accounts(chunk) => {
                     let first = next_id;
                     write_chunk(tx, &chunk, first).await?;
@@ -131,12 +120,10 @@ pub(crate) async fn migrate(
                 }
             }
         }
-        Ok(())
+        Ok::<_, Error>(())
     }
     .await;
-    // Dropping the receiver stops a reader that is still going.
-    drop(items);
-    let _ = reader.await;
+    feed.finish().await;
     result?;
     if tx.dialect() == Dialect::Postgres && next_id > 1 {
         // Explicit ids do not advance the BIGSERIAL sequence.

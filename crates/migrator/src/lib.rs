@@ -49,6 +49,7 @@ use tombstone::{KvOptions, Mark, MigrationSource};
 
 mod accounts;
 mod diff;
+mod feed;
 mod sessions;
 
 pub use accounts::AccountsReport;

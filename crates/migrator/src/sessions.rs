@@ -30,10 +30,10 @@ use store_sessions::kv::{SESSIONS_TREE, decode_session};
 use store_sessions::sql::schema::Sessions;
 use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_sessions, session_values};
 use store_sessions::{MacaroonRecipe, Session, SessionId};
-use tokio::sync::mpsc;
 use tombstone::{MigrationSource, ReadTree};
 
 use crate::diff::Diff;
+use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
 /// What the sessions migration moved, and what it dropped.
@@ -93,40 +93,31 @@ fn read_class(
     winners: Arc<HashSet<Vec<u8>>>,
     founders: bool,
     chunk_size: usize,
-    out: mpsc::Sender<Result<Vec<Session>, Error>>,
+    out: Sink<Vec<Session>>,
 ) {
     let mut chunk = Vec::with_capacity(chunk_size);
     for item in tree.iter() {
         let (key, value) = match item {
             Ok(kv) => kv,
-            Err(e) => {
-                let _ = out.blocking_send(Err(e.into()));
-                return;
-            }
+            Err(e) => return out.fail(e.into()),
         };
         if !winners.contains(key.as_ref()) {
             continue;
         }
         let s = match decode_session(&key, &value) {
             Ok(s) => s,
-            Err(e) => {
-                let _ = out.blocking_send(Err(decode_error(&key, e)));
-                return;
-            }
+            Err(e) => return out.fail(decode_error(&key, e)),
         };
         if (s.group_id == s.id) != founders {
             continue;
         }
         chunk.push(s);
-        if chunk.len() == chunk_size {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_size));
-            if out.blocking_send(Ok(full)).is_err() {
-                return;
-            }
+        if chunk.len() == chunk_size && !out.send(std::mem::take(&mut chunk)) {
+            return;
         }
     }
     if !chunk.is_empty() {
-        let _ = out.blocking_send(Ok(chunk));
+        out.send(chunk);
     }
 }
 
@@ -171,21 +162,19 @@ pub(crate) async fn migrate(
         total,
     };
     for founders in [true, false] {
-        let (sender, mut chunks) = mpsc::channel(2);
-        let reader = {
+        let mut feed = {
             let (tree, winners) = (tree.clone(), winners.clone());
             let size = opts.chunk_size.max(1);
-            tokio::task::spawn_blocking(move || read_class(tree, winners, founders, size, sender))
+            Feed::spawn(move |sink| read_class(tree, winners, founders, size, sink))
         };
         let result = async {
-            while let Some(chunk) = chunks.recv().await {
+            while let Some(chunk) = feed.next().await {
                 state.chunk(tx, chunk?, progress).await?;
             }
             Ok::<_, Error>(())
         }
         .await;
-        drop(chunks);
-        let _ = reader.await;
+        feed.finish().await;
         result?;
     }
     if tx.dialect() == Dialect::Postgres && state.next_id > 1 {
