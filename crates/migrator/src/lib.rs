@@ -29,8 +29,9 @@
 //!   the commit; a run that applied nothing (the step was already recorded)
 //!   does not mark anything.
 //!
-//! Order of stores: accounts, then sessions (which reference accounts);
-//! later stores are appended to the same step.
+//! Order of stores: accounts, then sessions (which reference accounts),
+//! then the firewall's kv-stores and privacy pairs (scoped by session
+//! group); later stores are appended to the same step.
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
@@ -50,9 +51,11 @@ use tombstone::{KvOptions, Mark, MigrationSource};
 mod accounts;
 mod diff;
 mod feed;
+mod firewall;
 mod sessions;
 
 pub use accounts::AccountsReport;
+pub use firewall::FirewallReport;
 pub use sessions::SessionsReport;
 
 /// Why a migration failed.
@@ -70,6 +73,16 @@ pub enum Error {
         /// The key, in hex.
         key: String,
         /// Why.
+        reason: String,
+    },
+    /// The key-value layout has a bucket or value where none may be.
+    #[error("unexpected layout in tree {tree} at {path}: {reason}")]
+    Layout {
+        /// The tree.
+        tree: &'static str,
+        /// Where: the bucket path and key.
+        path: String,
+        /// What is wrong.
         reason: String,
     },
     /// A record is valid in the key-value store but cannot be stored in SQL.
@@ -158,6 +171,8 @@ pub struct Report {
     pub accounts: AccountsReport,
     /// The sessions store.
     pub sessions: SessionsReport,
+    /// The firewall's kv-stores and privacy pairs.
+    pub firewall: FirewallReport,
     /// Time from the start of the code step to its end (before commit).
     pub duration: Duration,
 }
@@ -223,9 +238,12 @@ impl<'a> KvToSql<'a> {
         let accounts = accounts::migrate(self.source, tx, &self.opts, self.progress).await?;
         // Sessions reference accounts: after them, in the same transaction.
         let sessions = sessions::migrate(self.source, tx, &self.opts, self.progress).await?;
+        // Kv-stores and privacy pairs are scoped by session group.
+        let firewall = firewall::migrate(self.source, tx, &self.opts, self.progress).await?;
         Ok(Report {
             accounts,
             sessions,
+            firewall,
             duration: started.elapsed(),
         })
     }

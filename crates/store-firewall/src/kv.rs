@@ -76,7 +76,7 @@ pub mod record {
 }
 
 /// The bucket path of a namespace's scope.
-pub fn scope_buckets<'a>(ns: &'a Namespace, scope: Scope) -> Vec<&'a [u8]> {
+pub fn scope_buckets(ns: &Namespace, scope: Scope) -> Vec<&[u8]> {
     let persistence = if scope.is_perm() { PERM } else { TEMP };
     let mut buckets = vec![persistence, ns.rule.as_bytes()];
     if scope.is_local() {

@@ -147,7 +147,7 @@ impl From<sled::Error> for Error {
 }
 
 /// Which of the four stores of a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     /// The rule's permanent store, shared by all groups and features.
     Global,
@@ -173,7 +173,7 @@ impl Scope {
 
 /// Whose kv-stores a transaction opens: a rule, a session group and a
 /// feature (empty for the group-level store).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Namespace {
     /// The rule's name.
     pub rule: String,

@@ -1,0 +1,690 @@
+//! The firewall: rule kv-store entries into `rules`, `features` and
+//! `kvstores`; privacy maps into `privacy_pairs` (data-model.md 4.9 steps 1
+//! and 2).
+//!
+//! The key-value layout is checked strictly, as the reference does: under
+//! `perm`/`temp` only rule buckets; under a rule only `global` and
+//! `session-kv-store`; under a group only entries and `feature-kv-store`;
+//! under that only feature buckets of entries. In the privacy tree only
+//! `<group>/real-to-pseudo` and `<group>/pseudo-to-real`, with non-empty
+//! values, the two maps exact inverses of each other. Anything else fails the
+//! migration with an error naming the path.
+//!
+//! Entries and pairs of a group that is not in SQL (its sessions were
+//! deleted, the firewall data kept) are skipped and counted. Every entry and
+//! pair is read back and compared; an empty value equals an absent one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query};
+use sqldb::{Dialect, Sql, Tx, TxExt};
+use store_firewall::kv::{
+    FEATURE_KV_STORE, GLOBAL, PERM, PRIVACY_TREE, PSEUDO_TO_REAL, REAL_TO_PSEUDO, RULES_TREE,
+    SESSION_KV_STORE, TEMP, decode_privacy, decode_value,
+};
+use store_firewall::path;
+use store_firewall::sql::name_id;
+use store_firewall::sql::schema::{Features, Kvstores, PrivacyPairs, Rules};
+use store_sessions::SessionId;
+use store_sessions::sql::schema::Sessions;
+use tombstone::{MigrationSource, ReadTree};
+
+use crate::feed::{Feed, Sink};
+use crate::{Error, Options, Progress, ProgressEvent};
+
+/// What the firewall migration moved, and what it skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirewallReport {
+    /// Kv-store entries migrated (permanent and temporary).
+    pub kv_entries: u64,
+    /// Entries skipped because their session group no longer exists.
+    pub kv_entries_skipped: u64,
+    /// Privacy pairs migrated.
+    pub privacy_pairs: u64,
+    /// Pairs skipped because their session group no longer exists.
+    pub privacy_pairs_skipped: u64,
+}
+
+/// One kv-store entry as the key-value layout holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    perm: bool,
+    rule: String,
+    group: Option<SessionId>,
+    feature: Option<String>,
+    key: String,
+    value: Vec<u8>,
+}
+
+fn layout(tree: &'static str, key: &[u8], reason: impl Into<String>) -> Error {
+    let at = path::decode(key).map_or_else(|_| format!("0x{}", hex::encode(key)), |p| p.display());
+    Error::Layout {
+        tree,
+        path: at,
+        reason: reason.into(),
+    }
+}
+
+fn utf8(tree: &'static str, key: &[u8], what: &str, bytes: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(bytes).map_err(|_| layout(tree, key, format!("the {what} is not UTF-8")))
+}
+
+/// Parses one key of the rules tree, checking the layout.
+fn parse_entry(key: &[u8], raw: &[u8]) -> Result<Entry, Error> {
+    let p = path::decode(key).map_err(|e| layout(RULES_TREE, key, e))?;
+    let b = &p.buckets;
+    let perm = match b.first().map(Vec::as_slice) {
+        Some(PERM) => true,
+        Some(TEMP) => false,
+        _ => {
+            return Err(layout(
+                RULES_TREE,
+                key,
+                "expected a perm or temp bucket at the top",
+            ));
+        }
+    };
+    if b.len() < 3 {
+        return Err(layout(
+            RULES_TREE,
+            key,
+            "a value where only buckets are allowed",
+        ));
+    }
+    let rule = utf8(RULES_TREE, key, "rule name", b[1].clone())?;
+    let (group, feature) = match (b[2].as_slice(), b.len()) {
+        (GLOBAL, 3) => (None, None),
+        (GLOBAL, _) => {
+            return Err(layout(
+                RULES_TREE,
+                key,
+                "a nested bucket inside a global store",
+            ));
+        }
+        (SESSION_KV_STORE, 4) | (SESSION_KV_STORE, 6) => {
+            let group: [u8; 4] = b[3].as_slice().try_into().map_err(|_| {
+                layout(
+                    RULES_TREE,
+                    key,
+                    "a group bucket whose name is not a 4-byte id",
+                )
+            })?;
+            if b.len() == 4 {
+                (Some(SessionId(group)), None)
+            } else if b[4] == FEATURE_KV_STORE {
+                (
+                    Some(SessionId(group)),
+                    Some(utf8(RULES_TREE, key, "feature name", b[5].clone())?),
+                )
+            } else {
+                return Err(layout(
+                    RULES_TREE,
+                    key,
+                    "an unexpected bucket inside a group store",
+                ));
+            }
+        }
+        (SESSION_KV_STORE, _) => {
+            return Err(layout(
+                RULES_TREE,
+                key,
+                "an unexpected bucket depth under session-kv-store",
+            ));
+        }
+        _ => {
+            return Err(layout(
+                RULES_TREE,
+                key,
+                "an unexpected bucket under a rule (only global and session-kv-store)",
+            ));
+        }
+    };
+    Ok(Entry {
+        perm,
+        rule,
+        group,
+        feature,
+        key: utf8(RULES_TREE, key, "entry key", p.key)?,
+        value: decode_value(key, raw).map_err(|e| Error::Decode {
+            tree: RULES_TREE,
+            key: hex::encode(key),
+            reason: e.to_string(),
+        })?,
+    })
+}
+
+fn read_entries(tree: ReadTree, chunk_size: usize, out: Sink<Vec<Entry>>) {
+    let mut chunk = Vec::with_capacity(chunk_size);
+    for item in tree.iter() {
+        let (key, value) = match item {
+            Ok(kv) => kv,
+            Err(e) => return out.fail(e.into()),
+        };
+        match parse_entry(&key, &value) {
+            Ok(e) => chunk.push(e),
+            Err(e) => return out.fail(e),
+        }
+        if chunk.len() == chunk_size && !out.send(std::mem::take(&mut chunk)) {
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        out.send(chunk);
+    }
+}
+
+/// One group's privacy map, checked.
+struct GroupPairs {
+    group: SessionId,
+    pairs: BTreeMap<String, String>,
+}
+
+/// The group being read: both directions of its map so far.
+struct OpenGroup {
+    group: SessionId,
+    real_to_pseudo: BTreeMap<String, String>,
+    pseudo_to_real: BTreeMap<String, String>,
+}
+
+impl OpenGroup {
+    /// Checks the two maps are exact inverses and hands out the pairs.
+    fn finish(self) -> Result<GroupPairs, Error> {
+        let at = || format!("{}/…", hex::encode(self.group.0));
+        if self.real_to_pseudo.len() != self.pseudo_to_real.len() {
+            return Err(Error::Layout {
+                tree: PRIVACY_TREE,
+                path: at(),
+                reason: format!(
+                    "real-to-pseudo has {} pairs, pseudo-to-real {}",
+                    self.real_to_pseudo.len(),
+                    self.pseudo_to_real.len()
+                ),
+            });
+        }
+        for (real, pseudo) in &self.real_to_pseudo {
+            if self.pseudo_to_real.get(pseudo) != Some(real) {
+                return Err(Error::Layout {
+                    tree: PRIVACY_TREE,
+                    path: at(),
+                    reason: format!(
+                        "the maps are not inverses: {real:?} -> {pseudo:?} has no matching pseudo-to-real entry"
+                    ),
+                });
+            }
+        }
+        Ok(GroupPairs {
+            group: self.group,
+            pairs: self.real_to_pseudo,
+        })
+    }
+}
+
+/// One key of the privacy tree: group, direction (true: real to pseudo),
+/// from, to.
+fn parse_pair(key: &[u8], raw: &[u8]) -> Result<(SessionId, bool, String, String), Error> {
+    let p = path::decode(key).map_err(|e| layout(PRIVACY_TREE, key, e))?;
+    if p.buckets.len() != 2 {
+        return Err(layout(
+            PRIVACY_TREE,
+            key,
+            "expected <group>/<direction>/<value>",
+        ));
+    }
+    let group: [u8; 4] = p.buckets[0].as_slice().try_into().map_err(|_| {
+        layout(
+            PRIVACY_TREE,
+            key,
+            "a group bucket whose name is not a 4-byte id",
+        )
+    })?;
+    let forward = match p.buckets[1].as_slice() {
+        REAL_TO_PSEUDO => true,
+        PSEUDO_TO_REAL => false,
+        _ => {
+            return Err(layout(
+                PRIVACY_TREE,
+                key,
+                "an unexpected bucket (only real-to-pseudo and pseudo-to-real)",
+            ));
+        }
+    };
+    let from = utf8(PRIVACY_TREE, key, "value", p.key)?;
+    let to = decode_privacy(key, raw).map_err(|e| Error::Decode {
+        tree: PRIVACY_TREE,
+        key: hex::encode(key),
+        reason: e.to_string(),
+    })?;
+    if from.is_empty() || to.is_empty() {
+        return Err(layout(PRIVACY_TREE, key, "an empty privacy value"));
+    }
+    Ok((SessionId(group), forward, from, to))
+}
+
+/// Streams whole groups (the tree's key order keeps a group together),
+/// about `chunk_size` pairs per chunk.
+fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
+    let mut chunk: Vec<GroupPairs> = Vec::new();
+    let mut in_chunk = 0usize;
+    let mut open: Option<OpenGroup> = None;
+    for item in tree.iter() {
+        let (key, raw) = match item {
+            Ok(kv) => kv,
+            Err(e) => return out.fail(e.into()),
+        };
+        let (group, forward, from, to) = match parse_pair(&key, &raw) {
+            Ok(p) => p,
+            Err(e) => return out.fail(e),
+        };
+        if open.as_ref().is_none_or(|g| g.group != group) {
+            if let Some(done) = open.take() {
+                match done.finish() {
+                    Ok(g) => {
+                        in_chunk += g.pairs.len();
+                        chunk.push(g);
+                    }
+                    Err(e) => return out.fail(e),
+                }
+            }
+            if in_chunk >= chunk_size {
+                in_chunk = 0;
+                if !out.send(std::mem::take(&mut chunk)) {
+                    return;
+                }
+            }
+            open = Some(OpenGroup {
+                group,
+                real_to_pseudo: BTreeMap::new(),
+                pseudo_to_real: BTreeMap::new(),
+            });
+        }
+        if let Some(g) = open.as_mut() {
+            let map = if forward {
+                &mut g.real_to_pseudo
+            } else {
+                &mut g.pseudo_to_real
+            };
+            map.insert(from, to);
+        }
+    }
+    if let Some(done) = open.take() {
+        match done.finish() {
+            Ok(g) => chunk.push(g),
+            Err(e) => return out.fail(e),
+        }
+    }
+    if !chunk.is_empty() {
+        out.send(chunk);
+    }
+}
+
+/// SQL ids of the given groups that exist (first sessions of their groups).
+async fn group_ids(
+    tx: &mut dyn Tx,
+    groups: impl Iterator<Item = SessionId>,
+) -> Result<HashMap<SessionId, i64>, Error> {
+    let mut aliases: Vec<Vec<u8>> = groups.map(|g| g.0.to_vec()).collect();
+    aliases.sort();
+    aliases.dedup();
+    if aliases.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = tx
+        .query(
+            &Query::select()
+                .columns([Sessions::Id, Sessions::Alias])
+                .from(Sessions::Table)
+                .and_where(Expr::col(Sessions::Alias).is_in(aliases))
+                .and_where(Expr::col(Sessions::GroupId).equals(Sessions::Id))
+                .to_owned(),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let alias: [u8; 4] = r
+                .bytes(1)?
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Invalid {
+                    record: "a session".into(),
+                    reason: "alias is not 4 bytes".into(),
+                })?;
+            Ok((SessionId(alias), r.i64(0)?))
+        })
+        .collect()
+}
+
+async fn ensure_empty(tx: &mut dyn Tx) -> Result<(), Error> {
+    for (table, select) in [
+        (
+            "kvstores",
+            Query::select()
+                .column(Kvstores::Id)
+                .from(Kvstores::Table)
+                .limit(1)
+                .to_owned(),
+        ),
+        (
+            "privacy_pairs",
+            Query::select()
+                .column(PrivacyPairs::GroupId)
+                .from(PrivacyPairs::Table)
+                .limit(1)
+                .to_owned(),
+        ),
+        (
+            "rules",
+            Query::select()
+                .column(Rules::Id)
+                .from(Rules::Table)
+                .limit(1)
+                .to_owned(),
+        ),
+    ] {
+        if tx.query_opt(&select).await?.is_some() {
+            return Err(Error::TargetNotEmpty { table });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn migrate(
+    source: &MigrationSource,
+    tx: &mut dyn Tx,
+    opts: &Options,
+    progress: Option<&dyn Progress>,
+) -> Result<FirewallReport, Error> {
+    let mut report = FirewallReport::default();
+    ensure_empty(tx).await?;
+    let chunk_size = opts.chunk_size.max(1);
+    if let Some(tree) = source.tree(RULES_TREE)? {
+        let total = tree.len() as u64;
+        let mut feed = Feed::spawn(move |sink| read_entries(tree, chunk_size, sink));
+        let mut names = Names::default();
+        let mut next_id = 1;
+        let result = async {
+            while let Some(chunk) = feed.next().await {
+                let chunk = chunk?;
+                write_entries(tx, &chunk, &mut names, &mut next_id, &mut report).await?;
+                if let Some(p) = progress {
+                    p.progress(ProgressEvent {
+                        store: "kv-stores",
+                        done: report.kv_entries + report.kv_entries_skipped,
+                        total,
+                    })
+                    .map_err(Error::Aborted)?;
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        feed.finish().await;
+        result?;
+        if tx.dialect() == Dialect::Postgres && next_id > 1 {
+            tx.query_sql(Sql::fixed(
+                "SELECT setval(pg_get_serial_sequence('kvstores', 'id'), $1)",
+                vec![(next_id - 1).into()],
+            ))
+            .await?;
+        }
+    }
+    if let Some(tree) = source.tree(PRIVACY_TREE)? {
+        let total = (tree.len() / 2) as u64;
+        let mut feed = Feed::spawn(move |sink| read_privacy(tree, chunk_size, sink));
+        let result = async {
+            while let Some(chunk) = feed.next().await {
+                write_pairs(tx, chunk?, &mut report).await?;
+                if let Some(p) = progress {
+                    p.progress(ProgressEvent {
+                        store: "privacy pairs",
+                        done: report.privacy_pairs + report.privacy_pairs_skipped,
+                        total,
+                    })
+                    .map_err(Error::Aborted)?;
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        feed.finish().await;
+        result?;
+    }
+    Ok(report)
+}
+
+/// Rule and feature ids assigned so far.
+#[derive(Default)]
+struct Names {
+    rules: HashMap<String, i64>,
+    features: HashMap<String, i64>,
+}
+
+impl Names {
+    async fn id(&mut self, tx: &mut dyn Tx, rule: bool, name: &str) -> Result<i64, Error> {
+        let map = if rule {
+            &mut self.rules
+        } else {
+            &mut self.features
+        };
+        if let Some(id) = map.get(name) {
+            return Ok(*id);
+        }
+        let id = name_id(tx, rule, name).await.map_err(|e| Error::Invalid {
+            record: format!("{} {name:?}", if rule { "rule" } else { "feature" }),
+            reason: e.to_string(),
+        })?;
+        map.insert(name.to_owned(), id);
+        Ok(id)
+    }
+}
+
+async fn write_entries(
+    tx: &mut dyn Tx,
+    chunk: &[Entry],
+    names: &mut Names,
+    next_id: &mut i64,
+    report: &mut FirewallReport,
+) -> Result<(), Error> {
+    let groups = group_ids(tx, chunk.iter().filter_map(|e| e.group)).await?;
+    let mut insert = Query::insert();
+    insert.into_table(Kvstores::Table).columns([
+        Kvstores::Id,
+        Kvstores::Perm,
+        Kvstores::RuleId,
+        Kvstores::GroupId,
+        Kvstores::FeatureId,
+        Kvstores::EntryKey,
+        Kvstores::Value,
+    ]);
+    let first = *next_id;
+    let mut written = Vec::new();
+    for e in chunk {
+        let group = match e.group {
+            None => None,
+            Some(g) => match groups.get(&g) {
+                Some(id) => Some(*id),
+                None => {
+                    report.kv_entries_skipped += 1;
+                    continue;
+                }
+            },
+        };
+        let rule = names.id(tx, true, &e.rule).await?;
+        let feature = match &e.feature {
+            None => None,
+            Some(f) => Some(names.id(tx, false, f).await?),
+        };
+        insert.values_panic([
+            (*next_id).into(),
+            e.perm.into(),
+            rule.into(),
+            sea_query::Value::BigInt(group).into(),
+            sea_query::Value::BigInt(feature).into(),
+            e.key.clone().into(),
+            e.value.clone().into(),
+        ]);
+        *next_id += 1;
+        written.push(e);
+    }
+    if written.is_empty() {
+        return Ok(());
+    }
+    tx.exec(&insert).await?;
+    verify_entries(tx, &written, first, *next_id - 1).await?;
+    report.kv_entries += written.len() as u64;
+    Ok(())
+}
+
+async fn verify_entries(
+    tx: &mut dyn Tx,
+    written: &[&Entry],
+    first: i64,
+    last: i64,
+) -> Result<(), Error> {
+    let (k, r, g, f) = (
+        Alias::new("k"),
+        Alias::new("r"),
+        Alias::new("g"),
+        Alias::new("f"),
+    );
+    let rows = tx
+        .query(
+            &Query::select()
+                .column((k.clone(), Kvstores::Perm))
+                .column((r.clone(), Rules::Name))
+                .column((g.clone(), Sessions::Alias))
+                .column((f.clone(), Features::Name))
+                .column((k.clone(), Kvstores::EntryKey))
+                .column((k.clone(), Kvstores::Value))
+                .from_as(Kvstores::Table, k.clone())
+                .join_as(
+                    JoinType::InnerJoin,
+                    Rules::Table,
+                    r.clone(),
+                    Expr::col((r.clone(), Rules::Id)).equals((k.clone(), Kvstores::RuleId)),
+                )
+                .join_as(
+                    JoinType::LeftJoin,
+                    Sessions::Table,
+                    g.clone(),
+                    Expr::col((g.clone(), Sessions::Id)).equals((k.clone(), Kvstores::GroupId)),
+                )
+                .join_as(
+                    JoinType::LeftJoin,
+                    Features::Table,
+                    f.clone(),
+                    Expr::col((f.clone(), Features::Id)).equals((k.clone(), Kvstores::FeatureId)),
+                )
+                .and_where(Expr::col((k.clone(), Kvstores::Id)).between(first, last))
+                .order_by((k, Kvstores::Id), Order::Asc)
+                .to_owned(),
+        )
+        .await?;
+    if rows.len() != written.len() {
+        return Err(Error::Mismatch {
+            record: format!("kv-store entries {first}..={last}"),
+            diff: format!("  {} written, {} read back", written.len(), rows.len()),
+        });
+    }
+    for (kv, row) in written.iter().zip(&rows) {
+        let group = row
+            .opt_bytes(2)?
+            .map(|b| b.as_slice().try_into().map(SessionId))
+            .transpose()
+            .map_err(|_| Error::Invalid {
+                record: "a session".into(),
+                reason: "alias is not 4 bytes".into(),
+            })?;
+        let sql = Entry {
+            perm: row.bool(0)?,
+            rule: row.text(1)?,
+            group,
+            feature: row.opt_text(3)?,
+            key: row.text(4)?,
+            // An empty value equals an absent one.
+            value: row.bytes_or_empty(5)?,
+        };
+        if **kv != sql {
+            let mut d = crate::diff::Diff::default();
+            d.field("perm", &kv.perm, &sql.perm);
+            d.field("rule", &kv.rule, &sql.rule);
+            d.field("group", &kv.group, &sql.group);
+            d.field("feature", &kv.feature, &sql.feature);
+            d.field("key", &kv.key, &sql.key);
+            d.field("value", &kv.value, &sql.value);
+            return Err(Error::Mismatch {
+                record: format!("kv-store entry {:?} of rule {:?}", kv.key, kv.rule),
+                diff: d.finish().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn write_pairs(
+    tx: &mut dyn Tx,
+    chunk: Vec<GroupPairs>,
+    report: &mut FirewallReport,
+) -> Result<(), Error> {
+    let ids = group_ids(tx, chunk.iter().map(|g| g.group)).await?;
+    let mut rows = Vec::new();
+    let mut kept = Vec::new();
+    for g in chunk {
+        let Some(&gid) = ids.get(&g.group) else {
+            report.privacy_pairs_skipped += g.pairs.len() as u64;
+            continue;
+        };
+        for (real, pseudo) in &g.pairs {
+            rows.push([gid.into(), real.clone().into(), pseudo.clone().into()]);
+        }
+        kept.push((gid, g));
+    }
+    for part in rows.chunks(1000) {
+        let mut insert = Query::insert();
+        insert.into_table(PrivacyPairs::Table).columns([
+            PrivacyPairs::GroupId,
+            PrivacyPairs::RealVal,
+            PrivacyPairs::PseudoVal,
+        ]);
+        for r in part {
+            insert.values_panic(r.clone());
+        }
+        tx.exec(&insert).await?;
+    }
+    if kept.is_empty() {
+        return Ok(());
+    }
+    // Read back every kept group's pairs in one query and compare per group.
+    let read = tx
+        .query(
+            &Query::select()
+                .columns([
+                    PrivacyPairs::GroupId,
+                    PrivacyPairs::RealVal,
+                    PrivacyPairs::PseudoVal,
+                ])
+                .from(PrivacyPairs::Table)
+                .and_where(Expr::col(PrivacyPairs::GroupId).is_in(kept.iter().map(|(gid, _)| *gid)))
+                .to_owned(),
+        )
+        .await?;
+    let mut by_group: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+    for r in &read {
+        by_group
+            .entry(r.i64(0)?)
+            .or_default()
+            .insert(r.text(1)?, r.text(2)?);
+    }
+    for (gid, g) in &kept {
+        let sql = by_group.remove(gid).unwrap_or_default();
+        if sql != g.pairs {
+            let mut d = crate::diff::Diff::default();
+            d.map("pairs", &g.pairs, &sql);
+            return Err(Error::Mismatch {
+                record: format!("privacy pairs of group {}", g.group),
+                diff: d.finish().unwrap_or_default(),
+            });
+        }
+        report.privacy_pairs += g.pairs.len() as u64;
+    }
+    Ok(())
+}
