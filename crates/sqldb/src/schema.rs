@@ -116,6 +116,13 @@ pub static STEPS: &[Step] = &[
         name: "kvdb_to_sql",
         kind: StepKind::Code,
     },
+    Step {
+        version: 7,
+        name: "actions_list_indexes",
+        kind: StepKind::Sql(include_str!(
+            "../../../migrations/0007_actions_list_indexes.sql"
+        )),
+    },
 ];
 
 fn normalise_line_endings(s: &str) -> String {
