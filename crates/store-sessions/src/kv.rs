@@ -342,6 +342,20 @@ fn encode_member(id: SessionId) -> Result<Vec<u8>> {
     .map_err(|e| invalid(format!("session {id}"), "group index", e.to_string()))
 }
 
+/// The members of `group` in creation order, with their keys in the group
+/// index tree; empty for an unknown group. Other stores of the same
+/// database use it to resolve groups.
+pub fn group_index(groups: &sled::Tree, group: SessionId) -> Result<Vec<(sled::IVec, SessionId)>> {
+    let mut out = Vec::new();
+    for item in groups.scan_prefix(group.0) {
+        let (k, v) = item?;
+        let m: record::GroupMemberRecordV1 = kvcodec::decode(&v, record::GROUP_MEMBER_V1)
+            .map_err(codec_err(GROUP_INDEX_TREE, &k))?;
+        out.push((k, SessionId(m.session)));
+    }
+    Ok(out)
+}
+
 /// The sessions store on sled.
 #[derive(Clone)]
 pub struct KvStore {

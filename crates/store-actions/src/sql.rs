@@ -1,0 +1,533 @@
+//! The SQL backend: one implementation for SQLite and PostgreSQL.
+//!
+//! The list query is built once from the filters with sea-query: one AND-ed
+//! condition per filter that is set, `ORDER BY created_at, id` in the
+//! chosen direction, and `LIMIT`/`OFFSET` for the page; the count runs the
+//! same conditions without the page. Each filter is followed by the listing
+//! order in an index of schema step 7, so a page is read from an index in
+//! order (see `tests/query_plans.rs`).
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+use sea_query::{
+    Alias, Condition, Expr, ExprTrait, JoinType, Order, Query, SelectStatement, Value,
+};
+use sqldb::{Db, Dialect, Row, Sql, Tx, TxExt};
+use store_accounts::AccountId;
+use store_accounts::sql::schema::Accounts;
+use store_sessions::SessionId;
+use store_sessions::sql::schema::Sessions;
+
+use crate::{
+    Action, ActionLocator, ActionPage, ActionQuery, ActionState, AddAction, Clock, Error, Result,
+    RuleAction, Store, SystemClock, check_state, done_in_group, to_rule_actions,
+};
+
+/// The actions table of schema step 5. Its names never change.
+pub mod schema {
+    use sea_query::Iden;
+
+    /// `actions`.
+    #[derive(Debug, Clone, Copy, Iden)]
+    pub enum Actions {
+        /// The table.
+        Table,
+        /// SQL id (the locator).
+        Id,
+        /// `sessions.id`.
+        SessionId,
+        /// `accounts.id`.
+        AccountId,
+        /// 8-byte big-endian root key id.
+        MacaroonIdentifier,
+        /// Actor; NULL when empty.
+        ActorName,
+        /// Feature; NULL when empty.
+        FeatureName,
+        /// Trigger; NULL when empty.
+        ActionTrigger,
+        /// Intent; NULL when empty.
+        Intent,
+        /// Structured JSON.
+        StructuredJsonData,
+        /// RPC method.
+        RpcMethod,
+        /// RPC params JSON.
+        RpcParamsJson,
+        /// Attempted time.
+        CreatedAt,
+        /// State number.
+        ActionState,
+        /// Error reason; NULL when empty.
+        ErrorReason,
+    }
+}
+
+use schema::Actions;
+
+/// The actions store on a SQL database (SQLite or PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    db: Db,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqlStore {
+    /// The store on `db`, whose schema must be applied.
+    pub fn new(db: Db) -> SqlStore {
+        SqlStore {
+            db,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same store, recording actions at `clock`'s time.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SqlStore {
+        self.clock = clock;
+        self
+    }
+
+    /// The database's plan for `query`'s page, one line per plan row
+    /// (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`): to check which
+    /// index serves a filter.
+    pub async fn query_plan(&self, query: &ActionQuery) -> Result<Vec<String>> {
+        let query = query.clone();
+        self.db
+            .read(|tx| {
+                Box::pin(async move {
+                    let ids = resolve_filter(tx, &query).await?;
+                    let sql = tx.dialect().build(&page_select(&query, ids));
+                    let (prefix, column) = match tx.dialect() {
+                        Dialect::Sqlite => ("EXPLAIN QUERY PLAN ", 3),
+                        Dialect::Postgres => ("EXPLAIN ", 0),
+                    };
+                    let explain = Sql {
+                        text: format!("{prefix}{}", sql.text),
+                        values: sql.values,
+                    };
+                    let rows = tx.query_sql(explain).await?;
+                    rows.iter().map(|r| Ok(r.text(column)?)).collect()
+                })
+            })
+            .await
+    }
+}
+
+fn a(col: Actions) -> (Alias, Actions) {
+    (Alias::new("a"), col)
+}
+
+fn empty_as_null(s: &str) -> Value {
+    Value::String((!s.is_empty()).then(|| s.to_owned()))
+}
+
+/// The columns [`action_from_row`] reads, joined to the session's and the
+/// account's aliases.
+fn select_actions() -> SelectStatement {
+    Query::select()
+        .columns([
+            a(Actions::Id),
+            a(Actions::MacaroonIdentifier),
+            a(Actions::ActorName),
+            a(Actions::FeatureName),
+            a(Actions::ActionTrigger),
+            a(Actions::Intent),
+            a(Actions::StructuredJsonData),
+            a(Actions::RpcMethod),
+            a(Actions::RpcParamsJson),
+            a(Actions::CreatedAt),
+            a(Actions::ActionState),
+            a(Actions::ErrorReason),
+        ])
+        .expr(Expr::col((Alias::new("s"), Sessions::Alias)))
+        .expr(Expr::col((Alias::new("ac"), Accounts::Alias)))
+        .from_as(Actions::Table, Alias::new("a"))
+        .join_as(
+            JoinType::LeftJoin,
+            Sessions::Table,
+            Alias::new("s"),
+            Expr::col((Alias::new("s"), Sessions::Id)).equals(a(Actions::SessionId)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            Accounts::Table,
+            Alias::new("ac"),
+            Expr::col((Alias::new("ac"), Accounts::Id)).equals(a(Actions::AccountId)),
+        )
+        .to_owned()
+}
+
+/// An action from a row of [`select_actions`].
+pub fn action_from_row(r: &Row) -> Result<Action> {
+    let locator = ActionLocator::from_index(r.i64(0)? as u64);
+    let rec = || format!("action {locator}");
+    let root = match r.opt_bytes(1)? {
+        None => None,
+        Some(b) if b.len() == 8 => Some(u64::from_be_bytes(
+            b.as_slice().try_into().unwrap_or_default(),
+        )),
+        Some(b) if b.len() == 4 => Some(u64::from(u32::from_be_bytes(
+            b.as_slice().try_into().unwrap_or_default(),
+        ))),
+        Some(b) => {
+            return Err(Error::InvalidInput {
+                record: rec(),
+                field: "macaroon_identifier",
+                reason: format!("{} bytes", b.len()),
+            });
+        }
+    };
+    let json = String::from_utf8(r.bytes_or_empty(6)?).map_err(|_| Error::InvalidInput {
+        record: rec(),
+        field: "structured_json_data",
+        reason: "not UTF-8".into(),
+    })?;
+    let code = r.i64(10)?;
+    let session = match r.opt_bytes(12)? {
+        None => None,
+        Some(b) => Some(SessionId(b.as_slice().try_into().map_err(|_| {
+            Error::InvalidInput {
+                record: rec(),
+                field: "session_id",
+                reason: "alias is not 4 bytes".into(),
+            }
+        })?)),
+    };
+    Ok(Action {
+        locator,
+        request: AddAction {
+            macaroon_root_key_id: root,
+            session_id: session,
+            account_id: r.opt_i64(13)?.map(AccountId::from_alias),
+            actor_name: r.opt_text(2)?.unwrap_or_default(),
+            feature_name: r.opt_text(3)?.unwrap_or_default(),
+            trigger: r.opt_text(4)?.unwrap_or_default(),
+            intent: r.opt_text(5)?.unwrap_or_default(),
+            structured_json_data: json,
+            rpc_method: r.text(7)?,
+            rpc_params_json: r.bytes_or_empty(8)?,
+        },
+        attempted_at: r.time(9)?,
+        state: ActionState::from_code(code).ok_or_else(|| Error::InvalidInput {
+            record: rec(),
+            field: "action_state",
+            reason: format!("unknown state {code}"),
+        })?,
+        error_reason: r.opt_text(11)?.unwrap_or_default(),
+    })
+}
+
+/// The `actions` columns [`action_values`] fills, `id` first.
+pub const ACTION_COLUMNS: [Actions; 14] = [
+    Actions::Id,
+    Actions::SessionId,
+    Actions::AccountId,
+    Actions::MacaroonIdentifier,
+    Actions::ActorName,
+    Actions::FeatureName,
+    Actions::ActionTrigger,
+    Actions::Intent,
+    Actions::StructuredJsonData,
+    Actions::RpcMethod,
+    Actions::RpcParamsJson,
+    Actions::CreatedAt,
+    Actions::ActionState,
+    Actions::ErrorReason,
+];
+
+/// The column values of an action for [`ACTION_COLUMNS`], given the SQL ids
+/// of its session and account.
+pub fn action_values(
+    x: &Action,
+    session: Option<i64>,
+    account: Option<i64>,
+) -> Vec<sea_query::SimpleExpr> {
+    let r = &x.request;
+    vec![
+        (x.locator.index() as i64).into(),
+        Value::BigInt(session).into(),
+        Value::BigInt(account).into(),
+        Value::Bytes(r.macaroon_root_key_id.map(|k| k.to_be_bytes().to_vec())).into(),
+        empty_as_null(&r.actor_name).into(),
+        empty_as_null(&r.feature_name).into(),
+        empty_as_null(&r.trigger).into(),
+        empty_as_null(&r.intent).into(),
+        r.structured_json_data.as_bytes().to_vec().into(),
+        r.rpc_method.clone().into(),
+        r.rpc_params_json.clone().into(),
+        x.attempted_at.into(),
+        i64::from(x.state.code()).into(),
+        empty_as_null(&x.error_reason).into(),
+    ]
+}
+
+/// The SQL ids the session and group filters name.
+#[derive(Debug, Clone, Copy, Default)]
+struct FilterIds {
+    session: Option<i64>,
+    group: Option<i64>,
+}
+
+async fn resolve_filter(tx: &mut dyn Tx, q: &ActionQuery) -> Result<FilterIds> {
+    let mut ids = FilterIds::default();
+    if let Some(s) = q.filter.session_id {
+        let row = tx
+            .query_opt(
+                &Query::select()
+                    .column(Sessions::Id)
+                    .from(Sessions::Table)
+                    .and_where(Expr::col(Sessions::Alias).eq(s.0.to_vec()))
+                    .to_owned(),
+            )
+            .await?
+            .ok_or(Error::SessionNotFound { id: s })?;
+        ids.session = Some(row.i64(0)?);
+    }
+    if let Some(g) = q.filter.group_id {
+        let row = tx
+            .query_opt(
+                &Query::select()
+                    .column(Sessions::Id)
+                    .from(Sessions::Table)
+                    .and_where(Expr::col(Sessions::Alias).eq(g.0.to_vec()))
+                    .and_where(Expr::col(Sessions::GroupId).equals(Sessions::Id))
+                    .to_owned(),
+            )
+            .await?
+            .ok_or(Error::UnknownGroup { group: g })?;
+        ids.group = Some(row.i64(0)?);
+    }
+    Ok(ids)
+}
+
+/// One AND-ed condition per filter that is set (an empty string does not
+/// filter). Times are bound as UTC.
+fn condition(q: &ActionQuery, ids: FilterIds) -> Condition {
+    let f = &q.filter;
+    let mut c = Condition::all();
+    if let Some(id) = ids.session {
+        c = c.add(Expr::col(a(Actions::SessionId)).eq(id));
+    }
+    if let Some(g) = ids.group {
+        c = c.add(
+            Expr::col(a(Actions::SessionId)).in_subquery(
+                Query::select()
+                    .column(Sessions::Id)
+                    .from(Sessions::Table)
+                    .and_where(Expr::col(Sessions::GroupId).eq(g))
+                    .to_owned(),
+            ),
+        );
+    }
+    for (col, want) in [
+        (Actions::FeatureName, &f.feature_name),
+        (Actions::ActorName, &f.actor_name),
+        (Actions::RpcMethod, &f.rpc_method),
+    ] {
+        if let Some(v) = want.as_deref().filter(|v| !v.is_empty()) {
+            c = c.add(Expr::col(a(col)).eq(v));
+        }
+    }
+    if let Some(s) = f.state {
+        c = c.add(Expr::col(a(Actions::ActionState)).eq(i64::from(s.code())));
+    }
+    if let Some(t) = f.start_time {
+        c = c.add(Expr::col(a(Actions::CreatedAt)).gte(t));
+    }
+    if let Some(t) = f.end_time {
+        c = c.add(Expr::col(a(Actions::CreatedAt)).lte(t));
+    }
+    c
+}
+
+fn page_select(q: &ActionQuery, ids: FilterIds) -> SelectStatement {
+    let order = if q.reversed { Order::Desc } else { Order::Asc };
+    let mut select = select_actions();
+    select
+        .cond_where(condition(q, ids))
+        .order_by(a(Actions::CreatedAt), order.clone())
+        .order_by(a(Actions::Id), order);
+    if q.max > 0 {
+        select.limit(q.max);
+    } else if q.offset > 0 {
+        // SQLite accepts OFFSET only after a LIMIT.
+        select.limit(i64::MAX as u64);
+    }
+    if q.offset > 0 {
+        select.offset(q.offset);
+    }
+    select
+}
+
+async fn list(tx: &mut dyn Tx, q: &ActionQuery) -> Result<ActionPage> {
+    let ids = resolve_filter(tx, q).await?;
+    let rows = tx.query(&page_select(q, ids)).await?;
+    let actions = rows
+        .iter()
+        .map(action_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    let total_count = if q.count_all {
+        let n = tx
+            .query_one(
+                &Query::select()
+                    .expr(Expr::col(a(Actions::Id)).count())
+                    .from_as(Actions::Table, Alias::new("a"))
+                    .cond_where(condition(q, ids))
+                    .to_owned(),
+            )
+            .await?
+            .i64(0)?;
+        n as u64
+    } else {
+        0
+    };
+    Ok(ActionPage {
+        last_index: actions.last().map_or(0, |x| x.locator.index()),
+        actions,
+        total_count,
+    })
+}
+
+async fn load(tx: &mut dyn Tx, locator: ActionLocator) -> Result<Action> {
+    let row = tx
+        .query_opt(
+            &select_actions()
+                .and_where(Expr::col(a(Actions::Id)).eq(locator.index() as i64))
+                .to_owned(),
+        )
+        .await?
+        .ok_or(Error::NotFound { locator })?;
+    action_from_row(&row)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn add_action(&self, request: AddAction) -> Result<ActionLocator> {
+        let now = sqldb::time::truncate_micros(self.clock.now());
+        self.db
+            .write(|tx| {
+                Box::pin(async move {
+                    let session = match request.session_id {
+                        None => None,
+                        Some(s) => Some(
+                            tx.query_opt(
+                                &Query::select()
+                                    .column(Sessions::Id)
+                                    .from(Sessions::Table)
+                                    .and_where(Expr::col(Sessions::Alias).eq(s.0.to_vec()))
+                                    .to_owned(),
+                            )
+                            .await?
+                            .ok_or(Error::SessionNotFound { id: s })?
+                            .i64(0)?,
+                        ),
+                    };
+                    let account = match request.account_id {
+                        None => None,
+                        Some(id) => Some(
+                            tx.query_opt(
+                                &Query::select()
+                                    .column(Accounts::Id)
+                                    .from(Accounts::Table)
+                                    .and_where(Expr::col(Accounts::Alias).eq(id.to_alias()))
+                                    .to_owned(),
+                            )
+                            .await?
+                            .ok_or(Error::AccountNotFound { id })?
+                            .i64(0)?,
+                        ),
+                    };
+                    let action = Action {
+                        locator: ActionLocator::from_index(0),
+                        request,
+                        attempted_at: now,
+                        state: ActionState::Init,
+                        error_reason: String::new(),
+                    };
+                    // Every column but the id, which the database assigns.
+                    let insert = Query::insert()
+                        .into_table(Actions::Table)
+                        .columns(ACTION_COLUMNS[1..].iter().copied())
+                        .values_panic(action_values(&action, session, account).into_iter().skip(1))
+                        .returning_col(Actions::Id)
+                        .to_owned();
+                    let id = tx.query_one(&insert).await?.i64(0)?;
+                    Ok(ActionLocator::from_index(id as u64))
+                })
+            })
+            .await
+    }
+
+    async fn action(&self, locator: ActionLocator) -> Result<Action> {
+        self.db.read(|tx| Box::pin(load(tx, locator))).await
+    }
+
+    async fn set_action_state(
+        &self,
+        locator: ActionLocator,
+        state: ActionState,
+        error_reason: &str,
+    ) -> Result<()> {
+        check_state(locator, state, error_reason)?;
+        let reason = empty_as_null(error_reason);
+        self.db
+            .write(|tx| {
+                Box::pin(async move {
+                    let n = tx
+                        .exec(
+                            &Query::update()
+                                .table(Actions::Table)
+                                .value(Actions::ActionState, i64::from(state.code()))
+                                .value(Actions::ErrorReason, reason)
+                                .and_where(Expr::col(Actions::Id).eq(locator.index() as i64))
+                                .to_owned(),
+                        )
+                        .await?;
+                    if n == 0 {
+                        return Err(Error::NotFound { locator });
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn list_actions(&self, query: &ActionQuery) -> Result<ActionPage> {
+        let query = query.clone();
+        self.db
+            .read(|tx| Box::pin(async move { list(tx, &query).await }))
+            .await
+    }
+
+    async fn group_actions(&self, group: SessionId) -> Result<Vec<RuleAction>> {
+        Ok(to_rule_actions(
+            self.list_actions(&done_in_group(group, None)).await?,
+        ))
+    }
+
+    async fn group_feature_actions(
+        &self,
+        group: SessionId,
+        feature: &str,
+    ) -> Result<Vec<RuleAction>> {
+        Ok(to_rule_actions(
+            self.list_actions(&done_in_group(group, Some(feature)))
+                .await?,
+        ))
+    }
+}
+
+/// Loads the actions with SQL ids in `first..=last`, in id order: the
+/// migrator's read-back.
+pub async fn load_range(tx: &mut dyn Tx, first: i64, last: i64) -> Result<Vec<Action>> {
+    let rows = tx
+        .query(
+            &select_actions()
+                .and_where(Expr::col(a(Actions::Id)).between(first, last))
+                .order_by(a(Actions::Id), Order::Asc)
+                .to_owned(),
+        )
+        .await?;
+    rows.iter().map(action_from_row).collect()
+}
