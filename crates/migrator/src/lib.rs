@@ -31,7 +31,7 @@
 //!
 //! Order of stores: accounts, then sessions (which reference accounts),
 //! then the firewall's kv-stores and privacy pairs (scoped by session
-//! group); later stores are appended to the same step.
+//! group), then the actions (which link to sessions and accounts).
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
@@ -49,12 +49,14 @@ use sqldb::{BoxError, Db, DbError, Tx};
 use tombstone::{KvOptions, Mark, MigrationSource};
 
 mod accounts;
+mod actions;
 mod diff;
 mod feed;
 mod firewall;
 mod sessions;
 
 pub use accounts::AccountsReport;
+pub use actions::ActionsReport;
 pub use firewall::FirewallReport;
 pub use sessions::SessionsReport;
 
@@ -173,6 +175,8 @@ pub struct Report {
     pub sessions: SessionsReport,
     /// The firewall's kv-stores and privacy pairs.
     pub firewall: FirewallReport,
+    /// The actions store.
+    pub actions: ActionsReport,
     /// Time from the start of the code step to its end (before commit).
     pub duration: Duration,
 }
@@ -240,10 +244,13 @@ impl<'a> KvToSql<'a> {
         let sessions = sessions::migrate(self.source, tx, &self.opts, self.progress).await?;
         // Kv-stores and privacy pairs are scoped by session group.
         let firewall = firewall::migrate(self.source, tx, &self.opts, self.progress).await?;
+        // Actions link to sessions and accounts: last.
+        let actions = actions::migrate(self.source, tx, &self.opts, self.progress).await?;
         Ok(Report {
             accounts,
             sessions,
             firewall,
+            actions,
             duration: started.elapsed(),
         })
     }

@@ -1,6 +1,7 @@
 //! Shared helpers of the migrator tests.
 #![allow(dead_code, reason = "each test file uses a different part")]
 
+pub(crate) mod actions;
 pub(crate) mod firewall;
 pub(crate) mod sessions;
 

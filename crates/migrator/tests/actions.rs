@@ -1,0 +1,338 @@
+//! The actions migration on SQLite and PostgreSQL.
+
+mod common;
+
+use chrono::Duration;
+use common::Lcg;
+use common::actions::{request, run_case, t0};
+use proptest::prelude::*;
+use store_actions::{ActionState, AddAction, Store as _};
+use store_sessions::Store as _;
+use testkit::sql::{SqlFixture, postgres, sqlite};
+
+async fn empty(fx: &SqlFixture) {
+    assert_eq!(
+        run_case(fx, |_| async {}).await,
+        migrator::ActionsReport::default()
+    );
+}
+
+async fn unlinked_actions(fx: &SqlFixture) {
+    run_case(fx, |f| async move {
+        let loc = f
+            .add(
+                AddAction {
+                    macaroon_root_key_id: Some(0x1122_3344_5566_7788),
+                    ..request("f")
+                },
+                false,
+            )
+            .await;
+        f.actions
+            .set_action_state(loc, ActionState::Error, "boom")
+            .await
+            .unwrap();
+        f.add(request("g"), false).await;
+    })
+    .await;
+}
+
+async fn session_linked(fx: &SqlFixture) {
+    run_case(fx, |f| async move {
+        let s = f.session().await;
+        let loc = f
+            .add(
+                AddAction {
+                    session_id: Some(s),
+                    macaroon_root_key_id: Some(s.macaroon_root_key()),
+                    ..request("f")
+                },
+                false,
+            )
+            .await;
+        f.actions
+            .set_action_state(loc, ActionState::Done, "")
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+async fn account_linked(fx: &SqlFixture) {
+    run_case(fx, |f| async move {
+        let a = store_accounts::Store::new_account(&f.accounts, 1234, None, "")
+            .await
+            .unwrap();
+        f.add(
+            AddAction {
+                account_id: Some(a.id),
+                ..request("f")
+            },
+            false,
+        )
+        .await;
+    })
+    .await;
+}
+
+async fn session_and_account(fx: &SqlFixture) {
+    run_case(fx, |f| async move {
+        let a = store_accounts::Store::new_account(&f.accounts, 1234, None, "")
+            .await
+            .unwrap();
+        let mut n = store_sessions::NewSession::new(
+            "s",
+            store_sessions::SessionType::MacaroonAccount,
+            chrono::Utc::now() + Duration::hours(1),
+            "",
+        );
+        n.account = Some(a.id);
+        let s = f.sessions.new_session(n).await.unwrap().id;
+        f.add(
+            AddAction {
+                session_id: Some(s),
+                account_id: Some(a.id),
+                ..request("f")
+            },
+            false,
+        )
+        .await;
+    })
+    .await;
+}
+
+/// The session and the account are deleted after the actions: the actions
+/// are kept, their links dropped and counted.
+async fn links_to_deleted_sessions_and_accounts(fx: &SqlFixture) {
+    let r = run_case(fx, |f| async move {
+        let keep = f.session().await;
+        f.sessions
+            .shift_state(keep, store_sessions::SessionState::Created)
+            .await
+            .unwrap();
+        let gone = f.session().await;
+        let a = store_accounts::Store::new_account(&f.accounts, 1, None, "")
+            .await
+            .unwrap();
+        f.add(
+            AddAction {
+                session_id: Some(gone),
+                ..request("f")
+            },
+            false,
+        )
+        .await;
+        f.add(
+            AddAction {
+                session_id: Some(keep),
+                account_id: Some(a.id),
+                ..request("f")
+            },
+            false,
+        )
+        .await;
+        f.add(
+            AddAction {
+                account_id: Some(a.id),
+                ..request("f")
+            },
+            false,
+        )
+        .await;
+        f.sessions.delete_reserved_sessions().await.unwrap();
+        store_accounts::Store::remove_account(&f.accounts, a.id)
+            .await
+            .unwrap();
+    })
+    .await;
+    assert_eq!((r.session_links_dropped, r.account_links_dropped), (1, 2));
+}
+
+/// Three actions with one timestamp keep their insertion order.
+async fn same_timestamps(fx: &SqlFixture) {
+    run_case(fx, |f| async move {
+        for i in 1..=3 {
+            f.add(request(&format!("same-time-{i}")), true).await;
+        }
+    })
+    .await;
+}
+
+async fn empty_rpc_params(fx: &SqlFixture) {
+    run_case(fx, |f| async move {
+        f.add(
+            AddAction {
+                rpc_params_json: vec![],
+                ..request("f")
+            },
+            false,
+        )
+        .await;
+    })
+    .await;
+}
+
+/// Times written out of order still list by time, then locator, and keep
+/// their locators.
+async fn out_of_order_times(fx: &SqlFixture) {
+    run_case(fx, |f| async move {
+        let mut rng = Lcg(9);
+        for i in 0..40 {
+            f.clock
+                .set(t0() + Duration::seconds(rng.range(0, 20) as i64));
+            f.add(request(&format!("a{i}")), true).await;
+        }
+    })
+    .await;
+}
+
+testkit::backend_tests!(sqlite => sqlite;
+    empty, unlinked_actions, session_linked, account_linked, session_and_account,
+    links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
+);
+
+testkit::backend_tests!(postgres => postgres;
+    empty, unlinked_actions, session_linked, account_linked, session_and_account,
+    links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
+);
+
+/// One random action: session and account (by index), state, whether it
+/// shares the previous action's time, RPC params, feature.
+type RandomAction = (Option<usize>, Option<usize>, u8, bool, Vec<u8>, u8);
+
+/// A random action log over random sessions and accounts, some deleted.
+#[derive(Debug, Clone)]
+struct Log {
+    sessions: usize,
+    accounts: usize,
+    actions: Vec<RandomAction>,
+    delete_sessions: Vec<bool>,
+    remove_accounts: Vec<bool>,
+}
+
+fn log() -> impl Strategy<Value = Log> {
+    (1usize..4, 1usize..4).prop_flat_map(|(sessions, accounts)| {
+        (
+            Just(sessions),
+            Just(accounts),
+            proptest::collection::vec(
+                (
+                    proptest::option::of(0..sessions),
+                    proptest::option::of(0..accounts),
+                    0u8..4,
+                    any::<bool>(),
+                    proptest::collection::vec(any::<u8>(), 0..6),
+                    0u8..4,
+                ),
+                0..30,
+            ),
+            proptest::collection::vec(any::<bool>(), sessions),
+            proptest::collection::vec(any::<bool>(), accounts),
+        )
+            .prop_map(
+                |(sessions, accounts, actions, delete_sessions, remove_accounts)| Log {
+                    sessions,
+                    accounts,
+                    actions,
+                    delete_sessions,
+                    remove_accounts,
+                },
+            )
+    })
+}
+
+async fn check(fx: SqlFixture, log: Log) {
+    run_case(&fx, |f| async move {
+        let mut sessions = Vec::new();
+        for _ in 0..log.sessions {
+            sessions.push(f.session().await);
+        }
+        let mut accounts = Vec::new();
+        for _ in 0..log.accounts {
+            accounts.push(
+                store_accounts::Store::new_account(&f.accounts, 5, None, "")
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        for (s, a, state, same_time, params, feature) in &log.actions {
+            let req = AddAction {
+                session_id: s.map(|i| sessions[i]),
+                account_id: a.map(|i| accounts[i]),
+                rpc_params_json: params.clone(),
+                ..request(&format!("feature-{feature}"))
+            };
+            let loc = f.add(req, *same_time).await;
+            let state = ActionState::ALL[usize::from(*state)];
+            let reason = if state == ActionState::Error {
+                "failed"
+            } else {
+                ""
+            };
+            f.actions
+                .set_action_state(loc, state, reason)
+                .await
+                .unwrap();
+        }
+        for (i, s) in sessions.iter().enumerate() {
+            if !log.delete_sessions[i] {
+                f.sessions
+                    .shift_state(*s, store_sessions::SessionState::Created)
+                    .await
+                    .unwrap();
+            }
+        }
+        f.sessions.delete_reserved_sessions().await.unwrap();
+        for (i, a) in accounts.iter().enumerate() {
+            if log.remove_accounts[i] {
+                store_accounts::Store::remove_account(&f.accounts, *a)
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await;
+}
+
+fn run_prop(backend: &'static str, cases: u32) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let test_name = format!("migrator::{backend}::random_action_logs_read_back_equal");
+    if backend == "postgres" && rt.block_on(testkit::sql::postgres(&test_name)).is_none() {
+        return;
+    }
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(l in log())| {
+        rt.block_on(async {
+            let fx = match backend {
+                "sqlite" => SqlFixture::sqlite(),
+                _ => testkit::sql::postgres(&test_name).await.unwrap(),
+            };
+            check(fx, l).await;
+        });
+    });
+}
+
+mod prop {
+    mod sqlite {
+        #[test]
+        fn random_action_logs_read_back_equal() {
+            super::super::run_prop("sqlite", 24);
+        }
+    }
+
+    mod postgres {
+        #[test]
+        fn random_action_logs_read_back_equal() {
+            super::super::run_prop("postgres", 16);
+        }
+    }
+}
