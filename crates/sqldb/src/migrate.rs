@@ -356,69 +356,120 @@ impl<'a> Migrator<'a> {
                 tx.rollback().await?;
                 continue;
             }
-            let started = Instant::now();
-            let applied_at = Utc::now();
-            let outcome: Result<(), BoxError> = match step.kind {
-                StepKind::Sql(sql) => tx
-                    .execute_script(&adapt(sql, dialect))
-                    .await
-                    .map_err(BoxError::from),
-                StepKind::Code => match self.code.get(&step.version) {
-                    Some(code) => code.run(&mut *tx).await,
-                    None => {
-                        let _ = tx.rollback().await;
-                        return Err(MigrateError::MissingCodeStep {
-                            version: step.version,
-                            name: step.name.to_owned(),
-                        });
-                    }
-                },
+            let record = match self.apply_step(&mut *tx, step, dialect).await {
+                Ok(record) => record,
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
             };
-            if let Err(source) = outcome {
-                let _ = tx.rollback().await;
-                return Err(MigrateError::StepFailed {
-                    version: step.version,
-                    name: step.name.to_owned(),
-                    source,
-                });
-            }
-            let record = AppliedStep {
-                version: step.version,
-                name: step.name.to_owned(),
-                checksum: step.checksum(),
-                applied_at: crate::time::truncate_micros(applied_at),
-                // Recorded in whole microseconds; the report says the same.
-                duration: Duration::from_micros(
-                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                ),
-                complete: true,
-            };
-            let insert = Query::insert()
-                .into_table(Tracking)
-                .columns([
-                    TrackingCol::Version,
-                    TrackingCol::Name,
-                    TrackingCol::Checksum,
-                    TrackingCol::AppliedAt,
-                    TrackingCol::DurationUs,
-                    TrackingCol::Complete,
-                ])
-                .values_panic([
-                    record.version.into(),
-                    record.name.clone().into(),
-                    record.checksum.clone().into(),
-                    record.applied_at.into(),
-                    i64::try_from(record.duration.as_micros())
-                        .unwrap_or(i64::MAX)
-                        .into(),
-                    true.into(),
-                ])
-                .to_owned();
-            tx.exec(&insert).await?;
             tx.commit().await?;
             report.applied.push(record);
         }
         Ok(report)
+    }
+
+    /// Runs one step and writes its tracking row, in `tx`.
+    async fn apply_step(
+        &self,
+        tx: &mut dyn Tx,
+        step: &Step,
+        dialect: Dialect,
+    ) -> Result<AppliedStep, MigrateError> {
+        let started = Instant::now();
+        let applied_at = Utc::now();
+        let outcome: Result<(), BoxError> = match step.kind {
+            StepKind::Sql(sql) => tx
+                .execute_script(&adapt(sql, dialect))
+                .await
+                .map_err(BoxError::from),
+            StepKind::Code => match self.code.get(&step.version) {
+                Some(code) => code.run(tx).await,
+                None => {
+                    return Err(MigrateError::MissingCodeStep {
+                        version: step.version,
+                        name: step.name.to_owned(),
+                    });
+                }
+            },
+        };
+        if let Err(source) = outcome {
+            return Err(MigrateError::StepFailed {
+                version: step.version,
+                name: step.name.to_owned(),
+                source,
+            });
+        }
+        let record = AppliedStep {
+            version: step.version,
+            name: step.name.to_owned(),
+            checksum: step.checksum(),
+            applied_at: crate::time::truncate_micros(applied_at),
+            // Recorded in whole microseconds; the report says the same.
+            duration: Duration::from_micros(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ),
+            complete: true,
+        };
+        let insert = Query::insert()
+            .into_table(Tracking)
+            .columns([
+                TrackingCol::Version,
+                TrackingCol::Name,
+                TrackingCol::Checksum,
+                TrackingCol::AppliedAt,
+                TrackingCol::DurationUs,
+                TrackingCol::Complete,
+            ])
+            .values_panic([
+                record.version.into(),
+                record.name.clone().into(),
+                record.checksum.clone().into(),
+                record.applied_at.into(),
+                i64::try_from(record.duration.as_micros())
+                    .unwrap_or(i64::MAX)
+                    .into(),
+                true.into(),
+            ])
+            .to_owned();
+        tx.exec(&insert).await?;
+        Ok(record)
+    }
+
+    /// Runs every pending step in one transaction and rolls it back: what
+    /// [`Migrator::run`] would apply, with every step (code steps included)
+    /// executed and checked, and nothing kept. For dry runs.
+    ///
+    /// On PostgreSQL it takes the same advisory lock as `run`.
+    pub async fn rehearse(&self, db: &Db) -> Result<RunReport, MigrateError> {
+        self.check_steps()?;
+        let dialect = db.dialect();
+        let conn = match db.as_postgres() {
+            Some(pg) => {
+                let conn = pg.dedicated().await?;
+                self.advisory_lock(&conn).await?;
+                Some(conn)
+            }
+            None => None,
+        };
+        let mut tx = self.begin(db, conn.as_ref()).await?;
+        let result = async {
+            tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
+            let applied = read_applied(&mut *tx).await?;
+            self.validate(&applied)?;
+            let mut report = RunReport::default();
+            for step in self.steps {
+                if !applied.iter().any(|a| a.version == step.version) {
+                    report
+                        .applied
+                        .push(self.apply_step(&mut *tx, step, dialect).await?);
+                }
+            }
+            Ok::<_, MigrateError>(report)
+        }
+        .await;
+        tx.rollback().await?;
+        result
     }
 
     fn validate(&self, applied: &[AppliedStep]) -> Result<(), MigrateError> {

@@ -65,6 +65,43 @@ async fn fresh_database_gets_every_step(fx: &SqlFixture) {
     }
 }
 
+/// A rehearsal runs every pending step (the code step included) and keeps
+/// nothing; a later real run applies them all.
+async fn rehearsal_runs_every_step_and_keeps_nothing(fx: &SqlFixture) {
+    let db = fx.open().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let step = SlowCounter(runs.clone());
+    let rehearsal = Migrator::new()
+        .code_step(KV_TO_SQL_VERSION, &step)
+        .rehearse(&db)
+        .await
+        .unwrap();
+    assert_eq!(rehearsal.applied.len(), STEPS.len());
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the code step ran");
+    assert!(
+        table_names(&db).await.is_empty(),
+        "nothing kept, not even the tracking table"
+    );
+    let failing = Migrator::new()
+        .code_step(KV_TO_SQL_VERSION, &WritesThenFails)
+        .rehearse(&db)
+        .await;
+    assert!(
+        matches!(failing, Err(MigrateError::StepFailed { .. })),
+        "{failing:?}"
+    );
+    assert!(table_names(&db).await.is_empty());
+    assert_eq!(
+        nodestore().run(&db).await.unwrap().applied.len(),
+        STEPS.len()
+    );
+    let again = nodestore().rehearse(&db).await.unwrap();
+    assert!(
+        again.applied.is_empty(),
+        "a current database has nothing to rehearse"
+    );
+}
+
 async fn second_run_applies_nothing(fx: &SqlFixture) {
     let db = fx.open().await;
     nodestore().run(&db).await.unwrap();
@@ -385,6 +422,7 @@ async fn concurrent_runners_apply_each_step_once(fx: &SqlFixture) {
 
 testkit::backend_tests!(sqlite => sqlite;
     fresh_database_gets_every_step,
+    rehearsal_runs_every_step_and_keeps_nothing,
     second_run_applies_nothing,
     tampered_checksum_is_refused_naming_the_step,
     edited_step_in_the_binary_is_refused,
@@ -399,6 +437,7 @@ testkit::backend_tests!(sqlite => sqlite;
 
 testkit::backend_tests!(postgres => postgres;
     fresh_database_gets_every_step,
+    rehearsal_runs_every_step_and_keeps_nothing,
     second_run_applies_nothing,
     tampered_checksum_is_refused_naming_the_step,
     edited_step_in_the_binary_is_refused,

@@ -2,7 +2,9 @@
 //!
 //! A node keeps all its key-value data in one sled database (a directory),
 //! one tree per store, plus the meta tree [`META_TREE`] that holds the
-//! database's format version and, once retired, its tombstone.
+//! database's format version, its identity (16 random bytes written at
+//! creation, so the SQL side can tell which database it migrated) and,
+//! once retired, its tombstone.
 //!
 //! # The contract
 //! - **Who may open a database for use**: [`KvDb::open`] only. It creates a
@@ -46,6 +48,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const TOMBSTONED_FORMAT: u32 = 0x7001_0000;
 
 const FORMAT_KEY: &[u8] = b"format";
+const IDENTITY_KEY: &[u8] = b"identity";
 const TOMBSTONE_KEY: &[u8] = b"tombstone";
 const MARK_RECORD_V1: u8 = 1;
 
@@ -205,6 +208,23 @@ fn read_status(db: &sled::Db, path: &Path) -> Result<Status> {
     }
 }
 
+fn read_identity(db: &sled::Db) -> Result<Option<[u8; 16]>> {
+    Ok(db
+        .open_tree(META_TREE)?
+        .get(IDENTITY_KEY)?
+        .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()))
+}
+
+/// The identity of the database at `path`, without changing it; `None`
+/// when there is no database (or it has no identity).
+pub fn identity(path: impl AsRef<Path>) -> Result<Option<[u8; 16]>> {
+    let path = path.as_ref();
+    if !path.join("conf").is_file() {
+        return Ok(None);
+    }
+    read_identity(&open_sled(path, &KvOptions::default())?)
+}
+
 /// A key-value database open for use: checked, at the current format.
 #[derive(Clone)]
 pub struct KvDb {
@@ -231,9 +251,11 @@ impl KvDb {
         let db = open_sled(&path, opts)?;
         let kv = KvDb { db, path };
         if read_status(&kv.db, &kv.path)? == Status::Empty {
-            kv.db
-                .open_tree(META_TREE)?
-                .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            let meta = kv.db.open_tree(META_TREE)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+            batch.insert(IDENTITY_KEY, &rand::random::<[u8; 16]>());
+            meta.apply_batch(batch)?;
             kv.db.flush()?;
         }
         kv.check()?;
@@ -263,6 +285,11 @@ impl KvDb {
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The random identity written when the database was created.
+    pub fn identity(&self) -> Result<Option<[u8; 16]>> {
+        read_identity(&self.db)
     }
 
     /// Opens (creating if needed) a store's tree.
@@ -371,6 +398,11 @@ impl MigrationSource {
     /// Whether the database was live or retired when opened.
     pub fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// The random identity written when the database was created.
+    pub fn identity(&self) -> Result<Option<[u8; 16]>> {
+        read_identity(&self.db)
     }
 
     /// A store's tree for reading; `None` when the store has no tree (it
