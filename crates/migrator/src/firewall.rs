@@ -16,15 +16,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sea_query::{Alias, Expr, ExprTrait, JoinType, Order, Query};
+use sea_query::{Expr, ExprTrait, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
-use store_firewall::kv::{
-    FEATURE_KV_STORE, GLOBAL, PERM, PRIVACY_TREE, PSEUDO_TO_REAL, REAL_TO_PSEUDO, RULES_TREE,
-    SESSION_KV_STORE, TEMP, decode_privacy, decode_value,
-};
-use store_firewall::path;
-use store_firewall::sql::name_id;
-use store_firewall::sql::schema::{Features, Kvstores, PrivacyPairs, Rules};
+use store_firewall::KvEntry;
+use store_firewall::kv::{PRIVACY_TREE, RULES_TREE, parse_entry, parse_pair};
+use store_firewall::sql::schema::{Kvstores, PrivacyPairs, Rules};
+use store_firewall::sql::{load_entries, load_pairs, name_id};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::{MigrationSource, ReadTree};
@@ -45,115 +42,23 @@ pub struct FirewallReport {
     pub privacy_pairs_skipped: u64,
 }
 
-/// One kv-store entry as the key-value layout holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    perm: bool,
-    rule: String,
-    group: Option<SessionId>,
-    feature: Option<String>,
-    key: String,
-    value: Vec<u8>,
-}
-
-fn layout(tree: &'static str, key: &[u8], reason: impl Into<String>) -> Error {
-    let at = path::decode(key).map_or_else(|_| format!("0x{}", hex::encode(key)), |p| p.display());
-    Error::Layout {
-        tree,
-        path: at,
-        reason: reason.into(),
-    }
-}
-
-fn utf8(tree: &'static str, key: &[u8], what: &str, bytes: Vec<u8>) -> Result<String, Error> {
-    String::from_utf8(bytes).map_err(|_| layout(tree, key, format!("the {what} is not UTF-8")))
-}
-
-/// Parses one key of the rules tree, checking the layout.
-fn parse_entry(key: &[u8], raw: &[u8]) -> Result<Entry, Error> {
-    let p = path::decode(key).map_err(|e| layout(RULES_TREE, key, e))?;
-    let b = &p.buckets;
-    let perm = match b.first().map(Vec::as_slice) {
-        Some(PERM) => true,
-        Some(TEMP) => false,
-        _ => {
-            return Err(layout(
-                RULES_TREE,
-                key,
-                "expected a perm or temp bucket at the top",
-            ));
-        }
-    };
-    if b.len() < 3 {
-        return Err(layout(
-            RULES_TREE,
-            key,
-            "a value where only buckets are allowed",
-        ));
-    }
-    let rule = utf8(RULES_TREE, key, "rule name", b[1].clone())?;
-    let (group, feature) = match (b[2].as_slice(), b.len()) {
-        (GLOBAL, 3) => (None, None),
-        (GLOBAL, _) => {
-            return Err(layout(
-                RULES_TREE,
-                key,
-                "a nested bucket inside a global store",
-            ));
-        }
-        (SESSION_KV_STORE, 4) | (SESSION_KV_STORE, 6) => {
-            let group: [u8; 4] = b[3].as_slice().try_into().map_err(|_| {
-                layout(
-                    RULES_TREE,
-                    key,
-                    "a group bucket whose name is not a 4-byte id",
-                )
-            })?;
-            if b.len() == 4 {
-                (Some(SessionId(group)), None)
-            } else if b[4] == FEATURE_KV_STORE {
-                (
-                    Some(SessionId(group)),
-                    Some(utf8(RULES_TREE, key, "feature name", b[5].clone())?),
-                )
-            } else {
-                return Err(layout(
-                    RULES_TREE,
-                    key,
-                    "an unexpected bucket inside a group store",
-                ));
-            }
-        }
-        (SESSION_KV_STORE, _) => {
-            return Err(layout(
-                RULES_TREE,
-                key,
-                "an unexpected bucket depth under session-kv-store",
-            ));
-        }
-        _ => {
-            return Err(layout(
-                RULES_TREE,
-                key,
-                "an unexpected bucket under a rule (only global and session-kv-store)",
-            ));
-        }
-    };
-    Ok(Entry {
-        perm,
-        rule,
-        group,
-        feature,
-        key: utf8(RULES_TREE, key, "entry key", p.key)?,
-        value: decode_value(key, raw).map_err(|e| Error::Decode {
-            tree: RULES_TREE,
+fn parse_error(tree: &'static str, key: &[u8], e: store_firewall::kv::ParseError) -> Error {
+    if e.decode {
+        Error::Decode {
+            tree,
             key: hex::encode(key),
             reason: e.to_string(),
-        })?,
-    })
+        }
+    } else {
+        Error::Layout {
+            tree,
+            path: e.path,
+            reason: e.reason,
+        }
+    }
 }
 
-fn read_entries(tree: ReadTree, chunk_size: usize, out: Sink<Vec<Entry>>) {
+fn read_entries(tree: ReadTree, chunk_size: usize, out: Sink<Vec<KvEntry>>) {
     let mut chunk = Vec::with_capacity(chunk_size);
     for item in tree.iter() {
         let (key, value) = match item {
@@ -162,7 +67,7 @@ fn read_entries(tree: ReadTree, chunk_size: usize, out: Sink<Vec<Entry>>) {
         };
         match parse_entry(&key, &value) {
             Ok(e) => chunk.push(e),
-            Err(e) => return out.fail(e),
+            Err(e) => return out.fail(parse_error(RULES_TREE, &key, e)),
         }
         if chunk.len() == chunk_size && !out.send(std::mem::take(&mut chunk)) {
             return;
@@ -219,47 +124,6 @@ impl OpenGroup {
     }
 }
 
-/// One key of the privacy tree: group, direction (true: real to pseudo),
-/// from, to.
-fn parse_pair(key: &[u8], raw: &[u8]) -> Result<(SessionId, bool, String, String), Error> {
-    let p = path::decode(key).map_err(|e| layout(PRIVACY_TREE, key, e))?;
-    if p.buckets.len() != 2 {
-        return Err(layout(
-            PRIVACY_TREE,
-            key,
-            "expected <group>/<direction>/<value>",
-        ));
-    }
-    let group: [u8; 4] = p.buckets[0].as_slice().try_into().map_err(|_| {
-        layout(
-            PRIVACY_TREE,
-            key,
-            "a group bucket whose name is not a 4-byte id",
-        )
-    })?;
-    let forward = match p.buckets[1].as_slice() {
-        REAL_TO_PSEUDO => true,
-        PSEUDO_TO_REAL => false,
-        _ => {
-            return Err(layout(
-                PRIVACY_TREE,
-                key,
-                "an unexpected bucket (only real-to-pseudo and pseudo-to-real)",
-            ));
-        }
-    };
-    let from = utf8(PRIVACY_TREE, key, "value", p.key)?;
-    let to = decode_privacy(key, raw).map_err(|e| Error::Decode {
-        tree: PRIVACY_TREE,
-        key: hex::encode(key),
-        reason: e.to_string(),
-    })?;
-    if from.is_empty() || to.is_empty() {
-        return Err(layout(PRIVACY_TREE, key, "an empty privacy value"));
-    }
-    Ok((SessionId(group), forward, from, to))
-}
-
 /// Streams whole groups (the tree's key order keeps a group together),
 /// about `chunk_size` pairs per chunk.
 fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
@@ -273,7 +137,7 @@ fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
         };
         let (group, forward, from, to) = match parse_pair(&key, &raw) {
             Ok(p) => p,
-            Err(e) => return out.fail(e),
+            Err(e) => return out.fail(parse_error(PRIVACY_TREE, &key, e)),
         };
         if open.as_ref().is_none_or(|g| g.group != group) {
             if let Some(done) = open.take() {
@@ -479,7 +343,7 @@ impl Names {
 
 async fn write_entries(
     tx: &mut dyn Tx,
-    chunk: &[Entry],
+    chunk: &[KvEntry],
     names: &mut Names,
     next_id: &mut i64,
     report: &mut FirewallReport,
@@ -536,74 +400,25 @@ async fn write_entries(
 
 async fn verify_entries(
     tx: &mut dyn Tx,
-    written: &[&Entry],
+    written: &[&KvEntry],
     first: i64,
     last: i64,
 ) -> Result<(), Error> {
-    let (k, r, g, f) = (
-        Alias::new("k"),
-        Alias::new("r"),
-        Alias::new("g"),
-        Alias::new("f"),
-    );
-    let rows = tx
-        .query(
-            &Query::select()
-                .column((k.clone(), Kvstores::Perm))
-                .column((r.clone(), Rules::Name))
-                .column((g.clone(), Sessions::Alias))
-                .column((f.clone(), Features::Name))
-                .column((k.clone(), Kvstores::EntryKey))
-                .column((k.clone(), Kvstores::Value))
-                .from_as(Kvstores::Table, k.clone())
-                .join_as(
-                    JoinType::InnerJoin,
-                    Rules::Table,
-                    r.clone(),
-                    Expr::col((r.clone(), Rules::Id)).equals((k.clone(), Kvstores::RuleId)),
-                )
-                .join_as(
-                    JoinType::LeftJoin,
-                    Sessions::Table,
-                    g.clone(),
-                    Expr::col((g.clone(), Sessions::Id)).equals((k.clone(), Kvstores::GroupId)),
-                )
-                .join_as(
-                    JoinType::LeftJoin,
-                    Features::Table,
-                    f.clone(),
-                    Expr::col((f.clone(), Features::Id)).equals((k.clone(), Kvstores::FeatureId)),
-                )
-                .and_where(Expr::col((k.clone(), Kvstores::Id)).between(first, last))
-                .order_by((k, Kvstores::Id), Order::Asc)
-                .to_owned(),
-        )
-        .await?;
-    if rows.len() != written.len() {
+    let read = load_entries(tx, Some((first, last)))
+        .await
+        .map_err(|e| Error::Invalid {
+            record: format!("kv-store entries {first}..={last} read back"),
+            reason: e.to_string(),
+        })?;
+    if read.len() != written.len() {
         return Err(Error::Mismatch {
             record: format!("kv-store entries {first}..={last}"),
-            diff: format!("  {} written, {} read back", written.len(), rows.len()),
+            diff: format!("  {} written, {} read back", written.len(), read.len()),
         });
     }
-    for (kv, row) in written.iter().zip(&rows) {
-        let group = row
-            .opt_bytes(2)?
-            .map(|b| b.as_slice().try_into().map(SessionId))
-            .transpose()
-            .map_err(|_| Error::Invalid {
-                record: "a session".into(),
-                reason: "alias is not 4 bytes".into(),
-            })?;
-        let sql = Entry {
-            perm: row.bool(0)?,
-            rule: row.text(1)?,
-            group,
-            feature: row.opt_text(3)?,
-            key: row.text(4)?,
-            // An empty value equals an absent one.
-            value: row.bytes_or_empty(5)?,
-        };
-        if **kv != sql {
+    // An empty value equals an absent one: the loader reads both as empty.
+    for (kv, sql) in written.iter().zip(&read) {
+        if *kv != sql {
             let mut d = crate::diff::Diff::default();
             d.field("perm", &kv.perm, &sql.perm);
             d.field("rule", &kv.rule, &sql.rule);
@@ -654,28 +469,21 @@ async fn write_pairs(
         return Ok(());
     }
     // Read back every kept group's pairs in one query and compare per group.
-    let read = tx
-        .query(
-            &Query::select()
-                .columns([
-                    PrivacyPairs::GroupId,
-                    PrivacyPairs::RealVal,
-                    PrivacyPairs::PseudoVal,
-                ])
-                .from(PrivacyPairs::Table)
-                .and_where(Expr::col(PrivacyPairs::GroupId).is_in(kept.iter().map(|(gid, _)| *gid)))
-                .to_owned(),
-        )
-        .await?;
-    let mut by_group: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
-    for r in &read {
+    let read = load_pairs(tx, Some(kept.iter().map(|(gid, _)| *gid).collect()))
+        .await
+        .map_err(|e| Error::Invalid {
+            record: "privacy pairs read back".into(),
+            reason: e.to_string(),
+        })?;
+    let mut by_group: HashMap<SessionId, BTreeMap<String, String>> = HashMap::new();
+    for p in read {
         by_group
-            .entry(r.i64(0)?)
+            .entry(p.group)
             .or_default()
-            .insert(r.text(1)?, r.text(2)?);
+            .insert(p.real, p.pseudo);
     }
-    for (gid, g) in &kept {
-        let sql = by_group.remove(gid).unwrap_or_default();
+    for (_, g) in &kept {
+        let sql = by_group.remove(&g.group).unwrap_or_default();
         if sql != g.pairs {
             let mut d = crate::diff::Diff::default();
             d.map("pairs", &g.pairs, &sql);

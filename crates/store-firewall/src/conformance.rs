@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 
 use store_sessions::{NewSession, SessionId, SessionType};
 
-use crate::{Error, Namespace, Scope, Store, update_kv, update_privacy, view_kv, view_privacy};
+use crate::{
+    Error, KvEntry, Namespace, PrivacyPair, Scope, Store, update_kv, update_privacy, view_kv,
+    view_privacy,
+};
 
 /// The stores one suite function works on.
 pub struct Stores {
@@ -46,6 +49,7 @@ macro_rules! conformance_tests {
             privacy_calls_on_an_unknown_group_fail,
             a_missing_privacy_value_is_no_such_key,
             a_failing_privacy_update_rolls_back,
+            listings_show_every_entry_and_pair_in_order,
         );
     };
 }
@@ -473,4 +477,72 @@ pub async fn a_failing_privacy_update_rolls_back(st: &Stores) {
     .await
     .unwrap();
     assert!(all.is_empty(), "{all:?}");
+}
+
+/// The listings show every entry of every namespace and every pair, in
+/// their canonical order; deleted entries are gone from them.
+pub async fn listings_show_every_entry_and_pair_in_order(st: &Stores) {
+    assert!(st.firewall.kv_entries().await.unwrap().is_empty());
+    let g = group(st).await;
+    set(
+        st,
+        &Namespace::new("r2", g, "feat"),
+        Scope::LocalTemp,
+        "k2",
+        b"4",
+    )
+    .await;
+    set(st, &Namespace::new("r1", g, ""), Scope::Local, "k1", b"2").await;
+    set(st, &Namespace::new("r1", g, ""), Scope::Global, "k1", b"").await;
+    set(
+        st,
+        &Namespace::new("r1", g, ""),
+        Scope::Global,
+        "gone",
+        b"x",
+    )
+    .await;
+    update_kv(&*st.firewall, Namespace::new("r1", g, ""), |tx| {
+        Box::pin(async move { tx.del(Scope::Global, "gone").await })
+    })
+    .await
+    .unwrap();
+    let entry = |perm,
+                 rule: &str,
+                 group: Option<SessionId>,
+                 feature: Option<&str>,
+                 key: &str,
+                 value: &[u8]| KvEntry {
+        perm,
+        rule: rule.into(),
+        group,
+        feature: feature.map(str::to_owned),
+        key: key.into(),
+        value: value.to_vec(),
+    };
+    assert_eq!(
+        st.firewall.kv_entries().await.unwrap(),
+        vec![
+            entry(false, "r2", Some(g), Some("feat"), "k2", b"4"),
+            entry(true, "r1", None, None, "k1", b""),
+            entry(true, "r1", Some(g), None, "k1", b"2"),
+        ]
+    );
+    update_privacy(&*st.firewall, g, |tx| {
+        Box::pin(async move {
+            tx.new_pair("b-real", "p1").await?;
+            tx.new_pair("a-real", "p2").await
+        })
+    })
+    .await
+    .unwrap();
+    let pair = |real: &str, pseudo: &str| PrivacyPair {
+        group: g,
+        real: real.into(),
+        pseudo: pseudo.into(),
+    };
+    assert_eq!(
+        st.firewall.privacy_pairs().await.unwrap(),
+        vec![pair("a-real", "p2"), pair("b-real", "p1")]
+    );
 }

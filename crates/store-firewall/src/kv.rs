@@ -26,7 +26,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tombstone::KvDb;
 
 use crate::{
-    Error, KvTx, Mode, Namespace, PrivacyTx, Result, Scope, Store, check_pair, invalid, path,
+    Error, KvEntry, KvTx, Mode, Namespace, PrivacyPair, PrivacyTx, Result, Scope, Store,
+    check_pair, invalid, path,
 };
 
 /// The rule kv-stores tree.
@@ -150,6 +151,156 @@ fn encode_privacy(value: &str) -> Result<Vec<u8>> {
     .map_err(|e| invalid("privacy value", "value", e.to_string()))
 }
 
+/// Why a key of the firewall trees could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// Where: the bucket path and key (see [`path::Path::display`]).
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+    /// True when the layout is fine but the value did not decode.
+    pub decode: bool,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+fn layout(key: &[u8], reason: impl Into<String>) -> ParseError {
+    ParseError {
+        path: path::decode(key).map_or_else(|_| format!("0x{}", hex::encode(key)), |p| p.display()),
+        reason: reason.into(),
+        decode: false,
+    }
+}
+
+fn utf8(key: &[u8], what: &str, bytes: Vec<u8>) -> std::result::Result<String, ParseError> {
+    String::from_utf8(bytes).map_err(|_| layout(key, format!("the {what} is not UTF-8")))
+}
+
+/// Reads one entry of the rules tree, checking the reference's layout
+/// strictly: under `perm`/`temp` only rule buckets; under a rule only
+/// `global` and `session-kv-store`; under a group only entries and
+/// `feature-kv-store`; under that only feature buckets of entries.
+pub fn parse_entry(key: &[u8], raw: &[u8]) -> std::result::Result<KvEntry, ParseError> {
+    let p = path::decode(key).map_err(|e| layout(key, e))?;
+    let b = &p.buckets;
+    let perm = match b.first().map(Vec::as_slice) {
+        Some(PERM) => true,
+        Some(TEMP) => false,
+        _ => return Err(layout(key, "expected a perm or temp bucket at the top")),
+    };
+    if b.len() < 3 {
+        return Err(layout(key, "a value where only buckets are allowed"));
+    }
+    let rule = utf8(key, "rule name", b[1].clone())?;
+    let (group, feature) = match (b[2].as_slice(), b.len()) {
+        (GLOBAL, 3) => (None, None),
+        (GLOBAL, _) => return Err(layout(key, "a nested bucket inside a global store")),
+        (SESSION_KV_STORE, 4) | (SESSION_KV_STORE, 6) => {
+            let group: [u8; 4] = b[3]
+                .as_slice()
+                .try_into()
+                .map_err(|_| layout(key, "a group bucket whose name is not a 4-byte id"))?;
+            if b.len() == 4 {
+                (Some(SessionId(group)), None)
+            } else if b[4] == FEATURE_KV_STORE {
+                (
+                    Some(SessionId(group)),
+                    Some(utf8(key, "feature name", b[5].clone())?),
+                )
+            } else {
+                return Err(layout(key, "an unexpected bucket inside a group store"));
+            }
+        }
+        (SESSION_KV_STORE, _) => {
+            return Err(layout(
+                key,
+                "an unexpected bucket depth under session-kv-store",
+            ));
+        }
+        _ => {
+            return Err(layout(
+                key,
+                "an unexpected bucket under a rule (only global and session-kv-store)",
+            ));
+        }
+    };
+    let entry_key = utf8(key, "entry key", p.key)?;
+    let value = decode_value(key, raw).map_err(|e| ParseError {
+        decode: true,
+        ..layout(key, e.to_string())
+    })?;
+    Ok(KvEntry {
+        perm,
+        rule,
+        group,
+        feature,
+        key: entry_key,
+        value,
+    })
+}
+
+/// One key of the privacy tree: the group, the direction (true: real to
+/// pseudo), and the two values; empty values are refused.
+pub fn parse_pair(
+    key: &[u8],
+    raw: &[u8],
+) -> std::result::Result<(SessionId, bool, String, String), ParseError> {
+    let p = path::decode(key).map_err(|e| layout(key, e))?;
+    if p.buckets.len() != 2 {
+        return Err(layout(key, "expected <group>/<direction>/<value>"));
+    }
+    let group: [u8; 4] = p.buckets[0]
+        .as_slice()
+        .try_into()
+        .map_err(|_| layout(key, "a group bucket whose name is not a 4-byte id"))?;
+    let forward = match p.buckets[1].as_slice() {
+        REAL_TO_PSEUDO => true,
+        PSEUDO_TO_REAL => false,
+        _ => {
+            return Err(layout(
+                key,
+                "an unexpected bucket (only real-to-pseudo and pseudo-to-real)",
+            ));
+        }
+    };
+    let from = utf8(key, "value", p.key)?;
+    let to = decode_privacy(key, raw).map_err(|e| ParseError {
+        decode: true,
+        ..layout(key, e.to_string())
+    })?;
+    if from.is_empty() || to.is_empty() {
+        return Err(layout(key, "an empty privacy value"));
+    }
+    Ok((SessionId(group), forward, from, to))
+}
+
+/// The sled key of an entry.
+pub fn entry_sled_key(e: &KvEntry) -> Result<Vec<u8>> {
+    let ns = Namespace::new(
+        e.rule.clone(),
+        e.group.unwrap_or(SessionId([0; 4])),
+        e.feature.clone().unwrap_or_default(),
+    );
+    let scope = match (e.perm, e.group.is_some()) {
+        (true, false) => Scope::Global,
+        (false, false) => Scope::GlobalTemp,
+        (true, true) => Scope::Local,
+        (false, true) => Scope::LocalTemp,
+    };
+    if e.group.is_none() && e.feature.is_some() {
+        return Err(invalid(
+            format!("kv entry {:?} of rule {:?}", e.key, e.rule),
+            "feature",
+            "a feature store needs a group",
+        ));
+    }
+    entry_key(&ns, scope, &e.key)
+}
+
 /// The firewall store on sled.
 #[derive(Clone)]
 pub struct KvStore {
@@ -229,6 +380,32 @@ impl KvStore {
             Ok(())
         })
         .await
+    }
+
+    /// Writes an entry as it is, without checking its group. For restoring
+    /// a dump and for building test databases.
+    pub async fn import_entry(&self, entry: KvEntry) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let mut writes = BTreeMap::new();
+        writes.insert(entry_sled_key(&entry)?, Some(encode_value(&entry.value)?));
+        self.apply(&self.rules, writes).await
+    }
+
+    /// Writes a pair (both directions) as it is, without checking its group
+    /// or uniqueness. For restoring a dump and for building test databases.
+    pub async fn import_pair(&self, pair: PrivacyPair) -> Result<()> {
+        check_pair(&pair.real, &pair.pseudo)?;
+        let _guard = self.write.lock().await;
+        let mut writes = BTreeMap::new();
+        writes.insert(
+            privacy_key(pair.group, REAL_TO_PSEUDO, &pair.real),
+            Some(encode_privacy(&pair.pseudo)?),
+        );
+        writes.insert(
+            privacy_key(pair.group, PSEUDO_TO_REAL, &pair.pseudo),
+            Some(encode_privacy(&pair.real)?),
+        );
+        self.apply(&self.privacy, writes).await
     }
 
     async fn guard(&self, mode: Mode) -> Option<OwnedMutexGuard<()>> {
@@ -447,6 +624,53 @@ impl Store for KvStore {
             known: false,
             writes: BTreeMap::new(),
         }))
+    }
+
+    async fn kv_entries(&self) -> Result<Vec<KvEntry>> {
+        let rules = self.rules.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for item in rules.iter() {
+                let (k, v) = item?;
+                out.push(parse_entry(&k, &v).map_err(|e| {
+                    invalid(
+                        format!("tree {RULES_TREE} at {}", e.path),
+                        "entry",
+                        e.reason,
+                    )
+                })?);
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn privacy_pairs(&self) -> Result<Vec<PrivacyPair>> {
+        let privacy = self.privacy.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for item in privacy.iter() {
+                let (k, v) = item?;
+                let (group, forward, from, to) = parse_pair(&k, &v).map_err(|e| {
+                    invalid(
+                        format!("tree {PRIVACY_TREE} at {}", e.path),
+                        "pair",
+                        e.reason,
+                    )
+                })?;
+                if forward {
+                    out.push(PrivacyPair {
+                        group,
+                        real: from,
+                        pseudo: to,
+                    });
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
     }
 
     async fn delete_temp_kv_stores(&self) -> Result<()> {

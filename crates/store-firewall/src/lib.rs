@@ -194,6 +194,35 @@ impl Namespace {
     }
 }
 
+/// One kv-store entry with its whole namespace, as listings, dumps and the
+/// migration see it. Ordered by permanence, rule, group, feature, key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KvEntry {
+    /// False for a temporary store.
+    pub perm: bool,
+    /// The rule.
+    pub rule: String,
+    /// The group; `None` for the rule's global store.
+    pub group: Option<SessionId>,
+    /// The feature; `None` for a group-level or global store.
+    pub feature: Option<String>,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// One privacy pair with its group. Ordered by group, then real value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PrivacyPair {
+    /// The session group.
+    pub group: SessionId,
+    /// The real value.
+    pub real: String,
+    /// The pseudo value.
+    pub pseudo: String,
+}
+
 /// Whether a transaction may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -263,6 +292,12 @@ pub trait Store: std::fmt::Debug + Send + Sync {
     /// Wipes every temporary kv-store (`GlobalTemp` and `LocalTemp` of every
     /// rule, group and feature). Idempotent.
     async fn delete_temp_kv_stores(&self) -> Result<()>;
+
+    /// Every kv-store entry of every namespace, in [`KvEntry`] order.
+    async fn kv_entries(&self) -> Result<Vec<KvEntry>>;
+
+    /// Every privacy pair of every group, in [`PrivacyPair`] order.
+    async fn privacy_pairs(&self) -> Result<Vec<PrivacyPair>>;
 }
 
 /// Runs `f` in a read-write kv-store transaction; commits iff it returns `Ok`.

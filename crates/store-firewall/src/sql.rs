@@ -11,12 +11,17 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sea_query::{ConditionalStatement, Expr, ExprTrait, OnConflict, Query, SimpleExpr};
+use sea_query::{
+    Alias, ConditionalStatement, Expr, ExprTrait, JoinType, OnConflict, Order, Query, SimpleExpr,
+};
 use sqldb::{Db, Tx, TxExt, TxMode};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 
-use crate::{Error, KvTx, Mode, Namespace, PrivacyTx, Result, Scope, Store, check_pair};
+use crate::{
+    Error, KvEntry, KvTx, Mode, Namespace, PrivacyPair, PrivacyTx, Result, Scope, Store,
+    check_pair, invalid,
+};
 
 /// The firewall tables of schema steps 3 and 4. Their names never change.
 pub mod schema {
@@ -449,8 +454,120 @@ impl PrivacyTx for SqlPrivacyTx {
     }
 }
 
+fn alias_of(record: &str, bytes: Vec<u8>) -> Result<SessionId> {
+    let b: [u8; 4] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| invalid(record, "group", "alias is not 4 bytes"))?;
+    Ok(SessionId(b))
+}
+
+/// Loads kv-store entries with their names resolved, in SQL id order;
+/// `ids` limits it to SQL ids in that inclusive range. An empty value and
+/// an absent one read the same. Shared by the listing and the migrator's
+/// read-back.
+pub async fn load_entries(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<Vec<KvEntry>> {
+    let (k, r, g, f) = (
+        Alias::new("k"),
+        Alias::new("r"),
+        Alias::new("g"),
+        Alias::new("f"),
+    );
+    let mut select = Query::select();
+    select
+        .column((k.clone(), Kvstores::Perm))
+        .column((r.clone(), Rules::Name))
+        .column((g.clone(), Sessions::Alias))
+        .column((f.clone(), Features::Name))
+        .column((k.clone(), Kvstores::EntryKey))
+        .column((k.clone(), Kvstores::Value))
+        .from_as(Kvstores::Table, k.clone())
+        .join_as(
+            JoinType::InnerJoin,
+            Rules::Table,
+            r.clone(),
+            Expr::col((r.clone(), Rules::Id)).equals((k.clone(), Kvstores::RuleId)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            Sessions::Table,
+            g.clone(),
+            Expr::col((g.clone(), Sessions::Id)).equals((k.clone(), Kvstores::GroupId)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            Features::Table,
+            f.clone(),
+            Expr::col((f.clone(), Features::Id)).equals((k.clone(), Kvstores::FeatureId)),
+        )
+        .order_by((k.clone(), Kvstores::Id), Order::Asc);
+    if let Some((lo, hi)) = ids {
+        select.and_where(Expr::col((k, Kvstores::Id)).between(lo, hi));
+    }
+    let rows = tx.query(&select).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(KvEntry {
+                perm: row.bool(0)?,
+                rule: row.text(1)?,
+                group: row
+                    .opt_bytes(2)?
+                    .map(|b| alias_of("a kv-store entry", b))
+                    .transpose()?,
+                feature: row.opt_text(3)?,
+                key: row.text(4)?,
+                value: row.bytes_or_empty(5)?,
+            })
+        })
+        .collect()
+}
+
+/// Loads the privacy pairs of the groups with these SQL ids (all groups for
+/// `None`), with their group ids.
+pub async fn load_pairs(tx: &mut dyn Tx, groups: Option<Vec<i64>>) -> Result<Vec<PrivacyPair>> {
+    let (p, g) = (Alias::new("p"), Alias::new("g"));
+    let mut select = Query::select();
+    select
+        .column((g.clone(), Sessions::Alias))
+        .column((p.clone(), PrivacyPairs::RealVal))
+        .column((p.clone(), PrivacyPairs::PseudoVal))
+        .from_as(PrivacyPairs::Table, p.clone())
+        .join_as(
+            JoinType::InnerJoin,
+            Sessions::Table,
+            g.clone(),
+            Expr::col((g, Sessions::Id)).equals((p.clone(), PrivacyPairs::GroupId)),
+        );
+    if let Some(ids) = groups {
+        select.and_where(Expr::col((p, PrivacyPairs::GroupId)).is_in(ids));
+    }
+    let rows = tx.query(&select).await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(PrivacyPair {
+                group: alias_of("a privacy pair", r.bytes(0)?)?,
+                real: r.text(1)?,
+                pseudo: r.text(2)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    out.sort();
+    Ok(out)
+}
+
 #[async_trait]
 impl Store for SqlStore {
+    async fn kv_entries(&self) -> Result<Vec<KvEntry>> {
+        let mut all = self.db.read(|tx| Box::pin(load_entries(tx, None))).await?;
+        all.sort();
+        Ok(all)
+    }
+
+    async fn privacy_pairs(&self) -> Result<Vec<PrivacyPair>> {
+        self.db.read(|tx| Box::pin(load_pairs(tx, None))).await
+    }
+
     async fn begin_kv(&self, ns: Namespace, mode: Mode) -> Result<Box<dyn KvTx>> {
         let tx = self.db.begin(tx_mode(mode)).await?;
         Ok(Box::new(SqlKvTx { tx, ns, mode }))
