@@ -37,8 +37,9 @@
     reason = "a panic in a storage library is a bug; errors are values"
 )]
 
+use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -46,18 +47,20 @@ use chrono::Utc;
 use sqldb::migrate::{CodeStep, MigrateError, Migrator};
 use sqldb::schema::KV_TO_SQL_VERSION;
 use sqldb::{BoxError, Db, DbError, Tx};
-use tombstone::{KvOptions, Mark, MigrationSource};
+use tombstone::{KvOptions, Mark, MigrationSource, Status};
 
 mod accounts;
 mod actions;
 mod diff;
 mod feed;
 mod firewall;
+mod record;
 mod sessions;
 
 pub use accounts::AccountsReport;
 pub use actions::ActionsReport;
 pub use firewall::FirewallReport;
+pub use record::{MigrationRecord, records};
 pub use sessions::SessionsReport;
 
 /// Why a migration failed.
@@ -120,14 +123,21 @@ pub enum Error {
     /// The schema runner refused or failed outside the code step.
     #[error(transparent)]
     Schema(MigrateError),
-    /// The data committed but the tombstone could not be written; the SQL
-    /// database is authoritative and the caller must retry the mark.
-    #[error("migrated into {target}, but the key-value database could not be tombstoned: {source}")]
-    TombstonePending {
-        /// The SQL target.
-        target: String,
-        /// Why the mark failed.
-        source: tombstone::Error,
+    /// The key-value database was already migrated into another SQL
+    /// database; migrating it again would fork the node's data.
+    #[error(
+        "the key-value database {path} was already migrated into {target} on {when}; \
+         migrating it into {here} as well would fork the data (force it only if {target} is lost)",
+        target = .mark.target,
+        when = .mark.marked_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )]
+    MigratedElsewhere {
+        /// The key-value database.
+        path: String,
+        /// Its tombstone.
+        mark: Mark,
+        /// The SQL database this run was asked to fill.
+        here: String,
     },
 }
 
@@ -148,6 +158,23 @@ pub trait Progress: Send + Sync {
     fn progress(&self, event: ProgressEvent) -> Result<(), BoxError>;
 }
 
+/// Writes the tombstone after the commit. The default is
+/// [`tombstone::mark`]; tests substitute one that fails.
+pub trait MarkWriter: fmt::Debug + Send + Sync {
+    /// Retires the key-value database at `path`.
+    fn mark(&self, path: &Path, mark: &Mark) -> Result<(), tombstone::Error>;
+}
+
+/// [`tombstone::mark`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TombstoneMark;
+
+impl MarkWriter for TombstoneMark {
+    fn mark(&self, path: &Path, mark: &Mark) -> Result<(), tombstone::Error> {
+        tombstone::mark(path, mark)
+    }
+}
+
 /// Settings of a migration.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -155,6 +182,15 @@ pub struct Options {
     pub chunk_size: usize,
     /// How sled is opened (cache size).
     pub kv: KvOptions,
+    /// Migrate and verify inside a transaction, then roll everything back
+    /// and mark nothing.
+    pub dry_run: bool,
+    /// Migrate a key-value database whose tombstone names another SQL
+    /// target (that target was lost). Off by default: see
+    /// [`Error::MigratedElsewhere`].
+    pub force: bool,
+    /// Who writes the tombstone.
+    pub marker: Arc<dyn MarkWriter>,
 }
 
 impl Default for Options {
@@ -162,6 +198,9 @@ impl Default for Options {
         Options {
             chunk_size: 512,
             kv: KvOptions::default(),
+            dry_run: false,
+            force: false,
+            marker: Arc::new(TombstoneMark),
         }
     }
 }
@@ -181,22 +220,59 @@ pub struct Report {
     pub duration: Duration,
 }
 
+impl Report {
+    /// The counts, one `store kind=count` line per store.
+    pub fn summary(&self) -> String {
+        let a = &self.accounts;
+        let s = &self.sessions;
+        let f = &self.firewall;
+        let x = &self.actions;
+        format!(
+            "accounts accounts={} invoices={} payments={} last_indexes={}\n\
+             sessions sessions={} duplicates_dropped={} account_links_dropped={}\n\
+             firewall kv_entries={} kv_entries_skipped={} privacy_pairs={} privacy_pairs_skipped={}\n\
+             actions actions={} session_links_dropped={} account_links_dropped={}",
+            a.accounts,
+            a.invoices,
+            a.payments,
+            u8::from(a.last_indexes.is_some()) * 2,
+            s.sessions,
+            s.duplicates_dropped,
+            s.account_links_dropped,
+            f.kv_entries,
+            f.kv_entries_skipped,
+            f.privacy_pairs,
+            f.privacy_pairs_skipped,
+            x.actions,
+            x.session_links_dropped,
+            x.account_links_dropped,
+        )
+    }
+}
+
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// The report, or `None` when the SQL database had the step already and
     /// nothing was migrated.
     pub report: Option<Report>,
-    /// The schema steps this run applied (versions).
+    /// The schema steps this run applied (versions); for a dry run, the
+    /// steps it would apply.
     pub applied_steps: Vec<i64>,
+    /// True for a dry run: nothing was kept.
+    pub dry_run: bool,
     /// The tombstone written, if any.
     pub tombstone: Option<Mark>,
+    /// Why the tombstone could not be written, when it could not: the data
+    /// is committed and the SQL side records the mark as pending, to be
+    /// retried by [`retry_pending_tombstone`].
+    pub tombstone_pending: Option<String>,
 }
 
 /// The key-value to SQL code step. Use it with
 /// [`sqldb::migrate::Migrator::code_step`], or through [`migrate`].
 pub struct KvToSql<'a> {
-    source: &'a MigrationSource,
+    source: Option<&'a MigrationSource>,
     opts: Options,
     progress: Option<&'a dyn Progress>,
     report: Mutex<Option<Report>>,
@@ -206,7 +282,7 @@ pub struct KvToSql<'a> {
 impl std::fmt::Debug for KvToSql<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KvToSql")
-            .field("source", &self.source.path())
+            .field("source", &self.source.map(MigrationSource::path))
             .finish()
     }
 }
@@ -219,9 +295,22 @@ impl<'a> KvToSql<'a> {
         progress: Option<&'a dyn Progress>,
     ) -> Self {
         KvToSql {
-            source,
+            source: Some(source),
             opts,
             progress,
+            report: Mutex::new(None),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The code step of a node that has no key-value database: it migrates
+    /// nothing and records nothing but the (empty) migration record table.
+    /// Never use it when a key-value database may exist.
+    pub fn without_source() -> KvToSql<'static> {
+        KvToSql {
+            source: None,
+            opts: Options::default(),
+            progress: None,
             report: Mutex::new(None),
             error: Mutex::new(None),
         }
@@ -237,22 +326,41 @@ impl<'a> KvToSql<'a> {
         self.error.lock().ok().and_then(|mut e| e.take())
     }
 
-    async fn migrate_all(&self, tx: &mut dyn Tx) -> Result<Report, Error> {
+    async fn migrate_all(&self, tx: &mut dyn Tx) -> Result<Option<Report>, Error> {
+        record::create(tx).await?;
+        let Some(source) = self.source else {
+            return Ok(None);
+        };
         let started = Instant::now();
-        let accounts = accounts::migrate(self.source, tx, &self.opts, self.progress).await?;
+        let accounts = accounts::migrate(source, tx, &self.opts, self.progress).await?;
         // Sessions reference accounts: after them, in the same transaction.
-        let sessions = sessions::migrate(self.source, tx, &self.opts, self.progress).await?;
+        let sessions = sessions::migrate(source, tx, &self.opts, self.progress).await?;
         // Kv-stores and privacy pairs are scoped by session group.
-        let firewall = firewall::migrate(self.source, tx, &self.opts, self.progress).await?;
+        let firewall = firewall::migrate(source, tx, &self.opts, self.progress).await?;
         // Actions link to sessions and accounts: last.
-        let actions = actions::migrate(self.source, tx, &self.opts, self.progress).await?;
-        Ok(Report {
+        let actions = actions::migrate(source, tx, &self.opts, self.progress).await?;
+        let report = Report {
             accounts,
             sessions,
             firewall,
             actions,
             duration: started.elapsed(),
-        })
+        };
+        // In the same transaction as the data: the tombstone is pending
+        // until it is written after the commit.
+        record::insert(
+            tx,
+            &MigrationRecord {
+                source_path: source.path().display().to_string(),
+                source_identity: source.identity()?,
+                migrated_at: sqldb::time::truncate_micros(Utc::now()),
+                nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
+                tombstone_pending: true,
+                summary: report.summary(),
+            },
+        )
+        .await?;
+        Ok(Some(report))
     }
 }
 
@@ -262,7 +370,7 @@ impl CodeStep for KvToSql<'_> {
         match self.migrate_all(tx).await {
             Ok(report) => {
                 if let Ok(mut r) = self.report.lock() {
-                    *r = Some(report);
+                    *r = report;
                 }
                 Ok(())
             }
@@ -281,10 +389,13 @@ impl CodeStep for KvToSql<'_> {
 ///
 /// Applies every schema step; the code step migrates all stores in its one
 /// transaction. When the SQL database already has the step, nothing is
-/// migrated and nothing is marked.
+/// migrated and nothing is marked. With [`Options::dry_run`] everything is
+/// migrated and verified, then rolled back.
 ///
 /// Errors: see [`Error`]. On any error before the commit, nothing changed
-/// in SQL beyond schema steps, and the key-value database is untouched.
+/// in SQL beyond schema steps, and the key-value database is untouched. A
+/// tombstone that cannot be written after the commit is not an error: see
+/// [`Outcome::tombstone_pending`].
 pub async fn migrate(
     kv_path: &Path,
     db: &Db,
@@ -292,11 +403,24 @@ pub async fn migrate(
     progress: Option<&dyn Progress>,
 ) -> Result<Outcome, Error> {
     let source = MigrationSource::open(kv_path, &opts.kv)?;
+    let here = db.describe();
+    if let Status::Tombstoned(mark) = source.status()
+        && mark.target != here
+        && !opts.force
+    {
+        return Err(Error::MigratedElsewhere {
+            path: kv_path.display().to_string(),
+            mark: mark.clone(),
+            here,
+        });
+    }
     let step = KvToSql::new(&source, opts.clone(), progress);
-    let run = Migrator::new()
-        .code_step(KV_TO_SQL_VERSION, &step)
-        .run(db)
-        .await;
+    let migrator = Migrator::new().code_step(KV_TO_SQL_VERSION, &step);
+    let run = if opts.dry_run {
+        migrator.rehearse(db).await
+    } else {
+        migrator.run(db).await
+    };
     let applied_steps = match run {
         Ok(r) => r.applied.iter().map(|s| s.version).collect(),
         Err(e) => {
@@ -313,21 +437,100 @@ pub async fn migrate(
     // sled holds its lock until every handle is gone.
     drop(step);
     drop(source);
-    let mut tombstone = None;
-    if report.is_some() {
-        let target = db.describe();
+    let mut outcome = Outcome {
+        report,
+        applied_steps,
+        dry_run: opts.dry_run,
+        tombstone: None,
+        tombstone_pending: None,
+    };
+    if outcome.report.is_some() && !opts.dry_run {
         let mark = Mark {
             marked_at: Utc::now(),
             nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
-            target: target.clone(),
+            target: here,
         };
-        tombstone::mark(kv_path, &mark)
-            .map_err(|source| Error::TombstonePending { target, source })?;
-        tombstone = Some(mark);
+        match opts.marker.mark(kv_path, &mark) {
+            Ok(()) => {
+                record::clear_pending(db, &kv_path.display().to_string()).await?;
+                outcome.tombstone = Some(mark);
+            }
+            Err(e) => outcome.tombstone_pending = Some(e.to_string()),
+        }
     }
-    Ok(Outcome {
-        report,
-        applied_steps,
-        tombstone,
-    })
+    Ok(outcome)
+}
+
+/// What [`retry_pending_tombstone`] did for one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// The key-value database is now tombstoned.
+    Marked {
+        /// The database.
+        path: String,
+    },
+    /// It still could not be marked; the record stays pending.
+    Failed {
+        /// The database.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database at that path is not the one that was migrated (or is
+    /// gone); it is left alone and the record stays pending.
+    NotTheSource {
+        /// The path.
+        path: String,
+    },
+}
+
+/// Writes every tombstone the SQL side records as pending; see
+/// [`Outcome::tombstone_pending`]. Idempotent.
+pub async fn retry_pending_tombstone(
+    db: &Db,
+    marker: &dyn MarkWriter,
+) -> Result<Vec<Retry>, Error> {
+    let mut out = Vec::new();
+    for r in records(db)
+        .await?
+        .into_iter()
+        .filter(|r| r.tombstone_pending)
+    {
+        let path = Path::new(&r.source_path);
+        let same = match tombstone::identity(path) {
+            Ok(Some(id)) => r.source_identity == Some(id),
+            Ok(None) => false,
+            Err(e) => {
+                out.push(Retry::Failed {
+                    path: r.source_path.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        if !same {
+            out.push(Retry::NotTheSource {
+                path: r.source_path.clone(),
+            });
+            continue;
+        }
+        let mark = Mark {
+            marked_at: r.migrated_at,
+            nodestore_version: r.nodestore_version.clone(),
+            target: db.describe(),
+        };
+        match marker.mark(path, &mark) {
+            Ok(()) => {
+                record::clear_pending(db, &r.source_path).await?;
+                out.push(Retry::Marked {
+                    path: r.source_path.clone(),
+                });
+            }
+            Err(e) => out.push(Retry::Failed {
+                path: r.source_path.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(out)
 }

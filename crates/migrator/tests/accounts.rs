@@ -341,10 +341,23 @@ async fn tombstoned_kv_is_refused_and_rebuilds_a_lost_sql_database(fx: &SqlFixtu
     assert!(matches!(err, tombstone::Error::Tombstoned { .. }), "{err}");
     assert!(err.to_string().contains(&mark.target), "{err}");
 
-    // The SQL database is lost; a new one is filled from the tombstoned KV.
+    // Another database is refused: the data would fork...
     let second = another(fx, "rebuild").await;
     let db2 = second.open().await;
-    let again = migrator::migrate(&kv.path, &db2, &Options::default(), None)
+    let refused = migrator::migrate(&kv.path, &db2, &Options::default(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::MigratedElsewhere { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains(&mark.target), "{refused}");
+    // ...unless the operator says the first one is lost.
+    let force = Options {
+        force: true,
+        ..Options::default()
+    };
+    let again = migrator::migrate(&kv.path, &db2, &force, None)
         .await
         .unwrap();
     assert_eq!(again.report.unwrap().accounts.accounts, 10);
