@@ -207,7 +207,7 @@ async fn randomized_accounts(fx: &SqlFixture) {
                 })
                 .collect();
             counter += invoices.len() as u64;
-            s.import_account(Account {
+            s.import_accounts(vec![Account {
                 id: AccountId(id),
                 account_type: AccountType::InitialBalance,
                 initial_balance_msat: balance,
@@ -217,7 +217,7 @@ async fn randomized_accounts(fx: &SqlFixture) {
                 label: format!("account{i}"),
                 invoices,
                 payments,
-            })
+            }])
             .await
             .unwrap();
         }
@@ -454,7 +454,7 @@ async fn an_unstorable_amount_fails_naming_the_account(fx: &SqlFixture) {
     let kv = Kv::new();
     let id = AccountId([1; 8]);
     kv.accounts(|s| async move {
-        s.import_account(Account {
+        s.import_accounts(vec![Account {
             id,
             account_type: AccountType::InitialBalance,
             initial_balance_msat: u64::MAX,
@@ -464,7 +464,7 @@ async fn an_unstorable_amount_fails_naming_the_account(fx: &SqlFixture) {
             label: String::new(),
             invoices: BTreeSet::new(),
             payments: BTreeMap::new(),
-        })
+        }])
         .await
         .unwrap();
     })

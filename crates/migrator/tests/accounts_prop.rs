@@ -96,7 +96,7 @@ async fn check(
     let kv = Kv::new();
     kv.accounts(|s| async move {
         for a in accounts {
-            s.import_account(a).await.unwrap();
+            s.import_accounts(vec![a]).await.unwrap();
         }
         if let Some(i) = idx {
             s.store_last_indexes(i).await.unwrap();

@@ -173,7 +173,7 @@ async fn macaroon_recipe_nil_perms_and_caveats(fx: &SqlFixture) {
     run_case(fx, |s, _| async move {
         let mut session = s.new_session(plain("legacy")).await.unwrap();
         session.macaroon_recipe = Some(MacaroonRecipe::default());
-        s.import_session(session).await.unwrap();
+        s.import_sessions(vec![session]).await.unwrap();
     })
     .await;
 }
@@ -249,12 +249,12 @@ async fn multiple_sessions_with_the_same_id(fx: &SqlFixture) {
         let (s2, s4) = (made[1].clone(), made[3].clone());
         for (victim, base, later, salt) in [(2, &s2, 1, 1), (4, &s4, 1, 2), (5, &s4, 2, 3)] {
             s.delete_reserved_session(made[victim].id).await.unwrap();
-            s.import_session(clone_with_id(
+            s.import_sessions(vec![clone_with_id(
                 &made[victim],
                 base.id,
                 Duration::minutes(later),
                 salt,
-            ))
+            )])
             .await
             .unwrap();
         }
@@ -270,7 +270,7 @@ async fn every_state(fx: &SqlFixture) {
             let mut session = s.new_session(plain(&format!("s{i}"))).await.unwrap();
             session.state = state;
             session.revoked_at = state.is_terminal().then(Utc::now);
-            s.import_session(session).await.unwrap();
+            s.import_sessions(vec![session]).await.unwrap();
         }
     })
     .await;
@@ -295,7 +295,7 @@ async fn randomized_sessions(fx: &SqlFixture) {
                 session.account_id = Some(acct.id);
                 accounts.push(acct.id);
             }
-            s.import_session(session.clone()).await.unwrap();
+            s.import_sessions(vec![session.clone()]).await.unwrap();
             if i % 4 == 0 {
                 for j in 0..rng.range(0, 10) {
                     t += 1;
@@ -308,7 +308,7 @@ async fn randomized_sessions(fx: &SqlFixture) {
                     next.with_privacy_mapper = session.with_privacy_mapper;
                     next.macaroon_recipe = session.macaroon_recipe.clone();
                     next.account_id = session.account_id;
-                    s.import_session(next).await.unwrap();
+                    s.import_sessions(vec![next]).await.unwrap();
                 }
             }
         }

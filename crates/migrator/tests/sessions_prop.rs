@@ -55,7 +55,7 @@ async fn check(fx: SqlFixture, shape: Shape) {
                 let founder: store_sessions::Session = founder;
                 session.group_id = founder.group_id;
             }
-            s.import_session(session.clone()).await.unwrap();
+            s.import_sessions(vec![session.clone()]).await.unwrap();
             made.push(session);
         }
         for d in 0..shape.duplicates.min(made.len() as u64) {
@@ -66,10 +66,10 @@ async fn check(fx: SqlFixture, shape: Shape) {
                 Duration::seconds(rng.range(0, 3) as i64 - 1),
                 0x80 | d as u8,
             );
-            s.import_session(store_sessions::Session {
+            s.import_sessions(vec![store_sessions::Session {
                 group_id: base.group_id,
                 ..dup
-            })
+            }])
             .await
             .unwrap();
         }

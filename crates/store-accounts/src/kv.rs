@@ -287,14 +287,18 @@ impl KvStore {
         })
     }
 
-    /// Writes `account` as it is, replacing any account with its id, without
-    /// the business rules (label checks, `last_update`). For restoring a dump
-    /// and for building test databases.
-    pub async fn import_account(&self, account: Account) -> Result<()> {
+    /// Writes `accounts` as they are, replacing accounts with their ids,
+    /// without the business rules (label checks, `last_update`), as one
+    /// batch with one flush. For restoring a dump and for building databases.
+    pub async fn import_accounts(&self, accounts: Vec<Account>) -> Result<()> {
         let this = self.clone();
         blocking(move || {
             let _guard = this.lock()?;
-            this.tree.insert(account.id.0, encode_account(&account)?)?;
+            let mut batch = sled::Batch::default();
+            for account in &accounts {
+                batch.insert(&account.id.0, encode_account(account)?);
+            }
+            this.tree.apply_batch(batch)?;
             this.kv.flush()?;
             Ok(())
         })

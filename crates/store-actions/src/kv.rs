@@ -289,6 +289,12 @@ impl KvStore {
     }
 
     fn put(&self, a: &Action, fresh: bool) -> Result<()> {
+        self.put_unflushed(a, fresh)?;
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    fn put_unflushed(&self, a: &Action, fresh: bool) -> Result<()> {
         let seq = a.locator.index();
         let b = bucket(a.request.session_id);
         let value = encode(
@@ -315,7 +321,6 @@ impl KvStore {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => e.into(),
             })?;
-        self.kv.flush()?;
         Ok(())
     }
 
@@ -338,22 +343,27 @@ impl KvStore {
         })
     }
 
-    /// Writes `action` as it is, at its locator, without checking links.
-    /// For restoring a dump and for building test databases.
-    pub async fn import_action(&self, action: Action) -> Result<()> {
+    /// Writes `actions` as they are, at their locators, without checking
+    /// links, with one flush at the end. For restoring a dump and for
+    /// building databases.
+    pub async fn import_actions(&self, actions: Vec<Action>) -> Result<()> {
         let this = self.clone();
         blocking(move || {
             let _guard = this.lock()?;
-            if let Ok(old) = this.get(action.locator) {
-                // Replacing: drop the old entries first.
-                this.actions.remove(action_key(
-                    bucket(old.request.session_id),
-                    old.locator.index(),
-                ))?;
-                this.by_time
-                    .remove(time_key(old.attempted_at, old.locator.index()))?;
+            for action in &actions {
+                if let Ok(old) = this.get(action.locator) {
+                    // Replacing: drop the old entries first.
+                    this.actions.remove(action_key(
+                        bucket(old.request.session_id),
+                        old.locator.index(),
+                    ))?;
+                    this.by_time
+                        .remove(time_key(old.attempted_at, old.locator.index()))?;
+                }
+                this.put_unflushed(action, true)?;
             }
-            this.put(&action, true)
+            this.kv.flush()?;
+            Ok(())
         })
         .await
     }

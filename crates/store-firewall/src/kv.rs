@@ -382,29 +382,34 @@ impl KvStore {
         .await
     }
 
-    /// Writes an entry as it is, without checking its group. For restoring
-    /// a dump and for building test databases.
-    pub async fn import_entry(&self, entry: KvEntry) -> Result<()> {
+    /// Writes entries as they are, without checking their groups, as one
+    /// batch. For restoring a dump and for building databases.
+    pub async fn import_entries(&self, entries: Vec<KvEntry>) -> Result<()> {
         let _guard = self.write.lock().await;
         let mut writes = BTreeMap::new();
-        writes.insert(entry_sled_key(&entry)?, Some(encode_value(&entry.value)?));
+        for entry in &entries {
+            writes.insert(entry_sled_key(entry)?, Some(encode_value(&entry.value)?));
+        }
         self.apply(&self.rules, writes).await
     }
 
-    /// Writes a pair (both directions) as it is, without checking its group
-    /// or uniqueness. For restoring a dump and for building test databases.
-    pub async fn import_pair(&self, pair: PrivacyPair) -> Result<()> {
-        check_pair(&pair.real, &pair.pseudo)?;
+    /// Writes pairs (both directions) as they are, without checking their
+    /// groups or uniqueness, as one batch. For restoring a dump and for
+    /// building databases.
+    pub async fn import_pairs(&self, pairs: Vec<PrivacyPair>) -> Result<()> {
         let _guard = self.write.lock().await;
         let mut writes = BTreeMap::new();
-        writes.insert(
-            privacy_key(pair.group, REAL_TO_PSEUDO, &pair.real),
-            Some(encode_privacy(&pair.pseudo)?),
-        );
-        writes.insert(
-            privacy_key(pair.group, PSEUDO_TO_REAL, &pair.pseudo),
-            Some(encode_privacy(&pair.real)?),
-        );
+        for pair in &pairs {
+            check_pair(&pair.real, &pair.pseudo)?;
+            writes.insert(
+                privacy_key(pair.group, REAL_TO_PSEUDO, &pair.real),
+                Some(encode_privacy(&pair.pseudo)?),
+            );
+            writes.insert(
+                privacy_key(pair.group, PSEUDO_TO_REAL, &pair.pseudo),
+                Some(encode_privacy(&pair.real)?),
+            );
+        }
         self.apply(&self.privacy, writes).await
     }
 

@@ -491,8 +491,15 @@ impl KvStore {
         Ok(())
     }
 
-    /// Writes the session and its index entries in one transaction.
+    /// Writes the session and its index entries in one transaction, and
+    /// flushes.
     fn insert_new(&self, s: &Session, index_it: bool) -> Result<()> {
+        self.insert_unflushed(s, index_it)?;
+        self.kv.flush()?;
+        Ok(())
+    }
+
+    fn insert_unflushed(&self, s: &Session, index_it: bool) -> Result<()> {
         let value = encode_session(s)?;
         let index = encode_index(s)?;
         let member_key = self.next_member_key(s.group_id)?;
@@ -507,7 +514,6 @@ impl KvStore {
                 Ok::<_, ConflictableTransactionError<Error>>(())
             })
             .map_err(tx_error)?;
-        self.kv.flush()?;
         Ok(())
     }
 
@@ -537,21 +543,26 @@ impl KvStore {
         Ok(())
     }
 
-    /// Writes `session` as it is, without the business rules, keeping the
-    /// id index on the newest session of an id (as legacy databases do).
-    /// For restoring a dump and for building test databases, including
-    /// legacy shapes such as sessions sharing an id.
-    pub async fn import_session(&self, session: Session) -> Result<()> {
+    /// Writes `sessions` as they are, in order, without the business rules,
+    /// keeping the id index on the newest session of an id (as legacy
+    /// databases do), with one flush at the end. For restoring a dump and
+    /// for building databases, including legacy shapes such as sessions
+    /// sharing an id.
+    pub async fn import_sessions(&self, sessions: Vec<Session>) -> Result<()> {
         let this = self.clone();
         blocking(move || {
             let _guard = this.lock()?;
-            let newest = match this.index(session.id)? {
-                None => true,
-                Some(_) => this
-                    .by_id(session.id)
-                    .map_or(true, |cur| cur.created_at <= session.created_at),
-            };
-            this.insert_new(&session, newest)
+            for session in &sessions {
+                let newest = match this.index(session.id)? {
+                    None => true,
+                    Some(_) => this
+                        .by_id(session.id)
+                        .map_or(true, |cur| cur.created_at <= session.created_at),
+                };
+                this.insert_unflushed(session, newest)?;
+            }
+            this.kv.flush()?;
+            Ok(())
         })
         .await
     }
