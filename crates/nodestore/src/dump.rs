@@ -1,0 +1,792 @@
+//! The canonical JSON dump of every store (documented in
+//! `docs/dump-format.md`).
+//!
+//! Records are in a fixed order (accounts by id, sessions by id then local
+//! key, entries and pairs by their natural order, actions by locator),
+//! bytes are lowercase hex, times are RFC 3339 in UTC with exactly six
+//! fraction digits: the same data dumped from any backend is the same bytes.
+//! A key-value database is read through the migrator's read-only path, so a
+//! tombstoned one can be dumped too. The dump holds private keys and pairing
+//! secrets: it is written with mode 0600.
+#![allow(
+    missing_docs,
+    reason = "the record fields are documented in docs/dump-format.md"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use store_accounts::{
+    Account, AccountId, AccountType, Hash, LastIndexes, PaymentEntry, PaymentStatus,
+};
+use store_actions::{Action, ActionLocator, ActionQuery, ActionState, AddAction};
+use store_firewall::{KvEntry, PrivacyPair};
+use store_sessions::{
+    Caveat, MacaroonRecipe, Permission, PrivacyFlags, Secret, Session, SessionId, SessionState,
+    SessionType,
+};
+use tombstone::{KvOptions, MigrationSource};
+
+use crate::{Error, Location, Result};
+
+/// The `format` field of every dump.
+pub const FORMAT: &str = "nodestore-dump";
+/// The version of the layout described in `docs/dump-format.md`.
+pub const VERSION: u32 = 1;
+
+/// A whole node's stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dump {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`VERSION`].
+    pub version: u32,
+    /// Accounts by id.
+    pub accounts: Vec<DumpAccount>,
+    /// The last invoice indexes, when stored.
+    pub last_indexes: Option<DumpIndexes>,
+    /// Sessions by id, then local key.
+    pub sessions: Vec<DumpSession>,
+    /// Kv-store entries.
+    pub kv_entries: Vec<DumpEntry>,
+    /// Privacy pairs.
+    pub privacy_pairs: Vec<DumpPair>,
+    /// Actions by locator.
+    pub actions: Vec<DumpAction>,
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpAccount {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub account_type: u8,
+    pub initial_balance_msat: u64,
+    pub current_balance_msat: i64,
+    pub last_update: String,
+    pub expiration: Option<String>,
+    pub label: String,
+    pub invoices: Vec<String>,
+    pub payments: Vec<DumpPayment>,
+}
+
+/// A payment of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpPayment {
+    pub hash: String,
+    pub status: u8,
+    pub full_amount_msat: u64,
+}
+
+/// The last invoice indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpIndexes {
+    pub add_index: u64,
+    pub settle_index: u64,
+}
+
+/// A session, secrets included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpSession {
+    pub id: String,
+    pub label: String,
+    pub state: u8,
+    #[serde(rename = "type")]
+    pub session_type: u8,
+    pub expiry: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    pub server_addr: String,
+    pub dev_server: bool,
+    pub macaroon_root_key: u64,
+    pub macaroon_recipe: Option<DumpRecipe>,
+    pub pairing_secret: String,
+    pub local_private_key: String,
+    pub local_public_key: String,
+    pub remote_public_key: Option<String>,
+    pub feature_config: Option<BTreeMap<String, String>>,
+    pub with_privacy_mapper: bool,
+    pub privacy_flags: u64,
+    pub group_id: String,
+    pub account_id: Option<String>,
+}
+
+/// A macaroon recipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpRecipe {
+    pub permissions: Vec<[String; 2]>,
+    pub caveats: Vec<DumpCaveat>,
+}
+
+/// A caveat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpCaveat {
+    pub id: String,
+    pub verification_id: Option<String>,
+    pub location: String,
+}
+
+/// A kv-store entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpEntry {
+    pub perm: bool,
+    pub rule: String,
+    pub group: Option<String>,
+    pub feature: Option<String>,
+    pub key: String,
+    pub value: String,
+}
+
+/// A privacy pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpPair {
+    pub group: String,
+    pub real: String,
+    pub pseudo: String,
+}
+
+/// An action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpAction {
+    pub locator: u64,
+    pub macaroon_root_key_id: Option<u64>,
+    pub session_id: Option<String>,
+    pub account_id: Option<String>,
+    pub actor_name: String,
+    pub feature_name: String,
+    pub trigger: String,
+    pub intent: String,
+    pub structured_json_data: String,
+    pub rpc_method: String,
+    pub rpc_params_json: String,
+    pub attempted_at: String,
+    pub state: u8,
+    pub error_reason: String,
+}
+
+/// A time as the dump writes it: UTC, six fraction digits.
+pub fn time_text(t: DateTime<Utc>) -> String {
+    sqldb::time::truncate_micros(t)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+fn parse_time(record: &str, s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::Dump(format!("{record}: time {s:?}: {e}")))
+}
+
+fn unhex<const N: usize>(record: &str, field: &str, s: &str) -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|e| Error::Dump(format!("{record}: {field} {s:?}: {e}")))?;
+    Ok(out)
+}
+
+fn unhex_vec(record: &str, field: &str, s: &str) -> Result<Vec<u8>> {
+    hex::decode(s).map_err(|e| Error::Dump(format!("{record}: {field} {s:?}: {e}")))
+}
+
+impl DumpAccount {
+    fn from(a: &Account) -> DumpAccount {
+        DumpAccount {
+            id: a.id.to_string(),
+            account_type: a.account_type.code(),
+            initial_balance_msat: a.initial_balance_msat,
+            current_balance_msat: a.current_balance_msat,
+            last_update: time_text(a.last_update),
+            expiration: a.expiration.map(time_text),
+            label: a.label.clone(),
+            invoices: a.invoices.iter().map(Hash::to_string).collect(),
+            payments: a
+                .payments
+                .iter()
+                .map(|(h, p)| DumpPayment {
+                    hash: h.to_string(),
+                    status: p.status.code(),
+                    full_amount_msat: p.full_amount_msat,
+                })
+                .collect(),
+        }
+    }
+
+    fn to_account(&self) -> Result<Account> {
+        let rec = format!("account {}", self.id);
+        let mut payments = BTreeMap::new();
+        for p in &self.payments {
+            let status = PaymentStatus::from_code(i64::from(p.status)).ok_or_else(|| {
+                Error::Dump(format!(
+                    "{rec}: payment {}: unknown status {}",
+                    p.hash, p.status
+                ))
+            })?;
+            payments.insert(
+                Hash(unhex(&rec, "payment hash", &p.hash)?),
+                PaymentEntry {
+                    status,
+                    full_amount_msat: p.full_amount_msat,
+                },
+            );
+        }
+        Ok(Account {
+            id: AccountId(unhex(&rec, "id", &self.id)?),
+            account_type: AccountType::from_code(i64::from(self.account_type))
+                .ok_or_else(|| Error::Dump(format!("{rec}: unknown type {}", self.account_type)))?,
+            initial_balance_msat: self.initial_balance_msat,
+            current_balance_msat: self.current_balance_msat,
+            last_update: parse_time(&rec, &self.last_update)?,
+            expiration: self
+                .expiration
+                .as_deref()
+                .map(|t| parse_time(&rec, t))
+                .transpose()?,
+            label: self.label.clone(),
+            invoices: self
+                .invoices
+                .iter()
+                .map(|h| unhex(&rec, "invoice", h).map(Hash))
+                .collect::<Result<BTreeSet<_>>>()?,
+            payments,
+        })
+    }
+}
+
+impl DumpSession {
+    fn from(s: &Session) -> DumpSession {
+        DumpSession {
+            id: s.id.to_string(),
+            label: s.label.clone(),
+            state: s.state.code(),
+            session_type: s.session_type.code(),
+            expiry: time_text(s.expiry),
+            created_at: time_text(s.created_at),
+            revoked_at: s.revoked_at.map(time_text),
+            server_addr: s.server_addr.clone(),
+            dev_server: s.dev_server,
+            macaroon_root_key: s.macaroon_root_key,
+            macaroon_recipe: s.macaroon_recipe.as_ref().map(|r| DumpRecipe {
+                permissions: r
+                    .permissions
+                    .iter()
+                    .map(|p| [p.entity.clone(), p.action.clone()])
+                    .collect(),
+                caveats: r
+                    .caveats
+                    .iter()
+                    .map(|c| DumpCaveat {
+                        id: hex::encode(&c.id),
+                        verification_id: c.verification_id.as_ref().map(hex::encode),
+                        location: c.location.clone(),
+                    })
+                    .collect(),
+            }),
+            pairing_secret: hex::encode(s.pairing_secret.0),
+            local_private_key: hex::encode(s.local_private_key.0),
+            local_public_key: hex::encode(s.local_public_key),
+            remote_public_key: s.remote_public_key.map(hex::encode),
+            feature_config: s
+                .feature_config
+                .as_ref()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect()),
+            with_privacy_mapper: s.with_privacy_mapper,
+            privacy_flags: s.privacy_flags.bits(),
+            group_id: s.group_id.to_string(),
+            account_id: s.account_id.map(|a| a.to_string()),
+        }
+    }
+
+    fn to_session(&self) -> Result<Session> {
+        let rec = format!("session {}", self.id);
+        let recipe = match &self.macaroon_recipe {
+            None => None,
+            Some(r) => Some(MacaroonRecipe {
+                permissions: r
+                    .permissions
+                    .iter()
+                    .map(|[e, a]| Permission {
+                        entity: e.clone(),
+                        action: a.clone(),
+                    })
+                    .collect(),
+                caveats: r
+                    .caveats
+                    .iter()
+                    .map(|c| {
+                        Ok(Caveat {
+                            id: unhex_vec(&rec, "caveat id", &c.id)?,
+                            verification_id: c
+                                .verification_id
+                                .as_deref()
+                                .map(|v| unhex_vec(&rec, "verification id", v))
+                                .transpose()?,
+                            location: c.location.clone(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            }),
+        };
+        let feature_config = match &self.feature_config {
+            None => None,
+            Some(m) => Some(
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), unhex_vec(&rec, "feature config", v)?)))
+                    .collect::<Result<BTreeMap<_, _>>>()?,
+            ),
+        };
+        Ok(Session {
+            id: SessionId(unhex(&rec, "id", &self.id)?),
+            label: self.label.clone(),
+            state: SessionState::from_code(i64::from(self.state))
+                .ok_or_else(|| Error::Dump(format!("{rec}: unknown state {}", self.state)))?,
+            session_type: SessionType::from_code(i64::from(self.session_type))
+                .ok_or_else(|| Error::Dump(format!("{rec}: unknown type {}", self.session_type)))?,
+            expiry: parse_time(&rec, &self.expiry)?,
+            created_at: parse_time(&rec, &self.created_at)?,
+            revoked_at: self
+                .revoked_at
+                .as_deref()
+                .map(|t| parse_time(&rec, t))
+                .transpose()?,
+            server_addr: self.server_addr.clone(),
+            dev_server: self.dev_server,
+            macaroon_root_key: self.macaroon_root_key,
+            macaroon_recipe: recipe,
+            pairing_secret: Secret(unhex(&rec, "pairing secret", &self.pairing_secret)?),
+            local_private_key: Secret(unhex(&rec, "local private key", &self.local_private_key)?),
+            local_public_key: unhex(&rec, "local public key", &self.local_public_key)?,
+            remote_public_key: self
+                .remote_public_key
+                .as_deref()
+                .map(|k| unhex(&rec, "remote public key", k))
+                .transpose()?,
+            feature_config,
+            with_privacy_mapper: self.with_privacy_mapper,
+            privacy_flags: PrivacyFlags::from_bits(self.privacy_flags)
+                .map_err(|e| Error::Dump(format!("{rec}: {e}")))?,
+            group_id: SessionId(unhex(&rec, "group id", &self.group_id)?),
+            account_id: self
+                .account_id
+                .as_deref()
+                .map(|a| unhex(&rec, "account id", a).map(AccountId))
+                .transpose()?,
+        })
+    }
+}
+
+impl DumpEntry {
+    fn from(e: &KvEntry) -> DumpEntry {
+        DumpEntry {
+            perm: e.perm,
+            rule: e.rule.clone(),
+            group: e.group.map(|g| g.to_string()),
+            feature: e.feature.clone(),
+            key: e.key.clone(),
+            value: hex::encode(&e.value),
+        }
+    }
+
+    fn to_entry(&self) -> Result<KvEntry> {
+        let rec = format!("kv entry {:?} of rule {:?}", self.key, self.rule);
+        Ok(KvEntry {
+            perm: self.perm,
+            rule: self.rule.clone(),
+            group: self
+                .group
+                .as_deref()
+                .map(|g| unhex(&rec, "group", g).map(SessionId))
+                .transpose()?,
+            feature: self.feature.clone(),
+            key: self.key.clone(),
+            value: unhex_vec(&rec, "value", &self.value)?,
+        })
+    }
+}
+
+impl DumpAction {
+    fn from(a: &Action) -> DumpAction {
+        let r = &a.request;
+        DumpAction {
+            locator: a.locator.index(),
+            macaroon_root_key_id: r.macaroon_root_key_id,
+            session_id: r.session_id.map(|s| s.to_string()),
+            account_id: r.account_id.map(|a| a.to_string()),
+            actor_name: r.actor_name.clone(),
+            feature_name: r.feature_name.clone(),
+            trigger: r.trigger.clone(),
+            intent: r.intent.clone(),
+            structured_json_data: r.structured_json_data.clone(),
+            rpc_method: r.rpc_method.clone(),
+            rpc_params_json: hex::encode(&r.rpc_params_json),
+            attempted_at: time_text(a.attempted_at),
+            state: a.state.code(),
+            error_reason: a.error_reason.clone(),
+        }
+    }
+
+    fn to_action(&self) -> Result<Action> {
+        let rec = format!("action {}", self.locator);
+        Ok(Action {
+            locator: ActionLocator::from_index(self.locator),
+            request: AddAction {
+                macaroon_root_key_id: self.macaroon_root_key_id,
+                session_id: self
+                    .session_id
+                    .as_deref()
+                    .map(|s| unhex(&rec, "session id", s).map(SessionId))
+                    .transpose()?,
+                account_id: self
+                    .account_id
+                    .as_deref()
+                    .map(|a| unhex(&rec, "account id", a).map(AccountId))
+                    .transpose()?,
+                actor_name: self.actor_name.clone(),
+                feature_name: self.feature_name.clone(),
+                trigger: self.trigger.clone(),
+                intent: self.intent.clone(),
+                structured_json_data: self.structured_json_data.clone(),
+                rpc_method: self.rpc_method.clone(),
+                rpc_params_json: unhex_vec(&rec, "rpc params", &self.rpc_params_json)?,
+            },
+            attempted_at: parse_time(&rec, &self.attempted_at)?,
+            state: ActionState::from_code(i64::from(self.state))
+                .ok_or_else(|| Error::Dump(format!("{rec}: unknown state {}", self.state)))?,
+            error_reason: self.error_reason.clone(),
+        })
+    }
+}
+
+/// The parts a dump is made of, in domain types.
+struct Parts {
+    accounts: Vec<Account>,
+    last_indexes: Option<LastIndexes>,
+    sessions: Vec<Session>,
+    entries: Vec<KvEntry>,
+    pairs: Vec<PrivacyPair>,
+    actions: Vec<Action>,
+}
+
+impl Dump {
+    fn from_parts(mut p: Parts) -> Dump {
+        p.accounts.sort_by_key(|a| a.id);
+        p.sessions
+            .sort_by(|a, b| (a.id, a.local_public_key).cmp(&(b.id, b.local_public_key)));
+        p.entries.sort();
+        p.pairs.sort();
+        p.actions.sort_by_key(|a| a.locator);
+        Dump {
+            format: FORMAT.into(),
+            version: VERSION,
+            accounts: p.accounts.iter().map(DumpAccount::from).collect(),
+            last_indexes: p.last_indexes.map(|i| DumpIndexes {
+                add_index: i.add_index,
+                settle_index: i.settle_index,
+            }),
+            sessions: p.sessions.iter().map(DumpSession::from).collect(),
+            kv_entries: p.entries.iter().map(DumpEntry::from).collect(),
+            privacy_pairs: p
+                .pairs
+                .iter()
+                .map(|x| DumpPair {
+                    group: x.group.to_string(),
+                    real: x.real.clone(),
+                    pseudo: x.pseudo.clone(),
+                })
+                .collect(),
+            actions: p.actions.iter().map(DumpAction::from).collect(),
+        }
+    }
+
+    /// The canonical text: pretty JSON and a final newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// Parses and checks a dump's text.
+    pub fn from_json(text: &str) -> Result<Dump> {
+        let d: Dump = serde_json::from_str(text).map_err(|e| Error::Dump(e.to_string()))?;
+        if d.format != FORMAT || d.version != VERSION {
+            return Err(Error::Dump(format!(
+                "format {:?} version {}: this nodestore reads {FORMAT:?} version {VERSION}",
+                d.format, d.version
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Writes the canonical text to `path` with mode 0600 (it holds secrets).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        f.write_all(self.to_json().as_bytes()).map_err(io)
+    }
+}
+
+/// Dumps the stores at `location`.
+pub async fn dump(location: &Location) -> Result<Dump> {
+    match location {
+        Location::Kv(dir) => dump_kv(dir).await,
+        sql => {
+            let db = crate::connect(&sql.backend())
+                .await?
+                .ok_or_else(|| Error::Config("not a SQL location".into()))?;
+            dump_sql(&db).await
+        }
+    }
+}
+
+/// Dumps a SQL database through its stores.
+pub async fn dump_sql(db: &sqldb::Db) -> Result<Dump> {
+    let s = crate::Stores::on_sql(db, crate::OpenReport::default());
+    let last_indexes = match s.accounts.last_indexes().await {
+        Ok(i) => Some(i),
+        Err(store_accounts::Error::NoInvoiceIndexKnown) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Dump::from_parts(Parts {
+        accounts: s.accounts.accounts().await?,
+        last_indexes,
+        sessions: s.sessions.list_sessions().await?,
+        entries: s.firewall.kv_entries().await?,
+        pairs: s.firewall.privacy_pairs().await?,
+        actions: s
+            .actions
+            .list_actions(&ActionQuery::default())
+            .await?
+            .actions,
+    }))
+}
+
+/// Dumps a key-value database, live or tombstoned, read-only.
+pub async fn dump_kv(dir: &Path) -> Result<Dump> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || read_kv(&dir))
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+}
+
+fn read_kv(dir: &Path) -> Result<Dump> {
+    let src = MigrationSource::open(dir, &KvOptions::default())?;
+    let err = |tree: &str, e: &dyn std::fmt::Display| Error::Store(format!("tree {tree}: {e}"));
+    let mut parts = Parts {
+        accounts: vec![],
+        last_indexes: None,
+        sessions: vec![],
+        entries: vec![],
+        pairs: vec![],
+        actions: vec![],
+    };
+    if let Some(t) = src.tree(store_accounts::kv::TREE)? {
+        let (mut add, mut settle) = (None, None);
+        for item in t.iter() {
+            let (k, v) = item?;
+            match store_accounts::kv::decode_entry(&k, &v).map_err(|e| err("accounts", &e))? {
+                store_accounts::kv::Entry::Account(a) => parts.accounts.push(a),
+                store_accounts::kv::Entry::LastAddIndex(i) => add = Some(i),
+                store_accounts::kv::Entry::LastSettleIndex(i) => settle = Some(i),
+            }
+        }
+        if let (Some(add_index), Some(settle_index)) = (add, settle) {
+            parts.last_indexes = Some(LastIndexes {
+                add_index,
+                settle_index,
+            });
+        }
+    }
+    if let Some(t) = src.tree(store_sessions::kv::SESSIONS_TREE)? {
+        for item in t.iter() {
+            let (k, v) = item?;
+            parts
+                .sessions
+                .push(store_sessions::kv::decode_session(&k, &v).map_err(|e| err("session", &e))?);
+        }
+    }
+    if let Some(t) = src.tree(store_firewall::kv::RULES_TREE)? {
+        for item in t.iter() {
+            let (k, v) = item?;
+            parts
+                .entries
+                .push(store_firewall::kv::parse_entry(&k, &v).map_err(|e| err("rules", &e))?);
+        }
+    }
+    if let Some(t) = src.tree(store_firewall::kv::PRIVACY_TREE)? {
+        for item in t.iter() {
+            let (k, v) = item?;
+            let (group, forward, from, to) =
+                store_firewall::kv::parse_pair(&k, &v).map_err(|e| err("privacy", &e))?;
+            if forward {
+                parts.pairs.push(PrivacyPair {
+                    group,
+                    real: from,
+                    pseudo: to,
+                });
+            }
+        }
+    }
+    if let Some(t) = src.tree(store_actions::kv::ACTIONS_TREE)? {
+        for item in t.iter() {
+            let (k, v) = item?;
+            parts
+                .actions
+                .push(store_actions::kv::decode_action(&k, &v).map_err(|e| err("actions", &e))?);
+        }
+    }
+    Ok(Dump::from_parts(parts))
+}
+
+/// Writes `dump` into a new key-value database at `dir`, record by record
+/// as it is: formats are checked, business rules are not, so any state a
+/// node had (legacy shapes included) can be reproduced.
+///
+/// Errors: `dir` already holds a database; a record does not parse (the
+/// error names it).
+pub async fn import(dump: &Dump, dir: &Path) -> Result<()> {
+    if dir.join("conf").exists() {
+        return Err(Error::Config(format!(
+            "{} already holds a database; import writes a new one",
+            dir.display()
+        )));
+    }
+    let accounts = dump
+        .accounts
+        .iter()
+        .map(DumpAccount::to_account)
+        .collect::<Result<Vec<_>>>()?;
+    let sessions = dump
+        .sessions
+        .iter()
+        .map(DumpSession::to_session)
+        .collect::<Result<Vec<_>>>()?;
+    let entries = dump
+        .kv_entries
+        .iter()
+        .map(DumpEntry::to_entry)
+        .collect::<Result<Vec<_>>>()?;
+    let pairs = dump
+        .privacy_pairs
+        .iter()
+        .map(|p| {
+            Ok(PrivacyPair {
+                group: SessionId(unhex("privacy pair", "group", &p.group)?),
+                real: p.real.clone(),
+                pseudo: p.pseudo.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let actions = dump
+        .actions
+        .iter()
+        .map(DumpAction::to_action)
+        .collect::<Result<Vec<_>>>()?;
+    let kv = tombstone::KvDb::open(dir, &KvOptions::default())?;
+    store_accounts::KvStore::open(&kv)?
+        .import_accounts(accounts)
+        .await?;
+    if let Some(i) = dump.last_indexes {
+        store_accounts::Store::store_last_indexes(
+            &store_accounts::KvStore::open(&kv)?,
+            LastIndexes {
+                add_index: i.add_index,
+                settle_index: i.settle_index,
+            },
+        )
+        .await?;
+    }
+    store_sessions::KvStore::open(&kv)?
+        .import_sessions(sessions)
+        .await?;
+    let firewall = store_firewall::KvStore::open(&kv)?;
+    firewall.import_entries(entries).await?;
+    firewall.import_pairs(pairs).await?;
+    store_actions::KvStore::open(&kv)?
+        .import_actions(actions)
+        .await?;
+    Ok(())
+}
+
+/// The dump a migration of `kv` must produce in SQL, by the migration's
+/// rules: the newest session of each id (the first in key order on a tie);
+/// recipes without permissions and caveats and empty feature maps as none;
+/// links to accounts and sessions that are not migrated dropped; kv-store
+/// entries and pairs of groups that are not migrated skipped.
+pub fn as_migrated(kv: &Dump) -> Dump {
+    let mut d = kv.clone();
+    let accounts: BTreeSet<&str> = kv.accounts.iter().map(|a| a.id.as_str()).collect();
+    let mut newest: BTreeMap<String, DumpSession> = BTreeMap::new();
+    for s in &kv.sessions {
+        match newest.get(&s.id) {
+            Some(cur) if cur.created_at >= s.created_at => {}
+            _ => {
+                newest.insert(s.id.clone(), s.clone());
+            }
+        }
+    }
+    d.sessions = newest
+        .into_values()
+        .map(|mut s| {
+            if s.macaroon_recipe
+                .as_ref()
+                .is_some_and(|r| r.permissions.is_empty() && r.caveats.is_empty())
+            {
+                s.macaroon_recipe = None;
+            }
+            if s.feature_config.as_ref().is_some_and(BTreeMap::is_empty) {
+                s.feature_config = None;
+            }
+            if s.account_id
+                .as_deref()
+                .is_some_and(|a| !accounts.contains(a))
+            {
+                s.account_id = None;
+            }
+            s
+        })
+        .collect();
+    let sessions: BTreeSet<String> = d.sessions.iter().map(|s| s.id.clone()).collect();
+    let groups: BTreeSet<String> = d
+        .sessions
+        .iter()
+        .filter(|s| s.group_id == s.id)
+        .map(|s| s.id.clone())
+        .collect();
+    d.kv_entries
+        .retain(|e| e.group.as_ref().is_none_or(|g| groups.contains(g)));
+    d.privacy_pairs.retain(|p| groups.contains(&p.group));
+    for a in &mut d.actions {
+        if a.session_id.as_ref().is_some_and(|s| !sessions.contains(s)) {
+            a.session_id = None;
+        }
+        if a.account_id
+            .as_deref()
+            .is_some_and(|x| !accounts.contains(x))
+        {
+            a.account_id = None;
+        }
+    }
+    d
+}

@@ -1,0 +1,441 @@
+//! nodestore for node binaries and their operators.
+//!
+//! # What it is
+//! [`Stores::open`] gives a node its four stores (accounts, sessions,
+//! firewall, actions) behind their traits, on the backend its [`Config`]
+//! names, and moves a legacy key-value database into SQL on the way. The
+//! `nodestore` command (`src/main.rs`) is built on the same functions:
+//! [`dump`], [`import`], [`verify`], [`status`], [`generate`].
+//!
+//! # The contract of [`Stores::open`]
+//! With the **kv** backend it opens the key-value database, and refuses a
+//! tombstoned one, naming when and into which SQL target it was migrated.
+//!
+//! With a **SQL** backend it connects, retries any tombstone the SQL side
+//! records as pending, and applies the schema steps. Then, when the
+//! configuration names a key-value database:
+//! - **live, SQL not yet migrated**: with `migration = "auto"` the code step
+//!   migrates all four stores in one transaction and the key-value database
+//!   is tombstoned after the commit (a failed mark is recorded as pending in
+//!   that same transaction and retried on the next open). With `"defer"`
+//!   the stores open on the key-value database and nothing is recorded.
+//!   A migration that fails leaves SQL untouched and names the failing
+//!   record; the error says how to keep running with `defer`.
+//! - **retired (tombstoned), SQL not migrated**: the SQL database was lost;
+//!   the migration runs again from the retired database, but only into the
+//!   target its tombstone names, unless `force_migration` is set: data must
+//!   not fork into two SQL databases.
+//! - **live, SQL already migrated**: refused (with `auto`): the key-value
+//!   database is not the one the SQL data came from, or it was written to
+//!   after the migration; with `defer` the stores open on it.
+//!
+//! Without a key-value database the code step records that there was none.
+//!
+//! [`Stores::start`] does the start-up chores: it wipes the temporary
+//! kv-stores and the reserved sessions.
+#![warn(
+    clippy::unwrap_used,
+    reason = "a panic in a storage library is a bug; errors are values"
+)]
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use migrator::{KvToSql, Retry, TombstoneMark};
+use sqldb::migrate::Migrator;
+use sqldb::schema::KV_TO_SQL_VERSION;
+use sqldb::{Db, PostgresDb, PostgresOptions, SqliteDb, SqliteOptions};
+use tombstone::{KvDb, KvOptions, Status};
+
+pub mod config;
+pub mod dump;
+pub mod generate;
+pub mod status;
+pub mod verify;
+
+pub use config::{BackendConfig, Config, MigrationPolicy};
+
+/// Everything opening, migrating or inspecting can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The key-value database cannot be used (for example, it is tombstoned).
+    #[error(transparent)]
+    Kv(#[from] tombstone::Error),
+    /// A SQL database call failed.
+    #[error(transparent)]
+    Db(#[from] sqldb::DbError),
+    /// The schema steps could not be applied.
+    #[error(transparent)]
+    Schema(#[from] sqldb::migrate::MigrateError),
+    /// The migration from the key-value database failed; nothing was kept.
+    #[error(
+        "the migration of {kv} into {target} failed and nothing was kept: {source}\n\
+         to keep the node running on the key-value database until this is fixed, set migration = \"defer\" \
+         (NODESTORE_MIGRATION=defer)"
+    )]
+    Migration {
+        /// The key-value database.
+        kv: String,
+        /// The SQL target.
+        target: String,
+        /// What failed, naming the record.
+        #[source]
+        source: migrator::Error,
+    },
+    /// A live key-value database sits beside a SQL database that was
+    /// already migrated or initialised without it.
+    #[error(
+        "the key-value database {kv} is live, but {target} already holds migrated data; \
+         refusing to run on either until it is clear which is current (migration = \"defer\" runs on the key-value database)"
+    )]
+    LiveKvBesideMigratedSql {
+        /// The key-value database.
+        kv: String,
+        /// The SQL database.
+        target: String,
+    },
+    /// The key-value database is retired and the policy forbids migrating.
+    #[error(
+        "the key-value database {kv} is tombstoned and migration is deferred: nothing can be opened"
+    )]
+    RetiredAndDeferred {
+        /// The key-value database.
+        kv: String,
+    },
+    /// A store call failed.
+    #[error("{0}")]
+    Store(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A dump could not be read.
+    #[error("dump: {0}")]
+    Dump(String),
+}
+
+/// Shorthand for this crate's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+macro_rules! store_errors {
+    ($($t:path),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Store(e.to_string())
+            }
+        }
+    )*};
+}
+store_errors!(
+    store_accounts::Error,
+    store_sessions::Error,
+    store_firewall::Error,
+    store_actions::Error
+);
+
+/// A database named on the command line: `kv:DIR`, `sqlite:PATH`, or a
+/// PostgreSQL URL (`postgres://…` or `postgresql://…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A key-value database directory.
+    Kv(PathBuf),
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
+impl FromStr for Location {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Location> {
+        if let Some(p) = s.strip_prefix("kv:") {
+            Ok(Location::Kv(PathBuf::from(p)))
+        } else if let Some(p) = s.strip_prefix("sqlite:") {
+            Ok(Location::Sqlite(PathBuf::from(p)))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Location::Postgres(s.to_owned()))
+        } else {
+            Err(Error::Config(format!(
+                "{s:?}: expected kv:DIR, sqlite:PATH or postgres://…"
+            )))
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Kv(p) => write!(f, "kv:{}", p.display()),
+            Location::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            // Without the password.
+            Location::Postgres(url) => match url.split_once('@') {
+                Some((creds, rest)) => {
+                    let (scheme, user) = creds.split_once("://").unwrap_or(("postgres", creds));
+                    let user = user.split(':').next().unwrap_or("");
+                    write!(f, "{scheme}://{user}@{rest}")
+                }
+                None => f.write_str(url),
+            },
+        }
+    }
+}
+
+impl Location {
+    /// The backend configuration of a SQL location.
+    pub fn backend(&self) -> BackendConfig {
+        match self {
+            Location::Kv(dir) => BackendConfig::Kv { dir: dir.clone() },
+            Location::Sqlite(file) => BackendConfig::Sqlite { file: file.clone() },
+            Location::Postgres(url) => BackendConfig::Postgres {
+                url: url.clone(),
+                pool_size: 8,
+            },
+        }
+    }
+}
+
+/// Connects to a SQL backend (without applying anything).
+pub async fn connect(backend: &BackendConfig) -> Result<Option<Db>> {
+    Ok(match backend {
+        BackendConfig::Kv { .. } => None,
+        BackendConfig::Sqlite { file } => {
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            Some(SqliteDb::open(file, SqliteOptions::default()).await?.into())
+        }
+        BackendConfig::Postgres { url, pool_size } => Some(
+            PostgresDb::connect(
+                url,
+                PostgresOptions {
+                    pool_size: *pool_size,
+                },
+            )
+            .await?
+            .into(),
+        ),
+    })
+}
+
+/// Which database the stores run on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The key-value database.
+    Kv(KvDb),
+    /// A SQL database.
+    Sql(Db),
+}
+
+impl Backend {
+    /// `kv:DIR`, `sqlite:PATH` or the PostgreSQL URL without password.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Kv(kv) => format!("kv:{}", kv.path().display()),
+            Backend::Sql(db) => db.describe(),
+        }
+    }
+}
+
+/// What [`Stores::open`] did on the way.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// The schema steps applied.
+    pub applied_steps: Vec<i64>,
+    /// The key-value migration, if one ran.
+    pub migration: Option<migrator::Outcome>,
+    /// Pending tombstones retried.
+    pub retried_tombstones: Vec<Retry>,
+    /// Things the operator should know (a deferred migration, a tombstone
+    /// still pending).
+    pub notes: Vec<String>,
+}
+
+/// The four stores of a node.
+#[derive(Clone)]
+pub struct Stores {
+    /// Accounts.
+    pub accounts: Arc<dyn store_accounts::Store>,
+    /// Sessions.
+    pub sessions: Arc<dyn store_sessions::Store>,
+    /// Rule kv-stores and the privacy mapper.
+    pub firewall: Arc<dyn store_firewall::Store>,
+    /// The action log.
+    pub actions: Arc<dyn store_actions::Store>,
+    /// Where they run.
+    pub backend: Backend,
+    /// What opening did.
+    pub report: OpenReport,
+}
+
+impl fmt::Debug for Stores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stores")
+            .field("backend", &self.backend.describe())
+            .finish()
+    }
+}
+
+/// What [`Stores::start`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartReport {
+    /// Reserved sessions deleted.
+    pub reserved_sessions_deleted: u64,
+}
+
+impl Stores {
+    /// The stores of an open key-value database.
+    pub fn on_kv(kv: &KvDb, report: OpenReport) -> Result<Stores> {
+        Ok(Stores {
+            accounts: Arc::new(store_accounts::KvStore::open(kv)?),
+            sessions: Arc::new(store_sessions::KvStore::open(kv)?),
+            firewall: Arc::new(store_firewall::KvStore::open(kv)?),
+            actions: Arc::new(store_actions::KvStore::open(kv)?),
+            backend: Backend::Kv(kv.clone()),
+            report,
+        })
+    }
+
+    /// The stores of a SQL database whose schema is applied.
+    pub fn on_sql(db: &Db, report: OpenReport) -> Stores {
+        Stores {
+            accounts: Arc::new(store_accounts::SqlStore::new(db.clone())),
+            sessions: Arc::new(store_sessions::SqlStore::new(db.clone())),
+            firewall: Arc::new(store_firewall::SqlStore::new(db.clone())),
+            actions: Arc::new(store_actions::SqlStore::new(db.clone())),
+            backend: Backend::Sql(db.clone()),
+            report,
+        }
+    }
+
+    /// Opens the stores `config` names; see the crate docs for what happens
+    /// on the way.
+    pub async fn open(config: &Config) -> Result<Stores> {
+        let Some(db) = connect(&config.backend).await? else {
+            let BackendConfig::Kv { dir } = &config.backend else {
+                return Err(Error::Config("unreachable backend".into()));
+            };
+            let kv = KvDb::open(dir, &KvOptions::default())?;
+            return Stores::on_kv(&kv, OpenReport::default());
+        };
+        let mut report = OpenReport {
+            retried_tombstones: migrator::retry_pending_tombstone(&db, &TombstoneMark)
+                .await
+                .map_err(|e| Error::Store(e.to_string()))?,
+            ..OpenReport::default()
+        };
+        for r in &report.retried_tombstones {
+            if !matches!(r, Retry::Marked { .. }) {
+                report.notes.push(format!(
+                    "the key-value database's tombstone is still pending: {r:?}"
+                ));
+            }
+        }
+        let migrated = Migrator::new()
+            .applied(&db)
+            .await?
+            .iter()
+            .any(|s| s.version == KV_TO_SQL_VERSION);
+        let kv = match &config.kv_dir {
+            Some(dir) => tombstone::status(dir)?.map(|s| (dir.clone(), s)),
+            None => None,
+        };
+        let target = db.describe();
+        match (kv, migrated) {
+            (Some((dir, Status::Live(_) | Status::Empty)), true) => {
+                let pending = migrator::records(&db)
+                    .await
+                    .map_err(|e| Error::Store(e.to_string()))?
+                    .iter()
+                    .any(|r| r.tombstone_pending && Path::new(&r.source_path) == dir);
+                if pending {
+                    report.notes.push(format!(
+                        "{} is not tombstoned yet; it will be retried at the next open",
+                        dir.display()
+                    ));
+                } else if config.migration == MigrationPolicy::Defer {
+                    report
+                        .notes
+                        .push("migration deferred: running on the key-value database".into());
+                    return Stores::on_kv(&KvDb::open(&dir, &KvOptions::default())?, report);
+                } else {
+                    return Err(Error::LiveKvBesideMigratedSql {
+                        kv: dir.display().to_string(),
+                        target,
+                    });
+                }
+                report.applied_steps = apply_schema(&db).await?;
+            }
+            (Some((dir, Status::Live(_) | Status::Empty)), false)
+                if config.migration == MigrationPolicy::Defer =>
+            {
+                report
+                    .notes
+                    .push("migration deferred: running on the key-value database".into());
+                return Stores::on_kv(&KvDb::open(&dir, &KvOptions::default())?, report);
+            }
+            (Some((dir, Status::Tombstoned(_))), false)
+                if config.migration == MigrationPolicy::Defer =>
+            {
+                return Err(Error::RetiredAndDeferred {
+                    kv: dir.display().to_string(),
+                });
+            }
+            (Some((dir, _)), false) => {
+                let opts = migrator::Options {
+                    force: config.force_migration,
+                    ..migrator::Options::default()
+                };
+                let outcome =
+                    migrator::migrate(&dir, &db, &opts, None)
+                        .await
+                        .map_err(|source| Error::Migration {
+                            kv: dir.display().to_string(),
+                            target: target.clone(),
+                            source,
+                        })?;
+                if let Some(reason) = &outcome.tombstone_pending {
+                    report.notes.push(format!("migrated, but {} could not be tombstoned yet ({reason}); it will be retried", dir.display()));
+                }
+                report.applied_steps = outcome.applied_steps.clone();
+                report.migration = Some(outcome);
+            }
+            (Some((_, Status::Tombstoned(_))), true) | (None, _) => {
+                report.applied_steps = apply_schema(&db).await?;
+            }
+        }
+        Ok(Stores::on_sql(&db, report))
+    }
+
+    /// The start-up chores: wipes temporary kv-stores and reserved sessions.
+    pub async fn start(&self) -> Result<StartReport> {
+        self.firewall.delete_temp_kv_stores().await?;
+        Ok(StartReport {
+            reserved_sessions_deleted: self.sessions.delete_reserved_sessions().await?,
+        })
+    }
+}
+
+/// Applies the schema steps on a node without key-value data.
+async fn apply_schema(db: &Db) -> Result<Vec<i64>> {
+    let none = KvToSql::without_source();
+    let report = Migrator::new()
+        .code_step(KV_TO_SQL_VERSION, &none)
+        .run(db)
+        .await?;
+    Ok(report.applied.iter().map(|s| s.version).collect())
+}
