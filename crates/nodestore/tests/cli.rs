@@ -1,0 +1,344 @@
+//! The `nodestore` command end to end, every subcommand, on SQLite and
+//! PostgreSQL.
+
+use std::path::{Path, PathBuf};
+
+use nodestore::generate::{Scale, generate};
+use store_accounts::Store as _;
+use testkit::sql::{SqlFixture, postgres, sqlite};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn nodestore(args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodestore"))
+        .args(args)
+        .env_remove("NODESTORE_BACKEND")
+        .output()
+        .await
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The fixture's database as a command-line target.
+fn target(fx: &SqlFixture) -> String {
+    match fx {
+        SqlFixture::Sqlite(dir) => format!("sqlite:{}", dir.path().join("test.db").display()),
+        SqlFixture::Postgres(db) => db.url().to_owned(),
+    }
+}
+
+async fn small_kv(dir: &Path) -> PathBuf {
+    let kv = dir.join("kv");
+    generate(&kv, Scale::S.shape(), 7, &|_, _, _| {})
+        .await
+        .unwrap();
+    kv
+}
+
+async fn demo_migrates_verifies_and_reports(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let mut args = vec!["demo", "--dir", demo.to_str().unwrap()];
+    let url = target(fx);
+    if let SqlFixture::Postgres(_) = fx {
+        args.extend(["--postgres", &url]);
+    }
+    let out = nodestore(&args).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("no differences"), "{}", out.stdout);
+    assert!(out.stdout.contains("3000 actions"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("can no longer be used"),
+        "{}",
+        out.stdout
+    );
+    // Running it again starts over.
+    if let SqlFixture::Sqlite(_) = fx {
+        let again = nodestore(&args).await;
+        assert_eq!(again.code, 0, "{}", again.stderr);
+    }
+}
+
+async fn migrate_then_verify_then_dump_identically(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_kv(dir.path()).await;
+    let to = target(fx);
+    let out = nodestore(&[
+        "migrate",
+        "--kv",
+        kv.to_str().unwrap(),
+        "--to",
+        &to,
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["migrated"], true);
+    assert_eq!(json["report"]["actions"]["actions"], 3000);
+    assert_eq!(json["report"]["sessions"]["sessions"], 100);
+    assert!(json["tombstone"]["target"].is_string());
+
+    let out = nodestore(&["verify", "--kv", kv.to_str().unwrap(), "--sql", &to]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("no differences"), "{}", out.stdout);
+
+    let kv_dump = nodestore(&["dump", "--from", &format!("kv:{}", kv.display())]).await;
+    let sql_dump = nodestore(&["dump", "--from", &to]).await;
+    assert_eq!(kv_dump.code, 0, "{}", kv_dump.stderr);
+    assert_eq!(sql_dump.code, 0, "{}", sql_dump.stderr);
+    assert!(kv_dump.stdout.len() > 100_000);
+    assert!(
+        kv_dump.stdout == sql_dump.stdout,
+        "the same data dumps to the same bytes from kv and sql"
+    );
+
+    // Migrating again does nothing.
+    let out = nodestore(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("nothing to do"), "{}", out.stdout);
+}
+
+async fn a_dry_run_keeps_nothing(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_kv(dir.path()).await;
+    let to = target(fx);
+    let out = nodestore(&[
+        "migrate",
+        "--kv",
+        kv.to_str().unwrap(),
+        "--to",
+        &to,
+        "--dry-run",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            json["dry_run"].clone(),
+            json["report"]["accounts"]["accounts"].clone()
+        ),
+        (true.into(), 20.into())
+    );
+    assert!(json["tombstone"].is_null());
+    assert!(matches!(
+        tombstone::status(&kv).unwrap(),
+        Some(tombstone::Status::Live(_))
+    ));
+    let db = fx.open().await;
+    assert!(
+        sqldb::migrate::Migrator::new()
+            .applied(&db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn verify_lists_every_difference(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_kv(dir.path()).await;
+    let to = target(fx);
+    assert_eq!(
+        nodestore(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to])
+            .await
+            .code,
+        0
+    );
+    let db = fx.open().await;
+    let accounts = store_accounts::SqlStore::new(db.clone());
+    let first = accounts.accounts().await.unwrap()[0].clone();
+    accounts
+        .update_account(
+            first.id,
+            store_accounts::AccountUpdate {
+                balance_msat: Some(-1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let out = nodestore(&[
+        "verify",
+        "--kv",
+        kv.to_str().unwrap(),
+        "--sql",
+        &to,
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let diffs = json["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "{diffs:?}");
+    assert_eq!(diffs[0]["record"], format!("account {}", first.id));
+    let detail = diffs[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("current_balance_msat") && detail.contains("last_update"),
+        "{detail}"
+    );
+}
+
+async fn status_reports_both_databases_and_the_plan(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_kv(dir.path()).await;
+    let config = dir.path().join("node.toml");
+    let backend = match fx {
+        SqlFixture::Sqlite(d) => format!(
+            "type = \"sqlite\"\nfile = \"{}\"\n",
+            d.path().join("test.db").display()
+        ),
+        SqlFixture::Postgres(db) => format!("type = \"postgres\"\nurl = \"{}\"\n", db.url()),
+    };
+    std::fs::write(
+        &config,
+        format!("kv_dir = \"{}\"\n[backend]\n{backend}", kv.display()),
+    )
+    .unwrap();
+    let out = nodestore(&["status", "--config", config.to_str().unwrap(), "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["kv"]["state"], "live");
+    assert!(
+        json["open_would"].as_str().unwrap().starts_with("migrate"),
+        "{json}"
+    );
+    assert_eq!(
+        nodestore(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &target(fx)])
+            .await
+            .code,
+        0
+    );
+    let out = nodestore(&["status", "--config", config.to_str().unwrap()]).await;
+    assert!(out.stdout.contains("tombstoned"), "{}", out.stdout);
+    assert!(out.stdout.contains("6 kvdb_to_sql"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("opening would: open the stores on SQL"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A dump imports into a new KV database as it is, legacy shapes included;
+/// the dump of the result equals the input, and it migrates by the rules.
+async fn import_reproduces_a_dump_verbatim(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_kv(dir.path()).await;
+    let mut dump = nodestore::dump::dump_kv(&kv).await.unwrap();
+    // A legacy shape: a second, older session with the first one's id.
+    let mut twin = dump.sessions[0].clone();
+    // Same id (key bytes 1..5), another key: flip the last byte.
+    let last = u8::from_str_radix(&twin.local_public_key[64..66], 16).unwrap() ^ 0xff;
+    twin.local_public_key = format!("{}{last:02x}", &twin.local_public_key[..64]);
+    twin.created_at = "2024-01-01T00:00:00.000000Z".into();
+    twin.label = "older twin".into();
+    dump.sessions.insert(1, twin);
+    dump.sessions
+        .sort_by(|a, b| (&a.id, &a.local_public_key).cmp(&(&b.id, &b.local_public_key)));
+    let file = dir.path().join("node.json");
+    dump.write(&file).unwrap();
+    let restored = dir.path().join("restored");
+    let out = nodestore(&[
+        "import",
+        "--to",
+        &format!("kv:{}", restored.display()),
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let again = nodestore(&["dump", "--from", &format!("kv:{}", restored.display())]).await;
+    assert_eq!(
+        again.stdout,
+        std::fs::read_to_string(&file).unwrap(),
+        "dump of the import equals the input"
+    );
+
+    let to = target(fx);
+    let out = nodestore(&[
+        "migrate",
+        "--kv",
+        restored.to_str().unwrap(),
+        "--to",
+        &to,
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["report"]["sessions"]["duplicates_dropped"], 1);
+    let sql = nodestore(&["dump", "--from", &to]).await;
+    assert_eq!(sql.stdout, nodestore::dump::as_migrated(&dump).to_json());
+    // Importing over an existing database is refused.
+    let out = nodestore(&[
+        "import",
+        "--to",
+        &format!("kv:{}", restored.display()),
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_ne!(out.code, 0);
+}
+
+async fn errors_print_one_line_per_cause_and_fail(fx: &SqlFixture) {
+    let out = nodestore(&["migrate", "--kv", "/nonexistent/kv", "--to", &target(fx)]).await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no key-value database at /nonexistent/kv"),
+        "{}",
+        out.stderr
+    );
+    let out = nodestore(&["dump", "--from", "mysql://x"]).await;
+    assert_ne!(out.code, 0);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    // A broken record fails the migration naming it, with the way out.
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_kv(dir.path()).await;
+    {
+        let db = tombstone::KvDb::open(&kv, &tombstone::KvOptions::default()).unwrap();
+        db.tree("session")
+            .unwrap()
+            .insert(vec![2u8; 33], &b"\x01bad"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let out = nodestore(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &target(fx)]).await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("tree session, key 02020202"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("defer"), "{}", out.stderr);
+}
+
+testkit::backend_tests!(sqlite => sqlite;
+    demo_migrates_verifies_and_reports,
+    migrate_then_verify_then_dump_identically,
+    a_dry_run_keeps_nothing,
+    verify_lists_every_difference,
+    status_reports_both_databases_and_the_plan,
+    import_reproduces_a_dump_verbatim,
+    errors_print_one_line_per_cause_and_fail,
+);
+
+testkit::backend_tests!(postgres => postgres;
+    demo_migrates_verifies_and_reports,
+    migrate_then_verify_then_dump_identically,
+    a_dry_run_keeps_nothing,
+    verify_lists_every_difference,
+    status_reports_both_databases_and_the_plan,
+    import_reproduces_a_dump_verbatim,
+    errors_print_one_line_per_cause_and_fail,
+);
