@@ -481,8 +481,7 @@ struct Parts {
 impl Dump {
     fn from_parts(mut p: Parts) -> Dump {
         p.accounts.sort_by_key(|a| a.id);
-        p.sessions
-            .sort_by(|a, b| (a.id, a.local_public_key).cmp(&(b.id, b.local_public_key)));
+        p.sessions.sort_by_key(|s| (s.id, s.local_public_key));
         p.entries.sort();
         p.pairs.sort();
         p.actions.sort_by_key(|a| a.locator);

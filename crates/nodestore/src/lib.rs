@@ -86,7 +86,7 @@ pub enum Error {
         target: String,
         /// What failed, naming the record.
         #[source]
-        source: migrator::Error,
+        source: Box<migrator::Error>,
     },
     /// A live key-value database sits beside a SQL database that was
     /// already migrated or initialised without it.
@@ -406,7 +406,7 @@ impl Stores {
                         .map_err(|source| Error::Migration {
                             kv: dir.display().to_string(),
                             target: target.clone(),
-                            source,
+                            source: Box::new(source),
                         })?;
                 if let Some(reason) = &outcome.tombstone_pending {
                     report.notes.push(format!("migrated, but {} could not be tombstoned yet ({reason}); it will be retried", dir.display()));

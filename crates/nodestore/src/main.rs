@@ -352,7 +352,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 .map_err(|source| Error::Migration {
                     kv: kv.display().to_string(),
                     target: db.describe(),
-                    source,
+                    source: Box::new(source),
                 })?;
             drop(bars);
             if json {
@@ -493,7 +493,7 @@ async fn demo(dir: &Path, postgres: Option<String>, scale: Scale) -> Result<Exit
         .map_err(|source| Error::Migration {
             kv: kv.display().to_string(),
             target: db.describe(),
-            source,
+            source: Box::new(source),
         })?;
     drop(bars);
     print_outcome(&db.describe(), &outcome, started.elapsed().as_secs_f64());

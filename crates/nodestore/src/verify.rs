@@ -73,10 +73,13 @@ fn fields(a: &Value, b: &Value) -> String {
     }
 }
 
+/// One section of a dump: its records by key, as JSON.
+type Records = BTreeMap<String, Value>;
+
 /// Compares two dumps record by record.
 pub fn compare(kv: &Dump, sql: &Dump) -> VerifyReport {
     let mut report = VerifyReport::default();
-    let sections: [(&str, BTreeMap<String, Value>, BTreeMap<String, Value>); 6] = [
+    let sections: [(&str, Records, Records); 6] = [
         (
             "account",
             keyed(&kv.accounts, |a| a.id.clone()),
