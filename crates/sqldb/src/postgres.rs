@@ -22,9 +22,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use sea_query::Value;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{DbError, DbResult, ErrorKind};
 use crate::row::{Cell, Row};
@@ -49,6 +51,28 @@ impl Default for PostgresOptions {
 pub struct PostgresDb {
     pool: Pool,
     config: Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+/// TLS when the URL asks for it (`sslmode=require`): rustls with the
+/// Mozilla root certificates compiled in, so nothing depends on the
+/// machine's certificate store. Other modes connect without TLS; the
+/// driver's default `prefer` would otherwise fail outright on a server with
+/// a self-signed certificate instead of falling back.
+fn tls_for(config: &Config) -> Option<MakeRustlsConnect> {
+    if config.get_ssl_mode() != SslMode::Require {
+        return None;
+    }
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Some(MakeRustlsConnect::new(tls))
 }
 
 impl fmt::Debug for PostgresDb {
@@ -58,6 +82,7 @@ impl fmt::Debug for PostgresDb {
             .field("hosts", &self.config.get_hosts())
             .field("dbname", &self.config.get_dbname())
             .field("pool_size", &self.pool.status().max_size)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -74,19 +99,20 @@ impl PostgresDb {
                 format!("invalid connection URL: {e}"),
             )
         })?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = tls_for(&config);
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size.max(1))
             .build()
             .map_err(|e| DbError::new(BACKEND, ErrorKind::Connection, e))?;
         drop(pool.get().await.map_err(pool_error)?);
-        Ok(PostgresDb { pool, config })
+        Ok(PostgresDb { pool, config, tls })
     }
 
     /// `postgres://user@host:port/dbname`, without the password.
@@ -126,12 +152,25 @@ impl PostgresDb {
     /// Opens a connection outside the pool, for session-level state such as
     /// an advisory lock that a pooled connection could lose on recycling.
     pub async fn dedicated(&self) -> DbResult<DedicatedConn> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(classify)?;
-        tokio::spawn(async move {
-            // Ends when the client is dropped or the server goes away; the
-            // client's next call reports the error.
-            let _ = connection.await;
-        });
+        // The connection task ends when the client is dropped or the server
+        // goes away; the client's next call reports the error.
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) =
+                    self.config.connect(tls.clone()).await.map_err(classify)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(classify)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+            }
+        };
         Ok(DedicatedConn {
             inner: Arc::new(Dedicated {
                 client,

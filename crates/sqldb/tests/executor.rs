@@ -401,6 +401,30 @@ async fn sqlite_file_is_private_and_durable(fx: &SqlFixture) {
     tx.rollback().await.unwrap();
 }
 
+/// `sslmode=require` makes the pool use TLS: the test server has none, so
+/// connecting fails saying so; without it the same server connects.
+async fn tls_is_used_exactly_when_the_url_requires_it(fx: &SqlFixture) {
+    let SqlFixture::Postgres(db) = fx else {
+        unreachable!()
+    };
+    let sep = if db.url().contains('?') { '&' } else { '?' };
+    let err = sqldb::PostgresDb::connect(
+        &format!("{}{sep}sslmode=require", db.url()),
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Connection, "{err}");
+    let text = format!("{err:?}").to_lowercase();
+    assert!(text.contains("tls") || text.contains("ssl"), "{err:?}");
+    sqldb::PostgresDb::connect(
+        &format!("{}{sep}sslmode=prefer", db.url()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+}
+
 /// The same steps give the same tables, columns, types, nullability, keys,
 /// checks and indexes on both engines.
 async fn sqlite_and_postgres_schemas_match(fx: &SqlFixture) {
@@ -466,4 +490,5 @@ testkit::backend_tests!(postgres => postgres;
     integers_bind_to_every_column_width,
     empty_and_null_blobs_are_told_apart,
     sqlite_and_postgres_schemas_match,
+    tls_is_used_exactly_when_the_url_requires_it,
 );
