@@ -6,8 +6,12 @@
 //! - `lint`: formatting and clippy only.
 //! - `test [--backend core|kv|sqlite|postgres] [--crate NAME]`: tests, with
 //!   the same table.
+//! - `bench [--scale S|M|L] [--backend sqlite|postgres]`: the benchmark
+//!   (crates/bench), release build, on both SQL backends unless one is named;
+//!   figures under `target/bench/`. `ci` runs it at scale S in a debug build
+//!   as a smoke test (it must complete; no timing is asserted).
 //! - `pg start|stop|url`: a local PostgreSQL for development; while it runs,
-//!   `test` uses it instead of starting a cluster of its own.
+//!   `test` and `bench` use it instead of starting a cluster of their own.
 //!
 //! Test names carry their backend as a path segment (`sqlite::`,
 //! `postgres::`, `kv::`); tests without one count as `core`. A crate lists
@@ -29,6 +33,7 @@ commands:
   ci                                   fmt check, clippy -D warnings, every test on every backend
   lint                                 fmt check and clippy only
   test [--backend B] [--crate NAME]    run tests (B: core, kv, sqlite, postgres)
+  bench [--scale S|M|L] [--backend B]  migration vs bulk-load limit, memory, latency (B: sqlite, postgres)
   pg start|stop|url                    a local PostgreSQL for development";
 
 type Result<T, E = String> = std::result::Result<T, E>;
@@ -50,8 +55,14 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => {
             lint()?;
-            test(&TestArgs::default())
+            test(&TestArgs::default())?;
+            bench(&BenchArgs {
+                scale: "S".into(),
+                backends: vec!["sqlite".into(), "postgres".into()],
+                release: false,
+            })
         }
+        Some("bench") => bench(&BenchArgs::parse(&args[1..])?),
         Some("lint") => lint(),
         Some("test") => test(&TestArgs::parse(&args[1..])?),
         Some("pg") => pg(args.get(1).map(String::as_str)),
@@ -386,6 +397,75 @@ fn run_doc_tests(args: &TestArgs) -> Result<(BTreeMap<String, Tally>, bool)> {
         println!("{stdout}\n{stderr}");
     }
     Ok((tallies, out.status.success()))
+}
+
+struct BenchArgs {
+    scale: String,
+    backends: Vec<String>,
+    release: bool,
+}
+
+impl BenchArgs {
+    fn parse(args: &[String]) -> Result<BenchArgs> {
+        let mut out = BenchArgs {
+            scale: "L".into(),
+            backends: vec!["sqlite".into(), "postgres".into()],
+            release: true,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--scale" => {
+                    let s = it.next().ok_or("--scale needs a value")?.to_uppercase();
+                    if !["S", "M", "L"].contains(&s.as_str()) {
+                        return Err(format!("unknown scale {s}; one of S, M, L"));
+                    }
+                    out.scale = s;
+                }
+                "--backend" => {
+                    let b = it.next().ok_or("--backend needs a value")?;
+                    if !["sqlite", "postgres"].contains(&b.as_str()) {
+                        return Err(format!("unknown backend {b}; sqlite or postgres"));
+                    }
+                    out.backends = vec![b.clone()];
+                }
+                other => return Err(format!("unknown argument {other}\n{USAGE}")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs the benchmark binary once per backend, with a PostgreSQL server
+/// provided the same way as for the tests (a missing one is an error: the
+/// bench measures latency on PostgreSQL in every run).
+fn bench(args: &BenchArgs) -> Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--package", "bench", "--bin", "nodestore-bench"]);
+    if args.release {
+        build.arg("--release");
+    }
+    step("building the benchmark", build)?;
+    let exe = Path::new("target")
+        .join(if args.release { "release" } else { "debug" })
+        .join("nodestore-bench");
+    let pg = provide_postgres();
+    let url = match &pg {
+        PgSource::Env => std::env::var(testkit::URL_ENV).unwrap_or_default(),
+        PgSource::Dev(url) => url.clone(),
+        PgSource::Started(c) => c.url("postgres"),
+        PgSource::None(why) => return Err(format!("the benchmark needs PostgreSQL: {why}")),
+    };
+    for backend in &args.backends {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--scale", &args.scale, "--backend", backend])
+            .env(testkit::URL_ENV, &url);
+        step(&format!("bench, scale {}, {backend}", args.scale), cmd)?;
+    }
+    if let PgSource::Started(c) = pg {
+        c.stop().map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Where the tests' PostgreSQL comes from for this run.

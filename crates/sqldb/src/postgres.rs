@@ -217,6 +217,12 @@ impl DedicatedConn {
         }))
     }
 
+    /// The driver's client, for what the [`Tx`] interface does not offer
+    /// (binary COPY in the benchmark's bulk-load limit).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
     /// Runs a query outside any transaction (for session-level commands).
     pub async fn query_sql(&self, sql: Sql) -> DbResult<Vec<Row>> {
         let mut tx = PgTx {
@@ -358,9 +364,14 @@ impl Tx for PgTx {
     }
 }
 
-/// A parameter converted to the type PostgreSQL expects for it.
+/// A parameter converted to the type PostgreSQL expects for it (see
+/// [`pg_value`]).
 #[derive(Debug)]
-enum PgValue {
+#[allow(
+    missing_docs,
+    reason = "one variant per PostgreSQL parameter type, named after it"
+)]
+pub enum PgValue {
     Null,
     Bool(bool),
     I16(i16),
@@ -439,6 +450,14 @@ fn int_of(v: &Value) -> Option<Option<i64>> {
         },
         _ => return None,
     })
+}
+
+/// Converts one sea-query value to the parameter this crate binds for a
+/// column of type `ty` (integers to the column's width, timestamps as UTC
+/// microseconds). For loaders that drive tokio-postgres directly, such as the
+/// benchmark's binary COPY.
+pub fn pg_value(v: Value, ty: &Type) -> Result<PgValue, String> {
+    bind_one(v, ty)
 }
 
 fn bind_one(v: Value, ty: &Type) -> Result<PgValue, String> {

@@ -374,7 +374,10 @@ fn bind(values: sea_query::Values) -> DbResult<Vec<SqlValue>> {
     values.0.into_iter().map(bind_one).collect()
 }
 
-fn bind_one(v: Value) -> DbResult<SqlValue> {
+/// Converts one sea-query value to the SQLite value this crate binds for it
+/// (timestamps as fixed-width text, booleans as 0 and 1). For loaders that
+/// drive rusqlite directly, such as the benchmark's bulk-load limit.
+pub fn bind_one(v: Value) -> DbResult<SqlValue> {
     fn int(v: Option<i64>) -> SqlValue {
         v.map_or(SqlValue::Null, SqlValue::Integer)
     }

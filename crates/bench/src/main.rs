@@ -1,0 +1,512 @@
+//! nodestore's benchmark (`cargo xtask bench`).
+//!
+//! For one scale and one SQL backend it measures, in one run:
+//! - the migration end to end, validation included: rows/s and records/s
+//!   per store and in total, wall time, and the peak resident memory of the
+//!   migrating process (each phase runs in a process of its own);
+//! - the bulk-load limit: the same rows from the same key-value database,
+//!   written by the simplest fast loader (see `limit.rs`);
+//! - store latency, median and 99th percentile, on kv, SQLite and
+//!   PostgreSQL (the latter when a server is given).
+//!
+//! It prints one table and writes the same figures as JSON under the output
+//! directory, with the scale, the backend and the git commit.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool"
+)]
+
+mod latency;
+mod limit;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use nodestore::generate::{Scale, Shape, generate};
+use nodestore::{OpenReport, Stores};
+use serde_json::{Value, json};
+use sqldb::migrate::Migrator;
+use sqldb::{Db, PostgresDb, PostgresOptions, SqliteDb, SqliteOptions};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    phase: String,
+    scale: Scale,
+    backend: String,
+    pg_url: Option<String>,
+    work: PathBuf,
+    out: PathBuf,
+    target: Option<String>,
+    kv: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, BoxError> {
+    let mut a = Args {
+        phase: "run".into(),
+        scale: Scale::S,
+        backend: "sqlite".into(),
+        pg_url: std::env::var("NODESTORE_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty()),
+        work: PathBuf::from("target/bench/work"),
+        out: PathBuf::from("target/bench"),
+        target: None,
+        kv: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--scale" => a.scale = value()?.parse()?,
+            "--backend" => a.backend = value()?,
+            "--pg-url" => a.pg_url = Some(value()?),
+            "--work" => a.work = value()?.into(),
+            "--out" => a.out = value()?.into(),
+            "--target" => a.target = Some(value()?),
+            "--kv" => a.kv = Some(value()?.into()),
+            "migrate" | "limit" | "run" => a.phase = arg.clone(),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if !["sqlite", "postgres"].contains(&a.backend.as_str()) {
+        return Err(format!("--backend {}: sqlite or postgres", a.backend).into());
+    }
+    Ok(a)
+}
+
+fn main() {
+    let result = parse().and_then(|args| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            match args.phase.as_str() {
+                "migrate" => phase_migrate(&args).await,
+                "limit" => phase_limit(&args).await,
+                _ => run(&args).await,
+            }
+        })
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The peak resident set of this process, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+async fn open(target: &str) -> Result<Db, BoxError> {
+    Ok(match target.strip_prefix("sqlite:") {
+        Some(path) => SqliteDb::open(path, SqliteOptions::default()).await?.into(),
+        None => PostgresDb::connect(target, PostgresOptions::default())
+            .await?
+            .into(),
+    })
+}
+
+fn shape_of(scale: Scale) -> Shape {
+    scale.shape()
+}
+
+/// The migration, in its own process: prints one JSON line.
+async fn phase_migrate(args: &Args) -> Result<(), BoxError> {
+    let kv = args.kv.as_ref().ok_or("--kv")?;
+    let db = open(args.target.as_deref().ok_or("--target")?).await?;
+    let marks = std::sync::Mutex::new(Vec::<(String, u64, f64)>::new());
+    let started = Instant::now();
+    struct Timer<'a>(&'a std::sync::Mutex<Vec<(String, u64, f64)>>, Instant);
+    impl migrator::Progress for Timer<'_> {
+        fn progress(&self, e: migrator::ProgressEvent) -> Result<(), sqldb::BoxError> {
+            if let Ok(mut m) = self.0.lock() {
+                let t = self.1.elapsed().as_secs_f64();
+                match m.last_mut() {
+                    Some(last) if last.0 == e.store => *last = (e.store.into(), e.done, t),
+                    _ => m.push((e.store.into(), e.done, t)),
+                }
+            }
+            Ok(())
+        }
+    }
+    let timer = Timer(&marks, started);
+    // A node migrating keeps sled's cache small (see KvOptions); force: the
+    // benchmark reuses one data set for every run.
+    let opts = migrator::Options {
+        force: true,
+        ..migrator::Options::default()
+    };
+    let outcome = migrator::migrate(kv, &db, &opts, Some(&timer)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let report = outcome.report.ok_or("nothing migrated")?;
+    let marks = marks.into_inner().unwrap_or_default();
+    let mut stores = Vec::new();
+    let mut prev = 0.0;
+    for (store, records, t) in marks {
+        stores.push(json!({ "store": store, "records": records, "seconds": t - prev }));
+        prev = t;
+    }
+    println!(
+        "{}",
+        json!({
+            "seconds": seconds,
+            "step_seconds": report.duration.as_secs_f64(),
+            "stores": stores,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+    Ok(())
+}
+
+/// The bulk-load limit, in its own process: prints one JSON line.
+async fn phase_limit(args: &Args) -> Result<(), BoxError> {
+    let kv = args.kv.as_ref().ok_or("--kv")?;
+    let db = open(args.target.as_deref().ok_or("--target")?).await?;
+    // The schema before the key-value step, as the migration finds it.
+    let before: Vec<_> = sqldb::schema::STEPS
+        .iter()
+        .copied()
+        .filter(|s| s.version < sqldb::schema::KV_TO_SQL_VERSION)
+        .collect();
+    Migrator::with_steps(&before).run(&db).await?;
+    let started = Instant::now();
+    let rows = limit::load(kv, &db).await?;
+    println!(
+        "{}",
+        json!({ "seconds": started.elapsed().as_secs_f64(), "rows": rows, "peak_rss_mib": peak_rss_mib() })
+    );
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), BoxError> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// A fresh target database for a phase.
+async fn fresh_target(args: &Args, name: &str) -> Result<String, BoxError> {
+    match args.backend.as_str() {
+        "sqlite" => {
+            let path = args.work.join(format!("{name}.db"));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            Ok(format!("sqlite:{}", path.display()))
+        }
+        _ => {
+            let admin = args
+                .pg_url
+                .as_ref()
+                .ok_or("postgres needs --pg-url or NODESTORE_TEST_POSTGRES_URL")?;
+            let db = PostgresDb::connect(admin, PostgresOptions { pool_size: 1 }).await?;
+            let dbname = format!("nodestore_bench_{name}");
+            let admin_db: Db = db.into();
+            // The name is this program's constant, never data.
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"),
+                format!("CREATE DATABASE {dbname}"),
+            ] {
+                let conn = admin_db
+                    .as_postgres()
+                    .ok_or("not a PostgreSQL database")?
+                    .dedicated()
+                    .await?;
+                conn.client().batch_execute(&sql).await?;
+            }
+            Ok(with_dbname(admin, &dbname))
+        }
+    }
+}
+
+fn with_dbname(url: &str, dbname: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgresql", url));
+    let (before, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let authority = before.split_once('/').map_or(before, |(a, _)| a);
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{dbname}?{q}"),
+        None => format!("{scheme}://{authority}/{dbname}"),
+    }
+}
+
+fn sub(args: &Args, phase: &str, kv: &Path, target: &str) -> Result<Value, BoxError> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .arg(phase)
+        .args(["--kv", &kv.display().to_string(), "--target", target])
+        .args([
+            "--scale",
+            match args.scale {
+                Scale::S => "S",
+                Scale::M => "M",
+                Scale::L => "L",
+            },
+        ])
+        .args(["--backend", &args.backend])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("{phase} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn run(args: &Args) -> Result<(), BoxError> {
+    let scale = match args.scale {
+        Scale::S => "S",
+        Scale::M => "M",
+        Scale::L => "L",
+    };
+    let shape = shape_of(args.scale);
+    std::fs::create_dir_all(&args.work)?;
+    let pristine = args.work.join(format!("kv-{scale}"));
+    if !pristine.join("complete").exists() {
+        let _ = std::fs::remove_dir_all(&pristine);
+        println!(
+            "generating the {scale} data set ({} rows) in {}",
+            shape.total_rows(),
+            pristine.display()
+        );
+        let t = Instant::now();
+        generate(&pristine, shape, 2026, &|_, _, _| {}).await?;
+        std::fs::write(pristine.join("complete"), "")?;
+        println!("  generated in {:.1}s", t.elapsed().as_secs_f64());
+    }
+
+    // The migration, on a copy (it tombstones its source).
+    let mig_kv = args.work.join(format!("kv-{scale}-migrate"));
+    let _ = std::fs::remove_dir_all(&mig_kv);
+    copy_dir(&pristine, &mig_kv)?;
+    let mig_target = fresh_target(args, &format!("migrate_{}", scale.to_lowercase())).await?;
+    println!("migrating into {} …", args.backend);
+    let migration = sub(args, "migrate", &mig_kv, &mig_target)?;
+
+    println!("loading the same rows with the simplest fast loader …");
+    let lim_target = fresh_target(args, &format!("limit_{}", scale.to_lowercase())).await?;
+    let limit = sub(args, "limit", &pristine, &lim_target)?;
+
+    println!("measuring store latency …");
+    let latencies = latencies(args, scale, &pristine, &mig_target).await?;
+
+    let report = report(args, scale, &shape, &migration, &limit, &latencies);
+    std::fs::create_dir_all(&args.out)?;
+    let file = args
+        .out
+        .join(format!("bench-{scale}-{}.json", args.backend));
+    std::fs::write(&file, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("wrote {}", file.display());
+    Ok(())
+}
+
+/// A fresh copy of the pristine data set for one use.
+fn kv_copy(args: &Args, pristine: &Path, name: &str) -> Result<PathBuf, BoxError> {
+    let dir = args.work.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(pristine, &dir)?;
+    Ok(dir)
+}
+
+/// Latency on kv, on the migrated database of this run and, when a server
+/// is at hand, on the other SQL backend (migrated from another copy).
+async fn latencies(
+    args: &Args,
+    scale: &str,
+    pristine: &Path,
+    mig_target: &str,
+) -> Result<Vec<(String, Value)>, BoxError> {
+    let kv = tombstone::KvDb::open(
+        kv_copy(args, pristine, &format!("kv-{scale}-latency"))?,
+        &tombstone::KvOptions::default(),
+    )?;
+    let kv_stores = Stores::on_kv(&kv, OpenReport::default())?;
+    let samples = latency::samples(&kv_stores).await?;
+    let mut out = vec![(
+        "kv".to_owned(),
+        latency::measure(&kv_stores, &samples).await?,
+    )];
+    drop(kv_stores);
+    drop(kv);
+
+    let db = open(mig_target).await?;
+    let this = latency::measure(&Stores::on_sql(&db, OpenReport::default()), &samples).await?;
+    let other: Option<(String, Db)> = match args.backend.as_str() {
+        "sqlite" => match &args.pg_url {
+            Some(_) => {
+                let pg = Args {
+                    backend: "postgres".into(),
+                    pg_url: args.pg_url.clone(),
+                    work: args.work.clone(),
+                    out: args.out.clone(),
+                    phase: String::new(),
+                    scale: args.scale,
+                    target: None,
+                    kv: None,
+                };
+                let target =
+                    fresh_target(&pg, &format!("latency_{}", scale.to_lowercase())).await?;
+                Some(("postgres".into(), open(&target).await?))
+            }
+            None => None,
+        },
+        _ => {
+            let sq = Args {
+                backend: "sqlite".into(),
+                pg_url: None,
+                work: args.work.clone(),
+                out: args.out.clone(),
+                phase: String::new(),
+                scale: args.scale,
+                target: None,
+                kv: None,
+            };
+            let target = fresh_target(&sq, &format!("latency_{}", scale.to_lowercase())).await?;
+            Some(("sqlite".into(), open(&target).await?))
+        }
+    };
+    out.push((args.backend.clone(), this));
+    if let Some((name, db)) = other {
+        let source = kv_copy(args, pristine, &format!("kv-{scale}-{name}"))?;
+        migrator::migrate(
+            &source,
+            &db,
+            &migrator::Options {
+                force: true,
+                ..migrator::Options::default()
+            },
+            None,
+        )
+        .await?;
+        out.push((
+            name,
+            latency::measure(&Stores::on_sql(&db, OpenReport::default()), &samples).await?,
+        ));
+    } else {
+        println!("  (no PostgreSQL server given: latency on PostgreSQL left out)");
+    }
+    Ok(out)
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn report(
+    args: &Args,
+    scale: &str,
+    shape: &Shape,
+    migration: &Value,
+    limit: &Value,
+    latencies: &[(String, Value)],
+) -> Value {
+    let rows = shape.total_rows() as f64;
+    let mig_s = f(&migration["seconds"]);
+    let lim_s = f(&limit["seconds"]);
+    let ratio = if lim_s > 0.0 { mig_s / lim_s } else { 0.0 };
+    println!();
+    println!(
+        "nodestore bench: scale {scale} ({} rows), backend {}, commit {}",
+        shape.total_rows(),
+        args.backend,
+        git_commit()
+    );
+    println!(
+        "{:<28}{:>12}{:>14}{:>14}",
+        "", "seconds", "rows/s", "records/s"
+    );
+    let store_rows: std::collections::HashMap<&str, u64> = shape.rows().into_iter().collect();
+    let mut per_store = Vec::new();
+    for s in migration["stores"].as_array().into_iter().flatten() {
+        let name = s["store"].as_str().unwrap_or("");
+        let secs = f(&s["seconds"]);
+        let records = s["records"].as_u64().unwrap_or(0);
+        let r = match name {
+            "accounts" => store_rows["accounts"],
+            "sessions" => store_rows["sessions"],
+            "kv-stores" => shape.kv_entries,
+            "privacy pairs" => shape.privacy_pairs,
+            _ => store_rows["actions"],
+        };
+        println!(
+            "{:<28}{secs:>12.2}{:>14.0}{:>14.0}",
+            format!("  migrate {name}"),
+            r as f64 / secs.max(1e-9),
+            records as f64 / secs.max(1e-9)
+        );
+        per_store.push(json!({ "store": name, "seconds": secs, "rows": r, "records": records, "rows_per_s": r as f64 / secs.max(1e-9), "records_per_s": records as f64 / secs.max(1e-9) }));
+    }
+    println!(
+        "{:<28}{mig_s:>12.2}{:>14.0}",
+        "migration, validated",
+        rows / mig_s.max(1e-9)
+    );
+    println!(
+        "{:<28}{lim_s:>12.2}{:>14.0}",
+        "limit (simplest loader)",
+        rows / lim_s.max(1e-9)
+    );
+    println!("{:<28}{ratio:>12.2}   (target <= 2.0)", "migration / limit");
+    println!(
+        "{:<28}{:>12.0}   (target <= 256)",
+        "peak RSS of migration, MiB",
+        f(&migration["peak_rss_mib"])
+    );
+    println!();
+    println!(
+        "{:<34}{:>22}{:>22}{:>22}",
+        "latency, median / p99 (µs)", "kv", "sqlite", "postgres"
+    );
+    for op in latency::OPS {
+        print!("{op:<34}");
+        for backend in ["kv", "sqlite", "postgres"] {
+            match latencies.iter().find(|(b, _)| b == backend) {
+                Some((_, v)) => print!(
+                    "{:>22}",
+                    format!("{:.0} / {:.0}", f(&v[op]["median_us"]), f(&v[op]["p99_us"]))
+                ),
+                None => print!("{:>22}", "-"),
+            }
+        }
+        println!();
+    }
+    json!({
+        "scale": scale,
+        "backend": args.backend,
+        "commit": git_commit(),
+        "rows": shape.total_rows(),
+        "migration": { "seconds": mig_s, "rows_per_s": rows / mig_s.max(1e-9), "peak_rss_mib": migration["peak_rss_mib"], "stores": per_store },
+        "limit": { "seconds": lim_s, "rows": limit["rows"], "rows_per_s": rows / lim_s.max(1e-9) },
+        "ratio": ratio,
+        "latency": latencies.iter().map(|(b, v)| (b.clone(), v.clone())).collect::<serde_json::Map<_, _>>(),
+    })
+}
