@@ -191,6 +191,11 @@ pub struct Options {
     pub force: bool,
     /// Who writes the tombstone.
     pub marker: Arc<dyn MarkWriter>,
+    /// SQLite's page cache for the migration, in MiB (the connection's own
+    /// setting is restored afterwards). SQLite's default of about 2 MiB
+    /// thrashes on the random blob keys of the unique indexes during a bulk
+    /// load; ignored on PostgreSQL.
+    pub sqlite_cache_mib: u32,
 }
 
 impl Default for Options {
@@ -201,6 +206,7 @@ impl Default for Options {
             dry_run: false,
             force: false,
             marker: Arc::new(TombstoneMark),
+            sqlite_cache_mib: 16,
         }
     }
 }
@@ -327,6 +333,25 @@ impl<'a> KvToSql<'a> {
     }
 
     async fn migrate_all(&self, tx: &mut dyn Tx) -> Result<Option<Report>, Error> {
+        if self.source.is_none() {
+            return self.migrate_stores(tx).await;
+        }
+        // The cache size is the connection's, not the transaction's: set it
+        // for the load and put the old value back whatever happens.
+        let kib = i64::from(self.opts.sqlite_cache_mib) * 1024;
+        let previous = tx.set_cache_size_kib(kib).await?;
+        let result = self.migrate_stores(tx).await;
+        if let Some(previous) = previous {
+            // After a failure the migration's error is the one to report.
+            let restored = tx.restore_cache_size(previous).await;
+            if result.is_ok() {
+                restored?;
+            }
+        }
+        result
+    }
+
+    async fn migrate_stores(&self, tx: &mut dyn Tx) -> Result<Option<Report>, Error> {
         record::create(tx).await?;
         let Some(source) = self.source else {
             return Ok(None);

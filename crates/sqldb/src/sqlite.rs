@@ -323,6 +323,28 @@ impl Tx for SqliteTx {
             .await?
     }
 
+    async fn set_cache_size_kib(&mut self, kib: i64) -> DbResult<Option<i64>> {
+        self.worker
+            .call(move |c| {
+                let old: i64 = c
+                    .pragma_query_value(None, "cache_size", |r| r.get(0))
+                    .map_err(classify)?;
+                c.pragma_update(None, "cache_size", -kib.abs())
+                    .map_err(classify)?;
+                Ok(Some(old))
+            })
+            .await?
+    }
+
+    async fn restore_cache_size(&mut self, previous: i64) -> DbResult<()> {
+        self.worker
+            .call(move |c| {
+                c.pragma_update(None, "cache_size", previous)
+                    .map_err(classify)
+            })
+            .await?
+    }
+
     async fn commit(mut self: Box<Self>) -> DbResult<()> {
         let result = self
             .worker

@@ -101,6 +101,23 @@ pub trait Tx: Send {
     /// Runs a script of statements without parameters, such as a schema step.
     async fn execute_script(&mut self, script: &str) -> DbResult<()>;
 
+    /// Sets the page cache of the connection under this transaction, in
+    /// KiB, and returns the previous setting (in SQLite's `cache_size`
+    /// form: negative KiB or positive pages) so a bulk load can restore it.
+    /// SQLite only: it is the connection's, not the transaction's, so it
+    /// outlives a rollback. PostgreSQL has no per-connection page cache;
+    /// there it does nothing and returns `None`.
+    async fn set_cache_size_kib(&mut self, kib: i64) -> DbResult<Option<i64>> {
+        let _ = kib;
+        Ok(None)
+    }
+
+    /// Restores a page cache setting [`Tx::set_cache_size_kib`] returned.
+    async fn restore_cache_size(&mut self, previous: i64) -> DbResult<()> {
+        let _ = previous;
+        Ok(())
+    }
+
     /// Commits the transaction.
     async fn commit(self: Box<Self>) -> DbResult<()>;
 

@@ -401,6 +401,33 @@ async fn sqlite_file_is_private_and_durable(fx: &SqlFixture) {
     tx.rollback().await.unwrap();
 }
 
+/// A bulk load's page cache is set on the connection and put back exactly;
+/// PostgreSQL has nothing to set and says so.
+async fn bulk_load_cache_is_set_and_restored(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let mut tx = db.begin(TxMode::Write).await.unwrap();
+    let cache = |rows: Vec<sqldb::Row>| rows[0].i64(0).unwrap();
+    let previous = tx.set_cache_size_kib(8192).await.unwrap();
+    if db.dialect() == sqldb::Dialect::Postgres {
+        assert_eq!(previous, None);
+        return;
+    }
+    let previous = previous.expect("SQLite reports its setting");
+    let now = tx
+        .query_sql(sqldb::Sql::fixed("PRAGMA cache_size", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(cache(now), -8192);
+    assert_ne!(previous, -8192);
+    tx.restore_cache_size(previous).await.unwrap();
+    let back = tx
+        .query_sql(sqldb::Sql::fixed("PRAGMA cache_size", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(cache(back), previous);
+    tx.rollback().await.unwrap();
+}
+
 /// `sslmode=require` makes the pool use TLS: the test server has none, so
 /// connecting fails saying so; without it the same server connects.
 async fn tls_is_used_exactly_when_the_url_requires_it(fx: &SqlFixture) {
@@ -479,6 +506,7 @@ testkit::backend_tests!(sqlite => sqlite;
     integers_bind_to_every_column_width,
     empty_and_null_blobs_are_told_apart,
     sqlite_file_is_private_and_durable,
+    bulk_load_cache_is_set_and_restored,
 );
 
 testkit::backend_tests!(postgres => postgres;
@@ -491,4 +519,5 @@ testkit::backend_tests!(postgres => postgres;
     empty_and_null_blobs_are_told_apart,
     sqlite_and_postgres_schemas_match,
     tls_is_used_exactly_when_the_url_requires_it,
+    bulk_load_cache_is_set_and_restored,
 );
