@@ -39,6 +39,10 @@ pub struct AccountsReport {
 /// 65535 bound parameters for every table here.
 const ROWS_PER_INSERT: usize = 1000;
 
+/// Invoice and payment rows a chunk may hold per account of the chunk size
+/// before it is sent early.
+const CHILD_ROWS_PER_ACCOUNT: usize = 16;
+
 /// What the reading side hands the writing side.
 enum Item {
     Accounts(Vec<Account>),
@@ -51,6 +55,9 @@ enum Item {
 /// Reads the tree on the blocking pool, in key order, in chunks.
 fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
     let mut chunk = Vec::with_capacity(chunk_size);
+    // Invoices and payments in the chunk: an account can carry thousands,
+    // so a chunk also ends at a row budget, which bounds memory.
+    let mut rows = 0;
     let (mut add, mut settle) = (None, None);
     for item in tree.iter() {
         let (key, value) = match item {
@@ -58,7 +65,10 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
             Err(e) => return out.fail(e.into()),
         };
         match kv::decode_entry(&key, &value) {
-            Ok(Entry::Account(a)) => chunk.push(a),
+            Ok(Entry::Account(a)) => {
+                rows += a.invoices.len() + a.payments.len();
+                chunk.push(a);
+            }
             Ok(Entry::LastAddIndex(i)) => add = Some(i),
             Ok(Entry::LastSettleIndex(i)) => settle = Some(i),
             Err(e) => {
@@ -69,8 +79,11 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
                 });
             }
         }
-        if chunk.len() == chunk_size && !out.send(Item::Accounts(std::mem::take(&mut chunk))) {
-            return;
+        if chunk.len() == chunk_size || rows >= chunk_size * CHILD_ROWS_PER_ACCOUNT {
+            rows = 0;
+            if !out.send(Item::Accounts(std::mem::take(&mut chunk))) {
+                return;
+            }
         }
     }
     if !chunk.is_empty() && !out.send(Item::Accounts(chunk)) {

@@ -123,7 +123,13 @@ pub(crate) async fn migrate(
         return Ok(report);
     };
     let actions = source.tree(ACTIONS_TREE)?;
-    let total = index.len() as u64;
+    // Locators are handed out in sequence, so the last one is the count,
+    // found with one seek; sled's `len` would walk the whole index and keep
+    // what it read in memory (136 MiB for a million actions).
+    let total = match index.iter().next_back() {
+        Some(Ok((key, _))) => index_seq(&key).unwrap_or(0),
+        _ => 0,
+    };
     let chunk_size = opts.chunk_size.max(1);
     let mut feed = Feed::spawn(move |sink| read_actions(index, actions, chunk_size, sink));
     let mut last_id = 0i64;
@@ -135,7 +141,7 @@ pub(crate) async fn migrate(
                 p.progress(ProgressEvent {
                     store: "actions",
                     done: report.actions,
-                    total,
+                    total: Ord::max(total, report.actions),
                 })
                 .map_err(Error::Aborted)?;
             }

@@ -180,7 +180,7 @@ impl MarkWriter for TombstoneMark {
 pub struct Options {
     /// Records per chunk (written, read back and compared together).
     pub chunk_size: usize,
-    /// How sled is opened (cache size).
+    /// How sled is opened (cache size: 16 MiB by default).
     pub kv: KvOptions,
     /// Migrate and verify inside a transaction, then roll everything back
     /// and mark nothing.
@@ -202,7 +202,11 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             chunk_size: 512,
-            kv: KvOptions::default(),
+            // One pass over each tree needs little cache: measured at scale L,
+            // 64 MiB bought 10 % on the actions' lookups for 75 MiB of RSS.
+            kv: KvOptions {
+                cache_capacity: 16 << 20,
+            },
             dry_run: false,
             force: false,
             marker: Arc::new(TombstoneMark),

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{Duration, TimeZone, Utc};
-use common::{Kv, Lcg, another, is_live, migrate_and_compare};
+use common::{Kv, Lcg, Snapshot, another, is_live, migrate_and_compare};
 use migrator::{Error, Options, Progress, ProgressEvent};
 use sqldb::migrate::Migrator;
 use sqldb::schema::KV_TO_SQL_VERSION;
@@ -282,6 +282,50 @@ impl Progress for FailAfter {
     }
 }
 
+/// Records every `done` the migration reports for accounts.
+struct Steps(std::sync::Mutex<Vec<u64>>);
+
+impl Progress for Steps {
+    fn progress(&self, e: ProgressEvent) -> Result<(), BoxError> {
+        if e.store == "accounts" {
+            self.0.lock().unwrap().push(e.done);
+        }
+        Ok(())
+    }
+}
+
+/// Accounts heavy with invoices end a chunk early (at the row budget of 16
+/// per account of the chunk size), so a chunk's memory stays bounded; every
+/// account and invoice still arrives.
+async fn heavy_accounts_are_chunked_by_rows(fx: &SqlFixture) {
+    let kv = Kv::new();
+    kv.accounts(|s| async move {
+        for i in 0..6u8 {
+            let a = s.new_account(0, None, &format!("heavy{i}")).await.unwrap();
+            for j in 0..40u8 {
+                s.add_account_invoice(a.id, h4(i * 40 + j)).await.unwrap();
+            }
+        }
+    })
+    .await;
+    let expected = kv.snapshot().await.normalised();
+    let db = fx.open().await;
+    let opts = Options {
+        chunk_size: 4,
+        ..Options::default()
+    };
+    let steps = Steps(std::sync::Mutex::new(Vec::new()));
+    let outcome = migrator::migrate(&kv.path, &db, &opts, Some(&steps))
+        .await
+        .unwrap();
+    // 4 x 16 = 64 rows: two accounts of 40 invoices fill a chunk.
+    assert_eq!(*steps.0.lock().unwrap(), vec![2, 4, 6]);
+    let report = outcome.report.unwrap().accounts;
+    assert_eq!((report.accounts, report.invoices), (6, 240));
+    let got = Snapshot::of(&SqlStore::new(db.clone())).await;
+    assert_eq!(got, expected);
+}
+
 /// A failure part-way leaves SQL without accounts and the KV database live;
 /// the next run succeeds.
 async fn failure_after_n_accounts_leaves_nothing_behind(fx: &SqlFixture) {
@@ -482,6 +526,7 @@ async fn an_unstorable_amount_fails_naming_the_account(fx: &SqlFixture) {
 
 testkit::backend_tests!(sqlite => sqlite;
     empty,
+    heavy_accounts_are_chunked_by_rows,
     account_no_expiry,
     account_with_expiry,
     account_with_set_updated_at,
@@ -500,6 +545,7 @@ testkit::backend_tests!(sqlite => sqlite;
 
 testkit::backend_tests!(postgres => postgres;
     empty,
+    heavy_accounts_are_chunked_by_rows,
     account_no_expiry,
     account_with_expiry,
     account_with_set_updated_at,
