@@ -81,3 +81,44 @@ pub async fn sqlite(_test: &str) -> Option<SqlFixture> {
 pub async fn postgres(test: &str) -> Option<SqlFixture> {
     fresh_database(test).await.map(SqlFixture::Postgres)
 }
+
+/// Something under test (a store, a set of stores) and whatever keeps its
+/// database alive: a temporary directory or a SQL fixture. The value is
+/// dropped first, then its database. Boxed, so a `Held<dyn Store>` derefs
+/// straight to the trait object a conformance suite takes.
+pub struct Held<T: ?Sized> {
+    value: Box<T>,
+    _dir: Option<tempfile::TempDir>,
+    _sql: Option<SqlFixture>,
+}
+
+impl<T: ?Sized> std::ops::Deref for Held<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: ?Sized> Held<T> {
+    /// `make` over a fresh temporary directory, which lives as long as the
+    /// value (a key-value database goes in a subdirectory of it).
+    #[allow(clippy::expect_used)]
+    pub fn in_temp_dir(make: impl FnOnce(&std::path::Path) -> Box<T>) -> Held<T> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Held {
+            value: make(dir.path()),
+            _dir: Some(dir),
+            _sql: None,
+        }
+    }
+
+    /// `make` over `fx`'s database with every schema step applied.
+    pub async fn on_sql(fx: SqlFixture, make: impl FnOnce(Db) -> Box<T>) -> Held<T> {
+        let db = fx.open_migrated().await;
+        Held {
+            value: make(db),
+            _dir: None,
+            _sql: Some(fx),
+        }
+    }
+}

@@ -324,7 +324,14 @@ pub fn mark(path: impl AsRef<Path>, mark: &Mark) -> Result<()> {
     if !path.join("conf").is_file() {
         return Err(Error::Missing(path.to_path_buf()));
     }
-    let db = open_sled(path, &KvOptions::default())?;
+    // Only the meta tree is touched: no cache to speak of, so marking right
+    // after a migration does not add a second large cache to the process.
+    let db = open_sled(
+        path,
+        &KvOptions {
+            cache_capacity: 1 << 20,
+        },
+    )?;
     match read_status(&db, path)? {
         Status::Live(FORMAT_VERSION) | Status::Tombstoned(_) | Status::Empty => {}
         Status::Live(found) => {
