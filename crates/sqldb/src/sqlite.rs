@@ -16,6 +16,11 @@
 //!   loss, as in the reference. Accounts hold balances; losing the last commits
 //!   after a crash would let a spent balance be spent again. `NORMAL` is
 //!   available for throw-away databases (benchmarks of the raw load limit).
+//! - `temp_store = FILE`: the bundled SQLite is built to keep temporary
+//!   tables and sorts in memory; a large sort (building an index over a
+//!   million actions during the migration, an ORDER BY no index serves)
+//!   would then grow the process by its whole size. On file it spills past
+//!   the page cache instead.
 //! - The database file is created with mode 0600 before SQLite opens it; the
 //!   `-wal` and `-shm` files inherit that mode from it.
 
@@ -173,6 +178,8 @@ fn open_connection(path: &Path, opts: &SqliteOptions, reader: bool) -> DbResult<
     let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
     conn.busy_timeout(opts.busy_timeout).map_err(classify)?;
     conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(classify)?;
+    conn.pragma_update(None, "temp_store", "FILE")
         .map_err(classify)?;
     if !reader {
         let mode: String = conn

@@ -398,6 +398,11 @@ async fn sqlite_file_is_private_and_durable(fx: &SqlFixture) {
     assert_eq!(fk[0].i64(0).unwrap(), 1);
     assert_eq!(journal[0].text(0).unwrap(), "wal");
     assert_eq!(sync[0].i64(0).unwrap(), 2, "synchronous = FULL");
+    let temp = tx
+        .query_sql(sqldb::Sql::fixed("PRAGMA temp_store", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(temp[0].i64(0).unwrap(), 1, "temp_store = FILE");
     tx.rollback().await.unwrap();
 }
 
