@@ -127,8 +127,13 @@ async fn open(target: &str) -> Result<Db, BoxError> {
     })
 }
 
-fn shape_of(scale: Scale) -> Shape {
-    scale.shape()
+/// The scale's name, as `--scale` takes it.
+fn scale_name(scale: Scale) -> &'static str {
+    match scale {
+        Scale::S => "S",
+        Scale::M => "M",
+        Scale::L => "L",
+    }
 }
 
 /// The migration, in its own process: prints one JSON line.
@@ -266,14 +271,7 @@ fn sub(args: &Args, phase: &str, kv: &Path, target: &str) -> Result<Value, BoxEr
     let out = Command::new(exe)
         .arg(phase)
         .args(["--kv", &kv.display().to_string(), "--target", target])
-        .args([
-            "--scale",
-            match args.scale {
-                Scale::S => "S",
-                Scale::M => "M",
-                Scale::L => "L",
-            },
-        ])
+        .args(["--scale", scale_name(args.scale)])
         .args(["--backend", &args.backend])
         .args(
             args.sled_cache_mib
@@ -305,15 +303,17 @@ fn git_commit() -> String {
 }
 
 async fn run(args: &Args) -> Result<(), BoxError> {
-    let scale = match args.scale {
-        Scale::S => "S",
-        Scale::M => "M",
-        Scale::L => "L",
-    };
-    let shape = shape_of(args.scale);
+    let scale = scale_name(args.scale);
+    let shape = args.scale.shape();
     std::fs::create_dir_all(&args.work)?;
     let pristine = args.work.join(format!("kv-{scale}"));
-    if !pristine.join("complete").exists() {
+    // Kept between runs; made again when the shape it was made for changed.
+    let made_for = format!("{shape:?} seed 2026\n");
+    if std::fs::read_to_string(pristine.join("complete"))
+        .ok()
+        .as_deref()
+        != Some(made_for.as_str())
+    {
         let _ = std::fs::remove_dir_all(&pristine);
         println!(
             "generating the {scale} data set ({} rows) in {}",
@@ -322,7 +322,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         );
         let t = Instant::now();
         generate(&pristine, shape, 2026, &|_, _, _| {}).await?;
-        std::fs::write(pristine.join("complete"), "")?;
+        std::fs::write(pristine.join("complete"), &made_for)?;
         println!("  generated in {:.1}s", t.elapsed().as_secs_f64());
     }
 
