@@ -53,51 +53,36 @@ fn read_actions(
     chunk_size: usize,
     out: Sink<Vec<Action>>,
 ) {
-    let mut chunk = Vec::with_capacity(chunk_size);
-    for item in index.iter() {
-        let (key, value) = match item {
-            Ok(kv) => kv,
-            Err(e) => return out.fail(e.into()),
-        };
-        let loaded = (|| {
-            let seq = index_seq(&key).map_err(|e| decode_error(INDEX_TREE, &key, e))?;
-            let loc = decode_locator(INDEX_TREE, &key, &value)
-                .map_err(|e| decode_error(INDEX_TREE, &key, e))?;
-            let mut akey = loc.session.to_vec();
-            akey.extend_from_slice(&key);
-            let raw = actions
-                .as_ref()
-                .map(|t| t.get(&akey))
-                .transpose()?
-                .flatten()
-                .ok_or_else(|| {
-                    decode_error(
-                        ACTIONS_TREE,
-                        &akey,
-                        format!("action {seq} of the index is missing"),
-                    )
-                })?;
-            let a = decode_action(&akey, &raw).map_err(|e| decode_error(ACTIONS_TREE, &akey, e))?;
-            if a.locator.index() != seq {
-                return Err(decode_error(
+    let loaded = index.iter().map(|item| {
+        let (key, value) = item?;
+        let seq = index_seq(&key).map_err(|e| decode_error(INDEX_TREE, &key, e))?;
+        let loc = decode_locator(INDEX_TREE, &key, &value)
+            .map_err(|e| decode_error(INDEX_TREE, &key, e))?;
+        let mut akey = loc.session.to_vec();
+        akey.extend_from_slice(&key);
+        let raw = actions
+            .as_ref()
+            .map(|t| t.get(&akey))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| {
+                decode_error(
                     ACTIONS_TREE,
                     &akey,
-                    format!("holds action {}, the index says {seq}", a.locator),
-                ));
-            }
-            Ok(a)
-        })();
-        match loaded {
-            Ok(a) => chunk.push(a),
-            Err(e) => return out.fail(e),
+                    format!("action {seq} of the index is missing"),
+                )
+            })?;
+        let a = decode_action(&akey, &raw).map_err(|e| decode_error(ACTIONS_TREE, &akey, e))?;
+        if a.locator.index() != seq {
+            return Err(decode_error(
+                ACTIONS_TREE,
+                &akey,
+                format!("holds action {}, the index says {seq}", a.locator),
+            ));
         }
-        if chunk.len() == chunk_size && !out.send(std::mem::take(&mut chunk)) {
-            return;
-        }
-    }
-    if !chunk.is_empty() {
-        out.send(chunk);
-    }
+        Ok(Some(a))
+    });
+    out.send_chunks(loaded, chunk_size);
 }
 
 pub(crate) async fn migrate(

@@ -26,6 +26,32 @@ impl<T> Sink<T> {
     }
 }
 
+impl<T> Sink<Vec<T>> {
+    /// Sends `items` in chunks of `chunk_size`, leaving out the `None`s.
+    /// Stops at the first error, which it reports, or when the writer is
+    /// gone.
+    pub(crate) fn send_chunks(
+        &self,
+        items: impl IntoIterator<Item = Result<Option<T>, Error>>,
+        chunk_size: usize,
+    ) {
+        let mut chunk = Vec::with_capacity(chunk_size);
+        for item in items {
+            match item {
+                Ok(Some(x)) => chunk.push(x),
+                Ok(None) => continue,
+                Err(e) => return self.fail(e),
+            }
+            if chunk.len() >= chunk_size && !self.send(std::mem::take(&mut chunk)) {
+                return;
+            }
+        }
+        if !chunk.is_empty() {
+            self.send(chunk);
+        }
+    }
+}
+
 /// The writing end.
 pub(crate) struct Feed<T> {
     items: mpsc::Receiver<Result<T, Error>>,

@@ -59,23 +59,13 @@ fn parse_error(tree: &'static str, key: &[u8], e: store_firewall::kv::ParseError
 }
 
 fn read_entries(tree: ReadTree, chunk_size: usize, out: Sink<Vec<KvEntry>>) {
-    let mut chunk = Vec::with_capacity(chunk_size);
-    for item in tree.iter() {
-        let (key, value) = match item {
-            Ok(kv) => kv,
-            Err(e) => return out.fail(e.into()),
-        };
-        match parse_entry(&key, &value) {
-            Ok(e) => chunk.push(e),
-            Err(e) => return out.fail(parse_error(RULES_TREE, &key, e)),
-        }
-        if chunk.len() == chunk_size && !out.send(std::mem::take(&mut chunk)) {
-            return;
-        }
-    }
-    if !chunk.is_empty() {
-        out.send(chunk);
-    }
+    let entries = tree.iter().map(|item| {
+        let (key, value) = item?;
+        parse_entry(&key, &value)
+            .map(Some)
+            .map_err(|e| parse_error(RULES_TREE, &key, e))
+    });
+    out.send_chunks(entries, chunk_size);
 }
 
 /// One group's privacy map, checked.

@@ -95,30 +95,15 @@ fn read_class(
     chunk_size: usize,
     out: Sink<Vec<Session>>,
 ) {
-    let mut chunk = Vec::with_capacity(chunk_size);
-    for item in tree.iter() {
-        let (key, value) = match item {
-            Ok(kv) => kv,
-            Err(e) => return out.fail(e.into()),
-        };
+    let sessions = tree.iter().map(|item| {
+        let (key, value) = item?;
         if !winners.contains(key.as_ref()) {
-            continue;
+            return Ok(None);
         }
-        let s = match decode_session(&key, &value) {
-            Ok(s) => s,
-            Err(e) => return out.fail(decode_error(&key, e)),
-        };
-        if (s.group_id == s.id) != founders {
-            continue;
-        }
-        chunk.push(s);
-        if chunk.len() == chunk_size && !out.send(std::mem::take(&mut chunk)) {
-            return;
-        }
-    }
-    if !chunk.is_empty() {
-        out.send(chunk);
-    }
+        let s = decode_session(&key, &value).map_err(|e| decode_error(&key, e))?;
+        Ok(((s.group_id == s.id) == founders).then_some(s))
+    });
+    out.send_chunks(sessions, chunk_size);
 }
 
 pub(crate) async fn migrate(
