@@ -84,32 +84,4 @@ pub enum Error {
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl From<sqldb::DbError> for Error {
-    fn from(e: sqldb::DbError) -> Self {
-        Error::Backend {
-            backend: e.backend,
-            source: Box::new(e),
-        }
-    }
-}
-
-impl From<tombstone::Error> for Error {
-    fn from(e: tombstone::Error) -> Self {
-        match e {
-            tombstone::Error::Tombstoned { .. } => Error::Tombstoned(e),
-            other => Error::Backend {
-                backend: "kv",
-                source: Box::new(other),
-            },
-        }
-    }
-}
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Backend {
-            backend: "kv",
-            source: Box::new(e),
-        }
-    }
-}
+tombstone::store_error_conversions!(Error);
