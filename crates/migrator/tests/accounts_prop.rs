@@ -125,29 +125,13 @@ async fn check(
 }
 
 fn run(backend: &'static str, cases: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let test_name = format!("migrator::{backend}::random_account_stores_read_back_equal");
-    if backend == "postgres" && rt.block_on(testkit::sql::postgres(&test_name)).is_none() {
-        return;
-    }
-    let config = ProptestConfig {
+    common::run_property(
+        backend,
+        "random_account_stores_read_back_equal",
         cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |((accounts, idx) in store())| {
-        rt.block_on(async {
-            let fx = match backend {
-                "sqlite" => SqlFixture::sqlite(),
-                _ => testkit::sql::postgres(&test_name).await.unwrap(),
-            };
-            check(fx, accounts, idx).await
-        })?;
-    });
+        store(),
+        |fx, (accounts, idx)| check(fx, accounts, idx),
+    );
 }
 
 mod sqlite {

@@ -296,29 +296,16 @@ async fn check(fx: SqlFixture, log: Log) {
 }
 
 fn run_prop(backend: &'static str, cases: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let test_name = format!("migrator::{backend}::random_action_logs_read_back_equal");
-    if backend == "postgres" && rt.block_on(testkit::sql::postgres(&test_name)).is_none() {
-        return;
-    }
-    let config = ProptestConfig {
+    common::run_property(
+        backend,
+        "random_action_logs_read_back_equal",
         cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |(l in log())| {
-        rt.block_on(async {
-            let fx = match backend {
-                "sqlite" => SqlFixture::sqlite(),
-                _ => testkit::sql::postgres(&test_name).await.unwrap(),
-            };
+        log(),
+        |fx, l| async move {
             check(fx, l).await;
-        });
-    });
+            Ok(())
+        },
+    );
 }
 
 mod prop {

@@ -131,29 +131,16 @@ async fn check(fx: SqlFixture, spec: Db) {
 }
 
 fn run(backend: &'static str, cases: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let test_name = format!("migrator::{backend}::random_firewall_databases_read_back_equal");
-    if backend == "postgres" && rt.block_on(testkit::sql::postgres(&test_name)).is_none() {
-        return;
-    }
-    let config = ProptestConfig {
+    common::run_property(
+        backend,
+        "random_firewall_databases_read_back_equal",
         cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |(spec in db())| {
-        rt.block_on(async {
-            let fx = match backend {
-                "sqlite" => SqlFixture::sqlite(),
-                _ => testkit::sql::postgres(&test_name).await.unwrap(),
-            };
+        db(),
+        |fx, spec| async move {
             check(fx, spec).await;
-        });
-    });
+            Ok(())
+        },
+    );
 }
 
 mod sqlite {

@@ -83,29 +83,16 @@ async fn check(fx: SqlFixture, shape: Shape) {
 }
 
 fn run(backend: &'static str, cases: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let test_name = format!("migrator::{backend}::random_session_stores_read_back_equal");
-    if backend == "postgres" && rt.block_on(testkit::sql::postgres(&test_name)).is_none() {
-        return;
-    }
-    let config = ProptestConfig {
+    common::run_property(
+        backend,
+        "random_session_stores_read_back_equal",
         cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |(shape in shape())| {
-        rt.block_on(async {
-            let fx = match backend {
-                "sqlite" => SqlFixture::sqlite(),
-                _ => testkit::sql::postgres(&test_name).await.unwrap(),
-            };
+        shape(),
+        |fx, shape| async move {
             check(fx, shape).await;
-        });
-    });
+            Ok(())
+        },
+    );
 }
 
 mod sqlite {

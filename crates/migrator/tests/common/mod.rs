@@ -122,3 +122,47 @@ impl Lcg {
         Hash(b)
     }
 }
+
+/// Runs a migration property on `backend`: `cases` values drawn from
+/// `strategy`, each checked on a fresh database of its own, shrinking on a
+/// failure. Without a PostgreSQL server the postgres variant skips, loudly,
+/// as every other PostgreSQL test does.
+pub(crate) fn run_property<S, F, Fut>(
+    backend: &'static str,
+    test: &str,
+    cases: u32,
+    strategy: S,
+    check: F,
+) where
+    S: proptest::strategy::Strategy,
+    F: Fn(SqlFixture, S::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(), proptest::test_runner::TestCaseError>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let test_name = format!("migrator::{backend}::{test}");
+    if backend == "postgres" && rt.block_on(testkit::sql::postgres(&test_name)).is_none() {
+        return;
+    }
+    let config = proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&strategy, |value| {
+        rt.block_on(async {
+            let fx = match backend {
+                "sqlite" => SqlFixture::sqlite(),
+                _ => testkit::sql::postgres(&test_name).await.unwrap(),
+            };
+            check(fx, value).await
+        })
+    });
+    if let Err(e) = result {
+        panic!("{test} on {backend}: {e}");
+    }
+}
