@@ -18,7 +18,7 @@ use store_accounts::sql::{load_accounts, upsert_indexes};
 use store_accounts::{Account, LastIndexes};
 use tombstone::MigrationSource;
 
-use crate::diff::Diff;
+use crate::diff::{Diff, read_back};
 use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
@@ -284,18 +284,14 @@ async fn verify_chunk(
     first: i64,
     last: i64,
 ) -> Result<(), Error> {
-    let read = load_accounts(tx, Some((first, last)))
-        .await
-        .map_err(|e| Error::Invalid {
-            record: format!("accounts {first}..={last} read back"),
-            reason: e.to_string(),
-        })?;
-    if read.len() != chunk.len() {
-        return Err(Error::Mismatch {
-            record: format!("accounts with SQL ids {first}..={last}"),
-            diff: format!("  {} written, {} read back", chunk.len(), read.len()),
-        });
-    }
+    let read = read_back(
+        "accounts",
+        first,
+        last,
+        chunk.len(),
+        load_accounts(tx, Some((first, last))),
+    )
+    .await?;
     for (kv, sql) in chunk.iter().zip(&read) {
         if let Some(diff) = compare(kv, sql) {
             return Err(Error::Mismatch {

@@ -23,7 +23,7 @@ use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::{MigrationSource, ReadTree};
 
-use crate::diff::Diff;
+use crate::diff::{Diff, read_back};
 use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
@@ -252,18 +252,14 @@ async fn write_chunk(
         (Some(f), Some(l)) => (f.locator.index() as i64, l.locator.index() as i64),
         _ => return Ok(0),
     };
-    let read = load_range(tx, first, last)
-        .await
-        .map_err(|e| Error::Invalid {
-            record: format!("actions {first}..={last} read back"),
-            reason: e.to_string(),
-        })?;
-    if read.len() != expected.len() {
-        return Err(Error::Mismatch {
-            record: format!("actions {first}..={last}"),
-            diff: format!("  {} written, {} read back", expected.len(), read.len()),
-        });
-    }
+    let read = read_back(
+        "actions",
+        first,
+        last,
+        expected.len(),
+        load_range(tx, first, last),
+    )
+    .await?;
     for (kv, sql) in expected.iter().zip(&read) {
         if kv != sql {
             let mut d = Diff::default();

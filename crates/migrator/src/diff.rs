@@ -56,3 +56,26 @@ impl Diff {
         (!self.lines.is_empty()).then(|| self.lines.join("\n"))
     }
 }
+
+/// The rows a chunk wrote (SQL ids `first..=last`), read back by `load`,
+/// checked to be as many as were `written`; the caller compares them record
+/// by record. `what` names the records in errors (`"actions"`).
+pub(crate) async fn read_back<T, E: std::fmt::Display>(
+    what: &str,
+    first: i64,
+    last: i64,
+    written: usize,
+    load: impl std::future::Future<Output = Result<Vec<T>, E>>,
+) -> Result<Vec<T>, crate::Error> {
+    let read = load.await.map_err(|e| crate::Error::Invalid {
+        record: format!("{what} {first}..={last} read back"),
+        reason: e.to_string(),
+    })?;
+    if read.len() != written {
+        return Err(crate::Error::Mismatch {
+            record: format!("{what} {first}..={last}"),
+            diff: format!("  {written} written, {} read back", read.len()),
+        });
+    }
+    Ok(read)
+}

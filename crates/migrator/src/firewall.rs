@@ -26,6 +26,7 @@ use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::{MigrationSource, ReadTree};
 
+use crate::diff::read_back;
 use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
@@ -394,18 +395,14 @@ async fn verify_entries(
     first: i64,
     last: i64,
 ) -> Result<(), Error> {
-    let read = load_entries(tx, Some((first, last)))
-        .await
-        .map_err(|e| Error::Invalid {
-            record: format!("kv-store entries {first}..={last} read back"),
-            reason: e.to_string(),
-        })?;
-    if read.len() != written.len() {
-        return Err(Error::Mismatch {
-            record: format!("kv-store entries {first}..={last}"),
-            diff: format!("  {} written, {} read back", written.len(), read.len()),
-        });
-    }
+    let read = read_back(
+        "kv-store entries",
+        first,
+        last,
+        written.len(),
+        load_entries(tx, Some((first, last))),
+    )
+    .await?;
     // An empty value equals an absent one: the loader reads both as empty.
     for (kv, sql) in written.iter().zip(&read) {
         if *kv != sql {
