@@ -164,7 +164,10 @@ async fn phase_migrate(args: &Args) -> Result<(), BoxError> {
     };
     let outcome = migrator::migrate(kv, &db, &opts, Some(&timer)).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let report = outcome.report.ok_or("nothing migrated")?;
+    if outcome.kind != migrator::OutcomeKind::Migrated {
+        return Err("nothing migrated".into());
+    }
+    let report = outcome.report;
     let marks = marks.into_inner().unwrap_or_default();
     let mut stores = Vec::new();
     let mut prev = 0.0;

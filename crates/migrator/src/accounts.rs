@@ -23,7 +23,7 @@ use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
 /// What the accounts migration moved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountsReport {
     /// Accounts.
     pub accounts: u64,
@@ -72,11 +72,15 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
             Ok(Entry::LastAddIndex(i)) => add = Some(i),
             Ok(Entry::LastSettleIndex(i)) => settle = Some(i),
             Err(e) => {
-                return out.fail(Error::Decode {
+                let e = Error::Decode {
                     tree: kv::TREE,
                     key: hex::encode(&key),
                     reason: e.to_string(),
-                });
+                };
+                if out.skip(&e) {
+                    continue;
+                }
+                return out.fail(e);
             }
         }
         if chunk.len() == chunk_size || rows >= chunk_size * CHILD_ROWS_PER_ACCOUNT {
@@ -97,6 +101,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
+    damage: &std::sync::Arc<crate::Damage>,
 ) -> Result<AccountsReport, Error> {
     let mut report = AccountsReport::default();
     ensure_empty(tx).await?;
@@ -105,7 +110,9 @@ pub(crate) async fn migrate(
     };
     let total = tree.len() as u64;
     let chunk_size = opts.chunk_size.max(1);
-    let mut feed = Feed::spawn(move |sink| read_tree(tree, chunk_size, sink));
+    let mut feed = Feed::spawn(kv::TREE, damage, move |sink| {
+        read_tree(tree, chunk_size, sink)
+    });
 
     let mut next_id: i64 = 1;
     let result = async {

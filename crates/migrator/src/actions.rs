@@ -28,7 +28,7 @@ use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
 /// What the actions migration moved, and what it dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ActionsReport {
     /// Actions migrated.
     pub actions: u64,
@@ -90,6 +90,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
+    damage: &std::sync::Arc<crate::Damage>,
 ) -> Result<ActionsReport, Error> {
     let mut report = ActionsReport::default();
     let any = tx
@@ -116,7 +117,9 @@ pub(crate) async fn migrate(
         _ => 0,
     };
     let chunk_size = opts.chunk_size.max(1);
-    let mut feed = Feed::spawn(move |sink| read_actions(index, actions, chunk_size, sink));
+    let mut feed = Feed::spawn(INDEX_TREE, damage, move |sink| {
+        read_actions(index, actions, chunk_size, sink)
+    });
     let mut last_id = 0i64;
     let result = async {
         while let Some(chunk) = feed.next().await {

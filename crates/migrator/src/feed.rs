@@ -5,31 +5,51 @@
 //! chunks are in memory, and sled reads overlap the SQL writes. When the
 //! writing side stops early (an error), dropping the feed closes the
 //! channel and the reader stops at its next send.
+//!
+//! The reader must say it finished: the feed ends only on that word. A
+//! reader that stops without it (sled panicking on a damaged file, say) is
+//! an error, never a short but clean end of the data.
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::Error;
+use crate::{Damage, Error};
+
+enum Msg<T> {
+    Item(Result<T, Error>),
+    Done,
+}
 
 /// The reading end, handed to the reader closure.
-pub(crate) struct Sink<T>(mpsc::Sender<Result<T, Error>>);
+pub(crate) struct Sink<T> {
+    tx: mpsc::Sender<Msg<T>>,
+    damage: Arc<Damage>,
+}
 
 impl<T> Sink<T> {
     /// Sends an item; false when the writer is gone and reading should stop.
     pub(crate) fn send(&self, item: T) -> bool {
-        self.0.blocking_send(Ok(item)).is_ok()
+        self.tx.blocking_send(Msg::Item(Ok(item))).is_ok()
     }
 
     /// Reports a failure; the reader should return afterwards.
     pub(crate) fn fail(&self, error: Error) {
-        let _ = self.0.blocking_send(Err(error));
+        let _ = self.tx.blocking_send(Msg::Item(Err(error)));
+    }
+
+    /// True when `error` is damage the migration accepts: it is recorded,
+    /// and the reader skips the record and goes on.
+    pub(crate) fn skip(&self, error: &Error) -> bool {
+        self.damage.skip(error)
     }
 }
 
 impl<T> Sink<Vec<T>> {
     /// Sends `items` in chunks of `chunk_size`, leaving out the `None`s.
-    /// Stops at the first error, which it reports, or when the writer is
-    /// gone.
+    /// Stops at the first error that is not accepted damage, which it
+    /// reports, or when the writer is gone.
     pub(crate) fn send_chunks(
         &self,
         items: impl IntoIterator<Item = Result<Option<T>, Error>>,
@@ -40,6 +60,7 @@ impl<T> Sink<Vec<T>> {
             match item {
                 Ok(Some(x)) => chunk.push(x),
                 Ok(None) => continue,
+                Err(e) if self.skip(&e) => continue,
                 Err(e) => return self.fail(e),
             }
             if chunk.len() >= chunk_size && !self.send(std::mem::take(&mut chunk)) {
@@ -54,26 +75,66 @@ impl<T> Sink<Vec<T>> {
 
 /// The writing end.
 pub(crate) struct Feed<T> {
-    items: mpsc::Receiver<Result<T, Error>>,
-    reader: JoinHandle<()>,
+    tree: &'static str,
+    items: mpsc::Receiver<Msg<T>>,
+    reader: Option<JoinHandle<()>>,
 }
 
 impl<T: Send + 'static> Feed<T> {
-    /// Starts `read` on the blocking pool.
-    pub(crate) fn spawn(read: impl FnOnce(Sink<T>) + Send + 'static) -> Feed<T> {
-        let (sender, items) = mpsc::channel(2);
-        let reader = tokio::task::spawn_blocking(move || read(Sink(sender)));
-        Feed { items, reader }
+    /// Starts `read` on the blocking pool, reading `tree`.
+    pub(crate) fn spawn(
+        tree: &'static str,
+        damage: &Arc<Damage>,
+        read: impl FnOnce(Sink<T>) + Send + 'static,
+    ) -> Feed<T> {
+        let (tx, items) = mpsc::channel(2);
+        let damage = damage.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            let done = tx.clone();
+            read(Sink { tx, damage });
+            // Not reached when `read` panics: the feed then reports it.
+            let _ = done.blocking_send(Msg::Done);
+        });
+        Feed {
+            tree,
+            items,
+            reader: Some(reader),
+        }
     }
 
-    /// The next item; `None` once the reader is done.
+    /// The next item; `None` once the reader said it is done.
     pub(crate) async fn next(&mut self) -> Option<Result<T, Error>> {
-        self.items.recv().await
+        match self.items.recv().await {
+            Some(Msg::Item(item)) => Some(item),
+            Some(Msg::Done) => None,
+            None => {
+                let reason = match self.reader.take() {
+                    Some(h) => match h.await {
+                        Err(e) if e.is_panic() => {
+                            let p = e.into_panic();
+                            p.downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                                .unwrap_or_else(|| "the reader panicked".into())
+                        }
+                        Err(e) => e.to_string(),
+                        Ok(()) => "the reader ended without finishing".into(),
+                    },
+                    None => "the reader ended without finishing".into(),
+                };
+                Some(Err(Error::ReaderStopped {
+                    tree: self.tree,
+                    reason: format!("{reason} (a damaged database file?)"),
+                }))
+            }
+        }
     }
 
     /// Stops the reader (if still going) and waits for it.
-    pub(crate) async fn finish(self) {
+    pub(crate) async fn finish(mut self) {
         drop(self.items);
-        let _ = self.reader.await;
+        if let Some(r) = self.reader.take() {
+            let _ = r.await;
+        }
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sea_query::{Expr, ExprTrait, Query};
+use sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_firewall::KvEntry;
 use store_firewall::kv::{PRIVACY_TREE, RULES_TREE, parse_entry, parse_pair};
@@ -31,7 +31,7 @@ use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
 /// What the firewall migration moved, and what it skipped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FirewallReport {
     /// Kv-store entries migrated (permanent and temporary).
     pub kv_entries: u64,
@@ -128,7 +128,13 @@ fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
         };
         let (group, forward, from, to) = match parse_pair(&key, &raw) {
             Ok(p) => p,
-            Err(e) => return out.fail(parse_error(PRIVACY_TREE, &key, e)),
+            Err(e) => {
+                let e = parse_error(PRIVACY_TREE, &key, e);
+                if out.skip(&e) {
+                    continue;
+                }
+                return out.fail(e);
+            }
         };
         if open.as_ref().is_none_or(|g| g.group != group) {
             if let Some(done) = open.take() {
@@ -172,40 +178,64 @@ fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
     }
 }
 
-/// SQL ids of the given groups that exist (first sessions of their groups).
+/// The group of each given session id that is in SQL: the SQL id and the
+/// id of its first session. A group's entries and pairs may be stored under
+/// the id of any of its sessions; they belong to the session's group, as
+/// the reference resolves them (docs/design.md, "Firewall").
 async fn group_ids(
     tx: &mut dyn Tx,
-    groups: impl Iterator<Item = SessionId>,
-) -> Result<HashMap<SessionId, i64>, Error> {
-    let mut aliases: Vec<Vec<u8>> = groups.map(|g| g.0.to_vec()).collect();
+    ids: impl Iterator<Item = SessionId>,
+) -> Result<HashMap<SessionId, (i64, SessionId)>, Error> {
+    let mut aliases: Vec<Vec<u8>> = ids.map(|g| g.0.to_vec()).collect();
     aliases.sort();
     aliases.dedup();
     if aliases.is_empty() {
         return Ok(HashMap::new());
     }
+    let (s, g) = (Alias::new("s"), Alias::new("g"));
     let rows = tx
         .query(
             &Query::select()
-                .columns([Sessions::Id, Sessions::Alias])
-                .from(Sessions::Table)
-                .and_where(Expr::col(Sessions::Alias).is_in(aliases))
-                .and_where(Expr::col(Sessions::GroupId).equals(Sessions::Id))
+                .column((s.clone(), Sessions::Alias))
+                .column((g.clone(), Sessions::Id))
+                .column((g.clone(), Sessions::Alias))
+                .from_as(Sessions::Table, s.clone())
+                .join_as(
+                    JoinType::InnerJoin,
+                    Sessions::Table,
+                    g.clone(),
+                    Expr::col((g, Sessions::Id)).equals((s.clone(), Sessions::GroupId)),
+                )
+                .and_where(Expr::col((s, Sessions::Alias)).is_in(aliases))
                 .to_owned(),
         )
         .await?;
+    let alias = |b: Vec<u8>| -> Result<SessionId, Error> {
+        let a: [u8; 4] = b.as_slice().try_into().map_err(|_| Error::Invalid {
+            record: "a session".into(),
+            reason: "alias is not 4 bytes".into(),
+        })?;
+        Ok(SessionId(a))
+    };
     rows.iter()
-        .map(|r| {
-            let alias: [u8; 4] = r
-                .bytes(1)?
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Invalid {
-                    record: "a session".into(),
-                    reason: "alias is not 4 bytes".into(),
-                })?;
-            Ok((SessionId(alias), r.i64(0)?))
-        })
+        .map(|r| Ok((alias(r.bytes(0)?)?, (r.i64(1)?, alias(r.bytes(2)?)?))))
         .collect()
+}
+
+/// A unique violation while writing a group's entries or pairs: two of them
+/// collide once the ones stored under a linked session's id join the group.
+fn collision(e: sqldb::DbError, what: &str) -> Error {
+    if e.is_unique_violation() {
+        Error::Invalid {
+            record: what.to_owned(),
+            reason: "two of them collide in one session group: the same key (or value) is stored \
+                     both under the group's id and under the id of one of its linked sessions, \
+                     and only one can be kept; resolve it in the key-value database first"
+                .into(),
+        }
+    } else {
+        e.into()
+    }
 }
 
 async fn ensure_empty(tx: &mut dyn Tx) -> Result<(), Error> {
@@ -247,13 +277,16 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
+    damage: &std::sync::Arc<crate::Damage>,
 ) -> Result<FirewallReport, Error> {
     let mut report = FirewallReport::default();
     ensure_empty(tx).await?;
     let chunk_size = opts.chunk_size.max(1);
     if let Some(tree) = source.tree(RULES_TREE)? {
         let total = tree.len() as u64;
-        let mut feed = Feed::spawn(move |sink| read_entries(tree, chunk_size, sink));
+        let mut feed = Feed::spawn(RULES_TREE, damage, move |sink| {
+            read_entries(tree, chunk_size, sink)
+        });
         let mut names = Names::default();
         let mut next_id = 1;
         let result = async {
@@ -284,7 +317,9 @@ pub(crate) async fn migrate(
     }
     if let Some(tree) = source.tree(PRIVACY_TREE)? {
         let total = (tree.len() / 2) as u64;
-        let mut feed = Feed::spawn(move |sink| read_privacy(tree, chunk_size, sink));
+        let mut feed = Feed::spawn(PRIVACY_TREE, damage, move |sink| {
+            read_privacy(tree, chunk_size, sink)
+        });
         let result = async {
             while let Some(chunk) = feed.next().await {
                 write_pairs(tx, chunk?, &mut report).await?;
@@ -353,10 +388,16 @@ async fn write_entries(
     let first = *next_id;
     let mut written = Vec::new();
     for e in chunk {
-        let group = match e.group {
-            None => None,
+        let (group, entry) = match e.group {
+            None => (None, e.clone()),
             Some(g) => match groups.get(&g) {
-                Some(id) => Some(*id),
+                Some((id, founder)) => (
+                    Some(*id),
+                    KvEntry {
+                        group: Some(*founder),
+                        ..e.clone()
+                    },
+                ),
                 None => {
                     report.kv_entries_skipped += 1;
                     continue;
@@ -378,12 +419,14 @@ async fn write_entries(
             e.value.clone().into(),
         ]);
         *next_id += 1;
-        written.push(e);
+        written.push(entry);
     }
     if written.is_empty() {
         return Ok(());
     }
-    tx.exec(&insert).await?;
+    tx.exec(&insert)
+        .await
+        .map_err(|e| collision(e, "kv-store entries"))?;
     verify_entries(tx, &written, first, *next_id - 1).await?;
     report.kv_entries += written.len() as u64;
     Ok(())
@@ -391,7 +434,7 @@ async fn write_entries(
 
 async fn verify_entries(
     tx: &mut dyn Tx,
-    written: &[&KvEntry],
+    written: &[KvEntry],
     first: i64,
     last: i64,
 ) -> Result<(), Error> {
@@ -405,7 +448,7 @@ async fn verify_entries(
     .await?;
     // An empty value equals an absent one: the loader reads both as empty.
     for (kv, sql) in written.iter().zip(&read) {
-        if *kv != sql {
+        if kv != sql {
             let mut d = crate::diff::Diff::default();
             d.field("perm", &kv.perm, &sql.perm);
             d.field("rule", &kv.rule, &sql.rule);
@@ -429,16 +472,22 @@ async fn write_pairs(
 ) -> Result<(), Error> {
     let ids = group_ids(tx, chunk.iter().map(|g| g.group)).await?;
     let mut rows = Vec::new();
-    let mut kept = Vec::new();
+    // What this chunk writes, by SQL group (pairs stored under a linked
+    // session's id join its group).
+    let mut expected: BTreeMap<i64, (SessionId, BTreeMap<String, String>)> = BTreeMap::new();
     for g in chunk {
-        let Some(&gid) = ids.get(&g.group) else {
+        let Some(&(gid, founder)) = ids.get(&g.group) else {
             report.privacy_pairs_skipped += g.pairs.len() as u64;
             continue;
         };
         for (real, pseudo) in &g.pairs {
             rows.push([gid.into(), real.clone().into(), pseudo.clone().into()]);
         }
-        kept.push((gid, g));
+        expected
+            .entry(gid)
+            .or_insert_with(|| (founder, BTreeMap::new()))
+            .1
+            .extend(g.pairs);
     }
     for part in rows.chunks(1000) {
         let mut insert = Query::insert();
@@ -450,13 +499,16 @@ async fn write_pairs(
         for r in part {
             insert.values_panic(r.clone());
         }
-        tx.exec(&insert).await?;
+        tx.exec(&insert)
+            .await
+            .map_err(|e| collision(e, "privacy pairs"))?;
     }
-    if kept.is_empty() {
+    if expected.is_empty() {
         return Ok(());
     }
-    // Read back every kept group's pairs in one query and compare per group.
-    let read = load_pairs(tx, Some(kept.iter().map(|(gid, _)| *gid).collect()))
+    // Read back every group the chunk wrote to in one query; compare each
+    // pair written (earlier chunks may have written other pairs of a group).
+    let read = load_pairs(tx, Some(expected.keys().copied().collect()))
         .await
         .map_err(|e| Error::Invalid {
             record: "privacy pairs read back".into(),
@@ -469,17 +521,21 @@ async fn write_pairs(
             .or_default()
             .insert(p.real, p.pseudo);
     }
-    for (_, g) in &kept {
-        let sql = by_group.remove(&g.group).unwrap_or_default();
-        if sql != g.pairs {
+    for (founder, pairs) in expected.values() {
+        let sql = by_group.remove(founder).unwrap_or_default();
+        let got: BTreeMap<String, String> = pairs
+            .keys()
+            .filter_map(|real| sql.get(real).map(|p| (real.clone(), p.clone())))
+            .collect();
+        if &got != pairs {
             let mut d = crate::diff::Diff::default();
-            d.map("pairs", &g.pairs, &sql);
+            d.map("pairs", pairs, &got);
             return Err(Error::Mismatch {
-                record: format!("privacy pairs of group {}", g.group),
+                record: format!("privacy pairs of group {founder}"),
                 diff: d.finish().unwrap_or_default(),
             });
         }
-        report.privacy_pairs += g.pairs.len() as u64;
+        report.privacy_pairs += pairs.len() as u64;
     }
     Ok(())
 }

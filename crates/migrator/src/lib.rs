@@ -1,56 +1,63 @@
 //! The one-way migration of a node's key-value (sled) data into SQL.
 //!
 //! # What it does
-//! [`migrate`] opens the key-value database read-only
-//! ([`tombstone::MigrationSource`], so a retired database can be migrated
-//! again if the SQL database is lost), runs the schema steps on the SQL
-//! database with [`KvToSql`] as the code step (version
-//! [`sqldb::schema::KV_TO_SQL_VERSION`]), and once that transaction has
-//! committed, tombstones the key-value database.
+//! [`migrate`] moves every store of a key-value database into a SQL
+//! database, proves it arrived, and only then retires (tombstones) the
+//! key-value database. It never reports success it did not achieve, never
+//! forks a node's data into two SQL databases, and never retires data it
+//! did not prove it moved (docs/design.md, "The migration").
 //!
-//! # Contract
-//! - **All or nothing.** Every store is migrated inside the code step's one
-//!   transaction. Any failure (a record that does not decode, a constraint,
-//!   a record that reads back different, an error from the progress
-//!   callback) rolls it all back: no migrated rows, the step unrecorded, the
-//!   key-value database untouched and live, so the next run starts clean.
-//! - **Verified.** Records are streamed in key order in chunks; each chunk is
-//!   written with multi-row statements and explicit ids (SQL ids follow key
-//!   order), then read back with a few range queries and compared with the
-//!   key-value originals field by field, timestamps normalised to
-//!   microseconds. A difference aborts the migration with an error naming
-//!   the record and listing the differing fields.
-//! - **Bounded memory.** sled is read on tokio's blocking pool, which hands
-//!   chunks to the SQL side through a channel of two: at most a few chunks
-//!   are in memory, however large the database.
-//! - **Into an empty target only.** The code step refuses SQL tables that
-//!   already hold rows.
-//! - **Tombstone after commit.** The key-value database is marked only after
-//!   the commit; a run that applied nothing (the step was already recorded)
-//!   does not mark anything.
+//! # The steps of a run
+//! 1. **The source**: the migration lock in the key-value directory is
+//!    taken (a second migration of the same database waits for the first,
+//!    then finds the work done), and the database is opened read-only
+//!    ([`tombstone::MigrationSource`]); one held by a running node is
+//!    reported as such.
+//! 2. **The target, before any write**: [`Migrator::preflight`] refuses a
+//!    database holding tables nodestore did not create, or one written by a
+//!    newer nodestore.
+//! 3. **The decision** ([`plan`]), by identity: every SQL database has one
+//!    (schema step 1), every key-value database too. A target that already
+//!    holds this source's data at the same write sequence is *already
+//!    migrated*; one that holds other data refuses, naming both; a source
+//!    tombstoned into another SQL database refuses unless forced.
+//! 4. **The data step**: schema steps up to the key-value step
+//!    ([`KV_TO_SQL_VERSION`]), the data in that step's one transaction,
+//!    every record read back and compared, while the whole source is proved
+//!    consistent ([`check`]). Any failure rolls everything back.
+//! 5. **Proving the target**: after the commit the target is opened afresh,
+//!    as a node opens it, and the migration record and per-store counts are
+//!    read back.
+//! 6. **The tombstone**, naming the target's identity; a mark that cannot be
+//!    written stays pending in the migration record and is retried.
+//! 7. **The steps after the key-value step**; one that fails leaves the
+//!    data safe in SQL and is applied by the next run or open.
 //!
-//! Order of stores: accounts, then sessions (which reference accounts),
-//! then the firewall's kv-stores and privacy pairs (scoped by session
-//! group), then the actions (which link to sessions and accounts).
+//! The result is typed: a [`Failure`] says whether any data may have been
+//! written ([`DataState`]), an [`Outcome`] what was done and what is left.
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
 )]
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqldb::migrate::{CodeStep, MigrateError, Migrator};
+use serde::{Deserialize, Serialize};
+use sqldb::migrate::{CodeStep, MigrateError, Migrator, Preflight};
 use sqldb::schema::KV_TO_SQL_VERSION;
-use sqldb::{BoxError, Db, DbError, Tx};
+use sqldb::{BoxError, Db, DbError, ErrorKind, Tx};
+use tokio::task::JoinHandle;
 use tombstone::{KvOptions, Mark, MigrationSource, Status};
 
 mod accounts;
 mod actions;
+pub mod check;
 mod diff;
 mod feed;
 mod firewall;
@@ -59,11 +66,12 @@ mod sessions;
 
 pub use accounts::AccountsReport;
 pub use actions::ActionsReport;
+pub use check::Problem;
 pub use firewall::FirewallReport;
 pub use record::{MigrationRecord, records};
 pub use sessions::SessionsReport;
 
-/// Why a migration failed.
+/// Why a migration failed or was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -106,7 +114,7 @@ pub enum Error {
         /// The differing fields, one per line.
         diff: String,
     },
-    /// The SQL target already holds data.
+    /// The SQL target already holds data in a table the migration fills.
     #[error(
         "the SQL table {table} already holds rows; the migration only writes into an empty database"
     )]
@@ -114,9 +122,75 @@ pub enum Error {
         /// The table.
         table: &'static str,
     },
+    /// The source is damaged or inconsistent; nothing was written.
+    #[error(
+        "the key-value database {path} is damaged or inconsistent, so it was not migrated:\n{}\n\
+         `nodestore dump --from kv:{path}` writes out what is readable; \
+         `nodestore migrate --accept-damaged` migrates what is readable and records what is missing",
+        .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"),
+        path = .path.display()
+    )]
+    DamagedSource {
+        /// The key-value database.
+        path: PathBuf,
+        /// What is wrong with it.
+        problems: Vec<Problem>,
+    },
+    /// The source has no identity (it was never opened by a nodestore that
+    /// writes one).
+    #[error("the key-value database {0} has no identity; open it once with this nodestore first")]
+    NoIdentity(PathBuf),
+    /// The SQL database already holds the data of another key-value
+    /// database (or of a node that started without one).
+    #[error(
+        "{target} already holds migrated data from {others}; {path} (identity {identity}) \
+         is a different key-value database, so it was not migrated (migrate it into an empty database)",
+        path = .path.display(),
+        identity = hex::encode(.identity),
+        others = if .others.is_empty() {
+            "a node that started without a key-value database".to_owned()
+        } else {
+            .others.iter().map(|(p, i)| format!("{p} (identity {})", hex::encode(i))).collect::<Vec<_>>().join(", ")
+        }
+    )]
+    TargetHoldsOtherData {
+        /// The SQL database.
+        target: String,
+        /// The key-value database this run was asked to migrate.
+        path: PathBuf,
+        /// Its identity.
+        identity: [u8; 16],
+        /// The sources the target holds data from: path and identity.
+        others: Vec<(String, [u8; 16])>,
+    },
+    /// The source was migrated into this SQL database, and written to
+    /// afterwards: those writes are not in SQL.
+    #[error(
+        "{path} was migrated into {target} at its write {migrated}, but it is now at write {now}: \
+         it was written to after the migration (or is a copy that was), and those writes are not in SQL"
+    )]
+    SourceChangedSinceMigration {
+        /// The key-value database.
+        path: PathBuf,
+        /// The SQL database.
+        target: String,
+        /// Its write sequence when migrated.
+        migrated: u64,
+        /// Its write sequence now.
+        now: u64,
+    },
     /// The progress callback asked to stop.
     #[error("stopped by the progress callback: {0}")]
     Aborted(BoxError),
+    /// A reader of the source stopped without finishing (sled panicked on a
+    /// damaged file, say).
+    #[error("reading tree {tree} stopped unexpectedly: {reason}")]
+    ReaderStopped {
+        /// The tree.
+        tree: &'static str,
+        /// Why, as far as known.
+        reason: String,
+    },
     /// A SQL call failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -128,17 +202,80 @@ pub enum Error {
     #[error(
         "the key-value database {path} was already migrated into {target} on {when}; \
          migrating it into {here} as well would fork the data (force it only if {target} is lost)",
+        path = .path.display(),
         target = .mark.target,
         when = .mark.marked_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     )]
     MigratedElsewhere {
         /// The key-value database.
-        path: String,
+        path: PathBuf,
         /// Its tombstone.
-        mark: Mark,
+        mark: Box<Mark>,
         /// The SQL database this run was asked to fill.
         here: String,
     },
+}
+
+impl Error {
+    /// True for errors that say the source is damaged (and that
+    /// [`Options::accept_damaged`] may skip).
+    fn is_damage(&self) -> bool {
+        matches!(self, Error::Decode { .. } | Error::Layout { .. })
+    }
+
+    fn as_problem(&self) -> Problem {
+        let tree = match self {
+            Error::Decode { tree, .. } | Error::Layout { tree, .. } => (*tree).to_owned(),
+            _ => String::new(),
+        };
+        Problem {
+            tree,
+            what: self.to_string(),
+        }
+    }
+}
+
+/// Whether a failed migration may have written data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataState {
+    /// No key-value data was written: the transaction rolled back (or never
+    /// began). Schema steps before the data step may have been applied;
+    /// they hold no data.
+    NotWritten,
+    /// The connection was lost while committing the data step: the data
+    /// may or may not be in SQL. The key-value database is untouched and
+    /// live; the next run finds out which and finishes.
+    MaybeCommitted,
+}
+
+/// A migration that did not happen: why, and what it left behind.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failure {
+    /// Why.
+    #[source]
+    pub error: Error,
+    /// Whether data may have been written.
+    pub data: DataState,
+    /// Schema steps this run applied before it stopped (none hold data).
+    pub schema_steps: Vec<i64>,
+}
+
+impl Failure {
+    fn before_any_write(error: Error) -> Failure {
+        Failure {
+            error,
+            data: DataState::NotWritten,
+            schema_steps: Vec::new(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::before_any_write(e)
+    }
 }
 
 /// A progress report, sent after each chunk.
@@ -189,6 +326,13 @@ pub struct Options {
     /// target (that target was lost). Off by default: see
     /// [`Error::MigratedElsewhere`].
     pub force: bool,
+    /// Migrate a damaged source: what is readable moves, and what is
+    /// missing is recorded in the migration record. Off by default: see
+    /// [`Error::DamagedSource`].
+    pub accept_damaged: bool,
+    /// How long to wait for another migration of the same source, or for
+    /// another schema runner on the target.
+    pub lock_wait: Duration,
     /// Who writes the tombstone.
     pub marker: Arc<dyn MarkWriter>,
     /// SQLite's page cache for the migration, in MiB (the connection's own
@@ -209,14 +353,16 @@ impl Default for Options {
             },
             dry_run: false,
             force: false,
+            accept_damaged: false,
+            lock_wait: Duration::from_secs(600),
             marker: Arc::new(TombstoneMark),
             sqlite_cache_mib: 16,
         }
     }
 }
 
-/// What a migration did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a migration moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// The accounts store.
     pub accounts: AccountsReport,
@@ -231,98 +377,241 @@ pub struct Report {
 }
 
 impl Report {
-    /// The counts, one `store kind=count` line per store.
-    pub fn summary(&self) -> String {
-        let a = &self.accounts;
-        let s = &self.sessions;
-        let f = &self.firewall;
-        let x = &self.actions;
-        format!(
-            "accounts accounts={} invoices={} payments={} last_indexes={}\n\
-             sessions sessions={} duplicates_dropped={} account_links_dropped={}\n\
-             firewall kv_entries={} kv_entries_skipped={} privacy_pairs={} privacy_pairs_skipped={}\n\
-             actions actions={} session_links_dropped={} account_links_dropped={}",
-            a.accounts,
-            a.invoices,
-            a.payments,
-            u8::from(a.last_indexes.is_some()) * 2,
-            s.sessions,
-            s.duplicates_dropped,
-            s.account_links_dropped,
-            f.kv_entries,
-            f.kv_entries_skipped,
-            f.privacy_pairs,
-            f.privacy_pairs_skipped,
-            x.actions,
-            x.session_links_dropped,
-            x.account_links_dropped,
-        )
+    /// The row counts a migrated target must hold, by table.
+    pub fn table_counts(&self) -> [(&'static str, u64); 7] {
+        [
+            ("accounts", self.accounts.accounts),
+            ("account_invoices", self.accounts.invoices),
+            ("account_payments", self.accounts.payments),
+            ("sessions", self.sessions.sessions),
+            ("kvstores", self.firewall.kv_entries),
+            ("privacy_pairs", self.firewall.privacy_pairs),
+            ("actions", self.actions.actions),
+        ]
     }
 }
 
-/// What [`migrate`] did.
+/// What became of the tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TombstoneState {
+    /// The key-value database is retired with this mark.
+    Written(Mark),
+    /// The data is committed, but the mark could not be written (why); the
+    /// migration record keeps it pending and every run or open retries it.
+    Pending(String),
+    /// A dry run marks nothing.
+    NotWritten,
+}
+
+/// What kind of success a run was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// A dry run: everything migrated and verified, then rolled back.
+    Rehearsed,
+    /// This run migrated the data.
+    Migrated,
+    /// The target already held this source's data; this run only finished
+    /// what was left (the tombstone, later schema steps).
+    AlreadyMigrated,
+}
+
+/// What [`migrate`] did. Only returned when the data is in SQL and
+/// verified (or, for a dry run, was verified and rolled back).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The report, or `None` when the SQL database had the step already and
-    /// nothing was migrated.
-    pub report: Option<Report>,
-    /// The schema steps this run applied (versions); for a dry run, the
-    /// steps it would apply.
+    /// What kind of run it was.
+    pub kind: OutcomeKind,
+    /// What was migrated (by this run, or by the run the record is of).
+    pub report: Report,
+    /// The schema steps this run applied; for a dry run, the steps it
+    /// would apply.
     pub applied_steps: Vec<i64>,
-    /// True for a dry run: nothing was kept.
-    pub dry_run: bool,
-    /// The tombstone written, if any.
-    pub tombstone: Option<Mark>,
-    /// Why the tombstone could not be written, when it could not: the data
-    /// is committed and the SQL side records the mark as pending, to be
-    /// retried by [`retry_pending_tombstone`].
-    pub tombstone_pending: Option<String>,
+    /// The tombstone.
+    pub tombstone: TombstoneState,
+    /// Schema steps after the key-value step that could not be applied
+    /// (why); the data is safe in SQL and the next run or open applies them.
+    pub unfinished_steps: Option<String>,
+    /// With [`Options::accept_damaged`]: what the source was missing.
+    pub accepted_damage: Vec<Problem>,
 }
 
-/// The key-value to SQL code step. Use it with
-/// [`sqldb::migrate::Migrator::code_step`], or through [`migrate`].
+impl Outcome {
+    /// True when nothing is left to do: the data is in SQL, the key-value
+    /// database is tombstoned and every schema step is applied (a dry run
+    /// is complete too: it was asked to keep nothing).
+    pub fn is_complete(&self) -> bool {
+        match self.kind {
+            OutcomeKind::Rehearsed => true,
+            _ => {
+                matches!(self.tombstone, TombstoneState::Written(_))
+                    && self.unfinished_steps.is_none()
+            }
+        }
+    }
+}
+
+/// What the decision rule knows of the source.
+#[derive(Debug, Clone)]
+pub struct SourceFacts {
+    /// Its directory.
+    pub path: PathBuf,
+    /// Its identity.
+    pub identity: [u8; 16],
+    /// Its write sequence (0 for a format 1 database).
+    pub write_seq: u64,
+    /// Live or retired.
+    pub status: Status,
+}
+
+/// What the decision rule knows of the target.
+#[derive(Debug, Clone)]
+pub struct TargetFacts {
+    /// Its description (see [`sqldb::Db::describe`]).
+    pub description: String,
+    /// Its identity, once schema step 1 ran.
+    pub identity: Option<[u8; 16]>,
+    /// True when the key-value step is applied.
+    pub migrated: bool,
+    /// Its migration records.
+    pub records: Vec<MigrationRecord>,
+}
+
+/// What to do with a source and a target.
+#[derive(Debug)]
+pub enum Plan {
+    /// Migrate the source into the target.
+    Migrate,
+    /// The target holds this source's data already (this record).
+    AlreadyMigrated(Box<MigrationRecord>),
+    /// Refuse, for this reason.
+    Refuse(Error),
+}
+
+/// The one rule deciding what a run (and `Stores::open`, and `nodestore
+/// status`) does with a source and a target (docs/design.md, "Identities").
+pub fn plan(source: &SourceFacts, target: &TargetFacts, force: bool) -> Plan {
+    if target.migrated {
+        return match target
+            .records
+            .iter()
+            .rev()
+            .find(|r| r.source_identity == source.identity)
+        {
+            Some(r) if r.source_write_seq == source.write_seq => {
+                Plan::AlreadyMigrated(Box::new(r.clone()))
+            }
+            Some(r) => Plan::Refuse(Error::SourceChangedSinceMigration {
+                path: source.path.clone(),
+                target: target.description.clone(),
+                migrated: r.source_write_seq,
+                now: source.write_seq,
+            }),
+            None => Plan::Refuse(Error::TargetHoldsOtherData {
+                target: target.description.clone(),
+                path: source.path.clone(),
+                identity: source.identity,
+                others: target
+                    .records
+                    .iter()
+                    .map(|r| (r.source_path.clone(), r.source_identity))
+                    .collect(),
+            }),
+        };
+    }
+    if let Status::Tombstoned(mark) = &source.status {
+        let same_database =
+            mark.target_identity.is_some() && mark.target_identity == target.identity;
+        // The database the tombstone names was lost and made again at the
+        // same place: a re-run from the retired source is the way back.
+        let same_place = mark.target == target.description;
+        if !(same_database || same_place || force) {
+            return Plan::Refuse(Error::MigratedElsewhere {
+                path: source.path.clone(),
+                mark: Box::new(mark.clone()),
+                here: target.description.clone(),
+            });
+        }
+    }
+    Plan::Migrate
+}
+
+/// Found damage, collected when [`Options::accept_damaged`] lets readers
+/// skip what does not decode.
+#[derive(Debug, Default)]
+pub(crate) struct Damage {
+    accepting: bool,
+    found: Mutex<Vec<Problem>>,
+}
+
+impl Damage {
+    /// Records `e` and returns true when it is damage that may be skipped.
+    pub(crate) fn skip(&self, e: &Error) -> bool {
+        if !(self.accepting && e.is_damage()) {
+            return false;
+        }
+        if let Ok(mut f) = self.found.lock() {
+            f.push(e.as_problem());
+        }
+        true
+    }
+
+    fn take(&self) -> Vec<Problem> {
+        self.found
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default()
+    }
+}
+
+type CheckHandle = JoinHandle<Result<Vec<Problem>, Error>>;
+
+/// The key-value to SQL code step. Use it through [`migrate`], or with
+/// [`sqldb::migrate::Migrator::code_step`].
 pub struct KvToSql<'a> {
-    source: Option<&'a MigrationSource>,
+    source: Arc<MigrationSource>,
+    source_seq: u64,
     opts: Options,
     progress: Option<&'a dyn Progress>,
+    check: tokio::sync::Mutex<Option<CheckHandle>>,
+    cancel: Arc<AtomicBool>,
+    damage: Arc<Damage>,
     report: Mutex<Option<Report>>,
-    error: Mutex<Option<Error>>,
 }
 
-impl std::fmt::Debug for KvToSql<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for KvToSql<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KvToSql")
-            .field("source", &self.source.map(MigrationSource::path))
+            .field("source", &self.source.path())
             .finish()
     }
 }
 
 impl<'a> KvToSql<'a> {
-    /// The code step reading from `source`.
+    /// The code step reading from `source`, proving it whole as it goes.
     pub fn new(
-        source: &'a MigrationSource,
+        source: Arc<MigrationSource>,
+        source_seq: u64,
         opts: Options,
         progress: Option<&'a dyn Progress>,
     ) -> Self {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let check = {
+            let (source, cancel) = (source.clone(), cancel.clone());
+            tokio::task::spawn_blocking(move || check::check_source(&source, &cancel))
+        };
         KvToSql {
-            source: Some(source),
+            damage: Arc::new(Damage {
+                accepting: opts.accept_damaged,
+                found: Mutex::new(Vec::new()),
+            }),
+            source,
+            source_seq,
             opts,
             progress,
+            check: tokio::sync::Mutex::new(Some(check)),
+            cancel,
             report: Mutex::new(None),
-            error: Mutex::new(None),
-        }
-    }
-
-    /// The code step of a node that has no key-value database: it migrates
-    /// nothing and records nothing but the (empty) migration record table.
-    /// Never use it when a key-value database may exist.
-    pub fn without_source() -> KvToSql<'static> {
-        KvToSql {
-            source: None,
-            opts: Options::default(),
-            progress: None,
-            report: Mutex::new(None),
-            error: Mutex::new(None),
         }
     }
 
@@ -331,15 +620,7 @@ impl<'a> KvToSql<'a> {
         self.report.lock().ok().and_then(|mut r| r.take())
     }
 
-    /// The typed error of a failed run (the runner only keeps its text).
-    fn take_error(&self) -> Option<Error> {
-        self.error.lock().ok().and_then(|mut e| e.take())
-    }
-
-    async fn migrate_all(&self, tx: &mut dyn Tx) -> Result<Option<Report>, Error> {
-        if self.source.is_none() {
-            return self.migrate_stores(tx).await;
-        }
+    async fn migrate_all(&self, tx: &mut dyn Tx) -> Result<(Report, Vec<Problem>), Error> {
         // The cache size is the connection's, not the transaction's: set it
         // for the load and put the old value back whatever happens.
         let kib = i64::from(self.opts.sqlite_cache_mib) * 1024;
@@ -355,19 +636,17 @@ impl<'a> KvToSql<'a> {
         result
     }
 
-    async fn migrate_stores(&self, tx: &mut dyn Tx) -> Result<Option<Report>, Error> {
-        record::create(tx).await?;
-        let Some(source) = self.source else {
-            return Ok(None);
-        };
+    async fn migrate_stores(&self, tx: &mut dyn Tx) -> Result<(Report, Vec<Problem>), Error> {
+        let source = &*self.source;
         let started = Instant::now();
-        let accounts = accounts::migrate(source, tx, &self.opts, self.progress).await?;
+        let (opts, progress, damage) = (&self.opts, self.progress, &self.damage);
+        let accounts = accounts::migrate(source, tx, opts, progress, damage).await?;
         // Sessions reference accounts: after them, in the same transaction.
-        let sessions = sessions::migrate(source, tx, &self.opts, self.progress).await?;
+        let sessions = sessions::migrate(source, tx, opts, progress, damage).await?;
         // Kv-stores and privacy pairs are scoped by session group.
-        let firewall = firewall::migrate(source, tx, &self.opts, self.progress).await?;
+        let firewall = firewall::migrate(source, tx, opts, progress, damage).await?;
         // Actions link to sessions and accounts: last.
-        let actions = actions::migrate(source, tx, &self.opts, self.progress).await?;
+        let actions = actions::migrate(source, tx, opts, progress, damage).await?;
         let report = Report {
             accounts,
             sessions,
@@ -375,21 +654,49 @@ impl<'a> KvToSql<'a> {
             actions,
             duration: started.elapsed(),
         };
+        // The data is in; is the source whole?
+        let handle = self.check.lock().await.take();
+        let mut problems = match handle {
+            Some(h) => h.await.map_err(|e| Error::ReaderStopped {
+                tree: "(whole database)",
+                reason: e.to_string(),
+            })??,
+            None => Vec::new(),
+        };
+        problems.extend(self.damage.take());
+        if !problems.is_empty() && !self.opts.accept_damaged {
+            return Err(Error::DamagedSource {
+                path: source.path().to_path_buf(),
+                problems,
+            });
+        }
+        let identity = source
+            .identity()?
+            .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?;
         // In the same transaction as the data: the tombstone is pending
         // until it is written after the commit.
         record::insert(
             tx,
             &MigrationRecord {
                 source_path: source.path().display().to_string(),
-                source_identity: source.identity()?,
+                source_identity: identity,
+                source_write_seq: self.source_seq,
                 migrated_at: sqldb::time::truncate_micros(Utc::now()),
                 nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
                 tombstone_pending: true,
-                summary: report.summary(),
+                report: report.clone(),
+                accepted_damage: problems.clone(),
             },
         )
         .await?;
-        Ok(Some(report))
+        Ok((report, problems))
+    }
+}
+
+impl Drop for KvToSql<'_> {
+    fn drop(&mut self) {
+        // A check still running has nobody to report to.
+        self.cancel.store(true, Ordering::Relaxed);
     }
 }
 
@@ -397,97 +704,388 @@ impl<'a> KvToSql<'a> {
 impl CodeStep for KvToSql<'_> {
     async fn run(&self, tx: &mut dyn Tx) -> Result<(), BoxError> {
         match self.migrate_all(tx).await {
-            Ok(report) => {
+            Ok((report, _)) => {
                 if let Ok(mut r) = self.report.lock() {
-                    *r = report;
+                    *r = Some(report);
                 }
                 Ok(())
             }
             Err(e) => {
-                let text = e.to_string();
-                if let Ok(mut slot) = self.error.lock() {
-                    *slot = Some(e);
-                }
-                Err(text.into())
+                self.cancel.store(true, Ordering::Relaxed);
+                // Boxed whole, so the caller gets the typed error back.
+                Err(Box::new(e))
             }
         }
     }
 }
 
-/// Migrates the key-value database at `kv_path` into `db` and tombstones it.
+/// Runs `f` on the blocking pool (sled and file locks block).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::ReaderStopped {
+            tree: "(opening)",
+            reason: e.to_string(),
+        })?
+}
+
+/// The typed error of a failed schema run: the code step's own error when
+/// it failed, the runner's otherwise; and whether the data step's commit
+/// may have gone through.
+fn schema_failure(e: MigrateError) -> (Error, DataState) {
+    match e {
+        MigrateError::StepFailed {
+            version, source, ..
+        } if version == KV_TO_SQL_VERSION => match source.downcast::<Error>() {
+            Ok(typed) => (*typed, DataState::NotWritten),
+            Err(other) => (
+                Error::Schema(MigrateError::StepFailed {
+                    version,
+                    name: "kvdb_to_sql".into(),
+                    source: other,
+                }),
+                DataState::NotWritten,
+            ),
+        },
+        MigrateError::CommitFailed {
+            version, source, ..
+        } if version == KV_TO_SQL_VERSION && source.kind == ErrorKind::Connection => {
+            (Error::Db(source), DataState::MaybeCommitted)
+        }
+        other => (Error::Schema(other), DataState::NotWritten),
+    }
+}
+
+/// Migrates the key-value database at `kv_path` into `db` and tombstones
+/// it; see the crate docs for the steps.
 ///
-/// Applies every schema step; the code step migrates all stores in its one
-/// transaction. When the SQL database already has the step, nothing is
-/// migrated and nothing is marked. With [`Options::dry_run`] everything is
-/// migrated and verified, then rolled back.
+/// Idempotent: run again after any failure or interruption, it finishes
+/// what is left (a pending tombstone, later schema steps) or starts over
+/// when no data was kept.
 ///
-/// Errors: see [`Error`]. On any error before the commit, nothing changed
-/// in SQL beyond schema steps, and the key-value database is untouched. A
-/// tombstone that cannot be written after the commit is not an error: see
-/// [`Outcome::tombstone_pending`].
+/// Errors: a [`Failure`] says why and whether data may have been written.
+/// An [`Outcome`] is returned only when the data is in SQL and verified.
 pub async fn migrate(
     kv_path: &Path,
     db: &Db,
     opts: &Options,
     progress: Option<&dyn Progress>,
-) -> Result<Outcome, Error> {
-    let source = MigrationSource::open(kv_path, &opts.kv)?;
-    let here = db.describe();
-    if let Status::Tombstoned(mark) = source.status()
-        && mark.target != here
-        && !opts.force
-    {
-        return Err(Error::MigratedElsewhere {
-            path: kv_path.display().to_string(),
-            mark: mark.clone(),
-            here,
+) -> Result<Outcome, Failure> {
+    // 1. The source, locked against other migrations, then opened.
+    let _lock = {
+        let (path, wait) = (kv_path.to_path_buf(), opts.lock_wait);
+        blocking(move || Ok(tombstone::lock_for_migration(&path, wait)?)).await?
+    };
+    let source = {
+        let (path, kv) = (kv_path.to_path_buf(), opts.kv.clone());
+        Arc::new(blocking(move || Ok(MigrationSource::open(&path, &kv)?)).await?)
+    };
+    let facts = SourceFacts {
+        path: kv_path.to_path_buf(),
+        identity: source
+            .identity()
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::NoIdentity(kv_path.to_path_buf()))?,
+        write_seq: source.write_seq().map_err(Error::from)?.unwrap_or(0),
+        status: source.status().clone(),
+    };
+    // 2. The target, before anything is written.
+    let target = target_facts(db).await?;
+    // 3. The decision.
+    match plan(&facts, &target.0, opts.force) {
+        Plan::Refuse(e) => return Err(e.into()),
+        Plan::AlreadyMigrated(record) => {
+            drop(source);
+            if opts.dry_run {
+                return Ok(Outcome {
+                    kind: OutcomeKind::AlreadyMigrated,
+                    report: record.report.clone(),
+                    applied_steps: Vec::new(),
+                    tombstone: TombstoneState::NotWritten,
+                    unfinished_steps: None,
+                    accepted_damage: record.accepted_damage.clone(),
+                });
+            }
+            return Ok(finish(
+                kv_path,
+                db,
+                opts,
+                &facts,
+                *record,
+                OutcomeKind::AlreadyMigrated,
+                Vec::new(),
+            )
+            .await);
+        }
+        Plan::Migrate => {}
+    }
+    // 4. The data step.
+    let step = KvToSql::new(source.clone(), facts.write_seq, opts.clone(), progress);
+    let mut applied = Vec::new();
+    let run = if opts.dry_run {
+        Migrator::new()
+            .code_step(KV_TO_SQL_VERSION, &step)
+            .lock_wait(opts.lock_wait)
+            .rehearse(db)
+            .await
+            .map(|r| applied = r.applied.iter().map(|s| s.version).collect())
+    } else {
+        Migrator::new()
+            .code_step(KV_TO_SQL_VERSION, &step)
+            .lock_wait(opts.lock_wait)
+            .through(KV_TO_SQL_VERSION)
+            .run_into(db, &mut applied)
+            .await
+    };
+    if let Err(e) = run {
+        let (error, data) = schema_failure(e);
+        return Err(Failure {
+            error,
+            data,
+            schema_steps: applied,
         });
     }
-    let step = KvToSql::new(&source, opts.clone(), progress);
-    let migrator = Migrator::new().code_step(KV_TO_SQL_VERSION, &step);
-    let run = if opts.dry_run {
-        migrator.rehearse(db).await
-    } else {
-        migrator.run(db).await
-    };
-    let applied_steps = match run {
-        Ok(r) => r.applied.iter().map(|s| s.version).collect(),
-        Err(e) => {
-            // The code step's own typed error, rather than the runner's text.
-            if matches!(e, MigrateError::StepFailed { version, .. } if version == KV_TO_SQL_VERSION)
-                && let Some(typed) = step.take_error()
-            {
-                return Err(typed);
-            }
-            return Err(Error::Schema(e));
-        }
-    };
     let report = step.take_report();
     // sled holds its lock until every handle is gone.
     drop(step);
     drop(source);
-    let mut outcome = Outcome {
-        report,
-        applied_steps,
-        dry_run: opts.dry_run,
-        tombstone: None,
-        tombstone_pending: None,
-    };
-    if outcome.report.is_some() && !opts.dry_run {
-        let mark = Mark {
-            marked_at: Utc::now(),
-            nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
-            target: here,
-        };
-        match opts.marker.mark(kv_path, &mark) {
-            Ok(()) => {
-                record::clear_pending(db, &kv_path.display().to_string()).await?;
-                outcome.tombstone = Some(mark);
+    let Some(report) = report else {
+        // The step was recorded by a runner that raced this one (it took
+        // the target's lock first): decide again, now that it is migrated.
+        return match plan(&facts, &target_facts(db).await?.0, opts.force) {
+            Plan::AlreadyMigrated(record) if !opts.dry_run => Ok(finish(
+                kv_path,
+                db,
+                opts,
+                &facts,
+                *record,
+                OutcomeKind::AlreadyMigrated,
+                applied,
+            )
+            .await),
+            Plan::Refuse(e) => Err(e.into()),
+            _ => Err(Error::Invalid {
+                record: "the key-value step".into(),
+                reason: "it was recorded without running".into(),
             }
-            Err(e) => outcome.tombstone_pending = Some(e.to_string()),
+            .into()),
+        };
+    };
+    if opts.dry_run {
+        return Ok(Outcome {
+            kind: OutcomeKind::Rehearsed,
+            report,
+            applied_steps: applied,
+            tombstone: TombstoneState::NotWritten,
+            unfinished_steps: None,
+            accepted_damage: Vec::new(),
+        });
+    }
+    let record = MigrationRecord {
+        source_path: kv_path.display().to_string(),
+        source_identity: facts.identity,
+        source_write_seq: facts.write_seq,
+        migrated_at: Utc::now(),
+        nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
+        tombstone_pending: true,
+        report,
+        accepted_damage: Vec::new(),
+    };
+    Ok(finish(
+        kv_path,
+        db,
+        opts,
+        &facts,
+        record,
+        OutcomeKind::Migrated,
+        applied,
+    )
+    .await)
+}
+
+/// What the decision rule needs of the key-value database at `path`, read
+/// without changing it.
+///
+/// Errors: the database is missing, in use, or unreadable.
+pub async fn inspect_source(path: &Path) -> Result<SourceFacts, Error> {
+    let p = path.to_path_buf();
+    blocking(move || {
+        let source = MigrationSource::open(&p, &KvOptions::default())?;
+        Ok(SourceFacts {
+            identity: source
+                .identity()?
+                .ok_or_else(|| Error::NoIdentity(p.clone()))?,
+            write_seq: source.write_seq()?.unwrap_or(0),
+            status: source.status().clone(),
+            path: p,
+        })
+    })
+    .await
+}
+
+/// What the decision rule needs of a SQL database, read without changing
+/// it.
+///
+/// Errors: the database refuses the preflight (foreign or newer), or cannot
+/// be read.
+pub async fn inspect_target(db: &Db) -> Result<TargetFacts, Error> {
+    target_facts(db).await.map(|(t, _)| t).map_err(|f| f.error)
+}
+
+/// What the decision needs of the target, and its preflight.
+async fn target_facts(db: &Db) -> Result<(TargetFacts, Preflight), Failure> {
+    let pre = Migrator::new()
+        .preflight(db)
+        .await
+        .map_err(|e| Failure::before_any_write(Error::Schema(e)))?;
+    let migrated = pre.has(KV_TO_SQL_VERSION);
+    let records = if migrated {
+        records(db).await.map_err(Failure::before_any_write)?
+    } else {
+        Vec::new()
+    };
+    Ok((
+        TargetFacts {
+            description: db.describe(),
+            identity: pre.identity,
+            migrated,
+            records,
+        },
+        pre,
+    ))
+}
+
+/// After the data is committed: prove it from a fresh connection, write the
+/// tombstone, apply the later steps. Never fails: whatever happens now, the
+/// data is safe in SQL, and what is left is said in the outcome.
+async fn finish(
+    kv_path: &Path,
+    db: &Db,
+    opts: &Options,
+    source: &SourceFacts,
+    record: MigrationRecord,
+    kind: OutcomeKind,
+    mut applied: Vec<i64>,
+) -> Outcome {
+    let tombstone = match prove_target(db, source, &record).await {
+        Err(reason) => TombstoneState::Pending(format!(
+            "the migrated data could not be confirmed from a fresh connection ({reason}); \
+             the tombstone is written once it is"
+        )),
+        Ok(_) if !record.tombstone_pending && matches!(source.status, Status::Tombstoned(_)) => {
+            // Retired and recorded so by an earlier run: nothing to write.
+            match &source.status {
+                Status::Tombstoned(m) => TombstoneState::Written(m.clone()),
+                _ => TombstoneState::NotWritten,
+            }
+        }
+        Ok(identity) => {
+            let mark = Mark {
+                marked_at: Utc::now(),
+                nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
+                target: db.describe(),
+                target_identity: Some(identity),
+            };
+            let marker = opts.marker.clone();
+            let (path, m) = (kv_path.to_path_buf(), mark.clone());
+            match tokio::task::spawn_blocking(move || marker.mark(&path, &m)).await {
+                Ok(Ok(())) => match record::clear_pending(db, source.identity).await {
+                    Ok(()) => TombstoneState::Written(mark),
+                    // Marked, but the record still says pending: the next
+                    // open's retry finds the mark there and clears it.
+                    Err(_) => TombstoneState::Written(mark),
+                },
+                Ok(Err(e)) => TombstoneState::Pending(e.to_string()),
+                Err(e) => TombstoneState::Pending(e.to_string()),
+            }
+        }
+    };
+    let mut later = Vec::new();
+    let unfinished = match Migrator::new()
+        .lock_wait(opts.lock_wait)
+        .run_into(db, &mut later)
+        .await
+    {
+        Ok(()) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    applied.extend(later);
+    Outcome {
+        kind,
+        report: record.report,
+        applied_steps: applied,
+        tombstone,
+        unfinished_steps: unfinished,
+        accepted_damage: record.accepted_damage,
+    }
+}
+
+/// Opens the target afresh, as a node would, and checks that it holds this
+/// source's migration record and as many rows per store as were migrated.
+/// Returns the target's identity.
+async fn prove_target(
+    db: &Db,
+    source: &SourceFacts,
+    record: &MigrationRecord,
+) -> Result<[u8; 16], String> {
+    let fresh = db.reopen().await.map_err(|e| e.to_string())?;
+    let pre = Migrator::new()
+        .preflight(&fresh)
+        .await
+        .map_err(|e| e.to_string())?;
+    let identity = pre
+        .identity
+        .ok_or("the target has no identity (schema step 1 is missing)")?;
+    let found = records(&fresh)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .rev()
+        .find(|r| r.source_identity == source.identity)
+        .ok_or("the target holds no migration record of this key-value database")?;
+    if found.source_write_seq != record.source_write_seq {
+        return Err(format!(
+            "the target's record is of write {}, not {}",
+            found.source_write_seq, record.source_write_seq
+        ));
+    }
+    let counts = fresh
+        .read(|tx| {
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for (table, _) in Report::default().table_counts() {
+                    out.push((table, count_rows(tx, table).await?));
+                }
+                Ok::<_, DbError>(out)
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    for ((table, got), (_, want)) in counts.iter().zip(found.report.table_counts()) {
+        if *got != want {
+            return Err(format!(
+                "table {table} holds {got} rows, the migration wrote {want}"
+            ));
         }
     }
-    Ok(outcome)
+    Ok(identity)
+}
+
+async fn count_rows(tx: &mut dyn Tx, table: &'static str) -> Result<u64, DbError> {
+    use sea_query::{Alias, Expr, Query};
+    use sqldb::TxExt as _;
+    let n = tx
+        .query_one(
+            &Query::select()
+                .expr(Expr::cust("COUNT(*)"))
+                .from(Alias::new(table))
+                .to_owned(),
+        )
+        .await?
+        .i64(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// What [`retry_pending_tombstone`] did for one record.
@@ -505,59 +1103,93 @@ pub enum Retry {
         /// Why.
         reason: String,
     },
-    /// The database at that path is not the one that was migrated (or is
-    /// gone); it is left alone and the record stays pending.
+    /// The database at that path is not the one that was migrated (another
+    /// identity, or a later write sequence), or is gone; it is left alone
+    /// and the record stays pending.
     NotTheSource {
         /// The path.
         path: String,
     },
 }
 
-/// Writes every tombstone the SQL side records as pending; see
-/// [`Outcome::tombstone_pending`]. Idempotent.
+/// Writes every tombstone the SQL side records as pending, for sources
+/// still at the path, identity and write sequence they were migrated with.
+/// Idempotent.
 pub async fn retry_pending_tombstone(
     db: &Db,
     marker: &dyn MarkWriter,
 ) -> Result<Vec<Retry>, Error> {
     let mut out = Vec::new();
-    for r in records(db)
+    let pending: Vec<MigrationRecord> = records(db)
         .await?
         .into_iter()
         .filter(|r| r.tombstone_pending)
-    {
-        let path = Path::new(&r.source_path);
-        let same = match tombstone::identity(path) {
-            Ok(Some(id)) => r.source_identity == Some(id),
-            Ok(None) => false,
-            Err(e) => {
-                out.push(Retry::Failed {
-                    path: r.source_path.clone(),
-                    reason: e.to_string(),
-                });
-                continue;
-            }
+        .collect();
+    if pending.is_empty() {
+        return Ok(out);
+    }
+    let identity = Migrator::new()
+        .preflight(db)
+        .await
+        .map_err(Error::Schema)?
+        .identity;
+    for r in pending {
+        let path = PathBuf::from(&r.source_path);
+        let here = {
+            let p = path.clone();
+            blocking(move || {
+                let id = tombstone::identity(&p)?;
+                let status = tombstone::status(&p)?;
+                let seq = match status {
+                    Some(Status::Live(_)) => MigrationSource::open(&p, &KvOptions::default())?
+                        .write_seq()?
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                Ok((id, status, seq))
+            })
+            .await
         };
-        if !same {
-            out.push(Retry::NotTheSource {
+        match here {
+            Err(e) => out.push(Retry::Failed {
                 path: r.source_path.clone(),
-            });
-            continue;
-        }
-        let mark = Mark {
-            marked_at: r.migrated_at,
-            nodestore_version: r.nodestore_version.clone(),
-            target: db.describe(),
-        };
-        match marker.mark(path, &mark) {
-            Ok(()) => {
-                record::clear_pending(db, &r.source_path).await?;
+                reason: e.to_string(),
+            }),
+            // Marked by an earlier run whose record update did not land.
+            Ok((Some(id), Some(Status::Tombstoned(m)), _))
+                if id == r.source_identity
+                    && m.target_identity.is_some()
+                    && m.target_identity == identity =>
+            {
+                record::clear_pending(db, r.source_identity).await?;
                 out.push(Retry::Marked {
                     path: r.source_path.clone(),
                 });
             }
-            Err(e) => out.push(Retry::Failed {
+            Ok((Some(id), Some(Status::Live(_)), seq))
+                if id == r.source_identity && seq == r.source_write_seq =>
+            {
+                let mark = Mark {
+                    marked_at: r.migrated_at,
+                    nodestore_version: r.nodestore_version.clone(),
+                    target: db.describe(),
+                    target_identity: identity,
+                };
+                match marker.mark(&path, &mark) {
+                    Ok(()) => {
+                        record::clear_pending(db, r.source_identity).await?;
+                        out.push(Retry::Marked {
+                            path: r.source_path.clone(),
+                        });
+                    }
+                    Err(e) => out.push(Retry::Failed {
+                        path: r.source_path.clone(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            Ok(_) => out.push(Retry::NotTheSource {
                 path: r.source_path.clone(),
-                reason: e.to_string(),
             }),
         }
     }

@@ -37,7 +37,7 @@ use crate::feed::{Feed, Sink};
 use crate::{Error, Options, Progress, ProgressEvent};
 
 /// What the sessions migration moved, and what it dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionsReport {
     /// Sessions migrated.
     pub sessions: u64,
@@ -62,12 +62,21 @@ struct Plan {
     duplicates: u64,
 }
 
-fn plan(tree: &ReadTree) -> Result<Plan, Error> {
+fn plan(tree: &ReadTree, damage: &crate::Damage) -> Result<Plan, Error> {
     let mut best: HashMap<SessionId, (DateTime<Utc>, Vec<u8>)> = HashMap::new();
     let mut duplicates = 0;
     for item in tree.iter() {
         let (key, value) = item?;
-        let s = decode_session(&key, &value).map_err(|e| decode_error(&key, e))?;
+        let s = match decode_session(&key, &value) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = decode_error(&key, e);
+                if damage.skip(&e) {
+                    continue;
+                }
+                return Err(e);
+            }
+        };
         match best.get_mut(&s.id) {
             None => {
                 best.insert(s.id, (s.created_at, key.to_vec()));
@@ -111,6 +120,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
+    damage: &std::sync::Arc<crate::Damage>,
 ) -> Result<SessionsReport, Error> {
     let mut report = SessionsReport::default();
     let any = tx
@@ -129,8 +139,8 @@ pub(crate) async fn migrate(
         return Ok(report);
     };
     let planned = {
-        let tree = tree.clone();
-        tokio::task::spawn_blocking(move || plan(&tree))
+        let (tree, damage) = (tree.clone(), damage.clone());
+        tokio::task::spawn_blocking(move || plan(&tree, &damage))
             .await
             .map_err(|e| Error::Invalid {
                 record: "sessions".into(),
@@ -150,7 +160,9 @@ pub(crate) async fn migrate(
         let mut feed = {
             let (tree, winners) = (tree.clone(), winners.clone());
             let size = opts.chunk_size.max(1);
-            Feed::spawn(move |sink| read_class(tree, winners, founders, size, sink))
+            Feed::spawn(SESSIONS_TREE, damage, move |sink| {
+                read_class(tree, winners, founders, size, sink)
+            })
         };
         let result = async {
             while let Some(chunk) = feed.next().await {

@@ -35,7 +35,7 @@ async fn empty(fx: &SqlFixture) {
     let kv = Kv::new();
     kv.accounts(|_| async {}).await;
     let (_, outcome) = migrate_and_compare(fx, &kv).await;
-    let report = outcome.report.unwrap();
+    let report = outcome.report;
     assert_eq!(report.accounts, Default::default());
     assert_eq!(
         report.accounts.last_indexes, None,
@@ -110,7 +110,7 @@ async fn account_with_invoices(fx: &SqlFixture) {
     })
     .await;
     let (_, outcome) = migrate_and_compare(fx, &kv).await;
-    let report = outcome.report.unwrap().accounts;
+    let report = outcome.report.accounts;
     assert_eq!((report.accounts, report.invoices), (1, 2));
     assert_eq!(
         report.last_indexes,
@@ -142,7 +142,7 @@ async fn account_with_payments(fx: &SqlFixture) {
     })
     .await;
     let (_, outcome) = migrate_and_compare(fx, &kv).await;
-    assert_eq!(outcome.report.unwrap().accounts.payments, 5);
+    assert_eq!(outcome.report.accounts.payments, 5);
 }
 
 async fn multiple_accounts(fx: &SqlFixture) {
@@ -230,7 +230,7 @@ async fn randomized_accounts(fx: &SqlFixture) {
     })
     .await;
     let (_, outcome) = migrate_and_compare(fx, &kv).await;
-    let report = outcome.report.unwrap().accounts;
+    let report = outcome.report.accounts;
     assert_eq!(report.accounts, 10);
     assert!(
         report.invoices >= 500 && report.payments >= 500,
@@ -320,7 +320,7 @@ async fn heavy_accounts_are_chunked_by_rows(fx: &SqlFixture) {
         .unwrap();
     // 4 x 16 = 64 rows: two accounts of 40 invoices fill a chunk.
     assert_eq!(*steps.0.lock().unwrap(), vec![2, 4, 6]);
-    let report = outcome.report.unwrap().accounts;
+    let report = outcome.report.accounts;
     assert_eq!((report.accounts, report.invoices), (6, 240));
     let got = Snapshot::of(&SqlStore::new(db.clone())).await;
     assert_eq!(got, expected);
@@ -340,7 +340,7 @@ async fn failure_after_n_accounts_leaves_nothing_behind(fx: &SqlFixture) {
     let err = migrator::migrate(&kv.path, &db, &opts, Some(&fail))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Aborted(_)), "{err}");
+    assert!(matches!(err.error, Error::Aborted(_)), "{err}");
     assert_eq!(
         fail.1.load(Ordering::SeqCst),
         6,
@@ -365,7 +365,7 @@ async fn failure_after_n_accounts_leaves_nothing_behind(fx: &SqlFixture) {
         outcome.applied_steps, after,
         "the retry applies the code step and the steps after it"
     );
-    assert_eq!(outcome.report.unwrap().accounts.accounts, 10);
+    assert_eq!(outcome.report.accounts.accounts, 10);
 }
 
 /// After a migration the KV store refuses to open; a second migration from
@@ -378,7 +378,9 @@ async fn tombstoned_kv_is_refused_and_rebuilds_a_lost_sql_database(fx: &SqlFixtu
     let outcome = migrator::migrate(&kv.path, &db, &Options::default(), None)
         .await
         .unwrap();
-    let mark = outcome.tombstone.unwrap();
+    let migrator::TombstoneState::Written(mark) = outcome.tombstone else {
+        panic!("not tombstoned: {outcome:?}")
+    };
     assert_eq!(mark.target, db.describe());
 
     let err = KvDb::open(&kv.path, &KvOptions::default()).unwrap_err();
@@ -392,7 +394,7 @@ async fn tombstoned_kv_is_refused_and_rebuilds_a_lost_sql_database(fx: &SqlFixtu
         .await
         .unwrap_err();
     assert!(
-        matches!(refused, Error::MigratedElsewhere { .. }),
+        matches!(refused.error, Error::MigratedElsewhere { .. }),
         "{refused}"
     );
     assert!(refused.to_string().contains(&mark.target), "{refused}");
@@ -404,7 +406,7 @@ async fn tombstoned_kv_is_refused_and_rebuilds_a_lost_sql_database(fx: &SqlFixtu
     let again = migrator::migrate(&kv.path, &db2, &force, None)
         .await
         .unwrap();
-    assert_eq!(again.report.unwrap().accounts.accounts, 10);
+    assert_eq!(again.report.accounts.accounts, 10);
     assert_eq!(
         common::Snapshot::of(&SqlStore::new(db2.clone())).await,
         expected
@@ -422,8 +424,13 @@ async fn a_second_run_on_the_same_database_does_nothing(fx: &SqlFixture) {
     let outcome = migrator::migrate(&kv.path, &db, &Options::default(), None)
         .await
         .unwrap();
-    assert_eq!(outcome.report, None);
-    assert_eq!(outcome.tombstone, None);
+    assert_eq!(outcome.kind, migrator::OutcomeKind::AlreadyMigrated);
+    assert_eq!(outcome.report.accounts.accounts, 10, "the record's report");
+    assert!(matches!(
+        outcome.tombstone,
+        migrator::TombstoneState::Written(_)
+    ));
+    assert!(outcome.is_complete());
     assert!(outcome.applied_steps.is_empty());
     assert_eq!(tombstone::status(&kv.path).unwrap(), before);
     assert_eq!(count_accounts(&db).await, 10);
@@ -454,7 +461,7 @@ async fn an_undecodable_record_fails_naming_tree_and_key(fx: &SqlFixture) {
     )
     .await
     .unwrap_err();
-    match &err {
+    match &err.error {
         Error::Decode { tree, key, .. } => {
             assert_eq!((*tree, key.as_str()), ("accounts", "ffffffffffffffff"))
         }
@@ -485,7 +492,7 @@ async fn a_target_with_accounts_is_refused(fx: &SqlFixture) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::TargetNotEmpty { table: "accounts" }),
+        matches!(err.error, Error::TargetNotEmpty { table: "accounts" }),
         "{err}"
     );
     assert!(is_live(&kv.path));
@@ -518,7 +525,7 @@ async fn an_unstorable_amount_fails_naming_the_account(fx: &SqlFixture) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Invalid { record, .. } if record == &format!("account {id}")),
+        matches!(&err.error, Error::Invalid { record, .. } if record == &format!("account {id}")),
         "{err}"
     );
     assert!(is_live(&kv.path));

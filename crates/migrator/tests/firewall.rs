@@ -327,7 +327,7 @@ async fn expect_layout_error(
     let err = migrator::migrate(&kv.path, &db, &migrator::Options::default(), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Layout { .. }), "{err}");
+    assert!(matches!(err.error, Error::Layout { .. }), "{err}");
     assert!(
         err.to_string().contains(where_),
         "{err} should name {where_}"
@@ -410,7 +410,7 @@ async fn privacy_maps_that_are_not_inverses_fail(fx: &SqlFixture) {
     let err = migrator::migrate(&kv.path, &db, &migrator::Options::default(), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Layout { .. }), "{err}");
+    assert!(matches!(err.error, Error::Layout { .. }), "{err}");
     assert!(
         err.to_string().contains(&group.to_string()) && err.to_string().contains("inverses"),
         "{err}"

@@ -47,14 +47,14 @@ async fn dry_run_migrates_and_verifies_then_keeps_nothing(fx: &SqlFixture) {
     )
     .await
     .unwrap();
-    assert!(outcome.dry_run);
-    assert_eq!(outcome.report.unwrap().accounts.accounts, 3);
+    assert_eq!(outcome.kind, migrator::OutcomeKind::Rehearsed);
+    assert_eq!(outcome.report.accounts.accounts, 3);
     assert_eq!(
         outcome.applied_steps.len(),
         sqldb::schema::STEPS.len(),
         "what a real run would apply"
     );
-    assert_eq!(outcome.tombstone, None);
+    assert_eq!(outcome.tombstone, migrator::TombstoneState::NotWritten);
     assert!(
         Migrator::new().applied(&db).await.unwrap().is_empty(),
         "no step kept"
@@ -81,7 +81,8 @@ async fn dry_run_migrates_and_verifies_then_keeps_nothing(fx: &SqlFixture) {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, migrator::Error::Decode { .. }), "{err}");
+    assert!(matches!(err.error, migrator::Error::Decode { .. }), "{err}");
+    assert_eq!(err.data, migrator::DataState::NotWritten);
     assert!(Migrator::new().applied(&db).await.unwrap().is_empty());
 }
 
@@ -97,10 +98,11 @@ async fn the_record_names_the_source_and_what_moved(fx: &SqlFixture) {
     assert_eq!(records.len(), 1);
     let r = &records[0];
     assert_eq!(r.source_path, kv.path.display().to_string());
-    assert_eq!(r.source_identity, identity);
+    assert_eq!(Some(r.source_identity), identity);
     assert!(!r.tombstone_pending, "marked after the commit");
-    assert!(r.summary.contains("accounts accounts=3"), "{}", r.summary);
-    assert_eq!(r.summary, outcome.report.unwrap().summary());
+    assert_eq!(r.report.accounts.accounts, 3);
+    assert_eq!(r.report, outcome.report);
+    assert!(r.accepted_damage.is_empty());
 }
 
 async fn a_tombstone_that_cannot_be_written_stays_pending_and_is_retried(fx: &SqlFixture) {
@@ -115,13 +117,10 @@ async fn a_tombstone_that_cannot_be_written_stays_pending_and_is_retried(fx: &Sq
         .await
         .unwrap();
     assert!(
-        outcome
-            .tombstone_pending
-            .as_deref()
-            .is_some_and(|e| e.contains("injected")),
+        matches!(&outcome.tombstone, migrator::TombstoneState::Pending(e) if e.contains("injected")),
         "{outcome:?}"
     );
-    assert_eq!(outcome.tombstone, None);
+    assert!(!outcome.is_complete());
     assert!(is_live(&kv.path), "the mark failed");
     assert!(migrator::records(&db).await.unwrap()[0].tombstone_pending);
     // The data is committed and served from SQL regardless.

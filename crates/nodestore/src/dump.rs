@@ -584,14 +584,21 @@ pub async fn dump_sql(db: &sqldb::Db) -> Result<Dump> {
 /// Dumps a key-value database, live or tombstoned, read-only.
 pub async fn dump_kv(dir: &Path) -> Result<Dump> {
     let dir = dir.to_path_buf();
+    let dir_for_error = dir.clone();
     tokio::task::spawn_blocking(move || read_kv(&dir))
         .await
-        .map_err(|e| Error::Store(e.to_string()))?
+        .map_err(|e| Error::Dump(format!("reading {}: {e}", dir_for_error.display())))?
 }
 
 fn read_kv(dir: &Path) -> Result<Dump> {
     let src = MigrationSource::open(dir, &KvOptions::default())?;
-    let err = |tree: &str, e: &dyn std::fmt::Display| Error::Store(format!("tree {tree}: {e}"));
+    let layout = |tree: &str, e: store_firewall::kv::ParseError| {
+        Error::Firewall(store_firewall::Error::InvalidInput {
+            record: format!("tree {tree} at {}", e.path),
+            field: "entry",
+            reason: e.reason,
+        })
+    };
     let mut parts = Parts {
         accounts: vec![],
         last_indexes: None,
@@ -604,7 +611,7 @@ fn read_kv(dir: &Path) -> Result<Dump> {
         let (mut add, mut settle) = (None, None);
         for item in t.iter() {
             let (k, v) = item?;
-            match store_accounts::kv::decode_entry(&k, &v).map_err(|e| err("accounts", &e))? {
+            match store_accounts::kv::decode_entry(&k, &v)? {
                 store_accounts::kv::Entry::Account(a) => parts.accounts.push(a),
                 store_accounts::kv::Entry::LastAddIndex(i) => add = Some(i),
                 store_accounts::kv::Entry::LastSettleIndex(i) => settle = Some(i),
@@ -622,7 +629,7 @@ fn read_kv(dir: &Path) -> Result<Dump> {
             let (k, v) = item?;
             parts
                 .sessions
-                .push(store_sessions::kv::decode_session(&k, &v).map_err(|e| err("session", &e))?);
+                .push(store_sessions::kv::decode_session(&k, &v)?);
         }
     }
     if let Some(t) = src.tree(store_firewall::kv::RULES_TREE)? {
@@ -630,14 +637,14 @@ fn read_kv(dir: &Path) -> Result<Dump> {
             let (k, v) = item?;
             parts
                 .entries
-                .push(store_firewall::kv::parse_entry(&k, &v).map_err(|e| err("rules", &e))?);
+                .push(store_firewall::kv::parse_entry(&k, &v).map_err(|e| layout("rules", e))?);
         }
     }
     if let Some(t) = src.tree(store_firewall::kv::PRIVACY_TREE)? {
         for item in t.iter() {
             let (k, v) = item?;
             let (group, forward, from, to) =
-                store_firewall::kv::parse_pair(&k, &v).map_err(|e| err("privacy", &e))?;
+                store_firewall::kv::parse_pair(&k, &v).map_err(|e| layout("privacy", e))?;
             if forward {
                 parts.pairs.push(PrivacyPair {
                     group,
@@ -652,7 +659,7 @@ fn read_kv(dir: &Path) -> Result<Dump> {
             let (k, v) = item?;
             parts
                 .actions
-                .push(store_actions::kv::decode_action(&k, &v).map_err(|e| err("actions", &e))?);
+                .push(store_actions::kv::decode_action(&k, &v)?);
         }
     }
     Ok(Dump::from_parts(parts))
@@ -767,15 +774,28 @@ pub fn as_migrated(kv: &Dump) -> Dump {
         })
         .collect();
     let sessions: BTreeSet<String> = d.sessions.iter().map(|s| s.id.clone()).collect();
-    let groups: BTreeSet<String> = d
+    // Entries and pairs stored under any session's id belong to its group.
+    let group_of: BTreeMap<String, String> = d
         .sessions
         .iter()
-        .filter(|s| s.group_id == s.id)
-        .map(|s| s.id.clone())
+        .map(|s| (s.id.clone(), s.group_id.clone()))
         .collect();
-    d.kv_entries
-        .retain(|e| e.group.as_ref().is_none_or(|g| groups.contains(g)));
-    d.privacy_pairs.retain(|p| groups.contains(&p.group));
+    d.kv_entries = std::mem::take(&mut d.kv_entries)
+        .into_iter()
+        .filter_map(|mut e| {
+            if let Some(g) = &e.group {
+                e.group = Some(group_of.get(g)?.clone());
+            }
+            Some(e)
+        })
+        .collect();
+    d.privacy_pairs = std::mem::take(&mut d.privacy_pairs)
+        .into_iter()
+        .filter_map(|mut p| {
+            p.group = group_of.get(&p.group)?.clone();
+            Some(p)
+        })
+        .collect();
     for a in &mut d.actions {
         if a.session_id.as_ref().is_some_and(|s| !sessions.contains(s)) {
             a.session_id = None;

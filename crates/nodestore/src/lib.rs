@@ -39,12 +39,12 @@
 )]
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use migrator::{KvToSql, Retry, TombstoneMark};
-use sqldb::migrate::Migrator;
+use migrator::{Retry, TombstoneMark};
+use sqldb::migrate::{Migrator, NoLegacyData};
 use sqldb::schema::KV_TO_SQL_VERSION;
 use sqldb::{Db, PostgresDb, PostgresOptions, SqliteDb, SqliteOptions};
 use tombstone::{KvDb, KvOptions, Status};
@@ -73,33 +73,23 @@ pub enum Error {
     /// The schema steps could not be applied.
     #[error(transparent)]
     Schema(#[from] sqldb::migrate::MigrateError),
-    /// The migration from the key-value database failed; nothing was kept.
-    #[error(
-        "the migration of {kv} into {target} failed and nothing was kept: {source}\n\
-         to keep the node running on the key-value database until this is fixed, set migration = \"defer\" \
-         (NODESTORE_MIGRATION=defer)"
-    )]
+    /// A migration did not happen; the failure says whether any data may
+    /// have been written.
+    #[error("{}", migration_message(kv, target, failure, *during_open))]
     Migration {
         /// The key-value database.
         kv: String,
         /// The SQL target.
         target: String,
-        /// What failed, naming the record.
+        /// Why, and what was left behind.
         #[source]
-        source: Box<migrator::Error>,
+        failure: Box<migrator::Failure>,
+        /// True when `Stores::open` ran it (a node can then defer).
+        during_open: bool,
     },
-    /// A live key-value database sits beside a SQL database that was
-    /// already migrated or initialised without it.
-    #[error(
-        "the key-value database {kv} is live, but {target} already holds migrated data; \
-         refusing to run on either until it is clear which is current (migration = \"defer\" runs on the key-value database)"
-    )]
-    LiveKvBesideMigratedSql {
-        /// The key-value database.
-        kv: String,
-        /// The SQL database.
-        target: String,
-    },
+    /// Reading the migration record or retrying a tombstone failed.
+    #[error(transparent)]
+    Migrator(#[from] migrator::Error),
     /// The key-value database is retired and the policy forbids migrating.
     #[error(
         "the key-value database {kv} is tombstoned and migration is deferred: nothing can be opened"
@@ -108,9 +98,18 @@ pub enum Error {
         /// The key-value database.
         kv: String,
     },
-    /// A store call failed.
-    #[error("{0}")]
-    Store(String),
+    /// An accounts store call failed.
+    #[error(transparent)]
+    Accounts(#[from] store_accounts::Error),
+    /// A sessions store call failed.
+    #[error(transparent)]
+    Sessions(#[from] store_sessions::Error),
+    /// A firewall store call failed.
+    #[error(transparent)]
+    Firewall(#[from] store_firewall::Error),
+    /// An actions store call failed.
+    #[error(transparent)]
+    Actions(#[from] store_actions::Error),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -125,24 +124,42 @@ pub enum Error {
     Dump(String),
 }
 
-/// Shorthand for this crate's results.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-macro_rules! store_errors {
-    ($($t:path),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::Store(e.to_string())
+/// What a failed migration says: what failed, and exactly what was kept.
+fn migration_message(kv: &str, target: &str, f: &migrator::Failure, during_open: bool) -> String {
+    use migrator::DataState;
+    let mut out = format!(
+        "the migration of {kv} into {target} did not happen: {}\n",
+        f.error
+    );
+    match f.data {
+        DataState::NotWritten => {
+            out.push_str(&format!(
+                "no key-value data was written to SQL; {kv} is unchanged and still in use"
+            ));
+            if !f.schema_steps.is_empty() {
+                out.push_str(&format!(
+                    " (schema steps {:?} were applied to {target}; they hold no data)",
+                    f.schema_steps
+                ));
+            }
+            if during_open {
+                out.push_str(
+                    "\nto keep the node running on the key-value database until this is fixed, \
+                     set migration = \"defer\" (NODESTORE_MIGRATION=defer)",
+                );
             }
         }
-    )*};
+        DataState::MaybeCommitted => out.push_str(&format!(
+            "the connection was lost while the data was committed, so it may or may not be in SQL; \
+             {kv} is unchanged and not tombstoned. Run the migration again (or open the node): \
+             it finds out which, and finishes"
+        )),
+    }
+    out
 }
-store_errors!(
-    store_accounts::Error,
-    store_sessions::Error,
-    store_firewall::Error,
-    store_actions::Error
-);
+
+/// Shorthand for this crate's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A database named on the command line: `kv:DIR`, `sqlite:PATH`, or a
 /// PostgreSQL URL (`postgres://…` or `postgresql://…`).
@@ -333,91 +350,70 @@ impl Stores {
             return Stores::on_kv(&kv, OpenReport::default());
         };
         let mut report = OpenReport {
-            retried_tombstones: migrator::retry_pending_tombstone(&db, &TombstoneMark)
-                .await
-                .map_err(|e| Error::Store(e.to_string()))?,
+            retried_tombstones: migrator::retry_pending_tombstone(&db, &TombstoneMark).await?,
             ..OpenReport::default()
         };
         for r in &report.retried_tombstones {
-            if !matches!(r, Retry::Marked { .. }) {
+            if let Retry::Failed { path, reason } = r {
                 report.notes.push(format!(
-                    "the key-value database's tombstone is still pending: {r:?}"
+                    "the tombstone of {path} is still pending ({reason}); it is retried at the next open"
                 ));
             }
         }
-        let migrated = Migrator::new()
-            .applied(&db)
-            .await?
-            .iter()
-            .any(|s| s.version == KV_TO_SQL_VERSION);
         let kv = match &config.kv_dir {
             Some(dir) => tombstone::status(dir)?.map(|s| (dir.clone(), s)),
             None => None,
         };
         let target = db.describe();
-        match (kv, migrated) {
-            (Some((dir, Status::Live(_) | Status::Empty)), true) => {
-                let pending = migrator::records(&db)
-                    .await
-                    .map_err(|e| Error::Store(e.to_string()))?
-                    .iter()
-                    .any(|r| r.tombstone_pending && Path::new(&r.source_path) == dir);
-                if pending {
-                    report.notes.push(format!(
-                        "{} is not tombstoned yet; it will be retried at the next open",
-                        dir.display()
-                    ));
-                } else if config.migration == MigrationPolicy::Defer {
+        let Some((dir, status)) = kv else {
+            report.applied_steps = apply_schema(&db).await?;
+            return Ok(Stores::on_sql(&db, report));
+        };
+        if config.migration == MigrationPolicy::Defer {
+            // Deferred: the node runs on the key-value database, unless SQL
+            // already holds its data, which then is the truth.
+            let source = migrator::inspect_source(&dir).await?;
+            let facts = migrator::inspect_target(&db).await?;
+            match migrator::plan(&source, &facts, config.force_migration) {
+                migrator::Plan::AlreadyMigrated(_) => {}
+                _ if matches!(status, Status::Tombstoned(_)) => {
+                    return Err(Error::RetiredAndDeferred {
+                        kv: dir.display().to_string(),
+                    });
+                }
+                _ => {
                     report
                         .notes
                         .push("migration deferred: running on the key-value database".into());
                     return Stores::on_kv(&KvDb::open(&dir, &KvOptions::default())?, report);
-                } else {
-                    return Err(Error::LiveKvBesideMigratedSql {
-                        kv: dir.display().to_string(),
-                        target,
-                    });
                 }
-                report.applied_steps = apply_schema(&db).await?;
-            }
-            (Some((dir, Status::Live(_) | Status::Empty)), false)
-                if config.migration == MigrationPolicy::Defer =>
-            {
-                report
-                    .notes
-                    .push("migration deferred: running on the key-value database".into());
-                return Stores::on_kv(&KvDb::open(&dir, &KvOptions::default())?, report);
-            }
-            (Some((dir, Status::Tombstoned(_))), false)
-                if config.migration == MigrationPolicy::Defer =>
-            {
-                return Err(Error::RetiredAndDeferred {
-                    kv: dir.display().to_string(),
-                });
-            }
-            (Some((dir, _)), false) => {
-                let opts = migrator::Options {
-                    force: config.force_migration,
-                    ..migrator::Options::default()
-                };
-                let outcome =
-                    migrator::migrate(&dir, &db, &opts, None)
-                        .await
-                        .map_err(|source| Error::Migration {
-                            kv: dir.display().to_string(),
-                            target: target.clone(),
-                            source: Box::new(source),
-                        })?;
-                if let Some(reason) = &outcome.tombstone_pending {
-                    report.notes.push(format!("migrated, but {} could not be tombstoned yet ({reason}); it will be retried", dir.display()));
-                }
-                report.applied_steps = outcome.applied_steps.clone();
-                report.migration = Some(outcome);
-            }
-            (Some((_, Status::Tombstoned(_))), true) | (None, _) => {
-                report.applied_steps = apply_schema(&db).await?;
             }
         }
+        let opts = migrator::Options {
+            force: config.force_migration,
+            ..migrator::Options::default()
+        };
+        let outcome = migrator::migrate(&dir, &db, &opts, None)
+            .await
+            .map_err(|failure| Error::Migration {
+                kv: dir.display().to_string(),
+                target: target.clone(),
+                failure: Box::new(failure),
+                during_open: true,
+            })?;
+        if let migrator::TombstoneState::Pending(reason) = &outcome.tombstone {
+            report.notes.push(format!(
+                "migrated, but {} could not be tombstoned yet ({reason}); it is retried at the next open",
+                dir.display()
+            ));
+        }
+        if let Some(reason) = &outcome.unfinished_steps {
+            report.notes.push(format!(
+                "the data is in SQL, but later schema steps failed ({reason}); they are retried at the next open"
+            ));
+        }
+        report.applied_steps = outcome.applied_steps.clone();
+        report.migration = Some(outcome);
         Ok(Stores::on_sql(&db, report))
     }
 
@@ -432,9 +428,8 @@ impl Stores {
 
 /// Applies the schema steps on a node without key-value data.
 async fn apply_schema(db: &Db) -> Result<Vec<i64>> {
-    let none = KvToSql::without_source();
     let report = Migrator::new()
-        .code_step(KV_TO_SQL_VERSION, &none)
+        .code_step(KV_TO_SQL_VERSION, &NoLegacyData)
         .run(db)
         .await?;
     Ok(report.applied.iter().map(|s| s.version).collect())

@@ -60,6 +60,10 @@ enum Command {
         /// Migrate a tombstoned database into another target than the one it went to.
         #[arg(long)]
         force: bool,
+        /// Migrate a damaged database: what is readable moves, what is
+        /// missing is recorded in the migration record.
+        #[arg(long)]
+        accept_damaged: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -212,38 +216,84 @@ async fn sql_db(target: &str) -> Result<sqldb::Db, Error> {
         .ok_or_else(|| Error::Config(format!("{target}: expected a SQL database")))
 }
 
+/// Exit codes (docs in `nodestore help`): 0 done, 1 failed (nothing of the
+/// data kept, or whether it was is unknown), 2 verify found differences, 3
+/// the data is safe in SQL but something is left to finish (a pending
+/// tombstone, a later schema step), which the next run or open finishes.
+const EXIT_UNFINISHED: u8 = 3;
+
+fn outcome_code(o: &migrator::Outcome) -> ExitCode {
+    if o.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNFINISHED)
+    }
+}
+
+fn report_json(r: &migrator::Report) -> serde_json::Value {
+    json!({
+        "accounts": { "accounts": r.accounts.accounts, "invoices": r.accounts.invoices, "payments": r.accounts.payments, "last_indexes": r.accounts.last_indexes.is_some() },
+        "sessions": { "sessions": r.sessions.sessions, "duplicates_dropped": r.sessions.duplicates_dropped, "account_links_dropped": r.sessions.account_links_dropped },
+        "firewall": { "kv_entries": r.firewall.kv_entries, "kv_entries_skipped": r.firewall.kv_entries_skipped, "privacy_pairs": r.firewall.privacy_pairs, "privacy_pairs_skipped": r.firewall.privacy_pairs_skipped },
+        "actions": { "actions": r.actions.actions, "session_links_dropped": r.actions.session_links_dropped, "account_links_dropped": r.actions.account_links_dropped },
+        "seconds": r.duration.as_secs_f64(),
+    })
+}
+
 fn outcome_json(target: &str, o: &migrator::Outcome) -> serde_json::Value {
+    let (tombstone, pending) = match &o.tombstone {
+        migrator::TombstoneState::Written(m) => (
+            json!({ "target": m.target, "marked_at": m.marked_at.to_rfc3339(), "target_identity": m.target_identity.map(hex::encode) }),
+            None,
+        ),
+        migrator::TombstoneState::Pending(reason) => {
+            (serde_json::Value::Null, Some(reason.clone()))
+        }
+        migrator::TombstoneState::NotWritten => (serde_json::Value::Null, None),
+    };
     json!({
         "target": target,
-        "dry_run": o.dry_run,
+        "outcome": o.kind,
+        "complete": o.is_complete(),
+        "dry_run": o.kind == migrator::OutcomeKind::Rehearsed,
+        "data_in_sql": o.kind != migrator::OutcomeKind::Rehearsed,
+        "migrated": o.kind == migrator::OutcomeKind::Migrated,
         "applied_steps": o.applied_steps,
-        "migrated": o.report.is_some(),
-        "report": o.report.as_ref().map(|r| json!({
-            "accounts": { "accounts": r.accounts.accounts, "invoices": r.accounts.invoices, "payments": r.accounts.payments, "last_indexes": r.accounts.last_indexes.is_some() },
-            "sessions": { "sessions": r.sessions.sessions, "duplicates_dropped": r.sessions.duplicates_dropped, "account_links_dropped": r.sessions.account_links_dropped },
-            "firewall": { "kv_entries": r.firewall.kv_entries, "kv_entries_skipped": r.firewall.kv_entries_skipped, "privacy_pairs": r.firewall.privacy_pairs, "privacy_pairs_skipped": r.firewall.privacy_pairs_skipped },
-            "actions": { "actions": r.actions.actions, "session_links_dropped": r.actions.session_links_dropped, "account_links_dropped": r.actions.account_links_dropped },
-            "seconds": r.duration.as_secs_f64(),
-        })),
-        "tombstone": o.tombstone.as_ref().map(|m| json!({ "target": m.target, "marked_at": m.marked_at.to_rfc3339() })),
-        "tombstone_pending": o.tombstone_pending,
+        "report": report_json(&o.report),
+        "tombstone": tombstone,
+        "tombstone_pending": pending,
+        "unfinished_steps": o.unfinished_steps,
+        "accepted_damage": o.accepted_damage,
+    })
+}
+
+fn failure_json(kv: &Path, target: &str, f: &migrator::Failure) -> serde_json::Value {
+    json!({
+        "kv": kv.display().to_string(),
+        "target": target,
+        "outcome": "failed",
+        "complete": false,
+        "data": f.data,
+        "data_in_sql": false,
+        "schema_steps_applied": f.schema_steps,
+        "error": f.error.to_string(),
     })
 }
 
 fn print_outcome(target: &str, o: &migrator::Outcome, elapsed: f64) {
-    let Some(r) = &o.report else {
-        println!(
-            "{target} already holds the migrated data; nothing to do (schema steps applied: {:?})",
-            o.applied_steps
-        );
-        return;
-    };
-    let verb = if o.dry_run {
-        "rehearsed (nothing kept)"
-    } else {
-        "migrated"
-    };
-    println!("{verb} into {target} in {elapsed:.2}s, every record read back and compared:");
+    let r = &o.report;
+    match o.kind {
+        migrator::OutcomeKind::Rehearsed => println!(
+            "dry run: migrated into {target} and verified every record in {elapsed:.2}s, then rolled \
+             everything back: nothing was kept, and the key-value database is unchanged"
+        ),
+        migrator::OutcomeKind::AlreadyMigrated => println!(
+            "{target} already holds this key-value database's data (migrated earlier); nothing to migrate"
+        ),
+        migrator::OutcomeKind::Migrated => println!(
+            "migrated into {target} in {elapsed:.2}s, every record read back and compared:"
+        ),
+    }
     println!(
         "  accounts  {:>9} accounts, {} invoices, {} payments",
         r.accounts.accounts, r.accounts.invoices, r.accounts.payments
@@ -263,12 +313,24 @@ fn print_outcome(target: &str, o: &migrator::Outcome, elapsed: f64) {
         "  actions   {:>9} actions; dropped {} links to deleted sessions, {} to removed accounts",
         r.actions.actions, r.actions.session_links_dropped, r.actions.account_links_dropped
     );
-    if let Some(m) = &o.tombstone {
-        println!("  the key-value database is tombstoned (into {})", m.target);
+    for p in &o.accepted_damage {
+        println!("  accepted damage: {p}");
     }
-    if let Some(p) = &o.tombstone_pending {
+    match &o.tombstone {
+        migrator::TombstoneState::Written(m) => {
+            println!("  the key-value database is tombstoned (into {})", m.target)
+        }
+        migrator::TombstoneState::Pending(p) => println!(
+            "  the data is safe in SQL, but the key-value database is not tombstoned yet ({p}); \
+             run the migration again (or open the node) to finish, and do not run a node on the \
+             key-value database"
+        ),
+        migrator::TombstoneState::NotWritten => {}
+    }
+    if let Some(reason) = &o.unfinished_steps {
         println!(
-            "  warning: the key-value database could not be tombstoned yet ({p}); the next open retries"
+            "  the data is safe in SQL, but a later schema step failed ({reason}); run the migration \
+             again (or open the node) to apply it"
         );
     }
 }
@@ -337,30 +399,42 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             to,
             dry_run,
             force,
+            accept_damaged,
             json,
         } => {
+            // The source first: a bad --kv creates nothing.
+            tombstone::status(&kv)?.ok_or_else(|| tombstone::Error::Missing(kv.clone()))?;
             let db = sql_db(&to).await?;
             let bars = Bars::new(json);
             let started = Instant::now();
             let opts = migrator::Options {
                 dry_run,
                 force,
+                accept_damaged,
                 ..migrator::Options::default()
             };
-            let outcome = migrator::migrate(&kv, &db, &opts, Some(&bars))
-                .await
-                .map_err(|source| Error::Migration {
-                    kv: kv.display().to_string(),
-                    target: db.describe(),
-                    source: Box::new(source),
-                })?;
+            let result = migrator::migrate(&kv, &db, &opts, Some(&bars)).await;
             drop(bars);
+            let outcome = match result {
+                Ok(o) => o,
+                Err(failure) => {
+                    if json {
+                        println!("{}", failure_json(&kv, &db.describe(), &failure));
+                    }
+                    return Err(Error::Migration {
+                        kv: kv.display().to_string(),
+                        target: db.describe(),
+                        failure: Box::new(failure),
+                        during_open: false,
+                    });
+                }
+            };
             if json {
                 println!("{}", outcome_json(&db.describe(), &outcome));
             } else {
                 print_outcome(&db.describe(), &outcome, started.elapsed().as_secs_f64());
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(outcome_code(&outcome))
         }
         Command::Verify { kv, sql, json } => {
             let db = sql_db(&sql).await?;
@@ -490,13 +564,17 @@ async fn demo(dir: &Path, postgres: Option<String>, scale: Scale) -> Result<Exit
     let started = Instant::now();
     let outcome = migrator::migrate(&kv, &db, &migrator::Options::default(), Some(&bars))
         .await
-        .map_err(|source| Error::Migration {
+        .map_err(|failure| Error::Migration {
             kv: kv.display().to_string(),
             target: db.describe(),
-            source: Box::new(source),
+            failure: Box::new(failure),
+            during_open: false,
         })?;
     drop(bars);
     print_outcome(&db.describe(), &outcome, started.elapsed().as_secs_f64());
+    if !outcome.is_complete() {
+        return Ok(outcome_code(&outcome));
+    }
 
     println!("3. verifying every record of the (now tombstoned) key-value database against SQL");
     let report = verify(&kv, &db).await?;

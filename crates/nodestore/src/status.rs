@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use sqldb::migrate::Migrator;
-use sqldb::schema::{KV_TO_SQL_VERSION, STEPS};
+use sqldb::schema::STEPS;
 use tombstone::Status;
 
 use crate::{BackendConfig, Config, MigrationPolicy, Result};
@@ -95,9 +95,7 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         });
     };
     let applied = Migrator::new().applied(&db).await?;
-    let records = migrator::records(&db)
-        .await
-        .map_err(|e| crate::Error::Store(e.to_string()))?;
+    let records = migrator::records(&db).await?;
     let sql = SqlStatus {
         target: db.describe(),
         steps_applied: applied
@@ -113,8 +111,10 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
             .iter()
             .map(|r| {
                 format!(
-                    "from {} on {}{}",
+                    "from {} (identity {}, write {}) on {}{}",
                     r.source_path,
+                    hex::encode(r.source_identity),
+                    r.source_write_seq,
                     r.migrated_at
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     if r.tombstone_pending {
@@ -126,49 +126,52 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
             })
             .collect(),
     };
-    let migrated = applied.iter().any(|s| s.version == KV_TO_SQL_VERSION);
-    let pending = records.iter().any(|r| r.tombstone_pending);
-    let defer = config.migration == MigrationPolicy::Defer;
-    let open_would = match (kv.as_ref().map(|k| k.state.as_str()), migrated) {
-        (Some("live" | "empty"), true) if pending => {
-            "retry the pending tombstone, then open the stores on SQL".into()
-        }
-        (Some("live" | "empty"), true) if defer => {
-            "open the stores on the key-value database (migration deferred)".into()
-        }
-        (Some("live" | "empty"), true) => {
-            "refuse: a live key-value database beside a migrated SQL database".into()
-        }
-        (Some("live" | "empty"), false) if defer => {
-            "open the stores on the key-value database (migration deferred)".into()
-        }
-        (Some("live" | "empty"), false) => {
-            "migrate the key-value database into SQL, tombstone it, and open the stores on SQL"
-                .into()
-        }
-        (Some("tombstoned"), false) if defer => {
-            "refuse: the key-value database is tombstoned and migration is deferred".into()
-        }
-        (Some("tombstoned"), false) => {
-            let target = kv
-                .as_ref()
-                .and_then(|k| k.tombstone_target.clone())
-                .unwrap_or_default();
-            if target == sql.target || config.force_migration {
-                "migrate again from the tombstoned key-value database (the SQL database was lost), then open on SQL".into()
-            } else {
-                format!(
-                    "refuse: the key-value database was migrated into {target}, not {}",
-                    sql.target
-                )
-            }
-        }
-        _ if sql.steps_pending.is_empty() => "open the stores on SQL".into(),
-        _ => "apply the pending schema steps, then open the stores on SQL".into(),
-    };
+    let open_would = open_would(config, kv_state.as_ref(), &db).await;
     Ok(NodeStatus {
         kv,
         sql: Some(sql),
         open_would,
     })
+}
+
+/// What `Stores::open` would do, decided by the migration's own rule
+/// ([`migrator::plan`]) on what both databases hold now.
+async fn open_would(
+    config: &Config,
+    kv: Option<&(PathBuf, Option<Status>)>,
+    db: &sqldb::Db,
+) -> String {
+    let target = match migrator::inspect_target(db).await {
+        Ok(t) => t,
+        Err(e) => return format!("refuse: {e}"),
+    };
+    let defer = config.migration == MigrationPolicy::Defer;
+    let Some((dir, Some(status))) = kv else {
+        return if target.migrated {
+            "open the stores on SQL".into()
+        } else {
+            "apply the schema steps, then open the stores on SQL".into()
+        };
+    };
+    let source = match migrator::inspect_source(dir).await {
+        Ok(s) => s,
+        Err(e) => return format!("refuse: {e}"),
+    };
+    match migrator::plan(&source, &target, config.force_migration) {
+        migrator::Plan::AlreadyMigrated(r) if r.tombstone_pending => {
+            "retry the pending tombstone, then open the stores on SQL".into()
+        }
+        migrator::Plan::AlreadyMigrated(_) => "open the stores on SQL".into(),
+        _ if defer && matches!(status, Status::Tombstoned(_)) => {
+            "refuse: the key-value database is tombstoned and migration is deferred".into()
+        }
+        _ if defer => "open the stores on the key-value database (migration deferred)".into(),
+        migrator::Plan::Refuse(e) => format!("refuse: {e}"),
+        migrator::Plan::Migrate if matches!(status, Status::Tombstoned(_)) => {
+            "migrate again from the tombstoned key-value database (the SQL database was lost), then open on SQL".into()
+        }
+        migrator::Plan::Migrate => {
+            "migrate the key-value database into SQL, tombstone it, and open the stores on SQL".into()
+        }
+    }
 }

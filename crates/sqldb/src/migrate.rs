@@ -96,6 +96,28 @@ impl CodeStep for NoLegacyData {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrateError {
+    /// The database holds tables nodestore did not create; nothing was
+    /// written to it.
+    #[error(
+        "the database holds tables nodestore did not create ({}); refusing to write into it \
+         (use an empty database, or the database nodestore created)",
+        .tables.join(", ")
+    )]
+    ForeignTables {
+        /// The tables that are not nodestore's, sorted.
+        tables: Vec<String>,
+    },
+    /// The database has nodestore's tables but no record of the steps that
+    /// made them; nothing was written to it.
+    #[error(
+        "the database holds tables named like nodestore's ({}) but no nodestore schema record; \
+         refusing to write into it",
+        .tables.join(", ")
+    )]
+    UnrecordedTables {
+        /// The tables found, sorted.
+        tables: Vec<String>,
+    },
     /// An applied step differs from this binary's step of the same version.
     #[error(
         "schema step {version} ({name}) was applied with a different {what} than this binary has; \
@@ -155,6 +177,18 @@ pub enum MigrateError {
         #[source]
         source: BoxError,
     },
+    /// The commit of a step failed. On PostgreSQL a lost connection leaves
+    /// it unknown whether the step committed; the next run finds out.
+    #[error("schema step {version} ({name}) could not be committed: {source}")]
+    CommitFailed {
+        /// The step's version.
+        version: i64,
+        /// Its name.
+        name: String,
+        /// Why.
+        #[source]
+        source: DbError,
+    },
     /// A database call of the runner itself failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -184,17 +218,36 @@ pub struct RunReport {
     pub applied: Vec<AppliedStep>,
 }
 
+/// What a database holds before the runner writes anything: see
+/// [`Migrator::preflight`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preflight {
+    /// The steps recorded as applied, oldest first (empty for a new database).
+    pub applied: Vec<AppliedStep>,
+    /// The database's identity (written by step 1), once it has one.
+    pub identity: Option<[u8; 16]>,
+}
+
+impl Preflight {
+    /// True when step `version` is applied.
+    pub fn has(&self, version: i64) -> bool {
+        self.applied.iter().any(|a| a.version == version)
+    }
+}
+
 /// Applies schema steps to a database. See the module docs.
 pub struct Migrator<'a> {
     steps: &'a [Step],
     code: HashMap<i64, &'a dyn CodeStep>,
     lock_wait: Duration,
+    through: Option<i64>,
 }
 
 impl std::fmt::Debug for Migrator<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Migrator")
             .field("steps", &self.steps.len())
+            .field("through", &self.through)
             .field("code_steps", &self.code.keys().collect::<Vec<_>>())
             .field("lock_wait", &self.lock_wait)
             .finish()
@@ -219,7 +272,71 @@ impl<'a> Migrator<'a> {
             steps,
             code: HashMap::new(),
             lock_wait: Duration::from_secs(600),
+            through: None,
         }
+    }
+
+    /// Applies steps only up to and including `version` (the key-value step,
+    /// say, so its data can be proved and the source retired before the
+    /// steps after it run).
+    pub fn through(mut self, version: i64) -> Self {
+        self.through = Some(version);
+        self
+    }
+
+    /// The steps this runner applies, in order.
+    fn planned(&self) -> impl Iterator<Item = &Step> {
+        let through = self.through;
+        self.steps
+            .iter()
+            .filter(move |s| through.is_none_or(|t| s.version <= t))
+    }
+
+    /// Reads what the database holds, writing nothing, and refuses a
+    /// database the runner must not write into: one holding tables
+    /// nodestore did not create ([`MigrateError::ForeignTables`]), one with
+    /// nodestore's tables but no schema record
+    /// ([`MigrateError::UnrecordedTables`]), one written by a newer
+    /// nodestore or with an edited step. [`Migrator::run`] calls it before
+    /// its first write.
+    pub async fn preflight(&self, db: &Db) -> Result<Preflight, MigrateError> {
+        let dialect = db.dialect();
+        let (tables, applied, identity) = db
+            .read(|tx| {
+                Box::pin(async move {
+                    let tables = list_tables(tx, dialect).await?;
+                    let tracked = tables.iter().any(|t| t == TRACKING_TABLE);
+                    let applied = if tracked {
+                        read_applied(tx).await?
+                    } else {
+                        Vec::new()
+                    };
+                    let identity = if tables.iter().any(|t| t == IDENTITY_TABLE) {
+                        read_identity(tx).await?
+                    } else {
+                        None
+                    };
+                    Ok::<_, MigrateError>((tables, applied, identity))
+                })
+            })
+            .await?;
+        let known = crate::schema::known_tables_of(self.steps);
+        let mut foreign: Vec<String> = tables
+            .iter()
+            .filter(|t| !known.contains(t))
+            .cloned()
+            .collect();
+        foreign.sort();
+        if !foreign.is_empty() {
+            return Err(MigrateError::ForeignTables { tables: foreign });
+        }
+        if !tables.iter().any(|t| t == TRACKING_TABLE) && !tables.is_empty() {
+            let mut tables = tables;
+            tables.sort();
+            return Err(MigrateError::UnrecordedTables { tables });
+        }
+        self.validate(&applied)?;
+        Ok(Preflight { applied, identity })
     }
 
     /// Supplies the implementation of the code step `version`.
@@ -254,16 +371,38 @@ impl<'a> Migrator<'a> {
     /// an empty report. On error, every step before the failing one stays
     /// applied and the failing one left nothing behind.
     pub async fn run(&self, db: &Db) -> Result<RunReport, MigrateError> {
+        let mut versions = Vec::new();
+        let mut report = RunReport::default();
+        self.run_reporting(db, &mut versions, &mut report.applied)
+            .await?;
+        Ok(report)
+    }
+
+    /// [`Migrator::run`], collecting the versions this run applied in
+    /// `applied` as it goes, so a caller knows what committed before a
+    /// failure.
+    pub async fn run_into(&self, db: &Db, applied: &mut Vec<i64>) -> Result<(), MigrateError> {
+        let mut steps = Vec::new();
+        self.run_reporting(db, applied, &mut steps).await
+    }
+
+    async fn run_reporting(
+        &self,
+        db: &Db,
+        versions: &mut Vec<i64>,
+        steps: &mut Vec<AppliedStep>,
+    ) -> Result<(), MigrateError> {
         self.check_steps()?;
+        self.preflight(db).await?;
         match db.dialect() {
-            Dialect::Sqlite => self.run_with(db, None).await,
+            Dialect::Sqlite => self.run_with(db, None, versions, steps).await,
             Dialect::Postgres => {
                 let pg = db.as_postgres().ok_or_else(|| {
                     MigrateError::InvalidSteps("postgres dialect without a postgres db".into())
                 })?;
                 let conn = pg.dedicated().await?;
                 self.advisory_lock(&conn).await?;
-                let result = self.run_with(db, Some(&conn)).await;
+                let result = self.run_with(db, Some(&conn), versions, steps).await;
                 // Closing the dedicated connection would release the lock
                 // too; unlocking first hands it over without waiting for
                 // the server to notice.
@@ -273,9 +412,9 @@ impl<'a> Migrator<'a> {
                         vec![ADVISORY_LOCK_KEY.into()],
                     ))
                     .await;
-                let report = result?;
+                result?;
                 unlock?;
-                Ok(report)
+                Ok(())
             }
         }
     }
@@ -337,9 +476,10 @@ impl<'a> Migrator<'a> {
         &self,
         db: &Db,
         conn: Option<&crate::postgres::DedicatedConn>,
-    ) -> Result<RunReport, MigrateError> {
+        versions: &mut Vec<i64>,
+        steps: &mut Vec<AppliedStep>,
+    ) -> Result<(), MigrateError> {
         let dialect = db.dialect();
-        let mut report = RunReport::default();
         {
             let mut tx = self.begin(db, conn).await?;
             tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
@@ -347,7 +487,7 @@ impl<'a> Migrator<'a> {
             self.validate(&applied)?;
             tx.commit().await?;
         }
-        for step in self.steps {
+        for step in self.planned() {
             let mut tx = self.begin(db, conn).await?;
             // Re-read under the lock: another runner may have moved on.
             let applied = read_applied(&mut *tx).await?;
@@ -363,10 +503,17 @@ impl<'a> Migrator<'a> {
                     return Err(e);
                 }
             };
-            tx.commit().await?;
-            report.applied.push(record);
+            tx.commit()
+                .await
+                .map_err(|source| MigrateError::CommitFailed {
+                    version: step.version,
+                    name: step.name.to_owned(),
+                    source,
+                })?;
+            versions.push(record.version);
+            steps.push(record);
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Runs one step and writes its tracking row, in `tx`.
@@ -443,6 +590,7 @@ impl<'a> Migrator<'a> {
     /// On PostgreSQL it takes the same advisory lock as `run`.
     pub async fn rehearse(&self, db: &Db) -> Result<RunReport, MigrateError> {
         self.check_steps()?;
+        self.preflight(db).await?;
         let dialect = db.dialect();
         let conn = match db.as_postgres() {
             Some(pg) => {
@@ -458,7 +606,7 @@ impl<'a> Migrator<'a> {
             let applied = read_applied(&mut *tx).await?;
             self.validate(&applied)?;
             let mut report = RunReport::default();
-            for step in self.steps {
+            for step in self.planned() {
                 if !applied.iter().any(|a| a.version == step.version) {
                     report
                         .applied
@@ -520,6 +668,57 @@ impl<'a> Migrator<'a> {
             })
             .await?)
     }
+}
+
+/// The table step 1 creates to hold the database's identity.
+pub const IDENTITY_TABLE: &str = "nodestore_database";
+
+#[derive(Iden)]
+#[iden = "nodestore_database"]
+struct IdentityTable;
+
+#[derive(Iden)]
+enum IdentityCol {
+    Identity,
+}
+
+/// The database's identity, as step 1 wrote it (`None` before step 1, or
+/// when the row does not hold 16 bytes).
+pub async fn read_identity(tx: &mut dyn Tx) -> Result<Option<[u8; 16]>, DbError> {
+    let rows = tx
+        .query(
+            &Query::select()
+                .column(IdentityCol::Identity)
+                .from(IdentityTable)
+                .to_owned(),
+        )
+        .await?;
+    Ok(match rows.first() {
+        Some(r) => <[u8; 16]>::try_from(r.bytes(0)?.as_slice()).ok(),
+        None => None,
+    })
+}
+
+/// Every table in the database's current schema (SQLite's own `sqlite_*`
+/// tables aside), lower case.
+async fn list_tables(tx: &mut dyn Tx, dialect: Dialect) -> Result<Vec<String>, DbError> {
+    let sql = match dialect {
+        Dialect::Sqlite => Sql::fixed(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') \
+             AND name NOT LIKE 'sqlite_%'",
+            vec![],
+        ),
+        Dialect::Postgres => Sql::fixed(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema()",
+            vec![],
+        ),
+    };
+    tx.query_sql(sql)
+        .await?
+        .iter()
+        .map(|r| Ok(r.text(0)?.to_ascii_lowercase()))
+        .collect()
 }
 
 async fn tracking_table_exists(tx: &mut dyn Tx, dialect: Dialect) -> Result<bool, DbError> {

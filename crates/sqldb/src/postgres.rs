@@ -41,6 +41,13 @@ pub struct PostgresOptions {
     pub pool_size: usize,
 }
 
+impl PostgresOptions {
+    /// The options with a pool of `pool_size`.
+    pub fn with_pool_size(pool_size: usize) -> PostgresOptions {
+        PostgresOptions { pool_size }
+    }
+}
+
 impl Default for PostgresOptions {
     fn default() -> Self {
         PostgresOptions { pool_size: 8 }
@@ -52,6 +59,7 @@ pub struct PostgresDb {
     pool: Pool,
     config: Config,
     tls: Option<MakeRustlsConnect>,
+    opts: PostgresOptions,
 }
 
 /// TLS when the URL asks for it (`sslmode=require`): rustls with the
@@ -112,23 +120,43 @@ impl PostgresDb {
             .build()
             .map_err(|e| DbError::new(BACKEND, ErrorKind::Connection, e))?;
         drop(pool.get().await.map_err(pool_error)?);
-        Ok(PostgresDb { pool, config, tls })
+        Ok(PostgresDb {
+            pool,
+            config,
+            tls,
+            opts,
+        })
     }
 
-    /// `postgres://user@host:port/dbname`, without the password.
-    pub fn describe(&self) -> String {
-        use tokio_postgres::config::Host;
-        let host = match self.config.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            Some(Host::Unix(p)) => p.display().to_string(),
-            None => "localhost".to_owned(),
+    /// A new pool to the same database, with the same options.
+    pub async fn reopen(&self) -> DbResult<PostgresDb> {
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
         };
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        format!(
-            "postgres://{}@{host}:{port}/{}",
-            self.config.get_user().unwrap_or(""),
-            self.config.get_dbname().unwrap_or("")
-        )
+        let manager = match &self.tls {
+            Some(tls) => Manager::from_config(self.config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(self.config.clone(), NoTls, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(self.opts.pool_size.max(1))
+            .build()
+            .map_err(|e| DbError::new(BACKEND, ErrorKind::Connection, e))?;
+        drop(pool.get().await.map_err(pool_error)?);
+        Ok(PostgresDb {
+            pool,
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            opts: self.opts.clone(),
+        })
+    }
+
+    /// The database for people, with every part that decides which database
+    /// it is (hosts or socket directories, ports, user, database name,
+    /// server options) and never the password: `postgres://user@host:port/db`
+    /// for one TCP host, `postgres://user@/db?host=…&port=…` otherwise.
+    /// Two descriptions are equal exactly when those parts are.
+    pub fn describe(&self) -> String {
+        describe_config(&self.config)
     }
 
     /// The database name from the URL, if it named one.
@@ -178,6 +206,45 @@ impl PostgresDb {
             }),
         })
     }
+}
+
+/// See [`PostgresDb::describe`].
+pub fn describe_config(config: &Config) -> String {
+    use tokio_postgres::config::Host;
+    let hosts: Vec<(bool, String)> = match config.get_hosts() {
+        [] => vec![(true, "localhost".to_owned())],
+        hs => hs
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => (true, name.clone()),
+                Host::Unix(dir) => (false, dir.display().to_string()),
+            })
+            .collect(),
+    };
+    let ports: Vec<u16> = match config.get_ports() {
+        [] => vec![5432],
+        ps => ps.to_vec(),
+    };
+    let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("");
+    let dbname = config.get_dbname().unwrap_or(user);
+    let mut out = if hosts.len() == 1 && hosts[0].0 {
+        format!("postgres://{user}@{}:{}/{dbname}", hosts[0].1, port_of(0))
+    } else {
+        let hs: Vec<&str> = hosts.iter().map(|(_, h)| h.as_str()).collect();
+        let ps: Vec<String> = (0..hosts.len()).map(|i| port_of(i).to_string()).collect();
+        format!(
+            "postgres://{user}@/{dbname}?host={}&port={}",
+            hs.join(","),
+            ps.join(",")
+        )
+    };
+    if let Some(options) = config.get_options() {
+        out.push_str(if out.contains('?') { "&" } else { "?" });
+        out.push_str("options=");
+        out.push_str(options);
+    }
+    out
 }
 
 fn begin_sql(mode: TxMode) -> &'static str {

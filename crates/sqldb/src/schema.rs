@@ -4,13 +4,15 @@
 //! Every step has a version (1, 2, 3, … without gaps), a name and a kind: a
 //! SQL file from `migrations/` embedded at compile time, or a code step, a
 //! Rust function the caller supplies to the [runner](crate::migrate) that
-//! gets the open transaction. Version 6 is the code step that moves a node's
+//! gets the open transaction. Step 1 is nodestore's own bookkeeping: the
+//! database's identity and the record of key-value migrations. Version 7 is
+//! the code step that moves a node's
 //! key-value data into SQL (the reference's `kvdb_to_sql`); it has no SQL
 //! and no down step, so a downgrade can never undo and re-run it.
 //!
 //! # The portable dialect
 //! The files are written once, in SQL that SQLite runs as it is. For
-//! PostgreSQL, [`adapt`] rewrites three type spellings, token by token
+//! PostgreSQL, [`adapt`] rewrites three type spellings and one function, token by token
 //! (comments and string literals are never touched, and only whole words
 //! match, case-insensitively):
 //!
@@ -19,6 +21,7 @@
 //! | `INTEGER PRIMARY KEY` | `BIGSERIAL PRIMARY KEY` |
 //! | `BLOB` | `BYTEA` |
 //! | `TIMESTAMP` | `TIMESTAMP WITHOUT TIME ZONE` |
+//! | `randomblob(16)` | `uuid_send(gen_random_uuid())` (16 random bytes) |
 //!
 //! Everything else must mean the same on both engines: `BIGINT`,
 //! `SMALLINT`, `INTEGER`, `TEXT`, `BOOLEAN`, `UNIQUE`, `REFERENCES … ON
@@ -82,34 +85,39 @@ impl Step {
 }
 
 /// The version of the key-value to SQL code step.
-pub const KV_TO_SQL_VERSION: i64 = 6;
+pub const KV_TO_SQL_VERSION: i64 = 7;
 
 /// Every step of nodestore's schema, in order.
 pub static STEPS: &[Step] = &[
     Step {
         version: 1,
-        name: "accounts",
-        kind: StepKind::Sql(include_str!("../../../migrations/0001_accounts.sql")),
+        name: "nodestore",
+        kind: StepKind::Sql(include_str!("../../../migrations/0001_nodestore.sql")),
     },
     Step {
         version: 2,
-        name: "sessions",
-        kind: StepKind::Sql(include_str!("../../../migrations/0002_sessions.sql")),
+        name: "accounts",
+        kind: StepKind::Sql(include_str!("../../../migrations/0002_accounts.sql")),
     },
     Step {
         version: 3,
-        name: "kvstores",
-        kind: StepKind::Sql(include_str!("../../../migrations/0003_kvstores.sql")),
+        name: "sessions",
+        kind: StepKind::Sql(include_str!("../../../migrations/0003_sessions.sql")),
     },
     Step {
         version: 4,
-        name: "privacy_pairs",
-        kind: StepKind::Sql(include_str!("../../../migrations/0004_privacy_pairs.sql")),
+        name: "kvstores",
+        kind: StepKind::Sql(include_str!("../../../migrations/0004_kvstores.sql")),
     },
     Step {
         version: 5,
+        name: "privacy_pairs",
+        kind: StepKind::Sql(include_str!("../../../migrations/0005_privacy_pairs.sql")),
+    },
+    Step {
+        version: 6,
         name: "actions",
-        kind: StepKind::Sql(include_str!("../../../migrations/0005_actions.sql")),
+        kind: StepKind::Sql(include_str!("../../../migrations/0006_actions.sql")),
     },
     Step {
         version: KV_TO_SQL_VERSION,
@@ -117,13 +125,47 @@ pub static STEPS: &[Step] = &[
         kind: StepKind::Code,
     },
     Step {
-        version: 7,
+        version: 8,
         name: "actions_list_indexes",
         kind: StepKind::Sql(include_str!(
-            "../../../migrations/0007_actions_list_indexes.sql"
+            "../../../migrations/0008_actions_list_indexes.sql"
         )),
     },
 ];
+
+/// Every table the steps create, with the runner's tracking table: a
+/// database holding any other table was not made by nodestore, and the
+/// runner refuses to write into it (see [`crate::migrate`]).
+pub fn known_tables() -> Vec<String> {
+    known_tables_of(STEPS)
+}
+
+/// [`known_tables`] of another step list (the runner's own).
+pub fn known_tables_of(steps: &[Step]) -> Vec<String> {
+    let mut out = vec![crate::migrate::TRACKING_TABLE.to_owned()];
+    for step in steps {
+        if let StepKind::Sql(sql) = step.kind {
+            out.extend(created_tables(sql));
+        }
+    }
+    out
+}
+
+/// The names of the tables `CREATE TABLE` statements in `sql` create.
+fn created_tables(sql: &str) -> Vec<String> {
+    let words: Vec<&str> = tokenize(sql)
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Word(w) => Some(w),
+            Token::Other(_) => None,
+        })
+        .collect();
+    words
+        .windows(3)
+        .filter(|w| w[0].eq_ignore_ascii_case("CREATE") && w[1].eq_ignore_ascii_case("TABLE"))
+        .map(|w| w[2].to_ascii_lowercase())
+        .collect()
+}
 
 fn normalise_line_endings(s: &str) -> String {
     s.replace("\r\n", "\n").replace('\r', "\n")
@@ -212,9 +254,24 @@ fn adapt_postgres(sql: &str) -> String {
         words
     };
     let mut out = String::with_capacity(sql.len() + 64);
+    let mut skip = 0;
     for (i, t) in tokens.iter().enumerate() {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
         match t {
             Token::Word(w) if w.eq_ignore_ascii_case("BLOB") => out.push_str("BYTEA"),
+            // Only `randomblob(16)`: 16 random bytes as a bytea.
+            Token::Word(w)
+                if w.eq_ignore_ascii_case("RANDOMBLOB")
+                    && matches!(tokens.get(i + 1), Some(Token::Other("(")))
+                    && matches!(tokens.get(i + 2), Some(Token::Word("16")))
+                    && matches!(tokens.get(i + 3), Some(Token::Other(")"))) =>
+            {
+                out.push_str("uuid_send(gen_random_uuid())");
+                skip = 3;
+            }
             Token::Word(w) if w.eq_ignore_ascii_case("TIMESTAMP") => {
                 out.push_str("TIMESTAMP WITHOUT TIME ZONE")
             }
@@ -256,6 +313,34 @@ mod tests {
         let sql = "-- a BLOB column\nCREATE TABLE blobs (last_timestamp BIGINT DEFAULT 'BLOB', \
                    \"TIMESTAMP\" TEXT /* INTEGER PRIMARY KEY */, k INTEGER, PRIMARY KEY (k))";
         assert_eq!(adapt(sql, Dialect::Postgres), sql);
+    }
+
+    #[test]
+    fn postgres_rewrites_randomblob_16_only() {
+        assert_eq!(
+            adapt(
+                "INSERT INTO t VALUES (randomblob(16), randomblob(8))",
+                Dialect::Postgres
+            ),
+            "INSERT INTO t VALUES (uuid_send(gen_random_uuid()), randomblob(8))"
+        );
+    }
+
+    #[test]
+    fn known_tables_are_every_created_table() {
+        let t = known_tables();
+        for name in [
+            "nodestore_schema_steps",
+            "nodestore_database",
+            "nodestore_kv_migrations",
+            "accounts",
+            "kvstores",
+            "actions",
+            "session_privacy_flags",
+        ] {
+            assert!(t.iter().any(|x| x == name), "{name} in {t:?}");
+        }
+        assert!(!t.iter().any(|x| x == "if"), "{t:?}");
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Worker {
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                let mut conn = match open_connection(&path, &opts, reader) {
+                let mut conn = match open_retrying(&path, &opts, reader) {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
                         conn
@@ -148,6 +148,22 @@ fn worker_gone() -> DbError {
         ErrorKind::Connection,
         "the connection's worker thread has stopped",
     )
+}
+
+/// [`open_connection`], retried while another process holds a lock: setting
+/// up a connection (switching to WAL, the first read of the schema) can
+/// report "database is locked" at once instead of waiting in the busy
+/// handler, so it waits here, as long as the busy timeout allows.
+fn open_retrying(path: &Path, opts: &SqliteOptions, reader: bool) -> DbResult<Connection> {
+    let deadline = std::time::Instant::now() + opts.busy_timeout;
+    loop {
+        match open_connection(path, opts, reader) {
+            Err(e) if e.kind == ErrorKind::Retryable && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn open_connection(path: &Path, opts: &SqliteOptions, reader: bool) -> DbResult<Connection> {
@@ -213,6 +229,7 @@ fn open_connection(path: &Path, opts: &SqliteOptions, reader: bool) -> DbResult<
 /// A SQLite database file with one writer and a few reader connections.
 pub struct SqliteDb {
     path: PathBuf,
+    opts: SqliteOptions,
     writer: Arc<Mutex<Worker>>,
     readers: Vec<Arc<Mutex<Worker>>>,
     next_reader: AtomicUsize,
@@ -246,6 +263,7 @@ impl SqliteDb {
         }
         Ok(SqliteDb {
             path,
+            opts,
             writer: Arc::new(Mutex::new(writer)),
             readers,
             next_reader: AtomicUsize::new(0),
@@ -255,6 +273,11 @@ impl SqliteDb {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opens the same file again, with the same options.
+    pub async fn reopen(&self) -> DbResult<SqliteDb> {
+        SqliteDb::open(&self.path, self.opts.clone()).await
     }
 
     pub(crate) async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {

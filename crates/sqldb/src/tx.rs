@@ -259,6 +259,16 @@ impl Db {
         }
     }
 
+    /// A new handle to the same database, with connections of its own, as
+    /// a second process opening it would have: to prove that committed data
+    /// is there for anyone who opens the database.
+    pub async fn reopen(&self) -> DbResult<Db> {
+        Ok(match &*self.inner {
+            Backend::Sqlite(db) => db.reopen().await?.into(),
+            Backend::Postgres(db) => db.reopen().await?.into(),
+        })
+    }
+
     /// Opens a transaction. Prefer [`Db::write`] and [`Db::read`], which
     /// cannot forget to finish it.
     pub async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {

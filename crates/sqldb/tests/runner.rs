@@ -134,17 +134,17 @@ async fn update_tracking_row(
 async fn tampered_checksum_is_refused_naming_the_step(fx: &SqlFixture) {
     let db = fx.open().await;
     nodestore().run(&db).await.unwrap();
-    update_tracking_row(&db, 3, "checksum", vec![0u8; 32].into()).await;
+    update_tracking_row(&db, 4, "checksum", vec![0u8; 32].into()).await;
     let err = nodestore().run(&db).await.unwrap_err();
     match &err {
         MigrateError::Mismatch {
-            version: 3,
+            version: 4,
             name,
             what: "checksum",
         } => assert_eq!(name, "kvstores"),
-        other => panic!("expected a checksum mismatch on step 3, got {other:?}"),
+        other => panic!("expected a checksum mismatch on step 4, got {other:?}"),
     }
-    assert!(err.to_string().contains("step 3 (kvstores)"), "{err}");
+    assert!(err.to_string().contains("step 4 (kvstores)"), "{err}");
 }
 
 async fn edited_step_in_the_binary_is_refused(fx: &SqlFixture) {
@@ -243,10 +243,10 @@ async fn newer_database_is_refused(fx: &SqlFixture) {
 async fn incomplete_step_is_refused(fx: &SqlFixture) {
     let db = fx.open().await;
     nodestore().run(&db).await.unwrap();
-    update_tracking_row(&db, 2, "complete", false.into()).await;
+    update_tracking_row(&db, 3, "complete", false.into()).await;
     let err = nodestore().run(&db).await.unwrap_err();
     assert!(
-        matches!(&err, MigrateError::Incomplete { version: 2, name } if name == "sessions"),
+        matches!(&err, MigrateError::Incomplete { version: 3, name } if name == "sessions"),
         "{err:?}"
     );
 }

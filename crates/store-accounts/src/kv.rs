@@ -294,11 +294,18 @@ impl KvStore {
         let this = self.clone();
         blocking(move || {
             let _guard = this.lock()?;
-            let mut batch = sled::Batch::default();
-            for account in &accounts {
-                batch.insert(&account.id.0, encode_account(account)?);
-            }
-            this.tree.apply_batch(batch)?;
+            let values = accounts
+                .iter()
+                .map(|a| Ok((a.id.0, encode_account(a)?)))
+                .collect::<Result<Vec<_>>>()?;
+            this.kv
+                .write(&[&this.tree], |w| {
+                    for (k, v) in &values {
+                        w.insert(0, k, v)?;
+                    }
+                    Ok::<_, sled::transaction::ConflictableTransactionError<Error>>(())
+                })
+                .map_err(tombstone::transaction_error)?;
             this.kv.flush()?;
             Ok(())
         })
@@ -332,9 +339,26 @@ impl KvStore {
     }
 
     fn put(&self, account: &Account) -> Result<()> {
-        self.tree.insert(account.id.0, encode_account(account)?)?;
+        let value = encode_account(account)?;
+        self.write(|w| {
+            w.insert(0, account.id.0, &value)?;
+            Ok(())
+        })?;
         self.kv.flush()?;
         Ok(())
+    }
+
+    /// One tracked transaction on the accounts tree (tree 0).
+    fn write<T>(
+        &self,
+        f: impl Fn(
+            &mut tombstone::Writes<'_>,
+        )
+            -> std::result::Result<T, sled::transaction::ConflictableTransactionError<Error>>,
+    ) -> Result<T> {
+        self.kv
+            .write(&[&self.tree], f)
+            .map_err(tombstone::transaction_error)
     }
 
     fn label_taken(&self, label: &str, except: Option<AccountId>) -> Result<bool> {
@@ -590,7 +614,7 @@ impl Store for KvStore {
         let this = self.clone();
         blocking(move || {
             let _guard = this.lock()?;
-            if this.tree.remove(id.0)?.is_none() {
+            if this.write(|w| Ok(w.remove(0, id.0)?))?.is_none() {
                 return Err(Error::NotFound { id });
             }
             this.kv.flush()?;
@@ -628,10 +652,15 @@ impl Store for KvStore {
             amount_i64("last indexes", "add_index", indexes.add_index)?;
             amount_i64("last indexes", "settle_index", indexes.settle_index)?;
             let _guard = this.lock()?;
-            let mut batch = sled::Batch::default();
-            batch.insert(LAST_ADD_INDEX_KEY, encode_index(indexes.add_index)?);
-            batch.insert(LAST_SETTLE_INDEX_KEY, encode_index(indexes.settle_index)?);
-            this.tree.apply_batch(batch)?;
+            let (add, settle) = (
+                encode_index(indexes.add_index)?,
+                encode_index(indexes.settle_index)?,
+            );
+            this.write(|w| {
+                w.insert(0, LAST_ADD_INDEX_KEY, &add)?;
+                w.insert(0, LAST_SETTLE_INDEX_KEY, &settle)?;
+                Ok(())
+            })?;
             this.kv.flush()?;
             Ok(())
         })

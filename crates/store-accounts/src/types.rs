@@ -224,7 +224,7 @@ pub struct UpsertOptions {
 }
 
 /// The last invoice indexes seen from lnd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastIndexes {
     /// The last add index.
     pub add_index: u64,

@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::ConflictableTransactionError;
 use store_accounts::AccountId;
 use store_sessions::SessionId;
 use tombstone::KvDb;
@@ -175,7 +174,8 @@ fn time_bytes(t: DateTime<Utc>) -> [u8; 8] {
     ((t.timestamp_micros() as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-fn time_key(t: DateTime<Utc>, seq: u64) -> Vec<u8> {
+/// The key of an action in the time index: its time, then its sequence.
+pub fn time_key(t: DateTime<Utc>, seq: u64) -> Vec<u8> {
     let mut k = time_bytes(t).to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
     k
@@ -308,20 +308,27 @@ impl KvStore {
             &record::LocatorRecordV1 { session: b },
         )?;
         let (akey, tkey) = (action_key(b, seq), time_key(a.attempted_at, seq));
-        (&self.actions, &self.index, &self.by_time)
-            .transaction(|(actions, index, by_time)| {
-                actions.insert(akey.clone(), value.clone())?;
-                if fresh {
-                    index.insert(&seq.to_be_bytes(), loc.clone())?;
-                    by_time.insert(tkey.clone(), loc.clone())?;
-                }
-                Ok::<_, ConflictableTransactionError<Error>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => e.into(),
-            })?;
-        Ok(())
+        self.write(|w| {
+            w.insert(0, &akey, &value)?;
+            if fresh {
+                w.insert(1, seq.to_be_bytes(), &loc)?;
+                w.insert(2, &tkey, &loc)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One tracked transaction over the actions (0), index (1) and time
+    /// index (2) trees.
+    fn write<T>(
+        &self,
+        f: impl Fn(
+            &mut tombstone::Writes<'_>,
+        ) -> std::result::Result<T, ConflictableTransactionError<Error>>,
+    ) -> Result<T> {
+        self.kv
+            .write(&[&self.actions, &self.index, &self.by_time], f)
+            .map_err(tombstone::transaction_error)
     }
 
     fn get(&self, locator: ActionLocator) -> Result<Action> {
@@ -353,12 +360,13 @@ impl KvStore {
             for action in &actions {
                 if let Ok(old) = this.get(action.locator) {
                     // Replacing: drop the old entries first.
-                    this.actions.remove(action_key(
-                        bucket(old.request.session_id),
-                        old.locator.index(),
-                    ))?;
-                    this.by_time
-                        .remove(time_key(old.attempted_at, old.locator.index()))?;
+                    let akey = action_key(bucket(old.request.session_id), old.locator.index());
+                    let tkey = time_key(old.attempted_at, old.locator.index());
+                    this.write(|w| {
+                        w.remove(0, &akey)?;
+                        w.remove(2, &tkey)?;
+                        Ok(())
+                    })?;
                 }
                 this.put_unflushed(action, true)?;
             }

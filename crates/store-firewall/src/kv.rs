@@ -368,14 +368,16 @@ impl KvStore {
         }
         let (tree, kv) = (tree.clone(), self.kv.clone());
         blocking(move || {
-            let mut batch = sled::Batch::default();
-            for (k, v) in writes {
-                match v {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
+            kv.write(&[&tree], |w| {
+                for (k, v) in &writes {
+                    match v {
+                        Some(v) => w.insert(0, k, v)?,
+                        None => w.remove(0, k)?,
+                    };
                 }
-            }
-            tree.apply_batch(batch)?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<Error>>(())
+            })
+            .map_err(tombstone::transaction_error)?;
             kv.flush()?;
             Ok(())
         })
@@ -682,11 +684,17 @@ impl Store for KvStore {
         let _guard = self.write.lock().await;
         let (rules, kv) = (self.rules.clone(), self.kv.clone());
         blocking(move || {
-            let mut batch = sled::Batch::default();
-            for item in rules.scan_prefix(path::prefix(&[TEMP])) {
-                batch.remove(item?.0);
-            }
-            rules.apply_batch(batch)?;
+            let doomed = rules
+                .scan_prefix(path::prefix(&[TEMP]))
+                .keys()
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            kv.write(&[&rules], |w| {
+                for k in &doomed {
+                    w.remove(0, k)?;
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<Error>>(())
+            })
+            .map_err(tombstone::transaction_error)?;
             kv.flush()?;
             Ok(())
         })

@@ -16,8 +16,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::ConflictableTransactionError;
 use tombstone::KvDb;
 
 use crate::types::{NewSession, PublicKey, Session, SessionId, SessionState, SessionType};
@@ -388,13 +387,6 @@ where
         })?
 }
 
-fn tx_error(e: TransactionError<Error>) -> Error {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => e.into(),
-    }
-}
-
 impl KvStore {
     /// The sessions store of an open key-value database (the accounts store
     /// of the same database is consulted for linked accounts).
@@ -485,10 +477,26 @@ impl KvStore {
     }
 
     fn put(&self, s: &Session) -> Result<()> {
-        self.sessions
-            .insert(&s.local_public_key[..], encode_session(s)?)?;
+        let value = encode_session(s)?;
+        self.write(|w| {
+            w.insert(0, &s.local_public_key[..], &value)?;
+            Ok(())
+        })?;
         self.kv.flush()?;
         Ok(())
+    }
+
+    /// One tracked transaction over the sessions (0), id index (1) and group
+    /// index (2) trees.
+    fn write<T>(
+        &self,
+        f: impl Fn(
+            &mut tombstone::Writes<'_>,
+        ) -> std::result::Result<T, ConflictableTransactionError<Error>>,
+    ) -> Result<T> {
+        self.kv
+            .write(&[&self.sessions, &self.ids, &self.groups], f)
+            .map_err(tombstone::transaction_error)
     }
 
     /// Writes the session and its index entries in one transaction, and
@@ -504,17 +512,14 @@ impl KvStore {
         let index = encode_index(s)?;
         let member_key = self.next_member_key(s.group_id)?;
         let member = encode_member(s.id)?;
-        (&self.sessions, &self.ids, &self.groups)
-            .transaction(|(sessions, ids, groups)| {
-                sessions.insert(&s.local_public_key[..], value.clone())?;
-                if index_it {
-                    ids.insert(&s.id.0[..], index.clone())?;
-                }
-                groups.insert(member_key.clone(), member.clone())?;
-                Ok::<_, ConflictableTransactionError<Error>>(())
-            })
-            .map_err(tx_error)?;
-        Ok(())
+        self.write(|w| {
+            w.insert(0, &s.local_public_key[..], &value)?;
+            if index_it {
+                w.insert(1, &s.id.0[..], &index)?;
+            }
+            w.insert(2, &member_key, &member)?;
+            Ok(())
+        })
     }
 
     /// Removes a session and its index entries in one transaction.
@@ -527,18 +532,16 @@ impl KvStore {
                 }
             }
         }
-        (&self.sessions, &self.ids, &self.groups)
-            .transaction(|(sessions, ids, groups)| {
-                for s in doomed {
-                    sessions.remove(&s.local_public_key[..])?;
-                    ids.remove(&s.id.0[..])?;
-                }
-                for k in &member_keys {
-                    groups.remove(k)?;
-                }
-                Ok::<_, ConflictableTransactionError<Error>>(())
-            })
-            .map_err(tx_error)?;
+        self.write(|w| {
+            for s in doomed {
+                w.remove(0, &s.local_public_key[..])?;
+                w.remove(1, &s.id.0[..])?;
+            }
+            for k in &member_keys {
+                w.remove(2, k)?;
+            }
+            Ok(())
+        })?;
         self.kv.flush()?;
         Ok(())
     }

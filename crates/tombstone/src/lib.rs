@@ -34,16 +34,30 @@
     reason = "a panic in a storage library is a bug; errors are values"
 )]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-/// The tree holding the format version and the tombstone.
+mod stats;
+
+pub use stats::{Digest, SIDECAR, TreeStats, Writes, read_sidecar};
+
+/// The tree holding the format version, the identity, the statistics of
+/// every tree, the write sequence and the tombstone.
 pub const META_TREE: &str = "nodestore.meta";
-/// The format of a live nodestore key-value database.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format of a live nodestore key-value database: 2 keeps per-tree
+/// statistics and the write sequence ([`stats`]); a format 1 database is
+/// upgraded to 2 when opened for use.
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format, without statistics: still opened (and upgraded).
+pub const FORMAT_V1: u32 = 1;
+/// sled's own default tree, present in every database.
+pub const SLED_DEFAULT_TREE: &str = "__sled__default";
 /// The format of a retired database: no binary opens it for use.
 pub const TOMBSTONED_FORMAT: u32 = 0x7001_0000;
 
@@ -51,6 +65,7 @@ const FORMAT_KEY: &[u8] = b"format";
 const IDENTITY_KEY: &[u8] = b"identity";
 const TOMBSTONE_KEY: &[u8] = b"tombstone";
 const MARK_RECORD_V1: u8 = 1;
+const MARK_RECORD_V2: u8 = 2;
 
 /// Everything that can go wrong opening, checking or marking a database.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +98,37 @@ pub enum Error {
     /// There is no database at the path (for paths that must exist).
     #[error("no key-value database at {0}")]
     Missing(PathBuf),
+    /// The directory holds sled files but no nodestore metadata: it was
+    /// never a nodestore database, or it lost its data (a truncated file
+    /// recovers as an empty database).
+    #[error(
+        "{0} holds no nodestore metadata: it is not a nodestore key-value database, or it is \
+         damaged (an emptied or truncated data file opens as an empty database)"
+    )]
+    Uninitialised(PathBuf),
+    /// Another process holds the database open.
+    #[error(
+        "the key-value database {0} is in use by another process (a running node?); \
+         stop it and try again"
+    )]
+    InUse(PathBuf),
+    /// Another migration of this database is running and did not finish in time.
+    #[error("another migration of the key-value database {path} held it for more than {waited:?}")]
+    MigrationLockTimeout {
+        /// The database directory.
+        path: PathBuf,
+        /// How long this one waited.
+        waited: std::time::Duration,
+    },
+    /// A file of the database could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A meta value could not be read.
     #[error("the key-value database {path} has a corrupt {what}: {reason}")]
     Corrupt {
@@ -108,8 +154,13 @@ pub struct Mark {
     pub marked_at: DateTime<Utc>,
     /// The nodestore version that migrated it.
     pub nodestore_version: String,
-    /// The SQL target, as `sqlite:<path>` or a PostgreSQL URL without password.
+    /// The SQL target for people: `sqlite:<path>`, or a PostgreSQL target
+    /// with every connection-relevant part (hosts, sockets, ports, database,
+    /// user) and never a password.
     pub target: String,
+    /// The identity of the SQL database the data went to (written by its
+    /// first schema step); `None` in marks from before identities.
+    pub target_identity: Option<[u8; 16]>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -117,6 +168,23 @@ struct MarkRecordV1 {
     marked_at_unix_micros: i64,
     nodestore_version: String,
     target: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MarkRecordV2 {
+    marked_at_unix_micros: i64,
+    nodestore_version: String,
+    target: String,
+    target_identity: Option<[u8; 16]>,
+}
+
+/// The error of a [`KvDb::write`] transaction as the closure's own error
+/// type: an abort is the closure's error, a storage failure sled's.
+pub fn transaction_error<E: From<sled::Error>>(e: TransactionError<E>) -> E {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
 }
 
 /// What a database is.
@@ -167,33 +235,103 @@ fn open_sled(path: &Path, opts: &KvOptions) -> Result<sled::Db> {
             Err(e) if is_lock_conflict(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            Err(e) if is_lock_conflict(&e) => return Err(Error::InUse(path.to_path_buf())),
             Err(e) => return Err(e.into()),
         }
     }
 }
 
+/// The file a migration holds locked for as long as it reads a database.
+pub const MIGRATION_LOCK: &str = "nodestore.migrating";
+
+/// Held by a migration while it reads a key-value database: a second
+/// migration of the same database waits for the first instead of failing on
+/// sled's lock, and then finds the work done. Released when dropped.
+#[derive(Debug)]
+pub struct MigrationLock {
+    _file: std::fs::File,
+}
+
+/// Takes the migration lock of the database at `path`, waiting up to
+/// `wait` for another migration to finish.
+///
+/// Errors: [`Error::Missing`] when there is no database at `path`,
+/// [`Error::MigrationLockTimeout`] after `wait`.
+pub fn lock_for_migration(path: &Path, wait: std::time::Duration) -> Result<MigrationLock> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if !path.join("conf").is_file() {
+        return Err(Error::Missing(path.to_path_buf()));
+    }
+    let lock_path = path.join(MIGRATION_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| Error::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(MigrationLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::MigrationLockTimeout {
+                    path: path.to_path_buf(),
+                    waited: wait,
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(Error::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn decode_mark(raw: &[u8], path: &Path) -> Result<Mark> {
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        what: "tombstone",
+        reason,
+    };
+    let rec = match kvcodec::version_of(raw).map_err(|e| corrupt(e.to_string()))? {
+        MARK_RECORD_V1 => {
+            let r: MarkRecordV1 =
+                kvcodec::decode(raw, MARK_RECORD_V1).map_err(|e| corrupt(e.to_string()))?;
+            MarkRecordV2 {
+                marked_at_unix_micros: r.marked_at_unix_micros,
+                nodestore_version: r.nodestore_version,
+                target: r.target,
+                target_identity: None,
+            }
+        }
+        _ => kvcodec::decode(raw, MARK_RECORD_V2).map_err(|e| corrupt(e.to_string()))?,
+    };
+    let marked_at = Utc
+        .timestamp_micros(rec.marked_at_unix_micros)
+        .single()
+        .ok_or_else(|| corrupt("time out of range".into()))?;
+    Ok(Mark {
+        marked_at,
+        nodestore_version: rec.nodestore_version,
+        target: rec.target,
+        target_identity: rec.target_identity,
+    })
+}
+
 fn read_status(db: &sled::Db, path: &Path) -> Result<Status> {
     let meta = db.open_tree(META_TREE)?;
     if let Some(raw) = meta.get(TOMBSTONE_KEY)? {
-        let rec: MarkRecordV1 =
-            kvcodec::decode(&raw, MARK_RECORD_V1).map_err(|e| Error::Corrupt {
-                path: path.to_path_buf(),
-                what: "tombstone",
-                reason: e.to_string(),
-            })?;
-        let marked_at = Utc
-            .timestamp_micros(rec.marked_at_unix_micros)
-            .single()
-            .ok_or_else(|| Error::Corrupt {
-                path: path.to_path_buf(),
-                what: "tombstone",
-                reason: "time out of range".into(),
-            })?;
-        return Ok(Status::Tombstoned(Mark {
-            marked_at,
-            nodestore_version: rec.nodestore_version,
-            target: rec.target,
-        }));
+        return Ok(Status::Tombstoned(decode_mark(&raw, path)?));
     }
     match meta.get(FORMAT_KEY)? {
         None => Ok(Status::Empty),
@@ -230,6 +368,8 @@ pub fn identity(path: impl AsRef<Path>) -> Result<Option<[u8; 16]>> {
 pub struct KvDb {
     db: sled::Db,
     path: PathBuf,
+    meta: sled::Tree,
+    sidecar: Arc<stats::Sidecar>,
 }
 
 impl fmt::Debug for KvDb {
@@ -249,17 +389,97 @@ impl KvDb {
     pub fn open(path: impl AsRef<Path>, opts: &KvOptions) -> Result<KvDb> {
         let path = path.as_ref().to_path_buf();
         let db = open_sled(&path, opts)?;
-        let kv = KvDb { db, path };
-        if read_status(&kv.db, &kv.path)? == Status::Empty {
-            let meta = kv.db.open_tree(META_TREE)?;
-            let mut batch = sled::Batch::default();
-            batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
-            batch.insert(IDENTITY_KEY, &rand::random::<[u8; 16]>());
-            meta.apply_batch(batch)?;
-            kv.db.flush()?;
+        let meta = db.open_tree(META_TREE)?;
+        let kv = KvDb {
+            sidecar: Arc::new(stats::Sidecar::new(&path)),
+            db,
+            path,
+            meta,
+        };
+        match read_status(&kv.db, &kv.path)? {
+            Status::Empty => {
+                if let Some(seq) = read_sidecar(&kv.path).filter(|s| *s > 0) {
+                    // The sidecar says writes happened; the data is gone.
+                    return Err(Error::Corrupt {
+                        path: kv.path.clone(),
+                        what: "data file",
+                        reason: format!(
+                            "it opens empty, but {seq} write transactions were recorded: \
+                             the data file was emptied or truncated"
+                        ),
+                    });
+                }
+                let mut batch = sled::Batch::default();
+                batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+                batch.insert(IDENTITY_KEY, &rand::random::<[u8; 16]>());
+                batch.insert(stats::SEQ_KEY, &0u64.to_be_bytes());
+                kv.meta.apply_batch(batch)?;
+                kv.db.flush()?;
+            }
+            Status::Live(FORMAT_V1) => kv.upgrade_from_v1()?,
+            _ => {}
         }
         kv.check()?;
         Ok(kv)
+    }
+
+    /// Format 1 kept no statistics: count and digest every tree once, in
+    /// one batch with the new format number.
+    fn upgrade_from_v1(&self) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name == META_TREE || name == SLED_DEFAULT_TREE {
+                continue;
+            }
+            let tree = self.db.open_tree(&name)?;
+            let mut s = TreeStats::default();
+            for item in tree.iter() {
+                let (k, v) = item?;
+                s.add(&k, &v);
+            }
+            batch.insert(stats::stats_key(&name), stats::encode_stats(&s));
+        }
+        batch.insert(stats::SEQ_KEY, &0u64.to_be_bytes());
+        batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+        self.meta.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Runs `f` as one sled transaction over `trees` (and the meta tree):
+    /// every insert and remove goes through [`Writes`], which keeps each
+    /// tree's statistics and bumps the write sequence in the same
+    /// transaction. `f` may run more than once (sled retries on conflict),
+    /// so it must have no other side effects. Call [`KvDb::flush`] after it
+    /// to make the writes durable.
+    pub fn write<T, E>(
+        &self,
+        trees: &[&sled::Tree],
+        f: impl Fn(&mut Writes<'_>) -> std::result::Result<T, ConflictableTransactionError<E>>,
+    ) -> std::result::Result<T, TransactionError<E>> {
+        use sled::Transactional as _;
+        let names: Vec<String> = trees
+            .iter()
+            .map(|t| String::from_utf8_lossy(&t.name()).into_owned())
+            .collect();
+        let mut all: Vec<&sled::Tree> = trees.to_vec();
+        all.push(&self.meta);
+        all.as_slice()
+            .transaction(|views: &Vec<sled::transaction::TransactionalTree>| {
+                let (meta, data) = views.split_last().ok_or_else(|| {
+                    ConflictableTransactionError::Storage(sled::Error::Unsupported(
+                        "a write without trees".into(),
+                    ))
+                })?;
+                let mut w = Writes {
+                    trees: data,
+                    deltas: vec![(0, Digest::default()); data.len()],
+                };
+                let out = f(&mut w)?;
+                stats::apply_deltas(meta, &names, &w.deltas)?;
+                Ok(out)
+            })
     }
 
     /// The check every KV store runs in its constructor.
@@ -297,9 +517,20 @@ impl KvDb {
         Ok(self.db.open_tree(name)?)
     }
 
-    /// Flushes every write to disk.
+    /// Flushes every write to disk, then records the write sequence that is
+    /// now durable in the sidecar file (see [`stats`]).
     pub fn flush(&self) -> Result<()> {
+        // Read before the flush: everything up to it is durable after it.
+        let seq = self
+            .meta
+            .get(stats::SEQ_KEY)?
+            .and_then(|r| stats::decode_seq(&r))
+            .unwrap_or(0);
         self.db.flush()?;
+        self.sidecar.record(seq).map_err(|source| Error::Io {
+            path: self.path.join(SIDECAR),
+            source,
+        })?;
         Ok(())
     }
 }
@@ -333,7 +564,8 @@ pub fn mark(path: impl AsRef<Path>, mark: &Mark) -> Result<()> {
         },
     )?;
     match read_status(&db, path)? {
-        Status::Live(FORMAT_VERSION) | Status::Tombstoned(_) | Status::Empty => {}
+        Status::Live(FORMAT_VERSION | FORMAT_V1) | Status::Tombstoned(_) => {}
+        Status::Empty => return Err(Error::Uninitialised(path.to_path_buf())),
         Status::Live(found) => {
             return Err(Error::UnsupportedFormat {
                 path: path.to_path_buf(),
@@ -341,12 +573,13 @@ pub fn mark(path: impl AsRef<Path>, mark: &Mark) -> Result<()> {
             });
         }
     }
-    let rec = MarkRecordV1 {
+    let rec = MarkRecordV2 {
         marked_at_unix_micros: mark.marked_at.timestamp_micros(),
         nodestore_version: mark.nodestore_version.clone(),
         target: mark.target.clone(),
+        target_identity: mark.target_identity,
     };
-    let value = kvcodec::encode(MARK_RECORD_V1, &rec).map_err(|e| Error::Corrupt {
+    let value = kvcodec::encode(MARK_RECORD_V2, &rec).map_err(|e| Error::Corrupt {
         path: path.to_path_buf(),
         what: "tombstone",
         reason: e.to_string(),
@@ -391,10 +624,54 @@ impl MigrationSource {
         let db = open_sled(&path, opts)?;
         let status = read_status(&db, &path)?;
         match status {
-            Status::Live(FORMAT_VERSION) | Status::Tombstoned(_) | Status::Empty => {}
+            Status::Live(FORMAT_VERSION | FORMAT_V1) | Status::Tombstoned(_) => {}
+            Status::Empty => return Err(Error::Uninitialised(path)),
             Status::Live(found) => return Err(Error::UnsupportedFormat { path, found }),
         }
         Ok(MigrationSource { db, path, status })
+    }
+
+    /// The names of every tree in the database (sled's default tree and the
+    /// meta tree included), sorted.
+    pub fn tree_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The statistics the stores recorded for each tree; `None` for a format
+    /// 1 database, which kept none.
+    pub fn recorded_stats(&self) -> Result<Option<BTreeMap<String, TreeStats>>> {
+        let meta = self.db.open_tree(META_TREE)?;
+        if meta.get(stats::SEQ_KEY)?.is_none() {
+            return Ok(None);
+        }
+        stats::read_all(&meta)
+            .map(Some)
+            .map_err(|reason| Error::Corrupt {
+                path: self.path.clone(),
+                what: "tree statistics",
+                reason,
+            })
+    }
+
+    /// The write sequence the meta tree records (`None` for format 1).
+    pub fn write_seq(&self) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .open_tree(META_TREE)?
+            .get(stats::SEQ_KEY)?
+            .and_then(|r| stats::decode_seq(&r)))
+    }
+
+    /// The write sequence the sidecar file records as durable, if any.
+    pub fn sidecar_seq(&self) -> Option<u64> {
+        read_sidecar(&self.path)
     }
 
     /// The database directory.

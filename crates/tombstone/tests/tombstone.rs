@@ -12,6 +12,7 @@ mod kv {
             marked_at: Utc.with_ymd_and_hms(2026, 11, 21, 6, 30, 0).unwrap(),
             nodestore_version: "0.1.0".into(),
             target: target.into(),
+            target_identity: Some([7; 16]),
         }
     }
 

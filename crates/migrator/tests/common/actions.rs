@@ -119,7 +119,7 @@ where
     )
     .await
     .unwrap();
-    let report = outcome.report.unwrap().actions;
+    let report = outcome.report.actions;
     assert_eq!(report.actions, expected.len() as u64);
     assert_eq!(
         (report.session_links_dropped, report.account_links_dropped),

@@ -118,7 +118,7 @@ where
     )
     .await
     .unwrap();
-    let report = outcome.report.unwrap().firewall;
+    let report = outcome.report.firewall;
     check(&db, &expect).await;
     assert_eq!(report.kv_entries, expect.entries.len() as u64);
     assert_eq!(

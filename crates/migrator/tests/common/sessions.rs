@@ -88,7 +88,7 @@ where
     )
     .await
     .unwrap();
-    let report = outcome.report.unwrap().sessions;
+    let report = outcome.report.sessions;
     assert_eq!(report.sessions, want.len() as u64);
     assert_eq!(report.duplicates_dropped, duplicates);
     assert_eq!(report.account_links_dropped, dropped);
