@@ -143,13 +143,17 @@ pub fn check_source(source: &MigrationSource, cancel: &AtomicBool) -> Result<Vec
     Ok(problems)
 }
 
+/// The newest sessions of one id: their creation time, and the key and
+/// group of each session created then.
+type Newest = (chrono::DateTime<chrono::Utc>, Vec<(Vec<u8>, SessionId)>);
+
 /// The sessions tree against its id and group indexes.
 #[derive(Default)]
 struct SessionIndexes {
     /// Session id → (newest creation time, the keys and groups of the
     /// sessions created then), from the sessions tree: legacy databases may
     /// hold several sessions of one id, and the id index names a newest one.
-    newest: HashMap<SessionId, (chrono::DateTime<chrono::Utc>, Vec<(Vec<u8>, SessionId)>)>,
+    newest: HashMap<SessionId, Newest>,
     /// Id index entries: id → (key, group).
     ids: HashMap<SessionId, (Vec<u8>, SessionId)>,
     /// Group index members: (group, member id).
