@@ -576,7 +576,7 @@ pub struct KvToSql<'a> {
     check: tokio::sync::Mutex<Option<CheckHandle>>,
     cancel: Arc<AtomicBool>,
     damage: Arc<Damage>,
-    report: Mutex<Option<Report>>,
+    report: Mutex<Option<(Report, Vec<Problem>)>>,
 }
 
 impl fmt::Debug for KvToSql<'_> {
@@ -615,8 +615,9 @@ impl<'a> KvToSql<'a> {
         }
     }
 
-    /// The report of the run, if the step ran and succeeded.
-    pub fn take_report(&self) -> Option<Report> {
+    /// The report of the run and the damage it accepted, if the step ran
+    /// and succeeded.
+    pub fn take_report(&self) -> Option<(Report, Vec<Problem>)> {
         self.report.lock().ok().and_then(|mut r| r.take())
     }
 
@@ -704,9 +705,9 @@ impl Drop for KvToSql<'_> {
 impl CodeStep for KvToSql<'_> {
     async fn run(&self, tx: &mut dyn Tx) -> Result<(), BoxError> {
         match self.migrate_all(tx).await {
-            Ok((report, _)) => {
+            Ok(done) => {
                 if let Ok(mut r) = self.report.lock() {
-                    *r = Some(report);
+                    *r = Some(done);
                 }
                 Ok(())
             }
@@ -851,7 +852,7 @@ pub async fn migrate(
     // sled holds its lock until every handle is gone.
     drop(step);
     drop(source);
-    let Some(report) = report else {
+    let Some((report, accepted_damage)) = report else {
         // The step was recorded by a runner that raced this one (it took
         // the target's lock first): decide again, now that it is migrated.
         return match plan(&facts, &target_facts(db).await?.0, opts.force) {
@@ -880,7 +881,7 @@ pub async fn migrate(
             applied_steps: applied,
             tombstone: TombstoneState::NotWritten,
             unfinished_steps: None,
-            accepted_damage: Vec::new(),
+            accepted_damage,
         });
     }
     let record = MigrationRecord {
@@ -891,7 +892,7 @@ pub async fn migrate(
         nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
         tombstone_pending: true,
         report,
-        accepted_damage: Vec::new(),
+        accepted_damage,
     };
     Ok(finish(
         kv_path,

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 /// A running cluster.
 #[derive(Debug)]
 pub struct LocalCluster {
+    durable: bool,
     dir: PathBuf,
     port: u16,
     bin: PathBuf,
@@ -76,6 +77,13 @@ impl LocalCluster {
     /// With `watch_pid`, a small watchdog process stops the cluster and
     /// removes its directory once that process has exited, however it exits.
     pub fn start(watch_pid: Option<u32>) -> io::Result<LocalCluster> {
+        LocalCluster::start_with(watch_pid, false)
+    }
+
+    /// [`LocalCluster::start`]; with `durable`, a commit survives the
+    /// server's crash (`synchronous_commit = on`), which fault tests that
+    /// stop the server need. The default trades that for speed.
+    pub fn start_with(watch_pid: Option<u32>, durable: bool) -> io::Result<LocalCluster> {
         let bin = find_server_bin().ok_or_else(|| {
             err("PostgreSQL server binaries not found (no initdb on PATH or under /usr/lib/postgresql)")
         })?;
@@ -92,6 +100,7 @@ impl LocalCluster {
         }
         let port = free_port()?;
         let cluster = LocalCluster {
+            durable,
             dir,
             port,
             bin,
@@ -154,11 +163,18 @@ impl LocalCluster {
             "--locale=C",
         ]);
         self.run(init, "initdb")?;
+        self.start_server()
+    }
+
+    fn start_server(&self) -> io::Result<()> {
+        // fsync off keeps commits in the OS page cache, which a server
+        // crash does not lose; synchronous_commit off would lose them.
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit={} \
              -c full_page_writes=off -c max_connections=300",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            if self.durable { "on" } else { "off" }
         );
         let mut start = self.server_command("pg_ctl");
         start
@@ -192,6 +208,21 @@ rm -rf "$5""#;
         Ok(())
     }
 
+    /// Stops the server at once, as a crash or a lost machine would (`pg_ctl
+    /// stop -m immediate`), keeping its data: for fault tests.
+    pub fn stop_now(&self) -> io::Result<()> {
+        let mut stop = self.server_command("pg_ctl");
+        stop.arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "immediate", "-w", "stop"]);
+        self.run(stop, "pg_ctl stop -m immediate")
+    }
+
+    /// Starts the server again after [`LocalCluster::stop_now`].
+    pub fn start_again(&self) -> io::Result<()> {
+        self.start_server()
+    }
+
     /// The cluster directory (data, socket and log).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -218,11 +249,19 @@ rm -rf "$5""#;
         result
     }
 
+    /// [`LocalCluster::attach`] for a cluster started durable.
+    pub fn attach_durable(dir: PathBuf, port: u16) -> io::Result<LocalCluster> {
+        let mut c = LocalCluster::attach(dir, port)?;
+        c.durable = true;
+        Ok(c)
+    }
+
     /// Rebuilds the handle of a cluster started earlier (by `cargo xtask pg
     /// start`) from its directory and port.
     pub fn attach(dir: PathBuf, port: u16) -> io::Result<LocalCluster> {
         let bin = find_server_bin().ok_or_else(|| err("PostgreSQL server binaries not found"))?;
         Ok(LocalCluster {
+            durable: false,
             dir,
             port,
             bin,
