@@ -1196,3 +1196,125 @@ pub async fn retry_pending_tombstone(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(status: Status) -> SourceFacts {
+        SourceFacts {
+            path: PathBuf::from("/kv"),
+            identity: [1; 16],
+            write_seq: 40,
+            status,
+        }
+    }
+
+    fn mark(target: &str, identity: Option<[u8; 16]>) -> Status {
+        Status::Tombstoned(Mark {
+            marked_at: Utc::now(),
+            nodestore_version: "0".into(),
+            target: target.into(),
+            target_identity: identity,
+        })
+    }
+
+    fn target(description: &str, identity: [u8; 16], records: Vec<MigrationRecord>) -> TargetFacts {
+        TargetFacts {
+            description: description.into(),
+            identity: Some(identity),
+            migrated: !records.is_empty(),
+            records,
+        }
+    }
+
+    fn record(identity: [u8; 16], seq: u64) -> MigrationRecord {
+        MigrationRecord {
+            source_path: "/kv".into(),
+            source_identity: identity,
+            source_write_seq: seq,
+            migrated_at: Utc::now(),
+            nodestore_version: "0".into(),
+            tombstone_pending: false,
+            report: Report::default(),
+            accepted_damage: Vec::new(),
+        }
+    }
+
+    const HERE: &str = "postgres://u@/db?host=/run/pg&port=5433";
+    const ELSEWHERE: &str = "postgres://u@localhost:5432/db";
+
+    #[test]
+    fn a_live_source_into_an_empty_target_migrates() {
+        let p = plan(
+            &source(Status::Live(2)),
+            &target(HERE, [9; 16], vec![]),
+            false,
+        );
+        assert!(matches!(p, Plan::Migrate), "{p:?}");
+    }
+
+    #[test]
+    fn already_migrated_needs_the_same_identity_and_write_sequence() {
+        let t = target(HERE, [9; 16], vec![record([1; 16], 40)]);
+        assert!(matches!(
+            plan(&source(Status::Live(2)), &t, false),
+            Plan::AlreadyMigrated(_)
+        ));
+        let later = SourceFacts {
+            write_seq: 41,
+            ..source(Status::Live(2))
+        };
+        assert!(matches!(
+            plan(&later, &t, false),
+            Plan::Refuse(Error::SourceChangedSinceMigration {
+                migrated: 40,
+                now: 41,
+                ..
+            })
+        ));
+        let other = target(HERE, [9; 16], vec![record([2; 16], 40)]);
+        assert!(
+            matches!(
+                plan(&source(Status::Live(2)), &other, true),
+                Plan::Refuse(Error::TargetHoldsOtherData { .. })
+            ),
+            "force never mixes two sources"
+        );
+    }
+
+    #[test]
+    fn a_retired_source_goes_back_only_to_its_own_target_unless_forced() {
+        let empty_here = TargetFacts {
+            migrated: false,
+            ..target(HERE, [9; 16], vec![])
+        };
+        // The same database (by identity), whatever its address now.
+        let moved = TargetFacts {
+            description: ELSEWHERE.into(),
+            ..empty_here.clone()
+        };
+        assert!(matches!(
+            plan(&source(mark(HERE, Some([9; 16]))), &moved, false),
+            Plan::Migrate
+        ));
+        // A new database at the address the tombstone names: the old one was lost.
+        assert!(matches!(
+            plan(&source(mark(HERE, Some([8; 16]))), &empty_here, false),
+            Plan::Migrate
+        ));
+        // Another database at another address (another socket and port): a fork.
+        let elsewhere = TargetFacts {
+            identity: Some([7; 16]),
+            ..moved.clone()
+        };
+        assert!(matches!(
+            plan(&source(mark(HERE, Some([8; 16]))), &elsewhere, false),
+            Plan::Refuse(Error::MigratedElsewhere { .. })
+        ));
+        assert!(matches!(
+            plan(&source(mark(HERE, Some([8; 16]))), &elsewhere, true),
+            Plan::Migrate
+        ));
+    }
+}

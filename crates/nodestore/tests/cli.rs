@@ -135,6 +135,9 @@ async fn a_dry_run_keeps_nothing(fx: &SqlFixture) {
         ),
         (true.into(), 20.into())
     );
+    assert_eq!(json["migrated"], false, "a dry run migrates nothing");
+    assert_eq!(json["data_in_sql"], false);
+    assert_eq!(json["outcome"], "rehearsed");
     assert!(json["tombstone"].is_null());
     assert!(matches!(
         tombstone::status(&kv).unwrap(),
@@ -335,7 +338,123 @@ async fn errors_print_one_line_per_cause_and_fail(fx: &SqlFixture) {
     assert!(!out.stderr.contains("defer"), "{}", out.stderr);
 }
 
+/// A second node's key-value database into a target holding the first's
+/// data: refused naming both, exit 1, the second stays live; `status`
+/// says the same; `demo --postgres` into a database holding data refuses too.
+async fn a_second_source_is_refused_and_status_agrees(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = small_kv(&dir.path().join("a")).await;
+    let b = small_kv(&dir.path().join("b")).await;
+    let to = target(fx);
+    let first = nodestore(&["migrate", "--kv", a.to_str().unwrap(), "--to", &to]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let second = nodestore(&[
+        "migrate",
+        "--kv",
+        b.to_str().unwrap(),
+        "--to",
+        &to,
+        "--json",
+    ])
+    .await;
+    assert_eq!(second.code, 1, "{}{}", second.stdout, second.stderr);
+    assert!(
+        second.stderr.contains("already holds migrated data from"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(a.to_str().unwrap()),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(b.to_str().unwrap()),
+        "{}",
+        second.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
+    assert_eq!(
+        (json["outcome"].as_str(), json["data"].as_str()),
+        (Some("failed"), Some("not_written"))
+    );
+    assert!(matches!(
+        tombstone::status(&b).unwrap(),
+        Some(tombstone::Status::Live(_))
+    ));
+    let config = dir.path().join("node.toml");
+    let backend = match fx {
+        SqlFixture::Sqlite(d) => format!(
+            "[backend]\ntype = \"sqlite\"\nfile = \"{}\"\n",
+            d.path().join("test.db").display()
+        ),
+        SqlFixture::Postgres(db) => {
+            format!("[backend]\ntype = \"postgres\"\nurl = \"{}\"\n", db.url())
+        }
+    };
+    std::fs::write(&config, format!("kv_dir = \"{}\"\n{backend}", b.display())).unwrap();
+    let status = nodestore(&["status", "--config", config.to_str().unwrap()]).await;
+    assert!(
+        status.stdout.contains("opening would: refuse:")
+            && status.stdout.contains("already holds migrated data from"),
+        "{}",
+        status.stdout
+    );
+    if let SqlFixture::Postgres(_) = fx {
+        let demo = dir.path().join("demo");
+        let out = nodestore(&["demo", "--dir", demo.to_str().unwrap(), "--postgres", &to]).await;
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("already holds migrated data"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+/// A later schema step that fails after the data committed: exit 3, the
+/// message says the data is safe; after the obstacle is gone, exit 0.
+async fn a_later_step_failing_exits_3_and_says_the_data_is_safe(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_kv(dir.path()).await;
+    let to = target(fx);
+    let db = fx.open().await;
+    sqldb::migrate::Migrator::new()
+        .through(sqldb::schema::KV_TO_SQL_VERSION - 1)
+        .run(&db)
+        .await
+        .unwrap();
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.execute_script("CREATE INDEX actions_feature_created_idx ON actions (id)")
+                .await
+        })
+    })
+    .await
+    .unwrap();
+    let out = nodestore(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to]).await;
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("the data is safe in SQL"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("tombstoned"), "{}", out.stdout);
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.execute_script("DROP INDEX actions_feature_created_idx")
+                .await
+        })
+    })
+    .await
+    .unwrap();
+    let out = nodestore(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    a_second_source_is_refused_and_status_agrees,
+    a_later_step_failing_exits_3_and_says_the_data_is_safe,
     demo_migrates_verifies_and_reports,
     migrate_then_verify_then_dump_identically,
     a_dry_run_keeps_nothing,
@@ -346,6 +465,8 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    a_second_source_is_refused_and_status_agrees,
+    a_later_step_failing_exits_3_and_says_the_data_is_safe,
     demo_migrates_verifies_and_reports,
     migrate_then_verify_then_dump_identically,
     a_dry_run_keeps_nothing,
