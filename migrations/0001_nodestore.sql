@@ -5,7 +5,7 @@
 -- the identity of the SQL database its data went to, and the migration
 -- record below names the identity of the key-value database it came from, so
 -- "already migrated" and "migrated elsewhere" are decided by identity, never
--- by comparing connection strings (docs/design.md, "Identities").
+-- by comparing connection strings (docs/design.md §3.2).
 --
 -- randomblob(16) is the one function the portable dialect rewrites for
 -- PostgreSQL (see crates/sqldb/src/schema.rs).

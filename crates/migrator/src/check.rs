@@ -1,5 +1,5 @@
-//! Proving the source whole before its data is committed (docs/design.md,
-//! "Proving the source whole").
+//! Proving the source whole before its data is committed (docs/design.md
+//! §5.3).
 //!
 //! sled recovers a damaged log silently, to an earlier consistent state, so
 //! a damaged database opens and reads without an error. This pass reads

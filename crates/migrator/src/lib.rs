@@ -5,7 +5,7 @@
 //! database, proves it arrived, and only then retires (tombstones) the
 //! key-value database. It never reports success it did not achieve, never
 //! forks a node's data into two SQL databases, and never retires data it
-//! did not prove it moved (docs/design.md, "The migration").
+//! did not prove it moved (docs/design.md §5).
 //!
 //! # The steps of a run
 //! 1. **The source**: the migration lock in the key-value directory is
@@ -489,7 +489,7 @@ pub enum Plan {
 }
 
 /// The one rule deciding what a run (and `Stores::open`, and `nodestore
-/// status`) does with a source and a target (docs/design.md, "Identities").
+/// status`) does with a source and a target (docs/design.md §3.2).
 pub fn plan(source: &SourceFacts, target: &TargetFacts, force: bool) -> Plan {
     if target.migrated {
         return match target

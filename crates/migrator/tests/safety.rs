@@ -1,4 +1,4 @@
-//! A migration that cannot lie (docs/design.md, "The migration"): it never
+//! A migration that cannot lie (docs/design.md §5): it never
 //! reports success it did not achieve, never forks a node's data, never
 //! retires what it did not prove it moved. On SQLite and PostgreSQL, with
 //! damaged sources, wrong targets, concurrent runs and a server that dies.

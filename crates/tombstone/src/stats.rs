@@ -16,7 +16,7 @@
 //!   intact database the meta tree's sequence is never below the sidecar's;
 //!   a recovered database that lost its last writes has a lower one.
 //!
-//! See docs/design.md, "Proving the source whole".
+//! See docs/design.md §5.3.
 
 use std::collections::BTreeMap;
 use std::fs::File;
