@@ -970,38 +970,20 @@ async fn finish(
     kind: OutcomeKind,
     mut applied: Vec<i64>,
 ) -> Outcome {
-    let tombstone = match prove_target(db, source, &record).await {
-        Err(reason) => TombstoneState::Pending(format!(
-            "the migrated data could not be confirmed from a fresh connection ({reason}); \
-             the tombstone is written once it is"
-        )),
-        Ok(_) if !record.tombstone_pending && matches!(source.status, Status::Tombstoned(_)) => {
-            // Retired and recorded so by an earlier run: nothing to write.
-            match &source.status {
-                Status::Tombstoned(m) => TombstoneState::Written(m.clone()),
-                _ => TombstoneState::NotWritten,
-            }
-        }
-        Ok(identity) => {
-            let mark = Mark {
-                marked_at: Utc::now(),
-                nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
-                target: db.describe(),
-                target_identity: Some(identity),
-            };
-            let marker = opts.marker.clone();
-            let (path, m) = (kv_path.to_path_buf(), mark.clone());
-            match tokio::task::spawn_blocking(move || marker.mark(&path, &m)).await {
-                Ok(Ok(())) => match record::clear_pending(db, source.identity).await {
-                    Ok(()) => TombstoneState::Written(mark),
-                    // Marked, but the record still says pending: the next
-                    // open's retry finds the mark there and clears it.
-                    Err(_) => TombstoneState::Written(mark),
-                },
-                Ok(Err(e)) => TombstoneState::Pending(e.to_string()),
-                Err(e) => TombstoneState::Pending(e.to_string()),
-            }
-        }
+    let retired = match &source.status {
+        // Retired and recorded so by an earlier run: nothing to write.
+        Status::Tombstoned(m) if !record.tombstone_pending => Some(m.clone()),
+        _ => None,
+    };
+    let tombstone = match retired {
+        Some(mark) => TombstoneState::Written(mark),
+        None => match prove_target(db, source, &record).await {
+            Err(reason) => TombstoneState::Pending(format!(
+                "the migrated data could not be confirmed from a fresh connection ({reason}); \
+                 the tombstone is written once it is"
+            )),
+            Ok(identity) => write_tombstone(kv_path, db, opts, source, identity).await,
+        },
     };
     let mut later = Vec::new();
     let unfinished = match Migrator::new()
@@ -1020,6 +1002,35 @@ async fn finish(
         tombstone,
         unfinished_steps: unfinished,
         accepted_damage: record.accepted_damage,
+    }
+}
+
+/// Retires the source, naming the target, then clears the record's pending
+/// flag.
+async fn write_tombstone(
+    kv_path: &Path,
+    db: &Db,
+    opts: &Options,
+    source: &SourceFacts,
+    identity: [u8; 16],
+) -> TombstoneState {
+    let mark = Mark {
+        marked_at: Utc::now(),
+        nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
+        target: db.describe(),
+        target_identity: Some(identity),
+    };
+    let marker = opts.marker.clone();
+    let (path, m) = (kv_path.to_path_buf(), mark.clone());
+    match tokio::task::spawn_blocking(move || marker.mark(&path, &m)).await {
+        Ok(Ok(())) => {
+            // Marked. If the record cannot be updated now, the next open's
+            // retry finds the mark in place and clears it.
+            let _ = record::clear_pending(db, source.identity).await;
+            TombstoneState::Written(mark)
+        }
+        Ok(Err(e)) => TombstoneState::Pending(e.to_string()),
+        Err(e) => TombstoneState::Pending(e.to_string()),
     }
 }
 

@@ -606,6 +606,29 @@ async fn colliding_entries_of_one_group_are_refused(fx: &SqlFixture) {
     nothing_kept(&db, &kv, seq).await;
 }
 
+/// A source a running node holds open is reported as such, with its path,
+/// and nothing is written.
+async fn a_source_held_by_a_running_node_is_reported_with_its_path(fx: &SqlFixture) {
+    let kv = populated().await;
+    let node = KvDb::open(&kv.path, &KvOptions::default()).unwrap();
+    let db = fx.open().await;
+    let err = migrate(&kv, &db, &Options::default()).await.unwrap_err();
+    assert!(
+        matches!(&err.error, Error::Kv(tombstone::Error::InUse(p)) if p == &kv.path),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&kv.path.display().to_string()),
+        "{err}"
+    );
+    drop(node);
+    assert!(Migrator::new().applied(&db).await.unwrap().is_empty());
+}
+
 /// A dry run keeps nothing, and its outcome never claims a migration.
 async fn a_dry_run_is_never_a_migration(fx: &SqlFixture) {
     let kv = populated().await;
@@ -622,6 +645,7 @@ async fn a_dry_run_is_never_a_migration(fx: &SqlFixture) {
 }
 
 testkit::backend_tests!(sqlite => sqlite;
+    a_source_held_by_a_running_node_is_reported_with_its_path,
     a_second_source_into_a_migrated_target_is_refused_naming_both,
     a_copy_is_already_migrated_unless_it_was_written_after,
     foreign_or_unrecorded_tables_are_refused_before_any_write,
@@ -640,6 +664,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    a_source_held_by_a_running_node_is_reported_with_its_path,
     a_second_source_into_a_migrated_target_is_refused_naming_both,
     a_copy_is_already_migrated_unless_it_was_written_after,
     foreign_or_unrecorded_tables_are_refused_before_any_write,

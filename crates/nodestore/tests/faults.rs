@@ -217,6 +217,45 @@ async fn killed_at_any_point_never_lies(fx: &SqlFixture) {
     );
 }
 
+/// Three `migrate` processes at once, two from one source and one from a
+/// copy, into a target that does not exist yet: none fails on a lock, one
+/// migrates, the others wait and find the work done, every source ends
+/// retired, and the data is there once.
+async fn three_processes_at_once_into_a_new_target(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = pristine(dir.path()).await;
+    let copy = dir.path().join("copy");
+    copy_dir(&a, &copy);
+    let to = match fx {
+        // A file that does not exist yet: the processes race to create it.
+        SqlFixture::Sqlite(_) => format!("sqlite:{}", dir.path().join("new.db").display()),
+        SqlFixture::Postgres(db) => db.url().to_owned(),
+    };
+    let (a_s, c_s) = (a.to_str().unwrap(), copy.to_str().unwrap());
+    let (from_a, from_copy) = (
+        ["migrate", "--kv", a_s, "--to", &to],
+        ["migrate", "--kv", c_s, "--to", &to],
+    );
+    let (o1, o2, o3) = tokio::join!(run(&from_a), run(&from_a), run(&from_copy));
+    let mut migrated = 0;
+    for o in [&o1, &o2, &o3] {
+        assert_eq!(o.code, Some(0), "{}{}", o.stdout, o.stderr);
+        if o.stdout.starts_with("migrated into") {
+            migrated += 1;
+        } else {
+            assert!(
+                o.stdout
+                    .contains("already holds this key-value database's data"),
+                "{}",
+                o.stdout
+            );
+        }
+    }
+    assert_eq!(migrated, 1);
+    assert!(tombstoned(&a) && tombstoned(&copy));
+    assert!(what_sql_holds(&to, &a).await.is_some());
+}
+
 fn target(fx: &SqlFixture) -> String {
     match fx {
         SqlFixture::Sqlite(dir) => format!("sqlite:{}", dir.path().join("test.db").display()),
@@ -224,8 +263,14 @@ fn target(fx: &SqlFixture) -> String {
     }
 }
 
-testkit::backend_tests!(sqlite => sqlite; killed_at_any_point_never_lies);
-testkit::backend_tests!(postgres => postgres; killed_at_any_point_never_lies);
+testkit::backend_tests!(sqlite => sqlite;
+    killed_at_any_point_never_lies,
+    three_processes_at_once_into_a_new_target,
+);
+testkit::backend_tests!(postgres => postgres;
+    killed_at_any_point_never_lies,
+    three_processes_at_once_into_a_new_target,
+);
 
 mod postgres_server {
     use super::*;
