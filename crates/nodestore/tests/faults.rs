@@ -272,113 +272,120 @@ testkit::backend_tests!(postgres => postgres;
     three_processes_at_once_into_a_new_target,
 );
 
-mod postgres_server {
-    use super::*;
-    use testkit::cluster::LocalCluster;
+/// Tests that stop a PostgreSQL server of their own (named under
+/// `postgres::` so the CI table counts them there).
+mod stopped_server {
+    mod postgres {
+        use super::super::*;
+        use testkit::cluster::LocalCluster;
 
-    /// The server stopped at points spread over a run: the exit code and
-    /// the message say what SQL holds; nothing is retired without its data;
-    /// with the server back, a rerun finishes.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn server_stopped_at_any_point_never_lies() {
-        let cluster = match LocalCluster::start_with(Some(std::process::id()), true) {
-            Ok(c) => c,
-            Err(e) if !testkit::pg::required() => {
-                testkit::pg::report_skip("postgres_server::server_stopped", &e.to_string());
-                return;
-            }
-            Err(e) => panic!("no local PostgreSQL: {e}"),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let pristine = pristine(dir.path()).await;
-        let admin = cluster.url("postgres");
-        let create = |name: String| {
-            let admin = admin.clone();
-            async move {
-                let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                let task = tokio::spawn(conn);
-                client
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap();
-                drop(client);
-                let _ = task.await;
-                testkit::pg::with_dbname(&admin, &name)
-            }
-        };
-        let full = {
-            let kv = dir.path().join("timing");
-            copy_dir(&pristine, &kv);
-            let to = create("timing".into()).await;
-            let started = Instant::now();
-            let out = run(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to]).await;
-            assert_eq!(out.code, Some(0), "{}", out.stderr);
-            started.elapsed()
-        };
-        let mut tally = Tally::default();
-        let (mut exits, mut said_safe, mut said_nothing) = (Vec::new(), 0, 0);
-        let fractions = [0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.86, 0.9, 0.93, 0.96, 0.98];
-        for (i, f) in fractions.into_iter().enumerate() {
-            let kv = dir.path().join(format!("kv-{i}"));
-            copy_dir(&pristine, &kv);
-            let to = create(format!("stopped_{i}")).await;
-            let mut child = command(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to])
-                .spawn()
-                .unwrap();
-            tokio::select! {
-                status = child.wait() => { status.unwrap(); }
-                _ = tokio::time::sleep(full.mul_f64(f)) => { cluster.stop_now().unwrap(); }
-            }
-            let out = child.wait_with_output().await.unwrap();
-            let (code, stdout, stderr) = (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
-            let _ = cluster.start_again();
-            exits.push(code);
-            let held = what_sql_holds(&to, &kv).await;
-            match code {
-                Some(0) => assert!(held.is_some() && tombstoned(&kv), "{stdout}"),
-                Some(3) => {
-                    said_safe += 1;
-                    assert!(stdout.contains("the data is safe in SQL"), "{stdout}");
-                    assert!(held.is_some(), "exit 3 says the data is in SQL");
-                }
-                Some(1) if stderr.contains("may or may not be in SQL") => {
-                    assert!(!tombstoned(&kv));
-                }
-                // The server was gone before the migration began.
-                Some(1) if !stderr.contains("did not happen") => {
-                    said_nothing += 1;
-                    assert!(stderr.contains("connection failure"), "{stderr}");
-                    assert!(held.is_none());
-                    assert!(!tombstoned(&kv));
-                }
-                Some(1) => {
-                    said_nothing += 1;
-                    assert!(
-                        stderr.contains("no key-value data was written to SQL"),
-                        "{stderr}"
+        /// The server stopped at points spread over a run: the exit code and
+        /// the message say what SQL holds; nothing is retired without its data;
+        /// with the server back, a rerun finishes.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn server_stopped_at_any_point_never_lies() {
+            let cluster = match LocalCluster::start_with(Some(std::process::id()), true) {
+                Ok(c) => c,
+                Err(e) if !testkit::pg::required() => {
+                    testkit::pg::report_skip(
+                        concat!(module_path!(), "::server_stopped_at_any_point_never_lies"),
+                        &e.to_string(),
                     );
-                    assert!(held.is_none(), "said nothing was written: {stderr}");
-                    assert!(!tombstoned(&kv));
+                    return;
                 }
-                other => panic!("exit {other:?}: {stdout}{stderr}"),
+                Err(e) => panic!("no local PostgreSQL: {e}"),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let pristine = pristine(dir.path()).await;
+            let admin = cluster.url("postgres");
+            let create = |name: String| {
+                let admin = admin.clone();
+                async move {
+                    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    let task = tokio::spawn(conn);
+                    client
+                        .batch_execute(&format!("CREATE DATABASE {name}"))
+                        .await
+                        .unwrap();
+                    drop(client);
+                    let _ = task.await;
+                    testkit::pg::with_dbname(&admin, &name)
+                }
+            };
+            let full = {
+                let kv = dir.path().join("timing");
+                copy_dir(&pristine, &kv);
+                let to = create("timing".into()).await;
+                let started = Instant::now();
+                let out = run(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to]).await;
+                assert_eq!(out.code, Some(0), "{}", out.stderr);
+                started.elapsed()
+            };
+            let mut tally = Tally::default();
+            let (mut exits, mut said_safe, mut said_nothing) = (Vec::new(), 0, 0);
+            let fractions = [0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.86, 0.9, 0.93, 0.96, 0.98];
+            for (i, f) in fractions.into_iter().enumerate() {
+                let kv = dir.path().join(format!("kv-{i}"));
+                copy_dir(&pristine, &kv);
+                let to = create(format!("stopped_{i}")).await;
+                let mut child = command(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to])
+                    .spawn()
+                    .unwrap();
+                tokio::select! {
+                    status = child.wait() => { status.unwrap(); }
+                    _ = tokio::time::sleep(full.mul_f64(f)) => { cluster.stop_now().unwrap(); }
+                }
+                let out = child.wait_with_output().await.unwrap();
+                let (code, stdout, stderr) = (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                );
+                let _ = cluster.start_again();
+                exits.push(code);
+                let held = what_sql_holds(&to, &kv).await;
+                match code {
+                    Some(0) => assert!(held.is_some() && tombstoned(&kv), "{stdout}"),
+                    Some(3) => {
+                        said_safe += 1;
+                        assert!(stdout.contains("the data is safe in SQL"), "{stdout}");
+                        assert!(held.is_some(), "exit 3 says the data is in SQL");
+                    }
+                    Some(1) if stderr.contains("may or may not be in SQL") => {
+                        assert!(!tombstoned(&kv));
+                    }
+                    // The server was gone before the migration began.
+                    Some(1) if !stderr.contains("did not happen") => {
+                        said_nothing += 1;
+                        assert!(stderr.contains("connection failure"), "{stderr}");
+                        assert!(held.is_none());
+                        assert!(!tombstoned(&kv));
+                    }
+                    Some(1) => {
+                        said_nothing += 1;
+                        assert!(
+                            stderr.contains("no key-value data was written to SQL"),
+                            "{stderr}"
+                        );
+                        assert!(held.is_none(), "said nothing was written: {stderr}");
+                        assert!(!tombstoned(&kv));
+                    }
+                    other => panic!("exit {other:?}: {stdout}{stderr}"),
+                }
+                assert!(
+                    held.is_some() || !tombstoned(&kv),
+                    "tombstoned without its data"
+                );
+                check_and_finish(&to, &kv, &mut tally).await;
             }
-            assert!(
-                held.is_some() || !tombstoned(&kv),
-                "tombstoned without its data"
-            );
-            check_and_finish(&to, &kv, &mut tally).await;
-        }
-        eprintln!(
-            "server stopped over {} trials: exits {exits:?}; said nothing kept {said_nothing}, \
+            eprintln!(
+                "server stopped over {} trials: exits {exits:?}; said nothing kept {said_nothing}, \
              said data safe {said_safe}; {tally:?}",
-            fractions.len()
-        );
-        let _ = cluster.stop_now();
+                fractions.len()
+            );
+            let _ = cluster.stop_now();
+        }
     }
 }

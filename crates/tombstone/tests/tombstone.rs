@@ -16,6 +16,18 @@ mod kv {
         }
     }
 
+    /// sled itself, as an older binary would open it; sled releases its file
+    /// lock shortly after the last handle drops, so this waits for it.
+    fn raw_open(path: &std::path::Path) -> sled::Db {
+        (0..250)
+            .find_map(|_| {
+                sled::open(path)
+                    .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("sled opens once the other handles are gone")
+    }
+
     fn live_db_with_data(path: &std::path::Path) {
         let db = KvDb::open(path, &KvOptions::default()).unwrap();
         db.tree("accounts").unwrap().insert(b"k", b"v").unwrap();
@@ -94,7 +106,7 @@ mod kv {
         let path = dir.path().join("kv");
         live_db_with_data(&path);
         mark(&path, &sample_mark("sqlite:/a.db")).unwrap();
-        let raw = sled::open(&path).unwrap();
+        let raw = raw_open(&path);
         let format = raw
             .open_tree(META_TREE)
             .unwrap()
@@ -115,7 +127,7 @@ mod kv {
         let path = dir.path().join("kv");
         live_db_with_data(&path);
         {
-            let raw = sled::open(&path).unwrap();
+            let raw = raw_open(&path);
             raw.open_tree(META_TREE)
                 .unwrap()
                 .insert(b"format", &7u32.to_be_bytes())
@@ -146,7 +158,7 @@ mod kv {
         // Reading a store that never wrote creates nothing.
         assert!(src.tree("sessions").unwrap().is_none());
         drop((tree, src));
-        let raw = sled::open(&path).unwrap();
+        let raw = raw_open(&path);
         assert!(!raw.tree_names().iter().any(|n| n.as_ref() == b"sessions"));
     }
 
