@@ -11,12 +11,12 @@
 //! so a value written to either reads back identical, and years outside
 //! 0001..=9999 are rejected when bound instead of sorting wrongly.
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
 
 const SQLITE_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
-/// The first and last years a timestamp may have.
-pub const YEAR_RANGE: std::ops::RangeInclusive<i32> = 1..=9999;
+/// The first and last years a timestamp may have (the data contract's).
+pub const YEAR_RANGE: std::ops::RangeInclusive<i32> = store_contract::YEARS;
 
 /// The earliest representable time, `0001-01-01 00:00:00 UTC`.
 ///
@@ -29,11 +29,11 @@ pub fn zero_time() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Drops everything below a microsecond.
+/// Drops everything below a microsecond; a leap second becomes the last
+/// microsecond before it (the data contract's rule, so every backend reads
+/// back the same time).
 pub fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    let nanos = t.nanosecond();
-    // Leap-second nanos (>= 1e9) are kept in the leap second, truncated too.
-    t.with_nanosecond(nanos / 1_000 * 1_000).unwrap_or(t)
+    store_contract::normalise_time(t)
 }
 
 /// Checks the year range and truncates to microseconds.
@@ -66,7 +66,7 @@ pub(crate) fn parse_sqlite_text(s: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Timelike};
 
     #[test]
     fn text_form_is_fixed_width_and_sorts_in_time_order() {

@@ -50,6 +50,10 @@ macro_rules! conformance_tests {
             last_indexes_missing_is_an_error,
             store_last_indexes_replaces_both,
             concurrent_credits_and_debits_lose_no_update,
+            text_with_nul_is_refused_naming_the_field,
+            keys_longer_than_the_contract_allows_are_refused,
+            a_leap_second_expiry_reads_back_as_the_microsecond_before,
+            hostile_but_valid_text_round_trips,
         );
     };
 }
@@ -775,4 +779,79 @@ pub async fn concurrent_credits_and_debits_lose_no_update(store: &dyn Store) {
         store.account(a.id).await.unwrap().current_balance_msat,
         1_000 + 25 * 10 - 25 * 5
     );
+}
+
+fn is_invalid(r: Result<impl std::fmt::Debug, Error>, want: &str) {
+    match r {
+        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, want),
+        other => panic!("expected InvalidInput on {want}, got {other:?}"),
+    }
+}
+
+/// The NUL character is refused in text on every backend, naming the field
+/// (PostgreSQL cannot store it; the contract refuses it everywhere).
+pub async fn text_with_nul_is_refused_naming_the_field(store: &dyn Store) {
+    is_invalid(store.new_account(1, None, "a\0b").await, "label");
+    let a = store.new_account(1, None, "").await.unwrap();
+    is_invalid(
+        store
+            .update_account(
+                a.id,
+                AccountUpdate {
+                    label: Some("x\0".into()),
+                    ..AccountUpdate::default()
+                },
+            )
+            .await,
+        "label",
+    );
+    assert!(
+        store.accounts().await.unwrap().len() == 1,
+        "nothing written"
+    );
+}
+
+/// A label is a unique key: at most `store_contract::MAX_KEY_BYTES`.
+pub async fn keys_longer_than_the_contract_allows_are_refused(store: &dyn Store) {
+    let max = store_contract::MAX_KEY_BYTES;
+    let longest = "é".repeat(max / 2);
+    let a = store.new_account(1, None, &longest).await.unwrap();
+    assert_eq!(store.account(a.id).await.unwrap().label, longest);
+    is_invalid(
+        store.new_account(1, None, &"l".repeat(max + 1)).await,
+        "label",
+    );
+}
+
+/// A leap second is read as the last microsecond before it, the same on
+/// every backend; years outside 1 to 9999 are refused.
+pub async fn a_leap_second_expiry_reads_back_as_the_microsecond_before(store: &dyn Store) {
+    use chrono::{TimeZone, Timelike};
+    let leap = Utc
+        .with_ymd_and_hms(2016, 12, 31, 23, 59, 59)
+        .unwrap()
+        .with_nanosecond(1_500_000_000)
+        .unwrap();
+    let a = store.new_account(1, Some(leap), "").await.unwrap();
+    let want =
+        Utc.with_ymd_and_hms(2016, 12, 31, 23, 59, 59).unwrap() + Duration::microseconds(999_999);
+    assert_eq!(a.expiration, Some(want));
+    assert_eq!(store.account(a.id).await.unwrap().expiration, Some(want));
+    let far = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+    is_invalid(store.new_account(1, Some(far), "").await, "expiration");
+}
+
+/// Quotes, SQL fragments, right-to-left text, emoji and control characters
+/// other than NUL are plain text everywhere.
+pub async fn hostile_but_valid_text_round_trips(store: &dyn Store) {
+    for label in [
+        "'; DROP TABLE accounts; --",
+        "\"quoted\" \\ back",
+        "\u{202e}rtl\u{202c} مرحبا",
+        "🦀🔑",
+        "tab\tnew\nline\u{1}bell\u{7}",
+    ] {
+        let a = store.new_account(1, None, label).await.unwrap();
+        assert_eq!(store.account(a.id).await.unwrap().label, label);
+    }
 }

@@ -13,13 +13,13 @@ pub enum Error {
         id: AccountId,
     },
     /// Another account already has this label.
-    #[error("an account with label {label:?} already exists")]
+    #[error("an account with label {} already exists", store_contract::shown(.label))]
     LabelAlreadyExists {
         /// The label.
         label: String,
     },
     /// The label is 16 hex characters and could be mistaken for an account id.
-    #[error("the label {label:?} is not allowed as it can be mistaken for an account id")]
+    #[error("the label {} is not allowed as it can be mistaken for an account id", store_contract::shown(.label))]
     LabelNotAllowed {
         /// The label.
         label: String,

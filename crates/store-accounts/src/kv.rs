@@ -27,7 +27,8 @@ use crate::types::{
     UpsertOptions,
 };
 use crate::{
-    Error, Result, Store, amount_i64, check_expiration, check_label, invalid, normalise_expiration,
+    Error, Result, Store, amount_i64, check_new_account, check_update, invalid,
+    normalise_expiration,
 };
 
 /// The tree of the accounts store.
@@ -271,7 +272,7 @@ where
 }
 
 fn now() -> DateTime<Utc> {
-    Utc::now()
+    store_contract::normalise_time(Utc::now())
 }
 
 impl KvStore {
@@ -399,9 +400,7 @@ impl Store for KvStore {
         let label = label.to_owned();
         let this = self.clone();
         blocking(move || {
-            let balance = amount_i64("new account", "balance_msat", balance_msat)?;
-            check_expiration("new account", expiration)?;
-            check_label(&label)?;
+            let (balance, expiration) = check_new_account(balance_msat, expiration, &label)?;
             let _guard = this.lock()?;
             if !label.is_empty() && this.label_taken(&label, None)? {
                 return Err(Error::LabelAlreadyExists { label });
@@ -445,15 +444,11 @@ impl Store for KvStore {
     }
 
     async fn update_account(&self, id: AccountId, update: AccountUpdate) -> Result<()> {
+        let update = check_update(id, update)?;
         self.modify(id, move |this, a| {
-            let rec = format!("account {id}");
-            if let Some(exp) = update.expiration {
-                check_expiration(rec.clone(), exp)?;
-            }
             if let Some(label) = &update.label
                 && !label.is_empty()
             {
-                check_label(label)?;
                 if this.label_taken(label, Some(id))? {
                     return Err(Error::LabelAlreadyExists {
                         label: label.clone(),

@@ -33,7 +33,7 @@
 )]
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -171,6 +171,16 @@ pub fn check_label(label: &str) -> Result<()> {
     Ok(())
 }
 
+/// A value of `record`'s `field` checked against the data contract
+/// (`store_contract`), refused as [`Error::InvalidInput`] naming the field.
+pub(crate) fn contract<T>(
+    record: impl Into<String>,
+    field: &'static str,
+    checked: std::result::Result<T, store_contract::Violation>,
+) -> Result<T> {
+    checked.map_err(|v| invalid(record, field, v.to_string()))
+}
+
 pub(crate) fn invalid(
     record: impl Into<String>,
     field: &'static str,
@@ -185,30 +195,49 @@ pub(crate) fn invalid(
 
 /// An msat amount as the i64 every backend stores.
 pub(crate) fn amount_i64(record: impl Into<String>, field: &'static str, v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| {
-        invalid(
-            record,
-            field,
-            format!("{v} exceeds the largest storable amount"),
-        )
-    })
+    contract(record, field, store_contract::number(v))
 }
 
-/// Checks an expiry is storable on every backend.
+/// Checks an expiry is storable on every backend, and returns it as every
+/// backend stores it (microseconds, no leap second).
 pub(crate) fn check_expiration(
     record: impl Into<String>,
     exp: Option<DateTime<Utc>>,
-) -> Result<()> {
-    if let Some(t) = exp
-        && !sqldb::time::YEAR_RANGE.contains(&t.year())
-    {
-        return Err(invalid(
-            record,
-            "expiration",
-            format!("{t} is outside years 1..=9999"),
-        ));
+) -> Result<Option<DateTime<Utc>>> {
+    exp.map(|t| contract(record, "expiration", store_contract::time(t)))
+        .transpose()
+}
+
+/// The arguments of [`Store::new_account`] checked against the contract, as
+/// every backend stores them: the balance as i64, the expiry normalised.
+pub(crate) fn check_new_account(
+    balance_msat: u64,
+    expiration: Option<DateTime<Utc>>,
+    label: &str,
+) -> Result<(i64, Option<DateTime<Utc>>)> {
+    let balance = amount_i64("new account", "balance_msat", balance_msat)?;
+    let expiration = check_expiration("new account", expiration)?;
+    check_label_contract("new account", label)?;
+    Ok((balance, expiration))
+}
+
+/// An [`AccountUpdate`] checked against the contract, its expiry normalised.
+pub(crate) fn check_update(id: AccountId, mut update: AccountUpdate) -> Result<AccountUpdate> {
+    let rec = format!("account {id}");
+    if let Some(exp) = update.expiration {
+        update.expiration = Some(check_expiration(rec.clone(), exp)?);
     }
-    Ok(())
+    if let Some(label) = &update.label {
+        check_label_contract(rec, label)?;
+    }
+    Ok(update)
+}
+
+/// Checks a label against the contract (a key: it is unique) and the rule
+/// that it may not look like an account id.
+pub(crate) fn check_label_contract(record: impl Into<String>, label: &str) -> Result<()> {
+    contract(record, "label", store_contract::key(label))?;
+    check_label(label)
 }
 
 /// The SQL layer stores "no expiry" as the zero time; reading it back (or

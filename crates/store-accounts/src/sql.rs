@@ -23,7 +23,8 @@ use crate::types::{
     PaymentEntry, PaymentStatus, UpsertOptions,
 };
 use crate::{
-    Error, Result, Store, amount_i64, check_expiration, check_label, invalid, normalise_expiration,
+    Error, Result, Store, amount_i64, check_new_account, check_update, invalid,
+    normalise_expiration,
 };
 
 /// The accounts tables of schema step 1. Their names never change: applied
@@ -338,9 +339,7 @@ impl Store for SqlStore {
         expiration: Option<DateTime<Utc>>,
         label: &str,
     ) -> Result<Account> {
-        let balance = amount_i64("new account", "balance_msat", balance_msat)?;
-        check_expiration("new account", expiration)?;
-        check_label(label)?;
+        let (balance, expiration) = check_new_account(balance_msat, expiration, label)?;
         let label = label.to_owned();
         self.db
             .write(|tx| {
@@ -400,12 +399,7 @@ impl Store for SqlStore {
     }
 
     async fn update_account(&self, id: AccountId, update: AccountUpdate) -> Result<()> {
-        if let Some(exp) = update.expiration {
-            check_expiration(format!("account {id}"), exp)?;
-        }
-        if let Some(label) = &update.label {
-            check_label(label)?;
-        }
+        let update = check_update(id, update)?;
         self.db
             .write(|tx| {
                 Box::pin(async move {

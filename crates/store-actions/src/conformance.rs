@@ -56,6 +56,8 @@ macro_rules! conformance_tests {
             same_timestamps_keep_insertion_order,
             empty_rpc_params_and_strings_read_back_empty,
             group_and_group_feature_views_return_done_actions,
+            text_with_nul_is_refused_naming_the_field,
+            feature_names_longer_than_a_key_are_refused,
         );
     };
 }
@@ -643,4 +645,57 @@ pub async fn group_and_group_feature_views_return_done_actions(st: &Stores) {
         st.actions.group_actions(SessionId([7; 4])).await,
         Err(Error::UnknownGroup { .. })
     ));
+}
+
+fn is_invalid<T: std::fmt::Debug>(r: crate::Result<T>, want: &str) {
+    match r {
+        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, want),
+        other => panic!("expected InvalidInput on {want}, got {other:?}"),
+    }
+}
+
+/// The NUL character is refused in every text field of an action and of a
+/// filter, naming the field.
+pub async fn text_with_nul_is_refused_naming_the_field(st: &Stores) {
+    let a = &*st.actions;
+    let cases: [(&str, fn(&mut AddAction)); 6] = [
+        ("actor_name", |r| r.actor_name = "a\0".into()),
+        ("feature_name", |r| r.feature_name = "f\0".into()),
+        ("trigger", |r| r.trigger = "t\0".into()),
+        ("intent", |r| r.intent = "i\0".into()),
+        ("structured_json_data", |r| {
+            r.structured_json_data = "{\0}".into()
+        }),
+        ("rpc_method", |r| r.rpc_method = "/m\0".into()),
+    ];
+    for (field, spoil) in cases {
+        let mut r = base("f");
+        spoil(&mut r);
+        is_invalid(a.add_action(r).await, field);
+    }
+    let q = ActionQuery {
+        filter: crate::ActionFilter {
+            rpc_method: Some("/m\0".into()),
+            ..Default::default()
+        },
+        ..ActionQuery::default()
+    };
+    is_invalid(a.list_actions(&q).await, "rpc_method");
+    assert!(
+        a.list_actions(&ActionQuery::default())
+            .await
+            .unwrap()
+            .actions
+            .is_empty()
+    );
+}
+
+/// A feature name sits in an index: a key.
+pub async fn feature_names_longer_than_a_key_are_refused(st: &Stores) {
+    let max = store_contract::MAX_KEY_BYTES;
+    st.actions.add_action(base(&"f".repeat(max))).await.unwrap();
+    is_invalid(
+        st.actions.add_action(base(&"f".repeat(max + 1))).await,
+        "feature_name",
+    );
 }

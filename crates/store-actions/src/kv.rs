@@ -500,6 +500,7 @@ fn filter_matches(f: &ActionFilter, a: &Action) -> bool {
 #[async_trait]
 impl Store for KvStore {
     async fn add_action(&self, request: AddAction) -> Result<ActionLocator> {
+        request.check()?;
         let this = self.clone();
         blocking(move || {
             let _guard = this.lock()?;
@@ -552,6 +553,7 @@ impl Store for KvStore {
     }
 
     async fn list_actions(&self, query: &ActionQuery) -> Result<ActionPage> {
+        query.filter.check()?;
         let (this, q) = (self.clone(), query.clone());
         blocking(move || this.list(&q)).await
     }

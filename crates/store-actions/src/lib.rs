@@ -379,7 +379,66 @@ pub(crate) fn to_rule_actions(page: ActionPage) -> Vec<RuleAction> {
         .collect()
 }
 
+fn contract<T>(
+    record: &str,
+    field: &'static str,
+    checked: std::result::Result<T, store_contract::Violation>,
+) -> Result<T> {
+    checked.map_err(|v| Error::InvalidInput {
+        record: record.to_owned(),
+        field,
+        reason: v.to_string(),
+    })
+}
+
+impl AddAction {
+    /// The request against the data contract (docs/design.md §4.1), the
+    /// same on every backend: the feature name is indexed, so a key; the
+    /// rest is text or bytes.
+    pub fn check(&self) -> Result<()> {
+        let rec = "a new action";
+        contract(rec, "actor_name", store_contract::text(&self.actor_name))?;
+        contract(rec, "feature_name", store_contract::key(&self.feature_name))?;
+        contract(rec, "trigger", store_contract::text(&self.trigger))?;
+        contract(rec, "intent", store_contract::text(&self.intent))?;
+        contract(
+            rec,
+            "structured_json_data",
+            store_contract::text(&self.structured_json_data),
+        )?;
+        contract(rec, "rpc_method", store_contract::text(&self.rpc_method))?;
+        contract(
+            rec,
+            "rpc_params_json",
+            store_contract::bytes(&self.rpc_params_json),
+        )?;
+        Ok(())
+    }
+}
+
+impl ActionFilter {
+    /// The filter's text against the data contract.
+    pub fn check(&self) -> Result<()> {
+        let rec = "an action filter";
+        for (field, v) in [
+            ("feature_name", &self.feature_name),
+            ("actor_name", &self.actor_name),
+            ("rpc_method", &self.rpc_method),
+        ] {
+            if let Some(v) = v {
+                contract(rec, field, store_contract::text(v))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn check_state(locator: ActionLocator, state: ActionState, reason: &str) -> Result<()> {
+    contract(
+        &format!("action {locator}"),
+        "error_reason",
+        store_contract::text(reason),
+    )?;
     if !reason.is_empty() && state != ActionState::Error {
         return Err(Error::InvalidInput {
             record: format!("action {locator}"),

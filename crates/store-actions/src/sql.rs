@@ -404,6 +404,7 @@ async fn load(tx: &mut dyn Tx, locator: ActionLocator) -> Result<Action> {
 #[async_trait]
 impl Store for SqlStore {
     async fn add_action(&self, request: AddAction) -> Result<ActionLocator> {
+        request.check()?;
         let now = sqldb::time::truncate_micros(self.clock.now());
         self.db
             .write(|tx| {
@@ -494,6 +495,7 @@ impl Store for SqlStore {
     }
 
     async fn list_actions(&self, query: &ActionQuery) -> Result<ActionPage> {
+        query.filter.check()?;
         let query = query.clone();
         self.db
             .read(|tx| Box::pin(async move { list(tx, &query).await }))

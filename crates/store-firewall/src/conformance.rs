@@ -50,6 +50,9 @@ macro_rules! conformance_tests {
             a_missing_privacy_value_is_no_such_key,
             a_failing_privacy_update_rolls_back,
             listings_show_every_entry_and_pair_in_order,
+            text_with_nul_is_refused_naming_the_field,
+            keys_longer_than_the_contract_allows_are_refused,
+            empty_privacy_values_are_refused,
         );
     };
 }
@@ -544,5 +547,136 @@ pub async fn listings_show_every_entry_and_pair_in_order(st: &Stores) {
     assert_eq!(
         st.firewall.privacy_pairs().await.unwrap(),
         vec![pair("a-real", "p2"), pair("b-real", "p1")]
+    );
+}
+
+fn is_invalid<T: std::fmt::Debug>(r: crate::Result<T>, want: &str) {
+    match r {
+        Err(crate::Error::InvalidInput { field, .. }) => assert_eq!(field, want),
+        other => panic!("expected InvalidInput on {want}, got {other:?}"),
+    }
+}
+
+/// The NUL character is refused in rule and feature names, keys and privacy
+/// values, naming the field, before any backend sees it.
+pub async fn text_with_nul_is_refused_naming_the_field(st: &Stores) {
+    let g = group(st).await;
+    let fw = &*st.firewall;
+    is_invalid(
+        update_kv(fw, Namespace::new("ru\0le", g, ""), |tx| {
+            Box::pin(async move { tx.set(Scope::Global, "k", b"v").await })
+        })
+        .await,
+        "rule",
+    );
+    is_invalid(
+        update_kv(fw, Namespace::new("rule", g, "fe\0at"), |tx| {
+            Box::pin(async move { tx.set(Scope::Local, "k", b"v").await })
+        })
+        .await,
+        "feature",
+    );
+    for scope in [Scope::Global, Scope::Local] {
+        is_invalid(
+            update_kv(fw, Namespace::new("rule", g, ""), |tx| {
+                Box::pin(async move { tx.set(scope, "k\0", b"v").await })
+            })
+            .await,
+            "key",
+        );
+        is_invalid(
+            view_kv(fw, Namespace::new("rule", g, ""), |tx| {
+                Box::pin(async move { tx.get(scope, "k\0").await })
+            })
+            .await,
+            "key",
+        );
+    }
+    is_invalid(
+        update_privacy(fw, g, |tx| {
+            Box::pin(async move { tx.new_pair("r\0", "p").await })
+        })
+        .await,
+        "real",
+    );
+    is_invalid(
+        update_privacy(fw, g, |tx| {
+            Box::pin(async move { tx.new_pair("r", "p\0").await })
+        })
+        .await,
+        "pseudo",
+    );
+    is_invalid(
+        view_privacy(fw, g, |tx| {
+            Box::pin(async move { tx.pseudo_to_real("p\0").await })
+        })
+        .await,
+        "pseudo",
+    );
+    assert!(fw.kv_entries().await.unwrap().is_empty());
+    assert!(fw.privacy_pairs().await.unwrap().is_empty());
+}
+
+/// Rule names, keys and privacy values sit in unique indexes: at most
+/// `store_contract::MAX_KEY_BYTES`, the same on every backend.
+pub async fn keys_longer_than_the_contract_allows_are_refused(st: &Stores) {
+    let g = group(st).await;
+    let fw = &*st.firewall;
+    let max = store_contract::MAX_KEY_BYTES;
+    let (longest, over) = ("k".repeat(max), "k".repeat(max + 1));
+    let (l, o) = (longest.clone(), over.clone());
+    update_kv(
+        fw,
+        Namespace::new(longest.clone(), g, longest.clone()),
+        move |tx| Box::pin(async move { tx.set(Scope::Local, &l, b"v").await }),
+    )
+    .await
+    .unwrap();
+    is_invalid(
+        update_kv(fw, Namespace::new(over.clone(), g, ""), |tx| {
+            Box::pin(async move { tx.set(Scope::Global, "k", b"v").await })
+        })
+        .await,
+        "rule",
+    );
+    is_invalid(
+        update_kv(fw, Namespace::new("rule", g, ""), move |tx| {
+            Box::pin(async move { tx.set(Scope::Global, &o, b"v").await })
+        })
+        .await,
+        "key",
+    );
+    let o = over.clone();
+    is_invalid(
+        update_privacy(fw, g, move |tx| {
+            Box::pin(async move { tx.new_pair(&o, "p").await })
+        })
+        .await,
+        "real",
+    );
+    let l = longest.clone();
+    update_privacy(fw, g, move |tx| {
+        Box::pin(async move { tx.new_pair(&l, &l).await })
+    })
+    .await
+    .unwrap();
+}
+
+/// A privacy value names something: empty ones are refused, naming which.
+pub async fn empty_privacy_values_are_refused(st: &Stores) {
+    let g = group(st).await;
+    is_invalid(
+        update_privacy(&*st.firewall, g, |tx| {
+            Box::pin(async move { tx.new_pair("", "p").await })
+        })
+        .await,
+        "real",
+    );
+    is_invalid(
+        update_privacy(&*st.firewall, g, |tx| {
+            Box::pin(async move { tx.new_pair("r", "").await })
+        })
+        .await,
+        "pseudo",
     );
 }

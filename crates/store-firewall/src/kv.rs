@@ -26,8 +26,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tombstone::KvDb;
 
 use crate::{
-    Error, KvEntry, KvTx, Mode, Namespace, PrivacyPair, PrivacyTx, Result, Scope, Store,
-    check_pair, invalid, path,
+    Error, KvEntry, KvTx, Mode, Namespace, PrivacyPair, PrivacyTx, Result, Scope, Store, check_key,
+    check_namespace, check_pair, check_privacy_value, check_value, invalid, path,
 };
 
 /// The rule kv-stores tree.
@@ -390,6 +390,7 @@ impl KvStore {
         let _guard = self.write.lock().await;
         let mut writes = BTreeMap::new();
         for entry in &entries {
+            entry.check()?;
             writes.insert(entry_sled_key(entry)?, Some(encode_value(&entry.value)?));
         }
         self.apply(&self.rules, writes).await
@@ -402,7 +403,7 @@ impl KvStore {
         let _guard = self.write.lock().await;
         let mut writes = BTreeMap::new();
         for pair in &pairs {
-            check_pair(&pair.real, &pair.pseudo)?;
+            pair.check()?;
             writes.insert(
                 privacy_key(pair.group, REAL_TO_PSEUDO, &pair.real),
                 Some(encode_privacy(&pair.pseudo)?),
@@ -434,6 +435,7 @@ struct KvKvTx {
 #[async_trait]
 impl KvTx for KvKvTx {
     async fn get(&mut self, scope: Scope, key: &str) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
         let k = entry_key(&self.ns, scope, key)?;
         if let Some(pending) = self.writes.get(&k) {
             return pending
@@ -448,6 +450,8 @@ impl KvTx for KvKvTx {
     }
 
     async fn set(&mut self, scope: Scope, key: &str, value: &[u8]) -> Result<()> {
+        check_key(key)?;
+        check_value(key, value)?;
         if self.mode == Mode::View {
             return Err(Error::ReadOnly);
         }
@@ -462,6 +466,7 @@ impl KvTx for KvKvTx {
     }
 
     async fn del(&mut self, scope: Scope, key: &str) -> Result<()> {
+        check_key(key)?;
         if self.mode == Mode::View {
             return Err(Error::ReadOnly);
         }
@@ -542,6 +547,7 @@ impl PrivacyTx for KvPrivacyTx {
     }
 
     async fn pseudo_to_real(&mut self, pseudo: &str) -> Result<String> {
+        check_privacy_value("pseudo", pseudo)?;
         self.check_group().await?;
         self.lookup(PSEUDO_TO_REAL, pseudo)
             .await?
@@ -552,6 +558,7 @@ impl PrivacyTx for KvPrivacyTx {
     }
 
     async fn real_to_pseudo(&mut self, real: &str) -> Result<String> {
+        check_privacy_value("real", real)?;
         self.check_group().await?;
         self.lookup(REAL_TO_PSEUDO, real)
             .await?
@@ -613,6 +620,7 @@ impl PrivacyTx for KvPrivacyTx {
 #[async_trait]
 impl Store for KvStore {
     async fn begin_kv(&self, ns: Namespace, mode: Mode) -> Result<Box<dyn KvTx>> {
+        check_namespace(&ns)?;
         Ok(Box::new(KvKvTx {
             _guard: self.guard(mode).await,
             store: self.clone(),

@@ -63,7 +63,7 @@ pub enum Error {
         group: SessionId,
     },
     /// The privacy map has no such value.
-    #[error("no such key found: {key:?} in group {group}")]
+    #[error("no such key found: {} in group {group}", store_contract::shown(.key))]
     NoSuchKey {
         /// The group.
         group: SessionId,
@@ -71,7 +71,7 @@ pub enum Error {
         key: String,
     },
     /// The real value already has a pseudo value in the group.
-    #[error("real value {real:?} already has a pseudo value in group {group}")]
+    #[error("real value {} already has a pseudo value in group {group}", store_contract::shown(.real))]
     DuplicateRealValue {
         /// The group.
         group: SessionId,
@@ -79,7 +79,7 @@ pub enum Error {
         real: String,
     },
     /// The pseudo value is already used in the group.
-    #[error("pseudo value {pseudo:?} is already used in group {group}")]
+    #[error("pseudo value {} is already used in group {group}", store_contract::shown(.pseudo))]
     DuplicatePseudoValue {
         /// The group.
         group: SessionId,
@@ -328,13 +328,88 @@ pub(crate) fn invalid(
     }
 }
 
+/// A value of `record`'s `field` checked against the data contract
+/// (`store_contract`), refused as [`Error::InvalidInput`] naming the field.
+fn contract<T>(
+    record: impl Into<String>,
+    field: &'static str,
+    checked: std::result::Result<T, store_contract::Violation>,
+) -> Result<T> {
+    checked.map_err(|v| invalid(record, field, v.to_string()))
+}
+
+/// A namespace against the contract: the rule names something; the feature
+/// is a key (empty means the group's own store).
+pub(crate) fn check_namespace(ns: &Namespace) -> Result<()> {
+    let rec = || {
+        format!(
+            "kv-store namespace of rule {}",
+            store_contract::shown(&ns.rule)
+        )
+    };
+    contract(rec(), "rule", store_contract::name(&ns.rule))?;
+    contract(rec(), "feature", store_contract::key(&ns.feature))
+}
+
+/// A kv-store key against the contract.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    contract("a kv-store entry", "key", store_contract::key(key))
+}
+
+/// A kv-store value against the contract.
+pub(crate) fn check_value(key: &str, value: &[u8]) -> Result<()> {
+    contract(
+        format!("kv-store entry {}", store_contract::shown(key)),
+        "value",
+        store_contract::bytes(value),
+    )
+}
+
+/// A privacy value being looked up.
+pub(crate) fn check_privacy_value(field: &'static str, value: &str) -> Result<()> {
+    contract("a privacy pair", field, store_contract::key(value))
+}
+
+/// A new privacy pair: both values name something.
 pub(crate) fn check_pair(real: &str, pseudo: &str) -> Result<()> {
-    if real.is_empty() || pseudo.is_empty() {
-        return Err(invalid(
-            format!("privacy pair {real:?} -> {pseudo:?}"),
-            if real.is_empty() { "real" } else { "pseudo" },
-            "must not be empty",
-        ));
+    let rec = || {
+        format!(
+            "privacy pair {} -> {}",
+            store_contract::shown(real),
+            store_contract::shown(pseudo)
+        )
+    };
+    contract(rec(), "real", store_contract::name(real))?;
+    contract(rec(), "pseudo", store_contract::name(pseudo))
+}
+
+impl KvEntry {
+    /// The entry against the contract, as a whole: a feature store is a
+    /// group's, and a feature, when present, is not empty (an empty one
+    /// would silently be the group's own store).
+    pub fn check(&self) -> Result<()> {
+        let rec = || {
+            format!(
+                "kv-store entry {} of rule {}",
+                store_contract::shown(&self.key),
+                store_contract::shown(&self.rule)
+            )
+        };
+        contract(rec(), "rule", store_contract::name(&self.rule))?;
+        if let Some(f) = &self.feature {
+            contract(rec(), "feature", store_contract::name(f))?;
+            if self.group.is_none() {
+                return Err(invalid(rec(), "feature", "a feature store needs a group"));
+            }
+        }
+        check_key(&self.key)?;
+        check_value(&self.key, &self.value)
     }
-    Ok(())
+}
+
+impl PrivacyPair {
+    /// The pair against the contract.
+    pub fn check(&self) -> Result<()> {
+        check_pair(&self.real, &self.pseudo)
+    }
 }

@@ -19,8 +19,8 @@ use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 
 use crate::{
-    Error, KvEntry, KvTx, Mode, Namespace, PrivacyPair, PrivacyTx, Result, Scope, Store,
-    check_pair, invalid,
+    Error, KvEntry, KvTx, Mode, Namespace, PrivacyPair, PrivacyTx, Result, Scope, Store, check_key,
+    check_namespace, check_pair, check_privacy_value, check_value, invalid,
 };
 
 /// The firewall tables of schema steps 3 and 4. Their names never change.
@@ -254,6 +254,7 @@ impl SqlKvTx {
 #[async_trait]
 impl KvTx for SqlKvTx {
     async fn get(&mut self, scope: Scope, key: &str) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
         let Some(ids) = self.ids(scope, false).await? else {
             return Ok(None);
         };
@@ -269,6 +270,8 @@ impl KvTx for SqlKvTx {
     }
 
     async fn set(&mut self, scope: Scope, key: &str, value: &[u8]) -> Result<()> {
+        check_key(key)?;
+        check_value(key, value)?;
         if self.mode == Mode::View {
             return Err(Error::ReadOnly);
         }
@@ -308,6 +311,7 @@ impl KvTx for SqlKvTx {
     }
 
     async fn del(&mut self, scope: Scope, key: &str) -> Result<()> {
+        check_key(key)?;
         if self.mode == Mode::View {
             return Err(Error::ReadOnly);
         }
@@ -425,11 +429,13 @@ impl PrivacyTx for SqlPrivacyTx {
     }
 
     async fn pseudo_to_real(&mut self, pseudo: &str) -> Result<String> {
+        check_privacy_value("pseudo", pseudo)?;
         self.lookup(PrivacyPairs::RealVal, PrivacyPairs::PseudoVal, pseudo)
             .await
     }
 
     async fn real_to_pseudo(&mut self, real: &str) -> Result<String> {
+        check_privacy_value("real", real)?;
         self.lookup(PrivacyPairs::PseudoVal, PrivacyPairs::RealVal, real)
             .await
     }
@@ -569,6 +575,7 @@ impl Store for SqlStore {
     }
 
     async fn begin_kv(&self, ns: Namespace, mode: Mode) -> Result<Box<dyn KvTx>> {
+        check_namespace(&ns)?;
         let tx = self.db.begin(tx_mode(mode)).await?;
         Ok(Box::new(SqlKvTx { tx, ns, mode }))
     }

@@ -53,6 +53,9 @@ macro_rules! conformance_tests {
             feature_configs_and_privacy_flags_round_trip,
             remote_public_key_is_set_and_replaced,
             expiry_out_of_range_is_refused,
+            text_with_nul_is_refused_naming_the_field,
+            feature_config_names_longer_than_a_key_are_refused,
+            a_leap_second_expiry_is_normalised_everywhere,
         );
     };
 }
@@ -694,4 +697,75 @@ pub async fn expiry_out_of_range_is_refused(st: &Stores) {
         ),
         "{r:?}"
     );
+}
+
+fn is_invalid(r: Result<impl std::fmt::Debug, Error>, want: &str) {
+    match r {
+        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, want),
+        other => panic!("expected InvalidInput on {want}, got {other:?}"),
+    }
+}
+
+/// The NUL character is refused in every text field, naming it.
+pub async fn text_with_nul_is_refused_naming_the_field(st: &Stores) {
+    use crate::types::{Caveat, MacaroonRecipe, Permission};
+    let s = &*st.sessions;
+    is_invalid(s.new_session(new("a\0")).await, "label");
+    let mut n = new("x");
+    n.server_addr = "host\0:1".into();
+    is_invalid(s.new_session(n).await, "server_addr");
+    let mut n = new("x");
+    n.macaroon_recipe = Some(MacaroonRecipe {
+        permissions: vec![Permission {
+            entity: "ln\0d".into(),
+            action: "read".into(),
+        }],
+        caveats: vec![],
+    });
+    is_invalid(s.new_session(n).await, "permission entity");
+    let mut n = new("x");
+    n.macaroon_recipe = Some(MacaroonRecipe {
+        permissions: vec![],
+        caveats: vec![Caveat {
+            id: vec![1],
+            verification_id: None,
+            location: "here\0".into(),
+        }],
+    });
+    is_invalid(s.new_session(n).await, "caveat location");
+    let mut n = new("x");
+    n.feature_config = Some(BTreeMap::from([("f\0".to_owned(), vec![1])]));
+    is_invalid(s.new_session(n).await, "feature config name");
+    assert!(
+        s.list_sessions().await.unwrap().is_empty(),
+        "nothing written"
+    );
+}
+
+/// A feature config name sits in a unique index: a key.
+pub async fn feature_config_names_longer_than_a_key_are_refused(st: &Stores) {
+    let max = store_contract::MAX_KEY_BYTES;
+    let mut n = new("x");
+    n.feature_config = Some(BTreeMap::from([("f".repeat(max), vec![1])]));
+    st.sessions.new_session(n).await.unwrap();
+    let mut n = new("x");
+    n.feature_config = Some(BTreeMap::from([("f".repeat(max + 1), vec![1])]));
+    is_invalid(st.sessions.new_session(n).await, "feature config name");
+}
+
+/// A leap second expiry reads back as the last microsecond before it.
+pub async fn a_leap_second_expiry_is_normalised_everywhere(st: &Stores) {
+    use chrono::Timelike;
+    let leap = Utc
+        .with_ymd_and_hms(2030, 6, 30, 23, 59, 59)
+        .unwrap()
+        .with_nanosecond(1_000_000_500)
+        .unwrap();
+    let mut n = new("x");
+    n.expiry = leap;
+    let created = st.sessions.new_session(n).await.unwrap();
+    let want =
+        Utc.with_ymd_and_hms(2030, 6, 30, 23, 59, 59).unwrap() + Duration::microseconds(999_999);
+    assert_eq!(created.expiry, want);
+    assert_eq!(st.sessions.session(created.id).await.unwrap().expiry, want);
 }

@@ -31,7 +31,7 @@
 )]
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -133,16 +133,40 @@ pub(crate) fn not_found_key(key: &PublicKey) -> Error {
     }
 }
 
-fn check_time(record: &str, field: &'static str, t: DateTime<Utc>) -> Result<()> {
-    if sqldb::time::YEAR_RANGE.contains(&t.year()) {
-        Ok(())
-    } else {
-        Err(invalid(
-            record,
-            field,
-            format!("{t} is outside years 1..=9999"),
-        ))
+/// A value of `record`'s `field` checked against the data contract
+/// (`store_contract`), refused as [`Error::InvalidInput`] naming the field.
+pub(crate) fn contract<T>(
+    record: &str,
+    field: &'static str,
+    checked: std::result::Result<T, store_contract::Violation>,
+) -> Result<T> {
+    checked.map_err(|v| invalid(record, field, v.to_string()))
+}
+
+/// Every text, binary and time field of a new session against the data
+/// contract, the same on every backend; returns the expiry as stored.
+fn check_new_session(new: &NewSession) -> Result<DateTime<Utc>> {
+    let rec = "new session";
+    contract(rec, "label", store_contract::text(&new.label))?;
+    contract(rec, "server_addr", store_contract::text(&new.server_addr))?;
+    if let Some(r) = &new.macaroon_recipe {
+        for p in &r.permissions {
+            contract(rec, "permission entity", store_contract::text(&p.entity))?;
+            contract(rec, "permission action", store_contract::text(&p.action))?;
+        }
+        for c in &r.caveats {
+            contract(rec, "caveat id", store_contract::bytes(&c.id))?;
+            if let Some(v) = &c.verification_id {
+                contract(rec, "caveat verification id", store_contract::bytes(v))?;
+            }
+            contract(rec, "caveat location", store_contract::text(&c.location))?;
+        }
     }
+    for (name, config) in new.feature_config.iter().flatten() {
+        contract(rec, "feature config name", store_contract::key(name))?;
+        contract(rec, "feature config", store_contract::bytes(config))?;
+    }
+    contract(rec, "expiry", store_contract::time(new.expiry))
 }
 
 /// Fresh keys: a random secp256k1 key pair whose id is not `taken`.
@@ -179,14 +203,14 @@ pub(crate) fn build_session(
     new: NewSession,
     keys: (Secret<32>, PublicKey, SessionId),
 ) -> Result<Session> {
-    check_time("new session", "expiry", new.expiry)?;
+    let expiry = check_new_session(&new)?;
     let (local_private_key, local_public_key, id) = keys;
     Ok(Session {
         id,
         label: new.label,
         state: SessionState::Reserved,
         session_type: new.session_type,
-        expiry: sqldb::time::truncate_micros(new.expiry),
+        expiry,
         created_at: sqldb::time::truncate_micros(Utc::now()),
         revoked_at: None,
         server_addr: new.server_addr,
