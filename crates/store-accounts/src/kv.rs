@@ -448,12 +448,11 @@ impl Store for KvStore {
         self.modify(id, move |this, a| {
             if let Some(label) = &update.label
                 && !label.is_empty()
+                && this.label_taken(label, Some(id))?
             {
-                if this.label_taken(label, Some(id))? {
-                    return Err(Error::LabelAlreadyExists {
-                        label: label.clone(),
-                    });
-                }
+                return Err(Error::LabelAlreadyExists {
+                    label: label.clone(),
+                });
             }
             if let Some(b) = update.balance_msat {
                 a.current_balance_msat = b;
