@@ -658,7 +658,8 @@ fn is_invalid<T: std::fmt::Debug>(r: crate::Result<T>, want: &str) {
 /// filter, naming the field.
 pub async fn text_with_nul_is_refused_naming_the_field(st: &Stores) {
     let a = &*st.actions;
-    let cases: [(&str, fn(&mut AddAction)); 6] = [
+    type Spoil = fn(&mut AddAction);
+    let cases: [(&str, Spoil); 6] = [
         ("actor_name", |r| r.actor_name = "a\0".into()),
         ("feature_name", |r| r.feature_name = "f\0".into()),
         ("trigger", |r| r.trigger = "t\0".into()),
