@@ -198,6 +198,7 @@ async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Resul
     let mut invoices: Vec<[SimpleExpr; 2]> = Vec::new();
     let mut payments: Vec<[SimpleExpr; 4]> = Vec::new();
     for (i, a) in chunk.iter().enumerate() {
+        a.check().map_err(|e| Error::Contract(e.to_string()))?;
         let id = first_id + i as i64;
         let label: Option<String> = (!a.label.is_empty()).then(|| a.label.clone());
         insert.values_panic([

@@ -217,6 +217,7 @@ async fn write_chunk(
     insert.into_table(Actions::Table).columns(ACTION_COLUMNS);
     let mut expected = Vec::with_capacity(chunk.len());
     for a in chunk {
+        a.check().map_err(|e| Error::Contract(e.to_string()))?;
         if a.locator.index() > i64::MAX as u64 {
             return Err(Error::Invalid {
                 record: format!("action {}", a.locator),

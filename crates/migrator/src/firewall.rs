@@ -388,6 +388,7 @@ async fn write_entries(
     let first = *next_id;
     let mut written = Vec::new();
     for e in chunk {
+        e.check().map_err(|e| Error::Contract(e.to_string()))?;
         let (group, entry) = match e.group {
             None => (None, e.clone()),
             Some(g) => match groups.get(&g) {
@@ -481,6 +482,13 @@ async fn write_pairs(
             continue;
         };
         for (real, pseudo) in &g.pairs {
+            store_firewall::PrivacyPair {
+                group: g.group,
+                real: real.clone(),
+                pseudo: pseudo.clone(),
+            }
+            .check()
+            .map_err(|e| Error::Contract(e.to_string()))?;
             rows.push([gid.into(), real.clone().into(), pseudo.clone().into()]);
         }
         expected

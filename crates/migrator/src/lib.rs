@@ -106,6 +106,10 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A record breaks the data contract every backend enforces
+    /// (docs/design.md §4.1): refused on every target alike.
+    #[error("cannot migrate it (the same on every SQL backend): {0}")]
+    Contract(String),
     /// A migrated record read back different from the original.
     #[error("migrated {record} does not match the key-value original:\n{diff}")]
     Mismatch {

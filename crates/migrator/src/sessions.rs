@@ -209,6 +209,7 @@ impl Migration {
         let mut dropped_links = HashSet::new();
         let mut with_ids = Vec::with_capacity(chunk.len());
         for s in &chunk {
+            s.check().map_err(|e| Error::Contract(e.to_string()))?;
             let sql_id = self.next_id;
             self.next_id += 1;
             if s.group_id == s.id {

@@ -208,6 +208,22 @@ pub(crate) fn check_expiration(
         .transpose()
 }
 
+impl Account {
+    /// A stored account against the data contract (imports and the
+    /// migration check what they write with it).
+    pub fn check(&self) -> Result<()> {
+        let rec = format!("account {}", self.id);
+        amount_i64(rec.clone(), "initial_balance_msat", self.initial_balance_msat)?;
+        contract(rec.clone(), "label", store_contract::key(&self.label))?;
+        contract(rec.clone(), "last_update", store_contract::time(self.last_update))?;
+        check_expiration(rec.clone(), self.expiration)?;
+        for (hash, p) in &self.payments {
+            amount_i64(format!("{rec}, payment {hash}"), "full_amount_msat", p.full_amount_msat)?;
+        }
+        Ok(())
+    }
+}
+
 /// The arguments of [`Store::new_account`] checked against the contract, as
 /// every backend stores them: the balance as i64, the expiry normalised.
 pub(crate) fn check_new_account(

@@ -416,6 +416,19 @@ impl AddAction {
     }
 }
 
+impl Action {
+    /// A stored action against the data contract (imports and the migration
+    /// check what they write with it).
+    pub fn check(&self) -> Result<()> {
+        self.request.check()?;
+        let rec = format!("action {}", self.locator);
+        contract(&rec, "error_reason", store_contract::text(&self.error_reason))?;
+        contract(&rec, "attempted_at", store_contract::time(self.attempted_at))?;
+        contract(&rec, "locator", store_contract::number(self.locator.index()))?;
+        Ok(())
+    }
+}
+
 impl ActionFilter {
     /// The filter's text against the data contract.
     pub fn check(&self) -> Result<()> {

@@ -146,10 +146,35 @@ pub(crate) fn contract<T>(
 /// Every text, binary and time field of a new session against the data
 /// contract, the same on every backend; returns the expiry as stored.
 fn check_new_session(new: &NewSession) -> Result<DateTime<Utc>> {
-    let rec = "new session";
-    contract(rec, "label", store_contract::text(&new.label))?;
-    contract(rec, "server_addr", store_contract::text(&new.server_addr))?;
-    if let Some(r) = &new.macaroon_recipe {
+    check_fields("new session", &new.label, &new.server_addr, new.macaroon_recipe.as_ref(), new.feature_config.as_ref())?;
+    contract("new session", "expiry", store_contract::time(new.expiry))
+}
+
+impl Session {
+    /// A stored session against the data contract (imports and the
+    /// migration check what they write with it).
+    pub fn check(&self) -> Result<()> {
+        let rec = format!("session {}", self.id);
+        check_fields(&rec, &self.label, &self.server_addr, self.macaroon_recipe.as_ref(), self.feature_config.as_ref())?;
+        for (field, t) in [("expiry", Some(self.expiry)), ("created_at", Some(self.created_at)), ("revoked_at", self.revoked_at)] {
+            if let Some(t) = t {
+                contract(&rec, field, store_contract::time(t))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_fields(
+    rec: &str,
+    label: &str,
+    server_addr: &str,
+    recipe: Option<&MacaroonRecipe>,
+    feature_config: Option<&std::collections::BTreeMap<String, Vec<u8>>>,
+) -> Result<()> {
+    contract(rec, "label", store_contract::text(label))?;
+    contract(rec, "server_addr", store_contract::text(server_addr))?;
+    if let Some(r) = recipe {
         for p in &r.permissions {
             contract(rec, "permission entity", store_contract::text(&p.entity))?;
             contract(rec, "permission action", store_contract::text(&p.action))?;
@@ -162,11 +187,11 @@ fn check_new_session(new: &NewSession) -> Result<DateTime<Utc>> {
             contract(rec, "caveat location", store_contract::text(&c.location))?;
         }
     }
-    for (name, config) in new.feature_config.iter().flatten() {
+    for (name, config) in feature_config.into_iter().flatten() {
         contract(rec, "feature config name", store_contract::key(name))?;
         contract(rec, "feature config", store_contract::bytes(config))?;
     }
-    contract(rec, "expiry", store_contract::time(new.expiry))
+    Ok(())
 }
 
 /// Fresh keys: a random secp256k1 key pair whose id is not `taken`.
