@@ -100,8 +100,20 @@ impl Config {
     }
 
     /// Parses TOML.
+    ///
+    /// Errors name the line and what is wrong with it, never the line
+    /// itself or a quoted value (a config line may hold a password).
     pub fn from_toml(text: &str) -> Result<Config, Error> {
-        toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let message = elide_quoted(e.message());
+            Error::Config(match line {
+                Some(l) => format!("line {l}: {message}"),
+                None => message,
+            })
+        })
     }
 
     /// Reads `file` (if given), then applies the `NODESTORE_*` variables of
@@ -119,7 +131,10 @@ impl Config {
             Some(f) => {
                 let text = std::fs::read_to_string(f)
                     .map_err(|e| Error::Config(format!("{}: {e}", f.display())))?;
-                Some(Config::from_toml(&text)?)
+                Some(Config::from_toml(&text).map_err(|e| match e {
+                    Error::Config(m) => Error::Config(format!("{}: {m}", f.display())),
+                    other => other,
+                })?)
             }
             None => None,
         };
@@ -184,6 +199,23 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// `s` with every double-quoted part replaced by `"…"`.
+fn elide_quoted(s: &str) -> String {
+    let mut out = String::new();
+    let mut parts = s.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        if i % 2 == 0 {
+            out.push_str("\"…\"");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -177,16 +177,17 @@ impl FromStr for Location {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Location> {
-        if let Some(p) = s.strip_prefix("kv:") {
-            Ok(Location::Kv(PathBuf::from(p)))
-        } else if let Some(p) = s.strip_prefix("sqlite:") {
-            Ok(Location::Sqlite(PathBuf::from(p)))
-        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            Ok(Location::Postgres(s.to_owned()))
-        } else {
-            Err(Error::Config(format!(
-                "{s:?}: expected kv:DIR, sqlite:PATH or postgres://…"
-            )))
+        let scheme = s.split_once(':').map(|(k, _)| k.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("kv") => Ok(Location::Kv(PathBuf::from(&s[3..]))),
+            Some("sqlite") => Ok(Location::Sqlite(PathBuf::from(&s[7..]))),
+            Some("postgres" | "postgresql") if s.contains("://") => {
+                Ok(Location::Postgres(s.to_owned()))
+            }
+            _ => Err(Error::Config(format!(
+                "{}: expected kv:DIR, sqlite:PATH or postgres://…",
+                sqldb::redact::target(s)
+            ))),
         }
     }
 }
@@ -196,15 +197,7 @@ impl fmt::Display for Location {
         match self {
             Location::Kv(p) => write!(f, "kv:{}", p.display()),
             Location::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
-            // Without the password.
-            Location::Postgres(url) => match url.split_once('@') {
-                Some((creds, rest)) => {
-                    let (scheme, user) = creds.split_once("://").unwrap_or(("postgres", creds));
-                    let user = user.split(':').next().unwrap_or("");
-                    write!(f, "{scheme}://{user}@{rest}")
-                }
-                None => f.write_str(url),
-            },
+            Location::Postgres(url) => f.write_str(&sqldb::redact::target(url)),
         }
     }
 }
@@ -223,16 +216,23 @@ impl Location {
     }
 }
 
-/// Connects to a SQL backend (without applying anything).
+/// Connects to a SQL backend (without applying anything). A SQLite file is
+/// created (mode 0600) when missing, but never its directory: a directory
+/// that does not exist is a mistyped path, reported as such.
 pub async fn connect(backend: &BackendConfig) -> Result<Option<Db>> {
     Ok(match backend {
         BackendConfig::Kv { .. } => None,
         BackendConfig::Sqlite { file } => {
-            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
+                && !parent.is_dir()
+            {
+                return Err(Error::Io {
                     path: parent.to_path_buf(),
-                    source,
-                })?;
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no such directory (it is not created: check the path)",
+                    ),
+                });
             }
             Some(SqliteDb::open(file, SqliteOptions::default()).await?.into())
         }
@@ -246,6 +246,15 @@ pub async fn connect(backend: &BackendConfig) -> Result<Option<Db>> {
             .await?
             .into(),
         ),
+    })
+}
+
+/// Connects to a SQL backend for reading only: a SQLite database is opened
+/// read-only and nothing is created (a missing file is an error naming it).
+pub async fn connect_read_only(backend: &BackendConfig) -> Result<Option<Db>> {
+    Ok(match backend {
+        BackendConfig::Sqlite { file } => Some(SqliteDb::open_read_only(file).await?.into()),
+        other => connect(other).await?,
     })
 }
 

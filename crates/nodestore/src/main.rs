@@ -7,6 +7,7 @@
 )]
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -19,6 +20,36 @@ use nodestore::generate::{Scale, generate};
 use nodestore::verify::{VerifyReport, verify};
 use nodestore::{BackendConfig, Config, Error, Location};
 use serde_json::json;
+
+/// Exit code when standard output is closed early (a reader such as `head`
+/// stopped reading): 128 + SIGPIPE, what a shell shows for it.
+const EXIT_CLOSED_STDOUT: i32 = 141;
+
+/// `println!` that never panics: a closed standard output ends the command
+/// quietly with [`EXIT_CLOSED_STDOUT`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(EXIT_CLOSED_STDOUT);
+        }
+    };
+}
+
+/// `print!` that never panics (see [`say!`]).
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        if write!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(EXIT_CLOSED_STDOUT);
+        }
+    };
+}
+
+/// `eprintln!` that never panics: a closed standard error loses the line.
+macro_rules! warn_line {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    };
+}
 
 #[derive(Parser)]
 #[command(
@@ -119,7 +150,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            warn_line!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -152,7 +183,7 @@ fn report_error(e: &(dyn std::error::Error + 'static)) {
             } else {
                 "  "
             };
-            eprintln!("{lead}{part}");
+            warn_line!("{lead}{part}");
         }
     }
 }
@@ -208,12 +239,13 @@ impl migrator::Progress for Bars {
 
 async fn sql_db(target: &str) -> Result<sqldb::Db, Error> {
     let location: Location = target.parse()?;
+    let not_sql = || Error::Config(format!("{location}: expected a SQL database"));
     if matches!(location, Location::Kv(_)) {
-        return Err(Error::Config(format!("{target}: expected a SQL database")));
+        return Err(not_sql());
     }
     nodestore::connect(&location.backend())
         .await?
-        .ok_or_else(|| Error::Config(format!("{target}: expected a SQL database")))
+        .ok_or_else(not_sql)
 }
 
 /// Exit codes (docs in `nodestore help`): 0 done, 1 failed (nothing of the
@@ -221,6 +253,17 @@ async fn sql_db(target: &str) -> Result<sqldb::Db, Error> {
 /// the data is safe in SQL but something is left to finish (a pending
 /// tombstone, a later schema step), which the next run or open finishes.
 const EXIT_UNFINISHED: u8 = 3;
+
+async fn sql_db_read_only(target: &str) -> Result<sqldb::Db, Error> {
+    let location: Location = target.parse()?;
+    let not_sql = || Error::Config(format!("{location}: expected a SQL database"));
+    if matches!(location, Location::Kv(_)) {
+        return Err(not_sql());
+    }
+    nodestore::connect_read_only(&location.backend())
+        .await?
+        .ok_or_else(not_sql)
+}
 
 fn outcome_code(o: &migrator::Outcome) -> ExitCode {
     if o.is_complete() {
@@ -283,44 +326,50 @@ fn failure_json(kv: &Path, target: &str, f: &migrator::Failure) -> serde_json::V
 fn print_outcome(target: &str, o: &migrator::Outcome, elapsed: f64) {
     let r = &o.report;
     match o.kind {
-        migrator::OutcomeKind::Rehearsed => println!(
+        migrator::OutcomeKind::Rehearsed => say!(
             "dry run: migrated into {target} and verified every record in {elapsed:.2}s, then rolled \
              everything back: nothing was kept, and the key-value database is unchanged"
         ),
-        migrator::OutcomeKind::AlreadyMigrated => println!(
+        migrator::OutcomeKind::AlreadyMigrated => say!(
             "{target} already holds this key-value database's data (migrated earlier); nothing to migrate"
         ),
-        migrator::OutcomeKind::Migrated => println!(
-            "migrated into {target} in {elapsed:.2}s, every record read back and compared:"
-        ),
+        migrator::OutcomeKind::Migrated => {
+            say!("migrated into {target} in {elapsed:.2}s, every record read back and compared:")
+        }
     }
-    println!(
+    say!(
         "  accounts  {:>9} accounts, {} invoices, {} payments",
-        r.accounts.accounts, r.accounts.invoices, r.accounts.payments
+        r.accounts.accounts,
+        r.accounts.invoices,
+        r.accounts.payments
     );
-    println!(
+    say!(
         "  sessions  {:>9} sessions; dropped {} older duplicates of an id, {} links to removed accounts",
-        r.sessions.sessions, r.sessions.duplicates_dropped, r.sessions.account_links_dropped
+        r.sessions.sessions,
+        r.sessions.duplicates_dropped,
+        r.sessions.account_links_dropped
     );
-    println!(
+    say!(
         "  firewall  {:>9} kv-store entries, {} privacy pairs; skipped {} entries and {} pairs of deleted session groups",
         r.firewall.kv_entries,
         r.firewall.privacy_pairs,
         r.firewall.kv_entries_skipped,
         r.firewall.privacy_pairs_skipped
     );
-    println!(
+    say!(
         "  actions   {:>9} actions; dropped {} links to deleted sessions, {} to removed accounts",
-        r.actions.actions, r.actions.session_links_dropped, r.actions.account_links_dropped
+        r.actions.actions,
+        r.actions.session_links_dropped,
+        r.actions.account_links_dropped
     );
     for p in &o.accepted_damage {
-        println!("  accepted damage: {p}");
+        say!("  accepted damage: {p}");
     }
     match &o.tombstone {
         migrator::TombstoneState::Written(m) => {
-            println!("  the key-value database is tombstoned (into {})", m.target)
+            say!("  the key-value database is tombstoned (into {})", m.target)
         }
-        migrator::TombstoneState::Pending(p) => println!(
+        migrator::TombstoneState::Pending(p) => say!(
             "  the data is safe in SQL, but the key-value database is not tombstoned yet ({p}); \
              run the migration again (or open the node) to finish, and do not run a node on the \
              key-value database"
@@ -328,7 +377,7 @@ fn print_outcome(target: &str, o: &migrator::Outcome, elapsed: f64) {
         migrator::TombstoneState::NotWritten => {}
     }
     if let Some(reason) = &o.unfinished_steps {
-        println!(
+        say!(
             "  the data is safe in SQL, but a later schema step failed ({reason}); run the migration \
              again (or open the node) to apply it"
         );
@@ -337,38 +386,38 @@ fn print_outcome(target: &str, o: &migrator::Outcome, elapsed: f64) {
 
 fn print_verify(r: &VerifyReport) {
     if r.is_clean() {
-        println!("verified: {} records, no differences", r.records);
+        say!("verified: {} records, no differences", r.records);
     } else {
-        println!(
+        say!(
             "{} differences in {} records:",
             r.differences.len(),
             r.records
         );
         for d in &r.differences {
-            println!("  {}: {}", d.record, d.detail);
+            say!("  {}: {}", d.record, d.detail);
         }
     }
 }
 
 fn print_status(s: &nodestore::status::NodeStatus) {
     match &s.kv {
-        None => println!("key-value database: none configured"),
+        None => say!("key-value database: none configured"),
         Some(k) => {
-            print!("key-value database: {} ({}", k.path.display(), k.state);
+            say_raw!("key-value database: {} ({}", k.path.display(), k.state);
             if let Some(f) = k.format {
-                print!(", format {f}");
+                say_raw!(", format {f}");
             }
             if let (Some(at), Some(t)) = (&k.tombstoned_at, &k.tombstone_target) {
-                print!(", migrated on {at} into {t}");
+                say_raw!(", migrated on {at} into {t}");
             }
-            println!(")");
+            say!(")");
         }
     }
     match &s.sql {
-        None => println!("SQL database: none (kv backend)"),
+        None => say!("SQL database: none (kv backend)"),
         Some(q) => {
-            println!("SQL database: {}", q.target);
-            println!(
+            say!("SQL database: {}", q.target);
+            say!(
                 "  schema steps applied: {}",
                 if q.steps_applied.is_empty() {
                     "none".into()
@@ -377,14 +426,14 @@ fn print_status(s: &nodestore::status::NodeStatus) {
                 }
             );
             if !q.steps_pending.is_empty() {
-                println!("  schema steps pending: {}", q.steps_pending.join(", "));
+                say!("  schema steps pending: {}", q.steps_pending.join(", "));
             }
             for m in &q.migrations {
-                println!("  migrated {m}");
+                say!("  migrated {m}");
             }
         }
     }
-    println!("opening would: {}", s.open_would);
+    say!("opening would: {}", s.open_would);
 }
 
 async fn run(command: Command) -> Result<ExitCode, Error> {
@@ -419,7 +468,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 Ok(o) => o,
                 Err(failure) => {
                     if json {
-                        println!("{}", failure_json(&kv, &db.describe(), &failure));
+                        say!("{}", failure_json(&kv, &db.describe(), &failure));
                     }
                     return Err(Error::Migration {
                         kv: kv.display().to_string(),
@@ -430,17 +479,17 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 }
             };
             if json {
-                println!("{}", outcome_json(&db.describe(), &outcome));
+                say!("{}", outcome_json(&db.describe(), &outcome));
             } else {
                 print_outcome(&db.describe(), &outcome, started.elapsed().as_secs_f64());
             }
             Ok(outcome_code(&outcome))
         }
         Command::Verify { kv, sql, json } => {
-            let db = sql_db(&sql).await?;
+            let db = sql_db_read_only(&sql).await?;
             let report = verify(&kv, &db).await?;
             if json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                say!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 print_verify(&report);
             }
@@ -451,6 +500,12 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             })
         }
         Command::Status { config, dir, json } => {
+            if let Some(d) = dir.as_ref().filter(|d| !d.is_dir()) {
+                return Err(Error::Io {
+                    path: d.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+                });
+            }
             let config = match dir {
                 Some(d) => Config {
                     kv_dir: Some(d.join("kv")),
@@ -462,7 +517,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             };
             let s = nodestore::status::status(&config).await?;
             if json {
-                println!("{}", serde_json::to_string(&s).unwrap_or_default());
+                say!("{}", serde_json::to_string(&s).unwrap_or_default());
             } else {
                 print_status(&s);
             }
@@ -472,7 +527,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let d = nodestore::dump::dump(&from.parse()?).await?;
             match out {
                 Some(path) => d.write(&path)?,
-                None => print!("{}", d.to_json()),
+                None => say_raw!("{}", d.to_json()),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -488,7 +543,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             })?;
             let d = Dump::from_json(&text)?;
             nodestore::dump::import(&d, &dir).await?;
-            println!(
+            say!(
                 "imported {} accounts, {} sessions, {} kv-store entries, {} privacy pairs, {} actions into {}",
                 d.accounts.len(),
                 d.sessions.len(),
@@ -518,7 +573,7 @@ async fn demo(dir: &Path, postgres: Option<String>, scale: Scale) -> Result<Exit
         }
         std::fs::remove_dir_all(dir).map_err(io(dir))?;
     }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    tombstone::create_private_dir(dir).map_err(io(dir))?;
     std::fs::write(
         dir.join(DEMO_MARKER),
         "made by nodestore demo; removed by the next run\n",
@@ -526,7 +581,7 @@ async fn demo(dir: &Path, postgres: Option<String>, scale: Scale) -> Result<Exit
     .map_err(io(dir))?;
     let kv = dir.join("kv");
     let shape = scale.shape();
-    println!(
+    say!(
         "1. building a key-value node database in {} ({} SQL rows' worth)",
         kv.display(),
         shape.total_rows()
@@ -546,7 +601,7 @@ async fn demo(dir: &Path, postgres: Option<String>, scale: Scale) -> Result<Exit
     })
     .await?;
     drop(bars);
-    println!("   built in {:.2}s", started.elapsed().as_secs_f64());
+    say!("   built in {:.2}s", started.elapsed().as_secs_f64());
 
     let location = match &postgres {
         Some(url) => Location::Postgres(url.clone()),
@@ -556,7 +611,7 @@ async fn demo(dir: &Path, postgres: Option<String>, scale: Scale) -> Result<Exit
         kv_dir: Some(kv.clone()),
         ..Config::new(location.backend())
     };
-    println!("2. migrating it into {location}");
+    say!("2. migrating it into {location}");
     let db = nodestore::connect(&config.backend)
         .await?
         .ok_or_else(|| Error::Config("not SQL".into()))?;
@@ -576,16 +631,16 @@ async fn demo(dir: &Path, postgres: Option<String>, scale: Scale) -> Result<Exit
         return Ok(outcome_code(&outcome));
     }
 
-    println!("3. verifying every record of the (now tombstoned) key-value database against SQL");
+    say!("3. verifying every record of the (now tombstoned) key-value database against SQL");
     let report = verify(&kv, &db).await?;
     print_verify(&report);
 
-    println!("4. status");
+    say!("4. status");
     print_status(&nodestore::status::status(&config).await?);
-    println!("5. a node opening the key-value database now is refused:");
+    say!("5. a node opening the key-value database now is refused:");
     match tombstone::KvDb::open(&kv, &tombstone::KvOptions::default()) {
-        Err(e) => println!("   {e}"),
-        Ok(_) => println!("   (unexpectedly opened)"),
+        Err(e) => say!("   {e}"),
+        Ok(_) => say!("   (unexpectedly opened)"),
     }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS

@@ -83,7 +83,33 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
             tombstone_target: target,
         }
     });
-    let Some(db) = crate::connect(&config.backend).await? else {
+    if let BackendConfig::Sqlite { file } = &config.backend
+        && !file.exists()
+    {
+        // Reading only: report a database that does not exist yet without
+        // creating it.
+        let open_would = match kv.as_ref().map(|k| k.state.as_str()) {
+            Some("live") if config.migration == MigrationPolicy::Defer => {
+                "open the stores on the key-value database (migration deferred)".to_owned()
+            }
+            Some("live") => "migrate the key-value database into SQL (the SQLite file is created then), tombstone it, and open the stores on SQL".to_owned(),
+            _ => "create the SQLite database and open the stores on SQL".to_owned(),
+        };
+        return Ok(NodeStatus {
+            kv,
+            sql: Some(SqlStatus {
+                target: format!("sqlite:{} (does not exist yet)", file.display()),
+                steps_applied: Vec::new(),
+                steps_pending: STEPS
+                    .iter()
+                    .map(|s| format!("{} {}", s.version, s.name))
+                    .collect(),
+                migrations: Vec::new(),
+            }),
+            open_would,
+        });
+    }
+    let Some(db) = crate::connect_read_only(&config.backend).await? else {
         let open_would = match kv.as_ref().map(|k| k.state.as_str()) {
             Some("tombstoned") => "refuse: the key-value database was migrated to SQL".to_owned(),
             _ => "open the stores on the key-value database".to_owned(),

@@ -50,6 +50,32 @@ fn keyed<T: Serialize>(items: &[T], key: impl Fn(&T) -> String) -> BTreeMap<Stri
         .collect()
 }
 
+/// Fields of a record that hold secrets: a difference is reported, the
+/// values never are.
+const SECRET_FIELDS: [&str; 2] = ["pairing_secret", "local_private_key"];
+
+/// A short fingerprint of a secret, to tell two apart without showing them.
+fn fingerprint(v: &Value) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(v.to_string().as_bytes());
+    format!("sha256:{}", hex::encode(&digest[..4]))
+}
+
+/// A value for a message: shortened when long.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => store_contract::shown(s),
+        other => {
+            let text = other.to_string();
+            if text.len() > 80 {
+                store_contract::shown(&text)
+            } else {
+                text
+            }
+        }
+    }
+}
+
 fn fields(a: &Value, b: &Value) -> String {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -60,16 +86,24 @@ fn fields(a: &Value, b: &Value) -> String {
                 .into_iter()
                 .filter(|n| x.get(*n) != y.get(*n))
                 .map(|n| {
-                    format!(
-                        "{n}: kv {}, sql {}",
+                    let (kv, sql) = (
                         x.get(n).unwrap_or(&Value::Null),
-                        y.get(n).unwrap_or(&Value::Null)
-                    )
+                        y.get(n).unwrap_or(&Value::Null),
+                    );
+                    if SECRET_FIELDS.contains(&n.as_str()) {
+                        format!(
+                            "{n}: differs (kv {}, sql {})",
+                            fingerprint(kv),
+                            fingerprint(sql)
+                        )
+                    } else {
+                        format!("{n}: kv {}, sql {}", shown(kv), shown(sql))
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("; ")
         }
-        _ => format!("kv {a}, sql {b}"),
+        _ => format!("kv {}, sql {}", shown(a), shown(b)),
     }
 }
 

@@ -54,6 +54,7 @@ pub mod error;
 pub mod introspect;
 pub mod migrate;
 pub mod postgres;
+pub mod redact;
 pub mod row;
 pub mod schema;
 pub mod sqlite;

@@ -631,6 +631,10 @@ fn pool_error(err: PoolError) -> DbError {
 }
 
 /// The one place PostgreSQL errors are classified.
+///
+/// The message keeps the server's SQLSTATE and message and drops its
+/// detail, hint and context: a constraint error's detail quotes the failing
+/// row (`Failing row contains …`), secrets included.
 pub(crate) fn classify(err: tokio_postgres::Error) -> DbError {
     let kind = if let Some(code) = err.code() {
         if *code == SqlState::UNIQUE_VIOLATION {
@@ -644,7 +648,7 @@ pub(crate) fn classify(err: tokio_postgres::Error) -> DbError {
             || *code == SqlState::LOCK_NOT_AVAILABLE
         {
             ErrorKind::Retryable
-        } else if code.code().starts_with("08") {
+        } else if code.code().starts_with("08") || code.code().starts_with("57P") {
             ErrorKind::Connection
         } else {
             ErrorKind::Other
@@ -658,7 +662,16 @@ pub(crate) fn classify(err: tokio_postgres::Error) -> DbError {
     } else {
         ErrorKind::Other
     };
-    DbError::new(BACKEND, kind, err)
+    let message = match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        // The driver's own text ("error connecting to server", "db error")
+        // says little alone; its cause says what happened.
+        None => match err.source() {
+            Some(cause) => format!("{err}: {cause}"),
+            None => err.to_string(),
+        },
+    };
+    DbError::new(BACKEND, kind, message)
 }
 
 #[cfg(test)]

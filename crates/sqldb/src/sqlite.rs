@@ -66,6 +66,9 @@ pub struct SqliteOptions {
     /// Page cache size per connection in KiB (`PRAGMA cache_size = -N`);
     /// `None` keeps SQLite's default of about 2 MiB.
     pub cache_size_kib: Option<u32>,
+    /// Open for reading only: no writer, no file created (see
+    /// [`SqliteDb::open_read_only`]).
+    pub read_only: bool,
 }
 
 impl Default for SqliteOptions {
@@ -75,6 +78,7 @@ impl Default for SqliteOptions {
             readers: 2,
             synchronous: Synchronous::Full,
             cache_size_kib: None,
+            read_only: false,
         }
     }
 }
@@ -191,7 +195,22 @@ fn open_connection(path: &Path, opts: &SqliteOptions, reader: bool) -> DbResult<
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
+    let conn = if opts.read_only {
+        // Reading only must create nothing: with no -wal file, no process
+        // has the database open and all of it is in the main file, which is
+        // then read as immutable (SQLite would otherwise create -wal and
+        // -shm); with one, the connection shares it read-only.
+        let immutable = !wal_path(path, "-wal").exists();
+        let uri = format!(
+            "file:{}?mode=ro{}",
+            uri_path(path),
+            if immutable { "&immutable=1" } else { "" }
+        );
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(|e| with_path(classify(e), path))?;
     conn.busy_timeout(opts.busy_timeout).map_err(classify)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(classify)?;
@@ -226,11 +245,65 @@ fn open_connection(path: &Path, opts: &SqliteOptions, reader: bool) -> DbResult<
     Ok(conn)
 }
 
+/// `path` with `suffix` appended to its file name (`-wal`, `-shm`).
+fn wal_path(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// A path for a `file:` URI: the characters a URI gives meaning to escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' | b'&' | b'=' | b' ' => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(*b as char),
+        }
+    }
+    out
+}
+
+/// A driver error with the file it concerns, when its message lacks it.
+fn with_path(mut e: DbError, path: &Path) -> DbError {
+    let text = e.source.to_string();
+    if !text.contains(&path.display().to_string()) {
+        e.source = format!("{}: {text}", path.display()).into();
+    }
+    e
+}
+
+/// Sets mode 0600 on the database file and its `-wal` and `-shm` files
+/// wherever they allow more, with a warning (they hold private keys).
+fn tighten(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for p in [
+        path.to_path_buf(),
+        wal_path(path, "-wal"),
+        wal_path(path, "-shm"),
+    ] {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => tracing::warn!(
+                    path = %p.display(),
+                    "the SQLite file allowed other users to read it (it holds private keys); it is now 0600"
+                ),
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot make the SQLite file private")
+                }
+            }
+        }
+    }
+}
+
 /// A SQLite database file with one writer and a few reader connections.
 pub struct SqliteDb {
     path: PathBuf,
     opts: SqliteOptions,
-    writer: Arc<Mutex<Worker>>,
+    writer: Option<Arc<Mutex<Worker>>>,
     readers: Vec<Arc<Mutex<Worker>>>,
     next_reader: AtomicUsize,
 }
@@ -248,8 +321,21 @@ impl SqliteDb {
     /// Opens (creating if needed, with mode 0600) the database at `path`.
     pub async fn open(path: impl AsRef<Path>, opts: SqliteOptions) -> DbResult<SqliteDb> {
         let path = path.as_ref().to_path_buf();
-        let writer =
-            Worker::spawn(path.clone(), opts.clone(), false, "sqlite-writer".into()).await?;
+        if opts.read_only && !path.is_file() {
+            return Err(DbError::new(
+                BACKEND,
+                ErrorKind::Connection,
+                format!("no SQLite database at {}", path.display()),
+            ));
+        }
+        let writer = if opts.read_only {
+            None
+        } else {
+            let w =
+                Worker::spawn(path.clone(), opts.clone(), false, "sqlite-writer".into()).await?;
+            tighten(&path);
+            Some(Arc::new(Mutex::new(w)))
+        };
         let mut readers = Vec::new();
         for i in 0..opts.readers.max(1) {
             let w = Worker::spawn(
@@ -264,7 +350,7 @@ impl SqliteDb {
         Ok(SqliteDb {
             path,
             opts,
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             readers,
             next_reader: AtomicUsize::new(0),
         })
@@ -275,6 +361,21 @@ impl SqliteDb {
         &self.path
     }
 
+    /// Opens an existing database for reading only: no writer connection,
+    /// and no file or directory is created (not even SQLite's `-wal` and
+    /// `-shm`). Errors when there is no database at `path`.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> DbResult<SqliteDb> {
+        SqliteDb::open(
+            path,
+            SqliteOptions {
+                read_only: true,
+                readers: 1,
+                ..SqliteOptions::default()
+            },
+        )
+        .await
+    }
+
     /// Opens the same file again, with the same options.
     pub async fn reopen(&self) -> DbResult<SqliteDb> {
         SqliteDb::open(&self.path, self.opts.clone()).await
@@ -282,7 +383,16 @@ impl SqliteDb {
 
     pub(crate) async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {
         let (worker, begin) = match mode {
-            TxMode::Write => (self.writer.clone().lock_owned().await, "BEGIN IMMEDIATE"),
+            TxMode::Write => match &self.writer {
+                Some(w) => (w.clone().lock_owned().await, "BEGIN IMMEDIATE"),
+                None => {
+                    return Err(DbError::new(
+                        BACKEND,
+                        ErrorKind::Other,
+                        format!("{} is open for reading only", self.path.display()),
+                    ));
+                }
+            },
             TxMode::Read => (self.reader().await, "BEGIN"),
         };
         worker

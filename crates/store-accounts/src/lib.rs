@@ -213,12 +213,24 @@ impl Account {
     /// migration check what they write with it).
     pub fn check(&self) -> Result<()> {
         let rec = format!("account {}", self.id);
-        amount_i64(rec.clone(), "initial_balance_msat", self.initial_balance_msat)?;
+        amount_i64(
+            rec.clone(),
+            "initial_balance_msat",
+            self.initial_balance_msat,
+        )?;
         contract(rec.clone(), "label", store_contract::key(&self.label))?;
-        contract(rec.clone(), "last_update", store_contract::time(self.last_update))?;
+        contract(
+            rec.clone(),
+            "last_update",
+            store_contract::time(self.last_update),
+        )?;
         check_expiration(rec.clone(), self.expiration)?;
         for (hash, p) in &self.payments {
-            amount_i64(format!("{rec}, payment {hash}"), "full_amount_msat", p.full_amount_msat)?;
+            amount_i64(
+                format!("{rec}, payment {hash}"),
+                "full_amount_msat",
+                p.full_amount_msat,
+            )?;
         }
         Ok(())
     }

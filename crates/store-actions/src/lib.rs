@@ -422,9 +422,21 @@ impl Action {
     pub fn check(&self) -> Result<()> {
         self.request.check()?;
         let rec = format!("action {}", self.locator);
-        contract(&rec, "error_reason", store_contract::text(&self.error_reason))?;
-        contract(&rec, "attempted_at", store_contract::time(self.attempted_at))?;
-        contract(&rec, "locator", store_contract::number(self.locator.index()))?;
+        contract(
+            &rec,
+            "error_reason",
+            store_contract::text(&self.error_reason),
+        )?;
+        contract(
+            &rec,
+            "attempted_at",
+            store_contract::time(self.attempted_at),
+        )?;
+        contract(
+            &rec,
+            "locator",
+            store_contract::number(self.locator.index()),
+        )?;
         Ok(())
     }
 }

@@ -146,7 +146,13 @@ pub(crate) fn contract<T>(
 /// Every text, binary and time field of a new session against the data
 /// contract, the same on every backend; returns the expiry as stored.
 fn check_new_session(new: &NewSession) -> Result<DateTime<Utc>> {
-    check_fields("new session", &new.label, &new.server_addr, new.macaroon_recipe.as_ref(), new.feature_config.as_ref())?;
+    check_fields(
+        "new session",
+        &new.label,
+        &new.server_addr,
+        new.macaroon_recipe.as_ref(),
+        new.feature_config.as_ref(),
+    )?;
     contract("new session", "expiry", store_contract::time(new.expiry))
 }
 
@@ -155,8 +161,18 @@ impl Session {
     /// migration check what they write with it).
     pub fn check(&self) -> Result<()> {
         let rec = format!("session {}", self.id);
-        check_fields(&rec, &self.label, &self.server_addr, self.macaroon_recipe.as_ref(), self.feature_config.as_ref())?;
-        for (field, t) in [("expiry", Some(self.expiry)), ("created_at", Some(self.created_at)), ("revoked_at", self.revoked_at)] {
+        check_fields(
+            &rec,
+            &self.label,
+            &self.server_addr,
+            self.macaroon_recipe.as_ref(),
+            self.feature_config.as_ref(),
+        )?;
+        for (field, t) in [
+            ("expiry", Some(self.expiry)),
+            ("created_at", Some(self.created_at)),
+            ("revoked_at", self.revoked_at),
+        ] {
             if let Some(t) = t {
                 contract(&rec, field, store_contract::time(t))?;
             }

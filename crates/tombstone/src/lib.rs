@@ -223,6 +223,46 @@ fn is_lock_conflict(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
+/// The mode of every file of a key-value database: it holds private keys.
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of its directories.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) with [`DIR_MODE`].
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
+
+/// Sets [`DIR_MODE`] on `dir` and its subdirectories and [`FILE_MODE`] on
+/// every file in them, wherever they allow more; returns the paths that did.
+pub fn tighten(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut looser = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let meta = std::fs::metadata(&d)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(DIR_MODE))?;
+            looser.push(d.clone());
+        }
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                stack.push(entry.path());
+            } else if ty.is_file() && entry.metadata()?.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(FILE_MODE))?;
+                looser.push(entry.path());
+            }
+        }
+    }
+    Ok(looser)
+}
+
 fn open_sled(path: &Path, opts: &KvOptions) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
@@ -388,7 +428,22 @@ impl KvDb {
     /// process holds it open for longer than [`LOCK_WAIT`]).
     pub fn open(path: impl AsRef<Path>, opts: &KvOptions) -> Result<KvDb> {
         let path = path.as_ref().to_path_buf();
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        // The directory exists with its mode before sled writes a byte.
+        create_private_dir(&path).map_err(io)?;
         let db = open_sled(&path, opts)?;
+        let looser = tighten(&path).map_err(io)?;
+        if !looser.is_empty() {
+            tracing::warn!(
+                path = %path.display(),
+                files = looser.len(),
+                "the key-value database allowed other users to read it (it holds private keys); \
+                 its directories are now 0700 and its files 0600"
+            );
+        }
         let meta = db.open_tree(META_TREE)?;
         let kv = KvDb {
             sidecar: Arc::new(stats::Sidecar::new(&path)),
@@ -529,6 +584,12 @@ impl KvDb {
         self.db.flush()?;
         self.sidecar.record(seq).map_err(|source| Error::Io {
             path: self.path.join(SIDECAR),
+            source,
+        })?;
+        // sled writes new files (snapshots) as it goes, with the process's
+        // umask: keep them private too.
+        tighten(&self.path).map_err(|source| Error::Io {
+            path: self.path.clone(),
             source,
         })?;
         Ok(())
