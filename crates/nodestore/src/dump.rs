@@ -184,9 +184,20 @@ pub fn time_text(t: DateTime<Utc>) -> String {
 }
 
 fn parse_time(record: &str, s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| Error::Dump(format!("{record}: time {}: {e}", store_contract::shown(s))))
+        .map_err(|e| Error::Dump(format!("{record}: time {}: {e}", store_contract::shown(s))))?;
+    // A dump is written in canonical form; any other form would not survive
+    // a round trip unchanged, so it is refused rather than altered.
+    if time_text(t) != s {
+        return Err(Error::Dump(format!(
+            "{record}: time {} is not in the dump's form (UTC, six fraction digits, no leap \
+             second); write it as {}",
+            store_contract::shown(s),
+            time_text(t)
+        )));
+    }
+    Ok(t)
 }
 
 /// Parses `N` bytes of hex. The error never repeats the value: a field may

@@ -574,11 +574,18 @@ async fn demo(dir: &Path, postgres: Option<String>, scale: Scale) -> Result<Exit
         std::fs::remove_dir_all(dir).map_err(io(dir))?;
     }
     tombstone::create_private_dir(dir).map_err(io(dir))?;
-    std::fs::write(
-        dir.join(DEMO_MARKER),
-        "made by nodestore demo; removed by the next run\n",
-    )
-    .map_err(io(dir))?;
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut marker = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(DEMO_MARKER))
+            .map_err(io(dir))?;
+        marker
+            .write_all(b"made by nodestore demo; removed by the next run\n")
+            .map_err(io(dir))?;
+    }
     let kv = dir.join("kv");
     let shape = scale.shape();
     say!(
