@@ -1,5 +1,5 @@
 -- Accounts: off-chain balance accounts, their payments and invoices, and the
--- last invoice indexes seen from lnd (docs/design.md §4).
+-- last invoice indexes seen from lnd (docs/design.md §4.2).
 --
 -- Written in the portable dialect described in crates/sqldb/src/schema.rs.
 

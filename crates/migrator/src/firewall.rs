@@ -181,7 +181,7 @@ fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
 /// The group of each given session id that is in SQL: the SQL id and the
 /// id of its first session. A group's entries and pairs may be stored under
 /// the id of any of its sessions; they belong to the session's group, as
-/// the reference resolves them (docs/design.md §4).
+/// the reference resolves them (docs/design.md §4.2).
 async fn group_ids(
     tx: &mut dyn Tx,
     ids: impl Iterator<Item = SessionId>,

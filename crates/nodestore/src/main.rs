@@ -55,6 +55,10 @@ macro_rules! warn_line {
 #[command(
     name = "nodestore",
     version,
+    after_help = "Exit codes: 0 done; 1 failed (the message says what was kept); 2 verify found \
+                  differences; 3 the data is safe in SQL but something is left to finish (a \
+                  pending tombstone, a later schema step), which the next run finishes; 141 \
+                  standard output was closed early (a reader such as `head` stopped reading).",
     about = "Storage for the daemon beside a Lightning node: migrate its key-value data to SQL, verify, inspect, dump and restore."
 )]
 struct Cli {

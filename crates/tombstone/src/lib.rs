@@ -276,6 +276,13 @@ fn open_sled(path: &Path, opts: &KvOptions) -> Result<sled::Db> {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) if is_lock_conflict(&e) => return Err(Error::InUse(path.to_path_buf())),
+            // sled's I/O errors do not say which file: this one does.
+            Err(sled::Error::Io(source)) => {
+                return Err(Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
             Err(e) => return Err(e.into()),
         }
     }
