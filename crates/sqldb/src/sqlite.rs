@@ -609,5 +609,32 @@ pub(crate) fn classify(err: rusqlite::Error) -> DbError {
         rusqlite::Error::ToSqlConversionFailure(_) => ErrorKind::Encode,
         _ => ErrorKind::Other,
     };
-    DbError::new(BACKEND, kind, err)
+    // The driver's own text for an error in SQL text quotes the whole
+    // input (a schema step's file, say); the message and offset suffice.
+    let message = match &err {
+        rusqlite::Error::SqlInputError { msg, offset, .. } => {
+            format!("{msg} (at byte {offset} of the statement)")
+        }
+        rusqlite::Error::SqliteFailure(e, Some(msg)) => format!("{msg} ({:?})", e.code),
+        other => other.to_string(),
+    };
+    DbError::new(BACKEND, kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_in_sql_text_does_not_quote_the_text() {
+        let conn = Connection::open_in_memory().unwrap();
+        let script = format!(
+            "CREATE TABLE t (a TEXT);\n{}\nCREATE TABLE oops (",
+            "-- filler\n".repeat(200)
+        );
+        let err = classify(conn.execute_batch(&script).unwrap_err());
+        let text = err.to_string();
+        assert!(!text.contains("filler"), "{text}");
+        assert!(text.len() < 200, "{text}");
+    }
 }
