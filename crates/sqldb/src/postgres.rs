@@ -409,6 +409,61 @@ impl Tx for PgTx {
         self.client().batch_execute(script).await.map_err(classify)
     }
 
+    async fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: Vec<Vec<Value>>,
+    ) -> DbResult<u64> {
+        use futures::pin_mut;
+        use tokio_postgres::binary_copy::BinaryCopyInWriter;
+        crate::tx::plain_identifiers(BACKEND, &[table])?;
+        crate::tx::plain_identifiers(BACKEND, columns)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let list = columns
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The column types, from the statement's description (cached).
+        let probe = self
+            .prepare(&format!("SELECT {list} FROM \"{table}\" LIMIT 0"))
+            .await?;
+        let types: Vec<Type> = probe.columns().iter().map(|c| c.type_().clone()).collect();
+        let copy = self
+            .prepare(&format!(
+                "COPY \"{table}\" ({list}) FROM STDIN (FORMAT binary)"
+            ))
+            .await?;
+        let sink = self
+            .client()
+            .copy_in::<_, bytes::Bytes>(&copy)
+            .await
+            .map_err(classify)?;
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        pin_mut!(writer);
+        for row in rows {
+            if row.len() != types.len() {
+                return Err(encode_err(format!(
+                    "a row of {} values for {} columns of {table}",
+                    row.len(),
+                    types.len()
+                )));
+            }
+            let values = row
+                .into_iter()
+                .zip(&types)
+                .map(|(v, ty)| bind_one(v, ty))
+                .collect::<Result<Vec<PgValue>, String>>()
+                .map_err(encode_err)?;
+            let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(as_sql).collect();
+            writer.as_mut().write(&refs).await.map_err(classify)?;
+        }
+        writer.finish().await.map_err(classify)
+    }
+
     async fn commit(mut self: Box<Self>) -> DbResult<()> {
         let result = self
             .client()
@@ -477,6 +532,10 @@ impl ToSql for PgValue {
     }
 
     to_sql_checked!();
+}
+
+fn as_sql(v: &PgValue) -> &(dyn ToSql + Sync) {
+    v
 }
 
 fn encode_err(msg: String) -> DbError {

@@ -463,6 +463,40 @@ impl Tx for SqliteTx {
             .await?
     }
 
+    async fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: Vec<Vec<Value>>,
+    ) -> DbResult<u64> {
+        crate::tx::plain_identifiers(BACKEND, &[table])?;
+        crate::tx::plain_identifiers(BACKEND, columns)?;
+        let text = crate::tx::insert_text(Dialect::Sqlite, table, columns);
+        let width = columns.len();
+        let rows: Vec<Vec<SqlValue>> = rows
+            .into_iter()
+            .map(|r| {
+                if r.len() != width {
+                    return Err(DbError::new(
+                        BACKEND,
+                        ErrorKind::Encode,
+                        format!("a row of {} values for {width} columns of {table}", r.len()),
+                    ));
+                }
+                r.into_iter().map(bind_one).collect()
+            })
+            .collect::<DbResult<_>>()?;
+        self.worker
+            .call(move |c| {
+                let mut stmt = c.prepare_cached(&text).map_err(classify)?;
+                for row in &rows {
+                    stmt.execute(params_from_iter(row)).map_err(classify)?;
+                }
+                Ok(rows.len() as u64)
+            })
+            .await?
+    }
+
     async fn set_cache_size_kib(&mut self, kib: i64) -> DbResult<Option<i64>> {
         self.worker
             .call(move |c| {

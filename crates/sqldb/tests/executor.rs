@@ -502,7 +502,88 @@ async fn sqlite_and_postgres_schemas_match(fx: &SqlFixture) {
     );
 }
 
+/// `copy_in` appends rows of every column type, NULLs included, and reads
+/// back what plain statements would have written; a row of the wrong width
+/// or a name that is not a plain identifier is refused, nothing written.
+async fn copy_in_appends_every_value_type(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let t = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap() + Duration::microseconds(7);
+    let n = 2_500i64;
+    let rows: Vec<Vec<Value>> = (0..n)
+        .map(|i| {
+            vec![
+                i.into(),
+                Value::String((i % 2 == 0).then(|| format!("label {i} 'q' 🦀"))),
+                0i64.into(),
+                (i * 1000).into(),
+                (-i).into(),
+                t.into(),
+                zero_time().into(),
+            ]
+        })
+        .collect();
+    let cols = [
+        "alias",
+        "label",
+        "type",
+        "initial_balance_msat",
+        "current_balance_msat",
+        "last_updated",
+        "expiration",
+    ];
+    let written = db
+        .write(|tx| Box::pin(async move { tx.copy_in("accounts", &cols, rows).await }))
+        .await
+        .unwrap();
+    assert_eq!(written, n as u64);
+    let back = db
+        .read(|tx| {
+            Box::pin(async move {
+                tx.query(
+                    &Query::select()
+                        .columns(["alias", "label", "current_balance_msat", "last_updated"].map(a))
+                        .from(a("accounts"))
+                        .order_by(a("alias"), Order::Asc)
+                        .to_owned(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.len(), n as usize);
+    for (i, r) in back.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(r.i64(0).unwrap(), i);
+        assert_eq!(
+            r.opt_text(1).unwrap(),
+            (i % 2 == 0).then(|| format!("label {i} 'q' 🦀"))
+        );
+        assert_eq!(r.i64(2).unwrap(), -i);
+        assert_eq!(r.time(3).unwrap(), t);
+    }
+    let short = vec![vec![Value::BigInt(Some(1))]];
+    assert!(
+        db.write(|tx| Box::pin(async move { tx.copy_in("accounts", &cols, short).await }))
+            .await
+            .is_err()
+    );
+    let bad_name = vec![vec![Value::BigInt(Some(1))]];
+    let err = db
+        .write(|tx| {
+            Box::pin(async move {
+                tx.copy_in("accounts; DROP TABLE x", &["alias"], bad_name)
+                    .await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Encode);
+    assert_eq!(aliases(&db).await.len(), n as usize, "nothing more written");
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    copy_in_appends_every_value_type,
     write_commits_on_ok_and_rolls_back_on_err,
     dropped_transaction_rolls_back_and_frees_the_connection,
     read_transactions_refuse_writes,
@@ -515,6 +596,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    copy_in_appends_every_value_type,
     write_commits_on_ok_and_rolls_back_on_err,
     dropped_transaction_rolls_back_and_frees_the_connection,
     read_transactions_refuse_writes,
