@@ -1,24 +1,26 @@
 //! Actions: the audit log into `actions` (data-model.md 4.9 step 3, with
 //! the session and account links our key-value records keep explicitly).
 //!
-//! Streamed in the order of the key-value global index, each action keeps
-//! its locator as its SQL id, so SQL ids follow that order and locators
-//! handed out before the migration stay valid. Memory is bounded by the
-//! chunk size however many actions there are. A link to a session or an
-//! account that is not in SQL is dropped, the action kept, and both counted.
-//! Every action is read back and compared; empty and absent RPC params are
+//! Read in the actions tree's own order (session, then sequence), one
+//! sequential pass; each action keeps its locator as its SQL id, so
+//! locators handed out before the migration stay valid. Each chunk is one
+//! bulk append (`Tx::copy_in`) and one read-back. Links resolve through
+//! maps of every session's and account's SQL id read once beforehand; a
+//! link to a session or an account that is not in SQL is dropped, the
+//! action kept, and both counted. Memory is bounded by the chunk size and
+//! the number of sessions and accounts. Empty and absent RPC params are
 //! equal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use sea_query::{Expr, ExprTrait, Query};
+use sea_query::{Iden, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
 use store_actions::Action;
-use store_actions::kv::{ACTIONS_TREE, INDEX_TREE, decode_action, decode_locator, index_seq};
+use store_actions::kv::{ACTIONS_TREE, INDEX_TREE, decode_action, index_seq};
 use store_actions::sql::schema::Actions;
-use store_actions::sql::{ACTION_COLUMNS, action_values, load_range};
+use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::{MigrationSource, ReadTree};
@@ -46,38 +48,30 @@ fn decode_error(tree: &'static str, key: &[u8], e: impl std::fmt::Display) -> Er
     }
 }
 
-/// Reads the global index in order and loads each action.
-fn read_actions(
-    index: ReadTree,
-    actions: Option<ReadTree>,
-    chunk_size: usize,
-    out: Sink<Vec<Action>>,
-) {
-    let loaded = index.iter().map(|item| {
-        let (key, value) = item?;
-        let seq = index_seq(&key).map_err(|e| decode_error(INDEX_TREE, &key, e))?;
-        let loc = decode_locator(INDEX_TREE, &key, &value)
-            .map_err(|e| decode_error(INDEX_TREE, &key, e))?;
-        let mut akey = loc.session.to_vec();
-        akey.extend_from_slice(&key);
-        let raw = actions
-            .as_ref()
-            .map(|t| t.get(&akey))
-            .transpose()?
-            .flatten()
-            .ok_or_else(|| {
-                decode_error(
-                    ACTIONS_TREE,
-                    &akey,
-                    format!("action {seq} of the index is missing"),
-                )
-            })?;
-        let a = decode_action(&akey, &raw).map_err(|e| decode_error(ACTIONS_TREE, &akey, e))?;
+/// Splits an actions-tree key into its session prefix and sequence.
+fn split_action_key(key: &[u8]) -> Result<(&[u8], u64), Error> {
+    if key.len() != 12 {
+        return Err(decode_error(ACTIONS_TREE, key, "key is not 12 bytes"));
+    }
+    let seq = index_seq(&key[4..]).map_err(|e| decode_error(ACTIONS_TREE, key, e))?;
+    Ok((&key[..4], seq))
+}
+
+/// Reads the actions tree in its own key order (session, then sequence):
+/// one sequential pass instead of a lookup per action through the global
+/// index. That the index names exactly these actions is proved by the
+/// source check running beside the migration (`check.rs`, design §5.3),
+/// which refuses the run before anything commits when it does not.
+fn read_actions(actions: ReadTree, chunk_size: usize, out: Sink<Vec<Action>>) {
+    let loaded = actions.iter().map(|item| {
+        let (key, raw) = item?;
+        let (_, seq) = split_action_key(&key)?;
+        let a = decode_action(&key, &raw).map_err(|e| decode_error(ACTIONS_TREE, &key, e))?;
         if a.locator.index() != seq {
             return Err(decode_error(
                 ACTIONS_TREE,
-                &akey,
-                format!("holds action {}, the index says {seq}", a.locator),
+                &key,
+                format!("holds action {}, its key says {seq}", a.locator),
             ));
         }
         Ok(Some(a))
@@ -105,26 +99,28 @@ pub(crate) async fn migrate(
     if any.is_some() {
         return Err(Error::TargetNotEmpty { table: "actions" });
     }
-    let Some(index) = source.tree(INDEX_TREE)? else {
+    let Some(actions) = source.tree(ACTIONS_TREE)? else {
         return Ok(report);
     };
-    let actions = source.tree(ACTIONS_TREE)?;
-    // Locators are handed out in sequence, so the last one is the count,
-    // found with one seek; sled's `len` would walk the whole index and keep
-    // what it read in memory (136 MiB for a million actions).
-    let total = match index.iter().next_back() {
+    // Locators are handed out in sequence, so the index's last key is the
+    // count, found with one seek; sled's `len` would walk the whole tree and
+    // keep what it read in memory (136 MiB for a million actions).
+    let total = match source.tree(INDEX_TREE)?.and_then(|i| i.iter().next_back()) {
         Some(Ok((key, _))) => index_seq(&key).unwrap_or(0),
         _ => 0,
     };
     let chunk_size = opts.chunk_size.max(1);
-    let mut feed = Feed::spawn(INDEX_TREE, damage, move |sink| {
-        read_actions(index, actions, chunk_size, sink)
+    let mut feed = Feed::spawn(ACTIONS_TREE, damage, move |sink| {
+        read_actions(actions, chunk_size, sink)
     });
     let mut last_id = 0i64;
+    let names: Vec<String> = ACTION_COLUMNS.iter().map(|c| c.to_string()).collect();
+    let columns: Vec<&str> = names.iter().map(String::as_str).collect();
     let result = async {
+        let links = Links::load(tx).await?;
         while let Some(chunk) = feed.next().await {
             let chunk = chunk?;
-            last_id = write_chunk(tx, &chunk, &mut report).await?;
+            last_id = last_id.max(write_chunk(tx, &links, &columns, &chunk, &mut report).await?);
             if let Some(p) = progress {
                 p.progress(ProgressEvent {
                     store: "actions",
@@ -150,29 +146,22 @@ pub(crate) async fn migrate(
     Ok(report)
 }
 
-/// SQL ids of the sessions and accounts the chunk links to.
-async fn link_ids(
-    tx: &mut dyn Tx,
-    chunk: &[Action],
-) -> Result<(HashMap<SessionId, i64>, HashMap<AccountId, i64>), Error> {
-    let sessions: HashSet<Vec<u8>> = chunk
-        .iter()
-        .filter_map(|a| a.request.session_id)
-        .map(|s| s.0.to_vec())
-        .collect();
-    let accounts: HashSet<i64> = chunk
-        .iter()
-        .filter_map(|a| a.request.account_id)
-        .map(AccountId::to_alias)
-        .collect();
-    let mut s_ids = HashMap::new();
-    if !sessions.is_empty() {
+/// The SQL ids of every session and account, by alias: read once before
+/// the actions, so linking an action costs a map lookup rather than a query
+/// per chunk. Sessions and accounts are few next to actions.
+pub(crate) struct Links {
+    sessions: HashMap<SessionId, i64>,
+    accounts: HashMap<AccountId, i64>,
+}
+
+impl Links {
+    async fn load(tx: &mut dyn Tx) -> Result<Links, Error> {
+        let mut sessions = HashMap::new();
         let rows = tx
             .query(
                 &Query::select()
                     .columns([Sessions::Id, Sessions::Alias])
                     .from(Sessions::Table)
-                    .and_where(Expr::col(Sessions::Alias).is_in(sessions))
                     .to_owned(),
             )
             .await?;
@@ -185,36 +174,34 @@ async fn link_ids(
                     record: "a session".into(),
                     reason: "alias is not 4 bytes".into(),
                 })?;
-            s_ids.insert(SessionId(alias), r.i64(0)?);
+            sessions.insert(SessionId(alias), r.i64(0)?);
         }
-    }
-    let mut a_ids = HashMap::new();
-    if !accounts.is_empty() {
+        let mut accounts = HashMap::new();
         let rows = tx
             .query(
                 &Query::select()
                     .columns([Accounts::Id, Accounts::Alias])
                     .from(Accounts::Table)
-                    .and_where(Expr::col(Accounts::Alias).is_in(accounts))
                     .to_owned(),
             )
             .await?;
         for r in &rows {
-            a_ids.insert(AccountId::from_alias(r.i64(1)?), r.i64(0)?);
+            accounts.insert(AccountId::from_alias(r.i64(1)?), r.i64(0)?);
         }
+        Ok(Links { sessions, accounts })
     }
-    Ok((s_ids, a_ids))
 }
 
-/// Writes and verifies one chunk; returns the last SQL id written.
+/// Writes one chunk with one bulk append, reads it back with one query and
+/// compares; returns the largest SQL id written.
 async fn write_chunk(
     tx: &mut dyn Tx,
+    links: &Links,
+    columns: &[&str],
     chunk: &[Action],
     report: &mut ActionsReport,
 ) -> Result<i64, Error> {
-    let (sessions, accounts) = link_ids(tx, chunk).await?;
-    let mut insert = Query::insert();
-    insert.into_table(Actions::Table).columns(ACTION_COLUMNS);
+    let mut rows = Vec::with_capacity(chunk.len());
     let mut expected = Vec::with_capacity(chunk.len());
     for a in chunk {
         a.check().map_err(|e| Error::Contract(e.to_string()))?;
@@ -228,7 +215,7 @@ async fn write_chunk(
         want.attempted_at = sqldb::time::truncate_micros(a.attempted_at);
         let session = match a.request.session_id {
             None => None,
-            Some(s) => match sessions.get(&s) {
+            Some(s) => match links.sessions.get(&s) {
                 Some(id) => Some(*id),
                 None => {
                     report.session_links_dropped += 1;
@@ -239,7 +226,7 @@ async fn write_chunk(
         };
         let account = match a.request.account_id {
             None => None,
-            Some(id) => match accounts.get(&id) {
+            Some(id) => match links.accounts.get(&id) {
                 Some(sql) => Some(*sql),
                 None => {
                     report.account_links_dropped += 1;
@@ -248,22 +235,19 @@ async fn write_chunk(
                 }
             },
         };
-        insert.values_panic(action_values(a, session, account));
+        rows.push(action_row(a, session, account));
         expected.push(want);
     }
-    tx.exec(&insert).await?;
-    let (first, last) = match (expected.first(), expected.last()) {
-        (Some(f), Some(l)) => (f.locator.index() as i64, l.locator.index() as i64),
-        _ => return Ok(0),
-    };
-    let read = read_back(
-        "actions",
-        first,
-        last,
-        expected.len(),
-        load_range(tx, first, last),
-    )
-    .await?;
+    if expected.is_empty() {
+        return Ok(0);
+    }
+    tx.copy_in("actions", columns, rows).await?;
+    // Read in storage order, a chunk's ids ascend within each session only.
+    expected.sort_by_key(|a| a.locator.index());
+    let ids: Vec<i64> = expected.iter().map(|a| a.locator.index() as i64).collect();
+    let first = ids[0];
+    let last = ids[ids.len() - 1];
+    let read = read_back("actions", first, last, expected.len(), load_ids(tx, &ids)).await?;
     for (kv, sql) in expected.iter().zip(&read) {
         if kv != sql {
             let mut d = Diff::default();
