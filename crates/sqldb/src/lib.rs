@@ -50,6 +50,7 @@
     reason = "a panic in a storage library is a bug; errors are values"
 )]
 
+pub mod deferred;
 pub mod error;
 pub mod introspect;
 pub mod migrate;

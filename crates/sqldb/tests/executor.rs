@@ -582,7 +582,63 @@ async fn copy_in_appends_every_value_type(fx: &SqlFixture) {
     assert_eq!(aliases(&db).await.len(), n as usize, "nothing more written");
 }
 
+/// Indexes and constraints set aside for a bulk load come back as they
+/// were; rows that break a unique constraint fail the load (at the append
+/// or at the rebuild) as a unique violation, and the rollback restores the
+/// schema untouched.
+async fn indexes_set_aside_come_back_or_roll_back(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let before = introspect::describe(&db).await.unwrap();
+    let tables = ["accounts", "actions", "sessions"];
+    let n = db
+        .write(|tx| {
+            Box::pin(async move {
+                let s = sqldb::deferred::set_aside(tx, &tables).await?;
+                let n = s.len();
+                s.rebuild(tx).await?;
+                Ok::<_, DbError>(n)
+            })
+        })
+        .await
+        .unwrap();
+    assert!(n >= 4, "only {n} set aside");
+    assert_eq!(introspect::describe(&db).await.unwrap(), before);
+    let row = |alias: i64| -> Vec<Value> {
+        vec![
+            alias.into(),
+            0i64.into(),
+            1i64.into(),
+            1i64.into(),
+            zero_time().into(),
+            zero_time().into(),
+        ]
+    };
+    let cols = [
+        "alias",
+        "type",
+        "initial_balance_msat",
+        "current_balance_msat",
+        "last_updated",
+        "expiration",
+    ];
+    let rows = vec![row(7), row(8), row(7)];
+    let err = db
+        .write(|tx| {
+            Box::pin(async move {
+                let s = sqldb::deferred::set_aside(tx, &tables).await?;
+                tx.copy_in("accounts", &cols, rows).await?;
+                s.rebuild(tx).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UniqueViolation, "{err}");
+    assert_eq!(introspect::describe(&db).await.unwrap(), before);
+    assert!(aliases(&db).await.is_empty(), "nothing written");
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    indexes_set_aside_come_back_or_roll_back,
     copy_in_appends_every_value_type,
     write_commits_on_ok_and_rolls_back_on_err,
     dropped_transaction_rolls_back_and_frees_the_connection,
@@ -596,6 +652,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    indexes_set_aside_come_back_or_roll_back,
     copy_in_appends_every_value_type,
     write_commits_on_ok_and_rolls_back_on_err,
     dropped_transaction_rolls_back_and_frees_the_connection,
