@@ -118,6 +118,10 @@ pub(crate) async fn migrate(
     let columns: Vec<&str> = names.iter().map(String::as_str).collect();
     let result = async {
         let links = Links::load(tx).await?;
+        // Every action index and foreign key is built once after the load
+        // (design §5.7). Neither can fail then: the indexes are not unique
+        // and every link was resolved through `links` above.
+        let aside = sqldb::deferred::set_aside(tx, &["actions"]).await?;
         while let Some(chunk) = feed.next().await {
             let chunk = chunk?;
             last_id = last_id.max(write_chunk(tx, &links, &columns, &chunk, &mut report).await?);
@@ -130,6 +134,7 @@ pub(crate) async fn migrate(
                 .map_err(Error::Aborted)?;
             }
         }
+        aside.rebuild(tx).await?;
         Ok::<_, Error>(())
     }
     .await;
