@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
+use sea_query::{Alias, Expr, ExprTrait, Iden, JoinType, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_firewall::KvEntry;
 use store_firewall::kv::{PRIVACY_TREE, RULES_TREE, parse_entry, parse_pair};
@@ -375,16 +375,7 @@ async fn write_entries(
     report: &mut FirewallReport,
 ) -> Result<(), Error> {
     let groups = group_ids(tx, chunk.iter().filter_map(|e| e.group)).await?;
-    let mut insert = Query::insert();
-    insert.into_table(Kvstores::Table).columns([
-        Kvstores::Id,
-        Kvstores::Perm,
-        Kvstores::RuleId,
-        Kvstores::GroupId,
-        Kvstores::FeatureId,
-        Kvstores::EntryKey,
-        Kvstores::Value,
-    ]);
+    let mut rows: Vec<Vec<sea_query::Value>> = Vec::with_capacity(chunk.len());
     let first = *next_id;
     let mut written = Vec::new();
     for e in chunk {
@@ -410,12 +401,12 @@ async fn write_entries(
             None => None,
             Some(f) => Some(names.id(tx, false, f).await?),
         };
-        insert.values_panic([
+        rows.push(vec![
             (*next_id).into(),
             e.perm.into(),
             rule.into(),
-            sea_query::Value::BigInt(group).into(),
-            sea_query::Value::BigInt(feature).into(),
+            sea_query::Value::BigInt(group),
+            sea_query::Value::BigInt(feature),
             e.key.clone().into(),
             e.value.clone().into(),
         ]);
@@ -425,9 +416,23 @@ async fn write_entries(
     if written.is_empty() {
         return Ok(());
     }
-    tx.exec(&insert)
-        .await
-        .map_err(|e| collision(e, "kv-store entries"))?;
+    let names = [
+        Kvstores::Id,
+        Kvstores::Perm,
+        Kvstores::RuleId,
+        Kvstores::GroupId,
+        Kvstores::FeatureId,
+        Kvstores::EntryKey,
+        Kvstores::Value,
+    ]
+    .map(|c| c.to_string());
+    tx.copy_in(
+        &Kvstores::Table.to_string(),
+        &names.each_ref().map(String::as_str),
+        rows,
+    )
+    .await
+    .map_err(|e| collision(e, "kv-store entries"))?;
     verify_entries(tx, &written, first, *next_id - 1).await?;
     report.kv_entries += written.len() as u64;
     Ok(())
@@ -489,7 +494,7 @@ async fn write_pairs(
             }
             .check()
             .map_err(|e| Error::Contract(e.to_string()))?;
-            rows.push([gid.into(), real.clone().into(), pseudo.clone().into()]);
+            rows.push(vec![gid.into(), real.clone().into(), pseudo.clone().into()]);
         }
         expected
             .entry(gid)
@@ -497,17 +502,15 @@ async fn write_pairs(
             .1
             .extend(g.pairs);
     }
-    for part in rows.chunks(1000) {
-        let mut insert = Query::insert();
-        insert.into_table(PrivacyPairs::Table).columns([
+    if !rows.is_empty() {
+        let names = [
             PrivacyPairs::GroupId,
             PrivacyPairs::RealVal,
             PrivacyPairs::PseudoVal,
-        ]);
-        for r in part {
-            insert.values_panic(r.clone());
-        }
-        tx.exec(&insert)
+        ]
+        .map(|c| c.to_string());
+        let table = PrivacyPairs::Table.to_string();
+        tx.copy_in(&table, &names.each_ref().map(String::as_str), rows)
             .await
             .map_err(|e| collision(e, "privacy pairs"))?;
     }
