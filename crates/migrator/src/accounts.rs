@@ -8,7 +8,7 @@
 //! what is compared is exactly what the SQL store will serve.
 
 use chrono::{DateTime, Utc};
-use sea_query::{Query, SimpleExpr};
+use sea_query::Query;
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_accounts::kv::{self, Entry};
 use store_accounts::sql::schema::{
@@ -34,10 +34,6 @@ pub struct AccountsReport {
     /// The last invoice indexes, when both were present.
     pub last_indexes: Option<LastIndexes>,
 }
-
-/// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's
-/// 65535 bound parameters for every table here.
-const ROWS_PER_INSERT: usize = 1000;
 
 /// Invoice and payment rows a chunk may hold per account of the chunk size
 /// before it is sent early.
@@ -184,24 +180,14 @@ fn expiration_value(a: &Account) -> DateTime<Utc> {
 }
 
 async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Result<(), Error> {
-    let mut insert = Query::insert();
-    insert.into_table(Accounts::Table).columns([
-        Accounts::Id,
-        Accounts::Alias,
-        Accounts::Label,
-        Accounts::Type,
-        Accounts::InitialBalanceMsat,
-        Accounts::CurrentBalanceMsat,
-        Accounts::LastUpdated,
-        Accounts::Expiration,
-    ]);
-    let mut invoices: Vec<[SimpleExpr; 2]> = Vec::new();
-    let mut payments: Vec<[SimpleExpr; 4]> = Vec::new();
+    let mut accounts: Vec<Vec<sea_query::Value>> = Vec::with_capacity(chunk.len());
+    let mut invoices: Vec<Vec<sea_query::Value>> = Vec::new();
+    let mut payments: Vec<Vec<sea_query::Value>> = Vec::new();
     for (i, a) in chunk.iter().enumerate() {
         a.check().map_err(|e| Error::Contract(e.to_string()))?;
         let id = first_id + i as i64;
         let label: Option<String> = (!a.label.is_empty()).then(|| a.label.clone());
-        insert.values_panic([
+        accounts.push(vec![
             id.into(),
             a.id.to_alias().into(),
             label.into(),
@@ -212,10 +198,10 @@ async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Resul
             expiration_value(a).into(),
         ]);
         for h in &a.invoices {
-            invoices.push([id.into(), h.0.to_vec().into()]);
+            invoices.push(vec![id.into(), h.0.to_vec().into()]);
         }
         for (h, p) in &a.payments {
-            payments.push([
+            payments.push(vec![
                 id.into(),
                 h.0.to_vec().into(),
                 i64::from(p.status.code()).into(),
@@ -228,29 +214,41 @@ async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Resul
             ]);
         }
     }
-    tx.exec(&insert).await?;
-    for rows in invoices.chunks(ROWS_PER_INSERT) {
-        let mut stmt = Query::insert();
-        stmt.into_table(AccountInvoices::Table)
-            .columns([AccountInvoices::AccountId, AccountInvoices::Hash]);
-        for r in rows {
-            stmt.values_panic(r.clone());
-        }
-        tx.exec(&stmt).await?;
-    }
-    for rows in payments.chunks(ROWS_PER_INSERT) {
-        let mut stmt = Query::insert();
-        stmt.into_table(AccountPayments::Table).columns([
+    crate::append(
+        tx,
+        Accounts::Table,
+        [
+            Accounts::Id,
+            Accounts::Alias,
+            Accounts::Label,
+            Accounts::Type,
+            Accounts::InitialBalanceMsat,
+            Accounts::CurrentBalanceMsat,
+            Accounts::LastUpdated,
+            Accounts::Expiration,
+        ],
+        accounts,
+    )
+    .await?;
+    crate::append(
+        tx,
+        AccountInvoices::Table,
+        [AccountInvoices::AccountId, AccountInvoices::Hash],
+        invoices,
+    )
+    .await?;
+    crate::append(
+        tx,
+        AccountPayments::Table,
+        [
             AccountPayments::AccountId,
             AccountPayments::Hash,
             AccountPayments::Status,
             AccountPayments::FullAmountMsat,
-        ]);
-        for r in rows {
-            stmt.values_panic(r.clone());
-        }
-        tx.exec(&stmt).await?;
-    }
+        ],
+        payments,
+    )
+    .await?;
     Ok(())
 }
 

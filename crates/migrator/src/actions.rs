@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use sea_query::{Iden, Query};
+use sea_query::Query;
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
@@ -114,8 +114,6 @@ pub(crate) async fn migrate(
         read_actions(actions, chunk_size, sink)
     });
     let mut last_id = 0i64;
-    let names: Vec<String> = ACTION_COLUMNS.iter().map(|c| c.to_string()).collect();
-    let columns: Vec<&str> = names.iter().map(String::as_str).collect();
     let result = async {
         let links = Links::load(tx).await?;
         // Every action index and foreign key is built once after the load
@@ -124,7 +122,7 @@ pub(crate) async fn migrate(
         let aside = sqldb::deferred::set_aside(tx, &["actions"]).await?;
         while let Some(chunk) = feed.next().await {
             let chunk = chunk?;
-            last_id = last_id.max(write_chunk(tx, &links, &columns, &chunk, &mut report).await?);
+            last_id = last_id.max(write_chunk(tx, &links, &chunk, &mut report).await?);
             if let Some(p) = progress {
                 p.progress(ProgressEvent {
                     store: "actions",
@@ -202,7 +200,6 @@ impl Links {
 async fn write_chunk(
     tx: &mut dyn Tx,
     links: &Links,
-    columns: &[&str],
     chunk: &[Action],
     report: &mut ActionsReport,
 ) -> Result<i64, Error> {
@@ -246,7 +243,7 @@ async fn write_chunk(
     if expected.is_empty() {
         return Ok(0);
     }
-    tx.copy_in("actions", columns, rows).await?;
+    crate::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?;
     // Read in storage order, a chunk's ids ascend within each session only.
     expected.sort_by_key(|a| a.locator.index());
     let ids: Vec<i64> = expected.iter().map(|a| a.locator.index() as i64).collect();

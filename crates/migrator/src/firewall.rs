@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sea_query::{Alias, Expr, ExprTrait, Iden, JoinType, Query};
+use sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_firewall::KvEntry;
 use store_firewall::kv::{PRIVACY_TREE, RULES_TREE, parse_entry, parse_pair};
@@ -416,19 +416,18 @@ async fn write_entries(
     if written.is_empty() {
         return Ok(());
     }
-    let names = [
-        Kvstores::Id,
-        Kvstores::Perm,
-        Kvstores::RuleId,
-        Kvstores::GroupId,
-        Kvstores::FeatureId,
-        Kvstores::EntryKey,
-        Kvstores::Value,
-    ]
-    .map(|c| c.to_string());
-    tx.copy_in(
-        &Kvstores::Table.to_string(),
-        &names.each_ref().map(String::as_str),
+    crate::append(
+        tx,
+        Kvstores::Table,
+        [
+            Kvstores::Id,
+            Kvstores::Perm,
+            Kvstores::RuleId,
+            Kvstores::GroupId,
+            Kvstores::FeatureId,
+            Kvstores::EntryKey,
+            Kvstores::Value,
+        ],
         rows,
     )
     .await
@@ -502,18 +501,18 @@ async fn write_pairs(
             .1
             .extend(g.pairs);
     }
-    if !rows.is_empty() {
-        let names = [
+    crate::append(
+        tx,
+        PrivacyPairs::Table,
+        [
             PrivacyPairs::GroupId,
             PrivacyPairs::RealVal,
             PrivacyPairs::PseudoVal,
-        ]
-        .map(|c| c.to_string());
-        let table = PrivacyPairs::Table.to_string();
-        tx.copy_in(&table, &names.each_ref().map(String::as_str), rows)
-            .await
-            .map_err(|e| collision(e, "privacy pairs"))?;
-    }
+        ],
+        rows,
+    )
+    .await
+    .map_err(|e| collision(e, "privacy pairs"))?;
     if expected.is_empty() {
         return Ok(());
     }
