@@ -214,7 +214,7 @@ async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Resul
             ]);
         }
     }
-    crate::append(
+    sqldb::append(
         tx,
         Accounts::Table,
         [
@@ -230,14 +230,14 @@ async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Resul
         accounts,
     )
     .await?;
-    crate::append(
+    sqldb::append(
         tx,
         AccountInvoices::Table,
         [AccountInvoices::AccountId, AccountInvoices::Hash],
         invoices,
     )
     .await?;
-    crate::append(
+    sqldb::append(
         tx,
         AccountPayments::Table,
         [

@@ -243,7 +243,7 @@ async fn write_chunk(
     if expected.is_empty() {
         return Ok(0);
     }
-    crate::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?;
+    sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?;
     // Read in storage order, a chunk's ids ascend within each session only.
     expected.sort_by_key(|a| a.locator.index());
     let ids: Vec<i64> = expected.iter().map(|a| a.locator.index() as i64).collect();

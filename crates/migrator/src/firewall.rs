@@ -416,7 +416,7 @@ async fn write_entries(
     if written.is_empty() {
         return Ok(());
     }
-    crate::append(
+    sqldb::append(
         tx,
         Kvstores::Table,
         [
@@ -501,7 +501,7 @@ async fn write_pairs(
             .1
             .extend(g.pairs);
     }
-    crate::append(
+    sqldb::append(
         tx,
         PrivacyPairs::Table,
         [

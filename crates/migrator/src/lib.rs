@@ -1212,27 +1212,6 @@ pub async fn retry_pending_tombstone(
     Ok(out)
 }
 
-/// Appends `rows` (one value per column of `idens`) to `table` with one
-/// bulk append (`Tx::copy_in`, design §5.7).
-pub(crate) async fn append<const N: usize>(
-    tx: &mut dyn sqldb::Tx,
-    table: impl sea_query::Iden,
-    idens: [impl sea_query::Iden; N],
-    rows: Vec<Vec<sea_query::Value>>,
-) -> sqldb::DbResult<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let names = idens.map(|c| c.to_string());
-    tx.copy_in(
-        &table.to_string(),
-        &names.each_ref().map(String::as_str),
-        rows,
-    )
-    .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
 use store_sessions::kv::{SESSIONS_TREE, decode_session};
 use store_sessions::sql::schema::Sessions;
-use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_sessions, session_values};
+use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_sessions, session_row};
 use store_sessions::{MacaroonRecipe, Session, SessionId};
 use tombstone::{MigrationSource, ReadTree};
 
@@ -202,10 +202,7 @@ impl Migration {
     ) -> Result<(), Error> {
         let accounts = account_ids(tx, &chunk).await?;
         let first = self.next_id;
-        let mut insert = Query::insert();
-        let mut columns = vec![Sessions::Id];
-        columns.extend(SESSION_COLUMNS);
-        insert.into_table(Sessions::Table).columns(columns);
+        let mut rows = Vec::with_capacity(chunk.len());
         let mut dropped_links = HashSet::new();
         let mut with_ids = Vec::with_capacity(chunk.len());
         for s in &chunk {
@@ -229,12 +226,18 @@ impl Migration {
                     }
                 },
             };
-            let mut values = vec![sql_id.into()];
-            values.extend(session_values(s, account, Some(group)));
-            insert.values_panic(values);
+            let mut row = vec![sql_id.into()];
+            row.extend(session_row(s, account, Some(group)));
+            rows.push(row);
             with_ids.push((sql_id, s));
         }
-        tx.exec(&insert).await?;
+        sqldb::append(
+            tx,
+            Sessions::Table,
+            std::iter::once(Sessions::Id).chain(SESSION_COLUMNS),
+            rows,
+        )
+        .await?;
         insert_children(tx, &with_ids)
             .await
             .map_err(|e| Error::Invalid {

@@ -66,7 +66,7 @@ pub use error::{BoxError, DbError, DbResult, ErrorKind};
 pub use postgres::{PostgresDb, PostgresOptions};
 pub use row::{Cell, Row};
 pub use sqlite::{SqliteDb, SqliteOptions, Synchronous};
-pub use tx::{Db, Dialect, Sql, Tx, TxExt, TxMode};
+pub use tx::{Db, Dialect, Sql, Tx, TxExt, TxMode, append};
 
 /// Re-exported so store crates build statements with the same version.
 pub use sea_query;

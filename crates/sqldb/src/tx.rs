@@ -222,6 +222,24 @@ pub(crate) fn plain_identifiers(backend: &'static str, names: &[&str]) -> DbResu
     Ok(())
 }
 
+/// Appends `rows` (one value per column of `columns`, in order) to
+/// `table` with one [`Tx::copy_in`]: the bulk path for schema identifiers
+/// given as sea-query idens. Nothing to do for no rows.
+pub async fn append<I: sea_query::Iden>(
+    tx: &mut dyn Tx,
+    table: impl sea_query::Iden,
+    columns: impl IntoIterator<Item = I>,
+    rows: Vec<Vec<sea_query::Value>>,
+) -> DbResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = columns.into_iter().map(|c| c.to_string()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    tx.copy_in(&table.to_string(), &names, rows).await?;
+    Ok(())
+}
+
 /// `INSERT INTO "table" ("a", "b") VALUES (?, ?)` in `dialect`: the text
 /// of a prepared one-row insert.
 pub(crate) fn insert_text(dialect: Dialect, table: &str, columns: &[&str]) -> String {

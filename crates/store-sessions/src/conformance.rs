@@ -38,6 +38,7 @@ macro_rules! conformance_tests {
             new_sessions_start_reserved_with_fresh_keys,
             unknown_sessions_are_not_found_by_every_method,
             every_field_round_trips,
+            large_recipes_round_trip_in_order,
             every_legal_shift_succeeds,
             illegal_shifts_are_refused,
             shifting_to_the_current_state_is_a_no_op,
@@ -201,6 +202,46 @@ pub async fn every_field_round_trips(st: &Stores) {
             .unwrap(),
         vec![s]
     );
+}
+
+/// A recipe large enough that its rows go in bulk (a macaroon with every
+/// permission of a node) round trips in order, empty verification ids and
+/// locations included.
+pub async fn large_recipes_round_trip_in_order(st: &Stores) {
+    let mut n = NewSession::new(
+        "large",
+        SessionType::MacaroonCustom,
+        Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+        "host:1",
+    );
+    n.macaroon_recipe = Some(MacaroonRecipe {
+        permissions: (0..150)
+            .map(|i| Permission {
+                entity: format!("entity {}", 149 - i),
+                action: if i % 2 == 0 { "read" } else { "write" }.into(),
+            })
+            .collect(),
+        caveats: (0..70u8)
+            .map(|i| Caveat {
+                id: vec![i, 0, 255 - i],
+                verification_id: (i % 3 == 0).then(|| vec![i; 3]),
+                location: if i % 2 == 0 {
+                    String::new()
+                } else {
+                    format!("l{i}")
+                },
+            })
+            .collect(),
+    });
+    n.feature_config = Some(
+        (0..80)
+            .map(|i| (format!("feature {i:03}"), vec![i as u8; 5]))
+            .collect(),
+    );
+    let s = st.sessions.new_session(n.clone()).await.unwrap();
+    assert_eq!(s.macaroon_recipe, n.macaroon_recipe);
+    assert_eq!(s.feature_config, n.feature_config);
+    assert_eq!(st.sessions.session(s.id).await.unwrap(), s);
 }
 
 /// Reserved → Created → Revoked, and Created → Expired.

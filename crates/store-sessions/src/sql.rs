@@ -378,15 +378,26 @@ const ROWS_PER_INSERT: usize = 1000;
 
 /// Runs `stmt` (an INSERT with its columns set) with `rows`, in statements
 /// of at most [`ROWS_PER_INSERT`] rows.
-async fn insert_rows(
+/// Rows at which a bulk append beats a multi-row `INSERT`: below it one
+/// statement is one round trip, above it `COPY` (PostgreSQL) or a prepared
+/// insert per row (SQLite) wins.
+const BULK_ROWS: usize = 64;
+
+async fn insert_rows<I: sea_query::Iden + Copy>(
     tx: &mut dyn Tx,
-    stmt: &sea_query::InsertStatement,
-    rows: Vec<Vec<sea_query::SimpleExpr>>,
+    table: impl sea_query::Iden + Copy,
+    columns: &[I],
+    rows: Vec<Vec<Value>>,
 ) -> Result<()> {
+    if rows.len() >= BULK_ROWS {
+        sqldb::append(tx, table, columns.iter().copied(), rows).await?;
+        return Ok(());
+    }
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut insert = stmt.clone();
+        let mut insert = Query::insert();
+        insert.into_table(table).columns(columns.iter().copied());
         for r in chunk {
-            insert.values_panic(r.clone());
+            insert.values_panic(r.iter().cloned().map(Into::<sea_query::SimpleExpr>::into));
         }
         tx.exec(&insert).await?;
     }
@@ -415,8 +426,8 @@ pub async fn insert_children(tx: &mut dyn Tx, sessions: &[(i64, &Session)]) -> R
                 caveats.push(vec![
                     sql_id.into(),
                     c.id.clone().into(),
-                    Value::Bytes(c.verification_id.clone()).into(),
-                    Value::String(location).into(),
+                    Value::Bytes(c.verification_id.clone()),
+                    Value::String(location),
                     (pos as i64).into(),
                 ]);
             }
@@ -432,43 +443,55 @@ pub async fn insert_children(tx: &mut dyn Tx, sessions: &[(i64, &Session)]) -> R
             flags.push(vec![sql_id.into(), i64::from(f.bit()).into()]);
         }
     }
-    let mut stmt = Query::insert();
-    stmt.into_table(SessionMacaroonPermissions::Table).columns([
-        SessionMacaroonPermissions::SessionId,
-        SessionMacaroonPermissions::Entity,
-        SessionMacaroonPermissions::Action,
-        SessionMacaroonPermissions::Position,
-    ]);
-    insert_rows(tx, &stmt, perms).await?;
-    let mut stmt = Query::insert();
-    stmt.into_table(SessionMacaroonCaveats::Table).columns([
-        SessionMacaroonCaveats::SessionId,
-        SessionMacaroonCaveats::CaveatId,
-        SessionMacaroonCaveats::VerificationId,
-        SessionMacaroonCaveats::Location,
-        SessionMacaroonCaveats::Position,
-    ]);
-    insert_rows(tx, &stmt, caveats).await?;
-    let mut stmt = Query::insert();
-    stmt.into_table(SessionFeatureConfigs::Table).columns([
-        SessionFeatureConfigs::SessionId,
-        SessionFeatureConfigs::FeatureName,
-        SessionFeatureConfigs::Config,
-    ]);
-    insert_rows(tx, &stmt, configs).await?;
-    let mut stmt = Query::insert();
-    stmt.into_table(SessionPrivacyFlags::Table)
-        .columns([SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag]);
-    insert_rows(tx, &stmt, flags).await
+    insert_rows(
+        tx,
+        SessionMacaroonPermissions::Table,
+        &[
+            SessionMacaroonPermissions::SessionId,
+            SessionMacaroonPermissions::Entity,
+            SessionMacaroonPermissions::Action,
+            SessionMacaroonPermissions::Position,
+        ],
+        perms,
+    )
+    .await?;
+    insert_rows(
+        tx,
+        SessionMacaroonCaveats::Table,
+        &[
+            SessionMacaroonCaveats::SessionId,
+            SessionMacaroonCaveats::CaveatId,
+            SessionMacaroonCaveats::VerificationId,
+            SessionMacaroonCaveats::Location,
+            SessionMacaroonCaveats::Position,
+        ],
+        caveats,
+    )
+    .await?;
+    insert_rows(
+        tx,
+        SessionFeatureConfigs::Table,
+        &[
+            SessionFeatureConfigs::SessionId,
+            SessionFeatureConfigs::FeatureName,
+            SessionFeatureConfigs::Config,
+        ],
+        configs,
+    )
+    .await?;
+    insert_rows(
+        tx,
+        SessionPrivacyFlags::Table,
+        &[SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag],
+        flags,
+    )
+    .await
 }
 
 /// The `sessions` column values of a session, in [`SESSION_COLUMNS`] order,
-/// given its account's and group's SQL ids.
-pub fn session_values(
-    s: &Session,
-    account: Option<i64>,
-    group: Option<i64>,
-) -> Vec<sea_query::SimpleExpr> {
+/// given its account's and group's SQL ids: the one rule for how a session
+/// becomes a row.
+pub fn session_row(s: &Session, account: Option<i64>, group: Option<i64>) -> Vec<Value> {
     vec![
         s.id.0.to_vec().into(),
         s.label.clone().into(),
@@ -476,18 +499,30 @@ pub fn session_values(
         i64::from(s.session_type.code()).into(),
         s.expiry.into(),
         s.created_at.into(),
-        Value::ChronoDateTimeUtc(s.revoked_at).into(),
+        Value::ChronoDateTimeUtc(s.revoked_at),
         s.server_addr.clone().into(),
         s.dev_server.into(),
         (s.macaroon_root_key as i64).into(),
         s.pairing_secret.0.to_vec().into(),
         s.local_private_key.0.to_vec().into(),
         s.local_public_key.to_vec().into(),
-        Value::Bytes(s.remote_public_key.map(|k| k.to_vec())).into(),
+        Value::Bytes(s.remote_public_key.map(|k| k.to_vec())),
         s.with_privacy_mapper.into(),
-        Value::BigInt(account).into(),
-        Value::BigInt(group).into(),
+        Value::BigInt(account),
+        Value::BigInt(group),
     ]
+}
+
+/// [`session_row`] as expressions for an `INSERT`.
+pub fn session_values(
+    s: &Session,
+    account: Option<i64>,
+    group: Option<i64>,
+) -> Vec<sea_query::SimpleExpr> {
+    session_row(s, account, group)
+        .into_iter()
+        .map(Into::into)
+        .collect()
 }
 
 /// The `sessions` columns [`session_values`] fills (all but `id`).
