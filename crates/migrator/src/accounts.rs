@@ -217,16 +217,7 @@ async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Resul
     sqldb::append(
         tx,
         Accounts::Table,
-        [
-            Accounts::Id,
-            Accounts::Alias,
-            Accounts::Label,
-            Accounts::Type,
-            Accounts::InitialBalanceMsat,
-            Accounts::CurrentBalanceMsat,
-            Accounts::LastUpdated,
-            Accounts::Expiration,
-        ],
+        store_accounts::sql::ACCOUNT_COLUMNS,
         accounts,
     )
     .await?;

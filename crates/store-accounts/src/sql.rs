@@ -126,17 +126,21 @@ fn hash_of(record: &str, bytes: Vec<u8>) -> Result<Hash> {
     Ok(Hash(arr))
 }
 
+/// The `accounts` columns, `id` first: what a read selects and what the
+/// migration's bulk append fills.
+pub const ACCOUNT_COLUMNS: [Accounts; 8] = [
+    Accounts::Id,
+    Accounts::Alias,
+    Accounts::Label,
+    Accounts::Type,
+    Accounts::InitialBalanceMsat,
+    Accounts::CurrentBalanceMsat,
+    Accounts::LastUpdated,
+    Accounts::Expiration,
+];
+
 fn account_columns(select: &mut SelectStatement) -> &mut SelectStatement {
-    select.columns([
-        Accounts::Id,
-        Accounts::Alias,
-        Accounts::Label,
-        Accounts::Type,
-        Accounts::InitialBalanceMsat,
-        Accounts::CurrentBalanceMsat,
-        Accounts::LastUpdated,
-        Accounts::Expiration,
-    ])
+    select.columns(ACCOUNT_COLUMNS)
 }
 
 /// An account row (without invoices and payments) and its SQL id.
