@@ -37,6 +37,18 @@ enum Col {
     AcceptedDamage,
 }
 
+/// The columns a record is written to and read from, in one order.
+const COLUMNS: [Col; 8] = [
+    Col::SourcePath,
+    Col::SourceIdentity,
+    Col::SourceWriteSeq,
+    Col::MigratedAt,
+    Col::NodestoreVersion,
+    Col::TombstonePending,
+    Col::Report,
+    Col::AcceptedDamage,
+];
+
 /// A row of the migration record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationRecord {
@@ -76,16 +88,7 @@ pub(crate) async fn insert(tx: &mut dyn Tx, r: &MigrationRecord) -> Result<(), E
     tx.exec(
         &Query::insert()
             .into_table(Table)
-            .columns([
-                Col::SourcePath,
-                Col::SourceIdentity,
-                Col::SourceWriteSeq,
-                Col::MigratedAt,
-                Col::NodestoreVersion,
-                Col::TombstonePending,
-                Col::Report,
-                Col::AcceptedDamage,
-            ])
+            .columns(COLUMNS)
             .values_panic([
                 r.source_path.clone().into(),
                 r.source_identity.to_vec().into(),
@@ -138,16 +141,7 @@ pub(crate) async fn read_all(tx: &mut dyn Tx) -> Result<Vec<MigrationRecord>, Er
     let rows = tx
         .query(
             &Query::select()
-                .columns([
-                    Col::SourcePath,
-                    Col::SourceIdentity,
-                    Col::SourceWriteSeq,
-                    Col::MigratedAt,
-                    Col::NodestoreVersion,
-                    Col::TombstonePending,
-                    Col::Report,
-                    Col::AcceptedDamage,
-                ])
+                .columns(COLUMNS)
                 .from(Table)
                 .order_by(Col::Id, Order::Asc)
                 .to_owned(),
