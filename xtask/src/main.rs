@@ -629,7 +629,9 @@ fn dev_cluster() -> Option<LocalCluster> {
     let dir = PathBuf::from(lines.next()?);
     let port: u16 = lines.next()?.parse().ok()?;
     let socket = dir.join(format!(".s.PGSQL.{port}"));
-    if !socket.exists() {
+    // A killed server leaves its socket file behind: only a socket that
+    // accepts a connection means the cluster is alive.
+    if std::os::unix::net::UnixStream::connect(&socket).is_err() {
         return None;
     }
     LocalCluster::attach(dir, port).ok()
