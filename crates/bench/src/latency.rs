@@ -11,7 +11,7 @@ use chrono::{Duration, Utc};
 use nodestore::Stores;
 use serde_json::{Value, json};
 use store_accounts::{AccountId, Hash, PaymentStatus, UpsertOptions};
-use store_actions::{ActionFilter, ActionQuery, AddAction};
+use store_actions::{ActionFilter, ActionQuery, ActionState, AddAction};
 use store_firewall::{Mode, Namespace, Scope};
 use store_sessions::{NewSession, SessionId, SessionState, SessionType};
 
@@ -20,20 +20,70 @@ use crate::BoxError;
 /// Calls timed per operation.
 pub(crate) const SAMPLES: usize = 200;
 
-/// The operations, in the order the table shows them.
-pub(crate) const OPS: [&str; 11] = [
-    "get account",
-    "upsert payment",
-    "get session",
-    "shift state",
-    "kv-store get",
-    "kv-store set",
-    "privacy lookup",
-    "add action",
-    "list actions by session (100)",
-    "list actions by feature (100)",
-    "list actions, no filter (100)",
+/// Calls timed for listings that return a whole set (sessions by state).
+const SET_SAMPLES: usize = 20;
+
+/// What an operation is held to (issue 13's goals): a point read, a page
+/// of actions, or nothing (writes and whole-set listings are reported only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Goal {
+    Point,
+    Page,
+    None,
+}
+
+impl Goal {
+    /// The goal on `backend` as (median µs, p99 µs); `None` when unset.
+    pub(crate) fn on(self, backend: &str) -> Option<(Option<f64>, f64)> {
+        match (self, backend) {
+            (Goal::Point, "sqlite") => Some((Some(100.0), 1_000.0)),
+            (Goal::Point, "postgres") => Some((Some(300.0), 2_000.0)),
+            (Goal::Page, "sqlite") => Some((None, 3_000.0)),
+            (Goal::Page, "postgres") => Some((None, 5_000.0)),
+            _ => None,
+        }
+    }
+}
+
+/// The action filters a listing is timed with, each on a first page and on
+/// a deep one (three quarters into the matches).
+const FILTERS: [&str; 8] = [
+    "session",
+    "group",
+    "feature",
+    "actor",
+    "method",
+    "state",
+    "time range",
+    "no filter",
 ];
+
+/// The operations with their goals, in the order the table shows them.
+pub(crate) fn ops() -> Vec<(String, Goal)> {
+    let mut ops: Vec<(String, Goal)> = [
+        ("get account", Goal::Point),
+        ("list payments (100)", Goal::Point),
+        ("upsert payment", Goal::None),
+        ("get session", Goal::Point),
+        ("sessions in group", Goal::Point),
+        ("list sessions by state", Goal::None),
+        ("shift state", Goal::None),
+        ("kv-store get", Goal::Point),
+        ("kv-store set", Goal::None),
+        ("privacy real to pseudo", Goal::Point),
+        ("privacy pseudo to real", Goal::Point),
+        ("add action", Goal::None),
+    ]
+    .into_iter()
+    .map(|(op, goal)| (op.to_owned(), goal))
+    .collect();
+    for filter in FILTERS {
+        for page in ["first", "deep"] {
+            ops.push((format!("actions by {filter}, {page} page"), Goal::Page));
+        }
+    }
+    ops
+}
 
 /// The ids the operations use.
 pub(crate) struct Samples {
@@ -41,9 +91,13 @@ pub(crate) struct Samples {
     sessions: Vec<SessionId>,
     /// (namespace, scope, key) of existing kv-store entries.
     entries: Vec<(Namespace, Scope, String)>,
-    /// (group, real value) of existing privacy pairs.
-    pairs: Vec<(SessionId, String)>,
+    /// (group, real value, pseudo value) of existing privacy pairs.
+    pairs: Vec<(SessionId, String, String)>,
     features: Vec<String>,
+    /// Groups of the sampled sessions.
+    groups: Vec<SessionId>,
+    /// Each listing's queries: (filter name, [(first page, deep page)]).
+    listings: Vec<(&'static str, Vec<(ActionQuery, ActionQuery)>)>,
 }
 
 /// `n` items spread evenly over `all`.
@@ -64,7 +118,6 @@ pub(crate) async fn samples(stores: &Stores) -> Result<Samples, BoxError> {
         .map(|a| a.id)
         .collect();
     let sessions = stores.sessions.list_sessions().await?;
-    let session_ids: Vec<SessionId> = sessions.iter().map(|s| s.id).collect();
     let any_group = sessions.first().map(|s| s.group_id);
     let entries: Vec<_> = stores
         .firewall
@@ -89,18 +142,174 @@ pub(crate) async fn samples(stores: &Stores) -> Result<Samples, BoxError> {
         .privacy_pairs()
         .await?
         .into_iter()
-        .map(|p| (p.group, p.real))
+        .map(|p| (p.group, p.real, p.pseudo))
         .collect();
     let features = ["AutoFees", "Rebalancer", "OkxChannelOpen", "Loop", "Pool"]
         .map(String::from)
         .to_vec();
+    let sampled = spread(&sessions, SAMPLES);
+    let groups: Vec<SessionId> = sampled.iter().map(|s| s.group_id).collect();
+    let listings = listings(stores, &sampled, &features).await?;
     Ok(Samples {
         accounts: spread(&accounts, SAMPLES),
-        sessions: spread(&session_ids, SAMPLES),
+        sessions: sampled.iter().map(|s| s.id).collect(),
         entries: spread(&entries, SAMPLES),
         pairs: spread(&pairs, SAMPLES),
         features,
+        groups,
+        listings,
     })
+}
+
+/// The filters of every listing timed, from the data: sampled sessions and
+/// their groups, the features, the actor and methods actions carry, both
+/// states, and one-hour windows spread over the log's time span.
+fn filters(
+    sessions: &[store_sessions::Session],
+    features: &[String],
+    actions: &[store_actions::Action],
+) -> Vec<(&'static str, Vec<ActionFilter>)> {
+    let none = ActionFilter::default;
+    let mut methods: Vec<String> = actions
+        .iter()
+        .map(|a| a.request.rpc_method.clone())
+        .collect();
+    methods.sort();
+    methods.dedup();
+    let actors = ["Autopilot".to_owned()];
+    let (first, last) = match (actions.first(), actions.last()) {
+        (Some(f), Some(l)) => (f.attempted_at, l.attempted_at),
+        _ => (Utc::now(), Utc::now()),
+    };
+    let span = (last - first).max(Duration::hours(1)) - Duration::hours(1);
+    let windows = (0..SAMPLES as i32).map(|i| {
+        let start = first + span * i / SAMPLES as i32;
+        ActionFilter {
+            start_time: Some(start),
+            end_time: Some(start + Duration::hours(1)),
+            ..none()
+        }
+    });
+    let cycle = |values: &[String], make: &dyn Fn(String) -> ActionFilter| {
+        (0..SAMPLES)
+            .filter_map(|i| values.get(i % values.len().max(1)).cloned().map(make))
+            .collect::<Vec<_>>()
+    };
+    vec![
+        (
+            "session",
+            sessions
+                .iter()
+                .map(|s| ActionFilter {
+                    session_id: Some(s.id),
+                    ..none()
+                })
+                .collect(),
+        ),
+        (
+            "group",
+            sessions
+                .iter()
+                .map(|s| ActionFilter {
+                    group_id: Some(s.group_id),
+                    ..none()
+                })
+                .collect(),
+        ),
+        (
+            "feature",
+            cycle(features, &|f| ActionFilter {
+                feature_name: Some(f),
+                ..none()
+            }),
+        ),
+        (
+            "actor",
+            cycle(&actors, &|a| ActionFilter {
+                actor_name: Some(a),
+                ..none()
+            }),
+        ),
+        (
+            "method",
+            cycle(&methods, &|m| ActionFilter {
+                rpc_method: Some(m),
+                ..none()
+            }),
+        ),
+        (
+            "state",
+            (0..SAMPLES)
+                .map(|i| ActionFilter {
+                    state: Some(if i % 2 == 0 {
+                        ActionState::Done
+                    } else {
+                        ActionState::Error
+                    }),
+                    ..none()
+                })
+                .collect(),
+        ),
+        ("time range", windows.collect()),
+        ("no filter", (0..SAMPLES).map(|_| none()).collect()),
+    ]
+}
+
+/// For every filter, its first page of 100 and its deep page (three
+/// quarters into its matches, counted on the key-value store).
+async fn listings(
+    stores: &Stores,
+    sessions: &[store_sessions::Session],
+    features: &[String],
+) -> Result<Vec<(&'static str, Vec<(ActionQuery, ActionQuery)>)>, BoxError> {
+    let page = |filter: ActionFilter, offset: u64| ActionQuery {
+        filter,
+        offset,
+        max: 100,
+        ..ActionQuery::default()
+    };
+    // The log's ends and its methods, from its first and last pages.
+    let mut ends = stores
+        .actions
+        .list_actions(&page(ActionFilter::default(), 0))
+        .await?
+        .actions;
+    let tail = stores
+        .actions
+        .list_actions(&ActionQuery {
+            reversed: true,
+            ..page(ActionFilter::default(), 0)
+        })
+        .await?
+        .actions;
+    ends.extend(tail.into_iter().rev());
+    let mut out = Vec::new();
+    for (name, filters) in filters(sessions, features, &ends) {
+        let mut queries = Vec::with_capacity(filters.len());
+        let mut counts: std::collections::HashMap<String, u64> = Default::default();
+        for filter in filters {
+            let key = format!("{filter:?}");
+            let n = match counts.get(&key) {
+                Some(n) => *n,
+                None => {
+                    let n = stores
+                        .actions
+                        .list_actions(&ActionQuery {
+                            count_all: true,
+                            ..page(filter.clone(), 0)
+                        })
+                        .await?
+                        .total_count;
+                    counts.insert(key, n);
+                    n
+                }
+            };
+            let deep = (n * 3 / 4) / 100 * 100;
+            queries.push((page(filter.clone(), 0), page(filter, deep)));
+        }
+        out.push((name, queries));
+    }
+    Ok(out)
 }
 
 /// Median and 99th percentile of `times` (µs), as JSON.
@@ -142,6 +351,14 @@ pub(crate) async fn measure(stores: &Stores, s: &Samples) -> Result<Value, BoxEr
         .await?,
     );
     out.insert(
+        "list payments (100)".into(),
+        time(&s.accounts, |id| async move {
+            a.list_account_payments(*id, 0, 100).await?;
+            Ok(())
+        })
+        .await?,
+    );
+    out.insert(
         "upsert payment".into(),
         time(s.accounts.iter().enumerate(), |(i, id)| async move {
             let mut hash = [0xbe; 32];
@@ -164,6 +381,23 @@ pub(crate) async fn measure(stores: &Stores, s: &Samples) -> Result<Value, BoxEr
         "get session".into(),
         time(&s.sessions, |id| async move {
             ss.session(*id).await?;
+            Ok(())
+        })
+        .await?,
+    );
+    out.insert(
+        "sessions in group".into(),
+        time(&s.groups, |id| async move {
+            ss.session_ids_in_group(*id).await?;
+            Ok(())
+        })
+        .await?,
+    );
+    out.insert(
+        "list sessions by state".into(),
+        time(0..SET_SAMPLES, |i| async move {
+            let state = [SessionState::Created, SessionState::Revoked][i % 2];
+            ss.list_sessions_by_state(state).await?;
             Ok(())
         })
         .await?,
@@ -212,10 +446,20 @@ pub(crate) async fn measure(stores: &Stores, s: &Samples) -> Result<Value, BoxEr
         .await?,
     );
     out.insert(
-        "privacy lookup".into(),
-        time(&s.pairs, |(group, real)| async move {
+        "privacy real to pseudo".into(),
+        time(&s.pairs, |(group, real, _)| async move {
             let mut tx = fw.begin_privacy(*group, Mode::View).await?;
             tx.real_to_pseudo(real).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await?,
+    );
+    out.insert(
+        "privacy pseudo to real".into(),
+        time(&s.pairs, |(group, _, pseudo)| async move {
+            let mut tx = fw.begin_privacy(*group, Mode::View).await?;
+            tx.pseudo_to_real(pseudo).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -239,58 +483,18 @@ pub(crate) async fn measure(stores: &Stores, s: &Samples) -> Result<Value, BoxEr
         })
         .await?,
     );
-    out.insert(
-        "list actions by session (100)".into(),
-        time(&s.sessions, |id| async move {
-            let query = ActionQuery {
-                filter: ActionFilter {
-                    session_id: Some(*id),
-                    ..ActionFilter::default()
-                },
-                max: 100,
-                ..ActionQuery::default()
-            };
-            ac.list_actions(&query).await?;
-            Ok(())
-        })
-        .await?,
-    );
-    out.insert(
-        "list actions by feature (100)".into(),
-        time(
-            (0..SAMPLES).map(|i| (i, &s.features[i % s.features.len()])),
-            |(i, feature)| async move {
-                // Pages spread through the listing, as a client paging would ask.
-                let query = ActionQuery {
-                    filter: ActionFilter {
-                        feature_name: Some(feature.clone()),
-                        ..ActionFilter::default()
-                    },
-                    offset: (i as u64 % 5) * 100,
-                    max: 100,
-                    ..ActionQuery::default()
-                };
-                let page = ac.list_actions(&query).await?;
-                if page.actions.is_empty() {
-                    return Err("a feature page came back empty".into());
-                }
-                Ok(())
-            },
-        )
-        .await?,
-    );
-    out.insert(
-        "list actions, no filter (100)".into(),
-        time(0..SAMPLES, |i| async move {
-            let query = ActionQuery {
-                offset: (i as u64 % 5) * 100,
-                max: 100,
-                ..ActionQuery::default()
-            };
-            ac.list_actions(&query).await?;
-            Ok(())
-        })
-        .await?,
-    );
+    for (filter, queries) in &s.listings {
+        for (page, deep) in [("first", false), ("deep", true)] {
+            out.insert(
+                format!("actions by {filter}, {page} page"),
+                time(queries, |(first, deeper)| async move {
+                    let q = if deep { deeper } else { first };
+                    ac.list_actions(q).await?;
+                    Ok(())
+                })
+                .await?,
+            );
+        }
+    }
     Ok(Value::Object(out))
 }

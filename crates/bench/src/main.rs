@@ -77,7 +77,7 @@ fn parse() -> Result<Args, BoxError> {
             "--kv" => a.kv = Some(value()?.into()),
             "--sled-cache-mib" => a.sled_cache_mib = Some(value()?.parse()?),
             "--sqlite-cache-mib" => a.sqlite_cache_mib = Some(value()?.parse()?),
-            "migrate" | "limit" | "honest" | "run" => a.phase = arg.clone(),
+            "migrate" | "limit" | "honest" | "sled" | "run" => a.phase = arg.clone(),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -97,6 +97,7 @@ fn main() {
                 "migrate" => phase_migrate(&args).await,
                 "limit" => phase_limit(&args, limit::Loader::Simplest).await,
                 "honest" => phase_limit(&args, limit::Loader::Honest).await,
+                "sled" => phase_sled(&args),
                 _ => run(&args).await,
             }
         })
@@ -182,6 +183,38 @@ async fn phase_migrate(args: &Args) -> Result<(), BoxError> {
             "seconds": seconds,
             "step_seconds": report.duration.as_secs_f64(),
             "stores": stores,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+    Ok(())
+}
+
+/// sled alone: opens the data set as the migration does (its cache
+/// settings) and reads every record of every tree once, in its own process;
+/// prints one JSON line. Its peak is the memory the migration cannot go
+/// below; the migration's own is what it holds above it.
+fn phase_sled(args: &Args) -> Result<(), BoxError> {
+    let kv = args.kv.as_ref().ok_or("--kv")?;
+    let started = Instant::now();
+    let source = tombstone::MigrationSource::open(kv, &migrator::Options::default().kv)?;
+    let open_seconds = started.elapsed().as_secs_f64();
+    let open_rss = peak_rss_mib();
+    let mut records = 0u64;
+    for name in source.tree_names() {
+        if let Some(tree) = source.tree(&name)? {
+            for item in tree.iter() {
+                item?;
+                records += 1;
+            }
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "open_seconds": open_seconds,
+            "open_peak_rss_mib": open_rss,
+            "read_seconds": started.elapsed().as_secs_f64() - open_seconds,
+            "records": records,
             "peak_rss_mib": peak_rss_mib(),
         })
     );
@@ -361,10 +394,19 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     .await?;
     let honest = sub(args, "honest", &pristine, &honest_target)?;
 
+    println!("opening and reading the key-value data with sled alone …");
+    let sled = sub(args, "sled", &pristine, &honest_target)?;
+
     println!("measuring store latency …");
     let latencies = latencies(args, scale, &pristine, &mig_target).await?;
 
-    let report = report(args, scale, &shape, &migration, &limit, &honest, &latencies);
+    let phases = Phases {
+        migration,
+        limit,
+        honest,
+        sled,
+    };
+    let report = report(args, scale, &shape, &phases, &latencies);
     std::fs::create_dir_all(&args.out)?;
     let file = args
         .out
@@ -451,15 +493,27 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// What each phase's process printed.
+struct Phases {
+    migration: Value,
+    limit: Value,
+    honest: Value,
+    sled: Value,
+}
+
 fn report(
     args: &Args,
     scale: &str,
     shape: &Shape,
-    migration: &Value,
-    limit: &Value,
-    honest: &Value,
+    phases: &Phases,
     latencies: &[(String, Value)],
 ) -> Value {
+    let Phases {
+        migration,
+        limit,
+        honest,
+        sled,
+    } = phases;
     let rows = shape.total_rows() as f64;
     let mig_s = f(&migration["seconds"]);
     let lim_s = f(&limit["seconds"]);
@@ -533,23 +587,44 @@ fn report(
         "peak RSS of migration, MiB",
         f(&migration["peak_rss_mib"])
     );
+    println!(
+        "{:<28}{:>12.0}   (opened: {:.0})",
+        "  sled alone reading all",
+        f(&sled["peak_rss_mib"]),
+        f(&sled["open_peak_rss_mib"])
+    );
+    println!(
+        "{:<28}{:>12.0}",
+        "  the migration's own",
+        f(&migration["peak_rss_mib"]) - f(&sled["peak_rss_mib"])
+    );
     println!();
     println!(
-        "{:<34}{:>22}{:>22}{:>22}",
+        "{:<36}{:>16}{:>18}{:>18}   goal sqlite / postgres (p99; * = missed)",
         "latency, median / p99 (µs)", "kv", "sqlite", "postgres"
     );
-    for op in latency::OPS {
-        print!("{op:<34}");
+    for (op, goal) in latency::ops() {
+        print!("{op:<36}");
         for backend in ["kv", "sqlite", "postgres"] {
+            let width = if backend == "kv" { 16 } else { 18 };
             match latencies.iter().find(|(b, _)| b == backend) {
-                Some((_, v)) => print!(
-                    "{:>22}",
-                    format!("{:.0} / {:.0}", f(&v[op]["median_us"]), f(&v[op]["p99_us"]))
-                ),
-                None => print!("{:>22}", "-"),
+                Some((_, v)) => {
+                    let (median, p99) = (f(&v[&op]["median_us"]), f(&v[&op]["p99_us"]));
+                    let missed = goal
+                        .on(backend)
+                        .is_some_and(|(m, p)| p99 > p || m.is_some_and(|m| median > m));
+                    let mark = if missed { "*" } else { "" };
+                    print!("{:>width$}", format!("{median:.0} / {p99:.0}{mark}"));
+                }
+                None => print!("{:>width$}", "-"),
             }
         }
-        println!();
+        let shown = |b: &str| match goal.on(b) {
+            Some((Some(m), p)) => format!("{m:.0} / {p:.0}"),
+            Some((None, p)) => format!("{p:.0}"),
+            None => "-".to_owned(),
+        };
+        println!("   {} | {}", shown("sqlite"), shown("postgres"));
     }
     json!({
         "scale": scale,
@@ -561,6 +636,7 @@ fn report(
         "honest_limit": { "seconds": hon_s, "read_seconds": honest["read_seconds"], "peak_rss_mib": honest["peak_rss_mib"], "rows": honest["rows"], "rows_per_s": rows / hon_s.max(1e-9) },
         "ratio": ratio,
         "honest_ratio": honest_ratio,
+        "sled_alone": sled,
         "latency": latencies.iter().map(|(b, v)| (b.clone(), v.clone())).collect::<serde_json::Map<_, _>>(),
     })
 }

@@ -1,8 +1,11 @@
 //! PostgreSQL: a deadpool pool for store work, dedicated connections for
 //! work that holds session state (the migration runner's advisory lock).
 //!
-//! Transactions are plain `BEGIN` / `COMMIT` on a pooled client. A
-//! transaction dropped before it finished (a cancelled future, a panic) takes
+//! Transactions are plain `BEGIN` / `COMMIT` on a pooled client. A read
+//! transaction is one snapshot (`REPEATABLE READ READ ONLY`), and its
+//! `BEGIN` goes out with its first queries in one round trip; queries
+//! given together ([`Tx::query_batch`]) are pipelined (docs/design.md §4.3).
+//! A transaction dropped before it finished (a cancelled future, a panic) takes
 //! its connection out of the pool and closes it, and the server rolls it
 //! back; the pool therefore never hands out a connection inside a
 //! transaction, and can recycle with the cheap `Fast` method.
@@ -166,14 +169,16 @@ impl PostgresDb {
 
     pub(crate) async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {
         let obj = self.pool.get().await.map_err(pool_error)?;
-        let tx = PgTx {
+        let mut tx = PgTx {
             conn: PgConn::Pooled(Some(obj)),
             done: false,
+            pending_begin: Some(begin_sql(mode)),
         };
-        tx.client()
-            .batch_execute(begin_sql(mode))
-            .await
-            .map_err(classify)?;
+        // A write's BEGIN is confirmed before any statement runs, so no
+        // statement of a write can ever run outside its transaction.
+        if mode == TxMode::Write {
+            tx.send_begin().await?;
+        }
         Ok(Box::new(tx))
     }
 
@@ -249,7 +254,7 @@ pub fn describe_config(config: &Config) -> String {
 
 fn begin_sql(mode: TxMode) -> &'static str {
     match mode {
-        TxMode::Read => "BEGIN READ ONLY",
+        TxMode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         TxMode::Write => "BEGIN",
     }
 }
@@ -281,6 +286,7 @@ impl DedicatedConn {
         Ok(Box::new(PgTx {
             conn: PgConn::Dedicated(self.inner.clone()),
             done: false,
+            pending_begin: None,
         }))
     }
 
@@ -296,6 +302,7 @@ impl DedicatedConn {
             conn: PgConn::Dedicated(self.inner.clone()),
             // Not a transaction: nothing to roll back on drop.
             done: true,
+            pending_begin: None,
         };
         tx.query_sql(sql).await
     }
@@ -313,9 +320,21 @@ enum PgConn {
 struct PgTx {
     conn: PgConn,
     done: bool,
+    /// A read transaction's `BEGIN`, not sent yet: it goes out ahead of the
+    /// first queries, in their round trip. `None` once sent.
+    pending_begin: Option<&'static str>,
 }
 
 impl PgTx {
+    /// Sends a pending `BEGIN` on its own, before a statement that cannot
+    /// share its round trip.
+    async fn send_begin(&mut self) -> DbResult<()> {
+        if let Some(begin) = self.pending_begin.take() {
+            self.client().batch_execute(begin).await.map_err(classify)?;
+        }
+        Ok(())
+    }
+
     fn client(&self) -> &Client {
         match &self.conn {
             PgConn::Pooled(Some(obj)) => obj,
@@ -361,7 +380,8 @@ fn unreachable_client() -> ! {
 
 impl Drop for PgTx {
     fn drop(&mut self) {
-        if self.done {
+        // A transaction that never began holds nothing on the server.
+        if self.done || self.pending_begin.is_some() {
             return;
         }
         match &mut self.conn {
@@ -390,6 +410,7 @@ impl Tx for PgTx {
     }
 
     async fn execute_sql(&mut self, sql: Sql) -> DbResult<u64> {
+        self.send_begin().await?;
         let stmt = self.prepare(&sql.text).await?;
         let params = bind(sql.values, stmt.params())?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
@@ -397,15 +418,71 @@ impl Tx for PgTx {
     }
 
     async fn query_sql(&mut self, sql: Sql) -> DbResult<Vec<Row>> {
-        let stmt = self.prepare(&sql.text).await?;
-        let params = bind(sql.values, stmt.params())?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        let rows = self.client().query(&stmt, &refs).await.map_err(classify)?;
-        let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
-        rows.iter().map(|r| decode_row(r, &columns)).collect()
+        let mut all = self.query_batch(vec![sql]).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    async fn query_batch(&mut self, batch: Vec<Sql>) -> DbResult<Vec<Vec<Row>>> {
+        use futures::future::{join, try_join_all};
+        // tokio-postgres sends a request when its future is first polled and
+        // reads answers in order, so futures polled together share one round
+        // trip; joins poll in argument order, so a pending BEGIN goes first.
+        let mut begin = self.pending_begin.take();
+        let client = self.client();
+        // Cached statements are ready at the first poll; only new ones cost
+        // a round trip, which then carries the BEGIN.
+        let statements = {
+            let prepares = try_join_all(batch.iter().map(|sql| self.prepare(&sql.text)));
+            futures::pin_mut!(prepares);
+            match futures::poll!(prepares.as_mut()) {
+                std::task::Poll::Ready(done) => done?,
+                std::task::Poll::Pending => match begin.take() {
+                    Some(b) => {
+                        let (began, prepared) = join(client.batch_execute(b), prepares).await;
+                        began.map_err(classify)?;
+                        prepared?
+                    }
+                    None => prepares.await?,
+                },
+            }
+        };
+        let params = batch
+            .into_iter()
+            .zip(&statements)
+            .map(|(sql, stmt)| bind(sql.values, stmt.params()))
+            .collect::<DbResult<Vec<_>>>()?;
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = params
+            .iter()
+            .map(|p| p.iter().map(|v| v as _).collect())
+            .collect();
+        let queries = try_join_all(
+            statements
+                .iter()
+                .zip(&refs)
+                .map(|(stmt, refs)| client.query(stmt, refs)),
+        );
+        let answers = match begin {
+            Some(b) => {
+                let (began, answers) = join(client.batch_execute(b), queries).await;
+                began.map_err(classify)?;
+                answers
+            }
+            None => queries.await,
+        }
+        .map_err(classify)?;
+        statements
+            .iter()
+            .zip(answers)
+            .map(|(stmt, rows)| {
+                let columns: Arc<[String]> =
+                    stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+                rows.iter().map(|r| decode_row(r, &columns)).collect()
+            })
+            .collect()
     }
 
     async fn execute_script(&mut self, script: &str) -> DbResult<()> {
+        self.send_begin().await?;
         self.client().batch_execute(script).await.map_err(classify)
     }
 
@@ -422,6 +499,7 @@ impl Tx for PgTx {
         if rows.is_empty() {
             return Ok(0);
         }
+        self.send_begin().await?;
         let list = columns
             .iter()
             .map(|c| format!("\"{c}\""))
@@ -465,6 +543,10 @@ impl Tx for PgTx {
     }
 
     async fn commit(mut self: Box<Self>) -> DbResult<()> {
+        if self.pending_begin.is_some() {
+            // Nothing ran: there is no transaction to end.
+            return Ok(());
+        }
         let result = self
             .client()
             .batch_execute("COMMIT")
@@ -476,6 +558,9 @@ impl Tx for PgTx {
     }
 
     async fn rollback(mut self: Box<Self>) -> DbResult<()> {
+        if self.pending_begin.is_some() {
+            return Ok(());
+        }
         let result = self
             .client()
             .batch_execute("ROLLBACK")

@@ -131,6 +131,13 @@ pub static STEPS: &[Step] = &[
             "../../../migrations/0008_actions_list_indexes.sql"
         )),
     },
+    Step {
+        version: 9,
+        name: "actions_actor_method_indexes",
+        kind: StepKind::Sql(include_str!(
+            "../../../migrations/0009_actions_actor_method_indexes.sql"
+        )),
+    },
 ];
 
 /// Every table the steps create, with the runner's tracking table: a

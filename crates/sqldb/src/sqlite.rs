@@ -456,6 +456,21 @@ impl Tx for SqliteTx {
         self.worker.call(move |c| query(c, &text, params)).await?
     }
 
+    async fn query_batch(&mut self, batch: Vec<Sql>) -> DbResult<Vec<Vec<Row>>> {
+        let batch = batch
+            .into_iter()
+            .map(|sql| Ok((sql.text, bind(sql.values)?)))
+            .collect::<DbResult<Vec<_>>>()?;
+        self.worker
+            .call(move |c| {
+                batch
+                    .into_iter()
+                    .map(|(text, params)| query(c, &text, params))
+                    .collect()
+            })
+            .await?
+    }
+
     async fn execute_script(&mut self, script: &str) -> DbResult<()> {
         let script = script.to_owned();
         self.worker

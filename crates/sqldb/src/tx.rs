@@ -98,6 +98,19 @@ pub trait Tx: Send {
     /// Runs one statement and returns all its rows.
     async fn query_sql(&mut self, sql: Sql) -> DbResult<Vec<Row>>;
 
+    /// Runs several queries and returns each one's rows, in order, as
+    /// [`Tx::query_sql`] would one after another. PostgreSQL sends them all
+    /// before reading any answer (one round trip instead of one per query,
+    /// docs/design.md §4.3); SQLite runs them in one call on its thread.
+    /// The first failing query's error is returned.
+    async fn query_batch(&mut self, batch: Vec<Sql>) -> DbResult<Vec<Vec<Row>>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for sql in batch {
+            out.push(self.query_sql(sql).await?);
+        }
+        Ok(out)
+    }
+
     /// Runs a script of statements without parameters, such as a schema step.
     async fn execute_script(&mut self, script: &str) -> DbResult<()>;
 

@@ -637,7 +637,127 @@ async fn indexes_set_aside_come_back_or_roll_back(fx: &SqlFixture) {
     assert!(aliases(&db).await.is_empty(), "nothing written");
 }
 
+fn alias_query(tx: &dyn sqldb::Tx, min: i64) -> sqldb::Sql {
+    tx.dialect().build(
+        &Query::select()
+            .column(a("alias"))
+            .from(a("accounts"))
+            .and_where(Expr::col(a("alias")).gte(min))
+            .order_by(a("alias"), Order::Asc)
+            .to_owned(),
+    )
+}
+
+async fn query_batches_answer_each_query_in_order(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    for alias in [1, 2, 3] {
+        insert_account(&db, alias, t0(), zero_time()).await.unwrap();
+    }
+    let answers = db
+        .read(|tx| {
+            Box::pin(async move {
+                let batch = vec![alias_query(tx, 3), alias_query(tx, 1), alias_query(tx, 9)];
+                tx.query_batch(batch).await
+            })
+        })
+        .await
+        .unwrap();
+    let got: Vec<Vec<i64>> = answers
+        .iter()
+        .map(|rows| rows.iter().map(|r| r.i64(0).unwrap()).collect())
+        .collect();
+    assert_eq!(got, vec![vec![3], vec![1, 2, 3], vec![]]);
+
+    // A failing query fails the batch with its own error, in a write as in
+    // a read, and the write keeps nothing.
+    let err = db
+        .write(|tx| {
+            Box::pin(async move {
+                insert_sql(tx, 4).await?;
+                let bad = sqldb::Sql::fixed("SELECT no_such_column FROM accounts", vec![]);
+                tx.query_batch(vec![alias_query(tx, 1), bad]).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no_such_column"), "{err}");
+    assert_eq!(
+        aliases(&db).await,
+        vec![1, 2, 3],
+        "the write was rolled back"
+    );
+}
+
+async fn insert_sql(tx: &mut dyn sqldb::Tx, alias: i64) -> Result<u64, DbError> {
+    let stmt = Query::insert()
+        .into_table(a("accounts"))
+        .columns(
+            [
+                "alias",
+                "type",
+                "initial_balance_msat",
+                "current_balance_msat",
+                "last_updated",
+                "expiration",
+            ]
+            .map(a),
+        )
+        .values_panic([
+            alias.into(),
+            1i64.into(),
+            0i64.into(),
+            0i64.into(),
+            t0().into(),
+            zero_time().into(),
+        ])
+        .to_owned();
+    tx.exec(&stmt).await
+}
+
+async fn a_read_sees_one_snapshot(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    insert_account(&db, 1, t0(), zero_time()).await.unwrap();
+    let writer = db.clone();
+    let (first, second) = db
+        .read(|tx| {
+            Box::pin(async move {
+                let q = alias_query(tx, 0);
+                let first = tx.query_sql(q.clone()).await?.len();
+                // A write commits between the read's two queries.
+                insert_account(&writer, 2, t0(), zero_time()).await?;
+                let second = tx.query_sql(q).await?.len();
+                Ok::<_, DbError>((first, second))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!((first, second), (1, 1), "both queries read one snapshot");
+    assert_eq!(aliases(&db).await, vec![1, 2], "the write committed");
+}
+
+async fn a_read_that_runs_nothing_ends_cleanly(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    for _ in 0..20 {
+        db.read(|_tx| Box::pin(async move { Ok::<_, DbError>(()) }))
+            .await
+            .unwrap();
+        let tx = db.begin(TxMode::Read).await.unwrap();
+        drop(tx);
+        let tx = db.begin(TxMode::Read).await.unwrap();
+        tx.rollback().await.unwrap();
+    }
+    // Every connection went back to the pool outside a transaction: a
+    // write on any of them works.
+    for alias in 1..=10 {
+        insert_account(&db, alias, t0(), zero_time()).await.unwrap();
+    }
+    assert_eq!(aliases(&db).await.len(), 10);
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    query_batches_answer_each_query_in_order,
+    a_read_sees_one_snapshot,
+    a_read_that_runs_nothing_ends_cleanly,
     indexes_set_aside_come_back_or_roll_back,
     copy_in_appends_every_value_type,
     write_commits_on_ok_and_rolls_back_on_err,
@@ -652,6 +772,9 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    query_batches_answer_each_query_in_order,
+    a_read_sees_one_snapshot,
+    a_read_that_runs_nothing_ends_cleanly,
     indexes_set_aside_come_back_or_roll_back,
     copy_in_appends_every_value_type,
     write_commits_on_ok_and_rolls_back_on_err,

@@ -172,46 +172,63 @@ fn account_from_row(r: &Row) -> Result<(i64, Account)> {
     ))
 }
 
-/// Loads accounts with their invoices and payments in three queries,
-/// ordered by SQL id; `ids` limits it to SQL ids in that inclusive range.
+/// Which accounts a load reads.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    All,
+    /// SQL ids in an inclusive range.
+    SqlIds(i64, i64),
+    /// One account, by its alias.
+    Alias(i64),
+}
+
+impl Which {
+    /// The condition on `accounts` itself.
+    fn on_accounts(self) -> Option<sea_query::SimpleExpr> {
+        match self {
+            Which::All => None,
+            Which::SqlIds(lo, hi) => Some(Expr::col(Accounts::Id).between(lo, hi)),
+            Which::Alias(alias) => Some(Expr::col(Accounts::Alias).eq(alias)),
+        }
+    }
+
+    /// The condition on a child table's `account_id` column.
+    fn on_children<C: sea_query::IntoColumnRef>(self, col: C) -> Option<sea_query::SimpleExpr> {
+        match self {
+            Which::All => None,
+            Which::SqlIds(lo, hi) => Some(Expr::col(col).between(lo, hi)),
+            Which::Alias(alias) => Some(
+                Expr::col(col).in_subquery(
+                    Query::select()
+                        .column(Accounts::Id)
+                        .from(Accounts::Table)
+                        .and_where(Expr::col(Accounts::Alias).eq(alias))
+                        .to_owned(),
+                ),
+            ),
+        }
+    }
+}
+
+/// Loads accounts with their invoices and payments in three queries sent as
+/// one batch (one round trip on PostgreSQL), ordered by SQL id; `ids` limits
+/// it to SQL ids in that inclusive range.
 ///
 /// Shared by [`Store::accounts`] and the migrator's read-back.
 pub async fn load_accounts(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<Vec<Account>> {
+    let which = ids.map_or(Which::All, |(lo, hi)| Which::SqlIds(lo, hi));
+    load_which(tx, which).await
+}
+
+async fn load_which(tx: &mut dyn Tx, which: Which) -> Result<Vec<Account>> {
     let mut select = Query::select();
     account_columns(&mut select)
         .from(Accounts::Table)
         .order_by(Accounts::Id, Order::Asc);
-    if let Some((lo, hi)) = ids {
-        select.and_where(Expr::col(Accounts::Id).between(lo, hi));
-    }
-    let rows = tx.query(&select).await?;
-    let mut accounts = Vec::with_capacity(rows.len());
-    let mut by_sql_id = HashMap::with_capacity(rows.len());
-    for r in &rows {
-        let (sql_id, account) = account_from_row(r)?;
-        by_sql_id.insert(sql_id, accounts.len());
-        accounts.push(account);
-    }
-    if accounts.is_empty() {
-        return Ok(accounts);
-    }
-
     let mut invoices = Query::select();
     invoices
         .columns([AccountInvoices::AccountId, AccountInvoices::Hash])
         .from(AccountInvoices::Table);
-    if let Some((lo, hi)) = ids {
-        invoices.and_where(Expr::col(AccountInvoices::AccountId).between(lo, hi));
-    }
-    for r in tx.query(&invoices).await? {
-        let sql_id = r.i64(0)?;
-        let Some(&i) = by_sql_id.get(&sql_id) else {
-            continue;
-        };
-        let hash = hash_of(&format!("account {}", accounts[i].id), r.bytes(1)?)?;
-        accounts[i].invoices.insert(hash);
-    }
-
     let mut payments = Query::select();
     payments
         .columns([
@@ -221,16 +238,54 @@ pub async fn load_accounts(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<V
             AccountPayments::FullAmountMsat,
         ])
         .from(AccountPayments::Table);
-    if let Some((lo, hi)) = ids {
-        payments.and_where(Expr::col(AccountPayments::AccountId).between(lo, hi));
+    if let Some(c) = which.on_accounts() {
+        select.and_where(c);
     }
-    for r in tx.query(&payments).await? {
+    if let Some(c) = which.on_children(AccountInvoices::AccountId) {
+        invoices.and_where(c);
+    }
+    if let Some(c) = which.on_children(AccountPayments::AccountId) {
+        payments.and_where(c);
+    }
+    let d = tx.dialect();
+    let answers = tx
+        .query_batch(vec![
+            d.build(&select),
+            d.build(&invoices),
+            d.build(&payments),
+        ])
+        .await?;
+    let Ok([rows, invoices, payments]) = <[Vec<Row>; 3]>::try_from(answers) else {
+        return Err(sqldb::DbError::new(
+            d.name(),
+            sqldb::ErrorKind::Decode,
+            "a batch of three queries did not return three answers",
+        )
+        .into());
+    };
+
+    let mut accounts = Vec::with_capacity(rows.len());
+    let mut by_sql_id = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let (sql_id, account) = account_from_row(r)?;
+        by_sql_id.insert(sql_id, accounts.len());
+        accounts.push(account);
+    }
+    for r in &invoices {
+        let sql_id = r.i64(0)?;
+        let Some(&i) = by_sql_id.get(&sql_id) else {
+            continue;
+        };
+        let hash = hash_of(&format!("account {}", accounts[i].id), r.bytes(1)?)?;
+        accounts[i].invoices.insert(hash);
+    }
+    for r in &payments {
         let sql_id = r.i64(0)?;
         let Some(&i) = by_sql_id.get(&sql_id) else {
             continue;
         };
         let rec = format!("account {}", accounts[i].id);
-        let (hash, entry) = payment_from_row(&rec, &r, 1)?;
+        let (hash, entry) = payment_from_row(&rec, r, 1)?;
         accounts[i].payments.insert(hash, entry);
     }
     Ok(accounts)
@@ -279,8 +334,7 @@ async fn resolve(tx: &mut dyn Tx, id: AccountId, lock: bool) -> Result<i64> {
 }
 
 async fn load_one(tx: &mut dyn Tx, id: AccountId) -> Result<Account> {
-    let sql_id = resolve(tx, id, false).await?;
-    load_accounts(tx, Some((sql_id, sql_id)))
+    load_which(tx, Which::Alias(id.to_alias()))
         .await?
         .pop()
         .ok_or(Error::NotFound { id })
@@ -693,26 +747,38 @@ impl Store for SqlStore {
         self.db
             .read(|tx| {
                 Box::pin(async move {
-                    let sql_id = resolve(tx, id, false).await?;
                     if limit == 0 {
+                        resolve(tx, id, false).await?;
                         return Ok(Vec::new());
                     }
-                    let rows = tx
-                        .query(
-                            &Query::select()
-                                .columns([
-                                    AccountPayments::Hash,
-                                    AccountPayments::Status,
-                                    AccountPayments::FullAmountMsat,
-                                ])
-                                .from(AccountPayments::Table)
-                                .and_where(Expr::col(AccountPayments::AccountId).eq(sql_id))
-                                .order_by(AccountPayments::Hash, Order::Asc)
-                                .limit(u64::from(limit))
-                                .offset(u64::from(offset))
-                                .to_owned(),
+                    // The account's existence and its page, in one batch.
+                    let d = tx.dialect();
+                    let exists = Query::select()
+                        .column(Accounts::Id)
+                        .from(Accounts::Table)
+                        .and_where(Expr::col(Accounts::Alias).eq(id.to_alias()))
+                        .to_owned();
+                    let page = Query::select()
+                        .columns([
+                            AccountPayments::Hash,
+                            AccountPayments::Status,
+                            AccountPayments::FullAmountMsat,
+                        ])
+                        .from(AccountPayments::Table)
+                        .and_where(
+                            Expr::col(AccountPayments::AccountId).in_subquery(exists.clone()),
                         )
+                        .order_by(AccountPayments::Hash, Order::Asc)
+                        .limit(u64::from(limit))
+                        .offset(u64::from(offset))
+                        .to_owned();
+                    let mut answers = tx
+                        .query_batch(vec![d.build(&exists), d.build(&page)])
                         .await?;
+                    let rows = answers.pop().unwrap_or_default();
+                    if answers.pop().unwrap_or_default().is_empty() {
+                        return Err(Error::NotFound { id });
+                    }
                     let rec = format!("account {id}");
                     rows.iter()
                         .map(|r| {

@@ -91,11 +91,24 @@ impl SqlStore {
     /// The database's plan for `query`'s page, one line per plan row
     /// (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`): to check which
     /// index serves a filter.
+    ///
+    /// PostgreSQL's planner picks plans from table statistics, and scans a
+    /// small table whatever indexes it has; so there the plan is taken with
+    /// sequential scans and sorts priced out (`enable_seqscan`,
+    /// `enable_sort` off, for this transaction only), which shows whether
+    /// an index can serve the page in order. A plan that still scans or
+    /// sorts has no such index.
     pub async fn query_plan(&self, query: &ActionQuery) -> Result<Vec<String>> {
         let query = query.clone();
         self.db
             .read(|tx| {
                 Box::pin(async move {
+                    if tx.dialect() == Dialect::Postgres {
+                        tx.execute_script(
+                            "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off",
+                        )
+                        .await?;
+                    }
                     let ids = resolve_filter(tx, &query).await?;
                     let sql = tx.dialect().build(&page_select(&query, ids));
                     let (prefix, column) = match tx.dialect() {

@@ -240,8 +240,9 @@ fn session_from_row(r: &Row) -> Result<(i64, Session)> {
 }
 
 /// Loads the sessions matching `filter` (a condition on the `s` alias of
-/// `sessions`, or all), with every child row, in five queries; ordered by
-/// creation time, then SQL id.
+/// `sessions`, or all), with every child row, in five queries sent as one
+/// batch (one round trip on PostgreSQL); ordered by creation time, then
+/// SQL id.
 ///
 /// Shared by the store's reads and the migrator's read-back.
 pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result<Vec<Session>> {
@@ -252,18 +253,7 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
     select
         .order_by(s(Sessions::CreatedAt), Order::Asc)
         .order_by(s(Sessions::Id), Order::Asc);
-    let rows = tx.query(&select).await?;
-    let mut sessions = Vec::with_capacity(rows.len());
-    let mut by_sql_id: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
-    for r in &rows {
-        let (sql_id, session) = session_from_row(r)?;
-        by_sql_id.insert(sql_id, sessions.len());
-        sessions.push(session);
-    }
-    if sessions.is_empty() {
-        return Ok(sessions);
-    }
-    // The children of exactly the sessions above.
+    // The children of exactly the sessions the select reads.
     let subset = |col: Alias| -> Option<sea_query::SimpleExpr> {
         filter.clone().map(|c| {
             Expr::col(col).in_subquery(
@@ -275,7 +265,6 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
             )
         })
     };
-
     let mut perms = Query::select();
     perms
         .columns([
@@ -286,22 +275,6 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
         .from(SessionMacaroonPermissions::Table)
         .order_by(SessionMacaroonPermissions::SessionId, Order::Asc)
         .order_by(SessionMacaroonPermissions::Position, Order::Asc);
-    if let Some(e) = subset(Alias::new("session_id")) {
-        perms.and_where(e);
-    }
-    for r in tx.query(&perms).await? {
-        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
-            continue;
-        };
-        let recipe = sessions[i]
-            .macaroon_recipe
-            .get_or_insert_with(MacaroonRecipe::default);
-        recipe.permissions.push(Permission {
-            entity: r.text(1)?,
-            action: r.text(2)?,
-        });
-    }
-
     let mut caveats = Query::select();
     caveats
         .columns([
@@ -313,10 +286,62 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
         .from(SessionMacaroonCaveats::Table)
         .order_by(SessionMacaroonCaveats::SessionId, Order::Asc)
         .order_by(SessionMacaroonCaveats::Position, Order::Asc);
-    if let Some(e) = subset(Alias::new("session_id")) {
-        caveats.and_where(e);
+    let mut configs = Query::select();
+    configs
+        .columns([
+            SessionFeatureConfigs::SessionId,
+            SessionFeatureConfigs::FeatureName,
+            SessionFeatureConfigs::Config,
+        ])
+        .from(SessionFeatureConfigs::Table);
+    let mut flags = Query::select();
+    flags
+        .columns([SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag])
+        .from(SessionPrivacyFlags::Table);
+    for child in [&mut perms, &mut caveats, &mut configs, &mut flags] {
+        if let Some(e) = subset(Alias::new("session_id")) {
+            child.and_where(e);
+        }
     }
-    for r in tx.query(&caveats).await? {
+    let d = tx.dialect();
+    let batch = vec![
+        d.build(&select),
+        d.build(&perms),
+        d.build(&caveats),
+        d.build(&configs),
+        d.build(&flags),
+    ];
+    let Ok([rows, perms, caveats, configs, flags]) =
+        <[Vec<sqldb::Row>; 5]>::try_from(tx.query_batch(batch).await?)
+    else {
+        return Err(sqldb::DbError::new(
+            d.name(),
+            sqldb::ErrorKind::Decode,
+            "a batch of five queries did not return five answers",
+        )
+        .into());
+    };
+
+    let mut sessions = Vec::with_capacity(rows.len());
+    let mut by_sql_id: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let (sql_id, session) = session_from_row(r)?;
+        by_sql_id.insert(sql_id, sessions.len());
+        sessions.push(session);
+    }
+    for r in &perms {
+        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+            continue;
+        };
+        let recipe = sessions[i]
+            .macaroon_recipe
+            .get_or_insert_with(MacaroonRecipe::default);
+        recipe.permissions.push(Permission {
+            entity: r.text(1)?,
+            action: r.text(2)?,
+        });
+    }
+    for r in &caveats {
         let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
             continue;
         };
@@ -329,19 +354,7 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
             location: r.opt_text(3)?.unwrap_or_default(),
         });
     }
-
-    let mut configs = Query::select();
-    configs
-        .columns([
-            SessionFeatureConfigs::SessionId,
-            SessionFeatureConfigs::FeatureName,
-            SessionFeatureConfigs::Config,
-        ])
-        .from(SessionFeatureConfigs::Table);
-    if let Some(e) = subset(Alias::new("session_id")) {
-        configs.and_where(e);
-    }
-    for r in tx.query(&configs).await? {
+    for r in &configs {
         let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
             continue;
         };
@@ -350,15 +363,7 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
             .get_or_insert_with(BTreeMap::new)
             .insert(r.text(1)?, r.bytes_or_empty(2)?);
     }
-
-    let mut flags = Query::select();
-    flags
-        .columns([SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag])
-        .from(SessionPrivacyFlags::Table);
-    if let Some(e) = subset(Alias::new("session_id")) {
-        flags.and_where(e);
-    }
-    for r in tx.query(&flags).await? {
+    for r in &flags {
         let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
             continue;
         };
