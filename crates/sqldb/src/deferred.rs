@@ -89,43 +89,15 @@ pub async fn set_aside(tx: &mut dyn Tx, tables: &[&str]) -> DbResult<SetAside> {
         Dialect::Postgres => {
             // Foreign keys first (a UNIQUE constraint cannot go while a
             // foreign key leans on it), built again last.
-            let cons = tx
-                .query_sql(Sql::fixed(
-                    "SELECT c.conname, t.relname, pg_get_constraintdef(c.oid), c.contype::text, \
-                            f.relname \
-                     FROM pg_constraint c \
-                     JOIN pg_class t ON t.oid = c.conrelid \
-                     LEFT JOIN pg_class f ON f.oid = c.confrelid \
-                     WHERE c.contype IN ('f', 'u') \
-                       AND t.relnamespace = current_schema()::regnamespace \
-                     ORDER BY c.contype = 'u' DESC, c.conname",
-                    vec![],
-                ))
-                .await?;
             let mut fks = Vec::new();
             let mut uniques = Vec::new();
-            for r in &cons {
-                let (name, table, def, kind) = (r.text(0)?, r.text(1)?, r.text(2)?, r.text(3)?);
-                let into = r.opt_text(4)?;
-                let ours = tables.contains(&table.as_str())
-                    || into.as_deref().is_some_and(|f| tables.contains(&f));
-                if !ours || (kind == "u" && !tables.contains(&table.as_str())) {
-                    continue;
-                }
-                let drop = format!(
-                    "ALTER TABLE {} DROP CONSTRAINT {}",
-                    quoted(&table),
-                    quoted(&name)
-                );
-                let add = format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {def}",
-                    quoted(&table),
-                    quoted(&name)
-                );
-                if kind == "f" {
-                    fks.push((drop, add));
-                } else {
-                    uniques.push((drop, add));
+            for c in pg_constraints(tx).await? {
+                let on = tables.contains(&c.table.as_str());
+                let into = c.into.as_deref().is_some_and(|f| tables.contains(&f));
+                match c.kind.as_str() {
+                    "f" if on || into => fks.push(c.drop_and_add()),
+                    "u" if on => uniques.push(c.drop_and_add()),
+                    _ => {}
                 }
             }
             let idx = tx
@@ -159,4 +131,82 @@ pub async fn set_aside(tx: &mut dyn Tx, tables: &[&str]) -> DbResult<SetAside> {
         tx.execute_script(sql).await?;
     }
     Ok(out)
+}
+
+/// Removes the foreign keys declared on `tables` (not those into them) in
+/// the caller's transaction, and returns how to add them again; their
+/// indexes stay, so the loaded rows can be read back by key meanwhile.
+///
+/// PostgreSQL only, where checking a foreign key row by row locks the
+/// parent row for every child row (`FOR KEY SHARE`) and dominates loading
+/// child tables, while adding the constraint afterwards checks every row
+/// in one join. SQLite's row-by-row check is a plain index probe: there
+/// nothing is set aside.
+pub async fn set_aside_foreign_keys(tx: &mut dyn Tx, tables: &[&str]) -> DbResult<SetAside> {
+    let mut out = SetAside::default();
+    if tx.dialect() == Dialect::Postgres {
+        for c in pg_constraints(tx).await? {
+            if c.kind == "f" && tables.contains(&c.table.as_str()) {
+                let (drop, add) = c.drop_and_add();
+                out.drops.push(drop);
+                out.rebuilds.push(add);
+            }
+        }
+    }
+    for sql in &out.drops {
+        tx.execute_script(sql).await?;
+    }
+    Ok(out)
+}
+
+/// A `UNIQUE` constraint or foreign key of the current schema, as
+/// PostgreSQL's catalog defines it.
+struct PgConstraint {
+    name: String,
+    table: String,
+    definition: String,
+    /// `u` or `f`.
+    kind: String,
+    /// The table a foreign key points into.
+    into: Option<String>,
+}
+
+impl PgConstraint {
+    fn drop_and_add(&self) -> (String, String) {
+        let (table, name) = (quoted(&self.table), quoted(&self.name));
+        (
+            format!("ALTER TABLE {table} DROP CONSTRAINT {name}"),
+            format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {name} {}",
+                self.definition
+            ),
+        )
+    }
+}
+
+async fn pg_constraints(tx: &mut dyn Tx) -> DbResult<Vec<PgConstraint>> {
+    let rows = tx
+        .query_sql(Sql::fixed(
+            "SELECT c.conname, t.relname, pg_get_constraintdef(c.oid), c.contype::text, \
+                    f.relname \
+             FROM pg_constraint c \
+             JOIN pg_class t ON t.oid = c.conrelid \
+             LEFT JOIN pg_class f ON f.oid = c.confrelid \
+             WHERE c.contype IN ('f', 'u') \
+               AND t.relnamespace = current_schema()::regnamespace \
+             ORDER BY c.contype = 'u' DESC, c.conname",
+            vec![],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PgConstraint {
+                name: r.text(0)?,
+                table: r.text(1)?,
+                definition: r.text(2)?,
+                kind: r.text(3)?,
+                into: r.opt_text(4)?,
+            })
+        })
+        .collect()
 }

@@ -754,7 +754,51 @@ async fn a_read_that_runs_nothing_ends_cleanly(fx: &SqlFixture) {
     assert_eq!(aliases(&db).await.len(), 10);
 }
 
+async fn foreign_keys_set_aside_come_back_and_check_every_row(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let before = introspect::describe(&db).await.unwrap();
+    let tables = ["account_payments", "account_invoices"];
+    let n = db
+        .write(|tx| {
+            Box::pin(async move {
+                let s = sqldb::deferred::set_aside_foreign_keys(tx, &tables).await?;
+                let n = s.len();
+                s.rebuild(tx).await?;
+                Ok::<_, DbError>(n)
+            })
+        })
+        .await
+        .unwrap();
+    let expected = match fx {
+        SqlFixture::Sqlite(_) => 0,
+        SqlFixture::Postgres(_) => 2,
+    };
+    assert_eq!(n, expected, "foreign keys set aside");
+    assert_eq!(introspect::describe(&db).await.unwrap(), before);
+
+    // A child row whose parent does not exist: refused when the keys come
+    // back (PostgreSQL) or at once (SQLite), and nothing is kept.
+    let err = db
+        .write(|tx| {
+            Box::pin(async move {
+                let s = sqldb::deferred::set_aside_foreign_keys(tx, &tables).await?;
+                tx.copy_in(
+                    "account_invoices",
+                    &["account_id", "hash"],
+                    vec![vec![999i64.into(), vec![7u8; 32].into()]],
+                )
+                .await?;
+                s.rebuild(tx).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ForeignKeyViolation, "{err}");
+    assert_eq!(introspect::describe(&db).await.unwrap(), before);
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    foreign_keys_set_aside_come_back_and_check_every_row,
     query_batches_answer_each_query_in_order,
     a_read_sees_one_snapshot,
     a_read_that_runs_nothing_ends_cleanly,
@@ -772,6 +816,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    foreign_keys_set_aside_come_back_and_check_every_row,
     query_batches_answer_each_query_in_order,
     a_read_sees_one_snapshot,
     a_read_that_runs_nothing_ends_cleanly,
