@@ -208,6 +208,7 @@ impl PostgresDb {
             inner: Arc::new(Dedicated {
                 client,
                 statements: Mutex::new(HashMap::new()),
+                rollback_owed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -267,6 +268,25 @@ pub struct DedicatedConn {
 struct Dedicated {
     client: Client,
     statements: Mutex<HashMap<String, Statement>>,
+    /// A transaction on this connection was dropped unfinished: its
+    /// `ROLLBACK` is sent before anything else uses the connection. (Sent
+    /// from `Drop` instead, by a spawned task, it could reach the server
+    /// after the next `BEGIN` and roll back the wrong transaction.)
+    rollback_owed: std::sync::atomic::AtomicBool,
+}
+
+impl Dedicated {
+    /// Sends the `ROLLBACK` a dropped transaction owes, if any.
+    async fn settle(&self) -> DbResult<()> {
+        use std::sync::atomic::Ordering;
+        if self.rollback_owed.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.client.batch_execute("ROLLBACK").await
+        {
+            self.rollback_owed.store(true, Ordering::Release);
+            return Err(classify(e));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for DedicatedConn {
@@ -278,6 +298,7 @@ impl fmt::Debug for DedicatedConn {
 impl DedicatedConn {
     /// Opens a transaction on this connection. Finish it before opening another.
     pub async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {
+        self.inner.settle().await?;
         self.inner
             .client
             .batch_execute(begin_sql(mode))
@@ -291,13 +312,16 @@ impl DedicatedConn {
     }
 
     /// The driver's client, for what the [`Tx`] interface does not offer
-    /// (binary COPY in the benchmark's bulk-load limit).
+    /// (binary COPY in the benchmark's bulk-load limit). Use it inside a
+    /// transaction from [`DedicatedConn::begin`], which settles any
+    /// transaction dropped before.
     pub fn client(&self) -> &Client {
         &self.inner.client
     }
 
     /// Runs a query outside any transaction (for session-level commands).
     pub async fn query_sql(&self, sql: Sql) -> DbResult<Vec<Row>> {
+        self.inner.settle().await?;
         let mut tx = PgTx {
             conn: PgConn::Dedicated(self.inner.clone()),
             // Not a transaction: nothing to roll back on drop.
@@ -392,12 +416,10 @@ impl Drop for PgTx {
                 }
             }
             PgConn::Dedicated(d) => {
-                let d = d.clone();
-                if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    handle.spawn(async move {
-                        let _ = d.client.batch_execute("ROLLBACK").await;
-                    });
-                }
+                // The connection's next user sends the ROLLBACK first; if
+                // there is none, closing the connection rolls back.
+                d.rollback_owed
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
         }
     }

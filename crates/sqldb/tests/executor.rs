@@ -833,3 +833,37 @@ testkit::backend_tests!(postgres => postgres;
     tls_is_used_exactly_when_the_url_requires_it,
     bulk_load_cache_is_set_and_restored,
 );
+
+/// A transaction dropped unfinished on a dedicated connection is rolled back
+/// before the connection's next transaction begins, never after it. The
+/// runtime has one thread, so a rollback sent from a spawned task would
+/// reach the server after the next `BEGIN`.
+#[tokio::test]
+async fn postgres_dedicated_dropped_transaction_rolls_back_before_the_next_begins() {
+    let name = concat!(module_path!(), "::postgres_dedicated_dropped");
+    let Some(fx) = postgres(name).await else {
+        return;
+    };
+    let db = fx.open_migrated().await;
+    let pg = db.as_postgres().expect("a PostgreSQL database");
+    let conn = pg.dedicated().await.unwrap();
+    for _ in 0..3 {
+        let mut tx = conn.begin(TxMode::Write).await.unwrap();
+        insert_sql(&mut *tx, 1).await.unwrap();
+        drop(tx);
+        // The next transaction is a transaction: rolled back, it keeps
+        // nothing (a late ROLLBACK would have ended it early, leaving its
+        // insert to commit on its own).
+        let mut tx = conn.begin(TxMode::Write).await.unwrap();
+        insert_sql(&mut *tx, 2).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert!(aliases(&db).await.is_empty(), "nothing kept");
+        let mut tx = conn.begin(TxMode::Write).await.unwrap();
+        insert_sql(&mut *tx, 3).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(aliases(&db).await, vec![3], "only the committed row");
+        let mut tx = conn.begin(TxMode::Write).await.unwrap();
+        tx.execute_script("DELETE FROM accounts").await.unwrap();
+        tx.commit().await.unwrap();
+    }
+}
