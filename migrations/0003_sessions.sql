@@ -1,5 +1,5 @@
 -- Sessions: remote-access sessions with their macaroon recipe, feature
--- configs and privacy flags (data-model.md section 3.5).
+-- configs and privacy flags (docs/design.md §4, sessions; LiT's tables).
 
 CREATE TABLE sessions (
     id INTEGER PRIMARY KEY,

@@ -1,4 +1,4 @@
--- Rule kv-stores (data-model.md section 4.6, migration 000003).
+-- Rule kv-stores (docs/design.md §4, firewall; LiT's migration 000003).
 
 CREATE TABLE rules (
     id INTEGER PRIMARY KEY,

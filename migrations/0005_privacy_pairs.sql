@@ -1,5 +1,5 @@
 -- Privacy mapper: real <-> pseudo values per session group
--- (data-model.md section 4.6, migration 000004).
+-- (docs/design.md §4, firewall; LiT's migration 000004).
 
 CREATE TABLE privacy_pairs (
     group_id BIGINT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,

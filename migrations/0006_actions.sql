@@ -1,4 +1,4 @@
--- Actions: the audit log of RPC calls (data-model.md section 4.6,
+-- Actions: the audit log of RPC calls (docs/design.md §4, actions; LiT's
 -- migration 000005).
 
 CREATE TABLE actions (

@@ -3,9 +3,8 @@
 -- read straight from an index in order instead of sorting every match.
 --
 -- Group filters go through sessions_group_id_idx and then the session
--- index. Actor and method filters have no index of their own: the RPC
--- layer combines them with a session, group or feature filter, whose index
--- narrows the rows first.
+-- index. Actor and method filters get their indexes in step 9
+-- (docs/design.md §4.3).
 --
 -- A step after the key-value step on purpose: on a migrated node these
 -- indexes are built once over the loaded rows, not row by row.

@@ -3,19 +3,21 @@
 //!
 //! # Tracking
 //! The table `nodestore_schema_steps` has one row per applied step: version,
-//! name, checksum (see [`Step::checksum`]), when it was applied, how long it
-//! took, and whether it completed. A step and its row commit together, so a
-//! crash mid-step leaves no row and the next run starts that step again from
-//! a clean database.
+//! name, checksum (see [`Step::checksum`]), when it was applied and how
+//! long it took. A step and its row commit together, so a crash mid-step
+//! leaves no row and the next run starts that step again from a clean
+//! database: a recorded step is complete by construction. (The table's
+//! `complete` column, always true, is kept so databases made before this
+//! was understood keep their tracking table; nothing reads it.)
 //!
 //! # Refusals
 //! Before applying anything, and again inside every step's transaction, the
 //! runner compares the tracking table with its own list and refuses to run
 //! ([`MigrateError`]) when an applied step's checksum or name differs from
 //! the binary's, when the database has a step this binary does not know (it
-//! was written by a newer nodestore), or when a step is recorded as
-//! incomplete. A code step this caller has no implementation for is also an
-//! error: a code step is never recorded as done without running.
+//! was written by a newer nodestore). A code step this caller has no
+//! implementation for is also an error: a code step is never recorded as
+//! done without running.
 //!
 //! # Concurrency
 //! Runners on one database are serialised. On PostgreSQL the runner takes a
@@ -144,14 +146,6 @@ pub enum MigrateError {
         /// The last version this binary knows.
         latest: i64,
     },
-    /// A step is recorded as not completed.
-    #[error("schema step {version} ({name}) is recorded as incomplete; the database needs repair")]
-    Incomplete {
-        /// The step's version.
-        version: i64,
-        /// Its recorded name.
-        name: String,
-    },
     /// A code step is pending but the caller supplied no implementation.
     #[error("schema step {version} ({name}) is a code step and no implementation was supplied")]
     MissingCodeStep {
@@ -207,8 +201,6 @@ pub struct AppliedStep {
     pub applied_at: DateTime<Utc>,
     /// How long it took.
     pub duration: Duration,
-    /// False only for a step some other tool left half-done.
-    pub complete: bool,
 }
 
 /// What one run did.
@@ -556,7 +548,6 @@ impl<'a> Migrator<'a> {
             duration: Duration::from_micros(
                 u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ),
-            complete: true,
         };
         let insert = Query::insert()
             .into_table(Tracking)
@@ -630,15 +621,9 @@ impl<'a> Migrator<'a> {
                     latest,
                 });
             };
-            if !a.complete {
-                return Err(MigrateError::Incomplete {
-                    version: a.version,
-                    name: a.name.clone(),
-                });
-            }
             let what = if a.name != step.name {
                 Some("name")
-            } else if a.checksum != step.checksum() {
+            } else if !step.accepts(&a.checksum) {
                 Some("checksum")
             } else {
                 None
@@ -745,7 +730,6 @@ async fn read_applied(tx: &mut dyn Tx) -> Result<Vec<AppliedStep>, DbError> {
             TrackingCol::Checksum,
             TrackingCol::AppliedAt,
             TrackingCol::DurationUs,
-            TrackingCol::Complete,
         ])
         .from(Tracking)
         .order_by(TrackingCol::Version, Order::Asc)
@@ -760,7 +744,6 @@ async fn read_applied(tx: &mut dyn Tx) -> Result<Vec<AppliedStep>, DbError> {
                 checksum: r.bytes(2)?,
                 applied_at: r.time(3)?,
                 duration: Duration::from_micros(u64::try_from(r.i64(4)?).unwrap_or(0)),
-                complete: r.bool(5)?,
             })
         })
         .collect()

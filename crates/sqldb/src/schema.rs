@@ -7,7 +7,7 @@
 //! gets the open transaction. Step 1 is nodestore's own bookkeeping: the
 //! database's identity and the record of key-value migrations. Version 7 is
 //! the code step that moves a node's
-//! key-value data into SQL (the reference's `kvdb_to_sql`); it has no SQL
+//! key-value data into SQL (LiT's `kvdb_to_sql`); it has no SQL
 //! and no down step, so a downgrade can never undo and re-run it.
 //!
 //! # The portable dialect
@@ -60,19 +60,32 @@ pub struct Step {
 }
 
 impl Step {
-    /// SHA-256 over the step's SQL with line endings normalised to `\n`
-    /// (so a checkout with CRLF endings does not look like an edit). A code
+    /// SHA-256 over the step's statements: its SQL without comments, each
+    /// run of whitespace outside literals read as one space. Correcting a
+    /// comment or re-wrapping a line (or a checkout with CRLF endings) is not
+    /// an edit; changing a word, a literal or a quoted name is. A code
     /// step's checksum covers its name, so renaming it is detected.
     pub fn checksum(&self) -> Vec<u8> {
         let mut h = Sha256::new();
         match self.kind {
-            StepKind::Sql(sql) => h.update(normalise_line_endings(sql).as_bytes()),
+            StepKind::Sql(sql) => h.update(statements_only(sql).as_bytes()),
             StepKind::Code => {
                 h.update(b"code step: ");
                 h.update(self.name.as_bytes());
             }
         }
         h.finalize().to_vec()
+    }
+
+    /// Whether `recorded`, the checksum a database recorded for this step,
+    /// matches the step: today's checksum, or the whole-file checksum that
+    /// databases made before comments were left out recorded for the same
+    /// statements ([`EARLIER_CHECKSUMS`]).
+    pub fn accepts(&self, recorded: &[u8]) -> bool {
+        recorded == self.checksum().as_slice()
+            || EARLIER_CHECKSUMS.iter().any(|(version, name, hex)| {
+                *version == self.version && *name == self.name && hex_of(recorded).as_str() == *hex
+            })
     }
 
     /// The step's SQL in `dialect`, or `None` for a code step.
@@ -174,8 +187,88 @@ fn created_tables(sql: &str) -> Vec<String> {
         .collect()
 }
 
-fn normalise_line_endings(s: &str) -> String {
-    s.replace("\r\n", "\n").replace('\r', "\n")
+/// SHA-256 (hex) of each of nodestore's SQL steps as whole files with line
+/// endings normalised: the checksum databases recorded before checksums left
+/// comments out. Each stands for the statements of today's file (only
+/// comments changed since), and is accepted for it by [`Step::accepts`].
+/// Never add to this list: a step edited from now on is a new step.
+pub const EARLIER_CHECKSUMS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "nodestore",
+        "2b706ac63b06c4fa70a2bf5e54f825a49f3ab8192e163d37d1f28946e6e9f7dd",
+    ),
+    (
+        2,
+        "accounts",
+        "a4a614164631d0a857ea37c1a74898004b20a0d8167b2a55b8795058b0d061a0",
+    ),
+    (
+        3,
+        "sessions",
+        "5e0235a0382bc8e33a12eedf89f7538efca241aaa88b6efde97f9d839d1ed1a6",
+    ),
+    (
+        4,
+        "kvstores",
+        "a9cadfef99d317fd00b48ed10aef8ed9e3ec839aa1fae650f73638b7c3816823",
+    ),
+    (
+        5,
+        "privacy_pairs",
+        "55d2e9be828ea23d33a29200e44af91f443b917b5abf9d2a7af0266598c593e3",
+    ),
+    (
+        6,
+        "actions",
+        "19a7496a5d10fc7ed0059d8ce051be91a9895faf9c385204dd29a2361615081b",
+    ),
+    (
+        8,
+        "actions_list_indexes",
+        "0a73f580fdb8035829004feeaf43b9757b53dd87a666493076898805185e00d1",
+    ),
+    (
+        9,
+        "actions_actor_method_indexes",
+        "c9087b783f687b49e40731548c32edc5015a7cba9213a61dda7cd8baab11748d",
+    ),
+];
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `sql`'s statements as the checksum reads them: comments dropped, and
+/// whitespace kept only where it separates two words (as one space).
+fn statements_only(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let (mut space, mut after_word) = (false, false);
+    for token in tokenize(sql) {
+        match token {
+            Token::Word(w) => {
+                if space && after_word {
+                    out.push(' ');
+                }
+                out.push_str(w);
+                after_word = true;
+            }
+            Token::Other(o)
+                if o.starts_with("--")
+                    || o.starts_with("/*")
+                    || o.chars().all(char::is_whitespace) =>
+            {
+                space = true;
+                continue;
+            }
+            Token::Other(o) => {
+                out.push_str(o);
+                after_word = false;
+            }
+        }
+        space = false;
+    }
+    out
 }
 
 /// Rewrites portable SQL for `dialect` (see the module docs for the rule).
@@ -393,6 +486,52 @@ mod tests {
             })
             .collect();
         assert_eq!(files, sql_steps);
+    }
+
+    #[test]
+    fn checksums_read_statements_not_comments_or_layout() {
+        let step = |sql: &'static str| Step {
+            version: 1,
+            name: "x",
+            kind: StepKind::Sql(sql),
+        };
+        let plain = step("CREATE TABLE a (b TEXT);\nCREATE INDEX i ON a (b);\n");
+        let commented = step(
+            "-- Why a exists.\nCREATE TABLE a (\n    b TEXT -- the b\n);\n/* and i */\nCREATE INDEX i ON a (b);",
+        );
+        assert_eq!(plain.checksum(), commented.checksum());
+        for edited in [
+            "CREATE TABLE a (b BLOB);\nCREATE INDEX i ON a (b);\n",
+            "CREATE TABLE a (b TEXT);\nCREATE UNIQUE INDEX i ON a (b);\n",
+            "CREATE TABLE a (b TEXT DEFAULT '--x');\nCREATE INDEX i ON a (b);\n",
+            "CREATE TABLE \"a b\" (b TEXT);\nCREATE INDEX i ON a (b);\n",
+        ] {
+            assert_ne!(plain.checksum(), step(edited).checksum(), "{edited}");
+        }
+        // Spaces inside a literal are the literal's.
+        assert_ne!(
+            step("SELECT 'a  b';").checksum(),
+            step("SELECT 'a b';").checksum()
+        );
+    }
+
+    #[test]
+    fn earlier_whole_file_checksums_are_accepted_for_their_steps_only() {
+        for (version, name, hex) in EARLIER_CHECKSUMS {
+            let step = STEPS
+                .iter()
+                .find(|s| s.version == *version && s.name == *name)
+                .expect("an earlier checksum names a step");
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            assert!(step.accepts(&bytes));
+            assert!(step.accepts(&step.checksum()));
+            let other = STEPS.iter().find(|s| s.version != *version).unwrap();
+            assert!(!other.accepts(&bytes), "accepted for another step");
+        }
+        assert!(!STEPS[0].accepts(&[0u8; 32]));
     }
 
     #[test]
