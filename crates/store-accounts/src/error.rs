@@ -92,4 +92,4 @@ pub enum Error {
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-tombstone::store_error_conversions!(Error);
+store_support::store_error_conversions!(Error);

@@ -1,6 +1,6 @@
 //! The sled backend and its on-disk records.
 //!
-//! Layout (the reference's `accounts` bucket, one sled tree):
+//! Layout (LiT's `accounts` bucket, one sled tree):
 //!
 //! | key | value |
 //! |---|---|
@@ -17,6 +17,7 @@
 //! tokio's blocking pool.
 
 use std::sync::{Arc, Mutex};
+use store_support::off_executor;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -258,19 +259,6 @@ impl std::fmt::Debug for KvStore {
     }
 }
 
-async fn blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Backend {
-            backend: BACKEND,
-            source: Box::new(e),
-        })?
-}
-
 fn now() -> DateTime<Utc> {
     store_contract::normalise_time(Utc::now())
 }
@@ -293,7 +281,7 @@ impl KvStore {
     /// batch with one flush. For restoring a dump and for building databases.
     pub async fn import_accounts(&self, accounts: Vec<Account>) -> Result<()> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             let values = accounts
                 .iter()
@@ -376,7 +364,7 @@ impl KvStore {
         F: FnOnce(&KvStore, &mut Account) -> Result<(T, bool)> + Send + 'static,
     {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             let mut account = this.get(id)?;
             let (out, changed) = f(&this, &mut account)?;
@@ -399,7 +387,7 @@ impl Store for KvStore {
     ) -> Result<Account> {
         let label = label.to_owned();
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let (balance, expiration) = check_new_account(balance_msat, expiration, &label)?;
             let _guard = this.lock()?;
             if !label.is_empty() && this.label_taken(&label, None)? {
@@ -435,12 +423,12 @@ impl Store for KvStore {
 
     async fn account(&self, id: AccountId) -> Result<Account> {
         let this = self.clone();
-        blocking(move || this.get(id)).await
+        off_executor(move || this.get(id)).await
     }
 
     async fn accounts(&self) -> Result<Vec<Account>> {
         let this = self.clone();
-        blocking(move || this.all()).await
+        off_executor(move || this.all()).await
     }
 
     async fn update_account(&self, id: AccountId, update: AccountUpdate) -> Result<()> {
@@ -531,24 +519,7 @@ impl Store for KvStore {
             amount_i64(rec.clone(), "full_amount_msat", full_amount_msat)?;
             let existing = a.payments.get(&hash).copied();
             let known = existing.is_some();
-            if let Some(p) = existing {
-                if opts.err_if_already_succeeded && p.status == PaymentStatus::Succeeded {
-                    return Err(Error::AlreadySucceeded { id, hash });
-                }
-                if opts.err_if_already_pending && p.status != PaymentStatus::Failed {
-                    return Err(Error::AlreadyPending {
-                        id,
-                        hash,
-                        status: p.status,
-                    });
-                }
-            } else if opts.err_if_unknown {
-                return Err(Error::PaymentNotAssociated { id, hash });
-            }
-            let amount = match existing {
-                Some(p) if opts.use_pending_amount => p.full_amount_msat,
-                _ => full_amount_msat,
-            };
+            let amount = opts.decide(id, hash, existing, full_amount_msat)?;
             if opts.debit_account {
                 let debit = amount_i64(rec.clone(), "full_amount_msat", amount)?;
                 a.current_balance_msat =
@@ -606,7 +577,7 @@ impl Store for KvStore {
 
     async fn remove_account(&self, id: AccountId) -> Result<()> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             if this.write(|w| Ok(w.remove(0, id.0)?))?.is_none() {
                 return Err(Error::NotFound { id });
@@ -619,7 +590,7 @@ impl Store for KvStore {
 
     async fn last_indexes(&self) -> Result<LastIndexes> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let read = |key: &[u8]| -> Result<Option<u64>> {
                 match this.tree.get(key)? {
                     None => Ok(None),
@@ -642,7 +613,7 @@ impl Store for KvStore {
 
     async fn store_last_indexes(&self, indexes: LastIndexes) -> Result<()> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             amount_i64("last indexes", "add_index", indexes.add_index)?;
             amount_i64("last indexes", "settle_index", indexes.settle_index)?;
             let _guard = this.lock()?;

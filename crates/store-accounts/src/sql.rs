@@ -408,9 +408,14 @@ impl Store for SqlStore {
                     let mut id = None;
                     for _ in 0..10 {
                         let candidate = AccountId(rand::random());
-                        if let Err(Error::NotFound { .. }) = resolve(tx, candidate, false).await {
-                            id = Some(candidate);
-                            break;
+                        match resolve(tx, candidate, false).await {
+                            Err(Error::NotFound { .. }) => {
+                                id = Some(candidate);
+                                break;
+                            }
+                            Ok(_) => {}
+                            // A failed lookup says nothing about the id.
+                            Err(e) => return Err(e),
                         }
                     }
                     let id = id.ok_or_else(|| {
@@ -637,24 +642,7 @@ impl Store for SqlStore {
                         .await?
                         .map(|r| payment_from_row(&rec, &r, 0).map(|(_, e)| e))
                         .transpose()?;
-                    if let Some(p) = existing {
-                        if opts.err_if_already_succeeded && p.status == PaymentStatus::Succeeded {
-                            return Err(Error::AlreadySucceeded { id, hash });
-                        }
-                        if opts.err_if_already_pending && p.status != PaymentStatus::Failed {
-                            return Err(Error::AlreadyPending {
-                                id,
-                                hash,
-                                status: p.status,
-                            });
-                        }
-                    } else if opts.err_if_unknown {
-                        return Err(Error::PaymentNotAssociated { id, hash });
-                    }
-                    let amount = match existing {
-                        Some(p) if opts.use_pending_amount => p.full_amount_msat,
-                        _ => full_amount_msat,
-                    };
+                    let amount = opts.decide(id, hash, existing, full_amount_msat)?;
                     let amount = amount_i64(rec.clone(), "full_amount_msat", amount)?;
                     tx.exec(
                         &Query::insert()

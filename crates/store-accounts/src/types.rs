@@ -223,6 +223,39 @@ pub struct UpsertOptions {
     pub err_if_unknown: bool,
 }
 
+impl UpsertOptions {
+    /// The one decision of an upsert, for every backend: given the payment
+    /// as stored (`None` when unknown) and the amount asked for, the amount
+    /// to store, or the error these options call for. Succeeded is checked
+    /// before pending, as documented on the fields.
+    pub fn decide(
+        self,
+        id: crate::AccountId,
+        hash: crate::Hash,
+        existing: Option<crate::PaymentEntry>,
+        full_amount_msat: u64,
+    ) -> crate::Result<u64> {
+        match existing {
+            Some(p)
+                if self.err_if_already_succeeded && p.status == crate::PaymentStatus::Succeeded =>
+            {
+                Err(crate::Error::AlreadySucceeded { id, hash })
+            }
+            Some(p) if self.err_if_already_pending && p.status != crate::PaymentStatus::Failed => {
+                Err(crate::Error::AlreadyPending {
+                    id,
+                    hash,
+                    status: p.status,
+                })
+            }
+            Some(p) if self.use_pending_amount => Ok(p.full_amount_msat),
+            Some(_) => Ok(full_amount_msat),
+            None if self.err_if_unknown => Err(crate::Error::PaymentNotAssociated { id, hash }),
+            None => Ok(full_amount_msat),
+        }
+    }
+}
+
 /// The last invoice indexes seen from lnd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastIndexes {

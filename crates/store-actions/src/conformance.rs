@@ -18,6 +18,7 @@ use store_sessions::{NewSession, SessionId, SessionState, SessionType};
 
 use crate::{
     ActionFilter, ActionLocator, ActionQuery, ActionState, AddAction, Error, ManualClock, Store,
+    StoreExt as _,
 };
 
 /// The stores one suite function works on.
@@ -51,7 +52,7 @@ macro_rules! conformance_tests {
             every_filter_alone,
             filters_combined,
             unknown_session_and_group_filters_fail,
-            pagination_as_the_reference_lists,
+            pagination_as_lit_lists,
             offset_and_reversed_count_rows_after_filtering,
             same_timestamps_keep_insertion_order,
             empty_rpc_params_and_strings_read_back_empty,
@@ -397,8 +398,8 @@ pub async fn unknown_session_and_group_filters_fail(st: &Stores) {
     assert!(matches!(r, Err(Error::UnknownGroup { .. })), "{r:?}");
 }
 
-/// The pagination cases of the reference's `TestListActions`.
-pub async fn pagination_as_the_reference_lists(st: &Stores) {
+/// The pagination cases of LiT's `TestListActions`.
+pub async fn pagination_as_lit_lists(st: &Stores) {
     let mut locs = Vec::new();
     for _ in 0..5 {
         locs.push(add(st, base("f")).await.index());

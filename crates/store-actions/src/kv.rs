@@ -6,7 +6,7 @@
 //! | `actions-index` | sequence | [`record::LocatorRecordV1`] (the global index) |
 //! | `actions-by-time` | attempted time ‖ sequence | [`record::LocatorRecordV1`] |
 //!
-//! The sequence is the action's [`ActionLocator`]. The reference keeps the
+//! The sequence is the action's [`ActionLocator`]. LiT keeps the
 //! actions of each session under that session's bucket plus the global
 //! index; the time index is nodestore's addition, so this backend lists in
 //! the same (time, locator) order as SQL whatever order the times were
@@ -15,6 +15,7 @@
 //! transaction. sled calls run on tokio's blocking pool.
 
 use std::sync::{Arc, Mutex};
+use store_support::off_executor;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,7 +27,7 @@ use tombstone::KvDb;
 
 use crate::{
     Action, ActionFilter, ActionLocator, ActionPage, ActionQuery, ActionState, AddAction, Clock,
-    Error, Result, RuleAction, Store, SystemClock, check_state, done_in_group, to_rule_actions,
+    Error, Result, Store, SystemClock, check_state,
 };
 
 /// The actions tree.
@@ -242,19 +243,6 @@ impl std::fmt::Debug for KvStore {
     }
 }
 
-async fn blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Backend {
-            backend: BACKEND,
-            source: Box::new(e),
-        })?
-}
-
 impl KvStore {
     /// The actions store of an open key-value database (the sessions and
     /// accounts stores of the same database are consulted for links).
@@ -355,7 +343,7 @@ impl KvStore {
     /// building databases.
     pub async fn import_actions(&self, actions: Vec<Action>) -> Result<()> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             for action in &actions {
                 if let Ok(old) = this.get(action.locator) {
@@ -502,7 +490,7 @@ impl Store for KvStore {
     async fn add_action(&self, request: AddAction) -> Result<ActionLocator> {
         request.check()?;
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             if let Some(s) = request.session_id
                 && !this.session_ids.contains_key(s.0)?
@@ -530,7 +518,7 @@ impl Store for KvStore {
 
     async fn action(&self, locator: ActionLocator) -> Result<Action> {
         let this = self.clone();
-        blocking(move || this.get(locator)).await
+        off_executor(move || this.get(locator)).await
     }
 
     async fn set_action_state(
@@ -542,7 +530,7 @@ impl Store for KvStore {
         check_state(locator, state, error_reason)?;
         let reason = error_reason.to_owned();
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             let mut a = this.get(locator)?;
             a.state = state;
@@ -555,23 +543,6 @@ impl Store for KvStore {
     async fn list_actions(&self, query: &ActionQuery) -> Result<ActionPage> {
         query.filter.check()?;
         let (this, q) = (self.clone(), query.clone());
-        blocking(move || this.list(&q)).await
-    }
-
-    async fn group_actions(&self, group: SessionId) -> Result<Vec<RuleAction>> {
-        Ok(to_rule_actions(
-            self.list_actions(&done_in_group(group, None)).await?,
-        ))
-    }
-
-    async fn group_feature_actions(
-        &self,
-        group: SessionId,
-        feature: &str,
-    ) -> Result<Vec<RuleAction>> {
-        Ok(to_rule_actions(
-            self.list_actions(&done_in_group(group, Some(feature)))
-                .await?,
-        ))
+        off_executor(move || this.list(&q)).await
     }
 }

@@ -21,7 +21,7 @@ use store_sessions::sql::schema::Sessions;
 
 use crate::{
     Action, ActionLocator, ActionPage, ActionQuery, ActionState, AddAction, Clock, Error, Result,
-    RuleAction, Store, SystemClock, check_state, done_in_group, to_rule_actions,
+    Store, SystemClock, check_state,
 };
 
 /// The actions table of schema step 5. Its names never change.
@@ -522,23 +522,6 @@ impl Store for SqlStore {
         self.db
             .read(|tx| Box::pin(async move { list(tx, &query).await }))
             .await
-    }
-
-    async fn group_actions(&self, group: SessionId) -> Result<Vec<RuleAction>> {
-        Ok(to_rule_actions(
-            self.list_actions(&done_in_group(group, None)).await?,
-        ))
-    }
-
-    async fn group_feature_actions(
-        &self,
-        group: SessionId,
-        feature: &str,
-    ) -> Result<Vec<RuleAction>> {
-        Ok(to_rule_actions(
-            self.list_actions(&done_in_group(group, Some(feature)))
-                .await?,
-        ))
     }
 }
 

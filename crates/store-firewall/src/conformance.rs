@@ -42,7 +42,7 @@ macro_rules! conformance_tests {
             temporary_group_stores_are_wiped_and_permanent_ones_kept,
             temporary_feature_stores_are_wiped_and_permanent_ones_kept,
             namespaces_are_isolated_between_rules_groups_and_features,
-            unknown_groups_couple_to_sessions_as_the_reference_says,
+            unknown_groups_couple_to_sessions_as_lit_does,
             privacy_pairs_map_both_ways,
             privacy_duplicates_are_refused_per_group,
             the_same_real_value_may_live_in_two_groups,
@@ -266,7 +266,7 @@ pub async fn namespaces_are_isolated_between_rules_groups_and_features(st: &Stor
 
 /// For an unknown group: Global works, Local get and del find nothing,
 /// Local set fails.
-pub async fn unknown_groups_couple_to_sessions_as_the_reference_says(st: &Stores) {
+pub async fn unknown_groups_couple_to_sessions_as_lit_does(st: &Stores) {
     let ns = Namespace::new("rule", SessionId([0xEE; 4]), "");
     set(st, &ns, Scope::Global, "k", b"v").await;
     assert_eq!(get(st, &ns, Scope::Global, "k").await, Some(b"v".to_vec()));

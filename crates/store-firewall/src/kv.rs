@@ -1,6 +1,6 @@
 //! The sled backend and its on-disk layout.
 //!
-//! The reference's buckets, as [`crate::path`]-encoded keys in two trees:
+//! LiT's buckets, as [`crate::path`]-encoded keys in two trees:
 //!
 //! ```text
 //! rules:    perm|temp / <rule> / global / <key>                                   -> value
@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use store_support::off_executor;
 
 use async_trait::async_trait;
 use store_sessions::SessionId;
@@ -48,8 +49,6 @@ pub const FEATURE_KV_STORE: &[u8] = b"feature-kv-store";
 pub const REAL_TO_PSEUDO: &[u8] = b"real-to-pseudo";
 /// Bucket of a group's pseudo → real map.
 pub const PSEUDO_TO_REAL: &[u8] = b"pseudo-to-real";
-
-const BACKEND: &str = "kv";
 
 /// The records stored in the trees. Released versions are never edited.
 pub mod record {
@@ -180,7 +179,7 @@ fn utf8(key: &[u8], what: &str, bytes: Vec<u8>) -> std::result::Result<String, P
     String::from_utf8(bytes).map_err(|_| layout(key, format!("the {what} is not UTF-8")))
 }
 
-/// Reads one entry of the rules tree, checking the reference's layout
+/// Reads one entry of the rules tree, checking LiT's layout
 /// strictly: under `perm`/`temp` only rule buckets; under a rule only
 /// `global` and `session-kv-store`; under a group only entries and
 /// `feature-kv-store`; under that only feature buckets of entries.
@@ -319,19 +318,6 @@ impl std::fmt::Debug for KvStore {
     }
 }
 
-async fn blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Backend {
-            backend: BACKEND,
-            source: Box::new(e),
-        })?
-}
-
 impl KvStore {
     /// The firewall store of an open key-value database (the sessions
     /// store's group index of the same database says which groups exist).
@@ -350,12 +336,12 @@ impl KvStore {
 
     async fn group_exists(&self, group: SessionId) -> Result<bool> {
         let groups = self.groups.clone();
-        blocking(move || Ok(groups.scan_prefix(group.0).next().transpose()?.is_some())).await
+        off_executor(move || Ok(groups.scan_prefix(group.0).next().transpose()?.is_some())).await
     }
 
     async fn read(&self, tree: &sled::Tree, key: Vec<u8>) -> Result<Option<sled::IVec>> {
         let tree = tree.clone();
-        blocking(move || Ok(tree.get(key)?)).await
+        off_executor(move || Ok(tree.get(key)?)).await
     }
 
     async fn apply(
@@ -367,7 +353,7 @@ impl KvStore {
             return Ok(());
         }
         let (tree, kv) = (tree.clone(), self.kv.clone());
-        blocking(move || {
+        off_executor(move || {
             kv.write(&[&tree], |w| {
                 for (k, v) in &writes {
                     match v {
@@ -573,13 +559,13 @@ impl PrivacyTx for KvPrivacyTx {
         let prefix = path::prefix(&[&self.group.0[..], REAL_TO_PSEUDO]);
         let tree = self.store.privacy.clone();
         let scan_prefix = prefix.clone();
-        let mut raw: BTreeMap<Vec<u8>, Vec<u8>> = blocking(move || {
+        let mut raw: BTreeMap<Vec<u8>, Vec<u8>> = off_executor(move || {
             let mut out = BTreeMap::new();
             for item in tree.scan_prefix(scan_prefix) {
                 let (k, v) = item?;
                 out.insert(k.to_vec(), v.to_vec());
             }
-            Ok(out)
+            Ok::<_, Error>(out)
         })
         .await?;
         for (k, v) in self.writes.iter().filter(|(k, _)| k.starts_with(&prefix)) {
@@ -643,7 +629,7 @@ impl Store for KvStore {
 
     async fn kv_entries(&self) -> Result<Vec<KvEntry>> {
         let rules = self.rules.clone();
-        blocking(move || {
+        off_executor(move || {
             let mut out = Vec::new();
             for item in rules.iter() {
                 let (k, v) = item?;
@@ -663,7 +649,7 @@ impl Store for KvStore {
 
     async fn privacy_pairs(&self) -> Result<Vec<PrivacyPair>> {
         let privacy = self.privacy.clone();
-        blocking(move || {
+        off_executor(move || {
             let mut out = Vec::new();
             for item in privacy.iter() {
                 let (k, v) = item?;
@@ -691,7 +677,7 @@ impl Store for KvStore {
     async fn delete_temp_kv_stores(&self) -> Result<()> {
         let _guard = self.write.lock().await;
         let (rules, kv) = (self.rules.clone(), self.kv.clone());
-        blocking(move || {
+        off_executor(move || {
             let doomed = rules
                 .scan_prefix(path::prefix(&[TEMP]))
                 .keys()

@@ -1,6 +1,6 @@
 //! Nested buckets as flat sled keys.
 //!
-//! The reference keeps the firewall's data in nested bbolt buckets. sled has
+//! LiT keeps the firewall's data in nested bbolt buckets. sled has
 //! flat trees, so a bucket path and a leaf key are encoded into one sled key:
 //! each bucket as `0x01 ‖ u16 BE length ‖ name`, then the leaf key as
 //! `0x02 ‖ key`. The tags keep a bucket and a key of the same name apart

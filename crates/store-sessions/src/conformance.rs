@@ -50,7 +50,7 @@ macro_rules! conformance_tests {
             reserved_sessions_are_deleted_all_at_once,
             listings_are_ordered_by_creation_time,
             local_public_keys_and_ids_are_unique,
-            recipes_with_nil_parts_round_trip_as_the_reference_says,
+            recipes_with_nil_parts_round_trip_as_lit_does,
             feature_configs_and_privacy_flags_round_trip,
             remote_public_key_is_set_and_replaced,
             expiry_out_of_range_is_refused,
@@ -586,7 +586,7 @@ pub async fn local_public_keys_and_ids_are_unique(st: &Stores) {
 
 /// Recipes: only permissions, only caveats, neither (stored as no recipe),
 /// and an empty but present verification id, which stays empty.
-pub async fn recipes_with_nil_parts_round_trip_as_the_reference_says(st: &Stores) {
+pub async fn recipes_with_nil_parts_round_trip_as_lit_does(st: &Stores) {
     let perms = vec![
         Permission {
             entity: "loop".into(),

@@ -1,6 +1,6 @@
 //! The sled backend and its on-disk records.
 //!
-//! Layout (the reference's `session` bucket with its two indexes, as trees):
+//! Layout (LiT's `session` bucket with its two indexes, as trees):
 //!
 //! | tree | key | value |
 //! |---|---|---|
@@ -14,6 +14,7 @@
 //! All sled calls run on tokio's blocking pool.
 
 use std::sync::{Arc, Mutex};
+use store_support::off_executor;
 
 use async_trait::async_trait;
 use sled::transaction::ConflictableTransactionError;
@@ -217,7 +218,7 @@ pub mod record {
 
         /// The session of a record, checking every field. A recipe or
         /// feature map stored empty is returned as stored: normalising it is
-        /// the migration's business (data-model.md 3.8), not the decoder's.
+        /// the migration's business (docs/design.md §5.4), not the decoder's.
         pub fn to_session(&self) -> Result<Session> {
             let id = SessionId(self.id);
             let rec = format!("session {id}");
@@ -372,19 +373,6 @@ impl std::fmt::Debug for KvStore {
             .field("path", &self.kv.path())
             .finish()
     }
-}
-
-async fn blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Backend {
-            backend: BACKEND,
-            source: Box::new(e),
-        })?
 }
 
 impl KvStore {
@@ -553,7 +541,7 @@ impl KvStore {
     /// sharing an id.
     pub async fn import_sessions(&self, sessions: Vec<Session>) -> Result<()> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             for session in &sessions {
                 let newest = match this.index(session.id)? {
@@ -575,7 +563,7 @@ impl KvStore {
 impl Store for KvStore {
     async fn new_session(&self, new: NewSession) -> Result<Session> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             if let Some(account) = new.account
                 && this.accounts.get(account.0)?.is_none()
@@ -603,18 +591,18 @@ impl Store for KvStore {
 
     async fn session(&self, id: SessionId) -> Result<Session> {
         let this = self.clone();
-        blocking(move || this.by_id(id)).await
+        off_executor(move || this.by_id(id)).await
     }
 
     async fn session_by_local_key(&self, key: &PublicKey) -> Result<Session> {
         let this = self.clone();
         let key = *key;
-        blocking(move || this.by_key(&key)?.ok_or_else(|| not_found_key(&key))).await
+        off_executor(move || this.by_key(&key)?.ok_or_else(|| not_found_key(&key))).await
     }
 
     async fn list_sessions(&self) -> Result<Vec<Session>> {
         let this = self.clone();
-        blocking(move || this.all()).await
+        off_executor(move || this.all()).await
     }
 
     async fn list_sessions_by_type(&self, session_type: SessionType) -> Result<Vec<Session>> {
@@ -631,7 +619,7 @@ impl Store for KvStore {
 
     async fn update_remote_public_key(&self, id: SessionId, key: PublicKey) -> Result<()> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             let mut s = this.by_id(id)?;
             s.remote_public_key = Some(key);
@@ -642,7 +630,7 @@ impl Store for KvStore {
 
     async fn shift_state(&self, id: SessionId, to: SessionState) -> Result<()> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             let mut s = this.by_id(id)?;
             if s.state == to {
@@ -666,7 +654,7 @@ impl Store for KvStore {
 
     async fn delete_reserved_session(&self, id: SessionId) -> Result<()> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             let s = this.by_id(id)?;
             if s.state != SessionState::Reserved {
@@ -679,7 +667,7 @@ impl Store for KvStore {
 
     async fn delete_reserved_sessions(&self) -> Result<u64> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let _guard = this.lock()?;
             let doomed: Vec<Session> = this
                 .all()?
@@ -694,7 +682,7 @@ impl Store for KvStore {
 
     async fn group_id(&self, id: SessionId) -> Result<SessionId> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let idx = this.index(id)?.ok_or_else(|| not_found_id(id))?;
             Ok(SessionId(idx.group))
         })
@@ -703,7 +691,7 @@ impl Store for KvStore {
 
     async fn session_ids_in_group(&self, group: SessionId) -> Result<Vec<SessionId>> {
         let this = self.clone();
-        blocking(move || {
+        off_executor(move || {
             let ids: Vec<SessionId> = this.members(group)?.into_iter().map(|(_, id)| id).collect();
             if ids.is_empty() {
                 return Err(Error::UnknownGroup { group });

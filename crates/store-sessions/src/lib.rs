@@ -4,7 +4,7 @@
 //!
 //! # What it is
 //! One async [`Store`] trait and three interchangeable backends:
-//! - [`KvStore`] on sled, with the reference's layout: sessions keyed by
+//! - [`KvStore`] on sled, with LiT's layout: sessions keyed by
 //!   local public key, the id index and the group index (see [`kv`]).
 //! - [`SqlStore`] on SQLite or PostgreSQL: the `sessions` table and its four
 //!   child tables, with one implementation of the logic for both.
@@ -299,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn state_shifts_follow_the_reference_table() {
+    fn state_shifts_follow_lits_table() {
         use SessionState::*;
         let legal: Vec<(SessionState, SessionState)> = SessionState::ALL
             .into_iter()
@@ -330,5 +330,17 @@ mod tests {
             id
         );
         assert_eq!(id.macaroon_root_key() >> 32, 0xFFEE_DDCC);
+    }
+}
+
+#[cfg(test)]
+mod suite_listing {
+    #[test]
+    fn every_conformance_function_is_listed_in_the_suite_macro() {
+        let unlisted = testkit::suite::unlisted(include_str!("conformance.rs"));
+        assert!(
+            unlisted.is_empty(),
+            "never run on any backend: {unlisted:?}"
+        );
     }
 }

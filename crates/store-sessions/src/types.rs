@@ -259,7 +259,7 @@ impl PrivacyFlag {
             .unwrap_or(0) as u8
     }
 
-    /// The reference's name of the flag.
+    /// LiT's name of the flag.
     pub fn name(self) -> &'static str {
         match self {
             PrivacyFlag::ClearPubkeys => "ClearPubkeys",

@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod pg;
 #[cfg(feature = "sql")]
 pub mod sql;
+pub mod suite;
 
 /// The environment variable naming an existing PostgreSQL server for tests.
 pub const URL_ENV: &str = "NODESTORE_TEST_POSTGRES_URL";

@@ -213,7 +213,7 @@ impl Default for KvOptions {
     }
 }
 
-/// How long an open waits for sled's file lock, as the reference's bbolt
+/// How long an open waits for sled's file lock, as LiT's bbolt
 /// opens do: sled releases the lock shortly after the last handle is dropped
 /// (its background writers finish first), so a close followed by an open in
 /// the same process would otherwise fail now and then.
@@ -819,47 +819,4 @@ impl ReadTree {
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
     }
-}
-
-/// The conversions every store crate's error enum needs, written once. The
-/// enum must have a `Tombstoned(tombstone::Error)` variant and a
-/// `Backend { backend: &'static str, source: Box<dyn Error + Send + Sync> }`
-/// one, and the crate must depend on `sqldb`, `tombstone` and `sled`:
-/// - a `sqldb::DbError` becomes `Backend`, named after its backend;
-/// - a tombstone error becomes `Tombstoned` when the database is retired,
-///   `Backend` (`"kv"`) otherwise, so callers can match a retired database;
-/// - a `sled::Error` becomes `Backend` (`"kv"`).
-#[macro_export]
-macro_rules! store_error_conversions {
-    ($error:ident) => {
-        impl ::core::convert::From<::sqldb::DbError> for $error {
-            fn from(e: ::sqldb::DbError) -> Self {
-                $error::Backend {
-                    backend: e.backend,
-                    source: ::std::boxed::Box::new(e),
-                }
-            }
-        }
-
-        impl ::core::convert::From<::tombstone::Error> for $error {
-            fn from(e: ::tombstone::Error) -> Self {
-                match e {
-                    ::tombstone::Error::Tombstoned { .. } => $error::Tombstoned(e),
-                    other => $error::Backend {
-                        backend: "kv",
-                        source: ::std::boxed::Box::new(other),
-                    },
-                }
-            }
-        }
-
-        impl ::core::convert::From<::sled::Error> for $error {
-            fn from(e: ::sled::Error) -> Self {
-                $error::Backend {
-                    backend: "kv",
-                    source: ::std::boxed::Box::new(e),
-                }
-            }
-        }
-    };
 }

@@ -1,0 +1,111 @@
+//! What every store crate needs around its backends, written once.
+//!
+//! - [`off_executor`]: sled calls block, so the key-value stores run them on
+//!   tokio's blocking pool, never on the executor's threads. A call that
+//!   panicked comes back as [`TaskFailed`], never as a panic in the caller.
+//! - [`store_error_conversions!`]: the `From` conversions a store's error
+//!   enum needs from its backends' errors (`sqldb`, `tombstone`, `sled`) and
+//!   from [`TaskFailed`], so every store reports a backend failure, and a
+//!   retired key-value database, the same way.
+
+/// A blocking backend call that did not return: it panicked, or the runtime
+/// shut down under it.
+#[derive(Debug, thiserror::Error)]
+#[error("a blocking backend call did not finish: {0}")]
+pub struct TaskFailed(#[from] tokio::task::JoinError);
+
+/// Runs `f` on tokio's blocking pool and returns what it returns; a call
+/// that did not finish is `E::from(TaskFailed)`.
+pub async fn off_executor<T, E, F>(f: F) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<TaskFailed> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| E::from(TaskFailed(e)))?
+}
+
+/// The conversions every store crate's error enum needs. The enum must have
+/// a `Tombstoned(tombstone::Error)` variant and a
+/// `Backend { backend: &'static str, source: Box<dyn Error + Send + Sync> }`
+/// one, and the crate must depend on `sqldb`, `tombstone` and `sled`:
+/// - a `sqldb::DbError` becomes `Backend`, named after its backend;
+/// - a tombstone error becomes `Tombstoned` when the database is retired,
+///   `Backend` (`"kv"`) otherwise, so callers can match a retired database;
+/// - a `sled::Error` and a [`TaskFailed`] become `Backend` (`"kv"`: only the
+///   key-value stores run calls on the blocking pool).
+#[macro_export]
+macro_rules! store_error_conversions {
+    ($error:ident) => {
+        impl ::core::convert::From<::sqldb::DbError> for $error {
+            fn from(e: ::sqldb::DbError) -> Self {
+                $error::Backend {
+                    backend: e.backend,
+                    source: ::std::boxed::Box::new(e),
+                }
+            }
+        }
+
+        impl ::core::convert::From<::tombstone::Error> for $error {
+            fn from(e: ::tombstone::Error) -> Self {
+                match e {
+                    ::tombstone::Error::Tombstoned { .. } => $error::Tombstoned(e),
+                    other => $error::Backend {
+                        backend: "kv",
+                        source: ::std::boxed::Box::new(other),
+                    },
+                }
+            }
+        }
+
+        impl ::core::convert::From<::sled::Error> for $error {
+            fn from(e: ::sled::Error) -> Self {
+                $error::Backend {
+                    backend: "kv",
+                    source: ::std::boxed::Box::new(e),
+                }
+            }
+        }
+
+        impl ::core::convert::From<$crate::TaskFailed> for $error {
+            fn from(e: $crate::TaskFailed) -> Self {
+                $error::Backend {
+                    backend: "kv",
+                    source: ::std::boxed::Box::new(e),
+                }
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum E {
+        #[error("{0}")]
+        Task(#[from] TaskFailed),
+        #[error("refused")]
+        Refused,
+    }
+
+    #[tokio::test]
+    async fn results_errors_and_panics_come_back_as_values() {
+        assert_eq!(off_executor(|| Ok::<_, E>(7)).await.unwrap(), 7);
+        assert!(matches!(
+            off_executor(|| Err::<u8, _>(E::Refused)).await,
+            Err(E::Refused)
+        ));
+        #[allow(clippy::panic)]
+        let panicked = off_executor(|| -> Result<u8, E> { panic!("boom") }).await;
+        let err = panicked.unwrap_err();
+        assert!(matches!(err, E::Task(_)));
+        assert!(
+            err.to_string()
+                .starts_with("a blocking backend call did not finish")
+        );
+    }
+}
