@@ -243,17 +243,8 @@ async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Resul
     Ok(())
 }
 
-/// The account as SQL stores it: times truncated to microseconds.
-fn normalised(a: &Account) -> Account {
-    Account {
-        last_update: sqldb::time::truncate_micros(a.last_update),
-        expiration: a.expiration.map(sqldb::time::truncate_micros),
-        ..a.clone()
-    }
-}
-
 fn compare(kv: &Account, sql: &Account) -> Option<String> {
-    let kv = normalised(kv);
+    let kv = crate::rules::account(kv);
     let mut d = Diff::default();
     d.field("id", &kv.id, &sql.id);
     d.field("account_type", &kv.account_type, &sql.account_type);
@@ -305,7 +296,7 @@ async fn migrate_indexes(
     add: Option<u64>,
     settle: Option<u64>,
 ) -> Result<Option<LastIndexes>, Error> {
-    // The reference skips the indexes unless both are present.
+    // LiT skips the indexes unless both are present (docs/design.md §5.4).
     let (Some(add), Some(settle)) = (add, settle) else {
         return Ok(None);
     };
@@ -381,13 +372,13 @@ mod tests {
     #[test]
     fn equal_after_microsecond_truncation() {
         let kv = account();
-        assert_eq!(compare(&kv, &normalised(&kv)), None);
+        assert_eq!(compare(&kv, &crate::rules::account(&kv)), None);
     }
 
     #[test]
     fn every_differing_field_is_named() {
         let kv = account();
-        let mut sql = normalised(&kv);
+        let mut sql = crate::rules::account(&kv);
         sql.current_balance_msat = 3;
         sql.invoices.clear();
         sql.payments.get_mut(&Hash([2; 32])).unwrap().status = PaymentStatus::Succeeded;

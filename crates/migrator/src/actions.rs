@@ -1,5 +1,5 @@
-//! Actions: the audit log into `actions` (data-model.md 4.9 step 3, with
-//! the session and account links our key-value records keep explicitly).
+//! Actions: the audit log into `actions`, with the session and account
+//! links the key-value records keep (docs/design.md §5.4, §5.7).
 //!
 //! Read in the actions tree's own order (session, then sequence), one
 //! sequential pass; each action keeps its locator as its SQL id, so
@@ -213,30 +213,21 @@ async fn write_chunk(
                 reason: "locator beyond the largest SQL id".into(),
             });
         }
-        let mut want = a.clone();
-        want.attempted_at = sqldb::time::truncate_micros(a.attempted_at);
-        let session = match a.request.session_id {
-            None => None,
-            Some(s) => match links.sessions.get(&s) {
-                Some(id) => Some(*id),
-                None => {
-                    report.session_links_dropped += 1;
-                    want.request.session_id = None;
-                    None
-                }
-            },
-        };
-        let account = match a.request.account_id {
-            None => None,
-            Some(id) => match links.accounts.get(&id) {
-                Some(sql) => Some(*sql),
-                None => {
-                    report.account_links_dropped += 1;
-                    want.request.account_id = None;
-                    None
-                }
-            },
-        };
+        let (want, dropped) = crate::rules::action(
+            a,
+            |s| links.sessions.contains_key(&s),
+            |x| links.accounts.contains_key(&x),
+        );
+        report.session_links_dropped += u64::from(dropped.session);
+        report.account_links_dropped += u64::from(dropped.account);
+        let session = want
+            .request
+            .session_id
+            .and_then(|s| links.sessions.get(&s).copied());
+        let account = want
+            .request
+            .account_id
+            .and_then(|x| links.accounts.get(&x).copied());
         rows.push(action_row(a, session, account));
         expected.push(want);
     }

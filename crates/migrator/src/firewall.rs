@@ -1,8 +1,7 @@
 //! The firewall: rule kv-store entries into `rules`, `features` and
-//! `kvstores`; privacy maps into `privacy_pairs` (data-model.md 4.9 steps 1
-//! and 2).
+//! `kvstores`; privacy maps into `privacy_pairs` (docs/design.md §5.4).
 //!
-//! The key-value layout is checked strictly, as the reference does: under
+//! The key-value layout is checked strictly, as LiT does: under
 //! `perm`/`temp` only rule buckets; under a rule only `global` and
 //! `session-kv-store`; under a group only entries and `feature-kv-store`;
 //! under that only feature buckets of entries. In the privacy tree only
@@ -181,7 +180,7 @@ fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
 /// The group of each given session id that is in SQL: the SQL id and the
 /// id of its first session. A group's entries and pairs may be stored under
 /// the id of any of its sessions; they belong to the session's group, as
-/// the reference resolves them (docs/design.md §4.2).
+/// LiT resolves them (docs/design.md §4.2).
 async fn group_ids(
     tx: &mut dyn Tx,
     ids: impl Iterator<Item = SessionId>,

@@ -62,6 +62,7 @@ mod diff;
 mod feed;
 mod firewall;
 mod record;
+pub mod rules;
 mod sessions;
 
 pub use accounts::AccountsReport;

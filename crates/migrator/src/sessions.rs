@@ -11,12 +11,10 @@
 //! The plan keeps one small entry per session id (not the sessions), so
 //! memory stays bounded by the chunk size plus that index.
 //!
-//! A link to an account that is not in SQL (removed after linking) is
-//! dropped, the session kept, and both are counted. Nil-versus-empty
-//! differences are normalised where the reference does (data-model.md 3.8):
-//! times to the microsecond, a recipe without permissions and caveats, an
-//! empty-but-present verification id, an empty feature config, and the
-//! dropped account link.
+//! Each session is written as `crate::rules::session` says SQL holds it
+//! (times to the microsecond, an empty recipe or feature config as none, a
+//! link to an account that is not in SQL dropped and counted), and read
+//! back compared with exactly that (docs/design.md §5.4).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,7 +27,7 @@ use store_accounts::sql::schema::Accounts;
 use store_sessions::kv::{SESSIONS_TREE, decode_session};
 use store_sessions::sql::schema::Sessions;
 use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_sessions, session_row};
-use store_sessions::{MacaroonRecipe, Session, SessionId};
+use store_sessions::{Session, SessionId};
 use tombstone::{MigrationSource, ReadTree};
 
 use crate::diff::Diff;
@@ -83,8 +81,7 @@ fn plan(tree: &ReadTree, damage: &crate::Damage) -> Result<Plan, Error> {
             }
             Some(cur) => {
                 duplicates += 1;
-                // Strictly newer replaces: on a tie the first in key order stays.
-                if s.created_at > cur.0 {
+                if crate::rules::session_replaces(cur.0, s.created_at) {
                     *cur = (s.created_at, key.to_vec());
                 }
             }
@@ -203,10 +200,12 @@ impl Migration {
         let accounts = account_ids(tx, &chunk).await?;
         let first = self.next_id;
         let mut rows = Vec::with_capacity(chunk.len());
-        let mut dropped_links = HashSet::new();
-        let mut with_ids = Vec::with_capacity(chunk.len());
-        for s in &chunk {
-            s.check().map_err(|e| Error::Contract(e.to_string()))?;
+        let mut dropped_links = 0;
+        let mut expected = Vec::with_capacity(chunk.len());
+        for kv in &chunk {
+            kv.check().map_err(|e| Error::Contract(e.to_string()))?;
+            let (s, dropped) = crate::rules::session(kv, |a| accounts.contains_key(&a));
+            dropped_links += u64::from(dropped);
             let sql_id = self.next_id;
             self.next_id += 1;
             if s.group_id == s.id {
@@ -216,20 +215,11 @@ impl Migration {
                 record: format!("session {}", s.id),
                 reason: format!("its group {} has no first session", s.group_id),
             })?;
-            let account = match s.account_id {
-                None => None,
-                Some(a) => match accounts.get(&a) {
-                    Some(id) => Some(*id),
-                    None => {
-                        dropped_links.insert(s.id);
-                        None
-                    }
-                },
-            };
+            let account = s.account_id.and_then(|a| accounts.get(&a).copied());
             let mut row = vec![sql_id.into()];
-            row.extend(session_row(s, account, Some(group)));
+            row.extend(session_row(&s, account, Some(group)));
             rows.push(row);
-            with_ids.push((sql_id, s));
+            expected.push((sql_id, s));
         }
         sqldb::append(
             tx,
@@ -238,15 +228,16 @@ impl Migration {
             rows,
         )
         .await?;
+        let with_ids: Vec<(i64, &Session)> = expected.iter().map(|(id, s)| (*id, s)).collect();
         insert_children(tx, &with_ids)
             .await
             .map_err(|e| Error::Invalid {
                 record: format!("sessions {first}..{}", self.next_id - 1),
                 reason: e.to_string(),
             })?;
-        self.verify(tx, &chunk, first, &dropped_links).await?;
+        self.verify(tx, &expected, first).await?;
         self.report.sessions += chunk.len() as u64;
-        self.report.account_links_dropped += dropped_links.len() as u64;
+        self.report.account_links_dropped += dropped_links;
         if let Some(p) = progress {
             p.progress(ProgressEvent {
                 store: "sessions",
@@ -258,12 +249,13 @@ impl Migration {
         Ok(())
     }
 
+    /// Reads the chunk back and compares each session with what the rules
+    /// say SQL holds (`expected`).
     async fn verify(
         &self,
         tx: &mut dyn Tx,
-        chunk: &[Session],
+        expected: &[(i64, Session)],
         first: i64,
-        dropped_links: &HashSet<SessionId>,
     ) -> Result<(), Error> {
         let last = self.next_id - 1;
         let range =
@@ -275,14 +267,14 @@ impl Migration {
                 reason: e.to_string(),
             })?;
         let mut by_id: HashMap<SessionId, Session> = read.into_iter().map(|s| (s.id, s)).collect();
-        for kv in chunk {
-            let sql = by_id.remove(&kv.id).ok_or_else(|| Error::Mismatch {
-                record: format!("session {}", kv.id),
+        for (_, want) in expected {
+            let sql = by_id.remove(&want.id).ok_or_else(|| Error::Mismatch {
+                record: format!("session {}", want.id),
                 diff: "  missing in sql".into(),
             })?;
-            if let Some(diff) = compare(kv, &sql, dropped_links.contains(&kv.id)) {
+            if let Some(diff) = compare(want, &sql) {
                 return Err(Error::Mismatch {
-                    record: format!("session {}", kv.id),
+                    record: format!("session {}", want.id),
                     diff,
                 });
             }
@@ -321,46 +313,9 @@ async fn account_ids(tx: &mut dyn Tx, chunk: &[Session]) -> Result<HashMap<Accou
         .collect()
 }
 
-/// The key-value session as the reference's validation sees it next to its
-/// SQL copy (data-model.md 3.8).
-fn normalised(kv: &Session, sql: &Session, link_dropped: bool) -> Session {
-    let mut s = kv.clone();
-    s.expiry = sqldb::time::truncate_micros(s.expiry);
-    s.created_at = sqldb::time::truncate_micros(s.created_at);
-    s.revoked_at = s.revoked_at.map(sqldb::time::truncate_micros);
-    // A recipe with neither permissions nor caveats has no rows in SQL.
-    if s.macaroon_recipe
-        .as_ref()
-        .is_some_and(MacaroonRecipe::is_empty)
-        && sql.macaroon_recipe.is_none()
-    {
-        s.macaroon_recipe = None;
-    }
-    // An empty-but-present verification id may come back absent.
-    if let (Some(k), Some(q)) = (s.macaroon_recipe.as_mut(), sql.macaroon_recipe.as_ref())
-        && k.caveats.len() == q.caveats.len()
-    {
-        for (kc, qc) in k.caveats.iter_mut().zip(&q.caveats) {
-            if kc.id == qc.id
-                && kc.verification_id.as_ref().is_some_and(Vec::is_empty)
-                && qc.verification_id.is_none()
-            {
-                kc.verification_id = None;
-            }
-        }
-    }
-    // An empty feature config has no rows in SQL.
-    if s.feature_config.as_ref().is_some_and(|m| m.is_empty()) && sql.feature_config.is_none() {
-        s.feature_config = None;
-    }
-    if link_dropped {
-        s.account_id = None;
-    }
-    s
-}
-
-fn compare(kv: &Session, sql: &Session, link_dropped: bool) -> Option<String> {
-    let kv = normalised(kv, sql, link_dropped);
+/// The differences between the session the rules expect and the one read
+/// back, field by field; secrets compared but never shown.
+fn compare(kv: &Session, sql: &Session) -> Option<String> {
     let mut d = Diff::default();
     d.field("label", &kv.label, &sql.label);
     d.field("state", &kv.state, &sql.state);

@@ -1,5 +1,5 @@
-//! The accounts migration on SQLite and PostgreSQL: the reference's named
-//! cases (data-model.md 2.9) and the all-or-nothing, tombstone and
+//! The accounts migration on SQLite and PostgreSQL: LiT's named cases for
+//! it (docs/design.md §5.4, accounts) and the all-or-nothing, tombstone and
 //! validation behaviour.
 
 mod common;

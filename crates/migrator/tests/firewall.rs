@@ -1,5 +1,6 @@
 //! The firewall migration on SQLite and PostgreSQL: the kv-store and
-//! privacy cases of data-model.md 4.10, and the strict layout checks.
+//! privacy cases LiT tests it with (docs/design.md §5.4, firewall), and
+//! the strict layout checks.
 
 mod common;
 

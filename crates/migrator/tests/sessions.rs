@@ -1,5 +1,5 @@
-//! The sessions migration on SQLite and PostgreSQL: the reference's named
-//! cases (data-model.md 3.9).
+//! The sessions migration on SQLite and PostgreSQL: LiT's named cases for
+//! it (docs/design.md §5.4, sessions).
 
 mod common;
 

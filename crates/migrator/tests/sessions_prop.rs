@@ -1,6 +1,6 @@
 //! Property: any key-value sessions database (every type, state and option,
 //! linked groups, duplicate ids, accounts removed after linking) migrates
-//! so that every session reads back as the reference's rules say, on both
+//! so that every session reads back as LiT's rules say, on both
 //! SQL backends.
 
 mod common;

@@ -537,10 +537,12 @@ impl Dump {
     }
 
     /// The canonical text: pretty JSON and a final newline.
-    pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+    ///
+    /// Errors: [`Error::Json`] when a value cannot be written as JSON.
+    pub fn to_json(&self) -> Result<String> {
+        let mut s = crate::json_text("the dump", self, true)?;
         s.push('\n');
-        s
+        Ok(s)
     }
 
     /// Parses and checks a dump's text.
@@ -574,7 +576,7 @@ impl Dump {
         use std::os::unix::fs::PermissionsExt as _;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(io)?;
-        f.write_all(self.to_json().as_bytes()).map_err(io)
+        f.write_all(self.to_json()?.as_bytes()).map_err(io)
     }
 }
 
@@ -924,45 +926,43 @@ async fn write_import(p: Parsed, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The dump a migration of `kv` must produce in SQL, by the migration's
-/// rules: the newest session of each id (the first in key order on a tie);
-/// recipes without permissions and caveats and empty feature maps as none;
-/// links to accounts and sessions that are not migrated dropped; kv-store
-/// entries and pairs of groups that are not migrated skipped.
-pub fn as_migrated(kv: &Dump) -> Dump {
+/// What SQL holds once the key-value data in `kv` is migrated, by the
+/// migration's own rules (`migrator::rules`, docs/design.md §5.4): the
+/// newest session of each id, times to the microsecond, empty recipes and
+/// feature configs as none, links to accounts or sessions that did not
+/// make it dropped, firewall data moved to its session's group or skipped.
+/// `nodestore verify` compares a SQL database's dump with this.
+///
+/// Errors: [`Error::Dump`] when a record does not read as a store record.
+pub fn as_migrated(kv: &Dump) -> Result<Dump> {
+    use migrator::rules;
     let mut d = kv.clone();
-    let accounts: BTreeSet<&str> = kv.accounts.iter().map(|a| a.id.as_str()).collect();
-    let mut newest: BTreeMap<String, DumpSession> = BTreeMap::new();
-    for s in &kv.sessions {
-        match newest.get(&s.id) {
-            Some(cur) if cur.created_at >= s.created_at => {}
+    d.accounts = kv
+        .accounts
+        .iter()
+        .map(|a| Ok(DumpAccount::from(&rules::account(&a.to_account()?))))
+        .collect::<Result<_>>()?;
+    let accounts: BTreeSet<AccountId> = d
+        .accounts
+        .iter()
+        .map(|a| a.to_account().map(|a| a.id))
+        .collect::<Result<_>>()?;
+    // Keyed by the id's text, so the dump lists sessions as a SQL dump does.
+    let mut newest: BTreeMap<String, Session> = BTreeMap::new();
+    for ds in &kv.sessions {
+        let s = ds.to_session()?;
+        match newest.get(&ds.id) {
+            Some(kept) if !rules::session_replaces(kept.created_at, s.created_at) => {}
             _ => {
-                newest.insert(s.id.clone(), s.clone());
+                newest.insert(ds.id.clone(), s);
             }
         }
     }
     d.sessions = newest
-        .into_values()
-        .map(|mut s| {
-            if s.macaroon_recipe
-                .as_ref()
-                .is_some_and(|r| r.permissions.is_empty() && r.caveats.is_empty())
-            {
-                s.macaroon_recipe = None;
-            }
-            if s.feature_config.as_ref().is_some_and(BTreeMap::is_empty) {
-                s.feature_config = None;
-            }
-            if s.account_id
-                .as_deref()
-                .is_some_and(|a| !accounts.contains(a))
-            {
-                s.account_id = None;
-            }
-            s
-        })
+        .values()
+        .map(|s| DumpSession::from(&rules::session(s, |a| accounts.contains(&a)).0))
         .collect();
-    let sessions: BTreeSet<String> = d.sessions.iter().map(|s| s.id.clone()).collect();
+    let sessions: BTreeSet<SessionId> = newest.values().map(|s| s.id).collect();
     // Entries and pairs stored under any session's id belong to its group.
     let group_of: BTreeMap<String, String> = d
         .sessions
@@ -985,16 +985,17 @@ pub fn as_migrated(kv: &Dump) -> Dump {
             Some(p)
         })
         .collect();
-    for a in &mut d.actions {
-        if a.session_id.as_ref().is_some_and(|s| !sessions.contains(s)) {
-            a.session_id = None;
-        }
-        if a.account_id
-            .as_deref()
-            .is_some_and(|x| !accounts.contains(x))
-        {
-            a.account_id = None;
-        }
-    }
-    d
+    d.actions = kv
+        .actions
+        .iter()
+        .map(|x| {
+            let (a, _) = rules::action(
+                &x.to_action()?,
+                |s| sessions.contains(&s),
+                |a| accounts.contains(&a),
+            );
+            Ok(DumpAction::from(&a))
+        })
+        .collect::<Result<_>>()?;
+    Ok(d)
 }

@@ -122,6 +122,33 @@ pub enum Error {
     /// A dump could not be read.
     #[error("dump: {0}")]
     Dump(String),
+    /// A report or dump could not be written as JSON.
+    #[error("{what} could not be written as JSON: {reason}")]
+    Json {
+        /// What was being written.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `value` as compact JSON (`pretty`: indented), or [`Error::Json`] naming
+/// `what`: an output that cannot be written is an error, never an empty
+/// text.
+pub fn json_text<T: serde::Serialize>(
+    what: &'static str,
+    value: &T,
+    pretty: bool,
+) -> Result<String> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    text.map_err(|e| Error::Json {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 /// What a failed migration says: what failed, and exactly what was kept.
@@ -442,4 +469,31 @@ async fn apply_schema(db: &Db) -> Result<Vec<i64>> {
         .run(db)
         .await?;
     Ok(report.applied.iter().map(|s| s.version).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_that_cannot_be_written_as_json_is_an_error() {
+        // JSON object keys must be strings; a pair is not.
+        let value: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let err = json_text("the report", &value, false).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Json {
+                    what: "the report",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the report could not be written as JSON")
+        );
+        assert_eq!(json_text("n", &[1, 2], false).unwrap(), "[1,2]");
+    }
 }

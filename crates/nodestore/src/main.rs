@@ -493,7 +493,10 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let db = sql_db_read_only(&sql).await?;
             let report = verify(&kv, &db).await?;
             if json {
-                say!("{}", serde_json::to_string(&report).unwrap_or_default());
+                say!(
+                    "{}",
+                    nodestore::json_text("the verify report", &report, false)?
+                );
             } else {
                 print_verify(&report);
             }
@@ -521,7 +524,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             };
             let s = nodestore::status::status(&config).await?;
             if json {
-                say!("{}", serde_json::to_string(&s).unwrap_or_default());
+                say!("{}", nodestore::json_text("the status", &s, false)?);
             } else {
                 print_status(&s);
             }
@@ -531,7 +534,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let d = nodestore::dump::dump(&from.parse()?).await?;
             match out {
                 Some(path) => d.write(&path)?,
-                None => say_raw!("{}", d.to_json()),
+                None => say_raw!("{}", d.to_json()?),
             }
             Ok(ExitCode::SUCCESS)
         }

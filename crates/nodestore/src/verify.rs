@@ -38,7 +38,7 @@ impl VerifyReport {
 /// Compares the key-value database at `kv` with `sql`; works on a
 /// tombstoned key-value database too (it only reads).
 pub async fn verify(kv: &Path, sql: &sqldb::Db) -> Result<VerifyReport> {
-    let want = as_migrated(&dump_kv(kv).await?);
+    let want = as_migrated(&dump_kv(kv).await?)?;
     let got = dump_sql(sql).await?;
     Ok(compare(&want, &got))
 }

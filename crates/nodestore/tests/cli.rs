@@ -285,7 +285,13 @@ async fn import_reproduces_a_dump_verbatim(fx: &SqlFixture) {
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["report"]["sessions"]["duplicates_dropped"], 1);
     let sql = nodestore(&["dump", "--from", &to]).await;
-    assert_eq!(sql.stdout, nodestore::dump::as_migrated(&dump).to_json());
+    assert_eq!(
+        sql.stdout,
+        nodestore::dump::as_migrated(&dump)
+            .unwrap()
+            .to_json()
+            .unwrap()
+    );
     // Importing over an existing database is refused.
     let out = nodestore(&[
         "import",

@@ -241,7 +241,7 @@ async fn round_trip_or_refusal(d: Dump) -> Result<(), TestCaseError> {
     }
     let back = dump_kv(&kv).await.unwrap();
     prop_assert_eq!(&back, &d, "the import is exact");
-    let want = nodestore::dump::as_migrated(&back);
+    let want = nodestore::dump::as_migrated(&back).unwrap();
     let mut dumps = Vec::new();
     for fx in [
         SqlFixture::sqlite(),
@@ -383,7 +383,7 @@ mod core {
     #[tokio::test]
     async fn malformed_and_duplicate_dumps_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let good = valid().to_json();
+        let good = valid().to_json().unwrap();
         let texts = [
             ("truncated", good[..good.len() / 2].to_owned(), "EOF"),
             (
@@ -815,7 +815,7 @@ async fn no_output_holds_a_secret(fx: &SqlFixture) {
     let mut d = dump.clone();
     d.sessions[0].local_private_key = format!("{}zz", &d.sessions[0].local_private_key[..62]);
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, d.to_json()).unwrap();
+    std::fs::write(&bad, d.to_json().unwrap()).unwrap();
     let import = run_env(
         &[
             "import",

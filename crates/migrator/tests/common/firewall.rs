@@ -40,7 +40,7 @@ impl Fill {
         self.sessions.new_session(n).await.unwrap().id
     }
 
-    /// Deletes every session (as the reference's "deleted session"), leaving
+    /// Deletes every session (as LiT's "deleted session"), leaving
     /// the firewall data of their groups orphaned.
     pub(crate) async fn delete_sessions(&self) {
         self.sessions.delete_reserved_sessions().await.unwrap();

@@ -14,7 +14,7 @@ use tombstone::{KvDb, KvOptions};
 use super::{Kv, Lcg};
 
 /// The sessions a migration must produce from what the key-value store
-/// holds, by the reference's rules: the newest session per id, links to
+/// holds, by LiT's rules: the newest session per id, links to
 /// removed accounts dropped, nil-versus-empty normalised, times in µs.
 pub(crate) fn expected(all: Vec<Session>, live_accounts: &[AccountId]) -> (Vec<Session>, u64, u64) {
     let mut best: BTreeMap<SessionId, Session> = BTreeMap::new();
