@@ -13,7 +13,7 @@
 //! - `journal_mode = WAL`: readers do not block the writer.
 //! - `busy_timeout`: how long to wait for another process's lock (5 s by default).
 //! - `synchronous = FULL` by default: a committed transaction survives a power
-//!   loss, as in the reference. Accounts hold balances; losing the last commits
+//!   loss, as in LiT. Accounts hold balances; losing the last commits
 //!   after a crash would let a spent balance be spent again. `NORMAL` is
 //!   available for throw-away databases (benchmarks of the raw load limit).
 //! - `temp_store = FILE`: the bundled SQLite is built to keep temporary

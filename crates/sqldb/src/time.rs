@@ -20,7 +20,7 @@ pub const YEAR_RANGE: std::ops::RangeInclusive<i32> = store_contract::YEARS;
 
 /// The earliest representable time, `0001-01-01 00:00:00 UTC`.
 ///
-/// The reference schema keeps some timestamp columns `NOT NULL` and stores
+/// LiT's schema keeps some timestamp columns `NOT NULL` and stores
 /// this value to mean "none" (an account without expiry).
 pub fn zero_time() -> DateTime<Utc> {
     NaiveDate::from_ymd_opt(1, 1, 1)
