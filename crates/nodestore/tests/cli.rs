@@ -458,6 +458,68 @@ async fn a_later_step_failing_exits_3_and_says_the_data_is_safe(fx: &SqlFixture)
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
 
+/// A target of the wrong kind, or one that is no target at all, is refused
+/// by the command line before anything runs: one line naming the argument,
+/// exit 1 (never 2, which says verify found differences), nothing created.
+#[tokio::test]
+async fn wrong_targets_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "migrate".into(),
+                "--kv".into(),
+                format!("{d}/kv"),
+                "--to".into(),
+                format!("kv:{d}/x"),
+            ],
+            "--to: kv:",
+        ),
+        (
+            vec![
+                "verify".into(),
+                "--kv".into(),
+                format!("{d}/kv"),
+                "--sql".into(),
+                format!("kv:{d}/x"),
+            ],
+            "--sql: kv:",
+        ),
+        (
+            vec![
+                "import".into(),
+                "--to".into(),
+                format!("sqlite:{d}/x.db"),
+                format!("{d}/dump.json"),
+            ],
+            "--to: sqlite:",
+        ),
+        (
+            vec![
+                "dump".into(),
+                "--from".into(),
+                "mysql://u:Secret-Pw@h/db".into(),
+            ],
+            "--from: ",
+        ),
+        (vec!["migrate".into(), "--kv".into()], "--kv"),
+    ];
+    for (args, says) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = nodestore(&args).await;
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("Secret-Pw"), "{}", out.stderr);
+        assert!(out.stdout.is_empty(), "{}", out.stdout);
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     a_second_source_is_refused_and_status_agrees,
     a_later_step_failing_exits_3_and_says_the_data_is_safe,

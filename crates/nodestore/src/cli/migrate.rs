@@ -1,0 +1,198 @@
+//! `nodestore migrate`: a key-value database into SQL, then its tombstone;
+//! and how an outcome is told, in words or as JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use nodestore::{Error, Location};
+use serde_json::json;
+
+use super::progress::Bars;
+
+/// Exit code when the data is safe in SQL but something is left to finish
+/// (a pending tombstone, a later schema step), which the next run or open
+/// finishes.
+pub(crate) const EXIT_UNFINISHED: u8 = 3;
+
+/// What `migrate` was asked to do.
+pub(crate) struct Args {
+    pub(crate) kv: PathBuf,
+    pub(crate) to: Location,
+    pub(crate) dry_run: bool,
+    pub(crate) force: bool,
+    pub(crate) accept_damaged: bool,
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn run(a: Args) -> Result<ExitCode, Error> {
+    // The source first: a bad --kv creates nothing.
+    tombstone::status(&a.kv)?.ok_or_else(|| tombstone::Error::Missing(a.kv.clone()))?;
+    let db = sql_db(&a.to, false).await?;
+    let bars = Bars::new(a.json);
+    let started = Instant::now();
+    let opts = migrator::Options {
+        dry_run: a.dry_run,
+        force: a.force,
+        accept_damaged: a.accept_damaged,
+        ..migrator::Options::default()
+    };
+    let result = migrator::migrate(&a.kv, &db, &opts, Some(&bars)).await;
+    drop(bars);
+    let outcome = match result {
+        Ok(o) => o,
+        Err(failure) => {
+            if a.json {
+                say!("{}", failure_json(&a.kv, &db.describe(), &failure));
+            }
+            return Err(Error::Migration {
+                kv: a.kv.display().to_string(),
+                target: db.describe(),
+                failure: Box::new(failure),
+                during_open: false,
+            });
+        }
+    };
+    if a.json {
+        say!("{}", outcome_json(&db.describe(), &outcome));
+    } else {
+        print_outcome(&db.describe(), &outcome, started.elapsed().as_secs_f64());
+    }
+    Ok(outcome_code(&outcome))
+}
+
+/// A SQL database to work on (`read_only`: never created nor written).
+pub(crate) async fn sql_db(location: &Location, read_only: bool) -> Result<sqldb::Db, Error> {
+    let not_sql = || Error::Config(format!("{location}: expected a SQL database"));
+    if matches!(location, Location::Kv(_)) {
+        return Err(not_sql());
+    }
+    let backend = location.backend();
+    let db = if read_only {
+        nodestore::connect_read_only(&backend).await?
+    } else {
+        nodestore::connect(&backend).await?
+    };
+    db.ok_or_else(not_sql)
+}
+
+/// 0 when the outcome is complete, [`EXIT_UNFINISHED`] otherwise.
+pub(crate) fn outcome_code(o: &migrator::Outcome) -> ExitCode {
+    if o.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNFINISHED)
+    }
+}
+
+fn report_json(r: &migrator::Report) -> serde_json::Value {
+    json!({
+        "accounts": { "accounts": r.accounts.accounts, "invoices": r.accounts.invoices, "payments": r.accounts.payments, "last_indexes": r.accounts.last_indexes.is_some() },
+        "sessions": { "sessions": r.sessions.sessions, "duplicates_dropped": r.sessions.duplicates_dropped, "account_links_dropped": r.sessions.account_links_dropped },
+        "firewall": { "kv_entries": r.firewall.kv_entries, "kv_entries_skipped": r.firewall.kv_entries_skipped, "privacy_pairs": r.firewall.privacy_pairs, "privacy_pairs_skipped": r.firewall.privacy_pairs_skipped },
+        "actions": { "actions": r.actions.actions, "session_links_dropped": r.actions.session_links_dropped, "account_links_dropped": r.actions.account_links_dropped },
+        "seconds": r.duration.as_secs_f64(),
+    })
+}
+
+fn outcome_json(target: &str, o: &migrator::Outcome) -> serde_json::Value {
+    let (tombstone, pending) = match &o.tombstone {
+        migrator::TombstoneState::Written(m) => (
+            json!({ "target": m.target, "marked_at": m.marked_at.to_rfc3339(), "target_identity": m.target_identity.map(hex::encode) }),
+            None,
+        ),
+        migrator::TombstoneState::Pending(reason) => {
+            (serde_json::Value::Null, Some(reason.clone()))
+        }
+        migrator::TombstoneState::NotWritten => (serde_json::Value::Null, None),
+    };
+    json!({
+        "target": target,
+        "outcome": o.kind,
+        "complete": o.is_complete(),
+        "dry_run": o.kind == migrator::OutcomeKind::Rehearsed,
+        "data_in_sql": o.kind != migrator::OutcomeKind::Rehearsed,
+        "migrated": o.kind == migrator::OutcomeKind::Migrated,
+        "applied_steps": o.applied_steps,
+        "report": report_json(&o.report),
+        "tombstone": tombstone,
+        "tombstone_pending": pending,
+        "unfinished_steps": o.unfinished_steps,
+        "accepted_damage": o.accepted_damage,
+    })
+}
+
+fn failure_json(kv: &Path, target: &str, f: &migrator::Failure) -> serde_json::Value {
+    json!({
+        "kv": kv.display().to_string(),
+        "target": target,
+        "outcome": "failed",
+        "complete": false,
+        "data": f.data,
+        "data_in_sql": false,
+        "schema_steps_applied": f.schema_steps,
+        "error": f.error.to_string(),
+    })
+}
+
+/// The outcome in words, store by store.
+pub(crate) fn print_outcome(target: &str, o: &migrator::Outcome, elapsed: f64) {
+    let r = &o.report;
+    match o.kind {
+        migrator::OutcomeKind::Rehearsed => say!(
+            "dry run: migrated into {target} and verified every record in {elapsed:.2}s, then rolled \
+             everything back: nothing was kept, and the key-value database is unchanged"
+        ),
+        migrator::OutcomeKind::AlreadyMigrated => say!(
+            "{target} already holds this key-value database's data (migrated earlier); nothing to migrate"
+        ),
+        migrator::OutcomeKind::Migrated => {
+            say!("migrated into {target} in {elapsed:.2}s, every record read back and compared:")
+        }
+    }
+    say!(
+        "  accounts  {:>9} accounts, {} invoices, {} payments",
+        r.accounts.accounts,
+        r.accounts.invoices,
+        r.accounts.payments
+    );
+    say!(
+        "  sessions  {:>9} sessions; dropped {} older duplicates of an id, {} links to removed accounts",
+        r.sessions.sessions,
+        r.sessions.duplicates_dropped,
+        r.sessions.account_links_dropped
+    );
+    say!(
+        "  firewall  {:>9} kv-store entries, {} privacy pairs; skipped {} entries and {} pairs of deleted session groups",
+        r.firewall.kv_entries,
+        r.firewall.privacy_pairs,
+        r.firewall.kv_entries_skipped,
+        r.firewall.privacy_pairs_skipped
+    );
+    say!(
+        "  actions   {:>9} actions; dropped {} links to deleted sessions, {} to removed accounts",
+        r.actions.actions,
+        r.actions.session_links_dropped,
+        r.actions.account_links_dropped
+    );
+    for p in &o.accepted_damage {
+        say!("  accepted damage: {p}");
+    }
+    match &o.tombstone {
+        migrator::TombstoneState::Written(m) => {
+            say!("  the key-value database is tombstoned (into {})", m.target)
+        }
+        migrator::TombstoneState::Pending(p) => say!(
+            "  the data is safe in SQL, but the key-value database is not tombstoned yet ({p}); \
+             run the migration again (or open the node) to finish, and do not run a node on the \
+             key-value database"
+        ),
+        migrator::TombstoneState::NotWritten => {}
+    }
+    if let Some(reason) = &o.unfinished_steps {
+        say!(
+            "  the data is safe in SQL, but a later schema step failed ({reason}); run the migration \
+             again (or open the node) to apply it"
+        );
+    }
+}

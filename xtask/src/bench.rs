@@ -1,0 +1,77 @@
+//! `cargo xtask bench`: the benchmark (crates/bench), release build, on
+//! both SQL backends unless one is named; figures under `target/bench/`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::pg::{PgSource, provide_postgres};
+use crate::{Result, USAGE, cargo, step};
+
+pub(crate) struct BenchArgs {
+    pub(crate) scale: String,
+    pub(crate) backends: Vec<String>,
+    pub(crate) release: bool,
+}
+
+impl BenchArgs {
+    pub(crate) fn parse(args: &[String]) -> Result<BenchArgs> {
+        let mut out = BenchArgs {
+            scale: "L".into(),
+            backends: vec!["sqlite".into(), "postgres".into()],
+            release: true,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--scale" => {
+                    let s = it.next().ok_or("--scale needs a value")?.to_uppercase();
+                    if !["S", "M", "L"].contains(&s.as_str()) {
+                        return Err(format!("unknown scale {s}; one of S, M, L"));
+                    }
+                    out.scale = s;
+                }
+                "--backend" => {
+                    let b = it.next().ok_or("--backend needs a value")?;
+                    if !["sqlite", "postgres"].contains(&b.as_str()) {
+                        return Err(format!("unknown backend {b}; sqlite or postgres"));
+                    }
+                    out.backends = vec![b.clone()];
+                }
+                other => return Err(format!("unknown argument {other}\n{USAGE}")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs the benchmark binary once per backend, with a PostgreSQL server
+/// provided the same way as for the tests (a missing one is an error: the
+/// bench measures latency on PostgreSQL in every run).
+pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--package", "bench", "--bin", "nodestore-bench"]);
+    if args.release {
+        build.arg("--release");
+    }
+    step("building the benchmark", build)?;
+    let exe = Path::new("target")
+        .join(if args.release { "release" } else { "debug" })
+        .join("nodestore-bench");
+    let pg = provide_postgres();
+    let url = match &pg {
+        PgSource::Env => std::env::var(testkit::URL_ENV).unwrap_or_default(),
+        PgSource::Dev(url) => url.clone(),
+        PgSource::Started(c) => c.url("postgres"),
+        PgSource::None(why) => return Err(format!("the benchmark needs PostgreSQL: {why}")),
+    };
+    for backend in &args.backends {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--scale", &args.scale, "--backend", backend])
+            .env(testkit::URL_ENV, &url);
+        step(&format!("bench, scale {}, {backend}", args.scale), cmd)?;
+    }
+    if let PgSource::Started(c) = pg {
+        c.stop().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
