@@ -53,6 +53,7 @@ macro_rules! conformance_tests {
             filters_combined,
             unknown_session_and_group_filters_fail,
             pagination_as_lit_lists,
+            deep_pages_are_the_same_slices_as_shallow_ones,
             offset_and_reversed_count_rows_after_filtering,
             same_timestamps_keep_insertion_order,
             empty_rpc_params_and_strings_read_back_empty,
@@ -396,6 +397,72 @@ pub async fn unknown_session_and_group_filters_fail(st: &Stores) {
         }))
         .await;
     assert!(matches!(r, Err(Error::UnknownGroup { .. })), "{r:?}");
+}
+
+/// Pages far into a listing (where SQL backends seek to the page's first
+/// row instead of stepping over every row before it) are exactly the
+/// slices of the whole listing, forwards and reversed, filtered or not,
+/// with many actions sharing a time.
+pub async fn deep_pages_are_the_same_slices_as_shallow_ones(st: &Stores) {
+    let t0 = st.clock_now();
+    for i in 0..1_300i64 {
+        // Seven actions per second: ties are ordered by locator.
+        st.clock.set(t0 + Duration::seconds(i / 7));
+        let feature = if i % 3 == 0 { "g" } else { "f" };
+        st.actions.add_action(base(feature)).await.unwrap();
+    }
+    for (filter, expect_n) in [
+        (ActionFilter::default(), 1_300usize),
+        (
+            ActionFilter {
+                feature_name: Some("f".into()),
+                ..Default::default()
+            },
+            866,
+        ),
+    ] {
+        for reversed in [false, true] {
+            let all = list(
+                st,
+                ActionQuery {
+                    filter: filter.clone(),
+                    reversed,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let all = locators(&all);
+            assert_eq!(all.len(), expect_n);
+            for offset in [0u64, 700, 999, 1_000, 1_001, 1_234, 1_299, 1_300, 5_000] {
+                for max in [0u64, 1, 100] {
+                    let page = list(
+                        st,
+                        ActionQuery {
+                            filter: filter.clone(),
+                            reversed,
+                            offset,
+                            max,
+                            count_all: true,
+                        },
+                    )
+                    .await;
+                    let from = (offset as usize).min(all.len());
+                    let to = if max == 0 {
+                        all.len()
+                    } else {
+                        (from + max as usize).min(all.len())
+                    };
+                    assert_eq!(
+                        locators(&page),
+                        all[from..to].to_vec(),
+                        "offset {offset}, max {max}, reversed {reversed}, {filter:?}"
+                    );
+                    assert_eq!(page.total_count, all.len() as u64);
+                    assert_eq!(page.last_index, all[from..to].last().copied().unwrap_or(0));
+                }
+            }
+        }
+    }
 }
 
 /// The pagination cases of LiT's `TestListActions`.
