@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use sea_query::{
-    Alias, ConditionalStatement, Expr, ExprTrait, JoinType, OnConflict, Order, Query, SimpleExpr,
+    Alias, ConditionalStatement, Expr, ExprTrait, JoinType, OnConflict, Order, Query,
+    SelectStatement, SimpleExpr,
 };
 use sqldb::{Db, Tx, TxExt, TxMode};
 use store_sessions::SessionId;
@@ -106,18 +107,20 @@ fn tx_mode(mode: Mode) -> TxMode {
     }
 }
 
+/// The select of a session group's SQL id: its first session, whose group
+/// is itself.
+fn group_select(group: SessionId) -> SelectStatement {
+    Query::select()
+        .column(Sessions::Id)
+        .from(Sessions::Table)
+        .and_where(Expr::col(Sessions::Alias).eq(group.0.to_vec()))
+        .and_where(Expr::col(Sessions::GroupId).equals(Sessions::Id))
+        .to_owned()
+}
+
 /// The SQL id of a session group: its first session, whose group is itself.
 pub async fn group_sql_id(tx: &mut dyn Tx, group: SessionId) -> Result<Option<i64>> {
-    let row = tx
-        .query_opt(
-            &Query::select()
-                .column(Sessions::Id)
-                .from(Sessions::Table)
-                .and_where(Expr::col(Sessions::Alias).eq(group.0.to_vec()))
-                .and_where(Expr::col(Sessions::GroupId).equals(Sessions::Id))
-                .to_owned(),
-        )
-        .await?;
+    let row = tx.query_opt(&group_select(group)).await?;
     Ok(row.map(|r| r.i64(0)).transpose()?)
 }
 
@@ -197,6 +200,46 @@ impl ScopeIds {
     }
 }
 
+/// A get as one statement: the rule, feature and group are resolved by
+/// subqueries inside it (one round trip, docs/design.md §4.3). An unknown
+/// name or group makes its subquery NULL, which matches no row: the value
+/// is absent, as `KvTx::get` says.
+fn get_select(ns: &Namespace, scope: Scope, key: &str) -> SelectStatement {
+    let rule = Query::select()
+        .column(Rules::Id)
+        .from(Rules::Table)
+        .and_where(Expr::col(Rules::Name).eq(ns.rule.as_str()))
+        .to_owned();
+    let feature = Query::select()
+        .column(Features::Id)
+        .from(Features::Table)
+        .and_where(Expr::col(Features::Name).eq(ns.feature.as_str()))
+        .to_owned();
+    let mut select = Query::select();
+    select
+        .column(Kvstores::Value)
+        .from(Kvstores::Table)
+        .and_where(Expr::col(Kvstores::EntryKey).eq(key))
+        .and_where(Expr::col(Kvstores::Perm).eq(scope.is_perm()))
+        .and_where(Expr::col(Kvstores::RuleId).eq(Expr::SubQuery(None, Box::new(rule.into()))));
+    if scope.is_local() {
+        let group = group_select(ns.group);
+        select.and_where(
+            Expr::col(Kvstores::GroupId).eq(Expr::SubQuery(None, Box::new(group.into()))),
+        );
+    } else {
+        select.and_where(Expr::col(Kvstores::GroupId).is_null());
+    }
+    if scope.is_local() && !ns.feature.is_empty() {
+        select.and_where(
+            Expr::col(Kvstores::FeatureId).eq(Expr::SubQuery(None, Box::new(feature.into()))),
+        );
+    } else {
+        select.and_where(Expr::col(Kvstores::FeatureId).is_null());
+    }
+    select
+}
+
 struct SqlKvTx {
     tx: Box<dyn Tx>,
     ns: Namespace,
@@ -255,12 +298,7 @@ impl SqlKvTx {
 impl KvTx for SqlKvTx {
     async fn get(&mut self, scope: Scope, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let Some(ids) = self.ids(scope, false).await? else {
-            return Ok(None);
-        };
-        let mut select = Query::select();
-        select.column(Kvstores::Value).from(Kvstores::Table);
-        ids.filter(&mut select, key);
+        let select = get_select(&self.ns, scope, key);
         Ok(self
             .tx
             .query_opt(&select)
@@ -355,22 +393,41 @@ impl SqlPrivacyTx {
         by: PrivacyPairs,
         value: &str,
     ) -> Result<String> {
-        let gid = self.gid().await?;
-        let row = self
-            .tx
-            .query_opt(
-                &Query::select()
-                    .column(want)
-                    .from(PrivacyPairs::Table)
-                    .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
-                    .and_where(Expr::col(by).eq(value))
-                    .to_owned(),
-            )
-            .await?
-            .ok_or_else(|| Error::NoSuchKey {
-                group: self.group,
-                key: value.to_owned(),
-            })?;
+        let pair = |group: SimpleExpr| {
+            Query::select()
+                .column(want)
+                .from(PrivacyPairs::Table)
+                .and_where(Expr::col(PrivacyPairs::GroupId).eq(group))
+                .and_where(Expr::col(by).eq(value))
+                .to_owned()
+        };
+        let rows = match self.gid {
+            Some(gid) => self.tx.query(&pair(gid.into())).await?,
+            None => {
+                // The group and the pair in one round trip.
+                let d = self.tx.dialect();
+                let group = group_select(self.group);
+                let by_group = pair(Expr::SubQuery(None, Box::new(group.clone().into())));
+                let mut answers = self
+                    .tx
+                    .query_batch(vec![d.build(&group), d.build(&by_group)])
+                    .await?;
+                let rows = answers.pop().unwrap_or_default();
+                let gid = answers
+                    .pop()
+                    .unwrap_or_default()
+                    .first()
+                    .map(|r| r.i64(0))
+                    .transpose()?
+                    .ok_or(Error::UnknownGroup { group: self.group })?;
+                self.gid = Some(gid);
+                rows
+            }
+        };
+        let row = rows.first().ok_or_else(|| Error::NoSuchKey {
+            group: self.group,
+            key: value.to_owned(),
+        })?;
         Ok(row.text(0)?)
     }
 }
