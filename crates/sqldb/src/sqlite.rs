@@ -395,13 +395,17 @@ impl SqliteDb {
             },
             TxMode::Read => (self.reader().await, "BEGIN"),
         };
-        worker
-            .call(move |c| c.execute_batch(begin).map_err(classify))
-            .await??;
-        Ok(Box::new(SqliteTx {
+        let mut tx = SqliteTx {
             worker,
             done: false,
-        }))
+            begin: Some(begin),
+        };
+        // A write takes the write lock now; a read's BEGIN goes with its
+        // first statement, in the same call on the connection's thread.
+        if mode == TxMode::Write {
+            tx.run(|_| Ok(())).await?;
+        }
+        Ok(Box::new(tx))
     }
 
     async fn reader(&self) -> OwnedMutexGuard<Worker> {
@@ -418,11 +422,34 @@ impl SqliteDb {
 struct SqliteTx {
     worker: OwnedMutexGuard<Worker>,
     done: bool,
+    /// The transaction's `BEGIN` while it has not been sent.
+    begin: Option<&'static str>,
+}
+
+impl SqliteTx {
+    /// Runs `f` on the connection's thread, after the transaction's `BEGIN`
+    /// when that is still pending: one hop between threads, not two.
+    async fn run<R, F>(&mut self, f: F) -> DbResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> DbResult<R> + Send + 'static,
+    {
+        let begin = self.begin.take();
+        self.worker
+            .call(move |c| {
+                if let Some(begin) = begin {
+                    c.execute_batch(begin).map_err(classify)?;
+                }
+                f(c)
+            })
+            .await?
+    }
 }
 
 impl Drop for SqliteTx {
     fn drop(&mut self) {
-        if !self.done {
+        // A transaction whose BEGIN was never sent holds nothing.
+        if !self.done && self.begin.is_none() {
             // Queued before the guard is released, so the next user of this
             // connection finds it outside any transaction.
             self.worker.detach(|c| {
@@ -441,19 +468,18 @@ impl Tx for SqliteTx {
     async fn execute_sql(&mut self, sql: Sql) -> DbResult<u64> {
         let params = bind(sql.values)?;
         let text = sql.text;
-        self.worker
-            .call(move |c| {
-                let mut stmt = c.prepare_cached(&text).map_err(classify)?;
-                let n = stmt.execute(params_from_iter(params)).map_err(classify)?;
-                Ok(n as u64)
-            })
-            .await?
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&text).map_err(classify)?;
+            let n = stmt.execute(params_from_iter(params)).map_err(classify)?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     async fn query_sql(&mut self, sql: Sql) -> DbResult<Vec<Row>> {
         let params = bind(sql.values)?;
         let text = sql.text;
-        self.worker.call(move |c| query(c, &text, params)).await?
+        self.run(move |c| query(c, &text, params)).await
     }
 
     async fn query_batch(&mut self, batch: Vec<Sql>) -> DbResult<Vec<Vec<Row>>> {
@@ -461,21 +487,19 @@ impl Tx for SqliteTx {
             .into_iter()
             .map(|sql| Ok((sql.text, bind(sql.values)?)))
             .collect::<DbResult<Vec<_>>>()?;
-        self.worker
-            .call(move |c| {
-                batch
-                    .into_iter()
-                    .map(|(text, params)| query(c, &text, params))
-                    .collect()
-            })
-            .await?
+        self.run(move |c| {
+            batch
+                .into_iter()
+                .map(|(text, params)| query(c, &text, params))
+                .collect()
+        })
+        .await
     }
 
     async fn execute_script(&mut self, script: &str) -> DbResult<()> {
         let script = script.to_owned();
-        self.worker
-            .call(move |c| c.execute_batch(&script).map_err(classify))
-            .await?
+        self.run(move |c| c.execute_batch(&script).map_err(classify))
+            .await
     }
 
     async fn copy_in(
@@ -501,40 +525,42 @@ impl Tx for SqliteTx {
                 r.into_iter().map(bind_one).collect()
             })
             .collect::<DbResult<_>>()?;
-        self.worker
-            .call(move |c| {
-                let mut stmt = c.prepare_cached(&text).map_err(classify)?;
-                for row in &rows {
-                    stmt.execute(params_from_iter(row)).map_err(classify)?;
-                }
-                Ok(rows.len() as u64)
-            })
-            .await?
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&text).map_err(classify)?;
+            for row in &rows {
+                stmt.execute(params_from_iter(row)).map_err(classify)?;
+            }
+            Ok(rows.len() as u64)
+        })
+        .await
     }
 
     async fn set_cache_size_kib(&mut self, kib: i64) -> DbResult<Option<i64>> {
-        self.worker
-            .call(move |c| {
-                let old: i64 = c
-                    .pragma_query_value(None, "cache_size", |r| r.get(0))
-                    .map_err(classify)?;
-                c.pragma_update(None, "cache_size", -kib.abs())
-                    .map_err(classify)?;
-                Ok(Some(old))
-            })
-            .await?
+        self.run(move |c| {
+            let old: i64 = c
+                .pragma_query_value(None, "cache_size", |r| r.get(0))
+                .map_err(classify)?;
+            c.pragma_update(None, "cache_size", -kib.abs())
+                .map_err(classify)?;
+            Ok(Some(old))
+        })
+        .await
     }
 
     async fn restore_cache_size(&mut self, previous: i64) -> DbResult<()> {
-        self.worker
-            .call(move |c| {
-                c.pragma_update(None, "cache_size", previous)
-                    .map_err(classify)
-            })
-            .await?
+        self.run(move |c| {
+            c.pragma_update(None, "cache_size", previous)
+                .map_err(classify)
+        })
+        .await
     }
 
     async fn commit(mut self: Box<Self>) -> DbResult<()> {
+        if self.begin.is_some() {
+            // Nothing ran: there is no transaction to end.
+            self.done = true;
+            return Ok(());
+        }
         let result = self
             .worker
             .call(|c| c.execute_batch("COMMIT").map_err(classify))
@@ -547,6 +573,9 @@ impl Tx for SqliteTx {
 
     async fn rollback(mut self: Box<Self>) -> DbResult<()> {
         self.done = true;
+        if self.begin.is_some() {
+            return Ok(());
+        }
         self.worker
             .call(|c| c.execute_batch("ROLLBACK").map_err(classify))
             .await?
