@@ -25,8 +25,8 @@ impl BenchArgs {
             match a.as_str() {
                 "--scale" => {
                     let s = it.next().ok_or("--scale needs a value")?.to_uppercase();
-                    if !["S", "M", "L"].contains(&s.as_str()) {
-                        return Err(format!("unknown scale {s}; one of S, M, L"));
+                    if !["S", "M", "L", "XL"].contains(&s.as_str()) {
+                        return Err(format!("unknown scale {s}; one of S, M, L, XL"));
                     }
                     out.scale = s;
                 }

@@ -6,7 +6,7 @@
 //! - `lint`: formatting and clippy only.
 //! - `test [--backend core|kv|sqlite|postgres] [--crate NAME]`: tests, with
 //!   the same table.
-//! - `bench [--scale S|M|L] [--backend sqlite|postgres]`: the benchmark
+//! - `bench [--scale S|M|L|XL] [--backend sqlite|postgres]`: the benchmark
 //!   (crates/bench), release build, on both SQL backends unless one is named;
 //!   figures under `target/bench/`. `ci` runs it at scale S in a debug build
 //!   as a smoke test (it must complete; no timing is asserted).
@@ -38,7 +38,7 @@ commands:
   ci                                   fmt check, clippy -D warnings, every test on every backend
   lint                                 fmt check and clippy only
   test [--backend B] [--crate NAME]    run tests (B: core, kv, sqlite, postgres)
-  bench [--scale S|M|L] [--backend B]  migration vs bulk-load limit, memory, latency (B: sqlite, postgres)
+  bench [--scale S..XL] [--backend B]  migration vs bulk-load limit, memory, latency (B: sqlite, postgres)
   pg start|stop|url                    a local PostgreSQL for development";
 
 type Result<T, E = String> = std::result::Result<T, E>;

@@ -135,6 +135,7 @@ fn scale_name(scale: Scale) -> &'static str {
         Scale::S => "S",
         Scale::M => "M",
         Scale::L => "L",
+        Scale::XL => "XL",
     }
 }
 

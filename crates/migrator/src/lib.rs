@@ -571,6 +571,24 @@ impl Damage {
 
 type CheckHandle = JoinHandle<Result<Vec<Problem>, Error>>;
 
+/// Every table the data step fills, analysed at its end on PostgreSQL.
+const ANALYZED_TABLES: &[&str] = &[
+    "accounts",
+    "account_invoices",
+    "account_payments",
+    "account_indices",
+    "sessions",
+    "session_macaroon_permissions",
+    "session_macaroon_caveats",
+    "session_feature_configs",
+    "session_privacy_flags",
+    "rules",
+    "features",
+    "kvstores",
+    "privacy_pairs",
+    "actions",
+];
+
 /// The tables whose foreign keys wait for the end of the data step; the
 /// actions set aside their indexes and keys themselves (`actions.rs`).
 const LINKED_TABLES: &[&str] = &[
@@ -672,6 +690,14 @@ impl<'a> KvToSql<'a> {
         // Actions link to sessions and accounts: last.
         let actions = actions::migrate(source, tx, opts, progress, damage).await?;
         foreign_keys.rebuild(tx).await?;
+        // PostgreSQL plans from table statistics, and a freshly loaded table
+        // has none until autovacuum gets to it: a node's first listings
+        // could then walk a whole index (docs/design.md §5.7). ANALYZE runs
+        // inside the transaction. SQLite's planner needs no statistics.
+        if tx.dialect() == sqldb::Dialect::Postgres {
+            tx.execute_script(&format!("ANALYZE {}", ANALYZED_TABLES.join(", ")))
+                .await?;
+        }
         let report = Report {
             accounts,
             sessions,

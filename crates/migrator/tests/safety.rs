@@ -667,7 +667,39 @@ testkit::backend_tests!(sqlite => sqlite;
     a_dry_run_is_never_a_migration,
 );
 
+/// A migrated PostgreSQL database has planner statistics for what it
+/// loaded before the first read (a freshly loaded table has none until
+/// autovacuum runs, and a listing could then walk a whole index).
+async fn migrated_tables_have_planner_statistics(fx: &SqlFixture) {
+    let kv = populated().await;
+    let db = fx.open().await;
+    migrate(&kv, &db, &Options::default()).await.unwrap();
+    let analysed = db
+        .read(|tx| {
+            Box::pin(async move {
+                tx.query_sql(Sql::fixed(
+                    "SELECT DISTINCT tablename::text FROM pg_stats \
+                     WHERE schemaname = current_schema() ORDER BY 1",
+                    vec![],
+                ))
+                .await
+            })
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.text(0).unwrap())
+        .collect::<Vec<_>>();
+    for table in ["accounts", "sessions", "kvstores", "actions"] {
+        assert!(
+            analysed.iter().any(|t| t == table),
+            "{table} has no statistics: {analysed:?}"
+        );
+    }
+}
+
 testkit::backend_tests!(postgres => postgres;
+    migrated_tables_have_planner_statistics,
     a_source_held_by_a_running_node_is_reported_with_its_path,
     a_second_source_into_a_migrated_target_is_refused_naming_both,
     a_copy_is_already_migrated_unless_it_was_written_after,

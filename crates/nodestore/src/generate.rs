@@ -35,6 +35,9 @@ pub enum Scale {
     M,
     /// About 3.3 million rows.
     L,
+    /// Three times L, about 9.8 million rows: shows whether cost stays
+    /// linear and memory flat beyond L.
+    XL,
 }
 
 impl std::str::FromStr for Scale {
@@ -44,7 +47,10 @@ impl std::str::FromStr for Scale {
             "S" | "s" => Ok(Scale::S),
             "M" | "m" => Ok(Scale::M),
             "L" | "l" => Ok(Scale::L),
-            _ => Err(Error::Config(format!("scale {s:?}: expected S, M or L"))),
+            "XL" | "xl" => Ok(Scale::XL),
+            _ => Err(Error::Config(format!(
+                "scale {s:?}: expected S, M, L or XL"
+            ))),
         }
     }
 }
@@ -99,6 +105,17 @@ impl Scale {
                 privacy_pairs: 50_000,
                 actions: 1_000_000,
             },
+            Scale::XL => {
+                let l = Scale::L.shape();
+                Shape {
+                    accounts: 3 * l.accounts,
+                    sessions: 3 * l.sessions,
+                    kv_entries: 3 * l.kv_entries,
+                    privacy_pairs: 3 * l.privacy_pairs,
+                    actions: 3 * l.actions,
+                    ..l
+                }
+            }
         }
     }
 }

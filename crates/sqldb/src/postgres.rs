@@ -172,6 +172,7 @@ impl PostgresDb {
         let mut tx = PgTx {
             conn: PgConn::Pooled(Some(obj)),
             done: false,
+            read_only: mode == TxMode::Read,
             pending_begin: Some(begin_sql(mode)),
         };
         // A write's BEGIN is confirmed before any statement runs, so no
@@ -307,6 +308,7 @@ impl DedicatedConn {
         Ok(Box::new(PgTx {
             conn: PgConn::Dedicated(self.inner.clone()),
             done: false,
+            read_only: false,
             pending_begin: None,
         }))
     }
@@ -326,6 +328,7 @@ impl DedicatedConn {
             conn: PgConn::Dedicated(self.inner.clone()),
             // Not a transaction: nothing to roll back on drop.
             done: true,
+            read_only: false,
             pending_begin: None,
         };
         tx.query_sql(sql).await
@@ -344,6 +347,8 @@ enum PgConn {
 struct PgTx {
     conn: PgConn,
     done: bool,
+    /// A read transaction on a pooled connection (see `commit`).
+    read_only: bool,
     /// A read transaction's `BEGIN`, not sent yet: it goes out ahead of the
     /// first queries, in their round trip. `None` once sent.
     pending_begin: Option<&'static str>,
@@ -568,6 +573,23 @@ impl Tx for PgTx {
         if self.pending_begin.is_some() {
             // Nothing ran: there is no transaction to end.
             return Ok(());
+        }
+        if self.read_only {
+            // A read has nothing to commit: its COMMIT is sent, not waited
+            // for. The connection answers requests in order, so whoever
+            // uses it next is served after the COMMIT is done.
+            let sent = {
+                let commit = self.client().batch_execute("COMMIT");
+                futures::pin_mut!(commit);
+                match futures::poll!(commit.as_mut()) {
+                    std::task::Poll::Ready(Err(e)) => Err(classify(e)),
+                    _ => Ok(()),
+                }
+            };
+            // A COMMIT that could not even be sent leaves `done` false, so
+            // Drop discards the connection.
+            self.done = sent.is_ok();
+            return sent;
         }
         let result = self
             .client()

@@ -797,7 +797,24 @@ async fn foreign_keys_set_aside_come_back_and_check_every_row(fx: &SqlFixture) {
     assert_eq!(introspect::describe(&db).await.unwrap(), before);
 }
 
+/// A read's COMMIT is sent without waiting for its answer (PostgreSQL):
+/// the next transaction on the same pooled connection is served after it,
+/// so reads and writes alternating on few connections see every write.
+async fn reads_and_writes_alternate_on_pooled_connections(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    for alias in 1..=40i64 {
+        insert_account(&db, alias, t0(), zero_time()).await.unwrap();
+        let seen = aliases(&db).await;
+        assert_eq!(seen.len() as i64, alias, "every committed write is seen");
+        // Several reads at once, then a write: connections come back to the
+        // pool straight after a read.
+        let (a, b) = futures::join!(aliases(&db), aliases(&db));
+        assert_eq!(a, b);
+    }
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    reads_and_writes_alternate_on_pooled_connections,
     foreign_keys_set_aside_come_back_and_check_every_row,
     query_batches_answer_each_query_in_order,
     a_read_sees_one_snapshot,
@@ -816,6 +833,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    reads_and_writes_alternate_on_pooled_connections,
     foreign_keys_set_aside_come_back_and_check_every_row,
     query_batches_answer_each_query_in_order,
     a_read_sees_one_snapshot,
