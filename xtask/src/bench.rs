@@ -11,6 +11,8 @@ pub(crate) struct BenchArgs {
     pub(crate) scale: String,
     pub(crate) backends: Vec<String>,
     pub(crate) release: bool,
+    /// Pass `--no-latency` to the benchmark.
+    pub(crate) no_latency: bool,
 }
 
 impl BenchArgs {
@@ -19,6 +21,7 @@ impl BenchArgs {
             scale: "L".into(),
             backends: vec!["sqlite".into(), "postgres".into()],
             release: true,
+            no_latency: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -37,6 +40,7 @@ impl BenchArgs {
                     }
                     out.backends = vec![b.clone()];
                 }
+                "--no-latency" => out.no_latency = true,
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
             }
         }
@@ -68,6 +72,9 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
         let mut cmd = Command::new(&exe);
         cmd.args(["--scale", &args.scale, "--backend", backend])
             .env(testkit::URL_ENV, &url);
+        if args.no_latency {
+            cmd.arg("--no-latency");
+        }
         step(&format!("bench, scale {}, {backend}", args.scale), cmd)?;
     }
     if let PgSource::Started(c) = pg {

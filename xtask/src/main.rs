@@ -6,7 +6,7 @@
 //! - `lint`: formatting and clippy only.
 //! - `test [--backend core|kv|sqlite|postgres] [--crate NAME]`: tests, with
 //!   the same table.
-//! - `bench [--scale S|M|L|XL] [--backend sqlite|postgres]`: the benchmark
+//! - `bench [--scale S|M|L|XL] [--backend sqlite|postgres] [--no-latency]`: the benchmark
 //!   (crates/bench), release build, on both SQL backends unless one is named;
 //!   figures under `target/bench/`. `ci` runs it at scale S in a debug build
 //!   as a smoke test (it must complete; no timing is asserted).
@@ -65,6 +65,7 @@ fn run(args: &[String]) -> Result<()> {
                 scale: "S".into(),
                 backends: vec!["sqlite".into(), "postgres".into()],
                 release: false,
+                no_latency: false,
             })
         }
         Some("bench") => bench(&BenchArgs::parse(&args[1..])?),

@@ -47,6 +47,9 @@ struct Args {
     kv: Option<PathBuf>,
     sled_cache_mib: Option<u64>,
     sqlite_cache_mib: Option<u32>,
+    /// Leave the latency measurement out (`--no-latency`): the migration,
+    /// limit and memory figures of a large scale in less time.
+    no_latency: bool,
 }
 
 fn parse() -> Result<Args, BoxError> {
@@ -62,6 +65,7 @@ fn parse() -> Result<Args, BoxError> {
         target: None,
         kv: None,
         sled_cache_mib: None,
+        no_latency: false,
         sqlite_cache_mib: None,
     };
     let mut it = std::env::args().skip(1);
@@ -77,6 +81,7 @@ fn parse() -> Result<Args, BoxError> {
             "--kv" => a.kv = Some(value()?.into()),
             "--sled-cache-mib" => a.sled_cache_mib = Some(value()?.parse()?),
             "--sqlite-cache-mib" => a.sqlite_cache_mib = Some(value()?.parse()?),
+            "--no-latency" => a.no_latency = true,
             "migrate" | "limit" | "honest" | "sled" | "run" => a.phase = arg.clone(),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -398,8 +403,12 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     println!("opening and reading the key-value data with sled alone …");
     let sled = sub(args, "sled", &pristine, &honest_target)?;
 
-    println!("measuring store latency …");
-    let latencies = latencies(args, scale, &pristine, &mig_target).await?;
+    let latencies = if args.no_latency {
+        Vec::new()
+    } else {
+        println!("measuring store latency …");
+        latencies(args, scale, &pristine, &mig_target).await?
+    };
 
     let phases = Phases {
         migration,

@@ -19,34 +19,41 @@ async fn insert_account(
     last_updated: DateTime<Utc>,
     expiration: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    db.write(|tx| {
-        Box::pin(async move {
-            let stmt = Query::insert()
-                .into_table(a("accounts"))
-                .columns(
-                    [
-                        "alias",
-                        "type",
-                        "initial_balance_msat",
-                        "current_balance_msat",
-                        "last_updated",
-                        "expiration",
-                    ]
-                    .map(a),
-                )
-                .values_panic([
-                    alias.into(),
-                    1i64.into(),
-                    1000i64.into(),
-                    (-5i64).into(),
-                    last_updated.into(),
-                    expiration.into(),
-                ])
-                .to_owned();
-            tx.exec(&stmt).await.map(|_| ())
-        })
-    })
-    .await
+    db.write(|tx| Box::pin(insert_in(tx, alias, last_updated, expiration)))
+        .await
+        .map(|_| ())
+}
+
+/// Inserts an account row in `tx`; returns the rows written.
+async fn insert_in(
+    tx: &mut dyn sqldb::Tx,
+    alias: i64,
+    last_updated: DateTime<Utc>,
+    expiration: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let stmt = Query::insert()
+        .into_table(a("accounts"))
+        .columns(
+            [
+                "alias",
+                "type",
+                "initial_balance_msat",
+                "current_balance_msat",
+                "last_updated",
+                "expiration",
+            ]
+            .map(a),
+        )
+        .values_panic([
+            alias.into(),
+            1i64.into(),
+            1000i64.into(),
+            (-5i64).into(),
+            last_updated.into(),
+            expiration.into(),
+        ])
+        .to_owned();
+    tx.exec(&stmt).await
 }
 
 async fn aliases(db: &Db) -> Vec<i64> {
@@ -689,29 +696,7 @@ async fn query_batches_answer_each_query_in_order(fx: &SqlFixture) {
 }
 
 async fn insert_sql(tx: &mut dyn sqldb::Tx, alias: i64) -> Result<u64, DbError> {
-    let stmt = Query::insert()
-        .into_table(a("accounts"))
-        .columns(
-            [
-                "alias",
-                "type",
-                "initial_balance_msat",
-                "current_balance_msat",
-                "last_updated",
-                "expiration",
-            ]
-            .map(a),
-        )
-        .values_panic([
-            alias.into(),
-            1i64.into(),
-            0i64.into(),
-            0i64.into(),
-            t0().into(),
-            zero_time().into(),
-        ])
-        .to_owned();
-    tx.exec(&stmt).await
+    insert_in(tx, alias, t0(), zero_time()).await
 }
 
 async fn a_read_sees_one_snapshot(fx: &SqlFixture) {

@@ -334,13 +334,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod suite_listing {
-    #[test]
-    fn every_conformance_function_is_listed_in_the_suite_macro() {
-        let unlisted = testkit::suite::unlisted(include_str!("conformance.rs"));
-        assert!(
-            unlisted.is_empty(),
-            "never run on any backend: {unlisted:?}"
-        );
-    }
-}
+testkit::suite_lists_every_function!(include_str!("conformance.rs"));

@@ -30,6 +30,25 @@ pub fn unlisted(conformance_src: &str) -> Vec<String> {
     functions.filter(|f| !listed.contains(f.as_str())).collect()
 }
 
+/// A test, in the crate that invokes it, that fails when a function of the
+/// conformance module whose source is given is missing from its suite
+/// macro: `testkit::suite_lists_every_function!(include_str!("conformance.rs"));`
+/// in the crate's `lib.rs`.
+#[macro_export]
+macro_rules! suite_lists_every_function {
+    ($conformance_src:expr) => {
+        #[cfg(test)]
+        #[test]
+        fn every_conformance_function_is_listed_in_the_suite_macro() {
+            let unlisted = $crate::suite::unlisted($conformance_src);
+            assert!(
+                unlisted.is_empty(),
+                "never run on any backend: {unlisted:?}"
+            );
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::unlisted;
