@@ -20,13 +20,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sea_query::{Alias, Condition, Expr, ExprTrait, Query};
+use sea_query::{Expr, ExprTrait, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
 use store_sessions::kv::{SESSIONS_TREE, decode_session};
 use store_sessions::sql::schema::Sessions;
-use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_sessions, session_row};
+use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_session_ids, session_row};
 use store_sessions::{Session, SessionId};
 use tombstone::{MigrationSource, ReadTree};
 
@@ -258,9 +258,7 @@ impl Migration {
         first: i64,
     ) -> Result<(), Error> {
         let last = self.next_id - 1;
-        let range =
-            Condition::all().add(Expr::col((Alias::new("s"), Sessions::Id)).between(first, last));
-        let read = load_sessions(tx, Some(range))
+        let read = load_session_ids(tx, first, last)
             .await
             .map_err(|e| Error::Invalid {
                 record: format!("sessions {first}..={last} read back"),

@@ -244,27 +244,67 @@ fn session_from_row(r: &Row) -> Result<(i64, Session)> {
 /// batch (one round trip on PostgreSQL); ordered by creation time, then
 /// SQL id.
 ///
-/// Shared by the store's reads and the migrator's read-back.
+/// Shared by the store's reads.
 pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result<Vec<Session>> {
+    load(tx, filter.map_or(Scope::All, Scope::Matching)).await
+}
+
+/// Loads the sessions with SQL ids in `first..=last`, as [`load_sessions`]
+/// does: the migrator's read-back. The child rows are selected by the same
+/// id range, an index range on `(session_id, …)` whatever the tables'
+/// statistics say (during a load they are an empty table's).
+pub async fn load_session_ids(tx: &mut dyn Tx, first: i64, last: i64) -> Result<Vec<Session>> {
+    load(tx, Scope::Ids(first, last)).await
+}
+
+/// Which sessions a load reads.
+enum Scope {
+    All,
+    /// A condition on the `s` alias of `sessions`.
+    Matching(Condition),
+    /// SQL ids in an inclusive range.
+    Ids(i64, i64),
+}
+
+impl Scope {
+    fn on_sessions(&self) -> Option<Condition> {
+        match self {
+            Scope::All => None,
+            Scope::Matching(c) => Some(c.clone()),
+            Scope::Ids(lo, hi) => {
+                Some(Condition::all().add(Expr::col(s(Sessions::Id)).between(*lo, *hi)))
+            }
+        }
+    }
+
+    /// The condition on a child table's `session_id`: the children of
+    /// exactly the sessions the load reads.
+    fn on_children(&self) -> Option<sea_query::SimpleExpr> {
+        let col = Alias::new("session_id");
+        match self {
+            Scope::All => None,
+            Scope::Matching(c) => Some(
+                Expr::col(col).in_subquery(
+                    Query::select()
+                        .column(s(Sessions::Id))
+                        .from_as(Sessions::Table, Alias::new("s"))
+                        .cond_where(c.clone())
+                        .to_owned(),
+                ),
+            ),
+            Scope::Ids(lo, hi) => Some(Expr::col(col).between(*lo, *hi)),
+        }
+    }
+}
+
+async fn load(tx: &mut dyn Tx, scope: Scope) -> Result<Vec<Session>> {
     let mut select = select_sessions();
-    if let Some(c) = filter.clone() {
+    if let Some(c) = scope.on_sessions() {
         select.cond_where(c);
     }
     select
         .order_by(s(Sessions::CreatedAt), Order::Asc)
         .order_by(s(Sessions::Id), Order::Asc);
-    // The children of exactly the sessions the select reads.
-    let subset = |col: Alias| -> Option<sea_query::SimpleExpr> {
-        filter.clone().map(|c| {
-            Expr::col(col).in_subquery(
-                Query::select()
-                    .column(s(Sessions::Id))
-                    .from_as(Sessions::Table, Alias::new("s"))
-                    .cond_where(c)
-                    .to_owned(),
-            )
-        })
-    };
     let mut perms = Query::select();
     perms
         .columns([
@@ -299,7 +339,7 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
         .columns([SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag])
         .from(SessionPrivacyFlags::Table);
     for child in [&mut perms, &mut caveats, &mut configs, &mut flags] {
-        if let Some(e) = subset(Alias::new("session_id")) {
+        if let Some(e) = scope.on_children() {
             child.and_where(e);
         }
     }
