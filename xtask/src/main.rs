@@ -3,7 +3,8 @@
 //! - `ci`: formatting, clippy with `-D warnings`, then every test on every
 //!   backend, ending with a crate × backend table. Fails when a test fails
 //!   or when a backend a crate declares ran no test.
-//! - `lint`: formatting and clippy only.
+//! - `lint`: formatting and clippy, on the default features and then with
+//!   each backend feature (`kv`, `sqlite`, `postgres`) built alone.
 //! - `test [--backend core|kv|sqlite|postgres] [--crate NAME]`: tests, with
 //!   the same table.
 //! - `bench [--scale S|M|L|XL] [--backend sqlite|postgres] [--no-latency]`: the benchmark
@@ -36,7 +37,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci                                   fmt check, clippy -D warnings, every test on every backend
-  lint                                 fmt check and clippy only
+  lint                                 fmt check, clippy, clippy per backend feature alone
   test [--backend B] [--crate NAME]    run tests (B: core, kv, sqlite, postgres)
   bench [--scale S..XL] [--backend B]  migration vs bulk-load limit, memory, latency (B: sqlite, postgres)
   pg start|stop|url                    a local PostgreSQL for development";

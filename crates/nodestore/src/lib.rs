@@ -33,6 +33,12 @@
 //!
 //! [`Stores::start`] does the start-up chores: it wipes the temporary
 //! kv-stores and the reserved sessions.
+//!
+//! # Features
+//! `sqlite` and `postgres`, both on by default, choose the SQL backends
+//! compiled in; the key-value backend is always there, since the
+//! migration reads it. A configuration naming a backend left out of the
+//! build is refused as [`Error::Config`] (docs/design.md §4.4).
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
@@ -44,9 +50,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use migrator::{Retry, TombstoneMark};
+use sqldb::Db;
 use sqldb::migrate::{Migrator, NoLegacyData};
 use sqldb::schema::KV_TO_SQL_VERSION;
-use sqldb::{Db, PostgresDb, PostgresOptions, SqliteDb, SqliteOptions};
 use tombstone::{KvDb, KvOptions, Status};
 
 pub mod config;
@@ -261,26 +267,54 @@ pub async fn connect(backend: &BackendConfig) -> Result<Option<Db>> {
                     ),
                 });
             }
-            Some(SqliteDb::open(file, SqliteOptions::default()).await?.into())
+            Some(open_sqlite(file).await?)
         }
-        BackendConfig::Postgres { url, pool_size } => Some(
-            PostgresDb::connect(
-                url,
-                PostgresOptions {
-                    pool_size: *pool_size,
-                },
-            )
+        BackendConfig::Postgres { url, pool_size } => {
+            Some(connect_postgres(url, *pool_size).await?)
+        }
+    })
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(file: &std::path::Path) -> Result<Db> {
+    Ok(sqldb::SqliteDb::open(file, sqldb::SqliteOptions::default())
+        .await?
+        .into())
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str, pool_size: usize) -> Result<Db> {
+    Ok(
+        sqldb::PostgresDb::connect(url, sqldb::PostgresOptions { pool_size })
             .await?
             .into(),
-        ),
-    })
+    )
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(_file: &std::path::Path) -> Result<Db> {
+    Err(not_built_in("sqlite"))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(_url: &str, _pool_size: usize) -> Result<Db> {
+    Err(not_built_in("postgres"))
+}
+
+/// The refusal of a backend this build leaves out (docs/design.md §4.4).
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+fn not_built_in(backend: &'static str) -> Error {
+    Error::Config(format!(
+        "this nodestore was built without the {backend} backend (cargo feature `{backend}`)"
+    ))
 }
 
 /// Connects to a SQL backend for reading only: a SQLite database is opened
 /// read-only and nothing is created (a missing file is an error naming it).
 pub async fn connect_read_only(backend: &BackendConfig) -> Result<Option<Db>> {
     Ok(match backend {
-        BackendConfig::Sqlite { file } => Some(SqliteDb::open_read_only(file).await?.into()),
+        #[cfg(feature = "sqlite")]
+        BackendConfig::Sqlite { file } => Some(sqldb::SqliteDb::open_read_only(file).await?.into()),
         other => connect(other).await?,
     })
 }

@@ -27,8 +27,14 @@
 //!   other), so callers never look at driver codes.
 //! - A transaction dropped without commit is rolled back.
 //!
+//! # Features
+//! `sqlite` ([`SqliteDb`], rusqlite with SQLite compiled in) and `postgres`
+//! ([`PostgresDb`]: tokio-postgres, deadpool and rustls), both on by
+//! default; at least one is required (docs/design.md §4.4).
+//!
 //! # Example
-//! ```
+#![cfg_attr(feature = "sqlite", doc = "```")]
+#![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use sqldb::{Db, SqliteDb, SqliteOptions, migrate::{Migrator, NoLegacyData}};
 //!
@@ -50,21 +56,28 @@
     reason = "a panic in a storage library is a bug; errors are values"
 )]
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("sqldb needs a backend: enable the `sqlite` or the `postgres` feature (or both)");
+
 pub mod deferred;
 pub mod error;
 pub mod introspect;
 pub mod migrate;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod redact;
 pub mod row;
 pub mod schema;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod time;
 pub mod tx;
 
 pub use error::{BoxError, DbError, DbResult, ErrorKind};
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresDb, PostgresOptions};
 pub use row::{Cell, Row};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDb, SqliteOptions, Synchronous};
 pub use tx::{Db, Dialect, Sql, Tx, TxExt, TxMode, append};
 

@@ -39,6 +39,21 @@ use crate::error::{BoxError, DbError, ErrorKind};
 use crate::schema::{STEPS, Step, StepKind, adapt};
 use crate::tx::{Db, Dialect, Sql, Tx, TxExt, TxMode};
 
+#[cfg(feature = "postgres")]
+use crate::postgres::DedicatedConn;
+
+/// Without PostgreSQL there is no dedicated connection: every
+/// `Option<DedicatedConn>` the runner holds is `None`.
+#[cfg(not(feature = "postgres"))]
+enum DedicatedConn {}
+
+#[cfg(not(feature = "postgres"))]
+impl DedicatedConn {
+    async fn begin(&self, _mode: TxMode) -> crate::DbResult<Box<dyn Tx>> {
+        match *self {}
+    }
+}
+
 /// The tracking table's name.
 pub const TRACKING_TABLE: &str = "nodestore_schema_steps";
 
@@ -69,6 +84,7 @@ enum TrackingCol {
 /// nodestore binary contends for the same lock. Advisory locks are scoped to
 /// the current database, so runners on different databases never wait on
 /// each other.
+#[cfg(feature = "postgres")]
 const ADVISORY_LOCK_KEY: i64 = 0x6e6f_6465_7374_6f72;
 
 /// A Rust function that runs as a schema step, inside the step's transaction.
@@ -388,6 +404,11 @@ impl<'a> Migrator<'a> {
         self.preflight(db).await?;
         match db.dialect() {
             Dialect::Sqlite => self.run_with(db, None, versions, steps).await,
+            #[cfg(not(feature = "postgres"))]
+            Dialect::Postgres => Err(MigrateError::InvalidSteps(
+                "postgres dialect without the postgres feature".into(),
+            )),
+            #[cfg(feature = "postgres")]
             Dialect::Postgres => {
                 let pg = db.as_postgres().ok_or_else(|| {
                     MigrateError::InvalidSteps("postgres dialect without a postgres db".into())
@@ -411,10 +432,21 @@ impl<'a> Migrator<'a> {
         }
     }
 
-    async fn advisory_lock(
-        &self,
-        conn: &crate::postgres::DedicatedConn,
-    ) -> Result<(), MigrateError> {
+    /// On PostgreSQL, a connection of its own holding the advisory lock;
+    /// `None` on SQLite, whose write transactions are the lock.
+    async fn locked_connection(&self, db: &Db) -> Result<Option<DedicatedConn>, MigrateError> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = db.as_postgres() {
+            let conn = pg.dedicated().await?;
+            self.advisory_lock(&conn).await?;
+            return Ok(Some(conn));
+        }
+        let _ = db;
+        Ok(None)
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn advisory_lock(&self, conn: &DedicatedConn) -> Result<(), MigrateError> {
         let deadline = Instant::now() + self.lock_wait;
         loop {
             let rows = conn
@@ -444,7 +476,7 @@ impl<'a> Migrator<'a> {
     async fn begin(
         &self,
         db: &Db,
-        conn: Option<&crate::postgres::DedicatedConn>,
+        conn: Option<&DedicatedConn>,
     ) -> Result<Box<dyn Tx>, MigrateError> {
         if let Some(conn) = conn {
             return Ok(conn.begin(TxMode::Write).await?);
@@ -467,7 +499,7 @@ impl<'a> Migrator<'a> {
     async fn run_with(
         &self,
         db: &Db,
-        conn: Option<&crate::postgres::DedicatedConn>,
+        conn: Option<&DedicatedConn>,
         versions: &mut Vec<i64>,
         steps: &mut Vec<AppliedStep>,
     ) -> Result<(), MigrateError> {
@@ -583,14 +615,7 @@ impl<'a> Migrator<'a> {
         self.check_steps()?;
         self.preflight(db).await?;
         let dialect = db.dialect();
-        let conn = match db.as_postgres() {
-            Some(pg) => {
-                let conn = pg.dedicated().await?;
-                self.advisory_lock(&conn).await?;
-                Some(conn)
-            }
-            None => None,
-        };
+        let conn = self.locked_connection(db).await?;
         let mut tx = self.begin(db, conn.as_ref()).await?;
         let result = async {
             tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;

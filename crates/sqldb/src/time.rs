@@ -11,23 +11,17 @@
 //! so a value written to either reads back identical, and years outside
 //! 0001..=9999 are rejected when bound instead of sorting wrongly.
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 
+#[cfg(feature = "sqlite")]
 const SQLITE_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
 /// The first and last years a timestamp may have (the data contract's).
 pub const YEAR_RANGE: std::ops::RangeInclusive<i32> = store_contract::YEARS;
 
-/// The earliest representable time, `0001-01-01 00:00:00 UTC`.
-///
-/// LiT's schema keeps some timestamp columns `NOT NULL` and stores
-/// this value to mean "none" (an account without expiry).
-pub fn zero_time() -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(1, 1, 1)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
+/// The earliest representable time, `0001-01-01 00:00:00 UTC`: the data
+/// contract's [`store_contract::zero_time`], stored to mean "none".
+pub use store_contract::zero_time;
 
 /// Drops everything below a microsecond; a leap second becomes the last
 /// microsecond before it (the data contract's rule, so every backend reads
@@ -49,6 +43,7 @@ pub(crate) fn for_storage(t: DateTime<Utc>) -> Result<NaiveDateTime, String> {
 }
 
 /// The SQLite text form of a storable timestamp.
+#[cfg(feature = "sqlite")]
 pub(crate) fn to_sqlite_text(t: NaiveDateTime) -> String {
     t.format(SQLITE_FORMAT).to_string()
 }

@@ -14,8 +14,10 @@ use futures::future::BoxFuture;
 use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder, Values};
 
 use crate::error::{DbError, DbResult, ErrorKind};
+#[cfg(feature = "postgres")]
 use crate::postgres::PostgresDb;
 use crate::row::Row;
+#[cfg(feature = "sqlite")]
 use crate::sqlite::SqliteDb;
 
 /// The SQL dialect of a database.
@@ -255,6 +257,7 @@ pub async fn append<I: sea_query::Iden>(
 
 /// `INSERT INTO "table" ("a", "b") VALUES (?, ?)` in `dialect`: the text
 /// of a prepared one-row insert.
+#[cfg(feature = "sqlite")]
 pub(crate) fn insert_text(dialect: Dialect, table: &str, columns: &[&str]) -> String {
     use sea_query::{Alias, Query};
     let mut insert = Query::insert();
@@ -273,19 +276,24 @@ pub struct Db {
 
 #[allow(clippy::large_enum_variant, reason = "lives once behind the Db's Arc")]
 enum Backend {
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteDb),
+    #[cfg(feature = "postgres")]
     Postgres(PostgresDb),
 }
 
 impl fmt::Debug for Db {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.inner {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(db) => f.debug_tuple("Db").field(db).finish(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(db) => f.debug_tuple("Db").field(db).finish(),
         }
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl From<SqliteDb> for Db {
     fn from(db: SqliteDb) -> Self {
         Db {
@@ -294,6 +302,7 @@ impl From<SqliteDb> for Db {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl From<PostgresDb> for Db {
     fn from(db: PostgresDb) -> Self {
         Db {
@@ -306,23 +315,31 @@ impl Db {
     /// The dialect of this database.
     pub fn dialect(&self) -> Dialect {
         match &*self.inner {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => Dialect::Sqlite,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(_) => Dialect::Postgres,
         }
     }
 
     /// The SQLite database, if this is one.
+    #[cfg(feature = "sqlite")]
     pub fn as_sqlite(&self) -> Option<&SqliteDb> {
         match &*self.inner {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(db) => Some(db),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(_) => None,
         }
     }
 
     /// The PostgreSQL database, if this is one.
+    #[cfg(feature = "postgres")]
     pub fn as_postgres(&self) -> Option<&PostgresDb> {
         match &*self.inner {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(db) => Some(db),
         }
     }
@@ -331,7 +348,9 @@ impl Db {
     /// `postgres://user@host:port/dbname` (never the password).
     pub fn describe(&self) -> String {
         match &*self.inner {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(db) => format!("sqlite:{}", db.path().display()),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(db) => db.describe(),
         }
     }
@@ -341,7 +360,9 @@ impl Db {
     /// is there for anyone who opens the database.
     pub async fn reopen(&self) -> DbResult<Db> {
         Ok(match &*self.inner {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(db) => db.reopen().await?.into(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(db) => db.reopen().await?.into(),
         })
     }
@@ -350,7 +371,9 @@ impl Db {
     /// cannot forget to finish it.
     pub async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {
         match &*self.inner {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(db) => db.begin(mode).await,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(db) => db.begin(mode).await,
         }
     }

@@ -76,6 +76,7 @@ pub enum Error {
         reason: String,
     },
     /// The key-value database was migrated to SQL and is retired.
+    #[cfg(feature = "kv")]
     #[error(transparent)]
     Tombstoned(tombstone::Error),
     /// The backend failed.

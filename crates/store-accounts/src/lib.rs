@@ -27,6 +27,11 @@
 //! - Removing an account on a SQL backend also removes what references it
 //!   there: its invoices and payments, and sessions and actions linked to it
 //!   (`ON DELETE CASCADE`); sled removes only the account record.
+//!
+//! # Features
+//! `kv` (`KvStore`), `sqlite` and `postgres` (`SqlStore` on each), all on by
+//! default; a build with only the backends it uses compiles only their
+//! drivers (docs/design.md §4.4).
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
@@ -38,12 +43,16 @@ use chrono::{DateTime, Utc};
 #[cfg(feature = "testing")]
 pub mod conformance;
 mod error;
+#[cfg(feature = "kv")]
 pub mod kv;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 mod types;
 
 pub use error::{Error, Result};
+#[cfg(feature = "kv")]
 pub use kv::KvStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::SqlStore;
 pub use types::{
     Account, AccountId, AccountPayment, AccountType, AccountUpdate, Hash, LastIndexes,
@@ -271,7 +280,7 @@ pub(crate) fn check_label_contract(record: impl Into<String>, label: &str) -> Re
 /// The SQL layer stores "no expiry" as the zero time; reading it back (or
 /// being given it) means "never expires" on every backend.
 pub(crate) fn normalise_expiration(exp: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    exp.filter(|t| *t > sqldb::time::zero_time())
+    exp.filter(|t| *t > store_contract::zero_time())
 }
 
 #[cfg(test)]

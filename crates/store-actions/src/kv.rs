@@ -506,7 +506,7 @@ impl Store for KvStore {
             let action = Action {
                 locator,
                 request,
-                attempted_at: sqldb::time::truncate_micros(this.clock.now()),
+                attempted_at: store_contract::normalise_time(this.clock.now()),
                 state: ActionState::Init,
                 error_reason: String::new(),
             };

@@ -26,6 +26,11 @@
 //! - An error reason may only be set together with the Error state.
 //! - Empty strings and an empty RPC params document are stored as absent
 //!   and read back empty.
+//!
+//! # Features
+//! `kv` (`KvStore`), `sqlite` and `postgres` (`SqlStore` on each), all on by
+//! default; a build with only the backends it uses compiles only their
+//! drivers (docs/design.md §4.4).
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
@@ -37,12 +42,16 @@ use store_sessions::SessionId;
 #[cfg(feature = "testing")]
 pub mod conformance;
 mod error;
+#[cfg(feature = "kv")]
 pub mod kv;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 mod types;
 
 pub use error::{Error, Result};
+#[cfg(feature = "kv")]
 pub use kv::KvStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::SqlStore;
 pub(crate) use types::check_state;
 pub use types::{

@@ -138,6 +138,16 @@ pub fn normalise_time(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(nanos).unwrap_or(t)
 }
 
+/// The earliest storable time, `0001-01-01 00:00:00 UTC`. The SQL schema
+/// keeps some timestamp columns `NOT NULL` and stores this value to mean
+/// "none" (an account without expiry), so every backend reads it as none.
+pub fn zero_time() -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(*YEARS.start(), 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// Text for an error message: at most 64 characters of it, then how long
 /// it was; a message never repeats a whole value.
 pub fn shown(s: &str) -> String {

@@ -32,6 +32,11 @@
 //! and each pseudo value appears at most once in a group; the same real
 //! value may appear in different groups. Every call fails with
 //! [`Error::UnknownGroup`] for a group that does not exist.
+//!
+//! # Features
+//! `kv` (`KvStore`), `sqlite` and `postgres` (`SqlStore` on each), all on by
+//! default; a build with only the backends it uses compiles only their
+//! drivers (docs/design.md §4.4).
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
@@ -46,13 +51,17 @@ use store_sessions::SessionId;
 #[cfg(feature = "testing")]
 pub mod conformance;
 mod error;
+#[cfg(feature = "kv")]
 pub mod kv;
 pub mod path;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 mod types;
 
 pub use error::{Error, Result};
+#[cfg(feature = "kv")]
 pub use kv::KvStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::SqlStore;
 pub use types::{KvEntry, Mode, Namespace, PrivacyPair, Scope};
 pub(crate) use types::{

@@ -183,7 +183,7 @@ pub async fn every_field_round_trips(st: &Stores) {
     let s = st.sessions.new_session(n.clone()).await.unwrap();
     assert_eq!(s.label, "everything");
     assert_eq!(s.session_type, SessionType::MacaroonAccount);
-    assert_eq!(s.expiry, sqldb::time::truncate_micros(n.expiry));
+    assert_eq!(s.expiry, store_contract::normalise_time(n.expiry));
     assert_eq!(
         (s.server_addr.as_str(), s.dev_server),
         ("foo.bar.baz:1234", true)

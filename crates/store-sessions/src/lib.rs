@@ -25,6 +25,11 @@
 //!   kept; an empty but present verification id stays empty, not absent.
 //! - Times are kept to the microsecond on every backend.
 //! - Private keys and pairing secrets never appear in `Debug` output.
+//!
+//! # Features
+//! `kv` (`KvStore`), `sqlite` and `postgres` (`SqlStore` on each), all on by
+//! default; a build with only the backends it uses compiles only their
+//! drivers (docs/design.md §4.4).
 #![warn(
     clippy::unwrap_used,
     reason = "a panic in a storage library is a bug; errors are values"
@@ -36,12 +41,16 @@ use chrono::{DateTime, Utc};
 #[cfg(feature = "testing")]
 pub mod conformance;
 mod error;
+#[cfg(feature = "kv")]
 pub mod kv;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 mod types;
 
 pub use error::{Error, Result};
+#[cfg(feature = "kv")]
 pub use kv::KvStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::SqlStore;
 pub use types::{
     Caveat, MacaroonRecipe, NewSession, Permission, PrivacyFlag, PrivacyFlags, PublicKey, Secret,
@@ -252,7 +261,7 @@ pub(crate) fn build_session(
         state: SessionState::Reserved,
         session_type: new.session_type,
         expiry,
-        created_at: sqldb::time::truncate_micros(Utc::now()),
+        created_at: store_contract::normalise_time(Utc::now()),
         revoked_at: None,
         server_addr: new.server_addr,
         dev_server: new.dev_server,
@@ -273,7 +282,7 @@ pub(crate) fn build_session(
 /// The time a shift to `to` stamps into `revoked_at`, if any.
 pub(crate) fn revoked_at_for(to: SessionState) -> Option<DateTime<Utc>> {
     to.is_terminal()
-        .then(|| sqldb::time::truncate_micros(Utc::now()))
+        .then(|| store_contract::normalise_time(Utc::now()))
 }
 
 #[cfg(test)]

@@ -28,9 +28,11 @@ where
 }
 
 /// The conversions every store crate's error enum needs. The enum must have
-/// a `Tombstoned(tombstone::Error)` variant and a
-/// `Backend { backend: &'static str, source: Box<dyn Error + Send + Sync> }`
-/// one, and the crate must depend on `sqldb`, `tombstone` and `sled`:
+/// a `Backend { backend: &'static str, source: Box<dyn Error + Send + Sync> }`
+/// variant and, with the crate's `kv` feature, a `Tombstoned(tombstone::Error)`
+/// one. The conversions follow the calling crate's backend features (see
+/// docs/design.md §4.4): with `kv` it must depend on `tombstone` and `sled`,
+/// with `sqlite` or `postgres` on `sqldb`:
 /// - a `sqldb::DbError` becomes `Backend`, named after its backend;
 /// - a tombstone error becomes `Tombstoned` when the database is retired,
 ///   `Backend` (`"kv"`) otherwise, so callers can match a retired database;
@@ -39,6 +41,7 @@ where
 #[macro_export]
 macro_rules! store_error_conversions {
     ($error:ident) => {
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
         impl ::core::convert::From<::sqldb::DbError> for $error {
             fn from(e: ::sqldb::DbError) -> Self {
                 $error::Backend {
@@ -48,6 +51,7 @@ macro_rules! store_error_conversions {
             }
         }
 
+        #[cfg(feature = "kv")]
         impl ::core::convert::From<::tombstone::Error> for $error {
             fn from(e: ::tombstone::Error) -> Self {
                 match e {
@@ -60,6 +64,7 @@ macro_rules! store_error_conversions {
             }
         }
 
+        #[cfg(feature = "kv")]
         impl ::core::convert::From<::sled::Error> for $error {
             fn from(e: ::sled::Error) -> Self {
                 $error::Backend {
@@ -69,6 +74,7 @@ macro_rules! store_error_conversions {
             }
         }
 
+        #[cfg(feature = "kv")]
         impl ::core::convert::From<$crate::TaskFailed> for $error {
             fn from(e: $crate::TaskFailed) -> Self {
                 $error::Backend {
