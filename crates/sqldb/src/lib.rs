@@ -64,6 +64,8 @@ pub mod error;
 pub mod introspect;
 pub mod migrate;
 #[cfg(feature = "postgres")]
+pub mod pg_tls;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod redact;
 pub mod row;

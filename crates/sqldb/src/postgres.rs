@@ -18,14 +18,12 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use sea_query::Value;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Config, NoTls, Statement};
@@ -65,27 +63,6 @@ pub struct PostgresDb {
     opts: PostgresOptions,
 }
 
-/// TLS when the URL asks for it (`sslmode=require`): rustls with the
-/// Mozilla root certificates compiled in, so nothing depends on the
-/// machine's certificate store. Other modes connect without TLS; the
-/// driver's default `prefer` would otherwise fail outright on a server with
-/// a self-signed certificate instead of falling back.
-fn tls_for(config: &Config) -> Option<MakeRustlsConnect> {
-    if config.get_ssl_mode() != SslMode::Require {
-        return None;
-    }
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Some(MakeRustlsConnect::new(tls))
-}
-
 impl fmt::Debug for PostgresDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the password.
@@ -101,16 +78,12 @@ impl fmt::Debug for PostgresDb {
 impl PostgresDb {
     /// Builds the pool from a standard connection URL
     /// (`postgres://user:password@host:port/dbname?host=/socket/dir`) and
-    /// checks that one connection can be opened.
+    /// checks that one connection can be opened. TLS follows the URL's
+    /// `sslmode`, `sslrootcert`, `sslcert` and `sslkey` with libpq's
+    /// meanings ([`crate::pg_tls`]); the default is `prefer`.
     pub async fn connect(url: &str, opts: PostgresOptions) -> DbResult<PostgresDb> {
-        let config = Config::from_str(url).map_err(|e| {
-            DbError::new(
-                BACKEND,
-                ErrorKind::Connection,
-                format!("invalid connection URL: {e}"),
-            )
-        })?;
-        let tls = tls_for(&config);
+        let (config, tls) = crate::pg_tls::parse_url(url)?;
+        let tls = crate::pg_tls::connector(&tls)?;
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -867,7 +840,7 @@ mod tests {
     use super::*;
 
     fn describe(url: &str) -> String {
-        describe_config(&Config::from_str(url).unwrap())
+        describe_config(&crate::pg_tls::parse_url(url).unwrap().0)
     }
 
     #[test]

@@ -12,10 +12,28 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// What a cluster started with [`LocalCluster::start_with_tls`] serves:
+/// its certificate and key, the CA it trusts for client certificates, and
+/// `pg_hba.conf` lines placed before the default ones (which trust every
+/// local connection).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate chain (PEM).
+    pub cert_pem: String,
+    /// The server's private key (PEM).
+    pub key_pem: String,
+    /// The CA that signs accepted client certificates (PEM).
+    pub ca_pem: String,
+    /// `pg_hba.conf` lines that come first (say, `hostssl all certuser
+    /// 127.0.0.1/32 cert`).
+    pub hba_first: Vec<String>,
+}
+
 /// A running cluster.
 #[derive(Debug)]
 pub struct LocalCluster {
     durable: bool,
+    tls: bool,
     dir: PathBuf,
     port: u16,
     bin: PathBuf,
@@ -84,6 +102,20 @@ impl LocalCluster {
     /// server's crash (`synchronous_commit = on`), which fault tests that
     /// stop the server need. The default trades that for speed.
     pub fn start_with(watch_pid: Option<u32>, durable: bool) -> io::Result<LocalCluster> {
+        LocalCluster::start_configured(watch_pid, durable, None)
+    }
+
+    /// [`LocalCluster::start`] with TLS on (`ssl = on`) for TCP connections,
+    /// serving `tls`'s certificate.
+    pub fn start_with_tls(watch_pid: Option<u32>, tls: &ServerTls) -> io::Result<LocalCluster> {
+        LocalCluster::start_configured(watch_pid, false, Some(tls))
+    }
+
+    fn start_configured(
+        watch_pid: Option<u32>,
+        durable: bool,
+        tls: Option<&ServerTls>,
+    ) -> io::Result<LocalCluster> {
         let bin = find_server_bin().ok_or_else(|| {
             err("PostgreSQL server binaries not found (no initdb on PATH or under /usr/lib/postgresql)")
         })?;
@@ -101,12 +133,13 @@ impl LocalCluster {
         let port = free_port()?;
         let cluster = LocalCluster {
             durable,
+            tls: tls.is_some(),
             dir,
             port,
             bin,
             as_postgres_user,
         };
-        if let Err(e) = cluster.init_and_start() {
+        if let Err(e) = cluster.init_and_start(tls) {
             let log = fs::read_to_string(cluster.log_file()).unwrap_or_default();
             let _ = fs::remove_dir_all(&cluster.dir);
             return Err(err(format!("{e}\n{log}")));
@@ -151,7 +184,7 @@ impl LocalCluster {
         }
     }
 
-    fn init_and_start(&self) -> io::Result<()> {
+    fn init_and_start(&self, tls: Option<&ServerTls>) -> io::Result<()> {
         let mut init = self.server_command("initdb");
         init.arg("-D").arg(self.data_dir()).args([
             "-U",
@@ -163,19 +196,57 @@ impl LocalCluster {
             "--locale=C",
         ]);
         self.run(init, "initdb")?;
+        if let Some(tls) = tls {
+            self.install_tls(tls)?;
+        }
         self.start_server()
+    }
+
+    /// Writes the certificate files into the cluster directory (the key
+    /// readable by the server's user only, as the server demands) and puts
+    /// `hba_first` ahead of the default `pg_hba.conf`.
+    fn install_tls(&self, tls: &ServerTls) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let ids = if self.as_postgres_user {
+            postgres_user_ids()
+        } else {
+            None
+        };
+        for (name, pem, mode) in [
+            ("server.crt", &tls.cert_pem, 0o644),
+            ("server.key", &tls.key_pem, 0o600),
+            ("client-ca.crt", &tls.ca_pem, 0o644),
+        ] {
+            let path = self.dir.join(name);
+            fs::write(&path, pem)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        let hba = self.data_dir().join("pg_hba.conf");
+        let default = fs::read_to_string(&hba)?;
+        fs::write(&hba, format!("{}\n{default}", tls.hba_first.join("\n")))?;
+        Ok(())
     }
 
     fn start_server(&self) -> io::Result<()> {
         // fsync off keeps commits in the OS page cache, which a server
         // crash does not lose; synchronous_commit off would lose them.
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit={} \
              -c full_page_writes=off -c max_connections=300",
             self.port,
             self.dir.display(),
             if self.durable { "on" } else { "off" }
         );
+        if self.tls {
+            let d = self.dir.display();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key \
+                 -c ssl_ca_file={d}/client-ca.crt"
+            ));
+        }
         let mut start = self.server_command("pg_ctl");
         start
             .arg("-D")
@@ -262,6 +333,7 @@ rm -rf "$5""#;
         let bin = find_server_bin().ok_or_else(|| err("PostgreSQL server binaries not found"))?;
         Ok(LocalCluster {
             durable: false,
+            tls: false,
             dir,
             port,
             bin,
