@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use sqldb::{Db, PostgresDb, PostgresOptions, Sql, TxExt};
+use sqldb::{Db, PostgresDb, PostgresOptions, Sql};
 use testkit::cluster::{LocalCluster, ServerTls};
 
 /// A CA and what it signed, as PEM files in a directory.
