@@ -5,25 +5,52 @@
 //! ```toml
 //! kv_dir = "/var/lib/node/kv"     # the legacy key-value database, if any
 //! migration = "auto"               # or "defer"
+//! force_migration = false
 //!
 //! [backend]
 //! type = "sqlite"                  # "kv", "sqlite" or "postgres"
 //! file = "/var/lib/node/node.db"
 //! # type = "postgres"
-//! # url = "postgres://node@db.internal/node"
-//! # pool_size = 8
+//! # url = "postgres://node@db.internal/node?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+//! # or LiT's separate settings instead of url:
+//! # host = "db.internal"           # or a socket directory such as /run/postgresql
+//! # port = 5432
+//! # user = "node"
+//! # password_file = "/etc/node/pg-password"   # or password = "…"
+//! # dbname = "node"
+//! # and, with either form:
+//! # max_connections = 8            # also pool_size
+//! # connect_timeout = 10           # seconds
+//! # require_ssl = true             # LiT's switch: sslmode require or disable
+//! # sslmode = "verify-full"        # libpq's: disable, prefer (default), require, verify-ca, verify-full
+//! # sslrootcert = "/etc/ca.pem"
+//! # sslcert = "/etc/node/client.pem"
+//! # sslkey = "/etc/node/client.key"
 //! ```
 //!
-//! | variable | meaning |
+//! Every key has a variable, which wins over the file. A URL from either
+//! place replaces the other's separate settings and the other way round;
+//! `NODESTORE_BACKEND` naming another backend than the file's drops the
+//! file's `[backend]` settings.
+//!
+//! | variable | key |
 //! |---|---|
-//! | `NODESTORE_BACKEND` | `kv`, `sqlite` or `postgres` |
-//! | `NODESTORE_KV_DIR` | the key-value database directory |
-//! | `NODESTORE_SQLITE_FILE` | the SQLite file |
-//! | `NODESTORE_POSTGRES_URL` | the PostgreSQL connection URL |
-//! | `NODESTORE_POSTGRES_POOL_SIZE` | the pool size |
-//! | `NODESTORE_MIGRATION` | `auto` or `defer` |
-//! | `NODESTORE_FORCE_MIGRATION` | `1` to migrate a key-value database whose tombstone names another SQL target |
+//! | `NODESTORE_BACKEND` | `backend.type`: `kv`, `sqlite` or `postgres` |
+//! | `NODESTORE_KV_DIR` | `kv_dir` (and the directory of the `kv` backend) |
+//! | `NODESTORE_SQLITE_FILE` | `backend.file` |
+//! | `NODESTORE_POSTGRES_URL` | `backend.url` |
+//! | `NODESTORE_POSTGRES_HOST`, `_PORT`, `_USER`, `_PASSWORD`, `_PASSWORD_FILE`, `_DBNAME` | the separate settings |
+//! | `NODESTORE_POSTGRES_MAX_CONNECTIONS` (or `_POOL_SIZE`), `_CONNECT_TIMEOUT` | the pool and the timeout |
+//! | `NODESTORE_POSTGRES_REQUIRE_SSL`, `_SSLMODE`, `_SSLROOTCERT`, `_SSLCERT`, `_SSLKEY` | TLS (docs/design.md §3.5) |
+//! | `NODESTORE_MIGRATION` | `migration`: `auto` or `defer` |
+//! | `NODESTORE_FORCE_MIGRATION` | `force_migration` |
+//!
+//! A switch takes `1/0`, `true/false`, `yes/no`, `on/off`. An error names
+//! the setting (`node.toml: line 7: backend.port=…` or the variable), and
+//! never shows a password or a URL.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -101,19 +128,10 @@ impl Config {
 
     /// Parses TOML.
     ///
-    /// Errors name the line and what is wrong with it, never the line
-    /// itself or a quoted value (a config line may hold a password).
+    /// Errors name the line and the key (`line 7: backend.port: …`), never
+    /// the line itself or a quoted value (a config line may hold a password).
     pub fn from_toml(text: &str) -> Result<Config, Error> {
-        toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let message = elide_quoted(e.message());
-            Error::Config(match line {
-                Some(l) => format!("line {l}: {message}"),
-                None => message,
-            })
-        })
+        Config::load_from(Some((text, "")), |_| None)
     }
 
     /// Reads `file` (if given), then applies the `NODESTORE_*` variables of
@@ -127,78 +145,441 @@ impl Config {
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, Error> {
-        let base = match file {
+        match file {
             Some(f) => {
                 let text = std::fs::read_to_string(f)
                     .map_err(|e| Error::Config(format!("{}: {e}", f.display())))?;
-                Some(Config::from_toml(&text).map_err(|e| match e {
-                    Error::Config(m) => Error::Config(format!("{}: {m}", f.display())),
-                    other => other,
-                })?)
+                Config::load_from(Some((&text, &format!("{}: ", f.display()))), env)
             }
-            None => None,
-        };
-        let backend = match env("NODESTORE_BACKEND").as_deref() {
-            None => base.as_ref().map(|c| c.backend.clone()),
-            Some("kv") => Some(BackendConfig::Kv {
-                dir: env("NODESTORE_KV_DIR").map(PathBuf::from).ok_or_else(|| {
-                    Error::Config("NODESTORE_BACKEND=kv needs NODESTORE_KV_DIR".into())
-                })?,
-            }),
-            Some("sqlite") => Some(BackendConfig::Sqlite {
-                file: env("NODESTORE_SQLITE_FILE")
-                    .map(PathBuf::from)
-                    .ok_or_else(|| {
-                        Error::Config("NODESTORE_BACKEND=sqlite needs NODESTORE_SQLITE_FILE".into())
-                    })?,
-            }),
-            Some("postgres") => Some(BackendConfig::Postgres {
-                url: env("NODESTORE_POSTGRES_URL").ok_or_else(|| {
-                    Error::Config("NODESTORE_BACKEND=postgres needs NODESTORE_POSTGRES_URL".into())
-                })?,
-                pool_size: default_pool_size(),
-            }),
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "NODESTORE_BACKEND={other}: expected kv, sqlite or postgres"
-                )));
-            }
-        };
-        let mut config = Config {
-            backend: backend.ok_or_else(|| {
-                Error::Config("no backend: give a config file or NODESTORE_BACKEND".into())
-            })?,
-            ..base.unwrap_or_else(|| {
-                Config::new(BackendConfig::Kv {
-                    dir: PathBuf::new(),
-                })
-            })
-        };
-        if let (BackendConfig::Postgres { pool_size, .. }, Some(n)) =
-            (&mut config.backend, env("NODESTORE_POSTGRES_POOL_SIZE"))
-        {
-            *pool_size = n.parse().map_err(|_| {
-                Error::Config(format!("NODESTORE_POSTGRES_POOL_SIZE={n}: not a number"))
-            })?;
+            None => Config::load_from(None, env),
         }
-        if let Some(dir) = env("NODESTORE_KV_DIR") {
-            config.kv_dir = Some(PathBuf::from(dir));
-        }
-        match env("NODESTORE_MIGRATION").as_deref() {
-            None => {}
-            Some("auto") => config.migration = MigrationPolicy::Auto,
-            Some("defer") => config.migration = MigrationPolicy::Defer,
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "NODESTORE_MIGRATION={other}: expected auto or defer"
-                )));
-            }
-        }
-        if let Some(v) = env("NODESTORE_FORCE_MIGRATION") {
-            config.force_migration = matches!(v.as_str(), "1" | "true" | "yes");
-        }
-        Ok(config)
     }
+
+    /// The settings of `toml` (with the prefix for its messages), then the
+    /// environment's over them, resolved into a configuration.
+    fn load_from(
+        toml: Option<(&str, &str)>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Error> {
+        let mut settings = match toml {
+            Some((text, prefix)) => settings_of_toml(text, prefix)?,
+            None => Settings::new(),
+        };
+        // A URL from the environment replaces the file's separate settings
+        // and the other way round: one of the two forms describes the server.
+        let mut env_settings: Vec<(&'static str, String)> = ENV
+            .iter()
+            .filter(|(_, var)| !var.is_empty())
+            .filter_map(|(key, var)| env(var).map(|v| (*key, v)))
+            .collect();
+        if let Some(n) = env("NODESTORE_POSTGRES_POOL_SIZE")
+            && !env_settings
+                .iter()
+                .any(|(k, _)| *k == "backend.max_connections")
+        {
+            env_settings.push(("backend.max_connections", n));
+        }
+        for (key, value) in &env_settings {
+            if *key == "backend.type"
+                && settings
+                    .get("backend.type")
+                    .is_some_and(|t| t.value != *value)
+            {
+                // Another backend than the file's: none of its settings apply.
+                settings.retain(|k, _| !k.starts_with("backend."));
+            }
+            if *key == "backend.url" {
+                for k in SEPARATE_POSTGRES {
+                    settings.remove(k);
+                }
+            } else if SEPARATE_POSTGRES.contains(key) {
+                settings.remove("backend.url");
+            }
+        }
+        for (key, value) in env_settings {
+            let var = match ENV.iter().find(|(k, _)| *k == key) {
+                Some((_, var))
+                    if !(key == "backend.max_connections"
+                        && env("NODESTORE_POSTGRES_MAX_CONNECTIONS").is_none()) =>
+                {
+                    *var
+                }
+                _ => "NODESTORE_POSTGRES_POOL_SIZE",
+            };
+            settings.insert(
+                key,
+                Setting {
+                    value,
+                    origin: var.to_owned(),
+                },
+            );
+        }
+        resolve(&settings)
+    }
+}
+
+/// A setting's value as text, and where it came from for messages: `line 7:
+/// backend.port` (with the file) or the variable's name.
+#[derive(Debug, Clone)]
+struct Setting {
+    value: String,
+    origin: String,
+}
+
+impl Setting {
+    fn error(&self, why: impl fmt::Display) -> Error {
+        Error::Config(format!("{}: {why}", self.origin))
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(&self.value)
+    }
+
+    /// An error that shows the value too: only for settings that are never
+    /// secret (names, numbers, switches).
+    fn refused(&self, expected: impl fmt::Display) -> Error {
+        Error::Config(format!(
+            "{}={}: expected {expected}",
+            self.origin,
+            store_contract::shown(&self.value)
+        ))
+    }
+
+    fn bool(&self) -> Result<bool, Error> {
+        parse_bool(&self.value).ok_or_else(|| self.refused("1, 0, true, false, yes, no, on or off"))
+    }
+
+    fn number<T: std::str::FromStr>(&self, what: &str) -> Result<T, Error> {
+        self.value.parse().map_err(|_| self.refused(what))
+    }
+}
+
+type Settings = BTreeMap<&'static str, Setting>;
+
+/// Every key a configuration may have, and the variable that sets it.
+const ENV: [(&str, &str); 20] = [
+    ("backend.type", "NODESTORE_BACKEND"),
+    ("backend.dir", ""),
+    ("backend.file", "NODESTORE_SQLITE_FILE"),
+    ("backend.url", "NODESTORE_POSTGRES_URL"),
+    ("backend.host", "NODESTORE_POSTGRES_HOST"),
+    ("backend.port", "NODESTORE_POSTGRES_PORT"),
+    ("backend.user", "NODESTORE_POSTGRES_USER"),
+    ("backend.password", "NODESTORE_POSTGRES_PASSWORD"),
+    ("backend.password_file", "NODESTORE_POSTGRES_PASSWORD_FILE"),
+    ("backend.dbname", "NODESTORE_POSTGRES_DBNAME"),
+    (
+        "backend.max_connections",
+        "NODESTORE_POSTGRES_MAX_CONNECTIONS",
+    ),
+    (
+        "backend.connect_timeout",
+        "NODESTORE_POSTGRES_CONNECT_TIMEOUT",
+    ),
+    ("backend.require_ssl", "NODESTORE_POSTGRES_REQUIRE_SSL"),
+    ("backend.sslmode", "NODESTORE_POSTGRES_SSLMODE"),
+    ("backend.sslrootcert", "NODESTORE_POSTGRES_SSLROOTCERT"),
+    ("backend.sslcert", "NODESTORE_POSTGRES_SSLCERT"),
+    ("backend.sslkey", "NODESTORE_POSTGRES_SSLKEY"),
+    ("kv_dir", "NODESTORE_KV_DIR"),
+    ("migration", "NODESTORE_MIGRATION"),
+    ("force_migration", "NODESTORE_FORCE_MIGRATION"),
+];
+
+/// Keys that name the key for the same setting under another name.
+const ALIASES: [(&str, &str); 2] = [
+    ("backend.pool_size", "backend.max_connections"),
+    ("NODESTORE_POSTGRES_POOL_SIZE", "backend.max_connections"),
+];
+
+/// The separate settings that describe a PostgreSQL server instead of a URL.
+const SEPARATE_POSTGRES: [&str; 6] = [
+    "backend.host",
+    "backend.port",
+    "backend.user",
+    "backend.password",
+    "backend.password_file",
+    "backend.dbname",
+];
+
+/// The keys each backend type accepts.
+fn keys_of(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "kv" => &["backend.type", "backend.dir"],
+        "sqlite" => &["backend.type", "backend.file"],
+        _ => &[
+            "backend.type",
+            "backend.url",
+            "backend.host",
+            "backend.port",
+            "backend.user",
+            "backend.password",
+            "backend.password_file",
+            "backend.dbname",
+            "backend.max_connections",
+            "backend.connect_timeout",
+            "backend.require_ssl",
+            "backend.sslmode",
+            "backend.sslrootcert",
+            "backend.sslcert",
+            "backend.sslkey",
+        ],
+    }
+}
+
+/// `1/0`, `true/false`, `yes/no`, `on/off` (any case); anything else is
+/// refused by the caller, naming the setting.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The settings of a TOML text, each with its line.
+fn settings_of_toml(text: &str, prefix: &str) -> Result<Settings, Error> {
+    use toml::de::{DeTable, DeValue};
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let doc = DeTable::parse(text).map_err(|e| {
+        let message = elide_quoted(e.message());
+        Error::Config(match e.span() {
+            Some(s) => format!("{prefix}line {}: {message}", line_of(s.start)),
+            None => format!("{prefix}{message}"),
+        })
+    })?;
+    let mut settings = Settings::new();
+    let mut leaves = Vec::new();
+    for (key, value) in doc.get_ref() {
+        let key = key.get_ref().to_string();
+        match value.get_ref() {
+            DeValue::Table(inner) if key == "backend" => {
+                for (k, v) in inner {
+                    leaves.push((format!("backend.{}", k.get_ref()), v));
+                }
+            }
+            _ => leaves.push((key, value)),
+        }
+    }
+    for (key, value) in leaves {
+        let origin = format!("{prefix}line {}: {key}", line_of(value.span().start));
+        let canonical = ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == key)
+            .map(|(_, k)| *k)
+            .or_else(|| ENV.iter().map(|(k, _)| *k).find(|k| *k == key));
+        let Some(canonical) = canonical else {
+            return Err(Error::Config(format!("{origin}: unknown setting")));
+        };
+        let text = match value.get_ref() {
+            DeValue::String(s) => s.to_string(),
+            DeValue::Integer(i) => i.to_string(),
+            DeValue::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(Error::Config(format!(
+                    "{origin}: expected a string, a number or a boolean"
+                )));
+            }
+        };
+        settings.insert(
+            canonical,
+            Setting {
+                value: text,
+                origin,
+            },
+        );
+    }
+    Ok(settings)
+}
+
+/// Builds the configuration from its settings; every error names the
+/// setting that is wrong (its line, or its variable).
+fn resolve(settings: &Settings) -> Result<Config, Error> {
+    let get = |k: &str| settings.get(k);
+    let kind = get("backend.type").ok_or_else(|| {
+        Error::Config("no backend: give a config file with [backend] or NODESTORE_BACKEND".into())
+    })?;
+    if !["kv", "sqlite", "postgres"].contains(&kind.value.as_str()) {
+        return Err(kind.refused("kv, sqlite or postgres"));
+    }
+    let allowed = keys_of(&kind.value);
+    for (key, setting) in settings.range("backend."..="backend.~") {
+        if !allowed.contains(key) {
+            return Err(setting.error(format!("not a setting of the {} backend", kind.value)));
+        }
+    }
+    let required = |key: &str| {
+        get(key).ok_or_else(|| {
+            let var = ENV.iter().find(|(k, _)| *k == key).map_or("", |(_, v)| *v);
+            Error::Config(format!(
+                "the {} backend needs {key} ({var}), set at {}",
+                kind.value, kind.origin
+            ))
+        })
+    };
+    let backend = match kind.value.as_str() {
+        // The key-value backend's directory is the node's kv_dir unless
+        // the file names it under [backend].
+        "kv" => BackendConfig::Kv {
+            dir: match get("backend.dir").or_else(|| get("kv_dir")) {
+                Some(d) => d.path(),
+                None => required("kv_dir")?.path(),
+            },
+        },
+        "sqlite" => BackendConfig::Sqlite {
+            file: required("backend.file")?.path(),
+        },
+        _ => postgres_backend(settings, &required)?,
+    };
+    let mut config = Config::new(backend);
+    if let Some(dir) = get("kv_dir") {
+        config.kv_dir = Some(dir.path());
+    }
+    if let Some(m) = get("migration") {
+        config.migration = match m.value.as_str() {
+            "auto" => MigrationPolicy::Auto,
+            "defer" => MigrationPolicy::Defer,
+            _ => return Err(m.refused("auto or defer")),
+        };
+    }
+    if let Some(f) = get("force_migration") {
+        config.force_migration = f.bool()?;
+    }
+    Ok(config)
+}
+
+/// The PostgreSQL URL the settings describe: the `url` as given, or one
+/// composed from LiT's separate settings; pool size, connect timeout and
+/// TLS settings apply to either form (docs/design.md §3.5).
+fn postgres_backend<'a>(
+    settings: &'a Settings,
+    required: &dyn Fn(&str) -> Result<&'a Setting, Error>,
+) -> Result<BackendConfig, Error> {
+    let get = |k: &str| settings.get(k);
+    let mut url = match get("backend.url") {
+        Some(url) => {
+            if let Some(other) = SEPARATE_POSTGRES.iter().find_map(|k| get(k)) {
+                return Err(other.error(format!(
+                    "give either a url ({}) or the separate settings, not both",
+                    url.origin
+                )));
+            }
+            let lower = url.value.to_ascii_lowercase();
+            if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+                return Err(url.error("expected a URL starting with postgres://"));
+            }
+            url.value.clone()
+        }
+        None => {
+            let user = required("backend.user")?;
+            let dbname = required("backend.dbname")?;
+            let password = match (get("backend.password"), get("backend.password_file")) {
+                (Some(_), Some(file)) => {
+                    return Err(file.error("give either password or password_file, not both"));
+                }
+                (Some(p), None) => Some(p.value.clone()),
+                (None, Some(file)) => Some(read_password(file)?),
+                (None, None) => None,
+            };
+            let host = get("backend.host").map_or("localhost", |h| h.value.as_str());
+            let port: u16 = match get("backend.port") {
+                Some(p) => p.number("a port number from 1 to 65535")?,
+                None => 5432,
+            };
+            let mut url = format!("postgres://{}", encode(&user.value));
+            if let Some(p) = password {
+                url.push(':');
+                url.push_str(&encode(&p));
+            }
+            if host.starts_with('/') {
+                // A socket directory goes in the query, as libpq's `host`.
+                url.push_str(&format!(
+                    "@:{port}/{}?host={}",
+                    encode(&dbname.value),
+                    encode(host)
+                ));
+            } else {
+                url.push_str(&format!(
+                    "@{}:{port}/{}",
+                    encode(host),
+                    encode(&dbname.value)
+                ));
+            }
+            url
+        }
+    };
+    let mut params = Vec::new();
+    if let Some(t) = get("backend.connect_timeout") {
+        let secs: u64 = t.number("a number of seconds")?;
+        params.push(format!("connect_timeout={secs}"));
+    }
+    match (get("backend.require_ssl"), get("backend.sslmode")) {
+        (Some(r), Some(_)) => {
+            return Err(r.error("give either require_ssl or sslmode, not both"));
+        }
+        (Some(r), None) => {
+            // LiT's setting: TLS required, or not used at all.
+            let mode = if r.bool()? { "require" } else { "disable" };
+            params.push(format!("sslmode={mode}"));
+        }
+        (None, Some(m)) => {
+            sqldb_mode(m)?;
+            params.push(format!("sslmode={}", encode(&m.value)));
+        }
+        (None, None) => {}
+    }
+    for key in ["sslrootcert", "sslcert", "sslkey"] {
+        if let Some(v) = get(&format!("backend.{key}")) {
+            params.push(format!("{key}={}", encode(&v.value)));
+        }
+    }
+    if !params.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&params.join("&"));
+    }
+    let pool_size = match get("backend.max_connections") {
+        Some(n) => {
+            let n: usize = n.number("a number of connections from 1")?;
+            if n == 0 {
+                return Err(settings["backend.max_connections"].error("must be at least 1"));
+            }
+            n
+        }
+        None => default_pool_size(),
+    };
+    Ok(BackendConfig::Postgres { url, pool_size })
+}
+
+fn sqldb_mode(m: &Setting) -> Result<(), Error> {
+    match m.value.as_str() {
+        "disable" | "prefer" | "require" | "verify-ca" | "verify-full" => Ok(()),
+        _ => Err(m.refused("disable, prefer, require, verify-ca or verify-full")),
+    }
+}
+
+/// The first line of a password file; the file is named in errors, its
+/// content never.
+fn read_password(file: &Setting) -> Result<String, Error> {
+    let text = std::fs::read_to_string(file.path())
+        .map_err(|e| file.error(format!("{}: {e}", file.value)))?;
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    if password.is_empty() {
+        return Err(file.error(format!("{}: the file holds no password", file.value)));
+    }
+    Ok(password)
+}
+
+/// Percent-encodes everything but unreserved characters, for a URL part.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `s` with every double-quoted part replaced by `"…"`.
@@ -272,7 +653,7 @@ mod tests {
     fn bad_values_are_refused_with_the_variable_named() {
         let env = |k: &str| (k == "NODESTORE_BACKEND").then(|| "mysql".to_owned());
         let e = Config::load_with(None, env).unwrap_err().to_string();
-        assert!(e.contains("NODESTORE_BACKEND=mysql"), "{e}");
+        assert!(e.contains("NODESTORE_BACKEND=\"mysql\""), "{e}");
         assert!(
             Config::from_toml("[backend]\ntype = \"sqlite\"\nfile = \"x\"\nextra = 1\n").is_err()
         );
@@ -280,5 +661,140 @@ mod tests {
             Config::load_with(None, |_| None).is_err(),
             "no backend at all"
         );
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    fn postgres_url(c: &Config) -> (&str, usize) {
+        match &c.backend {
+            BackendConfig::Postgres { url, pool_size } => (url, *pool_size),
+            other => panic!("not postgres: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lit_s_separate_postgres_settings_compose_one_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cr/t@x\n").unwrap();
+        let text = format!(
+            "[backend]\ntype = \"postgres\"\nhost = \"db.internal\"\nport = 5433\nuser = \"node\"\n\
+             password_file = \"{}\"\ndbname = \"lit\"\nmax_connections = 4\nconnect_timeout = 10\n\
+             require_ssl = true\n",
+            pw.display()
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(
+            postgres_url(&c),
+            (
+                "postgres://node:s3cr%2Ft%40x@db.internal:5433/lit?connect_timeout=10&sslmode=require",
+                4
+            )
+        );
+        // The same from NODESTORE_POSTGRES_* variables, with libpq's TLS settings.
+        let env = env_of(&[
+            ("NODESTORE_BACKEND", "postgres"),
+            ("NODESTORE_POSTGRES_USER", "node"),
+            ("NODESTORE_POSTGRES_PASSWORD", "pw"),
+            ("NODESTORE_POSTGRES_DBNAME", "lit"),
+            ("NODESTORE_POSTGRES_SSLMODE", "verify-full"),
+            ("NODESTORE_POSTGRES_SSLROOTCERT", "/etc/ca.pem"),
+            ("NODESTORE_POSTGRES_POOL_SIZE", "2"),
+        ]);
+        let c = Config::load_with(None, env).unwrap();
+        assert_eq!(
+            postgres_url(&c),
+            (
+                "postgres://node:pw@localhost:5432/lit?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+                2
+            )
+        );
+        // A socket directory is libpq's `host` parameter.
+        let env = env_of(&[
+            ("NODESTORE_BACKEND", "postgres"),
+            ("NODESTORE_POSTGRES_HOST", "/run/postgresql"),
+            ("NODESTORE_POSTGRES_USER", "node"),
+            ("NODESTORE_POSTGRES_DBNAME", "lit"),
+        ]);
+        let c = Config::load_with(None, env).unwrap();
+        assert_eq!(
+            postgres_url(&c).0,
+            "postgres://node@:5432/lit?host=%2Frun%2Fpostgresql"
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_setting_never_at_its_secret() {
+        for (text, needle) in [
+            (
+                "[backend]\ntype = \"sqlite\"\nfile = \"x\"\nextra = 1\n",
+                "line 4: backend.extra: unknown setting",
+            ),
+            (
+                "[backend]\ntype = \"postgres\"\nuser = \"u\"\ndbname = \"d\"\nport = \"http\"\n",
+                "line 5: backend.port=\"http\": expected a port number",
+            ),
+            (
+                "[backend]\ntype = \"sqlite\"\nfile = \"x\"\nhost = \"h\"\n",
+                "line 4: backend.host: not a setting of the sqlite backend",
+            ),
+            (
+                "force_migration = \"maybe\"\n[backend]\ntype = \"sqlite\"\nfile = \"x\"\n",
+                "line 1: force_migration=\"maybe\": expected 1, 0, true",
+            ),
+            (
+                "[backend]\ntype = \"postgres\"\nurl = \"postgres://u:hunter2@h/d\"\nuser = \"v\"\n",
+                "line 4: backend.user: give either a url (line 3: backend.url)",
+            ),
+            (
+                "[backend]\ntype = \"postgres\"\npassword = \"hunter2\"\ndbname = \"d\"\n",
+                "needs backend.user (NODESTORE_POSTGRES_USER)",
+            ),
+        ] {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}\n{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let env = env_of(&[
+            ("NODESTORE_BACKEND", "postgres"),
+            ("NODESTORE_POSTGRES_URL", "postgres://u@h/d"),
+            ("NODESTORE_POSTGRES_REQUIRE_SSL", "sometimes"),
+        ]);
+        let e = Config::load_with(None, env).unwrap_err().to_string();
+        assert!(
+            e.contains("NODESTORE_POSTGRES_REQUIRE_SSL=\"sometimes\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn booleans_take_every_usual_spelling_and_nothing_else() {
+        for (v, b) in [
+            ("1", true),
+            ("true", true),
+            ("YES", true),
+            ("on", true),
+            ("0", false),
+            ("False", false),
+            ("no", false),
+            ("off", false),
+        ] {
+            assert_eq!(parse_bool(v), Some(b), "{v}");
+            let env = env_of(&[
+                ("NODESTORE_BACKEND", "sqlite"),
+                ("NODESTORE_SQLITE_FILE", "x"),
+                ("NODESTORE_FORCE_MIGRATION", v),
+            ]);
+            assert_eq!(Config::load_with(None, env).unwrap().force_migration, b);
+        }
+        for v in ["", "2", "y", "enabled"] {
+            assert_eq!(parse_bool(v), None, "{v}");
+        }
     }
 }

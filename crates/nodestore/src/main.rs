@@ -57,9 +57,10 @@ enum Command {
         /// The key-value database directory.
         #[arg(long)]
         kv: PathBuf,
-        /// The SQL target: sqlite:PATH or postgres://…
+        /// The SQL target: sqlite:PATH or postgres://… [default: NODESTORE_POSTGRES_URL or
+        /// NODESTORE_SQLITE_FILE]
         #[arg(long, value_parser = LocationParser(Accepts::Sql))]
-        to: Location,
+        to: Option<Location>,
         /// Migrate and verify inside a transaction, then roll back.
         #[arg(long)]
         dry_run: bool,
@@ -79,9 +80,10 @@ enum Command {
         /// The key-value database directory (live or tombstoned).
         #[arg(long)]
         kv: PathBuf,
-        /// The SQL database: sqlite:PATH or postgres://…
+        /// The SQL database: sqlite:PATH or postgres://… [default: NODESTORE_POSTGRES_URL or
+        /// NODESTORE_SQLITE_FILE]
         #[arg(long, value_parser = LocationParser(Accepts::Sql))]
-        sql: Location,
+        sql: Option<Location>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -164,7 +166,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         } => {
             cli::migrate::run(cli::migrate::Args {
                 kv,
-                to,
+                to: cli::target::sql_or_environment(to, "--to")?,
                 dry_run,
                 force,
                 accept_damaged,
@@ -172,7 +174,10 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             })
             .await
         }
-        Command::Verify { kv, sql, json } => cli::verify::run(&kv, &sql, json).await,
+        Command::Verify { kv, sql, json } => {
+            let sql = cli::target::sql_or_environment(sql, "--sql")?;
+            cli::verify::run(&kv, &sql, json).await
+        }
         Command::Status { config, dir, json } => cli::status::run(config, dir, json).await,
         Command::Dump { from, out } => cli::dump::dump(&from, out.as_deref()).await,
         Command::Import { to, file } => cli::dump::import(&to, &file).await,

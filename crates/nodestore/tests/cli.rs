@@ -14,12 +14,19 @@ struct Out {
 }
 
 async fn nodestore(args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodestore"))
-        .args(args)
-        .env_remove("NODESTORE_BACKEND")
-        .output()
-        .await
-        .unwrap();
+    nodestore_with(args, &[]).await
+}
+
+/// The command with only `env` of the `NODESTORE_*` variables set.
+async fn nodestore_with(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodestore"));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NODESTORE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.envs(env.iter().copied()).output().await.unwrap();
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -110,6 +117,43 @@ async fn migrate_then_verify_then_dump_identically(fx: &SqlFixture) {
         "{}",
         out.stdout
     );
+}
+
+/// Without --to / --sql the target comes from NODESTORE_POSTGRES_URL or
+/// NODESTORE_SQLITE_FILE, as sqlx's commands take DATABASE_URL.
+async fn the_sql_target_comes_from_the_environment_when_omitted(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_kv(dir.path()).await;
+    let env: Vec<(&str, String)> = match fx {
+        SqlFixture::Sqlite(d) => vec![(
+            "NODESTORE_SQLITE_FILE",
+            d.path().join("test.db").display().to_string(),
+        )],
+        SqlFixture::Postgres(db) => vec![("NODESTORE_POSTGRES_URL", db.url().to_owned())],
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let kv_arg = kv.to_str().unwrap();
+    let out = nodestore_with(&["migrate", "--kv", kv_arg, "--json"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = nodestore_with(&["verify", "--kv", kv_arg], &env).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("no differences"), "{}", out.stdout);
+    // Neither given nor set: a usage error that says how to name one.
+    let out = nodestore_with(&["verify", "--kv", kv_arg], &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("NODESTORE_POSTGRES_URL"),
+        "{}",
+        out.stderr
+    );
+    // Both set: NODESTORE_BACKEND decides, or the command refuses.
+    let both = [
+        ("NODESTORE_SQLITE_FILE", "/nonexistent/x.db"),
+        ("NODESTORE_POSTGRES_URL", "postgres://u@h/d"),
+    ];
+    let out = nodestore_with(&["verify", "--kv", kv_arg], &both).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("NODESTORE_BACKEND"), "{}", out.stderr);
 }
 
 async fn a_dry_run_keeps_nothing(fx: &SqlFixture) {
@@ -525,6 +569,7 @@ testkit::backend_tests!(sqlite => sqlite;
     a_later_step_failing_exits_3_and_says_the_data_is_safe,
     demo_migrates_verifies_and_reports,
     migrate_then_verify_then_dump_identically,
+    the_sql_target_comes_from_the_environment_when_omitted,
     a_dry_run_keeps_nothing,
     verify_lists_every_difference,
     status_reports_both_databases_and_the_plan,
@@ -537,6 +582,7 @@ testkit::backend_tests!(postgres => postgres;
     a_later_step_failing_exits_3_and_says_the_data_is_safe,
     demo_migrates_verifies_and_reports,
     migrate_then_verify_then_dump_identically,
+    the_sql_target_comes_from_the_environment_when_omitted,
     a_dry_run_keeps_nothing,
     verify_lists_every_difference,
     status_reports_both_databases_and_the_plan,

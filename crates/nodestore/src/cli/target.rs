@@ -57,3 +57,42 @@ impl TypedValueParser for LocationParser {
         }
     }
 }
+
+/// The SQL target given on the command line, or else the one the
+/// environment names, as sqlx's `DATABASE_URL` does: `NODESTORE_POSTGRES_URL`
+/// or `NODESTORE_SQLITE_FILE` (`NODESTORE_BACKEND` decides when both are set).
+pub(crate) fn sql_or_environment(
+    given: Option<Location>,
+    flag: &str,
+) -> Result<Location, nodestore::Error> {
+    if let Some(location) = given {
+        return Ok(location);
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let postgres = var("NODESTORE_POSTGRES_URL");
+    let sqlite = var("NODESTORE_SQLITE_FILE");
+    let chosen = match (postgres, sqlite, var("NODESTORE_BACKEND").as_deref()) {
+        (Some(url), None, _) | (Some(url), Some(_), Some("postgres")) => url.parse::<Location>()?,
+        (None, Some(file), _) | (Some(_), Some(file), Some("sqlite")) => {
+            Location::Sqlite(file.into())
+        }
+        (Some(_), Some(_), _) => {
+            return Err(nodestore::Error::Config(format!(
+                "{flag} not given, and both NODESTORE_POSTGRES_URL and NODESTORE_SQLITE_FILE are \
+                 set: give {flag}, or NODESTORE_BACKEND=postgres or sqlite"
+            )));
+        }
+        (None, None, _) => {
+            return Err(nodestore::Error::Config(format!(
+                "no SQL database: give {flag} sqlite:PATH or postgres://…, or set \
+                 NODESTORE_POSTGRES_URL or NODESTORE_SQLITE_FILE"
+            )));
+        }
+    };
+    match chosen {
+        Location::Kv(_) => Err(nodestore::Error::Config(
+            "NODESTORE_POSTGRES_URL: expected postgres://…".into(),
+        )),
+        sql => Ok(sql),
+    }
+}
