@@ -11,6 +11,7 @@
 //!   (crates/bench), release build, on both SQL backends unless one is named;
 //!   figures under `target/bench/`. `ci` runs it at scale S in a debug build
 //!   as a smoke test (it must complete; no timing is asserted).
+//! - `man`: the command's man pages (clap_mangen), into `target/man/`.
 //! - `pg start|stop|url`: a local PostgreSQL for development; while it runs,
 //!   `test` and `bench` use it instead of starting a cluster of their own.
 //!
@@ -40,6 +41,7 @@ commands:
   lint                                 fmt check, clippy, clippy per backend feature alone
   test [--backend B] [--crate NAME]    run tests (B: core, kv, sqlite, postgres)
   bench [--scale S..XL] [--backend B]  migration vs bulk-load limit, memory, latency (B: sqlite, postgres)
+  man                                  the nodestore man pages, into target/man/
   pg start|stop|url                    a local PostgreSQL for development";
 
 type Result<T, E = String> = std::result::Result<T, E>;
@@ -73,6 +75,13 @@ fn run(args: &[String]) -> Result<()> {
         Some("lint") => lint(),
         Some("test") => test(&TestArgs::parse(&args[1..])?),
         Some("pg") => pg(args.get(1).map(String::as_str)),
+        Some("man") => {
+            let mut cmd = cargo();
+            cmd.args(["run", "-q", "-p", "nodestore", "--", "man", "target/man"]);
+            step("nodestore man target/man", cmd)?;
+            println!("man pages in target/man/ (read one with `man target/man/nodestore.1`)");
+            Ok(())
+        }
         _ => Err(USAGE.to_owned()),
     }
 }

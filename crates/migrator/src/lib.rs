@@ -54,6 +54,7 @@ use sqldb::schema::KV_TO_SQL_VERSION;
 use sqldb::{BoxError, Db, DbError, ErrorKind, Tx};
 use tokio::task::JoinHandle;
 use tombstone::{KvOptions, Mark, MigrationSource, Status};
+use tracing::Instrument;
 
 mod accounts;
 mod actions;
@@ -664,13 +665,33 @@ impl<'a> KvToSql<'a> {
         // (docs/design.md §5.7); every link they check was resolved to an
         // id loaded before it, so the check cannot fail on data.
         let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
-        let accounts = accounts::migrate(source, tx, opts, progress, damage).await?;
+        let t = Instant::now();
+        let accounts = accounts::migrate(source, tx, opts, progress, damage)
+            .instrument(store_span("accounts"))
+            .await?;
+        log_store(
+            "accounts",
+            accounts.accounts + accounts.invoices + accounts.payments,
+            t,
+        );
         // Sessions reference accounts: after them, in the same transaction.
-        let sessions = sessions::migrate(source, tx, opts, progress, damage).await?;
+        let t = Instant::now();
+        let sessions = sessions::migrate(source, tx, opts, progress, damage)
+            .instrument(store_span("sessions"))
+            .await?;
+        log_store("sessions", sessions.sessions, t);
         // Kv-stores and privacy pairs are scoped by session group.
-        let firewall = firewall::migrate(source, tx, opts, progress, damage).await?;
+        let t = Instant::now();
+        let firewall = firewall::migrate(source, tx, opts, progress, damage)
+            .instrument(store_span("firewall"))
+            .await?;
+        log_store("firewall", firewall.kv_entries + firewall.privacy_pairs, t);
         // Actions link to sessions and accounts: last.
-        let actions = actions::migrate(source, tx, opts, progress, damage).await?;
+        let t = Instant::now();
+        let actions = actions::migrate(source, tx, opts, progress, damage)
+            .instrument(store_span("actions"))
+            .await?;
+        log_store("actions", actions.actions, t);
         foreign_keys.rebuild(tx).await?;
         // PostgreSQL plans from table statistics, and a freshly loaded table
         // has none until autovacuum gets to it: a node's first listings
@@ -678,7 +699,9 @@ impl<'a> KvToSql<'a> {
         // inside the transaction. SQLite's planner needs no statistics.
         if tx.dialect() == sqldb::Dialect::Postgres {
             // Every table: the database holds only nodestore's (§3.3).
+            let t = Instant::now();
             tx.execute_script("ANALYZE").await?;
+            tracing::debug!(duration_ms = millis(t), "planner statistics gathered");
         }
         let report = Report {
             accounts,
@@ -752,6 +775,34 @@ impl CodeStep for KvToSql<'_> {
     }
 }
 
+fn store_span(store: &'static str) -> tracing::Span {
+    tracing::info_span!("store", store)
+}
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Records per second as a whole number.
+fn rate(records: u64, since: Instant) -> u64 {
+    let secs = since.elapsed().as_secs_f64();
+    if secs > 0.0 {
+        (records as f64 / secs) as u64
+    } else {
+        records
+    }
+}
+
+fn log_store(store: &'static str, records: u64, since: Instant) {
+    tracing::info!(
+        store,
+        records,
+        duration_ms = millis(since),
+        records_per_s = rate(records, since),
+        "store migrated"
+    );
+}
+
 /// Runs `f` on the blocking pool (sled and file locks block).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
@@ -806,6 +857,55 @@ pub async fn migrate(
     opts: &Options,
     progress: Option<&dyn Progress>,
 ) -> Result<Outcome, Failure> {
+    let span = tracing::info_span!(
+        "migration",
+        kv = %kv_path.display(),
+        target = %db.describe(),
+        dry_run = opts.dry_run
+    );
+    let started = Instant::now();
+    let result = migrate_logged(kv_path, db, opts, progress)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    match &result {
+        Ok(outcome) => {
+            let rows: u64 = outcome.report.table_counts().iter().map(|(_, n)| n).sum();
+            tracing::info!(
+                outcome = ?outcome.kind,
+                rows,
+                duration_ms = millis(started),
+                "migration finished"
+            );
+            match &outcome.tombstone {
+                TombstoneState::Written(_) => {
+                    tracing::info!("the key-value database is tombstoned")
+                }
+                TombstoneState::Pending(reason) => tracing::warn!(
+                    %reason,
+                    "the data is in SQL but the tombstone is pending; it is retried at the next run or open"
+                ),
+                TombstoneState::NotWritten => {}
+            }
+            if let Some(reason) = &outcome.unfinished_steps {
+                tracing::warn!(%reason, "later schema steps failed; they are retried at the next open");
+            }
+        }
+        Err(f) => tracing::error!(
+            error = %f.error,
+            data = ?f.data,
+            "migration did not happen"
+        ),
+    }
+    result
+}
+
+async fn migrate_logged(
+    kv_path: &Path,
+    db: &Db,
+    opts: &Options,
+    progress: Option<&dyn Progress>,
+) -> Result<Outcome, Failure> {
     // 1. The source, locked against other migrations, then opened.
     let _lock = {
         let (path, wait) = (kv_path.to_path_buf(), opts.lock_wait);
@@ -826,10 +926,19 @@ pub async fn migrate(
     };
     // 2. The target, before anything is written.
     let target = target_facts(db).await?;
+    tracing::info!(
+        write_seq = facts.write_seq,
+        target_migrated = target.0.migrated,
+        "source and target inspected"
+    );
     // 3. The decision.
     match plan(&facts, &target.0, opts.force) {
-        Plan::Refuse(e) => return Err(e.into()),
+        Plan::Refuse(e) => {
+            tracing::warn!(error = %e, "migration refused before any write");
+            return Err(e.into());
+        }
         Plan::AlreadyMigrated(record) => {
+            tracing::info!("the target already holds this database's data; finishing what is left");
             drop(source);
             if opts.dry_run {
                 return Ok(Outcome {
@@ -855,6 +964,7 @@ pub async fn migrate(
         Plan::Migrate => {}
     }
     // 4. The data step.
+    tracing::info!("migrating every store in one transaction");
     let step = KvToSql::new(source.clone(), facts.write_seq, opts.clone(), progress);
     let mut applied = Vec::new();
     let run = if opts.dry_run {
@@ -881,6 +991,20 @@ pub async fn migrate(
         });
     }
     let report = step.take_report();
+    if let Some((r, _)) = &report {
+        let rows: u64 = r.table_counts().iter().map(|(_, n)| n).sum();
+        tracing::info!(
+            rows,
+            duration_ms = u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+            rows_per_s = (rows as f64 / r.duration.as_secs_f64().max(1e-9)) as u64,
+            "data step {}",
+            if opts.dry_run {
+                "rehearsed and rolled back"
+            } else {
+                "committed"
+            }
+        );
+    }
     // sled holds its lock until every handle is gone.
     drop(step);
     drop(source);
@@ -1235,6 +1359,18 @@ pub async fn retry_pending_tombstone(
             Ok(_) => out.push(Retry::NotTheSource {
                 path: r.source_path.clone(),
             }),
+        }
+    }
+    for r in &out {
+        match r {
+            Retry::Marked { path } => tracing::info!(kv = %path, "pending tombstone written"),
+            Retry::Failed { path, reason } => {
+                tracing::warn!(kv = %path, %reason, "pending tombstone still cannot be written")
+            }
+            Retry::NotTheSource { path } => tracing::warn!(
+                kv = %path,
+                "pending tombstone not written: the database there is not the one migrated"
+            ),
         }
     }
     Ok(out)

@@ -580,51 +580,123 @@ impl Dump {
     }
 }
 
+/// Told how far a dump has come, store by store (the migration's
+/// [`migrator::Progress`]); `None` reports nothing.
+pub type Observer = Option<std::sync::Arc<dyn migrator::Progress>>;
+
+/// Tells `observer` that `store` is at `done` of `total`. A dump cannot be
+/// stopped half way by its observer: what it returns is ignored.
+fn report(observer: &Observer, store: &'static str, done: u64, total: u64) {
+    if let Some(o) = observer {
+        let _ = o.progress(migrator::ProgressEvent { store, done, total });
+    }
+}
+
 /// Dumps the stores at `location`.
 pub async fn dump(location: &Location) -> Result<Dump> {
+    dump_observed(location, None).await
+}
+
+/// [`dump`], telling `observer` how far it has come.
+pub async fn dump_observed(location: &Location, observer: Observer) -> Result<Dump> {
     match location {
-        Location::Kv(dir) => dump_kv(dir).await,
+        Location::Kv(dir) => dump_kv_observed(dir, observer).await,
         sql => {
             let db = crate::connect_read_only(&sql.backend())
                 .await?
                 .ok_or_else(|| Error::Config("not a SQL location".into()))?;
-            dump_sql(&db).await
+            dump_sql_observed(&db, observer).await
         }
     }
 }
 
 /// Dumps a SQL database through its stores.
 pub async fn dump_sql(db: &sqldb::Db) -> Result<Dump> {
+    dump_sql_observed(db, None).await
+}
+
+/// [`dump_sql`], telling `observer` as each store is read.
+pub async fn dump_sql_observed(db: &sqldb::Db, observer: Observer) -> Result<Dump> {
     let s = crate::Stores::on_sql(db, crate::OpenReport::default());
     let last_indexes = match s.accounts.last_indexes().await {
         Ok(i) => Some(i),
         Err(store_accounts::Error::NoInvoiceIndexKnown) => None,
         Err(e) => return Err(e.into()),
     };
+    let whole = |store, n: usize| report(&observer, store, n as u64, n as u64);
+    let accounts = s.accounts.accounts().await?;
+    whole("sql accounts", accounts.len());
+    let sessions = s.sessions.list_sessions().await?;
+    whole("sql sessions", sessions.len());
+    let entries = s.firewall.kv_entries().await?;
+    let pairs = s.firewall.privacy_pairs().await?;
+    whole("sql firewall", entries.len() + pairs.len());
+    let actions = s
+        .actions
+        .list_actions(&ActionQuery::default())
+        .await?
+        .actions;
+    whole("sql actions", actions.len());
     Ok(Dump::from_parts(Parts {
-        accounts: s.accounts.accounts().await?,
+        accounts,
         last_indexes,
-        sessions: s.sessions.list_sessions().await?,
-        entries: s.firewall.kv_entries().await?,
-        pairs: s.firewall.privacy_pairs().await?,
-        actions: s
-            .actions
-            .list_actions(&ActionQuery::default())
-            .await?
-            .actions,
+        sessions,
+        entries,
+        pairs,
+        actions,
     }))
 }
 
 /// Dumps a key-value database, live or tombstoned, read-only.
 pub async fn dump_kv(dir: &Path) -> Result<Dump> {
+    dump_kv_observed(dir, None).await
+}
+
+/// [`dump_kv`], telling `observer` how many records of each store it read.
+pub async fn dump_kv_observed(dir: &Path, observer: Observer) -> Result<Dump> {
     let dir = dir.to_path_buf();
     let dir_for_error = dir.clone();
-    tokio::task::spawn_blocking(move || read_kv(&dir))
+    tokio::task::spawn_blocking(move || read_kv(&dir, &observer))
         .await
         .map_err(|e| Error::Dump(format!("reading {}: {e}", dir_for_error.display())))?
 }
 
-fn read_kv(dir: &Path) -> Result<Dump> {
+/// Counts records read from one tree, reporting every few thousand and at
+/// the end.
+struct Counter<'a> {
+    observer: &'a Observer,
+    store: &'static str,
+    done: u64,
+    total: u64,
+}
+
+impl Counter<'_> {
+    fn tick(&mut self) {
+        self.done += 1;
+        if self.done.is_multiple_of(4096) {
+            report(
+                self.observer,
+                self.store,
+                self.done,
+                self.total.max(self.done),
+            );
+        }
+    }
+}
+
+impl Drop for Counter<'_> {
+    fn drop(&mut self) {
+        report(self.observer, self.store, self.done, self.done);
+    }
+}
+
+fn read_kv(dir: &Path, observer: &Observer) -> Result<Dump> {
+    let counter = |store, total: usize| Counter {
+        observer,
+        store,
+        done: 0,
+        total: total as u64,
+    };
     let src = MigrationSource::open(dir, &KvOptions::default())?;
     let layout = |tree: &str, e: store_firewall::kv::ParseError| {
         Error::Firewall(store_firewall::Error::InvalidInput {
@@ -643,7 +715,9 @@ fn read_kv(dir: &Path) -> Result<Dump> {
     };
     if let Some(t) = src.tree(store_accounts::kv::TREE)? {
         let (mut add, mut settle) = (None, None);
+        let mut n = counter("kv accounts", t.len());
         for item in t.iter() {
+            n.tick();
             let (k, v) = item?;
             match store_accounts::kv::decode_entry(&k, &v)? {
                 store_accounts::kv::Entry::Account(a) => parts.accounts.push(a),
@@ -659,7 +733,9 @@ fn read_kv(dir: &Path) -> Result<Dump> {
         }
     }
     if let Some(t) = src.tree(store_sessions::kv::SESSIONS_TREE)? {
+        let mut n = counter("kv sessions", t.len());
         for item in t.iter() {
+            n.tick();
             let (k, v) = item?;
             parts
                 .sessions
@@ -667,7 +743,9 @@ fn read_kv(dir: &Path) -> Result<Dump> {
         }
     }
     if let Some(t) = src.tree(store_firewall::kv::RULES_TREE)? {
+        let mut n = counter("kv kv-stores", t.len());
         for item in t.iter() {
+            n.tick();
             let (k, v) = item?;
             parts
                 .entries
@@ -675,7 +753,9 @@ fn read_kv(dir: &Path) -> Result<Dump> {
         }
     }
     if let Some(t) = src.tree(store_firewall::kv::PRIVACY_TREE)? {
+        let mut n = counter("kv privacy", t.len());
         for item in t.iter() {
+            n.tick();
             let (k, v) = item?;
             let (group, forward, from, to) =
                 store_firewall::kv::parse_pair(&k, &v).map_err(|e| layout("privacy", e))?;
@@ -689,7 +769,9 @@ fn read_kv(dir: &Path) -> Result<Dump> {
         }
     }
     if let Some(t) = src.tree(store_actions::kv::ACTIONS_TREE)? {
+        let mut n = counter("kv actions", t.len());
         for item in t.iter() {
+            n.tick();
             let (k, v) = item?;
             parts
                 .actions

@@ -54,6 +54,7 @@ use sqldb::Db;
 use sqldb::migrate::{Migrator, NoLegacyData};
 use sqldb::schema::KV_TO_SQL_VERSION;
 use tombstone::{KvDb, KvOptions, Status};
+use tracing::Instrument;
 
 pub mod config;
 pub mod dump;
@@ -62,6 +63,12 @@ pub mod status;
 pub mod verify;
 
 pub use config::{BackendConfig, Config, MigrationPolicy};
+pub use migrator::{Progress, ProgressEvent};
+/// The stores' traits and types, so a node needs only this crate.
+pub use store_accounts as accounts;
+pub use store_actions as actions;
+pub use store_firewall as firewall;
+pub use store_sessions as sessions;
 
 /// Everything opening, migrating or inspecting can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +384,31 @@ impl fmt::Debug for Stores {
     }
 }
 
+/// How [`Stores::open_with`] opens.
+#[derive(Default, Clone, Copy)]
+pub struct OpenOptions<'a> {
+    /// Told of a migration's progress, chunk by chunk, when opening runs
+    /// one; returning an error stops the migration and rolls it back.
+    pub progress: Option<&'a dyn migrator::Progress>,
+}
+
+impl fmt::Debug for OpenOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// A backend for logs and messages: the path, or the URL without password.
+fn describe_backend(backend: &BackendConfig) -> String {
+    match backend {
+        BackendConfig::Kv { dir } => format!("kv:{}", dir.display()),
+        BackendConfig::Sqlite { file } => format!("sqlite:{}", file.display()),
+        BackendConfig::Postgres { url, .. } => sqldb::redact::target(url),
+    }
+}
+
 /// What [`Stores::start`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StartReport {
@@ -410,8 +442,36 @@ impl Stores {
     }
 
     /// Opens the stores `config` names; see the crate docs for what happens
-    /// on the way.
+    /// on the way. Logs through `tracing` in a span `open` that names the
+    /// backend (never a password), and logs an error on its way out.
     pub async fn open(config: &Config) -> Result<Stores> {
+        Stores::open_with(config, &OpenOptions::default()).await
+    }
+
+    /// [`Stores::open`] with a progress observer for a migration it runs.
+    pub async fn open_with(config: &Config, options: &OpenOptions<'_>) -> Result<Stores> {
+        let span = tracing::info_span!("open", backend = %describe_backend(&config.backend));
+        let started = std::time::Instant::now();
+        let result = Stores::open_inner(config, options)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        match &result {
+            Ok(stores) => tracing::info!(
+                applied_steps = ?stores.report.applied_steps,
+                migrated = stores.report.migration.is_some(),
+                duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "stores open"
+            ),
+            Err(e) => tracing::error!(error = %e, "opening the stores failed"),
+        }
+        for note in result.iter().flat_map(|s| &s.report.notes) {
+            tracing::warn!(%note, "while opening");
+        }
+        result
+    }
+
+    async fn open_inner(config: &Config, options: &OpenOptions<'_>) -> Result<Stores> {
         let Some(db) = connect(&config.backend).await? else {
             let BackendConfig::Kv { dir } = &config.backend else {
                 return Err(Error::Config("unreachable backend".into()));
@@ -463,7 +523,7 @@ impl Stores {
             force: config.force_migration,
             ..migrator::Options::default()
         };
-        let outcome = migrator::migrate(&dir, &db, &opts, None)
+        let outcome = migrator::migrate(&dir, &db, &opts, options.progress)
             .await
             .map_err(|failure| Error::Migration {
                 kv: dir.display().to_string(),
@@ -485,6 +545,29 @@ impl Stores {
         report.applied_steps = outcome.applied_steps.clone();
         report.migration = Some(outcome);
         Ok(Stores::on_sql(&db, report))
+    }
+
+    /// Shuts the stores down cleanly: the key-value database is flushed to
+    /// disk, SQLite's write-ahead log is checkpointed into the database
+    /// file, PostgreSQL's pool is closed. Clones of these stores still held
+    /// elsewhere fail (PostgreSQL) or keep working (sled, SQLite) afterwards.
+    ///
+    /// Errors: the flush or the checkpoint failed ([`Error::Kv`],
+    /// [`Error::Db`]); the data committed before is safe either way.
+    pub async fn close(self) -> Result<()> {
+        let Stores { backend, .. } = self;
+        match backend {
+            Backend::Kv(kv) => {
+                tokio::task::spawn_blocking(move || kv.flush())
+                    .await
+                    .map_err(|e| {
+                        Error::Config(format!("flushing the key-value database: {e}"))
+                    })??;
+                tracing::info!("key-value database flushed and closed");
+            }
+            Backend::Sql(db) => db.close().await?,
+        }
+        Ok(())
     }
 
     /// The start-up chores: wipes temporary kv-stores and reserved sessions.

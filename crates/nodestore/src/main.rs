@@ -16,15 +16,16 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use nodestore::{Error, Location};
 
+use cli::logging::LogFormat;
 use cli::target::{Accepts, LocationParser};
 
 #[derive(Parser)]
 #[command(
     name = "nodestore",
-    version,
+    version = version(),
     after_help = "Exit codes: 0 done; 1 failed (the message says what was kept), or the command \
                   line is wrong; 2 verify found differences; 3 the data is safe in SQL but \
                   something is left to finish (a pending tombstone, a later schema step), which \
@@ -35,6 +36,26 @@ use cli::target::{Accepts, LocationParser};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log lines on standard error: -v info, -vv debug, -vvv trace
+    /// (RUST_LOG, when set, decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Fewer log lines: -q errors only, -qq none.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
+    /// How log lines are written.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+}
+
+/// `0.1.0 (commit 0123456789ab, writes schema version 9)`.
+fn version() -> String {
+    format!(
+        "{} (commit {}, writes schema version {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("NODESTORE_COMMIT"),
+        sqldb::schema::STEPS.last().map_or(0, |s| s.version)
+    )
 }
 
 #[derive(Subcommand)]
@@ -117,6 +138,17 @@ enum Command {
         /// The dump file.
         file: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory (used by `cargo xtask man`).
+    #[command(hide = true)]
+    Man {
+        /// The directory (created when missing).
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -130,6 +162,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    cli::logging::install(cli.verbose, cli.quiet, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -181,5 +214,27 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Status { config, dir, json } => cli::status::run(config, dir, json).await,
         Command::Dump { from, out } => cli::dump::dump(&from, out.as_deref()).await,
         Command::Import { to, file } => cli::dump::import(&to, &file).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "nodestore", &mut out);
+            say_raw!("{}", String::from_utf8_lossy(&out));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            write_man_pages(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `nodestore.1` and one page per command (`nodestore-migrate.1`, …).
+fn write_man_pages(dir: &std::path::Path) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd, dir).map_err(io)?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::Result;
-use crate::dump::{Dump, as_migrated, dump_kv, dump_sql};
+use crate::dump::{Dump, as_migrated};
 
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,8 +38,17 @@ impl VerifyReport {
 /// Compares the key-value database at `kv` with `sql`; works on a
 /// tombstoned key-value database too (it only reads).
 pub async fn verify(kv: &Path, sql: &sqldb::Db) -> Result<VerifyReport> {
-    let want = as_migrated(&dump_kv(kv).await?)?;
-    let got = dump_sql(sql).await?;
+    verify_observed(kv, sql, None).await
+}
+
+/// [`verify`], telling `observer` how far each side's reading has come.
+pub async fn verify_observed(
+    kv: &Path,
+    sql: &sqldb::Db,
+    observer: crate::dump::Observer,
+) -> Result<VerifyReport> {
+    let want = as_migrated(&crate::dump::dump_kv_observed(kv, observer.clone()).await?)?;
+    let got = crate::dump::dump_sql_observed(sql, observer).await?;
     Ok(compare(&want, &got))
 }
 

@@ -565,12 +565,19 @@ impl<'a> Migrator<'a> {
             },
         };
         if let Err(source) = outcome {
+            tracing::warn!(version = step.version, name = step.name, error = %source, "schema step failed");
             return Err(MigrateError::StepFailed {
                 version: step.version,
                 name: step.name.to_owned(),
                 source,
             });
         }
+        tracing::info!(
+            version = step.version,
+            name = step.name,
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "schema step applied"
+        );
         let record = AppliedStep {
             version: step.version,
             name: step.name.to_owned(),

@@ -82,8 +82,8 @@ impl PostgresDb {
     /// `sslmode`, `sslrootcert`, `sslcert` and `sslkey` with libpq's
     /// meanings ([`crate::pg_tls`]); the default is `prefer`.
     pub async fn connect(url: &str, opts: PostgresOptions) -> DbResult<PostgresDb> {
-        let (config, tls) = crate::pg_tls::parse_url(url)?;
-        let tls = crate::pg_tls::connector(&tls)?;
+        let (config, settings) = crate::pg_tls::parse_url(url)?;
+        let tls = crate::pg_tls::connector(&settings)?;
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -96,6 +96,13 @@ impl PostgresDb {
             .build()
             .map_err(|e| DbError::new(BACKEND, ErrorKind::Connection, e))?;
         drop(pool.get().await.map_err(pool_error)?);
+        tracing::info!(
+            backend = BACKEND,
+            target = %describe_config(&config),
+            sslmode = settings.mode.as_str(),
+            pool_size = opts.pool_size,
+            "PostgreSQL connected"
+        );
         Ok(PostgresDb {
             pool,
             config,
@@ -133,6 +140,13 @@ impl PostgresDb {
     /// Two descriptions are equal exactly when those parts are.
     pub fn describe(&self) -> String {
         describe_config(&self.config)
+    }
+
+    /// Closes the pool: connections in it are closed now, those in use when
+    /// they come back; later calls fail with a connection error.
+    pub fn close(&self) {
+        self.pool.close();
+        tracing::info!(target = %self.describe(), "PostgreSQL pool closed");
     }
 
     /// The database name from the URL, if it named one.

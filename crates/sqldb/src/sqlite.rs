@@ -347,6 +347,13 @@ impl SqliteDb {
             .await?;
             readers.push(Arc::new(Mutex::new(w)));
         }
+        tracing::info!(
+            backend = BACKEND,
+            path = %path.display(),
+            read_only = opts.read_only,
+            readers = readers.len(),
+            "SQLite database opened"
+        );
         Ok(SqliteDb {
             path,
             opts,
@@ -354,6 +361,37 @@ impl SqliteDb {
             readers,
             next_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// Finishes with the database: waits for the write in progress, then
+    /// checkpoints the write-ahead log into the database file and truncates
+    /// it, so the file alone holds everything (for a backup or a copy). A
+    /// reader still holding a snapshot can keep part of the log; that is
+    /// logged, not an error. Later calls still work.
+    pub async fn close(&self) -> DbResult<()> {
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
+        let worker = writer.clone().lock_owned().await;
+        let (busy, log, moved) = worker
+            .call(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(classify)
+            })
+            .await??;
+        if busy != 0 {
+            tracing::warn!(path = %self.path.display(), log_pages = log, checkpointed = moved,
+                "SQLite checkpoint incomplete: a reader still holds a snapshot");
+        } else {
+            tracing::info!(path = %self.path.display(), "SQLite checkpointed and closed");
+        }
+        Ok(())
     }
 
     /// The database file.

@@ -367,6 +367,21 @@ impl Db {
         })
     }
 
+    /// Finishes with the database for a clean shutdown: SQLite checkpoints
+    /// its write-ahead log into the file; PostgreSQL closes its pool.
+    /// Idempotent. After it, SQLite keeps working and PostgreSQL refuses.
+    pub async fn close(&self) -> DbResult<()> {
+        match &*self.inner {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(db) => db.close().await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(db) => {
+                db.close();
+                Ok(())
+            }
+        }
+    }
+
     /// Opens a transaction. Prefer [`Db::write`] and [`Db::read`], which
     /// cannot forget to finish it.
     pub async fn begin(&self, mode: TxMode) -> DbResult<Box<dyn Tx>> {

@@ -3,12 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use nodestore::dump::Dump;
 use nodestore::{Error, Location};
 
+use super::progress::Bars;
+
 pub(crate) async fn dump(from: &Location, out: Option<&Path>) -> Result<ExitCode, Error> {
-    let d = nodestore::dump::dump(from).await?;
+    let bars = Arc::new(Bars::new(false));
+    let d = nodestore::dump::dump_observed(from, Some(bars.clone())).await?;
+    drop(bars);
     match out {
         Some(path) => d.write(path)?,
         None => say_raw!("{}", d.to_json()?),

@@ -5,6 +5,7 @@
 pub(crate) mod output;
 pub(crate) mod demo;
 pub(crate) mod dump;
+pub(crate) mod logging;
 pub(crate) mod migrate;
 pub(crate) mod progress;
 pub(crate) mod status;

@@ -3,7 +3,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use nodestore::verify::{VerifyReport, verify};
+use std::sync::Arc;
+
+use nodestore::verify::{VerifyReport, verify_observed};
+
+use super::progress::Bars;
 use nodestore::{Error, Location};
 
 /// Exit code when verify found differences.
@@ -11,7 +15,9 @@ pub(crate) const EXIT_DIFFERENCES: u8 = 2;
 
 pub(crate) async fn run(kv: &Path, sql: &Location, json: bool) -> Result<ExitCode, Error> {
     let db = super::migrate::sql_db(sql, true).await?;
-    let report = verify(kv, &db).await?;
+    let bars = Arc::new(Bars::new(false));
+    let report = verify_observed(kv, &db, Some(bars.clone())).await?;
+    drop(bars);
     if json {
         say!(
             "{}",
