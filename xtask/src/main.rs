@@ -18,7 +18,11 @@
 //! Test names carry their backend as a path segment (`sqlite::`,
 //! `postgres::`, `kv::`); tests without one count as `core`. A crate lists
 //! the backends it must exercise in `[package.metadata.nodestore] backends`.
-#![allow(clippy::print_stdout, reason = "xtask is a command-line tool")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "xtask is a command-line tool"
+)]
 
 mod bench;
 mod lint;

@@ -210,7 +210,7 @@ pub enum Error {
          migrating it into {here} as well would fork the data (force it only if {target} is lost)",
         path = .path.display(),
         target = .mark.target,
-        when = .mark.marked_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        when = .mark.marked_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     )]
     MigratedElsewhere {
         /// The key-value database.
@@ -299,6 +299,50 @@ pub struct ProgressEvent {
 pub trait Progress: Send + Sync {
     /// Called after each verified chunk.
     fn progress(&self, event: ProgressEvent) -> Result<(), BoxError>;
+}
+
+/// Passes progress on, and when a store is done tells its last count as
+/// its total: a store's total is an estimate from its tree (which also
+/// holds index entries), and an observer's bar must end at its total.
+struct EndsAtTotal<'a> {
+    inner: Option<&'a dyn Progress>,
+    last: Mutex<Option<ProgressEvent>>,
+}
+
+impl<'a> EndsAtTotal<'a> {
+    fn new(inner: Option<&'a dyn Progress>) -> Self {
+        EndsAtTotal {
+            inner,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn observer(&self) -> Option<&dyn Progress> {
+        self.inner.map(|_| self as &dyn Progress)
+    }
+
+    /// The store just migrated ended: its last event again, at its total.
+    fn finish(&self) -> Result<(), Error> {
+        let last = self.last.lock().ok().and_then(|mut l| l.take());
+        match (self.inner, last) {
+            (Some(inner), Some(e)) if e.done != e.total => inner
+                .progress(ProgressEvent { total: e.done, ..e })
+                .map_err(Error::Aborted),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Progress for EndsAtTotal<'_> {
+    fn progress(&self, event: ProgressEvent) -> Result<(), BoxError> {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(event);
+        }
+        match self.inner {
+            Some(inner) => inner.progress(event),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Writes the tombstone after the commit. The default is
@@ -660,7 +704,9 @@ impl<'a> KvToSql<'a> {
     async fn migrate_stores(&self, tx: &mut dyn Tx) -> Result<(Report, Vec<Problem>), Error> {
         let source = &*self.source;
         let started = Instant::now();
-        let (opts, progress, damage) = (&self.opts, self.progress, &self.damage);
+        let (opts, damage) = (&self.opts, &self.damage);
+        let ends = EndsAtTotal::new(self.progress);
+        let progress = ends.observer();
         // Foreign keys are checked once, after the load, not row by row
         // (docs/design.md §5.7); every link they check was resolved to an
         // id loaded before it, so the check cannot fail on data.
@@ -669,6 +715,7 @@ impl<'a> KvToSql<'a> {
         let accounts = accounts::migrate(source, tx, opts, progress, damage)
             .instrument(store_span("accounts"))
             .await?;
+        ends.finish()?;
         log_store(
             "accounts",
             accounts.accounts + accounts.invoices + accounts.payments,
@@ -679,18 +726,21 @@ impl<'a> KvToSql<'a> {
         let sessions = sessions::migrate(source, tx, opts, progress, damage)
             .instrument(store_span("sessions"))
             .await?;
+        ends.finish()?;
         log_store("sessions", sessions.sessions, t);
         // Kv-stores and privacy pairs are scoped by session group.
         let t = Instant::now();
         let firewall = firewall::migrate(source, tx, opts, progress, damage)
             .instrument(store_span("firewall"))
             .await?;
+        ends.finish()?;
         log_store("firewall", firewall.kv_entries + firewall.privacy_pairs, t);
         // Actions link to sessions and accounts: last.
         let t = Instant::now();
         let actions = actions::migrate(source, tx, opts, progress, damage)
             .instrument(store_span("actions"))
             .await?;
+        ends.finish()?;
         log_store("actions", actions.actions, t);
         foreign_keys.rebuild(tx).await?;
         // PostgreSQL plans from table statistics, and a freshly loaded table
@@ -772,6 +822,14 @@ impl CodeStep for KvToSql<'_> {
                 Err(Box::new(e))
             }
         }
+    }
+}
+
+fn outcome_name(kind: OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Rehearsed => "rehearsed",
+        OutcomeKind::Migrated => "migrated",
+        OutcomeKind::AlreadyMigrated => "already_migrated",
     }
 }
 
@@ -872,7 +930,7 @@ pub async fn migrate(
         Ok(outcome) => {
             let rows: u64 = outcome.report.table_counts().iter().map(|(_, n)| n).sum();
             tracing::info!(
-                outcome = ?outcome.kind,
+                outcome = outcome_name(outcome.kind),
                 rows,
                 duration_ms = millis(started),
                 "migration finished"
@@ -881,19 +939,23 @@ pub async fn migrate(
                 TombstoneState::Written(_) => {
                     tracing::info!("the key-value database is tombstoned")
                 }
-                TombstoneState::Pending(reason) => tracing::warn!(
+                TombstoneState::Pending(reason) => tracing::info!(
                     %reason,
                     "the data is in SQL but the tombstone is pending; it is retried at the next run or open"
                 ),
                 TombstoneState::NotWritten => {}
             }
             if let Some(reason) = &outcome.unfinished_steps {
-                tracing::warn!(%reason, "later schema steps failed; they are retried at the next open");
+                tracing::info!(%reason, "later schema steps failed; they are retried at the next open");
             }
         }
-        Err(f) => tracing::error!(
+        // Returned to the caller, who reports it: logged for the trail.
+        Err(f) => tracing::debug!(
             error = %f.error,
-            data = ?f.data,
+            data_written = match f.data {
+                DataState::NotWritten => "no",
+                DataState::MaybeCommitted => "maybe",
+            },
             "migration did not happen"
         ),
     }
@@ -934,7 +996,7 @@ async fn migrate_logged(
     // 3. The decision.
     match plan(&facts, &target.0, opts.force) {
         Plan::Refuse(e) => {
-            tracing::warn!(error = %e, "migration refused before any write");
+            tracing::debug!(error = %e, "migration refused before any write");
             return Err(e.into());
         }
         Plan::AlreadyMigrated(record) => {
@@ -1365,9 +1427,9 @@ pub async fn retry_pending_tombstone(
         match r {
             Retry::Marked { path } => tracing::info!(kv = %path, "pending tombstone written"),
             Retry::Failed { path, reason } => {
-                tracing::warn!(kv = %path, %reason, "pending tombstone still cannot be written")
+                tracing::info!(kv = %path, %reason, "pending tombstone still cannot be written")
             }
-            Retry::NotTheSource { path } => tracing::warn!(
+            Retry::NotTheSource { path } => tracing::info!(
                 kv = %path,
                 "pending tombstone not written: the database there is not the one migrated"
             ),

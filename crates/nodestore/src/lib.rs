@@ -62,6 +62,11 @@ pub mod generate;
 pub mod status;
 pub mod verify;
 
+/// The README's code, compiled as doc tests so it cannot rot.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use config::{BackendConfig, Config, MigrationPolicy};
 pub use migrator::{Progress, ProgressEvent};
 /// The stores' traits and types, so a node needs only this crate.
@@ -463,10 +468,11 @@ impl Stores {
                 duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "stores open"
             ),
-            Err(e) => tracing::error!(error = %e, "opening the stores failed"),
+            // Returned to the node, which reports it: logged for the trail.
+            Err(e) => tracing::debug!(error = %e, "opening the stores failed"),
         }
         for note in result.iter().flat_map(|s| &s.report.notes) {
-            tracing::warn!(%note, "while opening");
+            tracing::info!(%note, "while opening");
         }
         result
     }

@@ -19,7 +19,7 @@ pub struct KvStatus {
     pub state: String,
     /// The format version, when live.
     pub format: Option<u32>,
-    /// When it was tombstoned (RFC 3339).
+    /// When it was tombstoned (RFC 3339, UTC, microseconds).
     pub tombstoned_at: Option<String>,
     /// Into which SQL target.
     pub tombstone_target: Option<String>,
@@ -30,12 +30,71 @@ pub struct KvStatus {
 pub struct SqlStatus {
     /// The target, without password.
     pub target: String,
-    /// The schema steps applied, as `version name`.
-    pub steps_applied: Vec<String>,
+    /// The schema steps applied, in order.
+    pub steps_applied: Vec<StepStatus>,
     /// The schema steps this binary has that are not applied yet.
-    pub steps_pending: Vec<String>,
-    /// The migration records, one line each.
-    pub migrations: Vec<String>,
+    pub steps_pending: Vec<StepStatus>,
+    /// The migrations recorded in the database.
+    pub migrations: Vec<MigrationStatus>,
+}
+
+/// A schema step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepStatus {
+    /// Its number.
+    pub version: i64,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.version, self.name)
+    }
+}
+
+/// A migration the SQL database records (docs/design.md §5.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationStatus {
+    /// The key-value database it came from.
+    pub source_path: String,
+    /// That database's identity (32 hex digits).
+    pub source_identity: String,
+    /// Its write sequence when it was migrated.
+    pub source_write_seq: u64,
+    /// When (RFC 3339, UTC, microseconds).
+    pub migrated_at: String,
+    /// The nodestore version that migrated it.
+    pub nodestore_version: String,
+    /// True while its tombstone is still to be written.
+    pub tombstone_pending: bool,
+    /// Problems of a damaged source that were accepted (`--accept-damaged`).
+    pub accepted_damage: Vec<migrator::Problem>,
+}
+
+impl std::fmt::Display for MigrationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "from {} (identity {}, write {}) on {}{}",
+            self.source_path,
+            self.source_identity,
+            self.source_write_seq,
+            self.migrated_at,
+            if self.tombstone_pending {
+                " (tombstone pending)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn step_status(version: i64, name: &str) -> StepStatus {
+    StepStatus {
+        version,
+        name: name.to_owned(),
+    }
 }
 
 /// Both, and what opening would do.
@@ -68,10 +127,7 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
             Some(Status::Tombstoned(m)) => (
                 "tombstoned",
                 None,
-                Some(
-                    m.marked_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                ),
+                Some(crate::dump::time_text(m.marked_at)),
                 Some(m.target.clone()),
             ),
         };
@@ -102,7 +158,7 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
                 steps_applied: Vec::new(),
                 steps_pending: STEPS
                     .iter()
-                    .map(|s| format!("{} {}", s.version, s.name))
+                    .map(|s| step_status(s.version, s.name))
                     .collect(),
                 migrations: Vec::new(),
             }),
@@ -126,29 +182,23 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         target: db.describe(),
         steps_applied: applied
             .iter()
-            .map(|s| format!("{} {}", s.version, s.name))
+            .map(|s| step_status(s.version, &s.name))
             .collect(),
         steps_pending: STEPS
             .iter()
             .filter(|s| !applied.iter().any(|a| a.version == s.version))
-            .map(|s| format!("{} {}", s.version, s.name))
+            .map(|s| step_status(s.version, s.name))
             .collect(),
         migrations: records
             .iter()
-            .map(|r| {
-                format!(
-                    "from {} (identity {}, write {}) on {}{}",
-                    r.source_path,
-                    hex::encode(r.source_identity),
-                    r.source_write_seq,
-                    r.migrated_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    if r.tombstone_pending {
-                        " (tombstone pending)"
-                    } else {
-                        ""
-                    }
-                )
+            .map(|r| MigrationStatus {
+                source_path: r.source_path.clone(),
+                source_identity: hex::encode(r.source_identity),
+                source_write_seq: r.source_write_seq,
+                migrated_at: crate::dump::time_text(r.migrated_at),
+                nodestore_version: r.nodestore_version.clone(),
+                tombstone_pending: r.tombstone_pending,
+                accepted_damage: r.accepted_damage.clone(),
             })
             .collect(),
     };

@@ -589,3 +589,57 @@ testkit::backend_tests!(postgres => postgres;
     import_reproduces_a_dump_verbatim,
     errors_print_one_line_per_cause_and_fail,
 );
+
+/// `--version` names the commit and the schema version this binary writes.
+#[tokio::test]
+async fn the_version_names_the_commit_and_the_schema() {
+    let out = nodestore(&["--version"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let last = sqldb::schema::STEPS.last().unwrap().version;
+    assert!(
+        out.stdout
+            .starts_with(&format!("nodestore {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .trim_end()
+            .ends_with(&format!("writes schema version {last})")),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Completion scripts for the usual shells, and man pages for every command.
+#[tokio::test]
+async fn completions_and_man_pages_cover_every_command() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = nodestore(&["completions", shell]).await;
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        for command in ["migrate", "verify", "status", "dump", "import", "demo"] {
+            assert!(out.stdout.contains(command), "{shell}: no {command}");
+        }
+    }
+    let out = nodestore(&["completions", "tcsh"]).await;
+    assert_eq!(out.code, 1, "an unknown shell is a usage error");
+
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man");
+    let out = nodestore(&["man", man.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for page in [
+        "nodestore.1",
+        "nodestore-migrate.1",
+        "nodestore-verify.1",
+        "nodestore-status.1",
+    ] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page} is not a man page");
+    }
+    let top = std::fs::read_to_string(man.join("nodestore.1")).unwrap();
+    assert!(
+        top.contains("Exit codes"),
+        "the exit codes are in the man page"
+    );
+}

@@ -10,6 +10,10 @@
 //!   key-value database is tombstoned.
 //!
 //! Each test prints its tally of where the faults landed.
+#![allow(
+    clippy::print_stderr,
+    reason = "a test reports the figures it measured"
+)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

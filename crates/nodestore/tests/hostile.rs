@@ -9,6 +9,10 @@
 //! - No output of any command, at any log level, holds a secret.
 //! - Files are private under umask 022; read-only commands create nothing;
 //!   a closed standard output is no panic.
+#![allow(
+    clippy::print_stderr,
+    reason = "a test reports the figures it measured"
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -565,7 +565,7 @@ impl<'a> Migrator<'a> {
             },
         };
         if let Err(source) = outcome {
-            tracing::warn!(version = step.version, name = step.name, error = %source, "schema step failed");
+            tracing::debug!(version = step.version, name = step.name, error = %source, "schema step failed");
             return Err(MigrateError::StepFailed {
                 version: step.version,
                 name: step.name.to_owned(),

@@ -7,6 +7,7 @@
 //! whatever indexes exist; a plan that still scans or sorts has no index
 //! that serves the page. `cargo xtask bench` times the same pages on a
 //! million actions.
+#![allow(clippy::print_stderr, reason = "a test reports the plans it checked")]
 
 use chrono::{Duration, TimeZone, Utc};
 use store_actions::{ActionFilter, ActionQuery, ActionState, SqlStore};

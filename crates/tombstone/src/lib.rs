@@ -75,7 +75,7 @@ pub enum Error {
     #[error(
         "the key-value database {path} was migrated to SQL on {when} (by nodestore {version}) into {target} \
          and can no longer be used; run on the SQL backend",
-        when = .mark.marked_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        when = .mark.marked_at.to_rfc3339_opts(SecondsFormat::Micros, true),
         version = .mark.nodestore_version,
         target = .mark.target
     )]

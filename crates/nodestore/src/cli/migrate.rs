@@ -98,7 +98,7 @@ fn report_json(r: &migrator::Report) -> serde_json::Value {
 fn outcome_json(target: &str, o: &migrator::Outcome) -> serde_json::Value {
     let (tombstone, pending) = match &o.tombstone {
         migrator::TombstoneState::Written(m) => (
-            json!({ "target": m.target, "marked_at": m.marked_at.to_rfc3339(), "target_identity": m.target_identity.map(hex::encode) }),
+            json!({ "target": m.target, "marked_at": nodestore::dump::time_text(m.marked_at), "target_identity": m.target_identity.map(hex::encode) }),
             None,
         ),
         migrator::TombstoneState::Pending(reason) => {
@@ -111,6 +111,7 @@ fn outcome_json(target: &str, o: &migrator::Outcome) -> serde_json::Value {
         "outcome": o.kind,
         "complete": o.is_complete(),
         "dry_run": o.kind == migrator::OutcomeKind::Rehearsed,
+        "kept_nothing": o.kind == migrator::OutcomeKind::Rehearsed,
         "data_in_sql": o.kind != migrator::OutcomeKind::Rehearsed,
         "migrated": o.kind == migrator::OutcomeKind::Migrated,
         "applied_steps": o.applied_steps,

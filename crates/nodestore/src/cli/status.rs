@@ -57,11 +57,11 @@ pub(crate) fn print(s: &nodestore::status::NodeStatus) {
                 if q.steps_applied.is_empty() {
                     "none".into()
                 } else {
-                    q.steps_applied.join(", ")
+                    joined(&q.steps_applied)
                 }
             );
             if !q.steps_pending.is_empty() {
-                say!("  schema steps pending: {}", q.steps_pending.join(", "));
+                say!("  schema steps pending: {}", joined(&q.steps_pending));
             }
             for m in &q.migrations {
                 say!("  migrated {m}");
@@ -69,4 +69,12 @@ pub(crate) fn print(s: &nodestore::status::NodeStatus) {
         }
     }
     say!("opening would: {}", s.open_would);
+}
+
+fn joined(steps: &[nodestore::status::StepStatus]) -> String {
+    steps
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
