@@ -114,7 +114,7 @@ async fn opening_logs_every_stage_and_tells_progress(fx: &SqlFixture) {
     );
 
     // Progress: every store, each ending at its total.
-    let events = events.0.lock().unwrap();
+    let events = events.0.lock().unwrap().clone();
     for store in ["accounts", "sessions", "actions"] {
         let last = events
             .iter()
@@ -122,7 +122,6 @@ async fn opening_logs_every_stage_and_tells_progress(fx: &SqlFixture) {
             .unwrap_or_else(|| panic!("no progress for {store}: {events:?}"));
         assert_eq!(last.done, last.total, "{store}");
     }
-    drop(events);
 
     // A clean close, logged.
     let close_log = Captured::default();
