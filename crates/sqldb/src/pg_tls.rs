@@ -62,11 +62,11 @@ impl FromStr for SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => {
-                return Err(invalid(format!(
-                    "sslmode={}: expected disable, prefer, require, verify-ca or verify-full",
-                    store_contract::shown(other)
-                )));
+            // The value is not repeated: it sits in a URL beside a password.
+            _ => {
+                return Err(invalid(
+                    "sslmode: expected disable, prefer, require, verify-ca or verify-full".into(),
+                ));
             }
         })
     }
@@ -374,7 +374,7 @@ mod tests {
         for (url, needle) in [
             (
                 "postgres://u:secret@h/db?sslmode=allow-ish",
-                "sslmode=allow-ish",
+                "sslmode: expected disable",
             ),
             (
                 "postgres://u:secret@h/db?sslcert=/c.pem",
