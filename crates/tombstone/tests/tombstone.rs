@@ -71,7 +71,7 @@ mod kv {
         let msg = err.to_string();
         for needle in [
             path.to_str().unwrap(),
-            "2026-11-21T06:30:00Z",
+            "2026-11-21T06:30:00.000000Z",
             "sqlite:/data/node.db",
             "0.1.0",
         ] {
