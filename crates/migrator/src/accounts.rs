@@ -8,7 +8,7 @@
 //! what is compared is exactly what the SQL store will serve.
 
 use chrono::{DateTime, Utc};
-use sea_query::Query;
+use sea_query::{Expr, ExprTrait, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_accounts::kv::{self, Entry};
 use store_accounts::sql::schema::{
@@ -126,7 +126,7 @@ pub(crate) async fn migrate(
                         p.progress(ProgressEvent {
                             store: "accounts",
                             done: report.accounts,
-                            total: total.max(report.accounts),
+                            total: Ord::max(total, report.accounts),
                         })
                         .map_err(Error::Aborted)?;
                     }
@@ -179,41 +179,72 @@ fn expiration_value(a: &Account) -> DateTime<Utc> {
     a.expiration.unwrap_or_else(sqldb::time::zero_time)
 }
 
-async fn write_chunk(tx: &mut dyn Tx, chunk: &[Account], first_id: i64) -> Result<(), Error> {
-    let mut accounts: Vec<Vec<sea_query::Value>> = Vec::with_capacity(chunk.len());
-    let mut invoices: Vec<Vec<sea_query::Value>> = Vec::new();
-    let mut payments: Vec<Vec<sea_query::Value>> = Vec::new();
+/// An account's row with SQL id `id`, in [`store_accounts::sql::ACCOUNT_COLUMNS`] order.
+fn account_row(a: &Account, id: i64) -> Result<Vec<sea_query::Value>, Error> {
+    let label: Option<String> = (!a.label.is_empty()).then(|| a.label.clone());
+    Ok(vec![
+        id.into(),
+        a.id.to_alias().into(),
+        label.into(),
+        i64::from(a.account_type.code()).into(),
+        i64_of(a, "initial_balance_msat", a.initial_balance_msat)?.into(),
+        a.current_balance_msat.into(),
+        a.last_update.into(),
+        expiration_value(a).into(),
+    ])
+}
+
+type Rows = Vec<Vec<sea_query::Value>>;
+
+/// An account's invoice and payment rows under SQL id `id`.
+fn child_rows(a: &Account, id: i64) -> Result<(Rows, Rows), Error> {
+    let invoices = a
+        .invoices
+        .iter()
+        .map(|h| vec![id.into(), h.0.to_vec().into()])
+        .collect();
+    let mut payments = Vec::with_capacity(a.payments.len());
+    for (h, p) in &a.payments {
+        payments.push(vec![
+            id.into(),
+            h.0.to_vec().into(),
+            i64::from(p.status.code()).into(),
+            i64_of(
+                a,
+                &format!("payment {h} full_amount_msat"),
+                p.full_amount_msat,
+            )?
+            .into(),
+        ]);
+    }
+    Ok((invoices, payments))
+}
+
+pub(crate) async fn write_chunk(
+    tx: &mut dyn Tx,
+    chunk: &[Account],
+    first_id: i64,
+) -> Result<(), Error> {
+    let mut accounts: Rows = Vec::with_capacity(chunk.len());
+    let mut invoices: Rows = Vec::new();
+    let mut payments: Rows = Vec::new();
     for (i, a) in chunk.iter().enumerate() {
         a.check().map_err(|e| Error::Contract(e.to_string()))?;
         let id = first_id + i as i64;
-        let label: Option<String> = (!a.label.is_empty()).then(|| a.label.clone());
-        accounts.push(vec![
-            id.into(),
-            a.id.to_alias().into(),
-            label.into(),
-            i64::from(a.account_type.code()).into(),
-            i64_of(a, "initial_balance_msat", a.initial_balance_msat)?.into(),
-            a.current_balance_msat.into(),
-            a.last_update.into(),
-            expiration_value(a).into(),
-        ]);
-        for h in &a.invoices {
-            invoices.push(vec![id.into(), h.0.to_vec().into()]);
-        }
-        for (h, p) in &a.payments {
-            payments.push(vec![
-                id.into(),
-                h.0.to_vec().into(),
-                i64::from(p.status.code()).into(),
-                i64_of(
-                    a,
-                    &format!("payment {h} full_amount_msat"),
-                    p.full_amount_msat,
-                )?
-                .into(),
-            ]);
-        }
+        accounts.push(account_row(a, id)?);
+        let (inv, pay) = child_rows(a, id)?;
+        invoices.extend(inv);
+        payments.extend(pay);
     }
+    write_rows(tx, accounts, invoices, payments).await
+}
+
+async fn write_rows(
+    tx: &mut dyn Tx,
+    accounts: Rows,
+    invoices: Rows,
+    payments: Rows,
+) -> Result<(), Error> {
     sqldb::append(
         tx,
         Accounts::Table,
@@ -266,7 +297,7 @@ fn compare(kv: &Account, sql: &Account) -> Option<String> {
     d.finish()
 }
 
-async fn verify_chunk(
+pub(crate) async fn verify_chunk(
     tx: &mut dyn Tx,
     chunk: &[Account],
     first: i64,
@@ -291,7 +322,7 @@ async fn verify_chunk(
     Ok(())
 }
 
-async fn migrate_indexes(
+pub(crate) async fn migrate_indexes(
     tx: &mut dyn Tx,
     add: Option<u64>,
     settle: Option<u64>,
@@ -337,6 +368,99 @@ async fn migrate_indexes(
         add_index: add,
         settle_index: settle,
     }))
+}
+
+/// Replays accounts changed while an online migration copied them
+/// (docs/design.md §7.2): each is read again from the live store and
+/// updated in place, inserted, or (gone from the key-value store) deleted
+/// after the links of sessions and actions to it are dropped, as the
+/// migration drops links to accounts that are gone.
+pub(crate) async fn replay(
+    tx: &mut dyn Tx,
+    live: &dyn store_accounts::Store,
+    ids: &[store_accounts::AccountId],
+    last_indexes: bool,
+) -> Result<(), Error> {
+    for id in ids {
+        let sql_id = tx
+            .query_opt(
+                &Query::select()
+                    .column(Accounts::Id)
+                    .from(Accounts::Table)
+                    .and_where(Expr::col(Accounts::Alias).eq(id.to_alias()))
+                    .to_owned(),
+            )
+            .await?
+            .map(|r| r.i64(0))
+            .transpose()?;
+        let current = match live.account(*id).await {
+            Ok(a) => Some(a),
+            Err(store_accounts::Error::NotFound { .. }) => None,
+            Err(e) => return Err(crate::live_error("account", e)),
+        };
+        match (current, sql_id) {
+            (Some(a), Some(sid)) => {
+                a.check().map_err(|e| Error::Contract(e.to_string()))?;
+                let row = account_row(&a, sid)?;
+                let values = store_accounts::sql::ACCOUNT_COLUMNS[1..]
+                    .iter()
+                    .copied()
+                    .zip(row.into_iter().skip(1).map(Expr::val));
+                tx.exec(
+                    &Query::update()
+                        .table(Accounts::Table)
+                        .values(values)
+                        .and_where(Expr::col(Accounts::Id).eq(sid))
+                        .to_owned(),
+                )
+                .await?;
+                tx.exec(
+                    &Query::delete()
+                        .from_table(AccountInvoices::Table)
+                        .and_where(Expr::col(AccountInvoices::AccountId).eq(sid))
+                        .to_owned(),
+                )
+                .await?;
+                tx.exec(
+                    &Query::delete()
+                        .from_table(AccountPayments::Table)
+                        .and_where(Expr::col(AccountPayments::AccountId).eq(sid))
+                        .to_owned(),
+                )
+                .await?;
+                let (invoices, payments) = child_rows(&a, sid)?;
+                write_rows(tx, Vec::new(), invoices, payments).await?;
+                verify_chunk(tx, std::slice::from_ref(&a), sid, sid).await?;
+            }
+            (Some(a), None) => {
+                let sid = crate::replay::next_id(tx, "accounts").await?;
+                write_chunk(tx, std::slice::from_ref(&a), sid).await?;
+                verify_chunk(tx, std::slice::from_ref(&a), sid, sid).await?;
+                crate::replay::advance_sequence(tx, "accounts", sid).await?;
+            }
+            (None, Some(sid)) => {
+                crate::replay::drop_links(tx, "account_id", sid).await?;
+                tx.exec(
+                    &Query::delete()
+                        .from_table(Accounts::Table)
+                        .and_where(Expr::col(Accounts::Id).eq(sid))
+                        .to_owned(),
+                )
+                .await?;
+            }
+            (None, None) => {}
+        }
+    }
+    if last_indexes {
+        match live.last_indexes().await {
+            Ok(i) => {
+                migrate_indexes(tx, Some(i.add_index), Some(i.settle_index)).await?;
+            }
+            Err(store_accounts::Error::NoInvoiceIndexKnown) => {}
+            Err(e) => return Err(crate::live_error("account indexes", e)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

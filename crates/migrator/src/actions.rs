@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use sea_query::Query;
+use sea_query::{Expr, ExprTrait, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
@@ -122,7 +122,7 @@ pub(crate) async fn migrate(
         let aside = sqldb::deferred::set_aside(tx, &["actions"]).await?;
         while let Some(chunk) = feed.next().await {
             let chunk = chunk?;
-            last_id = last_id.max(write_chunk(tx, &links, &chunk, &mut report).await?);
+            last_id = Ord::max(last_id, write_chunk(tx, &links, &chunk, &mut report).await?);
             if let Some(p) = progress {
                 p.progress(ProgressEvent {
                     store: "actions",
@@ -147,6 +147,42 @@ pub(crate) async fn migrate(
         .await?;
     }
     Ok(report)
+}
+
+/// Replays actions added or changed while an online migration copied them
+/// (docs/design.md §7.2): nothing references an action, so each is deleted
+/// and written again from the live store with the same locator, through
+/// the copy's own writer and read-back comparison.
+pub(crate) async fn replay(
+    tx: &mut dyn Tx,
+    live: &dyn store_actions::Store,
+    locators: &[u64],
+) -> Result<(), Error> {
+    if locators.is_empty() {
+        return Ok(());
+    }
+    let mut current = Vec::with_capacity(locators.len());
+    for l in locators {
+        match live
+            .action(store_actions::ActionLocator::from_index(*l))
+            .await
+        {
+            Ok(a) => current.push(a),
+            Err(e) => return Err(crate::live_error("action", e)),
+        }
+    }
+    let ids: Vec<i64> = locators.iter().map(|l| *l as i64).collect();
+    tx.exec(
+        &Query::delete()
+            .from_table(Actions::Table)
+            .and_where(Expr::col(Actions::Id).is_in(ids))
+            .to_owned(),
+    )
+    .await?;
+    let links = Links::load(tx).await?;
+    let last = write_chunk(tx, &links, &current, &mut ActionsReport::default()).await?;
+    crate::replay::advance_sequence(tx, "actions", last).await?;
+    Ok(())
 }
 
 /// The SQL ids of every session and account, by alias: read once before

@@ -340,6 +340,173 @@ pub(crate) async fn migrate(
     Ok(report)
 }
 
+/// A kv-store entry an online migration saw written: its namespace as the
+/// write named it, its scope and key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TouchedEntry {
+    /// The namespace of the transaction that wrote it.
+    pub ns: store_firewall::Namespace,
+    /// The scope it was written in.
+    pub scope: store_firewall::Scope,
+    /// The key.
+    pub key: String,
+}
+
+/// Replays firewall data changed while an online migration copied it
+/// (docs/design.md §7.2): the temporary stores when they were wiped, then
+/// each touched entry, then each touched group's privacy map, read again
+/// from the live store and written through the copy's own writers and
+/// read-back comparisons.
+pub(crate) async fn replay(
+    tx: &mut dyn Tx,
+    live: &dyn store_firewall::Store,
+    temp_wiped: bool,
+    entries: &[TouchedEntry],
+    privacy_groups: &[SessionId],
+) -> Result<(), Error> {
+    use store_firewall::{Mode, Scope};
+    let mut names = Names::default();
+    let mut report = FirewallReport::default();
+    let mut next_id = crate::replay::next_id(tx, "kvstores").await?;
+    if temp_wiped {
+        tx.exec(
+            &Query::delete()
+                .from_table(Kvstores::Table)
+                .and_where(Expr::col(Kvstores::Perm).eq(false))
+                .to_owned(),
+        )
+        .await?;
+        let temp: Vec<KvEntry> = live
+            .kv_entries()
+            .await
+            .map_err(|e| crate::live_error("kv-store entries", e))?
+            .into_iter()
+            .filter(|e| !e.perm)
+            .collect();
+        write_entries(tx, &temp, &mut names, &mut next_id, &mut report).await?;
+    }
+    for t in entries {
+        let perm = t.scope.is_perm();
+        let global = matches!(t.scope, Scope::Global | Scope::GlobalTemp);
+        let entry = KvEntry {
+            perm,
+            rule: t.ns.rule.clone(),
+            group: (!global).then_some(t.ns.group),
+            feature: (!global && !t.ns.feature.is_empty()).then(|| t.ns.feature.clone()),
+            key: t.key.clone(),
+            value: Vec::new(),
+        };
+        delete_entry(tx, &entry).await?;
+        let value = match live.begin_kv(t.ns.clone(), Mode::View).await {
+            Ok(mut kv) => {
+                let v = kv.get(t.scope, &t.key).await;
+                let _ = kv.commit().await;
+                match v {
+                    Ok(v) => v,
+                    Err(store_firewall::Error::UnknownGroup { .. }) => None,
+                    Err(e) => return Err(crate::live_error("kv-store entry", e)),
+                }
+            }
+            Err(store_firewall::Error::UnknownGroup { .. }) => None,
+            Err(e) => return Err(crate::live_error("kv-store entry", e)),
+        };
+        if let Some(value) = value {
+            let entry = KvEntry { value, ..entry };
+            write_entries(tx, &[entry], &mut names, &mut next_id, &mut report).await?;
+        }
+    }
+    crate::replay::advance_sequence(tx, "kvstores", next_id - 1).await?;
+    for group in privacy_groups {
+        let ids = group_ids(tx, std::iter::once(*group)).await?;
+        let Some(&(gid, _)) = ids.get(group) else {
+            continue; // the group is gone; so are its pairs
+        };
+        tx.exec(
+            &Query::delete()
+                .from_table(PrivacyPairs::Table)
+                .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
+                .to_owned(),
+        )
+        .await?;
+        let pairs = match live.begin_privacy(*group, Mode::View).await {
+            Ok(mut p) => {
+                let all = p.fetch_all_pairs().await;
+                let _ = p.commit().await;
+                all.map_err(|e| crate::live_error("privacy pairs", e))?
+            }
+            Err(store_firewall::Error::UnknownGroup { .. }) => continue,
+            Err(e) => return Err(crate::live_error("privacy pairs", e)),
+        };
+        if !pairs.is_empty() {
+            write_pairs(
+                tx,
+                vec![GroupPairs {
+                    group: *group,
+                    pairs,
+                }],
+                &mut report,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the SQL row of `e` (matched by permanence, rule, group,
+/// feature and key), if there is one.
+async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<(), Error> {
+    use store_firewall::sql::schema::Features;
+    let id_of = |table_rule: bool, name: &str| {
+        if table_rule {
+            Query::select()
+                .column(Rules::Id)
+                .from(Rules::Table)
+                .and_where(Expr::col(Rules::Name).eq(name))
+                .to_owned()
+        } else {
+            Query::select()
+                .column(Features::Id)
+                .from(Features::Table)
+                .and_where(Expr::col(Features::Name).eq(name))
+                .to_owned()
+        }
+    };
+    let Some(rule) = tx.query_opt(&id_of(true, &e.rule)).await? else {
+        return Ok(());
+    };
+    let mut q = Query::delete()
+        .from_table(Kvstores::Table)
+        .and_where(Expr::col(Kvstores::Perm).eq(e.perm))
+        .and_where(Expr::col(Kvstores::RuleId).eq(rule.i64(0)?))
+        .and_where(Expr::col(Kvstores::EntryKey).eq(e.key.clone()))
+        .to_owned();
+    match e.group {
+        None => {
+            q.and_where(Expr::col(Kvstores::GroupId).is_null());
+        }
+        Some(g) => {
+            let groups = group_ids(tx, std::iter::once(g)).await?;
+            let Some(&(gid, _)) = groups.get(&g) else {
+                return Ok(());
+            };
+            q.and_where(Expr::col(Kvstores::GroupId).eq(gid));
+        }
+    }
+    match &e.feature {
+        None => {
+            q.and_where(Expr::col(Kvstores::FeatureId).is_null());
+        }
+        Some(f) => {
+            let Some(feature) = tx.query_opt(&id_of(false, f)).await? else {
+                return Ok(());
+            };
+            q.and_where(Expr::col(Kvstores::FeatureId).eq(feature.i64(0)?));
+        }
+    }
+    tx.exec(&q).await?;
+    Ok(())
+}
+
 /// Rule and feature ids assigned so far.
 #[derive(Default)]
 struct Names {

@@ -62,7 +62,9 @@ pub mod check;
 mod diff;
 mod feed;
 mod firewall;
+pub mod online;
 mod record;
+pub mod replay;
 pub mod rules;
 mod sessions;
 
@@ -641,6 +643,12 @@ pub struct KvToSql<'a> {
     cancel: Arc<AtomicBool>,
     damage: Arc<Damage>,
     report: Mutex<Option<(Report, Vec<Problem>)>>,
+    /// Set for an online migration: the copy is followed by catch-up and
+    /// the cutover's pause (docs/design.md §7).
+    online: Option<&'a online::Online>,
+    /// The write gate held from the cutover's last replay until the stores
+    /// are switched (an online migration only).
+    paused: Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>,
 }
 
 impl fmt::Debug for KvToSql<'_> {
@@ -676,7 +684,43 @@ impl<'a> KvToSql<'a> {
             check: tokio::sync::Mutex::new(Some(check)),
             cancel,
             report: Mutex::new(None),
+            online: None,
+            paused: Mutex::new(None),
         }
+    }
+
+    /// The code step of an online migration: it reads the live database
+    /// through the node's handle, then catches up with the writes made
+    /// meanwhile and pauses writers for the cutover (docs/design.md §7.2).
+    /// The whole-source check of an offline run needs a still source, so it
+    /// does not run; every record copied or replayed is decoded and
+    /// compared instead.
+    pub(crate) fn live(
+        source: Arc<MigrationSource>,
+        opts: Options,
+        progress: Option<&'a dyn Progress>,
+        online: &'a online::Online,
+    ) -> Self {
+        KvToSql {
+            damage: Arc::new(Damage {
+                accepting: false,
+                found: Mutex::new(Vec::new()),
+            }),
+            source,
+            source_seq: 0,
+            opts,
+            progress,
+            check: tokio::sync::Mutex::new(None),
+            cancel: Arc::new(AtomicBool::new(false)),
+            report: Mutex::new(None),
+            online: Some(online),
+            paused: Mutex::new(None),
+        }
+    }
+
+    /// The write gate, when the step ended holding it.
+    pub(crate) fn take_pause(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        self.paused.lock().ok().and_then(|mut p| p.take())
     }
 
     /// The report of the run and the damage it accepted, if the step ran
@@ -753,13 +797,23 @@ impl<'a> KvToSql<'a> {
             tx.execute_script("ANALYZE").await?;
             tracing::debug!(duration_ms = millis(t), "planner statistics gathered");
         }
-        let report = Report {
+        let mut report = Report {
             accounts,
             sessions,
             firewall,
             actions,
             duration: started.elapsed(),
         };
+        let mut source_seq = self.source_seq;
+        if let Some(online) = self.online {
+            let (seq, guard) = online::catch_up_and_pause(tx, online, source).await?;
+            if let Ok(mut p) = self.paused.lock() {
+                *p = Some(guard);
+            }
+            source_seq = seq;
+            online::recount(tx, &mut report).await?;
+            report.duration = started.elapsed();
+        }
         // The data is in; is the source whole?
         let handle = self.check.lock().await.take();
         let mut problems = match handle {
@@ -786,7 +840,7 @@ impl<'a> KvToSql<'a> {
             &MigrationRecord {
                 source_path: source.path().display().to_string(),
                 source_identity: identity,
-                source_write_seq: self.source_seq,
+                source_write_seq: source_seq,
                 migrated_at: sqldb::time::truncate_micros(Utc::now()),
                 nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
                 tombstone_pending: true,
@@ -859,6 +913,15 @@ fn log_store(store: &'static str, records: u64, since: Instant) {
         records_per_s = rate(records, since),
         "store migrated"
     );
+}
+
+/// A read of the live key-value stores (an online migration's replay)
+/// that failed.
+pub(crate) fn live_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Invalid {
+        record: what.to_owned(),
+        reason: format!("reading it from the live key-value store: {e}"),
+    }
 }
 
 /// Runs `f` on the blocking pool (sled and file locks block).
@@ -1186,23 +1249,47 @@ async fn finish(
     source: &SourceFacts,
     record: MigrationRecord,
     kind: OutcomeKind,
-    mut applied: Vec<i64>,
+    applied: Vec<i64>,
 ) -> Outcome {
+    let tombstone = retire(kv_path, db, opts, source, &record).await;
+    later_steps(db, opts, record, kind, applied, tombstone).await
+}
+
+/// Proves the committed data from a fresh connection and writes the
+/// tombstone (or says why it is pending).
+async fn retire(
+    kv_path: &Path,
+    db: &Db,
+    opts: &Options,
+    source: &SourceFacts,
+    record: &MigrationRecord,
+) -> TombstoneState {
     let retired = match &source.status {
         // Retired and recorded so by an earlier run: nothing to write.
         Status::Tombstoned(m) if !record.tombstone_pending => Some(m.clone()),
         _ => None,
     };
-    let tombstone = match retired {
+    match retired {
         Some(mark) => TombstoneState::Written(mark),
-        None => match prove_target(db, source, &record).await {
+        None => match prove_target(db, source, record).await {
             Err(reason) => TombstoneState::Pending(format!(
                 "the migrated data could not be confirmed from a fresh connection ({reason}); \
                  the tombstone is written once it is"
             )),
             Ok(identity) => write_tombstone(kv_path, db, opts, source, identity).await,
         },
-    };
+    }
+}
+
+/// Applies the schema steps after the data step, and says what was done.
+async fn later_steps(
+    db: &Db,
+    opts: &Options,
+    record: MigrationRecord,
+    kind: OutcomeKind,
+    mut applied: Vec<i64>,
+    tombstone: TombstoneState,
+) -> Outcome {
     let mut later = Vec::new();
     let unfinished = match Migrator::new()
         .lock_wait(opts.lock_wait)

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sea_query::{Expr, ExprTrait, Query};
+use sea_query::{Expr, ExprTrait, IntoIden, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
@@ -285,6 +285,141 @@ impl Migration {
         }
         Ok(())
     }
+}
+
+/// Replays sessions changed while an online migration copied them
+/// (docs/design.md §7.2): each is read again from the live store, written
+/// as the rules say SQL holds it (its row updated in place, so what
+/// references it stays), and read back compared; a session gone from the
+/// key-value store (a deleted reserved session) is deleted after the links
+/// of actions to it are dropped.
+pub(crate) async fn replay(
+    tx: &mut dyn Tx,
+    live: &dyn store_sessions::Store,
+    ids: &[SessionId],
+) -> Result<(), Error> {
+    use store_sessions::sql::schema::{
+        SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions,
+        SessionPrivacyFlags,
+    };
+    for id in ids {
+        let sql_id = sql_id_of(tx, *id).await?;
+        let current = match live.session(*id).await {
+            Ok(s) => Some(s),
+            Err(store_sessions::Error::NotFound { .. }) => None,
+            Err(e) => return Err(crate::live_error("session", e)),
+        };
+        let Some(kv) = current else {
+            if let Some(sid) = sql_id {
+                crate::replay::drop_links(tx, "session_id", sid).await?;
+                tx.exec(
+                    &Query::delete()
+                        .from_table(Sessions::Table)
+                        .and_where(Expr::col(Sessions::Id).eq(sid))
+                        .to_owned(),
+                )
+                .await?;
+            }
+            continue;
+        };
+        kv.check().map_err(|e| Error::Contract(e.to_string()))?;
+        let accounts = account_ids(tx, std::slice::from_ref(&kv)).await?;
+        let (s, _) = crate::rules::session(&kv, |a| accounts.contains_key(&a));
+        let account = s.account_id.and_then(|a| accounts.get(&a).copied());
+        let sid = match sql_id {
+            Some(sid) => sid,
+            None => crate::replay::next_id(tx, "sessions").await?,
+        };
+        let group = if s.group_id == s.id {
+            sid
+        } else {
+            sql_id_of(tx, s.group_id)
+                .await?
+                .ok_or_else(|| Error::Invalid {
+                    record: format!("session {}", s.id),
+                    reason: format!("its group {} has no first session", s.group_id),
+                })?
+        };
+        let row = session_row(&s, account, Some(group));
+        if sql_id.is_some() {
+            tx.exec(
+                &Query::update()
+                    .table(Sessions::Table)
+                    .values(
+                        SESSION_COLUMNS
+                            .iter()
+                            .copied()
+                            .zip(row.into_iter().map(Expr::val)),
+                    )
+                    .and_where(Expr::col(Sessions::Id).eq(sid))
+                    .to_owned(),
+            )
+            .await?;
+            for table in [
+                SessionMacaroonPermissions::Table.into_iden(),
+                SessionMacaroonCaveats::Table.into_iden(),
+                SessionFeatureConfigs::Table.into_iden(),
+                SessionPrivacyFlags::Table.into_iden(),
+            ] {
+                tx.exec(
+                    &Query::delete()
+                        .from_table(table)
+                        .and_where(Expr::col(SessionMacaroonPermissions::SessionId).eq(sid))
+                        .to_owned(),
+                )
+                .await?;
+            }
+        } else {
+            let mut full = vec![sid.into()];
+            full.extend(row);
+            sqldb::append(
+                tx,
+                Sessions::Table,
+                std::iter::once(Sessions::Id).chain(SESSION_COLUMNS),
+                vec![full],
+            )
+            .await?;
+            crate::replay::advance_sequence(tx, "sessions", sid).await?;
+        }
+        insert_children(tx, &[(sid, &s)])
+            .await
+            .map_err(|e| Error::Invalid {
+                record: format!("session {}", s.id),
+                reason: e.to_string(),
+            })?;
+        let read = load_session_ids(tx, sid, sid)
+            .await
+            .map_err(|e| Error::Invalid {
+                record: format!("session {} read back", s.id),
+                reason: e.to_string(),
+            })?;
+        let diff = match read.first() {
+            None => Some("  missing in sql".to_owned()),
+            Some(sql) => compare(&s, sql),
+        };
+        if let Some(diff) = diff {
+            return Err(Error::Mismatch {
+                record: format!("session {}", s.id),
+                diff,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The SQL id of session `id`, if it is in SQL.
+pub(crate) async fn sql_id_of(tx: &mut dyn Tx, id: SessionId) -> Result<Option<i64>, Error> {
+    Ok(tx
+        .query_opt(
+            &Query::select()
+                .column(Sessions::Id)
+                .from(Sessions::Table)
+                .and_where(Expr::col(Sessions::Alias).eq(id.0.to_vec()))
+                .to_owned(),
+        )
+        .await?
+        .map(|r| r.i64(0))
+        .transpose()?)
 }
 
 /// SQL ids of the accounts the chunk links to, by account id.

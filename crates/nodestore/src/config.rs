@@ -4,7 +4,8 @@
 //!
 //! ```toml
 //! kv_dir = "/var/lib/node/kv"     # the legacy key-value database, if any
-//! migration = "auto"               # or "defer"
+//! migration = "auto"               # or "defer", or "online" (docs/design.md §7)
+//! online_pause_budget_ms = 1000    # an online migration's longest pause of writers
 //! force_migration = false
 //!
 //! [backend]
@@ -42,7 +43,8 @@
 //! | `NODESTORE_POSTGRES_HOST`, `_PORT`, `_USER`, `_PASSWORD`, `_PASSWORD_FILE`, `_DBNAME` | the separate settings |
 //! | `NODESTORE_POSTGRES_MAX_CONNECTIONS` (or `_POOL_SIZE`), `_CONNECT_TIMEOUT` | the pool and the timeout |
 //! | `NODESTORE_POSTGRES_REQUIRE_SSL`, `_SSLMODE`, `_SSLROOTCERT`, `_SSLCERT`, `_SSLKEY` | TLS (docs/design.md §3.5) |
-//! | `NODESTORE_MIGRATION` | `migration`: `auto` or `defer` |
+//! | `NODESTORE_MIGRATION` | `migration`: `auto`, `defer` or `online` |
+//! | `NODESTORE_ONLINE_PAUSE_BUDGET_MS` | `online_pause_budget_ms` |
 //! | `NODESTORE_FORCE_MIGRATION` | `force_migration` |
 //!
 //! A switch takes `1/0`, `true/false`, `yes/no`, `on/off`. An error names
@@ -95,6 +97,9 @@ pub enum MigrationPolicy {
     /// Keep running on it; migrate later (with `nodestore migrate`). A
     /// deferred migration is never recorded as done.
     Defer,
+    /// Open at once on it and migrate in the background while the node
+    /// serves; switch to SQL when done (docs/design.md §7).
+    Online,
 }
 
 /// A node's storage configuration.
@@ -113,6 +118,14 @@ pub struct Config {
     /// target (only when that target is lost).
     #[serde(default)]
     pub force_migration: bool,
+    /// An online migration's longest pause of writers at the cutover
+    /// before it backs off and tries again (default 1 s).
+    #[serde(default = "default_pause_budget")]
+    pub online_pause_budget: std::time::Duration,
+}
+
+fn default_pause_budget() -> std::time::Duration {
+    crate::online::DEFAULT_PAUSE_BUDGET
 }
 
 impl Config {
@@ -123,6 +136,7 @@ impl Config {
             kv_dir: None,
             migration: MigrationPolicy::Auto,
             force_migration: false,
+            online_pause_budget: default_pause_budget(),
         }
     }
 
@@ -253,7 +267,7 @@ impl Setting {
 type Settings = BTreeMap<&'static str, Setting>;
 
 /// Every key a configuration may have, and the variable that sets it.
-const ENV: [(&str, &str); 20] = [
+const ENV: [(&str, &str); 21] = [
     ("backend.type", "NODESTORE_BACKEND"),
     ("backend.dir", ""),
     ("backend.file", "NODESTORE_SQLITE_FILE"),
@@ -280,6 +294,7 @@ const ENV: [(&str, &str); 20] = [
     ("kv_dir", "NODESTORE_KV_DIR"),
     ("migration", "NODESTORE_MIGRATION"),
     ("force_migration", "NODESTORE_FORCE_MIGRATION"),
+    ("online_pause_budget_ms", "NODESTORE_ONLINE_PAUSE_BUDGET_MS"),
 ];
 
 /// Keys that name the key for the same setting under another name.
@@ -435,11 +450,16 @@ fn resolve(settings: &Settings) -> Result<Config, Error> {
         config.migration = match m.value.as_str() {
             "auto" => MigrationPolicy::Auto,
             "defer" => MigrationPolicy::Defer,
-            _ => return Err(m.refused("auto or defer")),
+            "online" => MigrationPolicy::Online,
+            _ => return Err(m.refused("auto, defer or online")),
         };
     }
     if let Some(f) = get("force_migration") {
         config.force_migration = f.bool()?;
+    }
+    if let Some(b) = get("online_pause_budget_ms") {
+        let ms: u64 = b.number("a number of milliseconds")?;
+        config.online_pause_budget = std::time::Duration::from_millis(ms);
     }
     Ok(config)
 }

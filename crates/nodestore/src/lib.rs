@@ -59,6 +59,7 @@ use tracing::Instrument;
 pub mod config;
 pub mod dump;
 pub mod generate;
+pub mod online;
 pub mod status;
 pub mod verify;
 
@@ -68,7 +69,9 @@ pub mod verify;
 pub struct ReadmeDoctests;
 
 pub use config::{BackendConfig, Config, MigrationPolicy};
+pub use migrator::online::OnlineState;
 pub use migrator::{Progress, ProgressEvent};
+pub use online::OnlineMigration;
 /// The stores' traits and types, so a node needs only this crate.
 pub use store_accounts as accounts;
 pub use store_actions as actions;
@@ -379,6 +382,11 @@ pub struct Stores {
     pub backend: Backend,
     /// What opening did.
     pub report: OpenReport,
+    /// An online migration running in the background, when opening
+    /// started one (`migration = "online"`): its state and its end. The
+    /// stores switch to SQL by themselves when it succeeds; `backend`
+    /// names the backend they were opened on.
+    pub online: Option<online::OnlineMigration>,
 }
 
 impl fmt::Debug for Stores {
@@ -431,6 +439,7 @@ impl Stores {
             actions: Arc::new(store_actions::KvStore::open(kv)?),
             backend: Backend::Kv(kv.clone()),
             report,
+            online: None,
         })
     }
 
@@ -443,6 +452,7 @@ impl Stores {
             actions: Arc::new(store_actions::SqlStore::new(db.clone())),
             backend: Backend::Sql(db.clone()),
             report,
+            online: None,
         }
     }
 
@@ -525,6 +535,25 @@ impl Stores {
                 }
             }
         }
+        if config.migration == MigrationPolicy::Online && matches!(status, Status::Live(_)) {
+            let source = migrator::inspect_source(&dir).await?;
+            let facts = migrator::inspect_target(&db).await?;
+            match migrator::plan(&source, &facts, config.force_migration) {
+                migrator::Plan::Migrate => {
+                    return Stores::online(config, &dir, db, report);
+                }
+                migrator::Plan::Refuse(e) => {
+                    return Err(Error::Migration {
+                        kv: dir.display().to_string(),
+                        target,
+                        failure: Box::new(migrator::Failure::from(e)),
+                        during_open: true,
+                    });
+                }
+                // Already in SQL: finish it offline, as `auto` does.
+                migrator::Plan::AlreadyMigrated(_) => {}
+            }
+        }
         let opts = migrator::Options {
             force: config.force_migration,
             ..migrator::Options::default()
@@ -561,7 +590,20 @@ impl Stores {
     /// Errors: the flush or the checkpoint failed ([`Error::Kv`],
     /// [`Error::Db`]); the data committed before is safe either way.
     pub async fn close(self) -> Result<()> {
-        let Stores { backend, .. } = self;
+        let Stores {
+            backend, online, ..
+        } = self;
+        if let Some(online) = online {
+            // A migration still running rolls back; one that switched
+            // leaves SQL to close as well.
+            online.stop();
+            if matches!(
+                online.state(),
+                migrator::online::OnlineState::Switched { .. }
+            ) {
+                online.db.close().await?;
+            }
+        }
         match backend {
             Backend::Kv(kv) => {
                 tokio::task::spawn_blocking(move || kv.flush())
@@ -574,6 +616,94 @@ impl Stores {
             Backend::Sql(db) => db.close().await?,
         }
         Ok(())
+    }
+
+    /// Opens the stores on the live key-value database at `dir`, routed,
+    /// and starts the online migration into `db` in the background
+    /// (docs/design.md §7).
+    fn online(
+        config: &Config,
+        dir: &std::path::Path,
+        db: Db,
+        mut report: OpenReport,
+    ) -> Result<Stores> {
+        use migrator::online::{Online, OnlineState};
+        let kv = KvDb::open(dir, &KvOptions::default())?;
+        let capture = online::Capture::new();
+        let kv_accounts: Arc<dyn store_accounts::Store> =
+            Arc::new(store_accounts::KvStore::open(&kv)?);
+        let kv_sessions: Arc<dyn store_sessions::Store> =
+            Arc::new(store_sessions::KvStore::open(&kv)?);
+        let kv_firewall: Arc<dyn store_firewall::Store> =
+            Arc::new(store_firewall::KvStore::open(&kv)?);
+        let kv_actions: Arc<dyn store_actions::Store> =
+            Arc::new(store_actions::KvStore::open(&kv)?);
+        let accounts = Arc::new(online::Route::new(kv_accounts.clone(), capture.clone()));
+        let sessions = Arc::new(online::Route::new(kv_sessions.clone(), capture.clone()));
+        let firewall = Arc::new(online::Route::new(kv_firewall.clone(), capture.clone()));
+        let actions = Arc::new(online::Route::new(kv_actions.clone(), capture.clone()));
+        let (state_tx, state_rx) = tokio::sync::watch::channel(OnlineState::Starting);
+        let shared = Online::new(
+            migrator::replay::LiveStores {
+                accounts: kv_accounts,
+                sessions: kv_sessions,
+                firewall: kv_firewall,
+                actions: kv_actions,
+            },
+            capture.journal.clone(),
+            capture.gate.clone(),
+            config.online_pause_budget,
+            state_tx,
+        );
+        let opts = migrator::Options {
+            force: config.force_migration,
+            ..migrator::Options::default()
+        };
+        let task = {
+            let (kv, db) = (kv.clone(), db.clone());
+            let (accounts, sessions, firewall, actions) = (
+                accounts.clone(),
+                sessions.clone(),
+                firewall.clone(),
+                actions.clone(),
+            );
+            let capture = capture.clone();
+            let span = tracing::info_span!(
+                "online_migration",
+                kv = %kv.path().display(),
+                target = %db.describe()
+            );
+            tokio::spawn(
+                async move {
+                    let switch = || {
+                        accounts.set(Arc::new(store_accounts::SqlStore::new(db.clone())));
+                        sessions.set(Arc::new(store_sessions::SqlStore::new(db.clone())));
+                        firewall.set(Arc::new(store_firewall::SqlStore::new(db.clone())));
+                        actions.set(Arc::new(store_actions::SqlStore::new(db.clone())));
+                        capture.switched();
+                    };
+                    if migrator::online::migrate_online(&kv, &db, &opts, &shared, None, switch)
+                        .await
+                        .is_err()
+                    {
+                        capture.stop();
+                    }
+                }
+                .instrument(span),
+            )
+        };
+        report.notes.push(
+            "online migration: serving from the key-value database while it moves to SQL".into(),
+        );
+        Ok(Stores {
+            accounts,
+            sessions,
+            firewall: Arc::new(online::RoutedFirewall(firewall)),
+            actions,
+            backend: Backend::Kv(kv),
+            report,
+            online: Some(online::OnlineMigration::new(state_rx, capture, task, db)),
+        })
     }
 
     /// The start-up chores: wipes temporary kv-stores and reserved sessions.

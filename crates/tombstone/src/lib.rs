@@ -631,7 +631,12 @@ pub fn mark(path: impl AsRef<Path>, mark: &Mark) -> Result<()> {
             cache_capacity: 1 << 20,
         },
     )?;
-    match read_status(&db, path)? {
+    mark_db(&db, path, mark)
+}
+
+/// Writes `mark` into the open database `db` at `path`.
+fn mark_db(db: &sled::Db, path: &Path, mark: &Mark) -> Result<()> {
+    match read_status(db, path)? {
         Status::Live(FORMAT_VERSION | FORMAT_V1) | Status::Tombstoned(_) => {}
         Status::Empty => return Err(Error::Uninitialised(path.to_path_buf())),
         Status::Live(found) => {
@@ -660,6 +665,27 @@ pub fn mark(path: impl AsRef<Path>, mark: &Mark) -> Result<()> {
     meta.apply_batch(batch)?;
     db.flush()?;
     Ok(())
+}
+
+impl KvDb {
+    /// Retires this open database with `mark`, as [`mark`] does by path:
+    /// for an online migration, whose node holds the database open
+    /// (docs/design.md §7). Handles already open keep working; opening it
+    /// again is refused.
+    pub fn mark(&self, mark: &Mark) -> Result<()> {
+        mark_db(&self.db, &self.path, mark)
+    }
+
+    /// The database as a migration source, read through this handle while
+    /// the node keeps writing to it (docs/design.md §7.2).
+    pub fn as_source(&self) -> Result<MigrationSource> {
+        let status = read_status(&self.db, &self.path)?;
+        Ok(MigrationSource {
+            db: self.db.clone(),
+            path: self.path.clone(),
+            status,
+        })
+    }
 }
 
 /// A database opened by the migrator: live or retired, read-only.

@@ -1,0 +1,391 @@
+//! The online migration (docs/design.md §7): the node keeps serving from
+//! its key-value database while the data moves to SQL in one transaction;
+//! the writes made meanwhile are replayed ([`crate::replay`]), and a short
+//! pause of writers covers the last replay, the commit, the tombstone and
+//! the switch of the stores to SQL.
+//!
+//! The node's side (stores that route every call, journal every write and
+//! wait at the gate) is `nodestore`'s; this module is the migration's side:
+//! [`migrate_online`] and the states it reports.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqldb::migrate::Migrator;
+use sqldb::schema::KV_TO_SQL_VERSION;
+use sqldb::{Db, Tx};
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
+use tombstone::{KvDb, Mark, MigrationSource};
+
+use crate::replay::{Journal, LiveStores};
+use crate::{
+    Error, Failure, KvToSql, MarkWriter, Options, Outcome, OutcomeKind, Plan, Progress,
+    ProgressEvent, Report, SourceFacts, count_rows, later_steps, plan, retire, schema_failure,
+    target_facts,
+};
+
+/// Where an online migration is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnlineState {
+    /// Not started yet.
+    Starting,
+    /// Copying a store: records done of about `total`.
+    Copying {
+        /// The store.
+        store: &'static str,
+        /// Records copied.
+        done: u64,
+        /// Records in the store (an estimate until the store is done).
+        total: u64,
+    },
+    /// Replaying the writes made during the copy, writers running.
+    CatchingUp {
+        /// The round, from 1.
+        round: u32,
+        /// Keys this round replays.
+        keys: usize,
+    },
+    /// Writers paused for the last replay, the commit and the switch.
+    CuttingOver {
+        /// The attempt, from 1 (an attempt over budget backs off).
+        attempt: u32,
+    },
+    /// Done: the stores run on SQL; the key-value database is retired.
+    Switched {
+        /// The migration's outcome.
+        outcome: Box<Outcome>,
+        /// The longest time writers waited at a cutover attempt.
+        longest_pause: Duration,
+        /// The most distinct keys the journal held at once.
+        journal_peak: usize,
+    },
+    /// Failed; the stores still run on the key-value database, which is
+    /// live and untombstoned. The next open tries again.
+    Failed {
+        /// Why, in words.
+        error: String,
+    },
+}
+
+impl OnlineState {
+    /// True once the migration ended, either way.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            OnlineState::Switched { .. } | OnlineState::Failed { .. }
+        )
+    }
+}
+
+/// What an online migration shares with the node's stores.
+pub struct Online {
+    /// The key-value stores the node runs on, read by the replay.
+    pub live: LiveStores,
+    /// What the node's writes touched; recording is the stores' job.
+    pub journal: Arc<Journal>,
+    /// Writers hold it shared; the cutover takes it exclusively.
+    pub gate: Arc<RwLock<()>>,
+    /// The longest a cutover may pause writers before it backs off.
+    pub pause_budget: Duration,
+    /// Where the migration is, for the node's handle.
+    pub state: tokio::sync::watch::Sender<OnlineState>,
+    /// Longest pause so far.
+    longest_pause: Mutex<Duration>,
+}
+
+impl std::fmt::Debug for Online {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Online")
+            .field("pause_budget", &self.pause_budget)
+            .field("pending", &self.journal.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Online {
+    /// The shared parts of an online migration.
+    pub fn new(
+        live: LiveStores,
+        journal: Arc<Journal>,
+        gate: Arc<RwLock<()>>,
+        pause_budget: Duration,
+        state: tokio::sync::watch::Sender<OnlineState>,
+    ) -> Online {
+        Online {
+            live,
+            journal,
+            gate,
+            pause_budget,
+            state,
+            longest_pause: Mutex::new(Duration::ZERO),
+        }
+    }
+
+    fn set(&self, state: OnlineState) {
+        self.state.send_replace(state);
+    }
+
+    fn paused_for(&self, d: Duration) {
+        if let Ok(mut l) = self.longest_pause.lock() {
+            *l = (*l).max(d);
+        }
+    }
+
+    /// The longest time writers waited at a cutover attempt so far.
+    pub fn longest_pause(&self) -> Duration {
+        self.longest_pause.lock().map(|l| *l).unwrap_or_default()
+    }
+}
+
+/// Progress of the copy, told to the node's observer and to the state.
+struct CopyProgress<'a> {
+    online: &'a Online,
+    inner: Option<&'a dyn Progress>,
+}
+
+impl Progress for CopyProgress<'_> {
+    fn progress(&self, e: ProgressEvent) -> Result<(), sqldb::BoxError> {
+        self.online.set(OnlineState::Copying {
+            store: e.store,
+            done: e.done,
+            total: e.total,
+        });
+        match self.inner {
+            Some(p) => p.progress(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes the tombstone through the node's open handle (sled allows one
+/// open of a database per process).
+#[derive(Debug)]
+struct LiveMark(KvDb);
+
+impl MarkWriter for LiveMark {
+    fn mark(&self, _path: &std::path::Path, mark: &Mark) -> Result<(), tombstone::Error> {
+        self.0.mark(mark)
+    }
+}
+
+/// Migrates the live key-value database `kv` into `db` while the node
+/// keeps serving from it, then calls `switch` with writers still paused,
+/// right after the tombstone: `switch` must route every store to SQL. The
+/// journal must record writes from before this is called.
+///
+/// On success the stores run on SQL and the outcome is returned (and told
+/// through `online.state`). On failure nothing is kept in SQL, the
+/// key-value database is live and untombstoned, writers are released, and
+/// `switch` was not called.
+pub async fn migrate_online(
+    kv: &KvDb,
+    db: &Db,
+    opts: &Options,
+    online: &Online,
+    progress: Option<&dyn Progress>,
+    switch: impl FnOnce(),
+) -> Result<Outcome, Failure> {
+    let result = migrate_inner(kv, db, opts, online, progress, switch).await;
+    match &result {
+        Ok(outcome) => online.set(OnlineState::Switched {
+            outcome: Box::new(outcome.clone()),
+            longest_pause: online.longest_pause(),
+            journal_peak: online.journal.peak(),
+        }),
+        Err(f) => {
+            tracing::warn!(error = %f.error, "online migration failed; the node stays on the key-value database");
+            online.set(OnlineState::Failed {
+                error: f.error.to_string(),
+            });
+        }
+    }
+    result
+}
+
+async fn migrate_inner(
+    kv: &KvDb,
+    db: &Db,
+    opts: &Options,
+    online: &Online,
+    progress: Option<&dyn Progress>,
+    switch: impl FnOnce(),
+) -> Result<Outcome, Failure> {
+    let path = kv.path().to_path_buf();
+    let _lock = {
+        let (p, wait) = (path.clone(), opts.lock_wait);
+        tokio::task::spawn_blocking(move || tombstone::lock_for_migration(&p, wait))
+            .await
+            .map_err(|e| Error::Invalid {
+                record: "the migration lock".into(),
+                reason: e.to_string(),
+            })?
+            .map_err(Error::from)?
+    };
+    let source = Arc::new(kv.as_source().map_err(Error::from)?);
+    let facts = source_facts(&source)?;
+    let target = target_facts(db).await?;
+    let opts = Options {
+        marker: Arc::new(LiveMark(kv.clone())),
+        dry_run: false,
+        ..opts.clone()
+    };
+    match plan(&facts, &target.0, opts.force) {
+        Plan::Refuse(e) => return Err(e.into()),
+        Plan::AlreadyMigrated(record) => {
+            // An earlier run committed; finish it with writers paused, so
+            // nothing is written to the key-value database after its data.
+            let guard = online.gate.clone().write_owned().await;
+            let tombstone = retire(&path, db, &opts, &facts, &record).await;
+            switch();
+            drop(guard);
+            return Ok(later_steps(
+                db,
+                &opts,
+                *record,
+                OutcomeKind::AlreadyMigrated,
+                Vec::new(),
+                tombstone,
+            )
+            .await);
+        }
+        Plan::Migrate => {}
+    }
+    let observer = CopyProgress {
+        online,
+        inner: progress,
+    };
+    let step = KvToSql::live(source.clone(), opts.clone(), Some(&observer), online);
+    let mut applied = Vec::new();
+    let run = Migrator::new()
+        .code_step(KV_TO_SQL_VERSION, &step)
+        .lock_wait(opts.lock_wait)
+        .through(KV_TO_SQL_VERSION)
+        .run_into(db, &mut applied)
+        .await;
+    // Writers stay paused from the last replay until the switch.
+    let guard = step.take_pause();
+    let paused_at = Instant::now();
+    if let Err(e) = run {
+        drop(guard);
+        let (error, data) = schema_failure(e);
+        return Err(Failure {
+            error,
+            data,
+            schema_steps: applied,
+        });
+    }
+    let Some((report, accepted_damage)) = step.take_report() else {
+        drop(guard);
+        return Err(Error::Invalid {
+            record: "the key-value step".into(),
+            reason: "another runner recorded it while this one ran; open again".into(),
+        }
+        .into());
+    };
+    drop(step);
+    let record = crate::MigrationRecord {
+        source_path: path.display().to_string(),
+        source_identity: facts.identity,
+        source_write_seq: report_seq(&source),
+        migrated_at: chrono::Utc::now(),
+        nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
+        tombstone_pending: true,
+        report,
+        accepted_damage,
+    };
+    let tombstone = retire(&path, db, &opts, &facts, &record).await;
+    switch();
+    drop(guard);
+    online.paused_for(paused_at.elapsed());
+    tracing::info!(
+        longest_pause_ms = u64::try_from(online.longest_pause().as_millis()).unwrap_or(u64::MAX),
+        journal_peak = online.journal.peak(),
+        "switched to SQL"
+    );
+    Ok(later_steps(db, &opts, record, OutcomeKind::Migrated, applied, tombstone).await)
+}
+
+fn source_facts(source: &MigrationSource) -> Result<SourceFacts, Error> {
+    Ok(SourceFacts {
+        path: source.path().to_path_buf(),
+        identity: source
+            .identity()?
+            .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
+        write_seq: source.write_seq()?.unwrap_or(0),
+        status: source.status().clone(),
+    })
+}
+
+/// The write sequence of the paused source, as the record stores it.
+fn report_seq(source: &MigrationSource) -> u64 {
+    source.write_seq().ok().flatten().unwrap_or(0)
+}
+
+/// After the copy: replays rounds of journaled keys while writers run, then
+/// pauses writers, replays the rest and returns the source's write sequence
+/// with the gate held. A pause that runs over budget is released and tried
+/// again after another round.
+pub(crate) async fn catch_up_and_pause(
+    tx: &mut dyn Tx,
+    online: &Online,
+    source: &MigrationSource,
+) -> Result<(u64, OwnedRwLockWriteGuard<()>), Error> {
+    let budget = online.pause_budget;
+    let mut rate = 0.0_f64; // keys replayed per second
+    let mut round = 0u32;
+    let mut attempt = 0u32;
+    loop {
+        round += 1;
+        let keys = online.journal.take();
+        let n = keys.len();
+        online.set(OnlineState::CatchingUp { round, keys: n });
+        let t = Instant::now();
+        crate::replay::replay(tx, &online.live, keys).await?;
+        if n > 0 {
+            rate = n as f64 / t.elapsed().as_secs_f64().max(1e-6);
+        }
+        let pending = online.journal.len();
+        let estimate = if rate > 0.0 {
+            Duration::from_secs_f64(pending as f64 / rate)
+        } else {
+            Duration::ZERO
+        };
+        tracing::info!(round, replayed = n, pending, "catch-up round");
+        if estimate > budget / 2 {
+            continue;
+        }
+        attempt += 1;
+        online.set(OnlineState::CuttingOver { attempt });
+        let guard = online.gate.clone().write_owned().await;
+        let paused = Instant::now();
+        let keys = online.journal.take();
+        crate::replay::replay(tx, &online.live, keys).await?;
+        let seq = source.write_seq()?.unwrap_or(0);
+        if paused.elapsed() > budget {
+            online.paused_for(paused.elapsed());
+            drop(guard);
+            tracing::info!(
+                attempt,
+                paused_ms = u64::try_from(paused.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "cutover over budget; writers released, catching up again"
+            );
+            tokio::time::sleep(Duration::from_millis(50) * attempt.min(20)).await;
+            continue;
+        }
+        online.paused_for(paused.elapsed());
+        return Ok((seq, guard));
+    }
+}
+
+/// The report's row counts, counted in the transaction: replay inserted and
+/// deleted rows after the copy counted its own.
+pub(crate) async fn recount(tx: &mut dyn Tx, report: &mut Report) -> Result<(), Error> {
+    report.accounts.accounts = count_rows(tx, "accounts").await?;
+    report.accounts.invoices = count_rows(tx, "account_invoices").await?;
+    report.accounts.payments = count_rows(tx, "account_payments").await?;
+    report.sessions.sessions = count_rows(tx, "sessions").await?;
+    report.firewall.kv_entries = count_rows(tx, "kvstores").await?;
+    report.firewall.privacy_pairs = count_rows(tx, "privacy_pairs").await?;
+    report.actions.actions = count_rows(tx, "actions").await?;
+    Ok(())
+}

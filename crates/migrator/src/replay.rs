@@ -1,0 +1,201 @@
+//! Replaying what changed in the key-value stores while an online
+//! migration copied them (docs/design.md §7.2).
+//!
+//! A write through the stores during an online migration records what it
+//! touched ([`Touched`]) in a [`Journal`]. Replaying a set of touched keys
+//! reads each record again from the live stores and makes SQL hold it as
+//! the migration's rules say, store by store in the migration's order, with
+//! the copy's own writers and read-back comparisons: an existing row is
+//! updated in place, a new one inserted, a record gone from the key-value
+//! store deleted (after the links to it are dropped, as the migration drops
+//! links to what is gone). Replay reads current values, so it is
+//! idempotent, and a key replayed twice costs only time.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+
+use sea_query::{Alias, Expr, ExprTrait, Func, Query};
+use sqldb::{Dialect, Sql, Tx, TxExt};
+use store_accounts::AccountId;
+use store_sessions::SessionId;
+
+use crate::Error;
+pub use crate::firewall::TouchedEntry;
+
+/// A record (or set of records) a write touched.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Touched {
+    /// An account, by id.
+    Account(AccountId),
+    /// The last invoice indexes.
+    LastIndexes,
+    /// A session, by id.
+    Session(SessionId),
+    /// A kv-store entry.
+    Entry(TouchedEntry),
+    /// Every temporary kv-store entry (they were wiped).
+    TempEntries,
+    /// A session group's privacy map.
+    Privacy(SessionId),
+    /// An action, by locator index.
+    Action(u64),
+}
+
+/// The keys touched since the journal was last taken: a set, so its memory
+/// is bounded by the distinct keys touched, whatever the write rate.
+#[derive(Debug, Default)]
+pub struct Journal {
+    state: Mutex<JournalState>,
+}
+
+#[derive(Debug, Default)]
+struct JournalState {
+    keys: HashSet<Touched>,
+    peak: usize,
+}
+
+impl Journal {
+    /// Records that a write touched `key`.
+    pub fn record(&self, key: Touched) {
+        if let Ok(mut s) = self.state.lock() {
+            s.keys.insert(key);
+            s.peak = s.peak.max(s.keys.len());
+        }
+    }
+
+    /// The keys touched so far, leaving the journal empty.
+    pub fn take(&self) -> Vec<Touched> {
+        self.state
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.keys).into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Keys waiting to be replayed.
+    pub fn len(&self) -> usize {
+        self.state.lock().map(|s| s.keys.len()).unwrap_or(0)
+    }
+
+    /// True when no key waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most keys the journal held at once.
+    pub fn peak(&self) -> usize {
+        self.state.lock().map(|s| s.peak).unwrap_or(0)
+    }
+}
+
+/// The live key-value stores a replay reads from.
+#[derive(Clone)]
+pub struct LiveStores {
+    /// Accounts.
+    pub accounts: Arc<dyn store_accounts::Store>,
+    /// Sessions.
+    pub sessions: Arc<dyn store_sessions::Store>,
+    /// Firewall.
+    pub firewall: Arc<dyn store_firewall::Store>,
+    /// Actions.
+    pub actions: Arc<dyn store_actions::Store>,
+}
+
+impl std::fmt::Debug for LiveStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveStores").finish_non_exhaustive()
+    }
+}
+
+/// Makes SQL hold what the live stores hold for every key in `keys`, in
+/// the migration's store order.
+pub async fn replay(tx: &mut dyn Tx, live: &LiveStores, keys: Vec<Touched>) -> Result<(), Error> {
+    let keys: BTreeSet<Touched> = keys.into_iter().collect();
+    let mut accounts = Vec::new();
+    let mut last_indexes = false;
+    let mut sessions = Vec::new();
+    let mut entries = Vec::new();
+    let mut temp = false;
+    let mut privacy = Vec::new();
+    let mut actions = Vec::new();
+    for k in keys {
+        match k {
+            Touched::Account(id) => accounts.push(id),
+            Touched::LastIndexes => last_indexes = true,
+            Touched::Session(id) => sessions.push(id),
+            Touched::Entry(e) => entries.push(e),
+            Touched::TempEntries => temp = true,
+            Touched::Privacy(g) => privacy.push(g),
+            Touched::Action(l) => actions.push(l),
+        }
+    }
+    crate::accounts::replay(tx, &*live.accounts, &accounts, last_indexes).await?;
+    crate::sessions::replay(tx, &*live.sessions, &sessions).await?;
+    crate::firewall::replay(tx, &*live.firewall, temp, &entries, &privacy).await?;
+    crate::actions::replay(tx, &*live.actions, &actions).await?;
+    Ok(())
+}
+
+/// The next free SQL id of `table` (one past the largest).
+pub(crate) async fn next_id(tx: &mut dyn Tx, table: &'static str) -> Result<i64, Error> {
+    let row = tx
+        .query_opt(
+            &Query::select()
+                .expr(Func::coalesce([
+                    sea_query::Expr::from(Func::max(Expr::col(Alias::new("id")))),
+                    Expr::val(0i64),
+                ]))
+                .from(Alias::new(table))
+                .to_owned(),
+        )
+        .await?;
+    Ok(row.map(|r| r.i64(0)).transpose()?.unwrap_or(0) + 1)
+}
+
+/// On PostgreSQL, moves `table`'s id sequence past `last` (explicit ids do
+/// not advance it); nothing on SQLite.
+pub(crate) async fn advance_sequence(
+    tx: &mut dyn Tx,
+    table: &'static str,
+    last: i64,
+) -> Result<(), Error> {
+    if tx.dialect() != Dialect::Postgres {
+        return Ok(());
+    }
+    let max = next_id(tx, table).await? - 1;
+    let target = Ord::max(max, last);
+    if target < 1 {
+        return Ok(());
+    }
+    tx.query_sql(Sql::fixed(
+        "SELECT setval(pg_get_serial_sequence($1, 'id'), $2)",
+        vec![table.into(), target.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Drops the links to the account or session with SQL id `id` (`column` is
+/// `account_id` or `session_id`) from sessions and actions, as the
+/// migration drops links to records that are gone.
+pub(crate) async fn drop_links(
+    tx: &mut dyn Tx,
+    column: &'static str,
+    id: i64,
+) -> Result<(), Error> {
+    let tables: &[&'static str] = if column == "account_id" {
+        &["sessions", "actions"]
+    } else {
+        &["actions"]
+    };
+    for table in tables {
+        tx.exec(
+            &Query::update()
+                .table(Alias::new(*table))
+                .value(Alias::new(column), Expr::val(Option::<i64>::None))
+                .and_where(Expr::col(Alias::new(column)).eq(id))
+                .to_owned(),
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,568 @@
+//! The online migration (docs/design.md §7): the node serves every call
+//! while its key-value data moves to SQL, and after the switch SQL holds
+//! exactly what the key-value stores held, plus what was written after.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use chrono::{Duration, Utc};
+use nodestore::dump::{as_migrated, dump_kv, dump_sql};
+use nodestore::generate::{Scale, generate};
+use nodestore::{BackendConfig, Config, MigrationPolicy, OnlineState, Stores};
+use proptest::prelude::*;
+use store_actions::AddAction;
+use store_firewall::{Mode, Namespace, Scope};
+use store_sessions::{NewSession, SessionState, SessionType};
+use testkit::sql::{SqlFixture, postgres, sqlite};
+
+fn backend(fx: &SqlFixture) -> BackendConfig {
+    match fx {
+        SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
+            file: dir.path().join("node.db"),
+        },
+        SqlFixture::Postgres(db) => BackendConfig::Postgres {
+            url: db.url().to_owned(),
+            pool_size: 4,
+        },
+    }
+}
+
+fn online_config(fx: &SqlFixture, kv: &Path) -> Config {
+    Config {
+        kv_dir: Some(kv.to_path_buf()),
+        migration: MigrationPolicy::Online,
+        ..Config::new(backend(fx))
+    }
+}
+
+async fn sql_db(fx: &SqlFixture) -> sqldb::Db {
+    nodestore::connect(&backend(fx)).await.unwrap().unwrap()
+}
+
+/// Writers keep crediting one account and adding actions through the whole
+/// migration: not one call fails, and after the switch SQL holds every
+/// credit and every action, whichever backend took it.
+async fn no_write_is_lost_or_fails_across_the_cutover(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = dir.path().join("kv");
+    generate(&kv, Scale::S.shape(), 21, &|_, _, _| {})
+        .await
+        .unwrap();
+    let stores = Arc::new(Stores::open(&online_config(fx, &kv)).await.unwrap());
+    let online = stores.online.clone().expect("an online migration");
+    let account = stores
+        .accounts
+        .new_account(0, None, "online-counter")
+        .await
+        .unwrap();
+    let before_actions = stores
+        .actions
+        .list_actions(&store_actions::ActionQuery {
+            count_all: true,
+            max: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .total_count;
+    let done = Arc::new(AtomicBool::new(false));
+    let credits = Arc::new(AtomicU64::new(0));
+    let added = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (stores, done, credits, added) =
+            (stores.clone(), done.clone(), credits.clone(), added.clone());
+        writers.push(tokio::spawn(async move {
+            let mut after_switch = 0;
+            while after_switch < 20 {
+                if done.load(Ordering::Acquire) {
+                    after_switch += 1;
+                }
+                if w % 2 == 0 {
+                    stores.accounts.credit_account(account.id, 1).await.unwrap();
+                    credits.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stores
+                        .actions
+                        .add_action(AddAction {
+                            actor_name: format!("writer {w}"),
+                            rpc_method: "/test/Write".into(),
+                            ..AddAction::default()
+                        })
+                        .await
+                        .unwrap();
+                    added.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let end = online.wait().await;
+    done.store(true, Ordering::Release);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let OnlineState::Switched {
+        longest_pause,
+        journal_peak,
+        ..
+    } = end
+    else {
+        panic!("the migration did not switch: {end:?}");
+    };
+    assert!(journal_peak > 0, "writes were journaled");
+    assert!(
+        longest_pause < std::time::Duration::from_secs(2),
+        "{longest_pause:?}"
+    );
+    // The stores serve from SQL now: what they read is SQL's.
+    let a = stores.accounts.account(account.id).await.unwrap();
+    assert_eq!(
+        a.current_balance_msat as u64,
+        credits.load(Ordering::Relaxed)
+    );
+    let db = sql_db(fx).await;
+    let sql_stores = Stores::on_sql(&db, nodestore::OpenReport::default());
+    let a = sql_stores.accounts.account(account.id).await.unwrap();
+    assert_eq!(
+        a.current_balance_msat as u64,
+        credits.load(Ordering::Relaxed)
+    );
+    let total = sql_stores
+        .actions
+        .list_actions(&store_actions::ActionQuery {
+            count_all: true,
+            max: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .total_count;
+    assert_eq!(total, before_actions + added.load(Ordering::Relaxed));
+    let Ok(stores) = Arc::try_unwrap(stores) else {
+        panic!("the writers still hold the stores");
+    };
+    stores.close().await.unwrap();
+    // The key-value database is retired.
+    assert!(matches!(
+        tombstone::status(&kv).unwrap(),
+        Some(tombstone::Status::Tombstoned(_))
+    ));
+}
+
+/// One write of any store, with small numbers that pick what it writes to.
+#[derive(Debug, Clone)]
+enum Op {
+    Credit(u8, u16),
+    Debit(u8, u16),
+    AddInvoice(u8, u8),
+    UpsertPayment(u8, u8, u16),
+    DeletePayment(u8, u8),
+    NewAccount,
+    RemoveAccount,
+    Rename(u8),
+    StoreIndexes(u16),
+    NewSession(u8),
+    ShiftState(u8),
+    UpdateRemoteKey(u8),
+    DeleteReserved,
+    DeleteAllReserved,
+    KvSet(u8, u8, bool),
+    KvDel(u8, u8),
+    NewPair(u8),
+    WipeTemp,
+    AddAction(u8),
+    SetActionState(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (any::<u8>(), any::<u16>()).prop_map(|(a, n)| Op::Credit(a, n)),
+        (any::<u8>(), any::<u16>()).prop_map(|(a, n)| Op::Debit(a, n)),
+        (any::<u8>(), any::<u8>()).prop_map(|(a, h)| Op::AddInvoice(a, h)),
+        (any::<u8>(), any::<u8>(), any::<u16>()).prop_map(|(a, h, n)| Op::UpsertPayment(a, h, n)),
+        (any::<u8>(), any::<u8>()).prop_map(|(a, h)| Op::DeletePayment(a, h)),
+        Just(Op::NewAccount),
+        Just(Op::RemoveAccount),
+        any::<u8>().prop_map(Op::Rename),
+        any::<u16>().prop_map(Op::StoreIndexes),
+        any::<u8>().prop_map(Op::NewSession),
+        any::<u8>().prop_map(Op::ShiftState),
+        any::<u8>().prop_map(Op::UpdateRemoteKey),
+        Just(Op::DeleteReserved),
+        Just(Op::DeleteAllReserved),
+        (any::<u8>(), 0u8..8, any::<bool>()).prop_map(|(g, k, p)| Op::KvSet(g, k, p)),
+        (any::<u8>(), 0u8..8).prop_map(|(g, k)| Op::KvDel(g, k)),
+        any::<u8>().prop_map(Op::NewPair),
+        Just(Op::WipeTemp),
+        any::<u8>().prop_map(Op::AddAction),
+        any::<u8>().prop_map(Op::SetActionState),
+    ]
+}
+
+/// What the writes made so far, to pick targets from.
+struct World {
+    accounts: Vec<store_accounts::AccountId>,
+    created: Vec<store_accounts::AccountId>,
+    sessions: Vec<store_sessions::Session>,
+    reserved: Vec<store_sessions::SessionId>,
+    actions: Vec<store_actions::ActionLocator>,
+    n: u32,
+}
+
+fn pick<T: Clone>(v: &[T], i: u8) -> Option<T> {
+    (!v.is_empty()).then(|| v[usize::from(i) % v.len()].clone())
+}
+
+/// Fails on a backend error (what an online migration must never cause,
+/// reported as `<backend> backend: …` by every store); a domain error is
+/// what an offline store answers to the same call.
+fn domain<T, E: std::fmt::Display>(r: Result<T, E>) {
+    if let Err(e) = r {
+        let text = e.to_string();
+        assert!(!text.contains(" backend: "), "a backend error: {text}");
+    }
+}
+
+/// Runs `op`; returns the names (as verify names records) of what it may
+/// have touched.
+async fn run(stores: &Stores, w: &mut World, op: &Op) -> Vec<String> {
+    w.n += 1;
+    let n = w.n;
+    match op {
+        Op::Credit(a, amt) | Op::Debit(a, amt) => {
+            let Some(id) = pick(&w.accounts, *a) else {
+                return vec![];
+            };
+            let r = if matches!(op, Op::Credit(..)) {
+                stores.accounts.credit_account(id, u64::from(*amt)).await
+            } else {
+                stores.accounts.debit_account(id, u64::from(*amt)).await
+            };
+            domain(r);
+            vec![format!("account {id}")]
+        }
+        Op::AddInvoice(a, h) => {
+            let Some(id) = pick(&w.accounts, *a) else {
+                return vec![];
+            };
+            let r = stores
+                .accounts
+                .add_account_invoice(id, store_accounts::Hash([*h; 32]))
+                .await;
+            domain(r);
+            vec![format!("account {id}")]
+        }
+        Op::UpsertPayment(a, h, amt) => {
+            let Some(id) = pick(&w.accounts, *a) else {
+                return vec![];
+            };
+            let r = stores
+                .accounts
+                .upsert_account_payment(
+                    id,
+                    store_accounts::Hash([*h; 32]),
+                    u64::from(*amt),
+                    store_accounts::PaymentStatus::InFlight,
+                    store_accounts::UpsertOptions::default(),
+                )
+                .await;
+            domain(r);
+            vec![format!("account {id}")]
+        }
+        Op::DeletePayment(a, h) => {
+            let Some(id) = pick(&w.accounts, *a) else {
+                return vec![];
+            };
+            let r = stores
+                .accounts
+                .delete_account_payment(id, store_accounts::Hash([*h; 32]))
+                .await;
+            domain(r);
+            vec![format!("account {id}")]
+        }
+        Op::NewAccount => {
+            let a = stores
+                .accounts
+                .new_account(100, None, &format!("online-{n}"))
+                .await
+                .unwrap();
+            w.accounts.push(a.id);
+            w.created.push(a.id);
+            vec![format!("account {}", a.id)]
+        }
+        Op::RemoveAccount => {
+            let Some(id) = w.created.pop() else {
+                return vec![];
+            };
+            w.accounts.retain(|a| *a != id);
+            stores.accounts.remove_account(id).await.unwrap();
+            // Sessions and actions linked to it lose the link.
+            vec![format!("account {id}"), "session ".into(), "action ".into()]
+        }
+        Op::Rename(a) => {
+            let Some(id) = pick(&w.accounts, *a) else {
+                return vec![];
+            };
+            let update = store_accounts::AccountUpdate {
+                label: Some(format!("renamed-{n}")),
+                ..Default::default()
+            };
+            stores.accounts.update_account(id, update).await.unwrap();
+            vec![format!("account {id}")]
+        }
+        Op::StoreIndexes(i) => {
+            let indexes = store_accounts::LastIndexes {
+                add_index: u64::from(*i),
+                settle_index: u64::from(*i) + 1,
+            };
+            stores.accounts.store_last_indexes(indexes).await.unwrap();
+            vec!["last indexes".into()]
+        }
+        Op::NewSession(a) => {
+            let mut new = NewSession::new(
+                format!("online session {n}"),
+                SessionType::MacaroonAdmin,
+                Utc::now() + Duration::hours(1),
+                "mailbox:443",
+            );
+            new.account = pick(&w.accounts, *a);
+            let s = stores.sessions.new_session(new).await.unwrap();
+            w.reserved.push(s.id);
+            let name = format!("session {}", s.id);
+            w.sessions.push(s);
+            vec![name]
+        }
+        Op::ShiftState(i) => {
+            let Some(id) = pick(&w.reserved, *i) else {
+                return vec![];
+            };
+            stores
+                .sessions
+                .shift_state(id, SessionState::Created)
+                .await
+                .unwrap();
+            w.reserved.retain(|r| *r != id);
+            vec![format!("session {id}")]
+        }
+        Op::UpdateRemoteKey(i) => {
+            let (Some(s), Some(other)) =
+                (pick(&w.sessions, *i), pick(&w.sessions, i.wrapping_add(1)))
+            else {
+                return vec![];
+            };
+            let r = stores
+                .sessions
+                .update_remote_public_key(s.id, other.local_public_key)
+                .await;
+            domain(r);
+            vec![format!("session {}", s.id)]
+        }
+        Op::DeleteReserved => {
+            let Some(id) = w.reserved.pop() else {
+                return vec![];
+            };
+            stores.sessions.delete_reserved_session(id).await.unwrap();
+            w.sessions.retain(|s| s.id != id);
+            vec![format!("session {id}"), "action ".into()]
+        }
+        Op::DeleteAllReserved => {
+            let gone: Vec<_> = std::mem::take(&mut w.reserved);
+            stores.sessions.delete_reserved_sessions().await.unwrap();
+            w.sessions.retain(|s| !gone.contains(&s.id));
+            vec!["session ".into(), "action ".into()]
+        }
+        Op::KvSet(g, k, _) | Op::KvDel(g, k) if !w.sessions.is_empty() => {
+            let group = pick(&w.sessions, *g).map(|s| s.group_id).unwrap();
+            let mut tx = stores
+                .firewall
+                .begin_kv(Namespace::new("online-rule", group, ""), Mode::Update)
+                .await
+                .unwrap();
+            let scope = match op {
+                Op::KvSet(_, _, true) => Scope::Local,
+                Op::KvSet(_, _, false) => Scope::LocalTemp,
+                _ => Scope::Local,
+            };
+            if let Op::KvSet(..) = op {
+                tx.set(scope, &format!("k{k}"), &n.to_be_bytes())
+                    .await
+                    .unwrap();
+            } else {
+                tx.del(scope, &format!("k{k}")).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+            vec!["kv entry ".into()]
+        }
+        Op::NewPair(g) if !w.sessions.is_empty() => {
+            let group = pick(&w.sessions, *g).map(|s| s.group_id).unwrap();
+            let mut p = stores
+                .firewall
+                .begin_privacy(group, Mode::Update)
+                .await
+                .unwrap();
+            p.new_pair(&format!("real-{n}"), &format!("pseudo-{n}"))
+                .await
+                .unwrap();
+            p.commit().await.unwrap();
+            vec!["privacy pair ".into()]
+        }
+        Op::WipeTemp => {
+            stores.firewall.delete_temp_kv_stores().await.unwrap();
+            vec!["kv entry temp".into()]
+        }
+        Op::AddAction(i) => {
+            let l = stores
+                .actions
+                .add_action(AddAction {
+                    session_id: pick(&w.sessions, *i).map(|s| s.id),
+                    account_id: pick(&w.accounts, i.wrapping_mul(7)),
+                    actor_name: "online".into(),
+                    rpc_method: "/test/Online".into(),
+                    ..AddAction::default()
+                })
+                .await
+                .unwrap();
+            w.actions.push(l);
+            vec![format!("action {l}")]
+        }
+        Op::SetActionState(i) => {
+            let Some(l) = pick(&w.actions, *i) else {
+                return vec![];
+            };
+            let r = stores
+                .actions
+                .set_action_state(l, store_actions::ActionState::Done, "")
+                .await;
+            domain(r);
+            vec![format!("action {l}")]
+        }
+        _ => vec![],
+    }
+}
+
+/// Random writes of every kind, one call at a time, through the copy, the
+/// catch-up and up to the switch; afterwards SQL holds exactly what the
+/// key-value stores held at the switch (the migration's rules applied), as
+/// an offline migration of the same database would. The call in flight at
+/// the switch may have gone to either side: only the records it may have
+/// touched are allowed to differ.
+async fn check_interleaving(fx: &SqlFixture, ops: &[Op]) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = dir.path().join("kv");
+    generate(&kv, Scale::S.shape(), 22, &|_, _, _| {})
+        .await
+        .unwrap();
+    let stores = Stores::open(&online_config(fx, &kv)).await.unwrap();
+    let online = stores.online.clone().unwrap();
+    let sessions = stores.sessions.list_sessions().await.unwrap();
+    let mut world = World {
+        accounts: stores
+            .accounts
+            .accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect(),
+        created: Vec::new(),
+        reserved: Vec::new(),
+        sessions,
+        actions: Vec::new(),
+        n: 0,
+    };
+    let mut calls = 0;
+    let last = 'writing: loop {
+        for op in ops {
+            let touched = run(&stores, &mut world, op).await;
+            calls += 1;
+            if online.switched() {
+                break 'writing touched;
+            }
+        }
+    };
+    let end = online.wait().await;
+    assert!(matches!(end, OnlineState::Switched { .. }), "{end:?}");
+    stores.close().await.unwrap();
+    let want = as_migrated(&dump_kv(&kv).await.unwrap()).unwrap();
+    let got = dump_sql(&sql_db(fx).await).await.unwrap();
+    let report = nodestore::verify::compare(&want, &got);
+    let unexplained: Vec<_> = report
+        .differences
+        .iter()
+        .filter(|d| !last.iter().any(|t| d.record.starts_with(t.as_str())))
+        .collect();
+    assert!(
+        unexplained.is_empty(),
+        "{calls} calls; differences: {:#?}",
+        &unexplained[..unexplained.len().min(10)]
+    );
+}
+
+fn interleavings(backend: &'static str) {
+    let config = ProptestConfig {
+        cases: 4,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in proptest::collection::vec(op(), 30..90))| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let name = format!("online::{backend}::interleavings");
+            let fx = if backend == "sqlite" {
+                sqlite(&name).await
+            } else {
+                postgres(&name).await
+            };
+            if let Some(fx) = fx {
+                check_interleaving(&fx, &ops).await;
+            }
+        });
+    });
+}
+
+mod interleaving {
+    pub(crate) mod sqlite {
+        #[test]
+        fn random_writes_of_every_store_end_equal_in_sql() {
+            super::super::interleavings("sqlite");
+        }
+    }
+    pub(crate) mod postgres {
+        #[test]
+        fn random_writes_of_every_store_end_equal_in_sql() {
+            super::super::interleavings("postgres");
+        }
+    }
+}
+
+/// Closing the stores during an online migration rolls it back: SQL holds
+/// no data, the key-value database is live, and the next open starts over.
+async fn closing_during_the_migration_rolls_it_back(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = dir.path().join("kv");
+    generate(&kv, Scale::S.shape(), 23, &|_, _, _| {})
+        .await
+        .unwrap();
+    let stores = Stores::open(&online_config(fx, &kv)).await.unwrap();
+    stores.close().await.unwrap();
+    assert!(matches!(
+        tombstone::status(&kv).unwrap(),
+        Some(tombstone::Status::Live(_))
+    ));
+    let stores = Stores::open(&online_config(fx, &kv)).await.unwrap();
+    let end = stores.online.clone().unwrap().wait().await;
+    assert!(matches!(end, OnlineState::Switched { .. }), "{end:?}");
+}
+
+testkit::backend_tests!(sqlite => sqlite;
+    no_write_is_lost_or_fails_across_the_cutover,
+    closing_during_the_migration_rolls_it_back,
+);
+testkit::backend_tests!(postgres => postgres;
+    no_write_is_lost_or_fails_across_the_cutover,
+    closing_during_the_migration_rolls_it_back,
+);
