@@ -321,6 +321,9 @@ fn report_seq(source: &MigrationSource) -> u64 {
     source.write_seq().ok().flatten().unwrap_or(0)
 }
 
+/// A backlog this small is cut over without waiting for a quieter moment.
+const CUTOVER_KEYS: usize = 64;
+
 /// After the copy: replays rounds of journaled keys while writers run, then
 /// pauses writers, replays the rest and returns the source's write sequence
 /// with the gate held. A pause that runs over budget is released and tried
@@ -351,7 +354,9 @@ pub(crate) async fn catch_up_and_pause(
             Duration::ZERO
         };
         tracing::info!(round, replayed = n, pending, "catch-up round");
-        if estimate > budget / 2 {
+        // Cut over when the rest looks quick to replay, or is a handful of
+        // keys (under a steady trickle of writes the set never empties).
+        if estimate > budget / 2 && pending > CUTOVER_KEYS {
             continue;
         }
         attempt += 1;

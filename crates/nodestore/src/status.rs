@@ -15,7 +15,8 @@ use crate::{BackendConfig, Config, MigrationPolicy, Result};
 pub struct KvStatus {
     /// Its directory.
     pub path: PathBuf,
-    /// `missing`, `empty`, `live` or `tombstoned`.
+    /// `missing`, `empty`, `live`, `tombstoned`, or `in_use` (a running
+    /// node has it open).
     pub state: String,
     /// The format version, when live.
     pub format: Option<u32>,
@@ -23,6 +24,9 @@ pub struct KvStatus {
     pub tombstoned_at: Option<String>,
     /// Into which SQL target.
     pub tombstone_target: Option<String>,
+    /// True while a migration of it runs (an online migration in a
+    /// running node, or `nodestore migrate`): it holds the migration lock.
+    pub migration_running: bool,
 }
 
 /// The SQL database.
@@ -116,7 +120,12 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         _ => config.kv_dir.clone(),
     };
     let kv_state = match &kv_dir {
-        Some(dir) => Some((dir.clone(), tombstone::status(dir)?)),
+        Some(dir) => match tombstone::status(dir) {
+            Ok(s) => Some((dir.clone(), s)),
+            // A node has it open: say so, and what SQL holds.
+            Err(tombstone::Error::InUse(_)) => return in_use(config, dir).await,
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     let kv = kv_state.as_ref().map(|(path, s)| {
@@ -137,6 +146,7 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
             format,
             tombstoned_at: at,
             tombstone_target: target,
+            migration_running: tombstone::migration_running(path),
         }
     });
     if let BackendConfig::Sqlite { file } = &config.backend
@@ -208,6 +218,39 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         sql: Some(sql),
         open_would,
     })
+}
+
+/// The status of a node whose key-value database is open in a running
+/// node: what SQL holds, and whether a migration (an online one, in that
+/// node) is running.
+async fn in_use(config: &Config, dir: &std::path::Path) -> Result<NodeStatus> {
+    let running = tombstone::migration_running(dir);
+    let sql_only = Config {
+        kv_dir: None,
+        ..config.clone()
+    };
+    let mut s = match &config.backend {
+        BackendConfig::Kv { .. } => NodeStatus {
+            kv: None,
+            sql: None,
+            open_would: String::new(),
+        },
+        _ => Box::pin(status(&sql_only)).await?,
+    };
+    s.kv = Some(KvStatus {
+        path: dir.to_path_buf(),
+        state: "in_use".into(),
+        format: None,
+        tombstoned_at: None,
+        tombstone_target: None,
+        migration_running: running,
+    });
+    s.open_would = if running {
+        "wait: a node has the key-value database open and is migrating it online".into()
+    } else {
+        "refuse: a node has the key-value database open".into()
+    };
+    Ok(s)
 }
 
 /// What `Stores::open` would do, decided by the migration's own rule

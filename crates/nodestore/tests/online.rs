@@ -41,7 +41,8 @@ async fn sql_db(fx: &SqlFixture) -> sqldb::Db {
 }
 
 /// Writers keep crediting one account and adding actions through the whole
-/// migration: not one call fails, and after the switch SQL holds every
+/// migration, and one keeps making a debit that must fail: not one call
+/// fails unless it fails offline too, and after the switch SQL holds every
 /// credit and every action, whichever backend took it.
 async fn no_write_is_lost_or_fails_across_the_cutover(fx: &SqlFixture) {
     let dir = tempfile::tempdir().unwrap();
@@ -79,7 +80,19 @@ async fn no_write_is_lost_or_fails_across_the_cutover(fx: &SqlFixture) {
                 if done.load(Ordering::Acquire) {
                     after_switch += 1;
                 }
-                if w % 2 == 0 {
+                if w == 3 {
+                    // A write that fails, before, during and after the
+                    // pause: it fails as it would offline, and changes
+                    // nothing.
+                    let r = stores
+                        .accounts
+                        .debit_account(account.id, u64::MAX >> 2)
+                        .await;
+                    assert!(
+                        matches!(r, Err(store_accounts::Error::WouldGoBelowZero { .. })),
+                        "{r:?}"
+                    );
+                } else if w % 2 == 0 {
                     stores.accounts.credit_account(account.id, 1).await.unwrap();
                     credits.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -561,8 +574,88 @@ async fn closing_during_the_migration_rolls_it_back(fx: &SqlFixture) {
 testkit::backend_tests!(sqlite => sqlite;
     no_write_is_lost_or_fails_across_the_cutover,
     closing_during_the_migration_rolls_it_back,
+    status_sees_a_running_online_migration,
 );
 testkit::backend_tests!(postgres => postgres;
     no_write_is_lost_or_fails_across_the_cutover,
     closing_during_the_migration_rolls_it_back,
+    status_sees_a_running_online_migration,
 );
+
+/// `nodestore status`, another process, sees that a migration is running
+/// while a node migrates online.
+async fn status_sees_a_running_online_migration(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = dir.path().join("kv");
+    generate(&kv, Scale::S.shape(), 24, &|_, _, _| {})
+        .await
+        .unwrap();
+    let config = Config {
+        // No pause is short enough: the migration catches up for as long
+        // as the writer below writes.
+        online_pause_budget: std::time::Duration::ZERO,
+        ..online_config(fx, &kv)
+    };
+    let file = dir.path().join("node.toml");
+    let backend = match fx {
+        SqlFixture::Sqlite(d) => format!(
+            "type = \"sqlite\"\nfile = \"{}\"",
+            d.path().join("node.db").display()
+        ),
+        SqlFixture::Postgres(db) => format!("type = \"postgres\"\nurl = \"{}\"", db.url()),
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "kv_dir = \"{}\"\nmigration = \"online\"\n[backend]\n{backend}\n",
+            kv.display()
+        ),
+    )
+    .unwrap();
+    let stores = Arc::new(Stores::open(&config).await.unwrap());
+    let online = stores.online.clone().unwrap();
+    let id = stores.accounts.accounts().await.unwrap()[0].id;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stores, stop) = (stores.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                stores.accounts.credit_account(id, 1).await.unwrap();
+            }
+        })
+    };
+    while !matches!(
+        online.state(),
+        OnlineState::CatchingUp { .. } | OnlineState::CuttingOver { .. }
+    ) {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodestore"))
+        .args(["status", "--json", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["kv"]["migration_running"], true, "{json}");
+    stop.store(true, Ordering::Release);
+    writer.await.unwrap();
+    let Ok(stores) = Arc::try_unwrap(stores) else {
+        panic!("the writer still holds the stores");
+    };
+    stores.close().await.unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodestore"))
+        .args(["status", "--json", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["kv"]["migration_running"], false, "{json}");
+}

@@ -299,6 +299,24 @@ pub struct MigrationLock {
     _file: std::fs::File,
 }
 
+/// Whether a migration of the database at `path` holds its migration lock
+/// now (an online migration in a running node, or `nodestore migrate`).
+/// Reads only: a missing lock file means no migration ever ran, and the
+/// probe takes a shared lock that it releases at once.
+pub fn migration_running(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path.join(MIGRATION_LOCK)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
 /// Takes the migration lock of the database at `path`, waiting up to
 /// `wait` for another migration to finish.
 ///

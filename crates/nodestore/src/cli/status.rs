@@ -46,6 +46,12 @@ pub(crate) fn print(s: &nodestore::status::NodeStatus) {
                 say_raw!(", migrated on {at} into {t}");
             }
             say!(")");
+            if k.migration_running {
+                say!(
+                    "  a migration of it is running now (an online migration in the node, or \
+                     `nodestore migrate`); its progress is in that process's log"
+                );
+            }
         }
     }
     match &s.sql {

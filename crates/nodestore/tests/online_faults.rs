@@ -1,0 +1,379 @@
+//! Faults during an online migration (docs/design.md §7): the node's
+//! process killed (SIGKILL) while copying, catching up and cutting over, and
+//! the PostgreSQL server stopped in each of those phases. After every fault
+//! before the commit: SQL holds nothing of the data, the key-value database
+//! is live, untombstoned and holds every write the node was told succeeded,
+//! and opening again migrates it online to the end, SQL then equal to it.
+//!
+//! The killed process is this test binary run again as a child node
+//! (`child_node`, ignored unless `NODESTORE_ONLINE_CHILD` is set): it opens
+//! its stores online, credits one account over and over, and prints each
+//! state change and each credit it was told succeeded.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the child node reports to its parent on standard output"
+)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use nodestore::dump::{as_migrated, dump_kv, dump_sql};
+use nodestore::generate::{Scale, generate};
+use nodestore::{BackendConfig, Config, MigrationPolicy, OnlineState, Stores};
+use testkit::sql::{SqlFixture, postgres, sqlite};
+
+const CHILD: &str = "NODESTORE_ONLINE_CHILD";
+
+fn backend_of(fx: &SqlFixture) -> BackendConfig {
+    match fx {
+        SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
+            file: dir.path().join("node.db"),
+        },
+        SqlFixture::Postgres(db) => BackendConfig::Postgres {
+            url: db.url().to_owned(),
+            pool_size: 4,
+        },
+    }
+}
+
+fn online(backend: BackendConfig, kv: &Path, budget: Duration) -> Config {
+    Config {
+        kv_dir: Some(kv.to_path_buf()),
+        migration: MigrationPolicy::Online,
+        online_pause_budget: budget,
+        ..Config::new(backend)
+    }
+}
+
+fn phase(s: &OnlineState) -> &'static str {
+    match s {
+        OnlineState::Starting => "starting",
+        OnlineState::Copying { .. } => "copying",
+        OnlineState::CatchingUp { .. } => "catching-up",
+        OnlineState::CuttingOver { .. } => "cutting-over",
+        OnlineState::Switched { .. } => "switched",
+        OnlineState::Failed { .. } => "failed",
+    }
+}
+
+/// The child node: opens online as the environment says, credits the
+/// account labelled `counter` forever, reports on standard output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the fault tests as a child process"]
+async fn child_node() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let (kv, target, budget_ms) = {
+        let mut parts = spec.splitn(3, '\n');
+        (
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().parse::<u64>().unwrap(),
+        )
+    };
+    let backend = match target.strip_prefix("sqlite:") {
+        Some(file) => BackendConfig::Sqlite { file: file.into() },
+        None => BackendConfig::Postgres {
+            url: target,
+            pool_size: 4,
+        },
+    };
+    let config = online(backend, Path::new(&kv), Duration::from_millis(budget_ms));
+    let stores = Stores::open(&config).await.unwrap();
+    let migration = stores.online.clone().unwrap();
+    let id = stores
+        .accounts
+        .accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.label == "counter")
+        .unwrap()
+        .id;
+    let reporter = tokio::spawn(async move {
+        let mut last = "";
+        loop {
+            let p = phase(&migration.state());
+            if p != last {
+                println!("state {p}");
+                last = p;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let mut n = 0u64;
+    loop {
+        stores.accounts.credit_account(id, 1).await.unwrap();
+        n += 1;
+        println!("credited {n}");
+        if reporter.is_finished() {
+            break;
+        }
+    }
+}
+
+/// A node's key-value database with an account labelled `counter`.
+async fn node(dir: &Path) -> std::path::PathBuf {
+    let kv = dir.join("kv");
+    generate(&kv, Scale::S.shape(), 31, &|_, _, _| {})
+        .await
+        .unwrap();
+    let stores = Stores::open(&Config::new(BackendConfig::Kv { dir: kv.clone() }))
+        .await
+        .unwrap();
+    stores
+        .accounts
+        .new_account(0, None, "counter")
+        .await
+        .unwrap();
+    stores.close().await.unwrap();
+    kv
+}
+
+/// Runs the child node until it reports `kill_in`, kills it with SIGKILL,
+/// and returns how many credits it was told succeeded.
+fn kill_child_in(kv: &Path, target: &str, budget_ms: u64, kill_in: &str) -> u64 {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_node",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD, format!("{}\n{target}\n{budget_ms}", kv.display()))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut credited = 0;
+    let mut seen = Vec::new();
+    for line in out.lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("credited ") {
+            credited = n.parse().unwrap();
+        } else if let Some(p) = line.strip_prefix("state ") {
+            seen.push(p.to_owned());
+            assert_ne!(
+                p, "switched",
+                "the child switched before the kill: {seen:?}"
+            );
+            if p == kill_in {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.iter().any(|p| p == kill_in),
+        "the child never reached {kill_in}: {seen:?}"
+    );
+    credited
+}
+
+/// After a fault before the commit: SQL holds none of the data, the
+/// key-value database is live and holds every credit acknowledged; then an
+/// online open migrates it to the end and SQL equals it.
+async fn nothing_lost_and_a_reopen_finishes(backend: BackendConfig, kv: &Path, acknowledged: u64) {
+    assert!(
+        matches!(
+            tombstone::status(kv).unwrap(),
+            Some(tombstone::Status::Live(_))
+        ),
+        "the key-value database is live"
+    );
+    let db = nodestore::connect(&backend).await.unwrap().unwrap();
+    let facts = migrator::inspect_target(&db).await.unwrap();
+    assert!(!facts.migrated, "SQL holds none of the data");
+    let stores = Stores::open(&Config {
+        kv_dir: None,
+        ..Config::new(BackendConfig::Kv {
+            dir: kv.to_path_buf(),
+        })
+    })
+    .await
+    .unwrap();
+    let counter = stores
+        .accounts
+        .accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.label == "counter")
+        .unwrap();
+    assert!(
+        counter.current_balance_msat as u64 >= acknowledged,
+        "{} credits kept, {acknowledged} acknowledged",
+        counter.current_balance_msat
+    );
+    stores.close().await.unwrap();
+    let stores = Stores::open(&online(backend, kv, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let end = stores.online.clone().unwrap().wait().await;
+    assert!(matches!(end, OnlineState::Switched { .. }), "{end:?}");
+    stores.close().await.unwrap();
+    let want = as_migrated(&dump_kv(kv).await.unwrap()).unwrap();
+    let report = nodestore::verify::compare(&want, &dump_sql(&db).await.unwrap());
+    assert!(report.is_clean(), "{:?}", report.differences);
+}
+
+fn target(fx: &SqlFixture) -> String {
+    match fx {
+        SqlFixture::Sqlite(d) => format!("sqlite:{}", d.path().join("node.db").display()),
+        SqlFixture::Postgres(db) => db.url().to_owned(),
+    }
+}
+
+/// SIGKILL while copying, while catching up, while cutting over. A budget
+/// of 0 ms keeps the child catching up and backing off from its cutover
+/// for as long as it writes, so each phase can be hit.
+async fn killed_in_each_phase_loses_nothing(fx: &SqlFixture) {
+    for (kill_in, budget_ms) in [("copying", 0), ("catching-up", 0), ("cutting-over", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = node(dir.path()).await;
+        let acknowledged = kill_child_in(&kv, &target(fx), budget_ms, kill_in);
+        nothing_lost_and_a_reopen_finishes(backend_of(fx), &kv, acknowledged).await;
+        // The next phase starts from an empty target again.
+        if let SqlFixture::Postgres(_) = fx {
+            let db = nodestore::connect(&backend_of(fx)).await.unwrap().unwrap();
+            drop_everything(&db).await;
+        } else if let SqlFixture::Sqlite(d) = fx {
+            for f in ["node.db", "node.db-wal", "node.db-shm"] {
+                let _ = std::fs::remove_file(d.path().join(f));
+            }
+        }
+    }
+}
+
+/// Empties a PostgreSQL test database for the next trial.
+async fn drop_everything(db: &sqldb::Db) {
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.execute_script("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+                .await
+        })
+    })
+    .await
+    .unwrap();
+}
+
+testkit::backend_tests!(sqlite => sqlite; killed_in_each_phase_loses_nothing);
+testkit::backend_tests!(postgres => postgres; killed_in_each_phase_loses_nothing);
+
+/// The PostgreSQL server stopped while copying, while catching up and
+/// while cutting over: the migration fails, the node keeps serving from
+/// the key-value database (writes included), and after the server is back
+/// an online open migrates to the end.
+mod postgres_server {
+    use super::*;
+    use testkit::cluster::LocalCluster;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopped_in_each_phase_leaves_the_node_serving() {
+        let Some(_) = testkit::cluster::find_server_bin() else {
+            assert!(
+                std::env::var_os("NODESTORE_REQUIRE_POSTGRES").is_none(),
+                "PostgreSQL server binaries are required but missing"
+            );
+            return;
+        };
+        let cluster = LocalCluster::start_with(Some(std::process::id()), true).unwrap();
+        for (i, (stop_in, budget)) in [("copying", 0), ("catching-up", 0), ("cutting-over", 0)]
+            .into_iter()
+            .enumerate()
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let kv = node(dir.path()).await;
+            let url = cluster.url("postgres");
+            let db = nodestore::connect(&BackendConfig::Postgres {
+                url: url.clone(),
+                pool_size: 2,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            drop_everything(&db).await;
+            drop(db);
+            let backend = BackendConfig::Postgres { url, pool_size: 4 };
+            let stores = Arc::new(
+                Stores::open(&online(backend.clone(), &kv, Duration::from_millis(budget)))
+                    .await
+                    .unwrap(),
+            );
+            let migration = stores.online.clone().unwrap();
+            let counter = stores
+                .accounts
+                .accounts()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|a| a.label == "counter")
+                .unwrap()
+                .id;
+            let stop = Arc::new(AtomicBool::new(false));
+            let credited = Arc::new(AtomicU64::new(0));
+            let writer = {
+                let (stores, stop, credited) = (stores.clone(), stop.clone(), credited.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Acquire) {
+                        stores.accounts.credit_account(counter, 1).await.unwrap();
+                        credited.fetch_add(1, Ordering::AcqRel);
+                    }
+                })
+            };
+            let mut seen = Vec::new();
+            loop {
+                let p = phase(&migration.state());
+                if seen.last() != Some(&p) {
+                    seen.push(p);
+                }
+                assert_ne!(
+                    p, "switched",
+                    "trial {i}: switched before the stop: {seen:?}"
+                );
+                if p == stop_in {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            cluster.stop_now().unwrap();
+            let end = migration.wait().await;
+            assert!(
+                matches!(end, OnlineState::Failed { .. }),
+                "trial {i}: {end:?}"
+            );
+            // Still serving, writes included, from the key-value database.
+            let before = credited.load(Ordering::Acquire);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(credited.load(Ordering::Acquire) > before, "writes go on");
+            stop.store(true, Ordering::Release);
+            writer.await.unwrap();
+            let total = credited.load(Ordering::Acquire);
+            let balance = stores
+                .accounts
+                .account(counter)
+                .await
+                .unwrap()
+                .current_balance_msat;
+            assert_eq!(balance as u64, total, "trial {i}: every credit kept");
+            let Ok(stores) = Arc::try_unwrap(stores) else {
+                panic!("the writer still holds the stores");
+            };
+            stores.close().await.unwrap();
+            cluster.start_again().unwrap();
+            nothing_lost_and_a_reopen_finishes(backend, &kv, total).await;
+        }
+        cluster.stop().unwrap();
+    }
+}
