@@ -29,6 +29,12 @@
 //!   database is not the one the SQL data came from, or it was written to
 //!   after the migration; with `defer` the stores open on it.
 //!
+//! With `migration = "online"` and a live key-value database that SQL
+//! does not hold yet, `open` returns at once with stores serving from the
+//! key-value database and migrates in the background, switching them to
+//! SQL when done; [`Stores::online`] is the handle to that migration
+//! (docs/design.md §7).
+//!
 //! Without a key-value database the code step records that there was none.
 //!
 //! [`Stores::start`] does the start-up chores: it wipes the temporary
