@@ -13,6 +13,8 @@ pub(crate) struct BenchArgs {
     pub(crate) release: bool,
     /// Pass `--no-latency` to the benchmark.
     pub(crate) no_latency: bool,
+    /// Pass `--no-online` to the benchmark.
+    pub(crate) no_online: bool,
 }
 
 impl BenchArgs {
@@ -22,6 +24,7 @@ impl BenchArgs {
             backends: vec!["sqlite".into(), "postgres".into()],
             release: true,
             no_latency: false,
+            no_online: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -41,6 +44,7 @@ impl BenchArgs {
                     out.backends = vec![b.clone()];
                 }
                 "--no-latency" => out.no_latency = true,
+                "--no-online" => out.no_online = true,
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
             }
         }
@@ -74,6 +78,9 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
             .env(testkit::URL_ENV, &url);
         if args.no_latency {
             cmd.arg("--no-latency");
+        }
+        if args.no_online {
+            cmd.arg("--no-online");
         }
         step(&format!("bench, scale {}, {backend}", args.scale), cmd)?;
     }

@@ -7,7 +7,7 @@
 //!   each backend feature (`kv`, `sqlite`, `postgres`) built alone.
 //! - `test [--backend core|kv|sqlite|postgres] [--crate NAME]`: tests, with
 //!   the same table.
-//! - `bench [--scale S|M|L|XL] [--backend sqlite|postgres] [--no-latency]`: the benchmark
+//! - `bench [--scale S|M|L|XL] [--backend sqlite|postgres] [--no-latency] [--no-online]`: the benchmark
 //!   (crates/bench), release build, on both SQL backends unless one is named;
 //!   figures under `target/bench/`. `ci` runs it at scale S in a debug build
 //!   as a smoke test (it must complete; no timing is asserted).
@@ -73,6 +73,7 @@ fn run(args: &[String]) -> Result<()> {
                 backends: vec!["sqlite".into(), "postgres".into()],
                 release: false,
                 no_latency: false,
+                no_online: false,
             })
         }
         Some("bench") => bench(&BenchArgs::parse(&args[1..])?),

@@ -220,7 +220,8 @@ fn run_binary(
         match result.trim() {
             "ok" if skipped.contains(&name) => t.skipped += 1,
             "ok" => t.passed += 1,
-            "ignored" => t.skipped += 1,
+            // libtest adds the reason: `ignored, <reason>`.
+            r if r.starts_with("ignored") => t.skipped += 1,
             _ => {
                 t.failed += 1;
                 failures.push(name.to_owned());
@@ -295,7 +296,8 @@ fn run_doc_tests(args: &TestArgs) -> Result<(BTreeMap<String, Tally>, bool)> {
         let t = tallies.entry(krate).or_default();
         match result.trim() {
             "ok" => t.passed += 1,
-            "ignored" => t.skipped += 1,
+            // libtest adds the reason: `ignored, <reason>`.
+            r if r.starts_with("ignored") => t.skipped += 1,
             _ => t.failed += 1,
         }
     }

@@ -13,7 +13,8 @@
 //! directory, with the scale, the backend and the git commit.
 //!
 //! `nodestore-bench [--scale S|M|L] [--backend sqlite|postgres] [--pg-url URL]
-//! [--work DIR] [--out DIR] [--sled-cache-mib N] [--sqlite-cache-mib N]`; the
+//! [--work DIR] [--out DIR] [--sled-cache-mib N] [--sqlite-cache-mib N]
+//! [--no-latency] [--no-online]`; the
 //! two cache flags override the migration's defaults, for experiments.
 #![allow(
     clippy::print_stdout,
@@ -23,6 +24,7 @@
 
 mod latency;
 mod limit;
+mod online;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,6 +52,8 @@ struct Args {
     /// Leave the latency measurement out (`--no-latency`): the migration,
     /// limit and memory figures of a large scale in less time.
     no_latency: bool,
+    /// Leave the online migration under load out (`--no-online`).
+    no_online: bool,
 }
 
 fn parse() -> Result<Args, BoxError> {
@@ -66,6 +70,7 @@ fn parse() -> Result<Args, BoxError> {
         kv: None,
         sled_cache_mib: None,
         no_latency: false,
+        no_online: false,
         sqlite_cache_mib: None,
     };
     let mut it = std::env::args().skip(1);
@@ -82,6 +87,7 @@ fn parse() -> Result<Args, BoxError> {
             "--sled-cache-mib" => a.sled_cache_mib = Some(value()?.parse()?),
             "--sqlite-cache-mib" => a.sqlite_cache_mib = Some(value()?.parse()?),
             "--no-latency" => a.no_latency = true,
+            "--no-online" => a.no_online = true,
             "migrate" | "limit" | "honest" | "sled" | "run" => a.phase = arg.clone(),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -410,13 +416,42 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         latencies(args, scale, &pristine, &mig_target).await?
     };
 
+    let online = if args.no_online {
+        Value::Null
+    } else {
+        println!(
+            "migrating online under load ({} writes/s, {} reads/s) …",
+            online::WRITES_PER_S,
+            online::READS_PER_S
+        );
+        let kv = kv_copy(args, &pristine, &format!("kv-{scale}-online"))?;
+        let target = fresh_target(
+            args,
+            &args.backend,
+            &format!("online_{}", scale.to_lowercase()),
+        )
+        .await?;
+        let backend = match target.strip_prefix("sqlite:") {
+            Some(file) => nodestore::BackendConfig::Sqlite { file: file.into() },
+            None => nodestore::BackendConfig::Postgres {
+                url: target.clone(),
+                pool_size: 8,
+            },
+        };
+        online::run(&kv, backend).await?
+    };
+
     let phases = Phases {
         migration,
         limit,
         honest,
         sled,
     };
-    let report = report(args, scale, &shape, &phases, &latencies);
+    let mut report = report(args, scale, &shape, &phases, &latencies);
+    if !online.is_null() {
+        report_online(&online, f(&report["migration"]["seconds"]));
+        report["online"] = online;
+    }
     std::fs::create_dir_all(&args.out)?;
     let file = args
         .out
@@ -512,6 +547,77 @@ async fn latencies(
         println!("  (no PostgreSQL server given: latency on PostgreSQL left out)");
     }
     Ok(out)
+}
+
+/// The online run's table: the figures and the goals at L.
+fn report_online(o: &Value, offline_s: f64) {
+    let switch = f(&o["seconds_to_switch"]);
+    let ratio = if offline_s > 0.0 {
+        switch / offline_s
+    } else {
+        0.0
+    };
+    println!();
+    println!(
+        "online migration under load ({} writes/s, {} reads/s; * = missed)",
+        o["writes_per_s"], o["reads_per_s"]
+    );
+    let mark = |missed: bool| if missed { "*" } else { "" };
+    println!(
+        "{:<36}{:>12.2}   (offline {offline_s:.2} s; ratio {ratio:.2}{}, goal <= 1.5)",
+        "time to switch, s",
+        switch,
+        mark(ratio > 1.5)
+    );
+    let pause = f(&o["longest_pause_ms"]);
+    println!(
+        "{:<36}{:>12}   (goal <= 250)",
+        "longest write pause, ms",
+        format!("{pause:.1}{}", mark(pause > 250.0))
+    );
+    println!(
+        "{:<36}{:>12}",
+        "journal peak, keys",
+        o["journal_peak_keys"].to_string()
+    );
+    let failed = o["failed_calls"].as_u64().unwrap_or(0);
+    println!(
+        "{:<36}{:>12}   (of {}; goal 0)",
+        "failed calls",
+        format!("{failed}{}", mark(failed > 0)),
+        o["calls"]
+    );
+    let diffs = o["verify_differences"].as_u64().unwrap_or(0);
+    println!(
+        "{:<36}{:>12}   (goal 0; {} more from writes after the switch, which went to SQL only)",
+        "verify differences",
+        format!("{diffs}{}", mark(diffs > 0)),
+        o["verify_differences_from_later_writes"]
+    );
+    println!(
+        "{:<36}{:>22}{:>22}{:>22}",
+        "latency p50 / p99 / max (µs)", "before (kv)", "during", "after (sql)"
+    );
+    for kind in ["writes", "reads"] {
+        print!("{:<36}", format!("  {kind}"));
+        for phase in ["before", "during", "after"] {
+            let v = &o["phases"][phase][kind];
+            let cell = if v["calls"].as_u64().unwrap_or(0) == 0 {
+                "-".to_owned()
+            } else {
+                let missed = kind == "writes" && phase == "during" && f(&v["p99_us"]) > 50_000.0;
+                format!(
+                    "{:.0} / {:.0} / {:.0}{}",
+                    f(&v["p50_us"]),
+                    f(&v["p99_us"]),
+                    f(&v["max_us"]),
+                    mark(missed)
+                )
+            };
+            print!("{cell:>22}");
+        }
+        println!();
+    }
 }
 
 fn f(v: &Value) -> f64 {

@@ -275,105 +275,107 @@ testkit::backend_tests!(postgres => postgres; killed_in_each_phase_loses_nothing
 /// while cutting over: the migration fails, the node keeps serving from
 /// the key-value database (writes included), and after the server is back
 /// an online open migrates to the end.
-mod postgres_server {
-    use super::*;
-    use testkit::cluster::LocalCluster;
+mod server_stopped {
+    pub(crate) mod postgres {
+        use super::super::*;
+        use testkit::cluster::LocalCluster;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stopped_in_each_phase_leaves_the_node_serving() {
-        let Some(_) = testkit::cluster::find_server_bin() else {
-            assert!(
-                std::env::var_os("NODESTORE_REQUIRE_POSTGRES").is_none(),
-                "PostgreSQL server binaries are required but missing"
-            );
-            return;
-        };
-        let cluster = LocalCluster::start_with(Some(std::process::id()), true).unwrap();
-        for (i, (stop_in, budget)) in [("copying", 0), ("catching-up", 0), ("cutting-over", 0)]
-            .into_iter()
-            .enumerate()
-        {
-            let dir = tempfile::tempdir().unwrap();
-            let kv = node(dir.path()).await;
-            let url = cluster.url("postgres");
-            let db = nodestore::connect(&BackendConfig::Postgres {
-                url: url.clone(),
-                pool_size: 2,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-            drop_everything(&db).await;
-            drop(db);
-            let backend = BackendConfig::Postgres { url, pool_size: 4 };
-            let stores = Arc::new(
-                Stores::open(&online(backend.clone(), &kv, Duration::from_millis(budget)))
-                    .await
-                    .unwrap(),
-            );
-            let migration = stores.online.clone().unwrap();
-            let counter = stores
-                .accounts
-                .accounts()
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|a| a.label == "counter")
-                .unwrap()
-                .id;
-            let stop = Arc::new(AtomicBool::new(false));
-            let credited = Arc::new(AtomicU64::new(0));
-            let writer = {
-                let (stores, stop, credited) = (stores.clone(), stop.clone(), credited.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Acquire) {
-                        stores.accounts.credit_account(counter, 1).await.unwrap();
-                        credited.fetch_add(1, Ordering::AcqRel);
-                    }
-                })
-            };
-            let mut seen = Vec::new();
-            loop {
-                let p = phase(&migration.state());
-                if seen.last() != Some(&p) {
-                    seen.push(p);
-                }
-                assert_ne!(
-                    p, "switched",
-                    "trial {i}: switched before the stop: {seen:?}"
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn in_each_phase_the_node_keeps_serving() {
+            let Some(_) = testkit::cluster::find_server_bin() else {
+                assert!(
+                    std::env::var_os("NODESTORE_REQUIRE_POSTGRES").is_none(),
+                    "PostgreSQL server binaries are required but missing"
                 );
-                if p == stop_in {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            cluster.stop_now().unwrap();
-            let end = migration.wait().await;
-            assert!(
-                matches!(end, OnlineState::Failed { .. }),
-                "trial {i}: {end:?}"
-            );
-            // Still serving, writes included, from the key-value database.
-            let before = credited.load(Ordering::Acquire);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            assert!(credited.load(Ordering::Acquire) > before, "writes go on");
-            stop.store(true, Ordering::Release);
-            writer.await.unwrap();
-            let total = credited.load(Ordering::Acquire);
-            let balance = stores
-                .accounts
-                .account(counter)
+                return;
+            };
+            let cluster = LocalCluster::start_with(Some(std::process::id()), true).unwrap();
+            for (i, (stop_in, budget)) in [("copying", 0), ("catching-up", 0), ("cutting-over", 0)]
+                .into_iter()
+                .enumerate()
+            {
+                let dir = tempfile::tempdir().unwrap();
+                let kv = node(dir.path()).await;
+                let url = cluster.url("postgres");
+                let db = nodestore::connect(&BackendConfig::Postgres {
+                    url: url.clone(),
+                    pool_size: 2,
+                })
                 .await
                 .unwrap()
-                .current_balance_msat;
-            assert_eq!(balance as u64, total, "trial {i}: every credit kept");
-            let Ok(stores) = Arc::try_unwrap(stores) else {
-                panic!("the writer still holds the stores");
-            };
-            stores.close().await.unwrap();
-            cluster.start_again().unwrap();
-            nothing_lost_and_a_reopen_finishes(backend, &kv, total).await;
+                .unwrap();
+                drop_everything(&db).await;
+                drop(db);
+                let backend = BackendConfig::Postgres { url, pool_size: 4 };
+                let stores = Arc::new(
+                    Stores::open(&online(backend.clone(), &kv, Duration::from_millis(budget)))
+                        .await
+                        .unwrap(),
+                );
+                let migration = stores.online.clone().unwrap();
+                let counter = stores
+                    .accounts
+                    .accounts()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|a| a.label == "counter")
+                    .unwrap()
+                    .id;
+                let stop = Arc::new(AtomicBool::new(false));
+                let credited = Arc::new(AtomicU64::new(0));
+                let writer = {
+                    let (stores, stop, credited) = (stores.clone(), stop.clone(), credited.clone());
+                    tokio::spawn(async move {
+                        while !stop.load(Ordering::Acquire) {
+                            stores.accounts.credit_account(counter, 1).await.unwrap();
+                            credited.fetch_add(1, Ordering::AcqRel);
+                        }
+                    })
+                };
+                let mut seen = Vec::new();
+                loop {
+                    let p = phase(&migration.state());
+                    if seen.last() != Some(&p) {
+                        seen.push(p);
+                    }
+                    assert_ne!(
+                        p, "switched",
+                        "trial {i}: switched before the stop: {seen:?}"
+                    );
+                    if p == stop_in {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                cluster.stop_now().unwrap();
+                let end = migration.wait().await;
+                assert!(
+                    matches!(end, OnlineState::Failed { .. }),
+                    "trial {i}: {end:?}"
+                );
+                // Still serving, writes included, from the key-value database.
+                let before = credited.load(Ordering::Acquire);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert!(credited.load(Ordering::Acquire) > before, "writes go on");
+                stop.store(true, Ordering::Release);
+                writer.await.unwrap();
+                let total = credited.load(Ordering::Acquire);
+                let balance = stores
+                    .accounts
+                    .account(counter)
+                    .await
+                    .unwrap()
+                    .current_balance_msat;
+                assert_eq!(balance as u64, total, "trial {i}: every credit kept");
+                let Ok(stores) = Arc::try_unwrap(stores) else {
+                    panic!("the writer still holds the stores");
+                };
+                stores.close().await.unwrap();
+                cluster.start_again().unwrap();
+                nothing_lost_and_a_reopen_finishes(backend, &kv, total).await;
+            }
+            cluster.stop().unwrap();
         }
-        cluster.stop().unwrap();
     }
 }
