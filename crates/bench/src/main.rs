@@ -595,7 +595,7 @@ fn report_online(o: &Value, offline_s: f64) {
         o["verify_differences_from_later_writes"]
     );
     println!(
-        "{:<36}{:>22}{:>22}{:>22}",
+        "{:<36}{:>26}{:>26}{:>26}",
         "latency p50 / p99 / max (µs)", "before (kv)", "during", "after (sql)"
     );
     for kind in ["writes", "reads"] {
@@ -614,7 +614,7 @@ fn report_online(o: &Value, offline_s: f64) {
                     mark(missed)
                 )
             };
-            print!("{cell:>22}");
+            print!("{cell:>26}");
         }
         println!();
     }
