@@ -380,7 +380,9 @@ pub(crate) async fn replay(
     live: &dyn store_accounts::Store,
     ids: &[store_accounts::AccountId],
     last_indexes: bool,
+    deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
+    use crate::replay::rows;
     for id in ids {
         let sql_id = tx
             .query_opt(
@@ -414,39 +416,34 @@ pub(crate) async fn replay(
                         .to_owned(),
                 )
                 .await?;
-                tx.exec(
-                    &Query::delete()
-                        .from_table(AccountInvoices::Table)
-                        .and_where(Expr::col(AccountInvoices::AccountId).eq(sid))
-                        .to_owned(),
-                )
-                .await?;
-                tx.exec(
-                    &Query::delete()
-                        .from_table(AccountPayments::Table)
-                        .and_where(Expr::col(AccountPayments::AccountId).eq(sid))
-                        .to_owned(),
-                )
-                .await?;
+                delete_children(tx, sid, deltas).await?;
                 let (invoices, payments) = child_rows(&a, sid)?;
+                deltas.invoices += rows(invoices.len());
+                deltas.payments += rows(payments.len());
                 write_rows(tx, Vec::new(), invoices, payments).await?;
                 verify_chunk(tx, std::slice::from_ref(&a), sid, sid).await?;
             }
             (Some(a), None) => {
                 let sid = crate::replay::next_id(tx, "accounts").await?;
                 write_chunk(tx, std::slice::from_ref(&a), sid).await?;
+                deltas.accounts += 1;
+                deltas.invoices += rows(a.invoices.len());
+                deltas.payments += rows(a.payments.len());
                 verify_chunk(tx, std::slice::from_ref(&a), sid, sid).await?;
                 crate::replay::advance_sequence(tx, "accounts", sid).await?;
             }
             (None, Some(sid)) => {
                 crate::replay::drop_links(tx, "account_id", sid).await?;
-                tx.exec(
-                    &Query::delete()
-                        .from_table(Accounts::Table)
-                        .and_where(Expr::col(Accounts::Id).eq(sid))
-                        .to_owned(),
-                )
-                .await?;
+                delete_children(tx, sid, deltas).await?;
+                deltas.accounts -= rows(
+                    tx.exec(
+                        &Query::delete()
+                            .from_table(Accounts::Table)
+                            .and_where(Expr::col(Accounts::Id).eq(sid))
+                            .to_owned(),
+                    )
+                    .await?,
+                );
             }
             (None, None) => {}
         }
@@ -460,6 +457,35 @@ pub(crate) async fn replay(
             Err(e) => return Err(crate::live_error("account indexes", e)),
         }
     }
+    Ok(())
+}
+
+/// Deletes the invoices and payments of the account with SQL id `sid`,
+/// counting them.
+async fn delete_children(
+    tx: &mut dyn Tx,
+    sid: i64,
+    deltas: &mut crate::replay::Deltas,
+) -> Result<(), Error> {
+    use crate::replay::rows;
+    deltas.invoices -= rows(
+        tx.exec(
+            &Query::delete()
+                .from_table(AccountInvoices::Table)
+                .and_where(Expr::col(AccountInvoices::AccountId).eq(sid))
+                .to_owned(),
+        )
+        .await?,
+    );
+    deltas.payments -= rows(
+        tx.exec(
+            &Query::delete()
+                .from_table(AccountPayments::Table)
+                .and_where(Expr::col(AccountPayments::AccountId).eq(sid))
+                .to_owned(),
+        )
+        .await?,
+    );
     Ok(())
 }
 

@@ -157,6 +157,7 @@ pub(crate) async fn replay(
     tx: &mut dyn Tx,
     live: &dyn store_actions::Store,
     locators: &[u64],
+    deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
     if locators.is_empty() {
         return Ok(());
@@ -172,13 +173,16 @@ pub(crate) async fn replay(
         }
     }
     let ids: Vec<i64> = locators.iter().map(|l| *l as i64).collect();
-    tx.exec(
-        &Query::delete()
-            .from_table(Actions::Table)
-            .and_where(Expr::col(Actions::Id).is_in(ids))
-            .to_owned(),
-    )
-    .await?;
+    deltas.actions -= crate::replay::rows(
+        tx.exec(
+            &Query::delete()
+                .from_table(Actions::Table)
+                .and_where(Expr::col(Actions::Id).is_in(ids))
+                .to_owned(),
+        )
+        .await?,
+    );
+    deltas.actions += crate::replay::rows(current.len());
     let links = Links::load(tx).await?;
     let last = write_chunk(tx, &links, &current, &mut ActionsReport::default()).await?;
     crate::replay::advance_sequence(tx, "actions", last).await?;

@@ -363,19 +363,23 @@ pub(crate) async fn replay(
     temp_wiped: bool,
     entries: &[TouchedEntry],
     privacy_groups: &[SessionId],
+    deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
+    use crate::replay::rows;
     use store_firewall::{Mode, Scope};
     let mut names = Names::default();
     let mut report = FirewallReport::default();
     let mut next_id = crate::replay::next_id(tx, "kvstores").await?;
     if temp_wiped {
-        tx.exec(
-            &Query::delete()
-                .from_table(Kvstores::Table)
-                .and_where(Expr::col(Kvstores::Perm).eq(false))
-                .to_owned(),
-        )
-        .await?;
+        deltas.kv_entries -= rows(
+            tx.exec(
+                &Query::delete()
+                    .from_table(Kvstores::Table)
+                    .and_where(Expr::col(Kvstores::Perm).eq(false))
+                    .to_owned(),
+            )
+            .await?,
+        );
         let temp: Vec<KvEntry> = live
             .kv_entries()
             .await
@@ -396,7 +400,7 @@ pub(crate) async fn replay(
             key: t.key.clone(),
             value: Vec::new(),
         };
-        delete_entry(tx, &entry).await?;
+        deltas.kv_entries -= delete_entry(tx, &entry).await?;
         let value = match live.begin_kv(t.ns.clone(), Mode::View).await {
             Ok(mut kv) => {
                 let v = kv.get(t.scope, &t.key).await;
@@ -416,18 +420,22 @@ pub(crate) async fn replay(
         }
     }
     crate::replay::advance_sequence(tx, "kvstores", next_id - 1).await?;
+    deltas.kv_entries += rows(report.kv_entries);
+    report.privacy_pairs = 0;
     for group in privacy_groups {
         let ids = group_ids(tx, std::iter::once(*group)).await?;
         let Some(&(gid, _)) = ids.get(group) else {
             continue; // the group is gone; so are its pairs
         };
-        tx.exec(
-            &Query::delete()
-                .from_table(PrivacyPairs::Table)
-                .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
-                .to_owned(),
-        )
-        .await?;
+        deltas.privacy_pairs -= rows(
+            tx.exec(
+                &Query::delete()
+                    .from_table(PrivacyPairs::Table)
+                    .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
+                    .to_owned(),
+            )
+            .await?,
+        );
         let pairs = match live.begin_privacy(*group, Mode::View).await {
             Ok(mut p) => {
                 let all = p.fetch_all_pairs().await;
@@ -449,12 +457,36 @@ pub(crate) async fn replay(
             .await?;
         }
     }
+    deltas.privacy_pairs += rows(report.privacy_pairs);
     Ok(())
 }
 
+/// Deletes every kv-store entry and privacy pair of the group whose first
+/// session has SQL id `gid`; returns how many of each.
+pub(crate) async fn delete_group(tx: &mut dyn Tx, gid: i64) -> Result<(i64, i64), Error> {
+    use crate::replay::rows;
+    let entries = tx
+        .exec(
+            &Query::delete()
+                .from_table(Kvstores::Table)
+                .and_where(Expr::col(Kvstores::GroupId).eq(gid))
+                .to_owned(),
+        )
+        .await?;
+    let pairs = tx
+        .exec(
+            &Query::delete()
+                .from_table(PrivacyPairs::Table)
+                .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
+                .to_owned(),
+        )
+        .await?;
+    Ok((rows(entries), rows(pairs)))
+}
+
 /// Deletes the SQL row of `e` (matched by permanence, rule, group,
-/// feature and key), if there is one.
-async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<(), Error> {
+/// feature and key), if there is one; returns how many rows went.
+async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<i64, Error> {
     use store_firewall::sql::schema::Features;
     let id_of = |table_rule: bool, name: &str| {
         if table_rule {
@@ -472,7 +504,7 @@ async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<(), Error> {
         }
     };
     let Some(rule) = tx.query_opt(&id_of(true, &e.rule)).await? else {
-        return Ok(());
+        return Ok(0);
     };
     let mut q = Query::delete()
         .from_table(Kvstores::Table)
@@ -487,7 +519,7 @@ async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<(), Error> {
         Some(g) => {
             let groups = group_ids(tx, std::iter::once(g)).await?;
             let Some(&(gid, _)) = groups.get(&g) else {
-                return Ok(());
+                return Ok(0);
             };
             q.and_where(Expr::col(Kvstores::GroupId).eq(gid));
         }
@@ -498,13 +530,12 @@ async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<(), Error> {
         }
         Some(f) => {
             let Some(feature) = tx.query_opt(&id_of(false, f)).await? else {
-                return Ok(());
+                return Ok(0);
             };
             q.and_where(Expr::col(Kvstores::FeatureId).eq(feature.i64(0)?));
         }
     }
-    tx.exec(&q).await?;
-    Ok(())
+    Ok(crate::replay::rows(tx.exec(&q).await?))
 }
 
 /// Rule and feature ids assigned so far.

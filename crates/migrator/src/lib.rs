@@ -649,6 +649,8 @@ pub struct KvToSql<'a> {
     /// The write gate held from the cutover's last replay until the stores
     /// are switched (an online migration only).
     paused: Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>,
+    /// Later schema steps an online migration applied in its transaction.
+    later_steps: Mutex<Vec<i64>>,
 }
 
 impl fmt::Debug for KvToSql<'_> {
@@ -686,6 +688,7 @@ impl<'a> KvToSql<'a> {
             report: Mutex::new(None),
             online: None,
             paused: Mutex::new(None),
+            later_steps: Mutex::new(Vec::new()),
         }
     }
 
@@ -715,7 +718,16 @@ impl<'a> KvToSql<'a> {
             report: Mutex::new(None),
             online: Some(online),
             paused: Mutex::new(None),
+            later_steps: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The later schema steps this online step applied in its transaction.
+    pub(crate) fn later_steps(&self) -> Vec<i64> {
+        self.later_steps
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// The write gate, when the step ended holding it.
@@ -806,12 +818,24 @@ impl<'a> KvToSql<'a> {
         };
         let mut source_seq = self.source_seq;
         if let Some(online) = self.online {
-            let (seq, guard) = online::catch_up_and_pause(tx, online, source).await?;
+            // The later schema steps (list indexes) build now, while the
+            // node's writers still run, not after the switch, when SQL
+            // writes would wait for them (docs/design.md §7.2).
+            let later = Migrator::new()
+                .apply_sql_steps_after(tx, KV_TO_SQL_VERSION)
+                .await
+                .map_err(Error::Schema)?;
+            tracing::info!(steps = ?later, "later schema steps applied in the migration's transaction");
+            if let Ok(mut l) = self.later_steps.lock() {
+                *l = later;
+            }
+            let mut deltas = replay::Deltas::default();
+            let (seq, guard) = online::catch_up_and_pause(tx, online, source, &mut deltas).await?;
             if let Ok(mut p) = self.paused.lock() {
                 *p = Some(guard);
             }
             source_seq = seq;
-            online::recount(tx, &mut report).await?;
+            online::recount(&mut report, &deltas);
             report.duration = started.elapsed();
         }
         // The data is in; is the source whole?

@@ -297,7 +297,9 @@ pub(crate) async fn replay(
     tx: &mut dyn Tx,
     live: &dyn store_sessions::Store,
     ids: &[SessionId],
+    deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
+    use crate::replay::rows;
     use store_sessions::sql::schema::{
         SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions,
         SessionPrivacyFlags,
@@ -312,13 +314,21 @@ pub(crate) async fn replay(
         let Some(kv) = current else {
             if let Some(sid) = sql_id {
                 crate::replay::drop_links(tx, "session_id", sid).await?;
-                tx.exec(
-                    &Query::delete()
-                        .from_table(Sessions::Table)
-                        .and_where(Expr::col(Sessions::Id).eq(sid))
-                        .to_owned(),
-                )
-                .await?;
+                // What the group's first session takes with it (the group's
+                // entries and pairs, as a fresh migration skips them),
+                // deleted here to be counted.
+                let (kv_deleted, pairs_deleted) = crate::firewall::delete_group(tx, sid).await?;
+                deltas.kv_entries -= kv_deleted;
+                deltas.privacy_pairs -= pairs_deleted;
+                deltas.sessions -= rows(
+                    tx.exec(
+                        &Query::delete()
+                            .from_table(Sessions::Table)
+                            .and_where(Expr::col(Sessions::Id).eq(sid))
+                            .to_owned(),
+                    )
+                    .await?,
+                );
             }
             continue;
         };
@@ -380,6 +390,7 @@ pub(crate) async fn replay(
             )
             .await?;
             crate::replay::advance_sequence(tx, "sessions", sid).await?;
+            deltas.sessions += 1;
         }
         insert_children(tx, &[(sid, &s)])
             .await

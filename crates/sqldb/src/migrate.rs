@@ -671,6 +671,35 @@ impl<'a> Migrator<'a> {
         Ok(())
     }
 
+    /// Applies, inside `tx`, every SQL step after `version` not applied
+    /// yet, recording each as the runner does. For a code step that holds
+    /// its transaction open for long (an online migration): the later
+    /// steps then build while its writers still run, rather than after it
+    /// commits. Returns the versions applied.
+    ///
+    /// Errors: a step that fails ([`MigrateError::StepFailed`]); `tx` is
+    /// then the caller's to roll back.
+    pub async fn apply_sql_steps_after(
+        &self,
+        tx: &mut dyn Tx,
+        version: i64,
+    ) -> Result<Vec<i64>, MigrateError> {
+        let dialect = tx.dialect();
+        let applied = read_applied(tx).await?;
+        let mut done = Vec::new();
+        for step in self.planned() {
+            if step.version <= version
+                || !matches!(step.kind, StepKind::Sql(_))
+                || applied.iter().any(|a| a.version == step.version)
+            {
+                continue;
+            }
+            self.apply_step(tx, step, dialect).await?;
+            done.push(step.version);
+        }
+        Ok(done)
+    }
+
     /// The tracking table's rows, oldest first (empty for a new database).
     pub async fn applied(&self, db: &Db) -> Result<Vec<AppliedStep>, MigrateError> {
         let dialect = db.dialect();
