@@ -648,7 +648,7 @@ pub struct KvToSql<'a> {
     online: Option<&'a online::Online>,
     /// The write gate held from the cutover's last replay until the stores
     /// are switched (an online migration only).
-    paused: Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>,
+    paused: Mutex<Option<(tokio::sync::OwnedRwLockWriteGuard<()>, Instant)>>,
     /// Later schema steps an online migration applied in its transaction.
     later_steps: Mutex<Vec<i64>>,
 }
@@ -731,7 +731,8 @@ impl<'a> KvToSql<'a> {
     }
 
     /// The write gate, when the step ended holding it.
-    pub(crate) fn take_pause(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+    /// The gate and when it was taken.
+    pub(crate) fn take_pause(&self) -> Option<(tokio::sync::OwnedRwLockWriteGuard<()>, Instant)> {
         self.paused.lock().ok().and_then(|mut p| p.take())
     }
 
@@ -830,9 +831,10 @@ impl<'a> KvToSql<'a> {
                 *l = later;
             }
             let mut deltas = replay::Deltas::default();
-            let (seq, guard) = online::catch_up_and_pause(tx, online, source, &mut deltas).await?;
+            let (seq, guard, since) =
+                online::catch_up_and_pause(tx, online, source, &mut deltas).await?;
             if let Ok(mut p) = self.paused.lock() {
-                *p = Some(guard);
+                *p = Some((guard, since));
             }
             source_seq = seq;
             online::recount(&mut report, &deltas);

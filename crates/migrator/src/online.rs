@@ -90,6 +90,8 @@ pub struct Online {
     pub state: tokio::sync::watch::Sender<OnlineState>,
     /// Longest pause so far.
     longest_pause: Mutex<Duration>,
+    /// SQLite's write-ahead log, synced ahead of the cutover's commit.
+    pub(crate) wal: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Online {
@@ -117,7 +119,17 @@ impl Online {
             pause_budget,
             state,
             longest_pause: Mutex::new(Duration::ZERO),
+            wal: None,
         }
+    }
+
+    /// Names the SQLite database the migration writes, whose write-ahead
+    /// log is synced before each cutover so its commit is short.
+    pub fn with_sqlite_file(mut self, file: &std::path::Path) -> Online {
+        let mut wal = file.as_os_str().to_owned();
+        wal.push("-wal");
+        self.wal = Some(wal.into());
+        self
     }
 
     fn set(&self, state: OnlineState) {
@@ -262,8 +274,10 @@ async fn migrate_inner(
         .run_into(db, &mut applied)
         .await;
     // Writers stay paused from the last replay until the switch.
-    let guard = step.take_pause();
-    let paused_at = Instant::now();
+    let (guard, paused_at) = match step.take_pause() {
+        Some((g, at)) => (Some(g), at),
+        None => (None, Instant::now()),
+    };
     if let Err(e) = run {
         drop(guard);
         let (error, data) = schema_failure(e);
@@ -333,7 +347,7 @@ pub(crate) async fn catch_up_and_pause(
     online: &Online,
     source: &MigrationSource,
     deltas: &mut crate::replay::Deltas,
-) -> Result<(u64, OwnedRwLockWriteGuard<()>), Error> {
+) -> Result<(u64, OwnedRwLockWriteGuard<()>, Instant), Error> {
     let budget = online.pause_budget;
     let mut rate = 0.0_f64; // keys replayed per second
     let mut round = 0u32;
@@ -361,6 +375,17 @@ pub(crate) async fn catch_up_and_pause(
             continue;
         }
         attempt += 1;
+        // What the transaction wrote so far goes to disk now, while writers
+        // run: the commit in the pause then has little left to sync.
+        if let Some(wal) = online.wal.clone() {
+            let synced = tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&wal).and_then(|f| f.sync_data())
+            })
+            .await;
+            if let Ok(Err(e)) = synced {
+                tracing::debug!(error = %e, "the write-ahead log could not be synced ahead of the commit");
+            }
+        }
         online.set(OnlineState::CuttingOver { attempt });
         let guard = online.gate.clone().write_owned().await;
         let paused = Instant::now();
@@ -378,8 +403,7 @@ pub(crate) async fn catch_up_and_pause(
             tokio::time::sleep(Duration::from_millis(50) * attempt.min(20)).await;
             continue;
         }
-        online.paused_for(paused.elapsed());
-        return Ok((seq, guard));
+        return Ok((seq, guard, paused));
     }
 }
 

@@ -661,6 +661,11 @@ impl Stores {
             config.online_pause_budget,
             state_tx,
         );
+        #[cfg(feature = "sqlite")]
+        let shared = match db.as_sqlite() {
+            Some(sqlite) => shared.with_sqlite_file(sqlite.path()),
+            None => shared,
+        };
         let opts = migrator::Options {
             force: config.force_migration,
             ..migrator::Options::default()
