@@ -827,6 +827,13 @@ impl<'a> KvToSql<'a> {
                 .await
                 .map_err(Error::Schema)?;
             tracing::info!(steps = ?later, "later schema steps applied in the migration's transaction");
+            if tx.dialect() == sqldb::Dialect::Sqlite {
+                // SQLite checkpoints the log in the committing call once it
+                // passes a size; after a migration-sized transaction that
+                // takes seconds, and the commit is in the pause. The log is
+                // checkpointed after the switch instead (online.rs).
+                tx.execute_script("PRAGMA wal_autocheckpoint = 0").await?;
+            }
             if let Ok(mut l) = self.later_steps.lock() {
                 *l = later;
             }

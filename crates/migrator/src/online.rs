@@ -280,6 +280,8 @@ async fn migrate_inner(
     };
     if let Err(e) = run {
         drop(guard);
+        // The migration's connection had automatic checkpoints off.
+        checkpoint_after_switch(db).await;
         let (error, data) = schema_failure(e);
         return Err(Failure {
             error,
@@ -311,12 +313,36 @@ async fn migrate_inner(
     switch();
     drop(guard);
     online.paused_for(paused_at.elapsed());
+    checkpoint_after_switch(db).await;
     tracing::info!(
         longest_pause_ms = u64::try_from(online.longest_pause().as_millis()).unwrap_or(u64::MAX),
         journal_peak = online.journal.peak(),
         "switched to SQL"
     );
     Ok(later_steps(db, &opts, record, OutcomeKind::Migrated, applied, tombstone).await)
+}
+
+/// On SQLite, copies the migration's log into the database file without
+/// blocking the writers now on SQL, then turns automatic checkpoints back
+/// on (they were off for the migration's connection, so its commit stayed
+/// short); also after a failed run, for the same connection. A failure
+/// here only leaves the log larger for a while: logged.
+async fn checkpoint_after_switch(db: &Db) {
+    #[cfg(feature = "sqlite")]
+    if let Some(sqlite) = db.as_sqlite() {
+        if let Err(e) = sqlite.checkpoint_passive().await {
+            tracing::warn!(error = %e, "the write-ahead log could not be checkpointed after the switch");
+        }
+        let restored = db
+            .write(|tx| {
+                Box::pin(async move { tx.execute_script("PRAGMA wal_autocheckpoint = 1000").await })
+            })
+            .await;
+        if let Err(e) = restored {
+            tracing::warn!(error = %e, "automatic checkpoints could not be turned back on");
+        }
+    }
+    let _ = db;
 }
 
 fn source_facts(source: &MigrationSource) -> Result<SourceFacts, Error> {

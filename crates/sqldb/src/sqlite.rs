@@ -446,6 +446,23 @@ impl SqliteDb {
         Ok(Box::new(tx))
     }
 
+    /// Copies what the write-ahead log holds into the database file without
+    /// blocking writers (a `PASSIVE` checkpoint, run on a reader
+    /// connection): after a transaction too large for the committing
+    /// writer to checkpoint in its own call. Returns the log's pages and
+    /// those copied.
+    pub async fn checkpoint_passive(&self) -> DbResult<(i64, i64)> {
+        let worker = self.reader().await;
+        worker
+            .call(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(classify)
+            })
+            .await?
+    }
+
     async fn reader(&self) -> OwnedMutexGuard<Worker> {
         for r in &self.readers {
             if let Ok(guard) = r.clone().try_lock_owned() {
