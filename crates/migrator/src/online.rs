@@ -246,7 +246,7 @@ async fn migrate_inner(
             // An earlier run committed; finish it with writers paused, so
             // nothing is written to the key-value database after its data.
             let guard = online.gate.clone().write_owned().await;
-            let tombstone = retire(&path, db, &opts, &facts, &record).await;
+            let tombstone = retire(&path, db, &opts, &facts, &record, false).await;
             switch();
             drop(guard);
             return Ok(later_steps(
@@ -309,7 +309,7 @@ async fn migrate_inner(
         report,
         accepted_damage,
     };
-    let tombstone = retire(&path, db, &opts, &facts, &record).await;
+    let tombstone = retire(&path, db, &opts, &facts, &record, false).await;
     switch();
     drop(guard);
     online.paused_for(paused_at.elapsed());
