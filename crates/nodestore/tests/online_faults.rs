@@ -87,15 +87,7 @@ async fn child_node() {
     let config = online(backend, Path::new(&kv), Duration::from_millis(budget_ms));
     let stores = Stores::open(&config).await.unwrap();
     let migration = stores.online.clone().unwrap();
-    let id = stores
-        .accounts
-        .accounts()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.label == "counter")
-        .unwrap()
-        .id;
+    let id = counter(&stores).await.id;
     let reporter = tokio::spawn(async move {
         let mut last = "";
         loop {
@@ -116,6 +108,18 @@ async fn child_node() {
             break;
         }
     }
+}
+
+/// The account labelled `counter`.
+async fn counter(stores: &Stores) -> store_accounts::Account {
+    stores
+        .accounts
+        .accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.label == "counter")
+        .unwrap()
 }
 
 /// A node's key-value database with an account labelled `counter`.
@@ -203,14 +207,7 @@ async fn nothing_lost_and_a_reopen_finishes(backend: BackendConfig, kv: &Path, a
     })
     .await
     .unwrap();
-    let counter = stores
-        .accounts
-        .accounts()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.label == "counter")
-        .unwrap();
+    let counter = counter(&stores).await;
     assert!(
         counter.current_balance_msat as u64 >= acknowledged,
         "{} credits kept, {acknowledged} acknowledged",
@@ -313,15 +310,7 @@ mod server_stopped {
                         .unwrap(),
                 );
                 let migration = stores.online.clone().unwrap();
-                let counter = stores
-                    .accounts
-                    .accounts()
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .find(|a| a.label == "counter")
-                    .unwrap()
-                    .id;
+                let counter = counter(&stores).await.id;
                 let stop = Arc::new(AtomicBool::new(false));
                 let credited = Arc::new(AtomicU64::new(0));
                 let writer = {
