@@ -384,17 +384,12 @@ pub(crate) async fn replay(
 ) -> Result<(), Error> {
     use crate::replay::rows;
     for id in ids {
-        let sql_id = tx
-            .query_opt(
-                &Query::select()
-                    .column(Accounts::Id)
-                    .from(Accounts::Table)
-                    .and_where(Expr::col(Accounts::Alias).eq(id.to_alias()))
-                    .to_owned(),
-            )
-            .await?
-            .map(|r| r.i64(0))
-            .transpose()?;
+        let sql_id = store_accounts::sql::sql_id(tx, *id, false)
+            .await
+            .map_err(|e| Error::Invalid {
+                record: format!("account {id}"),
+                reason: e.to_string(),
+            })?;
         let current = match live.account(*id).await {
             Ok(a) => Some(a),
             Err(store_accounts::Error::NotFound { .. }) => None,

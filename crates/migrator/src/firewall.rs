@@ -20,7 +20,7 @@ use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_firewall::KvEntry;
 use store_firewall::kv::{PRIVACY_TREE, RULES_TREE, parse_entry, parse_pair};
 use store_firewall::sql::schema::{Kvstores, PrivacyPairs, Rules};
-use store_firewall::sql::{load_entries, load_pairs, name_id};
+use store_firewall::sql::{load_entries, load_pairs, lookup_name, name_id};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::{MigrationSource, ReadTree};
@@ -487,29 +487,20 @@ pub(crate) async fn delete_group(tx: &mut dyn Tx, gid: i64) -> Result<(i64, i64)
 /// Deletes the SQL row of `e` (matched by permanence, rule, group,
 /// feature and key), if there is one; returns how many rows went.
 async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<i64, Error> {
-    use store_firewall::sql::schema::Features;
-    let id_of = |table_rule: bool, name: &str| {
-        if table_rule {
-            Query::select()
-                .column(Rules::Id)
-                .from(Rules::Table)
-                .and_where(Expr::col(Rules::Name).eq(name))
-                .to_owned()
-        } else {
-            Query::select()
-                .column(Features::Id)
-                .from(Features::Table)
-                .and_where(Expr::col(Features::Name).eq(name))
-                .to_owned()
-        }
+    let id_of = |name: &str| Error::Invalid {
+        record: format!("name {name:?}"),
+        reason: "its id could not be read".into(),
     };
-    let Some(rule) = tx.query_opt(&id_of(true, &e.rule)).await? else {
+    let Some(rule) = lookup_name(tx, true, &e.rule)
+        .await
+        .map_err(|_| id_of(&e.rule))?
+    else {
         return Ok(0);
     };
     let mut q = Query::delete()
         .from_table(Kvstores::Table)
         .and_where(Expr::col(Kvstores::Perm).eq(e.perm))
-        .and_where(Expr::col(Kvstores::RuleId).eq(rule.i64(0)?))
+        .and_where(Expr::col(Kvstores::RuleId).eq(rule))
         .and_where(Expr::col(Kvstores::EntryKey).eq(e.key.clone()))
         .to_owned();
     match e.group {
@@ -529,10 +520,10 @@ async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<i64, Error> {
             q.and_where(Expr::col(Kvstores::FeatureId).is_null());
         }
         Some(f) => {
-            let Some(feature) = tx.query_opt(&id_of(false, f)).await? else {
+            let Some(feature) = lookup_name(tx, false, f).await.map_err(|_| id_of(f))? else {
                 return Ok(0);
             };
-            q.and_where(Expr::col(Kvstores::FeatureId).eq(feature.i64(0)?));
+            q.and_where(Expr::col(Kvstores::FeatureId).eq(feature));
         }
     }
     Ok(crate::replay::rows(tx.exec(&q).await?))

@@ -319,6 +319,12 @@ fn payment_from_row(rec: &str, r: &Row, at: usize) -> Result<(Hash, PaymentEntry
 
 /// The SQL id of account `id`, locking its row on PostgreSQL when `lock`.
 async fn resolve(tx: &mut dyn Tx, id: AccountId, lock: bool) -> Result<i64> {
+    sql_id(tx, id, lock).await?.ok_or(Error::NotFound { id })
+}
+
+/// The SQL id of account `id`, if it is in SQL; `lock` takes the row for
+/// update (on PostgreSQL) until the transaction ends.
+pub async fn sql_id(tx: &mut dyn Tx, id: AccountId, lock: bool) -> Result<Option<i64>> {
     let mut select = Query::select();
     select
         .column(Accounts::Id)
@@ -327,10 +333,7 @@ async fn resolve(tx: &mut dyn Tx, id: AccountId, lock: bool) -> Result<i64> {
     if lock {
         select.lock(LockType::Update);
     }
-    match tx.query_opt(&select).await? {
-        Some(r) => Ok(r.i64(0)?),
-        None => Err(Error::NotFound { id }),
-    }
+    Ok(tx.query_opt(&select).await?.map(|r| r.i64(0)).transpose()?)
 }
 
 async fn load_one(tx: &mut dyn Tx, id: AccountId) -> Result<Account> {

@@ -124,8 +124,8 @@ pub async fn group_sql_id(tx: &mut dyn Tx, group: SessionId) -> Result<Option<i6
     Ok(row.map(|r| r.i64(0)).transpose()?)
 }
 
-/// The id of a rule name, if the name is known.
-async fn lookup_name(tx: &mut dyn Tx, rule: bool, name: &str) -> Result<Option<i64>> {
+/// The id of a rule (`rule`) or feature name, if the name is known.
+pub async fn lookup_name(tx: &mut dyn Tx, rule: bool, name: &str) -> Result<Option<i64>> {
     let select = if rule {
         Query::select()
             .column(Rules::Id)

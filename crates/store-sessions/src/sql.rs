@@ -632,19 +632,20 @@ impl Store for SqlStore {
                 Box::pin(async move {
                     let account = match new.account {
                         None => None,
-                        Some(id) => {
-                            let row = tx
-                                .query_opt(
-                                    &Query::select()
-                                        .column(Accounts::Id)
-                                        .from(Accounts::Table)
-                                        .and_where(Expr::col(Accounts::Alias).eq(id.to_alias()))
-                                        .to_owned(),
-                                )
-                                .await?
-                                .ok_or(Error::AccountNotFound { id })?;
-                            Some(row.i64(0)?)
-                        }
+                        Some(id) => Some(
+                            store_accounts::sql::sql_id(tx, id, false)
+                                .await
+                                .map_err(|e| match e {
+                                    store_accounts::Error::Backend { backend, source } => {
+                                        Error::Backend { backend, source }
+                                    }
+                                    other => Error::Backend {
+                                        backend: "sql",
+                                        source: Box::new(other),
+                                    },
+                                })?
+                                .ok_or(Error::AccountNotFound { id })?,
+                        ),
                     };
                     let group = match new.linked_group {
                         None => None,
