@@ -14,8 +14,11 @@
 //!
 //! `nodestore-bench [--scale S|M|L] [--backend sqlite|postgres] [--pg-url URL]
 //! [--work DIR] [--out DIR] [--sled-cache-mib N] [--sqlite-cache-mib N]
-//! [--no-latency] [--no-online]`; the
+//! [--no-latency] [--no-online] [online]`; the
 //! two cache flags override the migration's defaults, for experiments.
+//! `online` runs the online migration under load alone, on the data set
+//! an earlier whole run generated (for working on it). With `RUST_LOG`
+//! set, the library's logs go to standard error.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -88,7 +91,7 @@ fn parse() -> Result<Args, BoxError> {
             "--sqlite-cache-mib" => a.sqlite_cache_mib = Some(value()?.parse()?),
             "--no-latency" => a.no_latency = true,
             "--no-online" => a.no_online = true,
-            "migrate" | "limit" | "honest" | "sled" | "run" => a.phase = arg.clone(),
+            "migrate" | "limit" | "honest" | "sled" | "online" | "run" => a.phase = arg.clone(),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -99,6 +102,13 @@ fn parse() -> Result<Args, BoxError> {
 }
 
 fn main() {
+    // The library's logs, on standard error, when RUST_LOG asks for them.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let result = parse().and_then(|args| {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -109,6 +119,7 @@ fn main() {
                 "limit" => phase_limit(&args, limit::Loader::Simplest).await,
                 "honest" => phase_limit(&args, limit::Loader::Honest).await,
                 "sled" => phase_sled(&args),
+                "online" => phase_online(&args).await,
                 _ => run(&args).await,
             }
         })
@@ -419,26 +430,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     let online = if args.no_online {
         Value::Null
     } else {
-        println!(
-            "migrating online under load ({} writes/s, {} reads/s) …",
-            online::WRITES_PER_S,
-            online::READS_PER_S
-        );
-        let kv = kv_copy(args, &pristine, &format!("kv-{scale}-online"))?;
-        let target = fresh_target(
-            args,
-            &args.backend,
-            &format!("online_{}", scale.to_lowercase()),
-        )
-        .await?;
-        let backend = match target.strip_prefix("sqlite:") {
-            Some(file) => nodestore::BackendConfig::Sqlite { file: file.into() },
-            None => nodestore::BackendConfig::Postgres {
-                url: target.clone(),
-                pool_size: 8,
-            },
-        };
-        online::run(&kv, backend).await?
+        online_run(args, &pristine).await?
     };
 
     let phases = Phases {
@@ -549,6 +541,56 @@ async fn latencies(
     Ok(out)
 }
 
+/// The online migration under load, on a copy of `pristine`.
+async fn online_run(args: &Args, pristine: &Path) -> Result<Value, BoxError> {
+    let scale = scale_name(args.scale);
+    println!(
+        "migrating online under load ({} writes/s, {} reads/s) …",
+        online::WRITES_PER_S,
+        online::READS_PER_S
+    );
+    let kv = kv_copy(args, pristine, &format!("kv-{scale}-online"))?;
+    let target = fresh_target(
+        args,
+        &args.backend,
+        &format!("online_{}", scale.to_lowercase()),
+    )
+    .await?;
+    let backend = match target.strip_prefix("sqlite:") {
+        Some(file) => nodestore::BackendConfig::Sqlite { file: file.into() },
+        None => nodestore::BackendConfig::Postgres {
+            url: target.clone(),
+            pool_size: 8,
+        },
+    };
+    online::run(&kv, backend).await
+}
+
+/// `online`: the online run alone, on the data set a full run generated,
+/// compared with the offline migration of that run's report (for working on
+/// the online migration; the full run is what docs/bench.md quotes).
+async fn phase_online(args: &Args) -> Result<(), BoxError> {
+    let scale = scale_name(args.scale);
+    let pristine = args.work.join(format!("kv-{scale}"));
+    if !pristine.join("complete").exists() {
+        return Err(format!(
+            "no {scale} data set in {}: run the whole bench once",
+            args.work.display()
+        )
+        .into());
+    }
+    let online = online_run(args, &pristine).await?;
+    let earlier = std::fs::read_to_string(
+        args.out
+            .join(format!("bench-{scale}-{}.json", args.backend)),
+    )
+    .ok()
+    .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let offline = earlier.map_or(0.0, |r| f(&r["migration"]["seconds"]));
+    report_online(&online, offline);
+    Ok(())
+}
+
 /// The online run's table: the figures and the goals at L.
 fn report_online(o: &Value, offline_s: f64) {
     let switch = f(&o["seconds_to_switch"]);
@@ -617,6 +659,16 @@ fn report_online(o: &Value, offline_s: f64) {
             print!("{cell:>26}");
         }
         println!();
+    }
+    if let Some(states) = o["writes_by_state"].as_object() {
+        let parts: Vec<String> = states
+            .iter()
+            .map(|(state, v)| format!("{state} {} of {}", v["slow"], v["writes"]))
+            .collect();
+        println!(
+            "  writes over 50 ms, by the state they began in: {}",
+            parts.join(", ")
+        );
     }
 }
 

@@ -31,6 +31,8 @@ enum Phase {
 
 struct Call {
     phase: Phase,
+    /// The migration's state when the call started (`kv` before it).
+    state: &'static str,
     write: bool,
     micros: u64,
     ok: bool,
@@ -145,6 +147,11 @@ async fn load(
         move || online.as_ref().is_some_and(|o| o.switched())
     };
     let switched = Arc::new(switched);
+    let state = {
+        let online = stores.online.clone();
+        move || online.as_ref().map_or("kv", |o| state_name(&o.state()))
+    };
+    let state = Arc::new(state);
     let phase = Arc::new(phase);
     let mut ticks = tokio::time::interval(Duration::from_micros(
         1_000_000 / u64::from(WRITES_PER_S + READS_PER_S),
@@ -157,15 +164,17 @@ async fn load(
         ticks.tick().await;
         i += 1;
         let write = i.is_multiple_of(per_write as usize);
-        let (stores, t, calls, phase, switched) = (
+        let (stores, t, calls, phase, switched, state) = (
             stores.clone(),
             t.clone(),
             calls.clone(),
             phase.clone(),
             switched.clone(),
+            state.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let p = phase();
+            let state = state();
             let started = Instant::now();
             let (ok, record) = call(&stores, &t, i, write).await;
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -173,6 +182,7 @@ async fn load(
             if let Ok(mut c) = calls.lock() {
                 c.push(Call {
                     phase: p,
+                    state,
                     write,
                     micros,
                     ok,
@@ -185,6 +195,22 @@ async fn load(
         let _ = task.await;
     }
 }
+
+/// A state's name, as the report groups calls by it.
+fn state_name(s: &OnlineState) -> &'static str {
+    match s {
+        OnlineState::Starting => "starting",
+        OnlineState::Copying { .. } => "copying",
+        OnlineState::CatchingUp { .. } => "catching_up",
+        OnlineState::CommittingCopy => "committing_copy",
+        OnlineState::CuttingOver { .. } => "cutting_over",
+        OnlineState::Switched { .. } => "switched",
+        OnlineState::Failed { .. } => "failed",
+    }
+}
+
+/// A write slower than this counts as slow in the report by state.
+const SLOW_WRITE_US: u64 = 50_000;
 
 fn percentiles(mut v: Vec<u64>) -> Value {
     if v.is_empty() {
@@ -325,6 +351,18 @@ pub(crate) async fn run(kv: &Path, backend: BackendConfig) -> Result<Value, BoxE
             json!({ "writes": of(true), "reads": of(false) }),
         );
     }
+    // Where slow writes come from: the writes started in each state of the
+    // migration, and how many of them took longer than the goal's p99.
+    let mut by_state = serde_json::Map::new();
+    for c in calls.iter().filter(|c| c.write && c.phase != Phase::Before) {
+        let e = by_state
+            .entry(c.state)
+            .or_insert_with(|| json!({ "writes": 0, "slow": 0 }));
+        e["writes"] = json!(e["writes"].as_u64().unwrap_or(0) + 1);
+        if c.micros > SLOW_WRITE_US {
+            e["slow"] = json!(e["slow"].as_u64().unwrap_or(0) + 1);
+        }
+    }
     let failed = calls.iter().filter(|c| !c.ok).count();
     Ok(json!({
         "writes_per_s": WRITES_PER_S,
@@ -338,5 +376,6 @@ pub(crate) async fn run(kv: &Path, backend: BackendConfig) -> Result<Value, BoxE
         "verify_differences": unexplained,
         "verify_differences_from_later_writes": verified.differences.len() - unexplained,
         "phases": phases,
+        "writes_by_state": by_state,
     }))
 }

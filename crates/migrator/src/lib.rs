@@ -33,6 +33,12 @@
 //! 7. **The steps after the key-value step**; one that fails leaves the
 //!    data safe in SQL and is applied by the next run or open.
 //!
+//! An online migration ([`online`]) runs the same steps while the node
+//! keeps writing, the data in two transactions: a copy committed as staged
+//! ([`staging`]), then the writes made since; a staged copy left by a run
+//! that died is discarded by the next run of the same source, before
+//! step 4.
+//!
 //! The result is typed: a [`Failure`] says whether any data may have been
 //! written ([`DataState`]), an [`Outcome`] what was done and what is left.
 #![warn(
@@ -67,6 +73,7 @@ mod record;
 pub mod replay;
 pub mod rules;
 mod sessions;
+pub mod staging;
 
 pub use accounts::AccountsReport;
 pub use actions::ActionsReport;
@@ -74,6 +81,7 @@ pub use check::Problem;
 pub use firewall::FirewallReport;
 pub use record::{MigrationRecord, records};
 pub use sessions::SessionsReport;
+pub use staging::StagedCopy;
 
 /// Why a migration failed or was refused.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +156,23 @@ pub enum Error {
     /// writes one).
     #[error("the key-value database {0} has no identity; open it once with this nodestore first")]
     NoIdentity(PathBuf),
+    /// The SQL database holds the staged copy of an online migration that
+    /// did not finish (docs/design.md §7.3): not data anyone may serve, the
+    /// key-value database is still the truth. A migration of that database
+    /// discards the copy and starts again; a dry run, which writes nothing,
+    /// cannot.
+    #[error(
+        "{target} holds the staged copy of an online migration of {source_path} that did not finish \
+         (the key-value database is still the truth); {what}"
+    )]
+    UnfinishedOnlineMigration {
+        /// The SQL database.
+        target: String,
+        /// The key-value database the copy is of.
+        source_path: String,
+        /// What to do, in words.
+        what: &'static str,
+    },
     /// The SQL database already holds the data of another key-value
     /// database (or of a node that started without one).
     #[error(
@@ -523,10 +548,14 @@ pub struct TargetFacts {
     pub description: String,
     /// Its identity, once schema step 1 ran.
     pub identity: Option<[u8; 16]>,
-    /// True when the key-value step is applied.
+    /// True when the key-value step is applied and no online migration's
+    /// copy is staged: the target's data is the truth.
     pub migrated: bool,
     /// Its migration records.
     pub records: Vec<MigrationRecord>,
+    /// The copy of an online migration that did not finish, which the
+    /// next migration discards (docs/design.md §7.3).
+    pub staged: Option<StagedCopy>,
 }
 
 /// What to do with a source and a target.
@@ -570,6 +599,18 @@ pub fn plan(source: &SourceFacts, target: &TargetFacts, force: bool) -> Plan {
                     .collect(),
             }),
         };
+    }
+    if let Some(staged) = &target.staged {
+        // Not data yet, but another node's migration on its way: only this
+        // source's next migration (or a forced one) discards it.
+        if staged.source_identity != source.identity && !force {
+            return Plan::Refuse(Error::TargetHoldsOtherData {
+                target: target.description.clone(),
+                path: source.path.clone(),
+                identity: source.identity,
+                others: vec![(staged.source_path.clone(), staged.source_identity)],
+            });
+        }
     }
     if let Status::Tombstoned(mark) = &source.status {
         let same_database =
@@ -646,9 +687,6 @@ pub struct KvToSql<'a> {
     /// Set for an online migration: the copy is followed by catch-up and
     /// the cutover's pause (docs/design.md §7).
     online: Option<&'a online::Online>,
-    /// The write gate held from the cutover's last replay until the stores
-    /// are switched (an online migration only).
-    paused: Mutex<Option<(tokio::sync::OwnedRwLockWriteGuard<()>, Instant)>>,
     /// Later schema steps an online migration applied in its transaction.
     later_steps: Mutex<Vec<i64>>,
 }
@@ -687,7 +725,6 @@ impl<'a> KvToSql<'a> {
             cancel,
             report: Mutex::new(None),
             online: None,
-            paused: Mutex::new(None),
             later_steps: Mutex::new(Vec::new()),
         }
     }
@@ -717,7 +754,6 @@ impl<'a> KvToSql<'a> {
             cancel: Arc::new(AtomicBool::new(false)),
             report: Mutex::new(None),
             online: Some(online),
-            paused: Mutex::new(None),
             later_steps: Mutex::new(Vec::new()),
         }
     }
@@ -728,12 +764,6 @@ impl<'a> KvToSql<'a> {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default()
-    }
-
-    /// The write gate, when the step ended holding it.
-    /// The gate and when it was taken.
-    pub(crate) fn take_pause(&self) -> Option<(tokio::sync::OwnedRwLockWriteGuard<()>, Instant)> {
-        self.paused.lock().ok().and_then(|mut p| p.take())
     }
 
     /// The report of the run and the damage it accepted, if the step ran
@@ -817,7 +847,7 @@ impl<'a> KvToSql<'a> {
             actions,
             duration: started.elapsed(),
         };
-        let mut source_seq = self.source_seq;
+        let source_seq = self.source_seq;
         if let Some(online) = self.online {
             // The later schema steps (list indexes) build now, while the
             // node's writers still run, not after the switch, when SQL
@@ -837,15 +867,29 @@ impl<'a> KvToSql<'a> {
             if let Ok(mut l) = self.later_steps.lock() {
                 *l = later;
             }
+            // The writes made during the copy, replayed while writers run;
+            // what comes after goes into the second, short transaction.
             let mut deltas = replay::Deltas::default();
-            let (seq, guard, since) =
-                online::catch_up_and_pause(tx, online, source, &mut deltas).await?;
-            if let Ok(mut p) = self.paused.lock() {
-                *p = Some((guard, since));
-            }
-            source_seq = seq;
+            online::catch_up(tx, online, &mut deltas, &mut online::CatchUp::default()).await?;
             online::recount(&mut report, &deltas);
             report.duration = started.elapsed();
+            // Committed as staged, not as migrated: no record yet, so no
+            // open serves the copy, and a run that dies before the second
+            // transaction commits leaves a copy the next run discards
+            // (docs/design.md §7.3).
+            staging::insert(
+                tx,
+                &StagedCopy {
+                    source_path: source.path().display().to_string(),
+                    source_identity: source
+                        .identity()?
+                        .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
+                    staged_at: sqldb::time::truncate_micros(Utc::now()),
+                },
+            )
+            .await?;
+            online.committing_copy();
+            return Ok((report, Vec::new()));
         }
         // The data is in; is the source whole?
         let handle = self.check.lock().await.take();
@@ -1121,6 +1165,7 @@ async fn migrate_logged(
         }
         Plan::Migrate => {}
     }
+    discard_staged(db, &target.0, opts.dry_run).await?;
     // 4. The data step.
     tracing::info!("migrating every store in one transaction");
     let step = KvToSql::new(source.clone(), facts.write_seq, opts.clone(), progress);
@@ -1255,21 +1300,44 @@ async fn target_facts(db: &Db) -> Result<(TargetFacts, Preflight), Failure> {
         .preflight(db)
         .await
         .map_err(|e| Failure::before_any_write(Error::Schema(e)))?;
-    let migrated = pre.has(KV_TO_SQL_VERSION);
-    let records = if migrated {
-        records(db).await.map_err(Failure::before_any_write)?
+    let (records, staged) = if pre.has(KV_TO_SQL_VERSION) {
+        let records = records(db).await.map_err(Failure::before_any_write)?;
+        let staged = staging::staged(db)
+            .await
+            .map_err(Failure::before_any_write)?;
+        (records, staged)
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     Ok((
         TargetFacts {
             description: db.describe(),
             identity: pre.identity,
-            migrated,
+            migrated: pre.has(KV_TO_SQL_VERSION) && staged.is_none(),
             records,
+            staged,
         },
         pre,
     ))
+}
+
+/// Before a migration the plan allowed: drops the staged copy of an online
+/// migration that did not finish, so the run starts from an empty database
+/// (docs/design.md §7.3). A dry run writes nothing, so it refuses instead.
+async fn discard_staged(db: &Db, target: &TargetFacts, dry_run: bool) -> Result<(), Failure> {
+    let Some(staged) = &target.staged else {
+        return Ok(());
+    };
+    if dry_run {
+        return Err(Error::UnfinishedOnlineMigration {
+            target: target.description.clone(),
+            source_path: staged.source_path.clone(),
+            what: "a migration without --dry-run discards the copy and starts again",
+        }
+        .into());
+    }
+    staging::discard(db).await?;
+    Ok(())
 }
 
 /// After the data is committed: prove it from a fresh connection, write the
@@ -1594,6 +1662,7 @@ mod tests {
             identity: Some(identity),
             migrated: !records.is_empty(),
             records,
+            staged: None,
         }
     }
 
@@ -1650,6 +1719,32 @@ mod tests {
             ),
             "force never mixes two sources"
         );
+    }
+
+    #[test]
+    fn a_staged_copy_is_discarded_only_for_its_own_source_unless_forced() {
+        let staged = TargetFacts {
+            migrated: false,
+            staged: Some(StagedCopy {
+                source_path: "/node/kv".into(),
+                source_identity: [1; 16],
+                staged_at: Utc::now(),
+            }),
+            ..target(HERE, [9; 16], vec![])
+        };
+        assert!(matches!(
+            plan(&source(Status::Live(2)), &staged, false),
+            Plan::Migrate
+        ));
+        let other = SourceFacts {
+            identity: [2; 16],
+            ..source(Status::Live(2))
+        };
+        assert!(matches!(
+            plan(&other, &staged, false),
+            Plan::Refuse(Error::TargetHoldsOtherData { .. })
+        ));
+        assert!(matches!(plan(&other, &staged, true), Plan::Migrate));
     }
 
     #[test]

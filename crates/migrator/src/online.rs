@@ -1,8 +1,11 @@
 //! The online migration (docs/design.md §7): the node keeps serving from
-//! its key-value database while the data moves to SQL in one transaction;
-//! the writes made meanwhile are replayed ([`crate::replay`]), and a short
-//! pause of writers covers the last replay, the commit, the tombstone and
-//! the switch of the stores to SQL.
+//! its key-value database while the data moves to SQL in two transactions.
+//! The first copies every store, replays the writes made meanwhile
+//! ([`crate::replay`]) and commits the copy as staged ([`crate::staging`]),
+//! which no open serves; the second replays the writes made since, and a
+//! short pause of writers covers its last replay, its commit (the migration
+//! record, the staging row gone), the proof, the tombstone and the switch
+//! of the stores to SQL.
 //!
 //! The node's side (stores that route every call, journal every write and
 //! wait at the gate) is `nodestore`'s; this module is the migration's side:
@@ -13,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use sqldb::migrate::Migrator;
 use sqldb::schema::KV_TO_SQL_VERSION;
-use sqldb::{Db, Tx};
+use sqldb::{Db, Tx, TxMode};
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 use tombstone::{KvDb, Mark, MigrationSource};
 
 use crate::replay::{Journal, LiveStores};
 use crate::{
-    Error, Failure, KvToSql, MarkWriter, Options, Outcome, OutcomeKind, Plan, Progress,
+    DataState, Error, Failure, KvToSql, MarkWriter, Options, Outcome, OutcomeKind, Plan, Progress,
     ProgressEvent, Report, SourceFacts, later_steps, plan, retire, schema_failure, target_facts,
 };
 
@@ -44,6 +47,10 @@ pub enum OnlineState {
         /// Keys this round replays.
         keys: usize,
     },
+    /// The copy is committed as staged (on SQLite, its log is then copied
+    /// into the database file), writers running; the catch-up and the
+    /// cutover go on in a second, short transaction.
+    CommittingCopy,
     /// Writers paused for the last replay, the commit and the switch.
     CuttingOver {
         /// The attempt, from 1 (an attempt over budget backs off).
@@ -92,6 +99,8 @@ pub struct Online {
     longest_pause: Mutex<Duration>,
     /// SQLite's write-ahead log, synced ahead of the cutover's commit.
     pub(crate) wal: Option<std::path::PathBuf>,
+    /// SQLite's database file.
+    sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Online {
@@ -120,6 +129,7 @@ impl Online {
             state,
             longest_pause: Mutex::new(Duration::ZERO),
             wal: None,
+            sqlite_file: None,
         }
     }
 
@@ -129,11 +139,17 @@ impl Online {
         let mut wal = file.as_os_str().to_owned();
         wal.push("-wal");
         self.wal = Some(wal.into());
+        self.sqlite_file = Some(file.to_path_buf());
         self
     }
 
     fn set(&self, state: OnlineState) {
         self.state.send_replace(state);
+    }
+
+    /// Says the copy's transaction is about to commit.
+    pub(crate) fn committing_copy(&self) {
+        self.set(OnlineState::CommittingCopy);
     }
 
     fn paused_for(&self, d: Duration) {
@@ -185,7 +201,8 @@ impl MarkWriter for LiveMark {
 /// journal must record writes from before this is called.
 ///
 /// On success the stores run on SQL and the outcome is returned (and told
-/// through `online.state`). On failure nothing is kept in SQL, the
+/// through `online.state`). On failure nothing any open serves is kept in
+/// SQL (at most a staged copy, which the next migration discards), the
 /// key-value database is live and untombstoned, writers are released, and
 /// `switch` was not called.
 pub async fn migrate_online(
@@ -265,21 +282,27 @@ async fn migrate_inner(
         online,
         inner: progress,
     };
+    // A copy an earlier run staged and did not finish is dropped first.
+    crate::discard_staged(db, &target.0, false).await?;
     let step = KvToSql::live(source.clone(), opts.clone(), Some(&observer), online);
     let mut applied = Vec::new();
+    let pacer = Pacer::start(
+        online
+            .wal
+            .iter()
+            .chain(&online.sqlite_file)
+            .cloned()
+            .collect(),
+    );
+    // The first transaction: the copy, the later schema steps and the
+    // catch-up of the copy's backlog, committed as staged while writers run.
     let run = Migrator::new()
         .code_step(KV_TO_SQL_VERSION, &step)
         .lock_wait(opts.lock_wait)
         .through(KV_TO_SQL_VERSION)
         .run_into(db, &mut applied)
         .await;
-    // Writers stay paused from the last replay until the switch.
-    let (guard, paused_at) = match step.take_pause() {
-        Some((g, at)) => (Some(g), at),
-        None => (None, Instant::now()),
-    };
     if let Err(e) = run {
-        drop(guard);
         // The migration's connection had automatic checkpoints off.
         checkpoint_after_switch(db).await;
         let (error, data) = schema_failure(e);
@@ -289,8 +312,7 @@ async fn migrate_inner(
             schema_steps: applied,
         });
     }
-    let Some((report, accepted_damage)) = step.take_report() else {
-        drop(guard);
+    let Some((report, _)) = step.take_report() else {
         return Err(Error::Invalid {
             record: "the key-value step".into(),
             reason: "another runner recorded it while this one ran; open again".into(),
@@ -299,20 +321,40 @@ async fn migrate_inner(
     };
     applied.extend(step.later_steps());
     drop(step);
-    let record = crate::MigrationRecord {
-        source_path: path.display().to_string(),
-        source_identity: facts.identity,
-        source_write_seq: report_seq(&source),
-        migrated_at: chrono::Utc::now(),
-        nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
-        tombstone_pending: true,
-        report,
-        accepted_damage,
+    checkpoint_copy(db).await;
+    drop(pacer);
+    // The second transaction: the rest of the catch-up, the pause, the
+    // last replay, the record; then the proof, the tombstone, the switch.
+    let (record, guard, paused_at) = match finish_online(db, online, &source, &facts, report).await
+    {
+        Ok(done) => done,
+        Err((error, data)) => {
+            if data == DataState::NotWritten {
+                // Best effort: an empty target again; if this fails too the
+                // next run discards the staged copy.
+                if let Err(e) = crate::staging::discard(db).await {
+                    tracing::warn!(error = %e, "the staged copy could not be discarded; the next migration discards it");
+                }
+            }
+            checkpoint_after_switch(db).await;
+            return Err(Failure {
+                error,
+                data,
+                schema_steps: applied,
+            });
+        }
     };
+    let t = Instant::now();
     let tombstone = retire(&path, db, &opts, &facts, &record, false).await;
+    let retire_ms = millis(t);
     switch();
     drop(guard);
     online.paused_for(paused_at.elapsed());
+    tracing::info!(
+        paused_ms = millis(paused_at),
+        retire_ms,
+        "cutover done: writers released on SQL"
+    );
     checkpoint_after_switch(db).await;
     tracing::info!(
         longest_pause_ms = u64::try_from(online.longest_pause().as_millis()).unwrap_or(u64::MAX),
@@ -320,6 +362,139 @@ async fn migrate_inner(
         "switched to SQL"
     );
     Ok(later_steps(db, &opts, record, OutcomeKind::Migrated, applied, tombstone).await)
+}
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The second transaction of an online migration: catches up with the
+/// writes made since the copy, pauses writers, replays the last ones,
+/// writes the migration record in place of the staging row and commits.
+/// Returns the record and the gate, still held, with when it was taken.
+/// On failure: why, and whether the record may have committed (only when
+/// the commit itself failed).
+async fn finish_online(
+    db: &Db,
+    online: &Online,
+    source: &MigrationSource,
+    facts: &SourceFacts,
+    mut report: Report,
+) -> Result<(crate::MigrationRecord, OwnedRwLockWriteGuard<()>, Instant), (Error, DataState)> {
+    let started = Instant::now();
+    let not_written = |e: Error| (e, DataState::NotWritten);
+    let mut tx = db
+        .begin(TxMode::Write)
+        .await
+        .map_err(|e| not_written(e.into()))?;
+    let body = async {
+        let mut deltas = crate::replay::Deltas::default();
+        let (seq, guard, paused_at) =
+            catch_up_and_pause(&mut *tx, online, source, &mut deltas).await?;
+        recount(&mut report, &deltas);
+        report.duration += started.elapsed();
+        let record = crate::MigrationRecord {
+            source_path: source.path().display().to_string(),
+            source_identity: facts.identity,
+            source_write_seq: seq,
+            migrated_at: sqldb::time::truncate_micros(chrono::Utc::now()),
+            nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
+            tombstone_pending: true,
+            report,
+            accepted_damage: Vec::new(),
+        };
+        crate::staging::clear(&mut *tx).await?;
+        crate::record::insert(&mut *tx, &record).await?;
+        Ok::<_, Error>((record, guard, paused_at))
+    };
+    let (record, guard, paused_at) = match body.await {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = tx.rollback().await;
+            return Err(not_written(e));
+        }
+    };
+    let t = Instant::now();
+    tx.commit()
+        .await
+        .map_err(|e| (Error::from(e), DataState::MaybeCommitted))?;
+    tracing::info!(
+        commit_ms = millis(t),
+        replay_ms = u64::try_from((t - paused_at).as_millis()).unwrap_or(u64::MAX),
+        "the migration's last transaction committed, writers paused"
+    );
+    Ok((record, guard, paused_at))
+}
+
+/// Keeps the unwritten part of SQLite's files small while the copy is
+/// written, committed and checkpointed (docs/design.md §7.3). Every write
+/// of the node waits for its own fsync of the key-value database; on a
+/// journaling file system an fsync can wait for other files' dirty pages,
+/// and the kernel lets gigabytes of the copy pile up before it writes them
+/// back, which the copy's commit and its checkpoint then flush at once:
+/// measured at scale L, one write in five during those seconds took over
+/// 50 ms. Syncing the files every few milliseconds from a thread of its
+/// own spreads that I/O out, as PostgreSQL's `checkpoint_flush_after`
+/// does. Stops when dropped.
+struct Pacer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pacer {
+    /// How often the files are synced.
+    const EVERY: Duration = Duration::from_millis(20);
+
+    fn start(files: Vec<std::path::PathBuf>) -> Pacer {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !files.is_empty() {
+            let stop = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name("nodestore-pacer".into())
+                .spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for f in &files {
+                            // A file not there yet, or a failed sync, only
+                            // means less pacing: the commit syncs anyway.
+                            if let Ok(file) = std::fs::File::open(f) {
+                                let _ = file.sync_data();
+                            }
+                        }
+                        std::thread::sleep(Self::EVERY);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::debug!(error = %e, "no thread for pacing the copy's writes");
+            }
+        }
+        Pacer { stop }
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// On SQLite, once the copy is committed: copies its write-ahead log (the
+/// whole copy) into the database file and empties it, while the node's
+/// writers still run on the key-value database, so that neither the
+/// cutover's commit nor the first writes on SQL find a large log.
+async fn checkpoint_copy(db: &Db) {
+    #[cfg(feature = "sqlite")]
+    if let Some(sqlite) = db.as_sqlite() {
+        let t = Instant::now();
+        match sqlite.checkpoint_truncate().await {
+            Ok(_) => tracing::info!(
+                duration_ms = millis(t),
+                "the copy's write-ahead log checkpointed"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "the copy's write-ahead log could not be checkpointed")
+            }
+        }
+    }
+    let _ = db;
 }
 
 /// On SQLite, copies the migration's log into the database file without
@@ -356,18 +531,62 @@ fn source_facts(source: &MigrationSource) -> Result<SourceFacts, Error> {
     })
 }
 
-/// The write sequence of the paused source, as the record stores it.
-fn report_seq(source: &MigrationSource) -> u64 {
-    source.write_seq().ok().flatten().unwrap_or(0)
-}
-
 /// A backlog this small is cut over without waiting for a quieter moment.
 const CUTOVER_KEYS: usize = 64;
 
-/// After the copy: replays rounds of journaled keys while writers run, then
-/// pauses writers, replays the rest and returns the source's write sequence
-/// with the gate held. A pause that runs over budget is released and tried
-/// again after another round.
+/// The cutover starts when the rest looks replayable in this share of the
+/// pause budget: the pause also holds the commit, the proof and the
+/// tombstone, and one more round while writers run costs them nothing
+/// (measured at scale L: a round of 500 keys leaves about 100 behind).
+const CUTOVER_SHARE: u32 = 8;
+
+/// Where the catch-up is: its rounds so far and the measured replay rate.
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    round: u32,
+    /// Keys replayed per second in the last round that replayed any.
+    rate: f64,
+}
+
+/// Replays rounds of journaled keys while writers run, until what is left
+/// looks quick to replay (under an eighth of the pause budget at the last
+/// round's rate) or is a handful of keys (under a steady trickle of writes
+/// the set never empties).
+pub(crate) async fn catch_up(
+    tx: &mut dyn Tx,
+    online: &Online,
+    deltas: &mut crate::replay::Deltas,
+    at: &mut CatchUp,
+) -> Result<(), Error> {
+    loop {
+        at.round += 1;
+        let keys = online.journal.take();
+        let n = keys.len();
+        online.set(OnlineState::CatchingUp {
+            round: at.round,
+            keys: n,
+        });
+        let t = Instant::now();
+        crate::replay::replay(tx, &online.live, keys, deltas).await?;
+        if n > 0 {
+            at.rate = n as f64 / t.elapsed().as_secs_f64().max(1e-6);
+        }
+        let pending = online.journal.len();
+        let estimate = if at.rate > 0.0 {
+            Duration::from_secs_f64(pending as f64 / at.rate)
+        } else {
+            Duration::ZERO
+        };
+        tracing::info!(round = at.round, replayed = n, pending, "catch-up round");
+        if estimate <= online.pause_budget / CUTOVER_SHARE || pending <= CUTOVER_KEYS {
+            return Ok(());
+        }
+    }
+}
+
+/// After the copy: catches up, then pauses writers, replays the rest and
+/// returns the source's write sequence with the gate held. A pause that
+/// runs over budget is released and tried again after more catching up.
 pub(crate) async fn catch_up_and_pause(
     tx: &mut dyn Tx,
     online: &Online,
@@ -375,31 +594,10 @@ pub(crate) async fn catch_up_and_pause(
     deltas: &mut crate::replay::Deltas,
 ) -> Result<(u64, OwnedRwLockWriteGuard<()>, Instant), Error> {
     let budget = online.pause_budget;
-    let mut rate = 0.0_f64; // keys replayed per second
-    let mut round = 0u32;
+    let mut at = CatchUp::default();
     let mut attempt = 0u32;
     loop {
-        round += 1;
-        let keys = online.journal.take();
-        let n = keys.len();
-        online.set(OnlineState::CatchingUp { round, keys: n });
-        let t = Instant::now();
-        crate::replay::replay(tx, &online.live, keys, deltas).await?;
-        if n > 0 {
-            rate = n as f64 / t.elapsed().as_secs_f64().max(1e-6);
-        }
-        let pending = online.journal.len();
-        let estimate = if rate > 0.0 {
-            Duration::from_secs_f64(pending as f64 / rate)
-        } else {
-            Duration::ZERO
-        };
-        tracing::info!(round, replayed = n, pending, "catch-up round");
-        // Cut over when the rest looks quick to replay, or is a handful of
-        // keys (under a steady trickle of writes the set never empties).
-        if estimate > budget / 2 && pending > CUTOVER_KEYS {
-            continue;
-        }
+        catch_up(tx, online, deltas, &mut at).await?;
         attempt += 1;
         // What the transaction wrote so far goes to disk now, while writers
         // run: the commit in the pause then has little left to sync.
@@ -423,7 +621,7 @@ pub(crate) async fn catch_up_and_pause(
             drop(guard);
             tracing::info!(
                 attempt,
-                paused_ms = u64::try_from(paused.elapsed().as_millis()).unwrap_or(u64::MAX),
+                paused_ms = millis(paused),
                 "cutover over budget; writers released, catching up again"
             );
             tokio::time::sleep(Duration::from_millis(50) * attempt.min(20)).await;

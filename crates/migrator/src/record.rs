@@ -105,16 +105,18 @@ pub(crate) async fn insert(tx: &mut dyn Tx, r: &MigrationRecord) -> Result<(), E
     Ok(())
 }
 
-async fn table_exists(tx: &mut dyn Tx) -> Result<bool, Error> {
+/// True when `table` exists (schema steps create the bookkeeping tables;
+/// an older or empty database lacks them).
+pub(crate) async fn table_exists(tx: &mut dyn Tx, table: &str) -> Result<bool, Error> {
     let sql = match tx.dialect() {
         Dialect::Sqlite => Sql::fixed(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-            vec![TABLE.into()],
+            vec![table.into()],
         ),
         Dialect::Postgres => Sql::fixed(
             "SELECT count(*) FROM information_schema.tables \
              WHERE table_schema = current_schema() AND table_name = $1",
-            vec![TABLE.into()],
+            vec![table.into()],
         ),
     };
     Ok(tx
@@ -135,7 +137,7 @@ pub async fn records(db: &Db) -> Result<Vec<MigrationRecord>, Error> {
 }
 
 pub(crate) async fn read_all(tx: &mut dyn Tx) -> Result<Vec<MigrationRecord>, Error> {
-    if !table_exists(tx).await? {
+    if !table_exists(tx, TABLE).await? {
         return Ok(Vec::new());
     }
     let rows = tx

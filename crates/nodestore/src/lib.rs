@@ -100,6 +100,20 @@ pub enum Error {
     /// The schema steps could not be applied.
     #[error(transparent)]
     Schema(#[from] sqldb::migrate::MigrateError),
+    /// The SQL database holds the staged copy of an online migration that
+    /// did not finish (docs/design.md §7.3), and the configuration names no
+    /// key-value database: the copy is not data to serve.
+    #[error(
+        "{target} holds the staged copy of an online migration of {kv} that did not finish, \
+         and the key-value database is still the truth: open with kv_dir = {kv} \
+         (migration \"online\" or \"auto\"), which discards the copy and migrates again"
+    )]
+    UnfinishedOnlineMigration {
+        /// The SQL database.
+        target: String,
+        /// The key-value database the copy is of.
+        kv: String,
+    },
     /// A migration did not happen; the failure says whether any data may
     /// have been written.
     #[error("{}", migration_message(kv, target, failure, *during_open))]
@@ -518,6 +532,12 @@ impl Stores {
         };
         let target = db.describe();
         let Some((dir, status)) = kv else {
+            if let Some(staged) = migrator::staging::staged(&db).await? {
+                return Err(Error::UnfinishedOnlineMigration {
+                    target,
+                    kv: staged.source_path,
+                });
+            }
             report.applied_steps = apply_schema(&db).await?;
             return Ok(Stores::on_sql(&db, report));
         };
@@ -600,8 +620,9 @@ impl Stores {
             backend, online, ..
         } = self;
         if let Some(online) = online {
-            // A migration still running rolls back; one that switched
-            // leaves SQL to close as well.
+            // A migration still running rolls back (a copy it committed as
+            // staged stays, for the next migration to discard); one that
+            // switched leaves SQL to close as well.
             online.stop();
             if matches!(
                 online.state(),

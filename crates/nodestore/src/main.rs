@@ -48,7 +48,7 @@ struct Cli {
     log_format: LogFormat,
 }
 
-/// `0.1.0 (commit 0123456789ab, writes schema version 9)`.
+/// `0.1.0 (commit 0123456789ab, writes schema version 10)`.
 fn version() -> String {
     format!(
         "{} (commit {}, writes schema version {})",

@@ -40,6 +40,11 @@ pub struct SqlStatus {
     pub steps_pending: Vec<StepStatus>,
     /// The migrations recorded in the database.
     pub migrations: Vec<MigrationStatus>,
+    /// The key-value database of which the SQL database holds a staged
+    /// copy: an online migration that did not finish (docs/design.md §7.3).
+    pub staged_from: Option<String>,
+    /// When that copy was committed (RFC 3339, UTC, microseconds).
+    pub staged_at: Option<String>,
 }
 
 /// A schema step.
@@ -171,6 +176,8 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
                     .map(|s| step_status(s.version, s.name))
                     .collect(),
                 migrations: Vec::new(),
+                staged_from: None,
+                staged_at: None,
             }),
             open_would,
         });
@@ -188,6 +195,7 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
     };
     let applied = Migrator::new().applied(&db).await?;
     let records = migrator::records(&db).await?;
+    let staged = migrator::staging::staged(&db).await?;
     let sql = SqlStatus {
         target: db.describe(),
         steps_applied: applied
@@ -211,6 +219,8 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
                 accepted_damage: r.accepted_damage.clone(),
             })
             .collect(),
+        staged_from: staged.as_ref().map(|c| c.source_path.clone()),
+        staged_at: staged.as_ref().map(|c| crate::dump::time_text(c.staged_at)),
     };
     let open_would = open_would(config, kv_state.as_ref(), &db).await;
     Ok(NodeStatus {
@@ -266,7 +276,13 @@ async fn open_would(
     };
     let defer = config.migration == MigrationPolicy::Defer;
     let Some((dir, Some(status))) = kv else {
-        return if target.migrated {
+        return if let Some(staged) = &target.staged {
+            format!(
+                "refuse: the SQL database holds the staged copy of an online migration of {} \
+                 that did not finish; open with that key-value database to migrate again",
+                staged.source_path
+            )
+        } else if target.migrated {
             "open the stores on SQL".into()
         } else {
             "apply the schema steps, then open the stores on SQL".into()
@@ -288,6 +304,11 @@ async fn open_would(
         migrator::Plan::Refuse(e) => format!("refuse: {e}"),
         migrator::Plan::Migrate if matches!(status, Status::Tombstoned(_)) => {
             "migrate again from the tombstoned key-value database (the SQL database was lost), then open on SQL".into()
+        }
+        migrator::Plan::Migrate if target.staged.is_some() => {
+            "discard the staged copy of an online migration that did not finish, then migrate the \
+             key-value database into SQL, tombstone it, and open the stores on SQL"
+                .into()
         }
         migrator::Plan::Migrate => {
             "migrate the key-value database into SQL, tombstone it, and open the stores on SQL".into()

@@ -611,15 +611,114 @@ async fn closing_during_the_migration_rolls_it_back(fx: &SqlFixture) {
     assert!(matches!(end, OnlineState::Switched { .. }), "{end:?}");
 }
 
+/// A migration stopped after its copy committed (docs/design.md §7.3)
+/// leaves a staged copy: status names it, an open without the key-value
+/// database and a dry run refuse it, and a migration of the same key-value
+/// database (here the offline one) discards it and migrates exactly.
+async fn a_staged_copy_is_refused_then_discarded(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = dir.path().join("kv");
+    generate(&kv, Scale::S.shape(), 25, &|_, _, _| {})
+        .await
+        .unwrap();
+    let config = Config {
+        // Over budget at every attempt while the writer writes: the
+        // migration stays in its second transaction until closed.
+        online_pause_budget: std::time::Duration::ZERO,
+        ..online_config(fx, &kv)
+    };
+    let stores = Arc::new(Stores::open(&config).await.unwrap());
+    let online = stores.online.clone().unwrap();
+    let id = stores.accounts.accounts().await.unwrap()[0].id;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stores, stop) = (stores.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                stores.accounts.credit_account(id, 1).await.unwrap();
+            }
+        })
+    };
+    while !matches!(online.state(), OnlineState::CuttingOver { .. }) {
+        assert!(!online.state().is_final(), "{:?}", online.state());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    stop.store(true, Ordering::Release);
+    writer.await.unwrap();
+    let Ok(stores) = Arc::try_unwrap(stores) else {
+        panic!("the writer still holds the stores");
+    };
+    stores.close().await.unwrap();
+
+    let db = nodestore::connect(&backend(fx)).await.unwrap().unwrap();
+    let facts = migrator::inspect_target(&db).await.unwrap();
+    assert!(!facts.migrated, "a staged copy is not migrated data");
+    let staged = facts.staged.clone().expect("the copy is staged");
+    assert_eq!(staged.source_path, kv.display().to_string());
+    let status = nodestore::status::status(&config).await.unwrap();
+    let sql = status.sql.unwrap();
+    assert_eq!(
+        sql.staged_from.as_deref(),
+        Some(staged.source_path.as_str())
+    );
+    assert!(sql.migrations.is_empty());
+    assert!(
+        status.open_would.starts_with("discard the staged copy"),
+        "{}",
+        status.open_would
+    );
+
+    let Err(refused) = Stores::open(&Config::new(backend(fx))).await else {
+        panic!("an open without the key-value database serves no staged copy");
+    };
+    assert!(
+        matches!(refused, nodestore::Error::UnfinishedOnlineMigration { .. }),
+        "{refused}"
+    );
+    let dry = migrator::Options {
+        dry_run: true,
+        ..migrator::Options::default()
+    };
+    let failure = migrator::migrate(&kv, &db, &dry, None).await.unwrap_err();
+    assert!(
+        matches!(
+            failure.error,
+            migrator::Error::UnfinishedOnlineMigration { .. }
+        ),
+        "{failure}"
+    );
+    assert!(
+        migrator::inspect_target(&db)
+            .await
+            .unwrap()
+            .staged
+            .is_some(),
+        "a dry run writes nothing"
+    );
+
+    let outcome = migrator::migrate(&kv, &db, &migrator::Options::default(), None)
+        .await
+        .unwrap();
+    assert!(outcome.is_complete(), "{outcome:?}");
+    let facts = migrator::inspect_target(&db).await.unwrap();
+    assert!(facts.migrated && facts.staged.is_none());
+    assert_eq!(facts.records.len(), 1, "one migration recorded");
+    let want = as_migrated(&dump_kv(&kv).await.unwrap()).unwrap();
+    let report = nodestore::verify::compare(&want, &dump_sql(&db).await.unwrap());
+    assert!(report.is_clean(), "{:?}", report.differences);
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     no_write_is_lost_or_fails_across_the_cutover,
     closing_during_the_migration_rolls_it_back,
     status_sees_a_running_online_migration,
+    a_staged_copy_is_refused_then_discarded,
 );
 testkit::backend_tests!(postgres => postgres;
     no_write_is_lost_or_fails_across_the_cutover,
     closing_during_the_migration_rolls_it_back,
     status_sees_a_running_online_migration,
+    a_staged_copy_is_refused_then_discarded,
 );
 
 /// `nodestore status`, another process, sees that a migration is running

@@ -809,3 +809,24 @@ async fn read_applied(tx: &mut dyn Tx) -> Result<Vec<AppliedStep>, DbError> {
         })
         .collect()
 }
+
+/// Drops every table nodestore's steps create, and the tracking table, in
+/// `tx`: the database is empty again, as before the first step. Only for a
+/// database whose data is known to be disposable (an online migration's
+/// staged copy, docs/design.md §7.3); the caller decides that, in the same
+/// transaction. Children go before their parents, so no foreign key is
+/// checked against a dropped table; a table not there is skipped.
+pub async fn drop_known_tables(tx: &mut dyn Tx) -> Result<(), DbError> {
+    use sea_query::{Alias, PostgresQueryBuilder, SqliteQueryBuilder, Table};
+    let dialect = tx.dialect();
+    for table in crate::schema::known_tables().into_iter().rev() {
+        let mut stmt = Table::drop();
+        stmt.table(Alias::new(table)).if_exists();
+        let sql = match dialect {
+            Dialect::Sqlite => stmt.to_string(SqliteQueryBuilder),
+            Dialect::Postgres => stmt.cascade().to_string(PostgresQueryBuilder),
+        };
+        tx.execute_script(&sql).await?;
+    }
+    Ok(())
+}

@@ -151,6 +151,11 @@ pub static STEPS: &[Step] = &[
             "../../../migrations/0009_actions_actor_method_indexes.sql"
         )),
     },
+    Step {
+        version: 10,
+        name: "online_staging",
+        kind: StepKind::Sql(include_str!("../../../migrations/0010_online_staging.sql")),
+    },
 ];
 
 /// Every table the steps create, with the runner's tracking table: a

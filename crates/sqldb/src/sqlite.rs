@@ -369,8 +369,20 @@ impl SqliteDb {
     /// reader still holding a snapshot can keep part of the log; that is
     /// logged, not an error. Later calls still work.
     pub async fn close(&self) -> DbResult<()> {
+        if self.checkpoint_truncate().await? {
+            tracing::info!(path = %self.path.display(), "SQLite checkpointed and closed");
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in progress, then checkpoints the write-ahead
+    /// log into the database file and truncates it (`TRUNCATE`), holding
+    /// the write lock meanwhile. Returns false (and logs why) when a reader
+    /// still holding a snapshot kept part of the log; true when the log is
+    /// empty, or there is no writer (read-only: nothing to checkpoint).
+    pub async fn checkpoint_truncate(&self) -> DbResult<bool> {
         let Some(writer) = &self.writer else {
-            return Ok(());
+            return Ok(true);
         };
         let worker = writer.clone().lock_owned().await;
         let (busy, log, moved) = worker
@@ -388,10 +400,8 @@ impl SqliteDb {
         if busy != 0 {
             tracing::warn!(path = %self.path.display(), log_pages = log, checkpointed = moved,
                 "SQLite checkpoint incomplete: a reader still holds a snapshot");
-        } else {
-            tracing::info!(path = %self.path.display(), "SQLite checkpointed and closed");
         }
-        Ok(())
+        Ok(busy == 0)
     }
 
     /// The database file.
@@ -447,20 +457,26 @@ impl SqliteDb {
     }
 
     /// Copies what the write-ahead log holds into the database file without
-    /// blocking writers (a `PASSIVE` checkpoint, run on a reader
-    /// connection): after a transaction too large for the committing
-    /// writer to checkpoint in its own call. Returns the log's pages and
-    /// those copied.
+    /// blocking writers (a `PASSIVE` checkpoint), on a connection of its
+    /// own: the writer stays free, and the readers are opened read-only, so
+    /// they cannot write the database file. For after a transaction too
+    /// large for the committing writer to checkpoint in its own call.
+    /// Returns the log's pages and those copied.
     pub async fn checkpoint_passive(&self) -> DbResult<(i64, i64)> {
-        let worker = self.reader().await;
-        worker
-            .call(|conn| {
-                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                })
-                .map_err(classify)
+        if self.writer.is_none() {
+            // Opened for reading only: nothing of ours is in the log.
+            return Ok((0, 0));
+        }
+        let (path, opts) = (self.path.clone(), self.opts.clone());
+        tokio::task::spawn_blocking(move || {
+            let conn = open_connection(&path, &opts, false)?;
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
             })
-            .await?
+            .map_err(classify)
+        })
+        .await
+        .map_err(|e| DbError::new(BACKEND, ErrorKind::Other, e.to_string()))?
     }
 
     async fn reader(&self) -> OwnedMutexGuard<Worker> {

@@ -413,6 +413,38 @@ async fn sqlite_file_is_private_and_durable(fx: &SqlFixture) {
     tx.rollback().await.unwrap();
 }
 
+/// A passive checkpoint copies the whole log into the database file while
+/// nothing else runs, without the writer connection (which stays free for
+/// writes), and the writer can then truncate the log. Its first version ran
+/// on a read-only reader connection and failed with an I/O error every time.
+async fn sqlite_checkpoints_copy_the_log_into_the_file(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let sqlite = db.as_sqlite().unwrap();
+    let wal = {
+        let mut p = sqlite.path().as_os_str().to_owned();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.execute_script("PRAGMA wal_autocheckpoint = 0").await?;
+            for i in 0..200 {
+                insert_in(tx, i, t0(), t0()).await?;
+            }
+            Ok::<_, DbError>(())
+        })
+    })
+    .await
+    .unwrap();
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    let (log, moved) = sqlite.checkpoint_passive().await.unwrap();
+    assert!(log > 0, "the log held the writes");
+    assert_eq!(moved, log, "every page copied");
+    assert!(sqlite.checkpoint_truncate().await.unwrap());
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "log truncated");
+    assert_eq!(aliases(&db).await.len(), 200, "and the data is all there");
+}
+
 /// A bulk load's page cache is set on the connection and put back exactly;
 /// PostgreSQL has nothing to set and says so.
 async fn bulk_load_cache_is_set_and_restored(fx: &SqlFixture) {
@@ -814,6 +846,7 @@ testkit::backend_tests!(sqlite => sqlite;
     integers_bind_to_every_column_width,
     empty_and_null_blobs_are_told_apart,
     sqlite_file_is_private_and_durable,
+    sqlite_checkpoints_copy_the_log_into_the_file,
     bulk_load_cache_is_set_and_restored,
 );
 

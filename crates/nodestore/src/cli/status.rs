@@ -72,6 +72,12 @@ pub(crate) fn print(s: &nodestore::status::NodeStatus) {
             for m in &q.migrations {
                 say!("  migrated {m}");
             }
+            if let (Some(from), Some(at)) = (&q.staged_from, &q.staged_at) {
+                say!(
+                    "  holds the staged copy of an online migration of {from} that did not \
+                     finish (committed {at}); the key-value database is still the truth"
+                );
+            }
         }
     }
     say!("opening would: {}", s.open_would);
