@@ -92,12 +92,16 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
     out.send(Item::Indexes { add, settle });
 }
 
+/// Copies the accounts tree. `live`: the source is a running node's
+/// database (an online migration), whose labels may move between accounts
+/// while the tree is read; see [`free_labels`].
 pub(crate) async fn migrate(
     source: &MigrationSource,
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
     damage: &std::sync::Arc<crate::Damage>,
+    live: bool,
 ) -> Result<AccountsReport, Error> {
     let mut report = AccountsReport::default();
     ensure_empty(tx).await?;
@@ -114,7 +118,10 @@ pub(crate) async fn migrate(
     let result = async {
         while let Some(item) = feed.next().await {
             match item? {
-                Item::Accounts(chunk) => {
+                Item::Accounts(mut chunk) => {
+                    if live {
+                        free_labels(tx, &mut chunk).await?;
+                    }
                     let first = next_id;
                     write_chunk(tx, &chunk, first).await?;
                     next_id += chunk.len() as i64;
@@ -370,11 +377,49 @@ pub(crate) async fn migrate_indexes(
     }))
 }
 
-/// Replays accounts changed while an online migration copied them
-/// (docs/design.md §7.2): each is read again from the live store and
-/// updated in place, inserted, or (gone from the key-value store) deleted
-/// after the links of sessions and actions to it are dropped, as the
-/// migration drops links to accounts that are gone.
+/// Makes room for the labels of `chunk`, accounts read from a live
+/// database, in that order (docs/design.md §7.2). Labels are unique, but a
+/// live tree is not read at one instant: an account read earlier may have
+/// given its label to one read later. Two accounts holding one label at
+/// different times means both changed during the migration, so both are
+/// in the journal and will be replayed with their current labels: the
+/// earlier-read holder lets the label go (in SQL, or in the chunk when it
+/// is in the same chunk), and the replay sets every label right.
+async fn free_labels(tx: &mut dyn Tx, chunk: &mut [Account]) -> Result<(), Error> {
+    let mut last_holder: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
+    for i in 0..chunk.len() {
+        if chunk[i].label.is_empty() {
+            continue;
+        }
+        if let Some(earlier) = last_holder.insert(chunk[i].label.clone(), i) {
+            chunk[earlier].label.clear();
+        }
+    }
+    if last_holder.is_empty() {
+        return Ok(());
+    }
+    tx.exec(
+        &Query::update()
+            .table(Accounts::Table)
+            .value(Accounts::Label, Option::<String>::None)
+            .and_where(Expr::col(Accounts::Label).is_in(last_holder.into_keys()))
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Accounts a replay handles per batch of statements.
+const REPLAY_CHUNK: usize = 256;
+
+/// Replays accounts an online migration's journal names (docs/design.md
+/// §7.2), in batches: the SQL ids of a batch in one query, the rows of
+/// accounts still there updated in place (the statements sent together)
+/// and their invoices and payments written again, new accounts appended
+/// after the largest id, accounts gone deleted after the links to them
+/// are dropped; then every replayed account is read back in one load and
+/// compared. With `last_indexes`, the invoice indexes too.
 pub(crate) async fn replay(
     tx: &mut dyn Tx,
     live: &dyn store_accounts::Store,
@@ -382,66 +427,8 @@ pub(crate) async fn replay(
     last_indexes: bool,
     deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
-    use crate::replay::rows;
-    for id in ids {
-        let sql_id = store_accounts::sql::sql_id(tx, *id, false)
-            .await
-            .map_err(|e| Error::Invalid {
-                record: format!("account {id}"),
-                reason: e.to_string(),
-            })?;
-        let current = match live.account(*id).await {
-            Ok(a) => Some(a),
-            Err(store_accounts::Error::NotFound { .. }) => None,
-            Err(e) => return Err(crate::live_error("account", e)),
-        };
-        match (current, sql_id) {
-            (Some(a), Some(sid)) => {
-                a.check().map_err(|e| Error::Contract(e.to_string()))?;
-                let row = account_row(&a, sid)?;
-                let values = store_accounts::sql::ACCOUNT_COLUMNS[1..]
-                    .iter()
-                    .copied()
-                    .zip(row.into_iter().skip(1).map(Expr::val));
-                tx.exec(
-                    &Query::update()
-                        .table(Accounts::Table)
-                        .values(values)
-                        .and_where(Expr::col(Accounts::Id).eq(sid))
-                        .to_owned(),
-                )
-                .await?;
-                delete_children(tx, sid, deltas).await?;
-                let (invoices, payments) = child_rows(&a, sid)?;
-                deltas.invoices += rows(invoices.len());
-                deltas.payments += rows(payments.len());
-                write_rows(tx, Vec::new(), invoices, payments).await?;
-                verify_chunk(tx, std::slice::from_ref(&a), sid, sid).await?;
-            }
-            (Some(a), None) => {
-                let sid = crate::replay::next_id(tx, "accounts").await?;
-                write_chunk(tx, std::slice::from_ref(&a), sid).await?;
-                deltas.accounts += 1;
-                deltas.invoices += rows(a.invoices.len());
-                deltas.payments += rows(a.payments.len());
-                verify_chunk(tx, std::slice::from_ref(&a), sid, sid).await?;
-                crate::replay::advance_sequence(tx, "accounts", sid).await?;
-            }
-            (None, Some(sid)) => {
-                crate::replay::drop_links(tx, "account_id", sid).await?;
-                delete_children(tx, sid, deltas).await?;
-                deltas.accounts -= rows(
-                    tx.exec(
-                        &Query::delete()
-                            .from_table(Accounts::Table)
-                            .and_where(Expr::col(Accounts::Id).eq(sid))
-                            .to_owned(),
-                    )
-                    .await?,
-                );
-            }
-            (None, None) => {}
-        }
+    for chunk in ids.chunks(REPLAY_CHUNK) {
+        replay_chunk(tx, live, chunk, deltas).await?;
     }
     if last_indexes {
         match live.last_indexes().await {
@@ -455,11 +442,151 @@ pub(crate) async fn replay(
     Ok(())
 }
 
-/// Deletes the invoices and payments of the account with SQL id `sid`,
-/// counting them.
+async fn replay_chunk(
+    tx: &mut dyn Tx,
+    live: &dyn store_accounts::Store,
+    ids: &[store_accounts::AccountId],
+    deltas: &mut crate::replay::Deltas,
+) -> Result<(), Error> {
+    use crate::replay::rows;
+    let in_sql = store_accounts::sql::sql_ids(tx, ids)
+        .await
+        .map_err(|e| Error::Invalid {
+            record: "the replayed accounts".into(),
+            reason: e.to_string(),
+        })?;
+    let mut updated: Vec<(Account, i64)> = Vec::new();
+    let mut added: Vec<Account> = Vec::new();
+    let mut gone: Vec<i64> = Vec::new();
+    for id in ids {
+        let current = match live.account(*id).await {
+            Ok(a) => Some(a),
+            Err(store_accounts::Error::NotFound { .. }) => None,
+            Err(e) => return Err(crate::live_error("account", e)),
+        };
+        match (current, in_sql.get(id)) {
+            (Some(a), Some(&sid)) => updated.push((a, sid)),
+            (Some(a), None) => added.push(a),
+            (None, Some(&sid)) => gone.push(sid),
+            (None, None) => {}
+        }
+    }
+    // Labels move between accounts: whoever holds one of these in SQL now,
+    // or in this batch too, lets it go first. Two holders read at different
+    // times both changed after the journal was last taken, so both are
+    // replayed again; the pause's last round reads a still database.
+    let mut reading_order: Vec<Account> = updated
+        .iter()
+        .map(|(a, _)| a.clone())
+        .chain(added.iter().cloned())
+        .collect();
+    free_labels(tx, &mut reading_order).await?;
+    for (a, freed) in updated
+        .iter_mut()
+        .map(|(a, _)| a)
+        .chain(added.iter_mut())
+        .zip(&reading_order)
+    {
+        a.label.clone_from(&freed.label);
+    }
+    // The children of changed and gone accounts go; the changed ones get
+    // theirs back below.
+    let mut emptied: Vec<i64> = updated.iter().map(|(_, sid)| *sid).collect();
+    emptied.extend(&gone);
+    if !emptied.is_empty() {
+        delete_children(tx, &emptied, deltas).await?;
+    }
+    if !gone.is_empty() {
+        crate::replay::drop_links(tx, "account_id", &gone).await?;
+        deltas.accounts -= rows(
+            tx.exec(
+                &Query::delete()
+                    .from_table(Accounts::Table)
+                    .and_where(Expr::col(Accounts::Id).is_in(gone.iter().copied()))
+                    .to_owned(),
+            )
+            .await?,
+        );
+    }
+    // Rows updated in place (a delete would cascade to the sessions and
+    // actions that link to the account), the statements sent together.
+    let d = tx.dialect();
+    let mut updates = Vec::with_capacity(updated.len());
+    let (mut invoices, mut payments): (Rows, Rows) = (Vec::new(), Vec::new());
+    for (a, sid) in &updated {
+        a.check().map_err(|e| Error::Contract(e.to_string()))?;
+        let row = account_row(a, *sid)?;
+        let values = store_accounts::sql::ACCOUNT_COLUMNS[1..]
+            .iter()
+            .copied()
+            .zip(row.into_iter().skip(1).map(Expr::val));
+        updates.push(
+            d.build(
+                &Query::update()
+                    .table(Accounts::Table)
+                    .values(values)
+                    .and_where(Expr::col(Accounts::Id).eq(*sid))
+                    .to_owned(),
+            ),
+        );
+        let (inv, pay) = child_rows(a, *sid)?;
+        invoices.extend(inv);
+        payments.extend(pay);
+    }
+    if !updates.is_empty() {
+        tx.query_batch(updates).await?;
+    }
+    deltas.invoices += rows(invoices.len());
+    deltas.payments += rows(payments.len());
+    write_rows(tx, Vec::new(), invoices, payments).await?;
+    if !added.is_empty() {
+        let first = crate::replay::next_id(tx, "accounts").await?;
+        write_chunk(tx, &added, first).await?;
+        deltas.accounts += rows(added.len());
+        deltas.invoices += rows(added.iter().map(|a| a.invoices.len()).sum::<usize>());
+        deltas.payments += rows(added.iter().map(|a| a.payments.len()).sum::<usize>());
+        let last = first + rows(added.len()) - 1;
+        crate::replay::advance_sequence(tx, "accounts", last).await?;
+        updated.extend(added.into_iter().zip(first..));
+    }
+    verify_replayed(tx, updated).await
+}
+
+/// Reads back the replayed accounts (with their SQL ids) in one load and
+/// compares each with its key-value record.
+async fn verify_replayed(tx: &mut dyn Tx, mut replayed: Vec<(Account, i64)>) -> Result<(), Error> {
+    if replayed.is_empty() {
+        return Ok(());
+    }
+    replayed.sort_by_key(|(_, sid)| *sid);
+    let sids: Vec<i64> = replayed.iter().map(|(_, sid)| *sid).collect();
+    let read = store_accounts::sql::load_accounts_by_sql_ids(tx, &sids)
+        .await
+        .map_err(|e| Error::Invalid {
+            record: "the replayed accounts".into(),
+            reason: e.to_string(),
+        })?;
+    if read.len() != replayed.len() {
+        return Err(Error::Invalid {
+            record: "the replayed accounts".into(),
+            reason: format!("{} were written, {} read back", replayed.len(), read.len()),
+        });
+    }
+    for ((kv, _), sql) in replayed.iter().zip(&read) {
+        if let Some(diff) = compare(kv, sql) {
+            return Err(Error::Mismatch {
+                record: format!("account {}", kv.id),
+                diff,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the invoices and payments of the accounts with these SQL ids.
 async fn delete_children(
     tx: &mut dyn Tx,
-    sid: i64,
+    sids: &[i64],
     deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
     use crate::replay::rows;
@@ -467,7 +594,7 @@ async fn delete_children(
         tx.exec(
             &Query::delete()
                 .from_table(AccountInvoices::Table)
-                .and_where(Expr::col(AccountInvoices::AccountId).eq(sid))
+                .and_where(Expr::col(AccountInvoices::AccountId).is_in(sids.iter().copied()))
                 .to_owned(),
         )
         .await?,
@@ -476,7 +603,7 @@ async fn delete_children(
         tx.exec(
             &Query::delete()
                 .from_table(AccountPayments::Table)
-                .and_where(Expr::col(AccountPayments::AccountId).eq(sid))
+                .and_where(Expr::col(AccountPayments::AccountId).is_in(sids.iter().copied()))
                 .to_owned(),
         )
         .await?,

@@ -799,7 +799,7 @@ impl<'a> KvToSql<'a> {
         // id loaded before it, so the check cannot fail on data.
         let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
         let t = Instant::now();
-        let accounts = accounts::migrate(source, tx, opts, progress, damage)
+        let accounts = accounts::migrate(source, tx, opts, progress, damage, self.online.is_some())
             .instrument(store_span("accounts"))
             .await?;
         ends.finish()?;

@@ -205,13 +205,13 @@ pub(crate) async fn advance_sequence(
     Ok(())
 }
 
-/// Drops the links to the account or session with SQL id `id` (`column` is
-/// `account_id` or `session_id`) from sessions and actions, as the
-/// migration drops links to records that are gone.
+/// Drops the links to the accounts or sessions with these SQL ids
+/// (`column` is `account_id` or `session_id`) from sessions and actions,
+/// as the migration drops links to records that are gone.
 pub(crate) async fn drop_links(
     tx: &mut dyn Tx,
     column: &'static str,
-    id: i64,
+    ids: &[i64],
 ) -> Result<(), Error> {
     let tables: &[&'static str] = if column == "account_id" {
         &["sessions", "actions"]
@@ -223,7 +223,7 @@ pub(crate) async fn drop_links(
             &Query::update()
                 .table(Alias::new(*table))
                 .value(Alias::new(column), Expr::val(Option::<i64>::None))
-                .and_where(Expr::col(Alias::new(column)).eq(id))
+                .and_where(Expr::col(Alias::new(column)).is_in(ids.iter().copied()))
                 .to_owned(),
         )
         .await?;

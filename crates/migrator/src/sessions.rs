@@ -313,7 +313,7 @@ pub(crate) async fn replay(
         };
         let Some(kv) = current else {
             if let Some(sid) = sql_id {
-                crate::replay::drop_links(tx, "session_id", sid).await?;
+                crate::replay::drop_links(tx, "session_id", &[sid]).await?;
                 // What the group's first session takes with it (the group's
                 // entries and pairs, as a fresh migration skips them),
                 // deleted here to be counted.

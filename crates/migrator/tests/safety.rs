@@ -285,10 +285,14 @@ async fn a_later_step_that_fails_leaves_the_data_safe_and_the_source_retired(fx:
     let done = migrate(&kv, &db, &Options::default()).await.unwrap();
     assert_eq!(done.kind, OutcomeKind::AlreadyMigrated);
     assert!(done.is_complete(), "{done:?}");
+    let after: Vec<i64> = sqldb::schema::STEPS
+        .iter()
+        .map(|s| s.version)
+        .filter(|v| *v > sqldb::schema::KV_TO_SQL_VERSION)
+        .collect();
     assert_eq!(
-        done.applied_steps,
-        vec![8, 9],
-        "the failed step and the one after it"
+        done.applied_steps, after,
+        "the failed step and every one after it"
     );
 }
 

@@ -177,6 +177,9 @@ enum Op {
     NewAccount,
     RemoveAccount,
     Rename(u8),
+    /// Two accounts trade labels (through a third, as labels are unique):
+    /// the replay must not trip over a label still held in SQL.
+    SwapLabels(u8, u8),
     StoreIndexes(u16),
     NewSession(u8),
     ShiftState(u8),
@@ -201,6 +204,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::NewAccount),
         Just(Op::RemoveAccount),
         any::<u8>().prop_map(Op::Rename),
+        (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::SwapLabels(a, b)),
         any::<u16>().prop_map(Op::StoreIndexes),
         any::<u8>().prop_map(Op::NewSession),
         any::<u8>().prop_map(Op::ShiftState),
@@ -326,6 +330,24 @@ async fn run(stores: &Stores, w: &mut World, op: &Op) -> Vec<String> {
             };
             stores.accounts.update_account(id, update).await.unwrap();
             vec![format!("account {id}")]
+        }
+        Op::SwapLabels(a, b) => {
+            let (Some(x), Some(y)) = (pick(&w.accounts, *a), pick(&w.accounts, *b)) else {
+                return vec![];
+            };
+            let lx = stores.accounts.account(x).await.unwrap().label;
+            let ly = stores.accounts.account(y).await.unwrap().label;
+            if x == y || lx.is_empty() || ly.is_empty() {
+                return vec![];
+            }
+            for (id, label) in [(x, format!("swapping-{n}")), (y, lx), (x, ly)] {
+                let update = store_accounts::AccountUpdate {
+                    label: Some(label),
+                    ..Default::default()
+                };
+                stores.accounts.update_account(id, update).await.unwrap();
+            }
+            vec![format!("account {x}"), format!("account {y}")]
         }
         Op::StoreIndexes(i) => {
             let indexes = store_accounts::LastIndexes {

@@ -174,20 +174,23 @@ fn account_from_row(r: &Row) -> Result<(i64, Account)> {
 
 /// Which accounts a load reads.
 #[derive(Debug, Clone, Copy)]
-enum Which {
+enum Which<'a> {
     All,
     /// SQL ids in an inclusive range.
     SqlIds(i64, i64),
+    /// These SQL ids.
+    SqlIdSet(&'a [i64]),
     /// One account, by its alias.
     Alias(i64),
 }
 
-impl Which {
+impl Which<'_> {
     /// The condition on `accounts` itself.
     fn on_accounts(self) -> Option<sea_query::SimpleExpr> {
         match self {
             Which::All => None,
             Which::SqlIds(lo, hi) => Some(Expr::col(Accounts::Id).between(lo, hi)),
+            Which::SqlIdSet(ids) => Some(Expr::col(Accounts::Id).is_in(ids.iter().copied())),
             Which::Alias(alias) => Some(Expr::col(Accounts::Alias).eq(alias)),
         }
     }
@@ -197,6 +200,7 @@ impl Which {
         match self {
             Which::All => None,
             Which::SqlIds(lo, hi) => Some(Expr::col(col).between(lo, hi)),
+            Which::SqlIdSet(ids) => Some(Expr::col(col).is_in(ids.iter().copied())),
             Which::Alias(alias) => Some(
                 Expr::col(col).in_subquery(
                     Query::select()
@@ -220,7 +224,29 @@ pub async fn load_accounts(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<V
     load_which(tx, which).await
 }
 
-async fn load_which(tx: &mut dyn Tx, which: Which) -> Result<Vec<Account>> {
+/// [`load_accounts`] of the accounts with these SQL ids (the online
+/// migration's read-back of the accounts it replayed), ordered by SQL id.
+pub async fn load_accounts_by_sql_ids(tx: &mut dyn Tx, ids: &[i64]) -> Result<Vec<Account>> {
+    load_which(tx, Which::SqlIdSet(ids)).await
+}
+
+/// The SQL ids of the accounts with these ids that SQL holds, by account.
+pub async fn sql_ids(tx: &mut dyn Tx, ids: &[AccountId]) -> Result<HashMap<AccountId, i64>> {
+    let rows = tx
+        .query(
+            &Query::select()
+                .columns([Accounts::Id, Accounts::Alias])
+                .from(Accounts::Table)
+                .and_where(Expr::col(Accounts::Alias).is_in(ids.iter().map(|id| id.to_alias())))
+                .to_owned(),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((AccountId::from_alias(r.i64(1)?), r.i64(0)?)))
+        .collect()
+}
+
+async fn load_which(tx: &mut dyn Tx, which: Which<'_>) -> Result<Vec<Account>> {
     let mut select = Query::select();
     account_columns(&mut select)
         .from(Accounts::Table)
