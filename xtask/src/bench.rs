@@ -52,9 +52,14 @@ impl BenchArgs {
     }
 }
 
-/// Runs the benchmark binary once per backend, with a PostgreSQL server
-/// provided the same way as for the tests (a missing one is an error: the
-/// bench measures latency on PostgreSQL in every run).
+/// Runs the benchmark binary once per backend. The measured (release) run
+/// uses the PostgreSQL server `NODESTORE_TEST_POSTGRES_URL` names, or
+/// starts one of its own with PostgreSQL's own durability settings
+/// (`fsync` on, as an operator runs it; the test clusters trade that for
+/// speed, and a server that never syncs lets its dirty pages pile up until
+/// they stall every other file's fsync on the disk). The smoke run of
+/// `ci` takes a server as the tests do. A missing server is an error: the
+/// bench measures PostgreSQL in every run.
 pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     let mut build = cargo();
     build.args(["build", "--package", "bench", "--bin", "nodestore-bench"]);
@@ -65,7 +70,14 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     let exe = Path::new("target")
         .join(if args.release { "release" } else { "debug" })
         .join("nodestore-bench");
-    let pg = provide_postgres();
+    let pg = if !args.release || std::env::var(testkit::URL_ENV).is_ok_and(|v| !v.is_empty()) {
+        provide_postgres()
+    } else {
+        match testkit::cluster::LocalCluster::start_production(Some(std::process::id())) {
+            Ok(c) => PgSource::Started(c),
+            Err(e) => PgSource::None(e.to_string()),
+        }
+    };
     let url = match &pg {
         PgSource::Env => std::env::var(testkit::URL_ENV).unwrap_or_default(),
         PgSource::Dev(url) => url.clone(),

@@ -29,10 +29,27 @@ pub struct ServerTls {
     pub hba_first: Vec<String>,
 }
 
+/// What a cluster's commits survive, and what that costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Test data only: `fsync = off`, `synchronous_commit = off`,
+    /// `full_page_writes = off`; the fastest.
+    Fast,
+    /// A commit survives the server's crash (`synchronous_commit = on`),
+    /// not the machine's (`fsync` still off): fault tests that stop the
+    /// server need this.
+    CrashSafe,
+    /// PostgreSQL's own defaults (`fsync`, `synchronous_commit` and
+    /// `full_page_writes` on), as an operator runs it: for benchmarks. With
+    /// `fsync` off the server's dirty pages pile up in the page cache, and
+    /// the other files' fsyncs on the same disk wait for them.
+    Production,
+}
+
 /// A running cluster.
 #[derive(Debug)]
 pub struct LocalCluster {
-    durable: bool,
+    durability: Durability,
     tls: bool,
     dir: PathBuf,
     port: u16,
@@ -102,18 +119,29 @@ impl LocalCluster {
     /// server's crash (`synchronous_commit = on`), which fault tests that
     /// stop the server need. The default trades that for speed.
     pub fn start_with(watch_pid: Option<u32>, durable: bool) -> io::Result<LocalCluster> {
-        LocalCluster::start_configured(watch_pid, durable, None)
+        let durability = if durable {
+            Durability::CrashSafe
+        } else {
+            Durability::Fast
+        };
+        LocalCluster::start_configured(watch_pid, durability, None)
+    }
+
+    /// [`LocalCluster::start`] with PostgreSQL's own durability settings
+    /// ([`Durability::Production`]), for benchmarks.
+    pub fn start_production(watch_pid: Option<u32>) -> io::Result<LocalCluster> {
+        LocalCluster::start_configured(watch_pid, Durability::Production, None)
     }
 
     /// [`LocalCluster::start`] with TLS on (`ssl = on`) for TCP connections,
     /// serving `tls`'s certificate.
     pub fn start_with_tls(watch_pid: Option<u32>, tls: &ServerTls) -> io::Result<LocalCluster> {
-        LocalCluster::start_configured(watch_pid, false, Some(tls))
+        LocalCluster::start_configured(watch_pid, Durability::Fast, Some(tls))
     }
 
     fn start_configured(
         watch_pid: Option<u32>,
-        durable: bool,
+        durability: Durability,
         tls: Option<&ServerTls>,
     ) -> io::Result<LocalCluster> {
         let bin = find_server_bin().ok_or_else(|| {
@@ -132,7 +160,7 @@ impl LocalCluster {
         }
         let port = free_port()?;
         let cluster = LocalCluster {
-            durable,
+            durability,
             tls: tls.is_some(),
             dir,
             port,
@@ -233,12 +261,17 @@ impl LocalCluster {
     fn start_server(&self) -> io::Result<()> {
         // fsync off keeps commits in the OS page cache, which a server
         // crash does not lose; synchronous_commit off would lose them.
+        let durability = match self.durability {
+            Durability::Fast => " -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            Durability::CrashSafe => {
+                " -c fsync=off -c synchronous_commit=on -c full_page_writes=off"
+            }
+            Durability::Production => "",
+        };
         let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit={} \
-             -c full_page_writes=off -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300{durability}",
             self.port,
             self.dir.display(),
-            if self.durable { "on" } else { "off" }
         );
         if self.tls {
             let d = self.dir.display();
@@ -323,7 +356,7 @@ rm -rf "$5""#;
     /// [`LocalCluster::attach`] for a cluster started durable.
     pub fn attach_durable(dir: PathBuf, port: u16) -> io::Result<LocalCluster> {
         let mut c = LocalCluster::attach(dir, port)?;
-        c.durable = true;
+        c.durability = Durability::CrashSafe;
         Ok(c)
     }
 
@@ -332,7 +365,7 @@ rm -rf "$5""#;
     pub fn attach(dir: PathBuf, port: u16) -> io::Result<LocalCluster> {
         let bin = find_server_bin().ok_or_else(|| err("PostgreSQL server binaries not found"))?;
         Ok(LocalCluster {
-            durable: false,
+            durability: Durability::Fast,
             tls: false,
             dir,
             port,
