@@ -176,7 +176,11 @@ async fn load(
             let p = phase();
             let state = state();
             let started = Instant::now();
-            let (ok, record) = call(&stores, &t, i, write).await;
+            // Writes are every `per_write`th tick: numbered on their own,
+            // so the mix cycles through every kind and record (numbered by
+            // tick, every write was a credit).
+            let n = if write { i / per_write as usize } else { i };
+            let (ok, record) = call(&stores, &t, n, write).await;
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             let after_switch = record.filter(|_| switched());
             if let Ok(mut c) = calls.lock() {

@@ -489,14 +489,27 @@ async fn replay_chunk(
     {
         a.label.clone_from(&freed.label);
     }
-    // The children of changed and gone accounts go; the changed ones get
-    // theirs back below.
-    let mut emptied: Vec<i64> = updated.iter().map(|(_, sid)| *sid).collect();
-    emptied.extend(&gone);
-    if !emptied.is_empty() {
-        delete_children(tx, &emptied, deltas).await?;
-    }
+    // What SQL holds of the changed accounts: their invoices and payments
+    // change far less often than their balances, so only the child rows
+    // that differ are deleted and written.
+    let before: std::collections::HashMap<store_accounts::AccountId, Account> = {
+        let sids: Vec<i64> = updated.iter().map(|(_, sid)| *sid).collect();
+        if sids.is_empty() {
+            Default::default()
+        } else {
+            store_accounts::sql::load_accounts_by_sql_ids(tx, &sids)
+                .await
+                .map_err(|e| Error::Invalid {
+                    record: "the replayed accounts".into(),
+                    reason: e.to_string(),
+                })?
+                .into_iter()
+                .map(|a| (a.id, a))
+                .collect()
+        }
+    };
     if !gone.is_empty() {
+        delete_children(tx, &gone, deltas).await?;
         crate::replay::drop_links(tx, "account_id", &gone).await?;
         deltas.accounts -= rows(
             tx.exec(
@@ -511,7 +524,7 @@ async fn replay_chunk(
     // Rows updated in place (a delete would cascade to the sessions and
     // actions that link to the account), the statements sent together.
     let d = tx.dialect();
-    let mut updates = Vec::with_capacity(updated.len());
+    let mut statements = Vec::with_capacity(updated.len());
     let (mut invoices, mut payments): (Rows, Rows) = (Vec::new(), Vec::new());
     for (a, sid) in &updated {
         a.check().map_err(|e| Error::Contract(e.to_string()))?;
@@ -520,7 +533,7 @@ async fn replay_chunk(
             .iter()
             .copied()
             .zip(row.into_iter().skip(1).map(Expr::val));
-        updates.push(
+        statements.push(
             d.build(
                 &Query::update()
                     .table(Accounts::Table)
@@ -529,12 +542,63 @@ async fn replay_chunk(
                     .to_owned(),
             ),
         );
-        let (inv, pay) = child_rows(a, *sid)?;
+        let empty = Account {
+            invoices: Default::default(),
+            payments: Default::default(),
+            ..a.clone()
+        };
+        let was = before.get(&a.id).unwrap_or(&empty);
+        let stale_invoices: Vec<Vec<u8>> = was
+            .invoices
+            .difference(&a.invoices)
+            .map(|h| h.0.to_vec())
+            .collect();
+        let stale_payments: Vec<Vec<u8>> = was
+            .payments
+            .iter()
+            .filter(|(h, p)| a.payments.get(h) != Some(p))
+            .map(|(h, _)| h.0.to_vec())
+            .collect();
+        deltas.invoices -= rows(stale_invoices.len());
+        deltas.payments -= rows(stale_payments.len());
+        if !stale_invoices.is_empty() {
+            statements.push(
+                d.build(
+                    &Query::delete()
+                        .from_table(AccountInvoices::Table)
+                        .and_where(Expr::col(AccountInvoices::AccountId).eq(*sid))
+                        .and_where(Expr::col(AccountInvoices::Hash).is_in(stale_invoices))
+                        .to_owned(),
+                ),
+            );
+        }
+        if !stale_payments.is_empty() {
+            statements.push(
+                d.build(
+                    &Query::delete()
+                        .from_table(AccountPayments::Table)
+                        .and_where(Expr::col(AccountPayments::AccountId).eq(*sid))
+                        .and_where(Expr::col(AccountPayments::Hash).is_in(stale_payments))
+                        .to_owned(),
+                ),
+            );
+        }
+        let fresh = Account {
+            invoices: a.invoices.difference(&was.invoices).copied().collect(),
+            payments: a
+                .payments
+                .iter()
+                .filter(|(h, p)| was.payments.get(h) != Some(p))
+                .map(|(h, p)| (*h, *p))
+                .collect(),
+            ..a.clone()
+        };
+        let (inv, pay) = child_rows(&fresh, *sid)?;
         invoices.extend(inv);
         payments.extend(pay);
     }
-    if !updates.is_empty() {
-        tx.query_batch(updates).await?;
+    if !statements.is_empty() {
+        tx.query_batch(statements).await?;
     }
     deltas.invoices += rows(invoices.len());
     deltas.payments += rows(payments.len());

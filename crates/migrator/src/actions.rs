@@ -11,7 +11,7 @@
 //! the number of sessions and accounts. Empty and absent RPC params are
 //! equal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use sea_query::{Expr, ExprTrait, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
@@ -183,7 +183,7 @@ pub(crate) async fn replay(
         .await?,
     );
     deltas.actions += crate::replay::rows(current.len());
-    let links = Links::load(tx).await?;
+    let links = Links::load_for(tx, &current).await?;
     let last = write_chunk(tx, &links, &current, &mut ActionsReport::default()).await?;
     crate::replay::advance_sequence(tx, "actions", last).await?;
     Ok(())
@@ -198,38 +198,66 @@ pub(crate) struct Links {
 }
 
 impl Links {
+    /// Every session's and account's SQL id (the copy links every action).
     async fn load(tx: &mut dyn Tx) -> Result<Links, Error> {
+        Links::load_which(tx, None).await
+    }
+
+    /// The SQL ids of the sessions and accounts `actions` link to: a replay
+    /// of a few actions reads a few rows, not every session.
+    async fn load_for(tx: &mut dyn Tx, actions: &[Action]) -> Result<Links, Error> {
+        let sessions: BTreeSet<SessionId> = actions
+            .iter()
+            .filter_map(|a| a.request.session_id)
+            .collect();
+        let accounts: BTreeSet<AccountId> = actions
+            .iter()
+            .filter_map(|a| a.request.account_id)
+            .collect();
+        Links::load_which(tx, Some((sessions, accounts))).await
+    }
+
+    async fn load_which(
+        tx: &mut dyn Tx,
+        only: Option<(BTreeSet<SessionId>, BTreeSet<AccountId>)>,
+    ) -> Result<Links, Error> {
         let mut sessions = HashMap::new();
-        let rows = tx
-            .query(
-                &Query::select()
-                    .columns([Sessions::Id, Sessions::Alias])
-                    .from(Sessions::Table)
-                    .to_owned(),
-            )
-            .await?;
-        for r in &rows {
-            let alias: [u8; 4] = r
-                .bytes(1)?
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Invalid {
-                    record: "a session".into(),
-                    reason: "alias is not 4 bytes".into(),
-                })?;
-            sessions.insert(SessionId(alias), r.i64(0)?);
-        }
         let mut accounts = HashMap::new();
-        let rows = tx
-            .query(
-                &Query::select()
-                    .columns([Accounts::Id, Accounts::Alias])
-                    .from(Accounts::Table)
-                    .to_owned(),
-            )
-            .await?;
-        for r in &rows {
-            accounts.insert(AccountId::from_alias(r.i64(1)?), r.i64(0)?);
+        let mut select_sessions = Query::select();
+        select_sessions
+            .columns([Sessions::Id, Sessions::Alias])
+            .from(Sessions::Table);
+        let mut select_accounts = Query::select();
+        select_accounts
+            .columns([Accounts::Id, Accounts::Alias])
+            .from(Accounts::Table);
+        let (read_sessions, read_accounts) = match &only {
+            None => (true, true),
+            Some((s, a)) => {
+                select_sessions
+                    .and_where(Expr::col(Sessions::Alias).is_in(s.iter().map(|id| id.0.to_vec())));
+                select_accounts
+                    .and_where(Expr::col(Accounts::Alias).is_in(a.iter().map(|id| id.to_alias())));
+                (!s.is_empty(), !a.is_empty())
+            }
+        };
+        if read_sessions {
+            for r in &tx.query(&select_sessions).await? {
+                let alias: [u8; 4] =
+                    r.bytes(1)?
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| Error::Invalid {
+                            record: "a session".into(),
+                            reason: "alias is not 4 bytes".into(),
+                        })?;
+                sessions.insert(SessionId(alias), r.i64(0)?);
+            }
+        }
+        if read_accounts {
+            for r in &tx.query(&select_accounts).await? {
+                accounts.insert(AccountId::from_alias(r.i64(1)?), r.i64(0)?);
+            }
         }
         Ok(Links { sessions, accounts })
     }

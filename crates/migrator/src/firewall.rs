@@ -389,35 +389,42 @@ pub(crate) async fn replay(
             .collect();
         write_entries(tx, &temp, &mut names, &mut next_id, &mut report).await?;
     }
-    for t in entries {
-        let perm = t.scope.is_perm();
-        let global = matches!(t.scope, Scope::Global | Scope::GlobalTemp);
-        let entry = KvEntry {
-            perm,
-            rule: t.ns.rule.clone(),
-            group: (!global).then_some(t.ns.group),
-            feature: (!global && !t.ns.feature.is_empty()).then(|| t.ns.feature.clone()),
-            key: t.key.clone(),
-            value: Vec::new(),
-        };
-        deltas.kv_entries -= delete_entry(tx, &entry).await?;
-        let value = match live.begin_kv(t.ns.clone(), Mode::View).await {
-            Ok(mut kv) => {
-                let v = kv.get(t.scope, &t.key).await;
-                let _ = kv.commit().await;
-                match v {
-                    Ok(v) => v,
-                    Err(store_firewall::Error::UnknownGroup { .. }) => None,
-                    Err(e) => return Err(crate::live_error("kv-store entry", e)),
+    for chunk in entries.chunks(REPLAY_CHUNK) {
+        let wanted: Vec<KvEntry> = chunk
+            .iter()
+            .map(|t| {
+                let global = matches!(t.scope, Scope::Global | Scope::GlobalTemp);
+                KvEntry {
+                    perm: t.scope.is_perm(),
+                    rule: t.ns.rule.clone(),
+                    group: (!global).then_some(t.ns.group),
+                    feature: (!global && !t.ns.feature.is_empty()).then(|| t.ns.feature.clone()),
+                    key: t.key.clone(),
+                    value: Vec::new(),
                 }
+            })
+            .collect();
+        deltas.kv_entries -= delete_entries(tx, &wanted).await?;
+        let mut present = Vec::with_capacity(wanted.len());
+        for (t, entry) in chunk.iter().zip(wanted) {
+            let value = match live.begin_kv(t.ns.clone(), Mode::View).await {
+                Ok(mut kv) => {
+                    let v = kv.get(t.scope, &t.key).await;
+                    let _ = kv.commit().await;
+                    match v {
+                        Ok(v) => v,
+                        Err(store_firewall::Error::UnknownGroup { .. }) => None,
+                        Err(e) => return Err(crate::live_error("kv-store entry", e)),
+                    }
+                }
+                Err(store_firewall::Error::UnknownGroup { .. }) => None,
+                Err(e) => return Err(crate::live_error("kv-store entry", e)),
+            };
+            if let Some(value) = value {
+                present.push(KvEntry { value, ..entry });
             }
-            Err(store_firewall::Error::UnknownGroup { .. }) => None,
-            Err(e) => return Err(crate::live_error("kv-store entry", e)),
-        };
-        if let Some(value) = value {
-            let entry = KvEntry { value, ..entry };
-            write_entries(tx, &[entry], &mut names, &mut next_id, &mut report).await?;
         }
+        write_entries(tx, &present, &mut names, &mut next_id, &mut report).await?;
     }
     crate::replay::advance_sequence(tx, "kvstores", next_id - 1).await?;
     deltas.kv_entries += rows(report.kv_entries);
@@ -484,49 +491,77 @@ pub(crate) async fn delete_group(tx: &mut dyn Tx, gid: i64) -> Result<(i64, i64)
     Ok((rows(entries), rows(pairs)))
 }
 
-/// Deletes the SQL row of `e` (matched by permanence, rule, group,
-/// feature and key), if there is one; returns how many rows went.
-async fn delete_entry(tx: &mut dyn Tx, e: &KvEntry) -> Result<i64, Error> {
+/// Kv-store entries a replay handles per batch of statements.
+const REPLAY_CHUNK: usize = 256;
+
+/// Deletes the SQL rows of `entries` (each matched by permanence, rule,
+/// group, feature and key), if there are any: the names and groups
+/// resolved once, the deletes sent together. Returns how many rows went.
+async fn delete_entries(tx: &mut dyn Tx, entries: &[KvEntry]) -> Result<i64, Error> {
     let id_of = |name: &str| Error::Invalid {
         record: format!("name {name:?}"),
         reason: "its id could not be read".into(),
     };
-    let Some(rule) = lookup_name(tx, true, &e.rule)
-        .await
-        .map_err(|_| id_of(&e.rule))?
-    else {
+    let mut rules: HashMap<&str, Option<i64>> = HashMap::new();
+    let mut features: HashMap<&str, Option<i64>> = HashMap::new();
+    for e in entries {
+        if !rules.contains_key(e.rule.as_str()) {
+            let id = lookup_name(tx, true, &e.rule)
+                .await
+                .map_err(|_| id_of(&e.rule))?;
+            rules.insert(&e.rule, id);
+        }
+        if let Some(f) = &e.feature
+            && !features.contains_key(f.as_str())
+        {
+            let id = lookup_name(tx, false, f).await.map_err(|_| id_of(f))?;
+            features.insert(f, id);
+        }
+    }
+    let groups = group_ids(tx, entries.iter().filter_map(|e| e.group)).await?;
+    let d = tx.dialect();
+    let mut deletes = Vec::with_capacity(entries.len());
+    for e in entries {
+        // A name or group SQL does not know has no rows to delete.
+        let Some(Some(rule)) = rules.get(e.rule.as_str()) else {
+            continue;
+        };
+        let mut q = Query::delete()
+            .from_table(Kvstores::Table)
+            .and_where(Expr::col(Kvstores::Perm).eq(e.perm))
+            .and_where(Expr::col(Kvstores::RuleId).eq(*rule))
+            .and_where(Expr::col(Kvstores::EntryKey).eq(e.key.clone()))
+            .returning_col(Kvstores::Id)
+            .to_owned();
+        match e.group {
+            None => {
+                q.and_where(Expr::col(Kvstores::GroupId).is_null());
+            }
+            Some(g) => {
+                let Some(&(gid, _)) = groups.get(&g) else {
+                    continue;
+                };
+                q.and_where(Expr::col(Kvstores::GroupId).eq(gid));
+            }
+        }
+        match &e.feature {
+            None => {
+                q.and_where(Expr::col(Kvstores::FeatureId).is_null());
+            }
+            Some(f) => {
+                let Some(Some(feature)) = features.get(f.as_str()) else {
+                    continue;
+                };
+                q.and_where(Expr::col(Kvstores::FeatureId).eq(*feature));
+            }
+        }
+        deletes.push(d.build(&q));
+    }
+    if deletes.is_empty() {
         return Ok(0);
-    };
-    let mut q = Query::delete()
-        .from_table(Kvstores::Table)
-        .and_where(Expr::col(Kvstores::Perm).eq(e.perm))
-        .and_where(Expr::col(Kvstores::RuleId).eq(rule))
-        .and_where(Expr::col(Kvstores::EntryKey).eq(e.key.clone()))
-        .to_owned();
-    match e.group {
-        None => {
-            q.and_where(Expr::col(Kvstores::GroupId).is_null());
-        }
-        Some(g) => {
-            let groups = group_ids(tx, std::iter::once(g)).await?;
-            let Some(&(gid, _)) = groups.get(&g) else {
-                return Ok(0);
-            };
-            q.and_where(Expr::col(Kvstores::GroupId).eq(gid));
-        }
     }
-    match &e.feature {
-        None => {
-            q.and_where(Expr::col(Kvstores::FeatureId).is_null());
-        }
-        Some(f) => {
-            let Some(feature) = lookup_name(tx, false, f).await.map_err(|_| id_of(f))? else {
-                return Ok(0);
-            };
-            q.and_where(Expr::col(Kvstores::FeatureId).eq(feature));
-        }
-    }
-    Ok(crate::replay::rows(tx.exec(&q).await?))
+    let gone: usize = tx.query_batch(deletes).await?.iter().map(Vec::len).sum();
+    Ok(crate::replay::rows(gone))
 }
 
 /// Rule and feature ids assigned so far.

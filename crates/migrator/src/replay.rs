@@ -159,10 +159,29 @@ pub async fn replay(
             Touched::Action(l) => actions.push(l),
         }
     }
+    let t = std::time::Instant::now();
     crate::accounts::replay(tx, &*live.accounts, &accounts, last_indexes, deltas).await?;
+    let accounts_ms = t.elapsed().as_millis();
+    let t = std::time::Instant::now();
     crate::sessions::replay(tx, &*live.sessions, &sessions, deltas).await?;
+    let sessions_ms = t.elapsed().as_millis();
+    let t = std::time::Instant::now();
     crate::firewall::replay(tx, &*live.firewall, temp, &entries, &privacy, deltas).await?;
+    let firewall_ms = t.elapsed().as_millis();
+    let t = std::time::Instant::now();
     crate::actions::replay(tx, &*live.actions, &actions, deltas).await?;
+    tracing::debug!(
+        accounts = accounts.len(),
+        accounts_ms,
+        sessions = sessions.len(),
+        sessions_ms,
+        entries = entries.len(),
+        privacy_groups = privacy.len(),
+        firewall_ms,
+        actions = actions.len(),
+        actions_ms = t.elapsed().as_millis(),
+        "replayed"
+    );
     Ok(())
 }
 

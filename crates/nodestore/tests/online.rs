@@ -199,8 +199,10 @@ fn op() -> impl Strategy<Value = Op> {
         (any::<u8>(), any::<u16>()).prop_map(|(a, n)| Op::Credit(a, n)),
         (any::<u8>(), any::<u16>()).prop_map(|(a, n)| Op::Debit(a, n)),
         (any::<u8>(), any::<u8>()).prop_map(|(a, h)| Op::AddInvoice(a, h)),
-        (any::<u8>(), any::<u8>(), any::<u16>()).prop_map(|(a, h, n)| Op::UpsertPayment(a, h, n)),
-        (any::<u8>(), any::<u8>()).prop_map(|(a, h)| Op::DeletePayment(a, h)),
+        // Few payment hashes, so a payment is often written again (a new
+        // amount) or deleted after it was copied or replayed.
+        (any::<u8>(), 0u8..3, any::<u16>()).prop_map(|(a, h, n)| Op::UpsertPayment(a, h, n)),
+        (any::<u8>(), 0u8..3).prop_map(|(a, h)| Op::DeletePayment(a, h)),
         Just(Op::NewAccount),
         Just(Op::RemoveAccount),
         any::<u8>().prop_map(Op::Rename),
