@@ -15,7 +15,7 @@ use store_accounts::sql::schema::{
     AccountIndices, AccountInvoices, AccountPayments, Accounts, LAST_ADD_INDEX,
 };
 use store_accounts::sql::{load_accounts, upsert_indexes};
-use store_accounts::{Account, LastIndexes};
+use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
 use tombstone::MigrationSource;
 
 use crate::diff::{Diff, read_back};
@@ -120,7 +120,7 @@ pub(crate) async fn migrate(
             match item? {
                 Item::Accounts(mut chunk) => {
                     if live {
-                        free_labels(tx, &mut chunk).await?;
+                        free_labels(tx, chunk.iter_mut().map(|a| &mut a.label).collect()).await?;
                     }
                     let first = next_id;
                     write_chunk(tx, &chunk, first).await?;
@@ -205,14 +205,23 @@ type Rows = Vec<Vec<sea_query::Value>>;
 
 /// An account's invoice and payment rows under SQL id `id`.
 fn child_rows(a: &Account, id: i64) -> Result<(Rows, Rows), Error> {
-    let invoices = a
-        .invoices
-        .iter()
+    child_rows_of(a, id, &a.invoices, &a.payments)
+}
+
+/// Rows of some of `a`'s invoices and payments under SQL id `id`.
+fn child_rows_of<'a>(
+    a: &Account,
+    id: i64,
+    invoices: impl IntoIterator<Item = &'a Hash>,
+    payments: impl IntoIterator<Item = (&'a Hash, &'a PaymentEntry)>,
+) -> Result<(Rows, Rows), Error> {
+    let invoices = invoices
+        .into_iter()
         .map(|h| vec![id.into(), h.0.to_vec().into()])
         .collect();
-    let mut payments = Vec::with_capacity(a.payments.len());
-    for (h, p) in &a.payments {
-        payments.push(vec![
+    let mut payments_rows = Vec::new();
+    for (h, p) in payments {
+        payments_rows.push(vec![
             id.into(),
             h.0.to_vec().into(),
             i64::from(p.status.code()).into(),
@@ -224,7 +233,7 @@ fn child_rows(a: &Account, id: i64) -> Result<(Rows, Rows), Error> {
             .into(),
         ]);
     }
-    Ok((invoices, payments))
+    Ok((invoices, payments_rows))
 }
 
 pub(crate) async fn write_chunk(
@@ -385,15 +394,15 @@ pub(crate) async fn migrate_indexes(
 /// in the journal and will be replayed with their current labels: the
 /// earlier-read holder lets the label go (in SQL, or in the chunk when it
 /// is in the same chunk), and the replay sets every label right.
-async fn free_labels(tx: &mut dyn Tx, chunk: &mut [Account]) -> Result<(), Error> {
+async fn free_labels(tx: &mut dyn Tx, mut labels: Vec<&mut String>) -> Result<(), Error> {
     let mut last_holder: std::collections::HashMap<String, usize> =
         std::collections::HashMap::new();
-    for i in 0..chunk.len() {
-        if chunk[i].label.is_empty() {
+    for i in 0..labels.len() {
+        if labels[i].is_empty() {
             continue;
         }
-        if let Some(earlier) = last_holder.insert(chunk[i].label.clone(), i) {
-            chunk[earlier].label.clear();
+        if let Some(earlier) = last_holder.insert(labels[i].clone(), i) {
+            labels[earlier].clear();
         }
     }
     if last_holder.is_empty() {
@@ -475,20 +484,15 @@ async fn replay_chunk(
     // or in this batch too, lets it go first. Two holders read at different
     // times both changed after the journal was last taken, so both are
     // replayed again; the pause's last round reads a still database.
-    let mut reading_order: Vec<Account> = updated
-        .iter()
-        .map(|(a, _)| a.clone())
-        .chain(added.iter().cloned())
-        .collect();
-    free_labels(tx, &mut reading_order).await?;
-    for (a, freed) in updated
-        .iter_mut()
-        .map(|(a, _)| a)
-        .chain(added.iter_mut())
-        .zip(&reading_order)
-    {
-        a.label.clone_from(&freed.label);
-    }
+    free_labels(
+        tx,
+        updated
+            .iter_mut()
+            .map(|(a, _)| &mut a.label)
+            .chain(added.iter_mut().map(|a| &mut a.label))
+            .collect(),
+    )
+    .await?;
     // What SQL holds of the changed accounts: their invoices and payments
     // change far less often than their balances, so only the child rows
     // that differ are deleted and written.
@@ -542,19 +546,15 @@ async fn replay_chunk(
                     .to_owned(),
             ),
         );
-        let empty = Account {
-            invoices: Default::default(),
-            payments: Default::default(),
-            ..a.clone()
-        };
-        let was = before.get(&a.id).unwrap_or(&empty);
-        let stale_invoices: Vec<Vec<u8>> = was
-            .invoices
+        let (no_invoices, no_payments) = (Default::default(), Default::default());
+        let (was_invoices, was_payments) = before
+            .get(&a.id)
+            .map_or((&no_invoices, &no_payments), |w| (&w.invoices, &w.payments));
+        let stale_invoices: Vec<Vec<u8>> = was_invoices
             .difference(&a.invoices)
             .map(|h| h.0.to_vec())
             .collect();
-        let stale_payments: Vec<Vec<u8>> = was
-            .payments
+        let stale_payments: Vec<Vec<u8>> = was_payments
             .iter()
             .filter(|(h, p)| a.payments.get(h) != Some(p))
             .map(|(h, _)| h.0.to_vec())
@@ -583,17 +583,14 @@ async fn replay_chunk(
                 ),
             );
         }
-        let fresh = Account {
-            invoices: a.invoices.difference(&was.invoices).copied().collect(),
-            payments: a
-                .payments
+        let (inv, pay) = child_rows_of(
+            a,
+            *sid,
+            a.invoices.difference(was_invoices),
+            a.payments
                 .iter()
-                .filter(|(h, p)| was.payments.get(h) != Some(p))
-                .map(|(h, p)| (*h, *p))
-                .collect(),
-            ..a.clone()
-        };
-        let (inv, pay) = child_rows(&fresh, *sid)?;
+                .filter(|(h, p)| was_payments.get(h) != Some(p)),
+        )?;
         invoices.extend(inv);
         payments.extend(pay);
     }
