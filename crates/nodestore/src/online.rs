@@ -584,8 +584,9 @@ impl OnlineMigration {
         }
     }
 
-    /// Stops a migration still running; its transaction rolls back and the
-    /// stores stay on the key-value database.
+    /// Stops a migration still running; its transaction rolls back (a copy
+    /// already committed as staged stays, for the next migration to
+    /// discard) and the stores stay on the key-value database.
     pub(crate) fn stop(&self) {
         if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
             task.abort();
