@@ -327,7 +327,12 @@ pub(crate) async fn verify_chunk(
         load_accounts(tx, Some((first, last))),
     )
     .await?;
-    for (kv, sql) in chunk.iter().zip(&read) {
+    compare_all(chunk.iter(), &read)
+}
+
+/// Compares each key-value account with the SQL one read back in its place.
+fn compare_all<'a>(kv: impl Iterator<Item = &'a Account>, sql: &[Account]) -> Result<(), Error> {
+    for (kv, sql) in kv.zip(sql) {
         if let Some(diff) = compare(kv, sql) {
             return Err(Error::Mismatch {
                 record: format!("account {}", kv.id),
@@ -621,27 +626,16 @@ async fn verify_replayed(tx: &mut dyn Tx, mut replayed: Vec<(Account, i64)>) -> 
     }
     replayed.sort_by_key(|(_, sid)| *sid);
     let sids: Vec<i64> = replayed.iter().map(|(_, sid)| *sid).collect();
-    let read = store_accounts::sql::load_accounts_by_sql_ids(tx, &sids)
-        .await
-        .map_err(|e| Error::Invalid {
-            record: "the replayed accounts".into(),
-            reason: e.to_string(),
-        })?;
-    if read.len() != replayed.len() {
-        return Err(Error::Invalid {
-            record: "the replayed accounts".into(),
-            reason: format!("{} were written, {} read back", replayed.len(), read.len()),
-        });
-    }
-    for ((kv, _), sql) in replayed.iter().zip(&read) {
-        if let Some(diff) = compare(kv, sql) {
-            return Err(Error::Mismatch {
-                record: format!("account {}", kv.id),
-                diff,
-            });
-        }
-    }
-    Ok(())
+    let (first, last) = (sids[0], sids[sids.len() - 1]);
+    let read = read_back(
+        "replayed accounts",
+        first,
+        last,
+        sids.len(),
+        store_accounts::sql::load_accounts_by_sql_ids(tx, &sids),
+    )
+    .await?;
+    compare_all(replayed.iter().map(|(a, _)| a), &read)
 }
 
 /// Deletes the invoices and payments of the accounts with these SQL ids.

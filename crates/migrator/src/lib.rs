@@ -968,7 +968,7 @@ fn store_span(store: &'static str) -> tracing::Span {
     tracing::info_span!("store", store)
 }
 
-fn millis(since: Instant) -> u64 {
+pub(crate) fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -23,7 +23,8 @@ use tombstone::{KvDb, Mark, MigrationSource};
 use crate::replay::{Journal, LiveStores};
 use crate::{
     DataState, Error, Failure, KvToSql, MarkWriter, Options, Outcome, OutcomeKind, Plan, Progress,
-    ProgressEvent, Report, SourceFacts, later_steps, plan, retire, schema_failure, target_facts,
+    ProgressEvent, Report, SourceFacts, later_steps, millis, plan, retire, schema_failure,
+    target_facts,
 };
 
 /// Where an online migration is.
@@ -362,10 +363,6 @@ async fn migrate_inner(
         "switched to SQL"
     );
     Ok(later_steps(db, &opts, record, OutcomeKind::Migrated, applied, tombstone).await)
-}
-
-fn millis(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The second transaction of an online migration: catches up with the
