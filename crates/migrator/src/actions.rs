@@ -153,9 +153,13 @@ pub(crate) async fn migrate(
 /// (docs/design.md §7.2): nothing references an action, so each is deleted
 /// and written again from the live store with the same locator, through
 /// the copy's own writer and read-back comparison.
+///
+/// A session or account an action links to that SQL does not hold yet
+/// (created a moment before, journaled later) is replayed first, so the
+/// link is kept (docs/design.md §7.4).
 pub(crate) async fn replay(
     tx: &mut dyn Tx,
-    live: &dyn store_actions::Store,
+    live: &crate::replay::LiveStores,
     locators: &[u64],
     deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
@@ -165,6 +169,7 @@ pub(crate) async fn replay(
     let mut current = Vec::with_capacity(locators.len());
     for l in locators {
         match live
+            .actions
             .action(store_actions::ActionLocator::from_index(*l))
             .await
         {
@@ -183,7 +188,13 @@ pub(crate) async fn replay(
         .await?,
     );
     deltas.actions += crate::replay::rows(current.len());
-    let links = Links::load_for(tx, &current).await?;
+    let mut links = Links::load_for(tx, &current).await?;
+    let (sessions, accounts) = links.missing(&current);
+    if !sessions.is_empty() || !accounts.is_empty() {
+        crate::accounts::replay(tx, &*live.accounts, &accounts, false, deltas).await?;
+        crate::sessions::replay(tx, live, &sessions, deltas).await?;
+        links = Links::load_for(tx, &current).await?;
+    }
     let last = write_chunk(tx, &links, &current, &mut ActionsReport::default()).await?;
     crate::replay::advance_sequence(tx, "actions", last).await?;
     Ok(())
@@ -198,6 +209,24 @@ pub(crate) struct Links {
 }
 
 impl Links {
+    /// The sessions and accounts `actions` link to that are not here.
+    fn missing(&self, actions: &[Action]) -> (Vec<SessionId>, Vec<AccountId>) {
+        let sessions: BTreeSet<SessionId> = actions
+            .iter()
+            .filter_map(|a| a.request.session_id)
+            .filter(|s| !self.sessions.contains_key(s))
+            .collect();
+        let accounts: BTreeSet<AccountId> = actions
+            .iter()
+            .filter_map(|a| a.request.account_id)
+            .filter(|a| !self.accounts.contains_key(a))
+            .collect();
+        (
+            sessions.into_iter().collect(),
+            accounts.into_iter().collect(),
+        )
+    }
+
     /// Every session's and account's SQL id (the copy links every action).
     async fn load(tx: &mut dyn Tx) -> Result<Links, Error> {
         Links::load_which(tx, None).await

@@ -14,6 +14,7 @@
 //! pair is read back and compared; an empty value equals an absent one.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
@@ -116,7 +117,30 @@ impl OpenGroup {
 
 /// Streams whole groups (the tree's key order keeps a group together),
 /// about `chunk_size` pairs per chunk.
-fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
+///
+/// `defer`: an online migration's journal. A live tree is not read at one
+/// instant, so a group whose pair was being written while it was read may
+/// show one direction of that pair and not the other; such a group is left
+/// to the replay, which reads it in one transaction of the store
+/// (docs/design.md §7.4), instead of failing the migration.
+fn read_privacy(
+    tree: ReadTree,
+    chunk_size: usize,
+    defer: Option<Arc<crate::replay::Journal>>,
+    out: Sink<Vec<GroupPairs>>,
+) {
+    let finish = |g: OpenGroup| -> Result<Option<GroupPairs>, Error> {
+        let group = g.group;
+        match (g.finish(), &defer) {
+            (Ok(done), _) => Ok(Some(done)),
+            (Err(e), Some(journal)) => {
+                tracing::debug!(group = %group, error = %e, "privacy group read while written; left to the replay");
+                journal.record(crate::replay::Touched::Privacy(group));
+                Ok(None)
+            }
+            (Err(e), None) => Err(e),
+        }
+    };
     let mut chunk: Vec<GroupPairs> = Vec::new();
     let mut in_chunk = 0usize;
     let mut open: Option<OpenGroup> = None;
@@ -137,11 +161,12 @@ fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
         };
         if open.as_ref().is_none_or(|g| g.group != group) {
             if let Some(done) = open.take() {
-                match done.finish() {
-                    Ok(g) => {
+                match finish(done) {
+                    Ok(Some(g)) => {
                         in_chunk += g.pairs.len();
                         chunk.push(g);
                     }
+                    Ok(None) => {}
                     Err(e) => return out.fail(e),
                 }
             }
@@ -167,8 +192,9 @@ fn read_privacy(tree: ReadTree, chunk_size: usize, out: Sink<Vec<GroupPairs>>) {
         }
     }
     if let Some(done) = open.take() {
-        match done.finish() {
-            Ok(g) => chunk.push(g),
+        match finish(done) {
+            Ok(Some(g)) => chunk.push(g),
+            Ok(None) => {}
             Err(e) => return out.fail(e),
         }
     }
@@ -277,6 +303,7 @@ pub(crate) async fn migrate(
     opts: &Options,
     progress: Option<&dyn Progress>,
     damage: &std::sync::Arc<crate::Damage>,
+    defer: Option<&Arc<crate::replay::Journal>>,
 ) -> Result<FirewallReport, Error> {
     let mut report = FirewallReport::default();
     ensure_empty(tx).await?;
@@ -316,8 +343,9 @@ pub(crate) async fn migrate(
     }
     if let Some(tree) = source.tree(PRIVACY_TREE)? {
         let total = (tree.len() / 2) as u64;
+        let defer = defer.cloned();
         let mut feed = Feed::spawn(PRIVACY_TREE, damage, move |sink| {
-            read_privacy(tree, chunk_size, sink)
+            read_privacy(tree, chunk_size, defer, sink)
         });
         let result = async {
             while let Some(chunk) = feed.next().await {
@@ -405,23 +433,28 @@ pub(crate) async fn replay(
             })
             .collect();
         deltas.kv_entries -= delete_entries(tx, &wanted).await?;
+        // The row of a group-scoped entry is whatever the key-value store
+        // holds under the id of any session of the group, as the copy reads
+        // it (docs/design.md §4.2): each of them is read again.
+        let groups = GroupAliases::load(tx, chunk.iter().map(|t| t.ns.group)).await?;
         let mut present = Vec::with_capacity(wanted.len());
         for (t, entry) in chunk.iter().zip(wanted) {
-            let value = match live.begin_kv(t.ns.clone(), Mode::View).await {
-                Ok(mut kv) => {
-                    let v = kv.get(t.scope, &t.key).await;
-                    let _ = kv.commit().await;
-                    match v {
-                        Ok(v) => v,
-                        Err(store_firewall::Error::UnknownGroup { .. }) => None,
-                        Err(e) => return Err(crate::live_error("kv-store entry", e)),
-                    }
-                }
-                Err(store_firewall::Error::UnknownGroup { .. }) => None,
-                Err(e) => return Err(crate::live_error("kv-store entry", e)),
+            let aliases = match entry.group {
+                Some(g) => groups.of(g),
+                None => vec![t.ns.group],
             };
-            if let Some(value) = value {
-                present.push(KvEntry { value, ..entry });
+            for alias in aliases {
+                let ns = store_firewall::Namespace {
+                    group: alias,
+                    ..t.ns.clone()
+                };
+                if let Some(value) = live_entry(live, ns, t.scope, &t.key).await? {
+                    present.push(KvEntry {
+                        value,
+                        group: entry.group.map(|_| alias),
+                        ..entry.clone()
+                    });
+                }
             }
         }
         write_entries(tx, &present, &mut names, &mut next_id, &mut report).await?;
@@ -429,11 +462,18 @@ pub(crate) async fn replay(
     crate::replay::advance_sequence(tx, "kvstores", next_id - 1).await?;
     deltas.kv_entries += rows(report.kv_entries);
     report.privacy_pairs = 0;
+    // A group's map is the pairs stored under the id of any of its
+    // sessions (docs/design.md §4.2): the whole group is read again, once
+    // however many of its ids were touched.
+    let groups = GroupAliases::load(tx, privacy_groups.iter().copied()).await?;
+    let mut done = std::collections::HashSet::new();
     for group in privacy_groups {
-        let ids = group_ids(tx, std::iter::once(*group)).await?;
-        let Some(&(gid, _)) = ids.get(group) else {
+        let Some(gid) = groups.gid(*group) else {
             continue; // the group is gone; so are its pairs
         };
+        if !done.insert(gid) {
+            continue;
+        }
         deltas.privacy_pairs -= rows(
             tx.exec(
                 &Query::delete()
@@ -443,29 +483,121 @@ pub(crate) async fn replay(
             )
             .await?,
         );
-        let pairs = match live.begin_privacy(*group, Mode::View).await {
-            Ok(mut p) => {
-                let all = p.fetch_all_pairs().await;
-                let _ = p.commit().await;
-                all.map_err(|e| crate::live_error("privacy pairs", e))?
-            }
-            Err(store_firewall::Error::UnknownGroup { .. }) => continue,
-            Err(e) => return Err(crate::live_error("privacy pairs", e)),
-        };
-        if !pairs.is_empty() {
-            write_pairs(
-                tx,
-                vec![GroupPairs {
-                    group: *group,
+        let mut maps = Vec::new();
+        for alias in groups.of(*group) {
+            let pairs = match live.begin_privacy(alias, Mode::View).await {
+                Ok(mut p) => {
+                    let all = p.fetch_all_pairs().await;
+                    let _ = p.commit().await;
+                    match all {
+                        Ok(all) => all,
+                        // Nothing stored under this id.
+                        Err(store_firewall::Error::UnknownGroup { .. }) => continue,
+                        Err(e) => return Err(crate::live_error("privacy pairs", e)),
+                    }
+                }
+                Err(store_firewall::Error::UnknownGroup { .. }) => continue,
+                Err(e) => return Err(crate::live_error("privacy pairs", e)),
+            };
+            if !pairs.is_empty() {
+                maps.push(GroupPairs {
+                    group: alias,
                     pairs,
-                }],
-                &mut report,
-            )
-            .await?;
+                });
+            }
         }
+        write_pairs(tx, maps, &mut report).await?;
     }
     deltas.privacy_pairs += rows(report.privacy_pairs);
     Ok(())
+}
+
+/// One kv-store entry as the live store holds it now (`None`: absent).
+async fn live_entry(
+    live: &dyn store_firewall::Store,
+    ns: store_firewall::Namespace,
+    scope: store_firewall::Scope,
+    key: &str,
+) -> Result<Option<Vec<u8>>, Error> {
+    match live.begin_kv(ns, store_firewall::Mode::View).await {
+        Ok(mut kv) => {
+            let v = kv.get(scope, key).await;
+            let _ = kv.commit().await;
+            match v {
+                Ok(v) => Ok(v),
+                Err(store_firewall::Error::UnknownGroup { .. }) => Ok(None),
+                Err(e) => Err(crate::live_error("kv-store entry", e)),
+            }
+        }
+        Err(store_firewall::Error::UnknownGroup { .. }) => Ok(None),
+        Err(e) => Err(crate::live_error("kv-store entry", e)),
+    }
+}
+
+/// The session groups of some session ids, as SQL holds them: for each
+/// id, its group's SQL id and the ids of every session of that group,
+/// under any of which the key-value store may keep the group's data.
+struct GroupAliases {
+    gid: HashMap<SessionId, i64>,
+    members: HashMap<i64, Vec<SessionId>>,
+}
+
+impl GroupAliases {
+    async fn load(
+        tx: &mut dyn Tx,
+        ids: impl Iterator<Item = SessionId>,
+    ) -> Result<GroupAliases, Error> {
+        let gid: HashMap<SessionId, i64> = group_ids(tx, ids)
+            .await?
+            .into_iter()
+            .map(|(id, (gid, _))| (id, gid))
+            .collect();
+        let mut gids: Vec<i64> = gid.values().copied().collect();
+        gids.sort_unstable();
+        gids.dedup();
+        let mut members: HashMap<i64, Vec<SessionId>> = HashMap::new();
+        if !gids.is_empty() {
+            let rows = tx
+                .query(
+                    &Query::select()
+                        .columns([Sessions::GroupId, Sessions::Alias])
+                        .from(Sessions::Table)
+                        .and_where(Expr::col(Sessions::GroupId).is_in(gids))
+                        .to_owned(),
+                )
+                .await?;
+            for r in &rows {
+                let alias: [u8; 4] =
+                    r.bytes(1)?
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| Error::Invalid {
+                            record: "a session".into(),
+                            reason: "alias is not 4 bytes".into(),
+                        })?;
+                members.entry(r.i64(0)?).or_default().push(SessionId(alias));
+            }
+        }
+        Ok(GroupAliases { gid, members })
+    }
+
+    /// The SQL id of `id`'s group, if SQL holds it.
+    fn gid(&self, id: SessionId) -> Option<i64> {
+        self.gid.get(&id).copied()
+    }
+
+    /// Every id the data of `id`'s group may be stored under (`id` alone
+    /// when SQL does not know its group).
+    fn of(&self, id: SessionId) -> Vec<SessionId> {
+        match self.gid(id).and_then(|g| self.members.get(&g)) {
+            Some(m) => {
+                let mut m = m.clone();
+                m.sort();
+                m
+            }
+            None => vec![id],
+        }
+    }
 }
 
 /// Deletes every kv-store entry and privacy pair of the group whose first

@@ -68,6 +68,7 @@ pub mod check;
 mod diff;
 mod feed;
 mod firewall;
+pub mod hooks;
 pub mod online;
 mod record;
 pub mod replay;
@@ -224,6 +225,31 @@ pub enum Error {
         /// Why, as far as known.
         reason: String,
     },
+    /// An online migration: a write of the node's failed in a way that may
+    /// have left it applied, and nothing names the record to replay, so the
+    /// migration cannot prove SQL holds it (docs/design.md §7.4). The node
+    /// stays on the key-value database; the next open migrates again.
+    #[error(
+        "a write of {what} failed during the online migration and may have been applied;          the migration cannot account for it and stops (the next open migrates again)"
+    )]
+    UncertainWrite {
+        /// The record, as far as known.
+        what: String,
+    },
+    /// An online migration: no cutover attempt fit the pause budget.
+    #[error(
+        "the online migration gave up its cutover after {attempts} attempts: writes kept          coming faster than they could be replayed within the pause budget of {budget_ms} ms          (a larger online_pause_budget_ms, or a quieter moment, lets it finish)"
+    )]
+    CutoverGaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The budget each had.
+        budget_ms: u64,
+    },
+    /// An online migration was stopped (the stores were closed) before its
+    /// last commit: rolled back, nothing served from SQL.
+    #[error("the online migration was stopped before its last commit (the stores were closed)")]
+    Stopped,
     /// A SQL call failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -810,14 +836,16 @@ impl<'a> KvToSql<'a> {
         );
         // Sessions reference accounts: after them, in the same transaction.
         let t = Instant::now();
-        let sessions = sessions::migrate(source, tx, opts, progress, damage)
+        // An online copy leaves what it read inconsistently to the replay.
+        let defer = self.online.map(|o| o.journal.clone());
+        let sessions = sessions::migrate(source, tx, opts, progress, damage, defer.as_ref())
             .instrument(store_span("sessions"))
             .await?;
         ends.finish()?;
         log_store("sessions", sessions.sessions, t);
         // Kv-stores and privacy pairs are scoped by session group.
         let t = Instant::now();
-        let firewall = firewall::migrate(source, tx, opts, progress, damage)
+        let firewall = firewall::migrate(source, tx, opts, progress, damage, defer.as_ref())
             .instrument(store_span("firewall"))
             .await?;
         ends.finish()?;
@@ -1165,7 +1193,7 @@ async fn migrate_logged(
         }
         Plan::Migrate => {}
     }
-    discard_staged(db, &target.0, opts.dry_run).await?;
+    discard_staged(db, &target.0, &facts, opts).await?;
     // 4. The data step.
     tracing::info!("migrating every store in one transaction");
     let step = KvToSql::new(source.clone(), facts.write_seq, opts.clone(), progress);
@@ -1324,7 +1352,13 @@ async fn target_facts(db: &Db) -> Result<(TargetFacts, Preflight), Failure> {
 /// Before a migration the plan allowed: drops the staged copy of an online
 /// migration that did not finish, so the run starts from an empty database
 /// (docs/design.md §7.3). A dry run writes nothing, so it refuses instead.
-async fn discard_staged(db: &Db, target: &TargetFacts, dry_run: bool) -> Result<(), Failure> {
+async fn discard_staged(
+    db: &Db,
+    target: &TargetFacts,
+    source: &SourceFacts,
+    opts: &Options,
+) -> Result<(), Failure> {
+    let dry_run = opts.dry_run;
     let Some(staged) = &target.staged else {
         return Ok(());
     };
@@ -1336,7 +1370,7 @@ async fn discard_staged(db: &Db, target: &TargetFacts, dry_run: bool) -> Result<
         }
         .into());
     }
-    staging::discard(db).await?;
+    staging::discard(db, source.identity, opts.force).await?;
     Ok(())
 }
 

@@ -102,6 +102,16 @@ pub struct Online {
     pub(crate) wal: Option<std::path::PathBuf>,
     /// SQLite's database file.
     sqlite_file: Option<std::path::PathBuf>,
+    /// Whether the node asked the migration to stop, and whether its last
+    /// commit was sent (from then on it runs to its end).
+    end: Mutex<EndPhase>,
+}
+
+/// See [`Online::request_stop`].
+#[derive(Debug, Default)]
+struct EndPhase {
+    stop_requested: bool,
+    committing: bool,
 }
 
 impl std::fmt::Debug for Online {
@@ -131,7 +141,39 @@ impl Online {
             longest_pause: Mutex::new(Duration::ZERO),
             wal: None,
             sqlite_file: None,
+            end: Mutex::new(EndPhase::default()),
         }
+    }
+
+    /// The node is closing: true when the migration may be dropped where it
+    /// is (its last commit not sent, so dropping it rolls back and leaves
+    /// the key-value database the truth); false once the last commit was
+    /// sent, when it must run to its end (proof, tombstone, switch) or the
+    /// node would write to a database whose data SQL already holds
+    /// (docs/design.md §7.4).
+    pub fn request_stop(&self) -> bool {
+        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        end.stop_requested = true;
+        !end.committing
+    }
+
+    /// Called right before the last commit is sent: false when the node
+    /// asked to stop first (the migration then rolls back), true when the
+    /// commit may go, after which no stop request drops the migration.
+    fn begin_last_commit(&self) -> bool {
+        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        if end.stop_requested {
+            return false;
+        }
+        end.committing = true;
+        true
+    }
+
+    /// Says the migration was stopped before its last commit.
+    pub fn stopped(&self) {
+        self.set(OnlineState::Failed {
+            error: Error::Stopped.to_string(),
+        });
     }
 
     /// Names the SQLite database the migration writes, whose write-ahead
@@ -264,6 +306,9 @@ async fn migrate_inner(
             // An earlier run committed; finish it with writers paused, so
             // nothing is written to the key-value database after its data.
             let guard = online.gate.clone().write_owned().await;
+            if !online.begin_last_commit() {
+                return Err(Error::Stopped.into());
+            }
             let tombstone = retire(&path, db, &opts, &facts, &record, false).await;
             switch();
             drop(guard);
@@ -284,7 +329,7 @@ async fn migrate_inner(
         inner: progress,
     };
     // A copy an earlier run staged and did not finish is dropped first.
-    crate::discard_staged(db, &target.0, false).await?;
+    crate::discard_staged(db, &target.0, &facts, &opts).await?;
     let step = KvToSql::live(source.clone(), opts.clone(), Some(&observer), online);
     let mut applied = Vec::new();
     let pacer = Pacer::start(
@@ -333,7 +378,7 @@ async fn migrate_inner(
             if data == DataState::NotWritten {
                 // Best effort: an empty target again; if this fails too the
                 // next run discards the staged copy.
-                if let Err(e) = crate::staging::discard(db).await {
+                if let Err(e) = crate::staging::discard(db, facts.identity, false).await {
                     tracing::warn!(error = %e, "the staged copy could not be discarded; the next migration discards it");
                 }
             }
@@ -346,8 +391,10 @@ async fn migrate_inner(
         }
     };
     let t = Instant::now();
+    crate::hooks::reached(crate::hooks::Point::Committed).await;
     let tombstone = retire(&path, db, &opts, &facts, &record, false).await;
     let retire_ms = millis(t);
+    crate::hooks::reached(crate::hooks::Point::Retired).await;
     switch();
     drop(guard);
     online.paused_for(paused_at.elapsed());
@@ -400,7 +447,7 @@ async fn finish_online(
             report,
             accepted_damage: Vec::new(),
         };
-        crate::staging::clear(&mut *tx).await?;
+        crate::staging::clear(&mut *tx, facts.identity).await?;
         crate::record::insert(&mut *tx, &record).await?;
         Ok::<_, Error>((record, guard, paused_at))
     };
@@ -411,16 +458,57 @@ async fn finish_online(
             return Err(not_written(e));
         }
     };
+    if !online.begin_last_commit() {
+        let _ = tx.rollback().await;
+        return Err(not_written(Error::Stopped));
+    }
+    crate::hooks::reached(crate::hooks::Point::Committing).await;
     let t = Instant::now();
-    tx.commit()
-        .await
-        .map_err(|e| (Error::from(e), DataState::MaybeCommitted))?;
+    if let Err(e) = tx.commit().await {
+        // Writers are still paused: find out whether the commit landed
+        // before any of them goes anywhere (docs/design.md §7.4).
+        match resolve_lost_commit(db, facts).await {
+            Some(true) => tracing::warn!(
+                error = %e,
+                "the last commit reported an error but landed; finishing the cutover"
+            ),
+            Some(false) => return Err(not_written(Error::from(e))),
+            None => return Err((Error::from(e), DataState::MaybeCommitted)),
+        }
+    }
     tracing::info!(
         commit_ms = millis(t),
         replay_ms = u64::try_from((t - paused_at).as_millis()).unwrap_or(u64::MAX),
         "the migration's last transaction committed, writers paused"
     );
     Ok((record, guard, paused_at))
+}
+
+/// How often, and how long in all, a lost last commit is looked up again.
+const RESOLVE_TRIES: u32 = 12;
+const RESOLVE_FIRST_WAIT: Duration = Duration::from_millis(50);
+const RESOLVE_LONGEST_WAIT: Duration = Duration::from_secs(2);
+
+/// After the last commit failed (a lost connection, say), with writers
+/// still paused: reads, from a fresh connection, whether the migration
+/// record of this source is there. `Some(true)`: the commit landed;
+/// `Some(false)`: it did not; `None`: the database did not answer within
+/// the bounded retries.
+async fn resolve_lost_commit(db: &Db, facts: &SourceFacts) -> Option<bool> {
+    let mut wait = RESOLVE_FIRST_WAIT;
+    for attempt in 1..=RESOLVE_TRIES {
+        match crate::record::records(db).await {
+            Ok(records) => {
+                return Some(records.iter().any(|r| r.source_identity == facts.identity));
+            }
+            Err(e) => {
+                tracing::info!(attempt, error = %e, "the last commit is not resolved yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RESOLVE_LONGEST_WAIT);
+            }
+        }
+    }
+    None
 }
 
 /// Keeps the unwritten part of SQLite's files small while the copy is
@@ -557,7 +645,7 @@ pub(crate) async fn catch_up(
 ) -> Result<(), Error> {
     loop {
         at.round += 1;
-        let keys = online.journal.take();
+        let keys = online.journal.take()?;
         let n = keys.len();
         online.set(OnlineState::CatchingUp {
             round: at.round,
@@ -581,9 +669,28 @@ pub(crate) async fn catch_up(
     }
 }
 
+/// Cutover attempts before the migration gives up (and the node stays on
+/// the key-value database with a clear state, rather than keeping the
+/// second transaction open for as long as writes keep coming).
+const MAX_CUTOVER_ATTEMPTS: u32 = 20;
+
+/// The share of the pause budget that waiting for the gate may take: the
+/// writes in flight finish first, and what is left of the budget is for
+/// the last replay, the commit and the retirement.
+const GATE_WAIT_SHARE: u32 = 2;
+
+/// The share of the pause budget left, after the last replay, for the
+/// commit, the proof, the tombstone and the switch: a pause whose replay
+/// ran past `budget - budget / RETIRE_SHARE` backs off instead.
+const RETIRE_SHARE: u32 = 4;
+
 /// After the copy: catches up, then pauses writers, replays the rest and
-/// returns the source's write sequence with the gate held. A pause that
-/// runs over budget is released and tried again after more catching up.
+/// returns the source's write sequence with the gate held, and the instant
+/// the pause began as writers see it (when the gate was requested: from
+/// then on new writes queue). An attempt whose wait for the gate or whose
+/// replay runs past its share of the budget releases writers and tries
+/// again after more catching up; after [`MAX_CUTOVER_ATTEMPTS`] the
+/// migration gives up.
 pub(crate) async fn catch_up_and_pause(
     tx: &mut dyn Tx,
     online: &Online,
@@ -592,10 +699,8 @@ pub(crate) async fn catch_up_and_pause(
 ) -> Result<(u64, OwnedRwLockWriteGuard<()>, Instant), Error> {
     let budget = online.pause_budget;
     let mut at = CatchUp::default();
-    let mut attempt = 0u32;
-    loop {
+    for attempt in 1..=MAX_CUTOVER_ATTEMPTS {
         catch_up(tx, online, deltas, &mut at).await?;
-        attempt += 1;
         // What the transaction wrote so far goes to disk now, while writers
         // run: the commit in the pause then has little left to sync.
         if let Some(wal) = online.wal.clone() {
@@ -608,24 +713,45 @@ pub(crate) async fn catch_up_and_pause(
             }
         }
         online.set(OnlineState::CuttingOver { attempt });
-        let guard = online.gate.clone().write_owned().await;
-        let paused = Instant::now();
-        let keys = online.journal.take();
+        let requested = Instant::now();
+        let gate = online.gate.clone().write_owned();
+        let Ok(guard) = tokio::time::timeout(budget / GATE_WAIT_SHARE, gate).await else {
+            // Dropping the request lets the queued writers through.
+            online.paused_for(requested.elapsed());
+            tracing::info!(
+                attempt,
+                waited_ms = millis(requested),
+                "writes in flight held the gate past its share of the budget; catching up again"
+            );
+            back_off(attempt).await;
+            continue;
+        };
+        crate::hooks::reached(crate::hooks::Point::Paused).await;
+        let keys = online.journal.take()?;
         crate::replay::replay(tx, &online.live, keys, deltas).await?;
         let seq = source.write_seq()?.unwrap_or(0);
-        if paused.elapsed() > budget {
-            online.paused_for(paused.elapsed());
+        if requested.elapsed() > budget - budget / RETIRE_SHARE {
+            online.paused_for(requested.elapsed());
             drop(guard);
             tracing::info!(
                 attempt,
-                paused_ms = millis(paused),
+                paused_ms = millis(requested),
                 "cutover over budget; writers released, catching up again"
             );
-            tokio::time::sleep(Duration::from_millis(50) * attempt.min(20)).await;
+            back_off(attempt).await;
             continue;
         }
-        return Ok((seq, guard, paused));
+        return Ok((seq, guard, requested));
     }
+    Err(Error::CutoverGaveUp {
+        attempts: MAX_CUTOVER_ATTEMPTS,
+        budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// A longer wait after each failed cutover attempt, for a quieter moment.
+async fn back_off(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(50) * attempt.min(20)).await;
 }
 
 /// The copy's row counts with what the replays added and removed: the

@@ -39,10 +39,21 @@ pub enum Touched {
     Privacy(SessionId),
     /// An action, by locator index.
     Action(u64),
+    /// Every reserved session (they were deleted together, and which ones
+    /// is known only to the store).
+    ReservedSessions,
 }
 
 /// The keys touched since the journal was last taken: a set, so its memory
 /// is bounded by the distinct keys touched, whatever the write rate.
+///
+/// A write whose outcome is unknown (it failed in a way that may have left
+/// it applied, and its key is not known: a new record whose id the failed
+/// call never returned) cannot be replayed; [`Journal::uncertain`] says
+/// so, and from then on [`Journal::take`] fails, which fails the migration
+/// before its last commit (docs/design.md §7.4). A poisoned lock keeps its
+/// data: a set of keys is never half-updated, and dropping a key would lose
+/// a write.
 #[derive(Debug, Default)]
 pub struct Journal {
     state: Mutex<JournalState>,
@@ -52,38 +63,57 @@ pub struct Journal {
 struct JournalState {
     keys: HashSet<Touched>,
     peak: usize,
+    /// A write that may have landed with no key to replay it by.
+    uncertain: Option<String>,
 }
 
 impl Journal {
+    fn state(&self) -> std::sync::MutexGuard<'_, JournalState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records that a write touched `key`.
     pub fn record(&self, key: Touched) {
-        if let Ok(mut s) = self.state.lock() {
-            s.keys.insert(key);
-            s.peak = s.peak.max(s.keys.len());
+        let mut s = self.state();
+        s.keys.insert(key);
+        s.peak = s.peak.max(s.keys.len());
+    }
+
+    /// Records that a write of `what` failed in a way that may have left it
+    /// applied, with no key to replay it by: the migration cannot prove it
+    /// and must not finish.
+    pub fn uncertain(&self, what: String) {
+        let mut s = self.state();
+        if s.uncertain.is_none() {
+            s.uncertain = Some(what);
         }
     }
 
     /// The keys touched so far, leaving the journal empty.
-    pub fn take(&self) -> Vec<Touched> {
-        self.state
-            .lock()
-            .map(|mut s| std::mem::take(&mut s.keys).into_iter().collect())
-            .unwrap_or_default()
+    ///
+    /// # Errors
+    /// [`Error::UncertainWrite`] once a write's outcome was unknown.
+    pub fn take(&self) -> Result<Vec<Touched>, Error> {
+        let mut s = self.state();
+        if let Some(what) = &s.uncertain {
+            return Err(Error::UncertainWrite { what: what.clone() });
+        }
+        Ok(std::mem::take(&mut s.keys).into_iter().collect())
+    }
+
+    /// Drops every key (the migration ended).
+    pub fn clear(&self) {
+        self.state().keys.clear();
     }
 
     /// Keys waiting to be replayed.
     pub fn len(&self) -> usize {
-        self.state.lock().map(|s| s.keys.len()).unwrap_or(0)
-    }
-
-    /// True when no key waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.state().keys.len()
     }
 
     /// The most keys the journal held at once.
     pub fn peak(&self) -> usize {
-        self.state.lock().map(|s| s.peak).unwrap_or(0)
+        self.state().peak
     }
 }
 
@@ -148,6 +178,7 @@ pub async fn replay(
     let mut temp = false;
     let mut privacy = Vec::new();
     let mut actions = Vec::new();
+    let mut reserved = false;
     for k in keys {
         match k {
             Touched::Account(id) => accounts.push(id),
@@ -157,19 +188,27 @@ pub async fn replay(
             Touched::TempEntries => temp = true,
             Touched::Privacy(g) => privacy.push(g),
             Touched::Action(l) => actions.push(l),
+            Touched::ReservedSessions => reserved = true,
         }
+    }
+    if reserved {
+        // Which reserved sessions went is the store's to know: every one
+        // SQL holds is read again, and those gone are deleted.
+        sessions.extend(crate::sessions::reserved_in_sql(tx).await?);
+        sessions.sort();
+        sessions.dedup();
     }
     let t = std::time::Instant::now();
     crate::accounts::replay(tx, &*live.accounts, &accounts, last_indexes, deltas).await?;
     let accounts_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
-    crate::sessions::replay(tx, &*live.sessions, &sessions, deltas).await?;
+    crate::sessions::replay(tx, live, &sessions, deltas).await?;
     let sessions_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
     crate::firewall::replay(tx, &*live.firewall, temp, &entries, &privacy, deltas).await?;
     let firewall_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
-    crate::actions::replay(tx, &*live.actions, &actions, deltas).await?;
+    crate::actions::replay(tx, live, &actions, deltas).await?;
     tracing::debug!(
         accounts = accounts.len(),
         accounts_ms,

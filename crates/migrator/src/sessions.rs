@@ -118,6 +118,7 @@ pub(crate) async fn migrate(
     opts: &Options,
     progress: Option<&dyn Progress>,
     damage: &std::sync::Arc<crate::Damage>,
+    defer: Option<&Arc<crate::replay::Journal>>,
 ) -> Result<SessionsReport, Error> {
     let mut report = SessionsReport::default();
     let any = tx
@@ -152,6 +153,7 @@ pub(crate) async fn migrate(
         groups: HashMap::new(),
         report,
         total,
+        defer: defer.cloned(),
     };
     for founders in [true, false] {
         let mut feed = {
@@ -188,6 +190,11 @@ struct Migration {
     groups: HashMap<SessionId, i64>,
     report: SessionsReport,
     total: u64,
+    /// An online migration's journal: the copy reads a live tree, not one
+    /// instant of it, so a session linked to a group whose first session
+    /// it did not see (both created while it read) is left to the replay,
+    /// which reads them together (docs/design.md §7.4).
+    defer: Option<Arc<crate::replay::Journal>>,
 }
 
 impl Migration {
@@ -205,6 +212,12 @@ impl Migration {
         for kv in &chunk {
             kv.check().map_err(|e| Error::Contract(e.to_string()))?;
             let (s, dropped) = crate::rules::session(kv, |a| accounts.contains_key(&a));
+            if s.group_id != s.id && !self.groups.contains_key(&s.group_id) {
+                if let Some(journal) = &self.defer {
+                    journal.record(crate::replay::Touched::Session(s.id));
+                    continue;
+                }
+            }
             dropped_links += u64::from(dropped);
             let sql_id = self.next_id;
             self.next_id += 1;
@@ -236,7 +249,7 @@ impl Migration {
                 reason: e.to_string(),
             })?;
         self.verify(tx, &expected, first).await?;
-        self.report.sessions += chunk.len() as u64;
+        self.report.sessions += expected.len() as u64;
         self.report.account_links_dropped += dropped_links;
         if let Some(p) = progress {
             p.progress(ProgressEvent {
@@ -293,9 +306,15 @@ impl Migration {
 /// references it stays), and read back compared; a session gone from the
 /// key-value store (a deleted reserved session) is deleted after the links
 /// of actions to it are dropped.
+///
+/// What a session links to comes first (docs/design.md §7.4): a group's
+/// first session before the sessions linked to it, and an account a
+/// session links to that SQL does not hold yet (created a moment before,
+/// journaled later or in the same round) is replayed before the session,
+/// so no link the key-value store holds is dropped as dangling.
 pub(crate) async fn replay(
     tx: &mut dyn Tx,
-    live: &dyn store_sessions::Store,
+    live: &crate::replay::LiveStores,
     ids: &[SessionId],
     deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
@@ -304,13 +323,22 @@ pub(crate) async fn replay(
         SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions,
         SessionPrivacyFlags,
     };
-    for id in ids {
+    let batch = read_with_founders(tx, &*live.sessions, ids).await?;
+    let present: Vec<Session> = batch.iter().filter_map(|(_, s)| s.clone()).collect();
+    let linked = account_ids(tx, &present).await?;
+    let missing: Vec<AccountId> = present
+        .iter()
+        .filter_map(|s| s.account_id)
+        .filter(|a| !linked.contains_key(a))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        crate::accounts::replay(tx, &*live.accounts, &missing, false, deltas).await?;
+    }
+    for (id, current) in batch {
+        let id = &id;
         let sql_id = sql_id_of(tx, *id).await?;
-        let current = match live.session(*id).await {
-            Ok(s) => Some(s),
-            Err(store_sessions::Error::NotFound { .. }) => None,
-            Err(e) => return Err(crate::live_error("session", e)),
-        };
         let Some(kv) = current else {
             if let Some(sid) = sql_id {
                 crate::replay::drop_links(tx, "session_id", &[sid]).await?;
@@ -433,6 +461,52 @@ pub(crate) async fn sql_id_of(tx: &mut dyn Tx, id: SessionId) -> Result<Option<i
         .transpose()?)
 }
 
+/// The sessions `ids` as the live store holds them now (`None`: gone),
+/// with the first session of every group one of them links to that SQL
+/// does not hold yet, in the order a replay writes them: first sessions,
+/// then linked ones, then the ones gone.
+async fn read_with_founders(
+    tx: &mut dyn Tx,
+    live: &dyn store_sessions::Store,
+    ids: &[SessionId],
+) -> Result<Vec<(SessionId, Option<Session>)>, Error> {
+    async fn read(
+        live: &dyn store_sessions::Store,
+        id: SessionId,
+    ) -> Result<Option<Session>, Error> {
+        match live.session(id).await {
+            Ok(s) => Ok(Some(s)),
+            Err(store_sessions::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(crate::live_error("session", e)),
+        }
+    }
+    let mut batch = Vec::with_capacity(ids.len());
+    let mut seen: std::collections::HashSet<SessionId> = ids.iter().copied().collect();
+    for id in ids {
+        batch.push((*id, read(live, *id).await?));
+    }
+    let founders: std::collections::BTreeSet<SessionId> = batch
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .filter(|s| s.group_id != s.id)
+        .map(|s| s.group_id)
+        .filter(|g| !seen.contains(g))
+        .collect();
+    for g in founders {
+        if sql_id_of(tx, g).await?.is_none() {
+            seen.insert(g);
+            batch.push((g, read(live, g).await?));
+        }
+    }
+    // Stable: first sessions, then linked sessions, then those gone.
+    batch.sort_by_key(|(_, s)| match s {
+        Some(s) if s.group_id == s.id => 0,
+        Some(_) => 1,
+        None => 2,
+    });
+    Ok(batch)
+}
+
 /// SQL ids of the accounts the chunk links to, by account id.
 async fn account_ids(tx: &mut dyn Tx, chunk: &[Session]) -> Result<HashMap<AccountId, i64>, Error> {
     let aliases: Vec<i64> = chunk
@@ -502,4 +576,34 @@ fn compare(kv: &Session, sql: &Session) -> Option<String> {
     d.field("group_id", &kv.group_id, &sql.group_id);
     d.field("account_id", &kv.account_id, &sql.account_id);
     d.finish()
+}
+
+/// Every reserved session SQL holds, by id: a replay of a wipe of reserved
+/// sessions reads each again from the live store.
+pub(crate) async fn reserved_in_sql(tx: &mut dyn Tx) -> Result<Vec<SessionId>, Error> {
+    let rows = tx
+        .query(
+            &Query::select()
+                .column(Sessions::Alias)
+                .from(Sessions::Table)
+                .and_where(
+                    Expr::col(Sessions::State)
+                        .eq(i64::from(store_sessions::SessionState::Reserved.code())),
+                )
+                .to_owned(),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let alias: [u8; 4] = r
+                .bytes(0)?
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Invalid {
+                    record: "a session".into(),
+                    reason: "alias is not 4 bytes".into(),
+                })?;
+            Ok(SessionId(alias))
+        })
+        .collect()
 }

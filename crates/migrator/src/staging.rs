@@ -12,7 +12,7 @@
 //! again from an empty database.
 
 use chrono::{DateTime, Utc};
-use sea_query::{Iden, Query};
+use sea_query::{ExprTrait, Iden, Query};
 use sqldb::{Db, Tx, TxExt};
 
 use crate::Error;
@@ -68,26 +68,49 @@ pub(crate) async fn insert(tx: &mut dyn Tx, staged: &StagedCopy) -> Result<(), E
     Ok(())
 }
 
-/// Ends the staging (in the transaction that writes the migration record).
-pub(crate) async fn clear(tx: &mut dyn Tx) -> Result<(), Error> {
-    tx.exec(&Query::delete().from_table(Table).to_owned())
+/// Ends the staging of the copy of `identity` (in the transaction that
+/// writes the migration record). Fails when that copy is no longer staged:
+/// another migration discarded it meanwhile, and this one's data is gone.
+pub(crate) async fn clear(tx: &mut dyn Tx, identity: [u8; 16]) -> Result<(), Error> {
+    let n = tx
+        .exec(
+            &Query::delete()
+                .from_table(Table)
+                .and_where(sea_query::Expr::col(Col::SourceIdentity).eq(identity.to_vec()))
+                .to_owned(),
+        )
         .await?;
+    if n == 0 {
+        return Err(Error::Invalid {
+            record: "the staged online migration".into(),
+            reason: "its staged copy is gone: another migration discarded it while this one \
+                     caught up; nothing was switched, the key-value database stays live"
+                .into(),
+        });
+    }
     Ok(())
 }
 
 /// The staged copy `tx` sees, if any (none before schema step 10).
 pub(crate) async fn read(tx: &mut dyn Tx) -> Result<Option<StagedCopy>, Error> {
+    read_locked(tx, false).await
+}
+
+/// As [`read`]; with `lock`, on PostgreSQL the row is locked for the rest
+/// of the (write) transaction `tx`, so a discard and the migration that
+/// finishes the copy cannot both go ahead.
+async fn read_locked(tx: &mut dyn Tx, lock: bool) -> Result<Option<StagedCopy>, Error> {
     if !table_exists(tx, TABLE).await? {
         return Ok(None);
     }
-    let row = tx
-        .query_opt(
-            &Query::select()
-                .columns([Col::SourcePath, Col::SourceIdentity, Col::StagedAt])
-                .from(Table)
-                .to_owned(),
-        )
-        .await?;
+    let mut select = Query::select()
+        .columns([Col::SourcePath, Col::SourceIdentity, Col::StagedAt])
+        .from(Table)
+        .to_owned();
+    if lock && tx.dialect() == sqldb::Dialect::Postgres {
+        select.lock(sea_query::LockType::Update);
+    }
+    let row = tx.query_opt(&select).await?;
     let Some(r) = row else {
         return Ok(None);
     };
@@ -110,15 +133,26 @@ pub async fn staged(db: &Db) -> Result<Option<StagedCopy>, Error> {
 
 /// Drops a staged copy: every nodestore table goes, so the next schema run
 /// builds the database from nothing, as before the copy. Decided again
-/// inside the dropping transaction: a copy still staged and no migration
-/// record (which would mean a finished migration's data). Returns false
-/// when there was nothing to drop.
-pub(crate) async fn discard(db: &Db) -> Result<bool, Error> {
+/// inside the dropping transaction, with the staging row locked: a copy
+/// still staged, of the source `identity` (any source when `force`), and
+/// no migration record (which would mean a finished migration's data).
+/// Returns false when there was nothing to drop.
+pub(crate) async fn discard(db: &Db, identity: [u8; 16], force: bool) -> Result<bool, Error> {
     db.write(|tx| {
         Box::pin(async move {
-            let Some(staged) = read(tx).await? else {
+            let Some(staged) = read_locked(tx, true).await? else {
                 return Ok(false);
             };
+            if staged.source_identity != identity && !force {
+                return Err(Error::Invalid {
+                    record: "the staged online migration".into(),
+                    reason: format!(
+                        "the staged copy is of another key-value database ({}); \
+                         only a migration of that database, or a forced one, discards it",
+                        staged.source_path
+                    ),
+                });
+            }
             if !crate::record::read_all(tx).await?.is_empty() {
                 return Err(Error::Invalid {
                     record: "the staged online migration".into(),

@@ -623,7 +623,7 @@ impl Stores {
             // A migration still running rolls back (a copy it committed as
             // staged stays, for the next migration to discard); one that
             // switched leaves SQL to close as well.
-            online.stop();
+            online.stop().await;
             if matches!(
                 online.state(),
                 migrator::online::OnlineState::Switched { .. }
@@ -669,7 +669,7 @@ impl Stores {
         let sessions = Arc::new(online::Route::new(kv_sessions.clone(), capture.clone()));
         let firewall = Arc::new(online::Route::new(kv_firewall.clone(), capture.clone()));
         let actions = Arc::new(online::Route::new(kv_actions.clone(), capture.clone()));
-        let (state_tx, state_rx) = tokio::sync::watch::channel(OnlineState::Starting);
+        let (state_tx, _) = tokio::sync::watch::channel(OnlineState::Starting);
         let shared = Online::new(
             migrator::replay::LiveStores {
                 accounts: kv_accounts,
@@ -687,6 +687,7 @@ impl Stores {
             Some(sqlite) => shared.with_sqlite_file(sqlite.path()),
             None => shared,
         };
+        let shared = Arc::new(shared);
         let opts = migrator::Options {
             force: config.force_migration,
             ..migrator::Options::default()
@@ -699,7 +700,7 @@ impl Stores {
                 firewall.clone(),
                 actions.clone(),
             );
-            let capture = capture.clone();
+            let (capture, shared) = (capture.clone(), shared.clone());
             let span = tracing::info_span!(
                 "online_migration",
                 kv = %kv.path().display(),
@@ -734,7 +735,7 @@ impl Stores {
             actions,
             backend: Backend::Kv(kv),
             report,
-            online: Some(online::OnlineMigration::new(state_rx, capture, task, db)),
+            online: Some(online::OnlineMigration::new(shared, capture, task, db)),
         })
     }
 

@@ -3,20 +3,27 @@
 //! SQL in the background, record what each write touched, wait at the
 //! write gate during the cutover, and run on SQL after the switch.
 //!
-//! Reads never wait. A write holds the gate shared for its call; the
-//! cutover holds it exclusively from its last replay to the switch, so a
-//! write arriving then waits and goes to SQL. A firewall transaction that
-//! began on the key-value store and commits after the switch is applied to
-//! SQL instead: its writes are buffered until commit on every backend.
+//! Reads never wait. Every write goes through one path,
+//! [`Route::write`], which makes a write's key reach the journal whatever
+//! becomes of its caller (docs/design.md §7.4): the call runs on a task of
+//! its own that holds the gate shared from before the write to after its
+//! key is recorded, so a caller that gives up (a dropped RPC handler, a
+//! timeout) cannot leave a write applied in the key-value database and
+//! unknown to the migration, and the cutover, which takes the gate
+//! exclusively, never starts while a write is landing. A firewall update
+//! transaction holds the gate from `begin` to its commit, so it begins and
+//! commits on the same side of the switch, and takes the gate before the
+//! store's own lock, as every other write does.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock as StdRwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use migrator::online::OnlineState;
+use migrator::online::{Online, OnlineState};
 use migrator::replay::{Journal, Touched, TouchedEntry};
 use store_accounts::{
     Account, AccountId, AccountPayment, AccountUpdate, Hash, LastIndexes, PaymentStatus,
@@ -25,7 +32,8 @@ use store_accounts::{
 use store_actions::{Action, ActionLocator, ActionPage, ActionQuery, ActionState, AddAction};
 use store_firewall::{KvEntry, KvTx, Mode, Namespace, PrivacyPair, PrivacyTx, Scope};
 use store_sessions::{NewSession, PublicKey, Session, SessionId, SessionState, SessionType};
-use tokio::sync::RwLock;
+use store_support::TaskFailed;
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 /// What the routed stores share: the journal, the gate, whether writes are
 /// still recorded, and which backend serves.
@@ -34,8 +42,7 @@ pub(crate) struct Capture {
     pub(crate) journal: Arc<Journal>,
     pub(crate) gate: Arc<RwLock<()>>,
     recording: AtomicBool,
-    /// Bumped at the switch: a transaction begun before it was on the
-    /// key-value store.
+    /// Bumped at the switch.
     epoch: AtomicU64,
 }
 
@@ -49,21 +56,22 @@ impl Capture {
         })
     }
 
-    fn record(&self, key: Touched) {
-        if self.recording.load(Ordering::Acquire) {
-            self.journal.record(key);
+    /// Journals what a write touched (while the migration records).
+    fn wrote(&self, what: Wrote) {
+        if !self.recording.load(Ordering::Acquire) {
+            return;
         }
-    }
-
-    fn recording(&self) -> bool {
-        self.recording.load(Ordering::Acquire)
+        match what {
+            Wrote::Keys(keys) => keys.into_iter().for_each(|k| self.journal.record(k)),
+            Wrote::Unknown(what) => self.journal.uncertain(what),
+        }
     }
 
     /// Stops recording (the migration switched or failed) and drops what
     /// was recorded.
     pub(crate) fn stop(&self) {
         self.recording.store(false, Ordering::Release);
-        let _ = self.journal.take();
+        self.journal.clear();
     }
 
     pub(crate) fn switched(&self) {
@@ -76,26 +84,113 @@ impl Capture {
     }
 }
 
+/// What a routed write touched, known once the call ended.
+enum Wrote {
+    /// These keys (none for a call that changed nothing).
+    Keys(Vec<Touched>),
+    /// A write that may have landed, with no key to replay it by.
+    Unknown(String),
+}
+
+impl Wrote {
+    fn key(key: Touched) -> Wrote {
+        Wrote::Keys(vec![key])
+    }
+
+    /// A call that creates a record whose key only its success returns:
+    /// the key when it succeeded, nothing when the store refused it, and
+    /// unknown when it failed in a way that may have left it applied.
+    fn created<T, E: WriteError>(
+        r: &Result<T, E>,
+        key: impl FnOnce(&T) -> Touched,
+        what: &str,
+    ) -> Wrote {
+        match r {
+            Ok(t) => Wrote::key(key(t)),
+            Err(e) if e.changed_nothing() => Wrote::Keys(Vec::new()),
+            Err(e) => Wrote::Unknown(format!("{what} ({e})")),
+        }
+    }
+}
+
+/// A store's error, as a routed write needs to read it.
+pub(crate) trait WriteError: From<TaskFailed> + std::fmt::Display + Send + 'static {
+    /// True when the call certainly changed nothing: the store refused it
+    /// by its rules before writing. A backend failure may have come after
+    /// the write applied (a failed flush, say), so it is not.
+    fn changed_nothing(&self) -> bool;
+}
+
+impl WriteError for store_accounts::Error {
+    fn changed_nothing(&self) -> bool {
+        !matches!(
+            self,
+            store_accounts::Error::Backend { .. } | store_accounts::Error::Tombstoned(_)
+        )
+    }
+}
+
+impl WriteError for store_sessions::Error {
+    fn changed_nothing(&self) -> bool {
+        !matches!(
+            self,
+            store_sessions::Error::Backend { .. } | store_sessions::Error::Tombstoned(_)
+        )
+    }
+}
+
+impl WriteError for store_firewall::Error {
+    fn changed_nothing(&self) -> bool {
+        !matches!(
+            self,
+            store_firewall::Error::Backend { .. } | store_firewall::Error::Tombstoned(_)
+        )
+    }
+}
+
+impl WriteError for store_actions::Error {
+    fn changed_nothing(&self) -> bool {
+        !matches!(
+            self,
+            store_actions::Error::Backend { .. } | store_actions::Error::Tombstoned(_)
+        )
+    }
+}
+
+/// Waits for a routed write's own task: its result, or its panic carried
+/// on in the caller, as if the call had run in it.
+async fn joined<R, E: WriteError>(task: tokio::task::JoinHandle<Result<R, E>>) -> Result<R, E> {
+    match task.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(E::from(TaskFailed::from(e))),
+    }
+}
+
 /// The backend a store is served by, swapped at the switch.
 #[derive(Debug)]
 pub(crate) struct Route<T: ?Sized> {
-    current: StdRwLock<Arc<T>>,
+    current: Arc<StdRwLock<Arc<T>>>,
     capture: Arc<Capture>,
 }
 
-impl<T: ?Sized> Route<T> {
+fn current<T: ?Sized>(slot: &StdRwLock<Arc<T>>) -> Arc<T> {
+    match slot.read() {
+        Ok(c) => c.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Route<T> {
     pub(crate) fn new(store: Arc<T>, capture: Arc<Capture>) -> Route<T> {
         Route {
-            current: StdRwLock::new(store),
+            current: Arc::new(StdRwLock::new(store)),
             capture,
         }
     }
 
     fn get(&self) -> Arc<T> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        current(&self.current)
     }
 
     pub(crate) fn set(&self, store: Arc<T>) {
@@ -104,10 +199,39 @@ impl<T: ?Sized> Route<T> {
             Err(poisoned) => *poisoned.into_inner() = store,
         }
     }
-}
 
-/// The firewall, routed.
-pub(crate) type Firewall = Route<dyn store_firewall::Store>;
+    /// The one path of every routed write (docs/design.md §7.4): on a task
+    /// of its own, takes the gate shared, runs `op` on the store serving
+    /// then, journals what `touched` says the call touched, and only then
+    /// lets the gate go. The caller waits for the task; a caller dropped
+    /// meanwhile leaves the task to finish, so the write and its key stay
+    /// together whatever becomes of the caller.
+    async fn write<R, E, Fut>(
+        &self,
+        op: impl FnOnce(Arc<T>) -> Fut + Send + 'static,
+        touched: impl FnOnce(&Result<R, E>) -> Wrote + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: WriteError,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let (slot, capture) = (self.current.clone(), self.capture.clone());
+        joined(tokio::spawn(async move {
+            let _gate = capture.gate.clone().read_owned().await;
+            let result = op(current(&slot)).await;
+            capture.wrote(touched(&result));
+            result
+        }))
+        .await
+    }
+
+    /// Takes the gate shared for a transaction that writes: held until it
+    /// commits or is dropped.
+    async fn hold_gate(&self) -> OwnedRwLockReadGuard<()> {
+        self.capture.gate.clone().read_owned().await
+    }
+}
 
 #[async_trait]
 impl store_accounts::Store for Route<dyn store_accounts::Store> {
@@ -117,13 +241,12 @@ impl store_accounts::Store for Route<dyn store_accounts::Store> {
         expiration: Option<DateTime<Utc>>,
         label: &str,
     ) -> store_accounts::Result<Account> {
-        let _w = self.capture.gate.read().await;
-        let a = self
-            .get()
-            .new_account(balance_msat, expiration, label)
-            .await?;
-        self.capture.record(Touched::Account(a.id));
-        Ok(a)
+        let label = label.to_owned();
+        self.write(
+            move |s| async move { s.new_account(balance_msat, expiration, &label).await },
+            |r| Wrote::created(r, |a| Touched::Account(a.id), "a new account"),
+        )
+        .await
     }
 
     async fn account(&self, id: AccountId) -> store_accounts::Result<Account> {
@@ -139,31 +262,35 @@ impl store_accounts::Store for Route<dyn store_accounts::Store> {
         id: AccountId,
         update: AccountUpdate,
     ) -> store_accounts::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().update_account(id, update).await?;
-        self.capture.record(Touched::Account(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.update_account(id, update).await },
+            move |_| Wrote::key(Touched::Account(id)),
+        )
+        .await
     }
 
     async fn add_account_invoice(&self, id: AccountId, hash: Hash) -> store_accounts::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().add_account_invoice(id, hash).await?;
-        self.capture.record(Touched::Account(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.add_account_invoice(id, hash).await },
+            move |_| Wrote::key(Touched::Account(id)),
+        )
+        .await
     }
 
     async fn credit_account(&self, id: AccountId, amount_msat: u64) -> store_accounts::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().credit_account(id, amount_msat).await?;
-        self.capture.record(Touched::Account(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.credit_account(id, amount_msat).await },
+            move |_| Wrote::key(Touched::Account(id)),
+        )
+        .await
     }
 
     async fn debit_account(&self, id: AccountId, amount_msat: u64) -> store_accounts::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().debit_account(id, amount_msat).await?;
-        self.capture.record(Touched::Account(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.debit_account(id, amount_msat).await },
+            move |_| Wrote::key(Touched::Account(id)),
+        )
+        .await
     }
 
     async fn upsert_account_payment(
@@ -174,13 +301,14 @@ impl store_accounts::Store for Route<dyn store_accounts::Store> {
         status: PaymentStatus,
         opts: UpsertOptions,
     ) -> store_accounts::Result<bool> {
-        let _w = self.capture.gate.read().await;
-        let known = self
-            .get()
-            .upsert_account_payment(id, hash, full_amount_msat, status, opts)
-            .await?;
-        self.capture.record(Touched::Account(id));
-        Ok(known)
+        self.write(
+            move |s| async move {
+                s.upsert_account_payment(id, hash, full_amount_msat, status, opts)
+                    .await
+            },
+            move |_| Wrote::key(Touched::Account(id)),
+        )
+        .await
     }
 
     async fn delete_account_payment(
@@ -188,10 +316,11 @@ impl store_accounts::Store for Route<dyn store_accounts::Store> {
         id: AccountId,
         hash: Hash,
     ) -> store_accounts::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().delete_account_payment(id, hash).await?;
-        self.capture.record(Touched::Account(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.delete_account_payment(id, hash).await },
+            move |_| Wrote::key(Touched::Account(id)),
+        )
+        .await
     }
 
     async fn list_account_payments(
@@ -208,10 +337,11 @@ impl store_accounts::Store for Route<dyn store_accounts::Store> {
     }
 
     async fn remove_account(&self, id: AccountId) -> store_accounts::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().remove_account(id).await?;
-        self.capture.record(Touched::Account(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.remove_account(id).await },
+            move |_| Wrote::key(Touched::Account(id)),
+        )
+        .await
     }
 
     async fn last_indexes(&self) -> store_accounts::Result<LastIndexes> {
@@ -219,20 +349,22 @@ impl store_accounts::Store for Route<dyn store_accounts::Store> {
     }
 
     async fn store_last_indexes(&self, indexes: LastIndexes) -> store_accounts::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().store_last_indexes(indexes).await?;
-        self.capture.record(Touched::LastIndexes);
-        Ok(())
+        self.write(
+            move |s| async move { s.store_last_indexes(indexes).await },
+            |_| Wrote::key(Touched::LastIndexes),
+        )
+        .await
     }
 }
 
 #[async_trait]
 impl store_sessions::Store for Route<dyn store_sessions::Store> {
     async fn new_session(&self, new: NewSession) -> store_sessions::Result<Session> {
-        let _w = self.capture.gate.read().await;
-        let s = self.get().new_session(new).await?;
-        self.capture.record(Touched::Session(s.id));
-        Ok(s)
+        self.write(
+            move |s| async move { s.new_session(new).await },
+            |r| Wrote::created(r, |s| Touched::Session(s.id), "a new session"),
+        )
+        .await
     }
 
     async fn session(&self, id: SessionId) -> store_sessions::Result<Session> {
@@ -266,46 +398,38 @@ impl store_sessions::Store for Route<dyn store_sessions::Store> {
         id: SessionId,
         key: PublicKey,
     ) -> store_sessions::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().update_remote_public_key(id, key).await?;
-        self.capture.record(Touched::Session(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.update_remote_public_key(id, key).await },
+            move |_| Wrote::key(Touched::Session(id)),
+        )
+        .await
     }
 
     async fn shift_state(&self, id: SessionId, to: SessionState) -> store_sessions::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().shift_state(id, to).await?;
-        self.capture.record(Touched::Session(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.shift_state(id, to).await },
+            move |_| Wrote::key(Touched::Session(id)),
+        )
+        .await
     }
 
     async fn delete_reserved_session(&self, id: SessionId) -> store_sessions::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get().delete_reserved_session(id).await?;
-        self.capture.record(Touched::Session(id));
-        Ok(())
+        self.write(
+            move |s| async move { s.delete_reserved_session(id).await },
+            move |_| Wrote::key(Touched::Session(id)),
+        )
+        .await
     }
 
     async fn delete_reserved_sessions(&self) -> store_sessions::Result<u64> {
-        let _w = self.capture.gate.read().await;
-        let store = self.get();
-        // The ids are listed first, under the gate: a session reserved
-        // meanwhile is recorded by its own `new_session`.
-        let reserved = if self.capture.recording() {
-            store
-                .list_sessions_by_state(SessionState::Reserved)
-                .await?
-                .into_iter()
-                .map(|s| s.id)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let n = store.delete_reserved_sessions().await?;
-        for id in reserved {
-            self.capture.record(Touched::Session(id));
-        }
-        Ok(n)
+        // Which sessions went is the store's to know: the replay deletes
+        // from SQL every reserved session the key-value store no longer
+        // holds, including one reserved a moment before the delete.
+        self.write(
+            move |s| async move { s.delete_reserved_sessions().await },
+            |_| Wrote::key(Touched::ReservedSessions),
+        )
+        .await
     }
 
     async fn group_id(&self, id: SessionId) -> store_sessions::Result<SessionId> {
@@ -323,10 +447,11 @@ impl store_sessions::Store for Route<dyn store_sessions::Store> {
 #[async_trait]
 impl store_actions::Store for Route<dyn store_actions::Store> {
     async fn add_action(&self, request: AddAction) -> store_actions::Result<ActionLocator> {
-        let _w = self.capture.gate.read().await;
-        let l = self.get().add_action(request).await?;
-        self.capture.record(Touched::Action(l.index()));
-        Ok(l)
+        self.write(
+            move |s| async move { s.add_action(request).await },
+            |r| Wrote::created(r, |l| Touched::Action(l.index()), "a new action"),
+        )
+        .await
     }
 
     async fn action(&self, locator: ActionLocator) -> store_actions::Result<Action> {
@@ -339,12 +464,12 @@ impl store_actions::Store for Route<dyn store_actions::Store> {
         state: ActionState,
         error_reason: &str,
     ) -> store_actions::Result<()> {
-        let _w = self.capture.gate.read().await;
-        self.get()
-            .set_action_state(locator, state, error_reason)
-            .await?;
-        self.capture.record(Touched::Action(locator.index()));
-        Ok(())
+        let reason = error_reason.to_owned();
+        self.write(
+            move |s| async move { s.set_action_state(locator, state, &reason).await },
+            move |_| Wrote::key(Touched::Action(locator.index())),
+        )
+        .await
     }
 
     async fn list_actions(&self, query: &ActionQuery) -> store_actions::Result<ActionPage> {
@@ -352,21 +477,16 @@ impl store_actions::Store for Route<dyn store_actions::Store> {
     }
 }
 
-/// A buffered firewall write, kept to re-apply it on SQL when its
-/// transaction began before the switch and commits after it.
-#[derive(Debug, Clone)]
-enum KvOp {
-    Set(Scope, String, Vec<u8>),
-    Del(Scope, String),
-}
-
-/// A firewall kv-store transaction begun through the routed store.
+/// A firewall kv-store transaction that writes, begun through the routed
+/// store: it holds the gate from `begin` (so it begins and commits on the
+/// same backend), and its commit runs, and journals the keys it wrote, on a
+/// task of its own.
 struct RoutedKvTx {
     inner: Box<dyn KvTx>,
-    route: Arc<Firewall>,
+    capture: Arc<Capture>,
+    gate: OwnedRwLockReadGuard<()>,
     ns: Namespace,
-    epoch: u64,
-    ops: Vec<KvOp>,
+    keys: Vec<(Scope, String)>,
 }
 
 #[async_trait]
@@ -377,64 +497,61 @@ impl KvTx for RoutedKvTx {
 
     async fn set(&mut self, scope: Scope, key: &str, value: &[u8]) -> store_firewall::Result<()> {
         self.inner.set(scope, key, value).await?;
-        self.ops
-            .push(KvOp::Set(scope, key.to_owned(), value.to_vec()));
+        self.keys.push((scope, key.to_owned()));
         Ok(())
     }
 
     async fn del(&mut self, scope: Scope, key: &str) -> store_firewall::Result<()> {
         self.inner.del(scope, key).await?;
-        self.ops.push(KvOp::Del(scope, key.to_owned()));
+        self.keys.push((scope, key.to_owned()));
         Ok(())
     }
 
     async fn commit(self: Box<Self>) -> store_firewall::Result<()> {
-        let this = *self;
-        if this.ops.is_empty() {
-            return this.inner.commit().await;
-        }
-        let capture = this.route.capture.clone();
-        let _w = capture.gate.read().await;
-        if capture.epoch() == this.epoch {
-            this.inner.commit().await?;
-            for op in &this.ops {
-                let (KvOp::Set(scope, key, _) | KvOp::Del(scope, key)) = op;
-                capture.record(Touched::Entry(TouchedEntry {
-                    ns: this.ns.clone(),
-                    scope: *scope,
-                    key: key.clone(),
-                }));
-            }
-            return Ok(());
-        }
-        // Begun on the key-value store, committing after the switch: the
-        // writes go to SQL, which now holds what the key-value store held.
-        drop(this.inner);
-        let mut sql = this.route.get().begin_kv(this.ns, Mode::Update).await?;
-        for op in this.ops {
-            match op {
-                KvOp::Set(scope, key, value) => sql.set(scope, &key, &value).await?,
-                KvOp::Del(scope, key) => sql.del(scope, &key).await?,
-            }
-        }
-        sql.commit().await
+        let RoutedKvTx {
+            inner,
+            capture,
+            gate,
+            ns,
+            keys,
+        } = *self;
+        joined(tokio::spawn(async move {
+            let result = inner.commit().await;
+            // Every key, even when the commit failed: replaying a key
+            // reads what the store holds, so a key too many costs time only.
+            capture.wrote(Wrote::Keys(
+                keys.into_iter()
+                    .map(|(scope, key)| {
+                        Touched::Entry(TouchedEntry {
+                            ns: ns.clone(),
+                            scope,
+                            key,
+                        })
+                    })
+                    .collect(),
+            ));
+            drop(gate);
+            result
+        }))
+        .await
     }
 }
 
-/// A privacy-map transaction begun through the routed store.
+/// A privacy-map transaction that writes, begun through the routed store;
+/// as [`RoutedKvTx`].
 struct RoutedPrivacyTx {
     inner: Box<dyn PrivacyTx>,
-    route: Arc<Firewall>,
+    capture: Arc<Capture>,
+    gate: OwnedRwLockReadGuard<()>,
     group: SessionId,
-    epoch: u64,
-    pairs: Vec<(String, String)>,
+    wrote: bool,
 }
 
 #[async_trait]
 impl PrivacyTx for RoutedPrivacyTx {
     async fn new_pair(&mut self, real: &str, pseudo: &str) -> store_firewall::Result<()> {
         self.inner.new_pair(real, pseudo).await?;
-        self.pairs.push((real.to_owned(), pseudo.to_owned()));
+        self.wrote = true;
         Ok(())
     }
 
@@ -451,45 +568,48 @@ impl PrivacyTx for RoutedPrivacyTx {
     }
 
     async fn commit(self: Box<Self>) -> store_firewall::Result<()> {
-        let this = *self;
-        if this.pairs.is_empty() {
-            return this.inner.commit().await;
-        }
-        let capture = this.route.capture.clone();
-        let _w = capture.gate.read().await;
-        if capture.epoch() == this.epoch {
-            this.inner.commit().await?;
-            capture.record(Touched::Privacy(this.group));
-            return Ok(());
-        }
-        drop(this.inner);
-        let mut sql = this
-            .route
-            .get()
-            .begin_privacy(this.group, Mode::Update)
-            .await?;
-        for (real, pseudo) in &this.pairs {
-            sql.new_pair(real, pseudo).await?;
-        }
-        sql.commit().await
+        let RoutedPrivacyTx {
+            inner,
+            capture,
+            gate,
+            group,
+            wrote,
+        } = *self;
+        joined(tokio::spawn(async move {
+            let result = inner.commit().await;
+            if wrote {
+                capture.wrote(Wrote::key(Touched::Privacy(group)));
+            }
+            drop(gate);
+            result
+        }))
+        .await
     }
 }
 
-/// The routed firewall store: its transactions need the route itself.
+/// The firewall, routed.
+pub(crate) type Firewall = Route<dyn store_firewall::Store>;
+
+/// The routed firewall store.
 #[derive(Debug, Clone)]
 pub(crate) struct RoutedFirewall(pub(crate) Arc<Firewall>);
 
 #[async_trait]
 impl store_firewall::Store for RoutedFirewall {
     async fn begin_kv(&self, ns: Namespace, mode: Mode) -> store_firewall::Result<Box<dyn KvTx>> {
-        let epoch = self.0.capture.epoch();
+        if mode == Mode::View {
+            return self.0.get().begin_kv(ns, mode).await;
+        }
+        // The gate first, then the store's own lock inside `begin_kv`: the
+        // order of every routed write.
+        let gate = self.0.hold_gate().await;
         let inner = self.0.get().begin_kv(ns.clone(), mode).await?;
         Ok(Box::new(RoutedKvTx {
             inner,
-            route: self.0.clone(),
+            capture: self.0.capture.clone(),
+            gate,
             ns,
-            epoch,
-            ops: Vec::new(),
+            keys: Vec::new(),
         }))
     }
 
@@ -498,22 +618,27 @@ impl store_firewall::Store for RoutedFirewall {
         group: SessionId,
         mode: Mode,
     ) -> store_firewall::Result<Box<dyn PrivacyTx>> {
-        let epoch = self.0.capture.epoch();
+        if mode == Mode::View {
+            return self.0.get().begin_privacy(group, mode).await;
+        }
+        let gate = self.0.hold_gate().await;
         let inner = self.0.get().begin_privacy(group, mode).await?;
         Ok(Box::new(RoutedPrivacyTx {
             inner,
-            route: self.0.clone(),
+            capture: self.0.capture.clone(),
+            gate,
             group,
-            epoch,
-            pairs: Vec::new(),
+            wrote: false,
         }))
     }
 
     async fn delete_temp_kv_stores(&self) -> store_firewall::Result<()> {
-        let _w = self.0.capture.gate.read().await;
-        self.0.get().delete_temp_kv_stores().await?;
-        self.0.capture.record(Touched::TempEntries);
-        Ok(())
+        self.0
+            .write(
+                move |s| async move { s.delete_temp_kv_stores().await },
+                |_| Wrote::key(Touched::TempEntries),
+            )
+            .await
     }
 
     async fn kv_entries(&self) -> store_firewall::Result<Vec<KvEntry>> {
@@ -530,23 +655,25 @@ impl store_firewall::Store for RoutedFirewall {
 pub struct OnlineMigration {
     state: tokio::sync::watch::Receiver<OnlineState>,
     capture: Arc<Capture>,
-    journal: Arc<Journal>,
-    task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The migration's shared parts, while its task holds them (they hold
+    /// the key-value stores open).
+    online: std::sync::Weak<Online>,
+    task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     pub(crate) db: sqldb::Db,
 }
 
 impl OnlineMigration {
     pub(crate) fn new(
-        state: tokio::sync::watch::Receiver<OnlineState>,
+        online: Arc<Online>,
         capture: Arc<Capture>,
         task: tokio::task::JoinHandle<()>,
         db: sqldb::Db,
     ) -> OnlineMigration {
         OnlineMigration {
-            state,
-            journal: capture.journal.clone(),
+            state: online.state.subscribe(),
+            online: Arc::downgrade(&online),
             capture,
-            task: Arc::new(std::sync::Mutex::new(Some(task))),
+            task: Arc::new(tokio::sync::Mutex::new(Some(task))),
             db,
         }
     }
@@ -564,7 +691,7 @@ impl OnlineMigration {
 
     /// Keys waiting to be replayed now.
     pub fn pending_keys(&self) -> usize {
-        self.journal.len()
+        self.capture.journal.len()
     }
 
     /// Waits until the migration ends (switched or failed) and returns how.
@@ -578,18 +705,41 @@ impl OnlineMigration {
             if rx.changed().await.is_err() {
                 // The task is gone without a final state: it was stopped.
                 return OnlineState::Failed {
-                    error: "the online migration was stopped (the stores were closed)".into(),
+                    error: migrator::Error::Stopped.to_string(),
                 };
             }
         }
     }
 
-    /// Stops a migration still running; its transaction rolls back (a copy
-    /// already committed as staged stays, for the next migration to
-    /// discard) and the stores stay on the key-value database.
-    pub(crate) fn stop(&self) {
-        if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
+    /// The stores are closing. A migration whose last commit was not sent
+    /// is dropped where it is: its transaction rolls back (a copy already
+    /// committed as staged stays, for the next migration to discard) and
+    /// the stores stay on the key-value database. One whose last commit
+    /// was sent runs to its end (proof, tombstone, switch) first, so no
+    /// writer is released onto a database whose data SQL already holds
+    /// (docs/design.md §7.4). Returns when the migration's task is gone.
+    pub(crate) async fn stop(&self) {
+        let Some(task) = self.task.lock().await.take() else {
+            return;
+        };
+        let abort = self.online.upgrade().is_none_or(|o| o.request_stop());
+        if abort {
             task.abort();
+        }
+        match task.await {
+            Ok(()) => {}
+            Err(e) if e.is_panic() => {
+                tracing::error!(
+                    "the online migration's task panicked; the stores stay on the key-value database"
+                );
+            }
+            Err(_) => {}
+        }
+        if !self.state().is_final() {
+            self.capture.stop();
+            if let Some(online) = self.online.upgrade() {
+                online.stopped();
+            }
         }
     }
 }

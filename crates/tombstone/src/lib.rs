@@ -533,7 +533,13 @@ impl KvDb {
     /// transaction. `f` may run more than once (sled retries on conflict),
     /// so it must have no other side effects. Call [`KvDb::flush`] after it
     /// to make the writes durable.
-    pub fn write<T, E>(
+    ///
+    /// A retired database takes no write, through any handle: the
+    /// transaction reads the tombstone itself, so a write and
+    /// [`KvDb::mark`] are ordered by sled, and a write that would land after
+    /// the mark fails with [`Error::Tombstoned`] instead (an online
+    /// migration's switch relies on it, docs/design.md §7.4).
+    pub fn write<T, E: From<Error>>(
         &self,
         trees: &[&sled::Tree],
         f: impl Fn(&mut Writes<'_>) -> std::result::Result<T, ConflictableTransactionError<E>>,
@@ -552,6 +558,16 @@ impl KvDb {
                         "a write without trees".into(),
                     ))
                 })?;
+                if let Some(raw) = meta.get(TOMBSTONE_KEY)? {
+                    let refused = match decode_mark(&raw, &self.path) {
+                        Ok(mark) => Error::Tombstoned {
+                            path: self.path.clone(),
+                            mark,
+                        },
+                        Err(e) => e,
+                    };
+                    return Err(ConflictableTransactionError::Abort(E::from(refused)));
+                }
                 let mut w = Writes {
                     trees: data,
                     deltas: vec![(0, Digest::default()); data.len()],
