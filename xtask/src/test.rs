@@ -152,6 +152,10 @@ impl Tally {
     }
 }
 
+/// How many seeds the online migration's concurrent test runs per backend.
+const ONLINE_CASES_ENV: &str = "NODESTORE_ONLINE_CASES";
+const ONLINE_CASES: &str = "64";
+
 /// The backend a test name belongs to: its first path segment that names one.
 fn backend_of(test: &str) -> &'static str {
     test.split("::")
@@ -185,6 +189,11 @@ fn run_binary(
     }
     if let Some(url) = pg_url {
         cmd.env(testkit::URL_ENV, url);
+    }
+    // The online migration's concurrent random test: 64 seeds per backend
+    // here, unless the caller asks for more (or names one seed).
+    if std::env::var_os(ONLINE_CASES_ENV).is_none() {
+        cmd.env(ONLINE_CASES_ENV, ONLINE_CASES);
     }
     let mut child = cmd
         .spawn()

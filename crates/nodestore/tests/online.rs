@@ -577,8 +577,20 @@ async fn check_interleaving(fx: &SqlFixture, ops: &[Op]) {
 const MAX_CALLS: usize = 5000;
 
 fn interleavings(backend: &'static str) {
+    // A failing case is saved beside this file (and run first from then
+    // on), and every run prints its seed: `PROPTEST_RNG_SEED=N` repeats it.
+    let seed = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u32>)
+        .into();
+    eprintln!("{backend}: PROPTEST_RNG_SEED={seed}");
     let config = ProptestConfig {
         cases: 4,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
         ..ProptestConfig::default()
     };
     proptest!(config, |(ops in proptest::collection::vec(op(), 30..90))| {

@@ -1,0 +1,245 @@
+//! The online migration's hazards at the cutover (docs/design.md §7.4),
+//! each made to happen on purpose: the stores closed after the last commit,
+//! a rule transaction open while the cutover waits for the gate (beside
+//! the start-up wipe), and a cutover that never fits its budget. The
+//! cutover is stopped at named points through the migrator's test hooks
+//! (feature `test-hooks`), which are process-wide: the tests of this file
+//! run one at a time.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use migrator::hooks::{self, Point};
+use nodestore::generate::{Scale, generate};
+use nodestore::{BackendConfig, Config, MigrationPolicy, OnlineState, Stores};
+use store_firewall::{Mode, Namespace, Scope};
+use testkit::sql::{SqlFixture, postgres, sqlite};
+use tokio::sync::Notify;
+
+/// One hooked test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn backend(fx: &SqlFixture) -> BackendConfig {
+    match fx {
+        SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
+            file: dir.path().join("node.db"),
+        },
+        SqlFixture::Postgres(db) => BackendConfig::Postgres {
+            url: db.url().to_owned(),
+            pool_size: 4,
+        },
+    }
+}
+
+fn online_config(fx: &SqlFixture, kv: &Path, budget: Duration) -> Config {
+    Config {
+        kv_dir: Some(kv.to_path_buf()),
+        migration: MigrationPolicy::Online,
+        online_pause_budget: budget,
+        ..Config::new(backend(fx))
+    }
+}
+
+async fn small_node(dir: &Path) -> std::path::PathBuf {
+    let kv = dir.join("kv");
+    let mut shape = Scale::S.shape();
+    shape.actions = 300;
+    generate(&kv, shape, 41, &|_, _, _| {}).await.unwrap();
+    kv
+}
+
+/// Stops the migration at `at` until `go` is notified; `reached` is
+/// notified when it gets there.
+fn hold_at(at: Point) -> (Arc<Notify>, Arc<Notify>) {
+    let (reached, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (r, g) = (reached.clone(), go.clone());
+    hooks::set(Some(Arc::new(move |p| {
+        let (r, g) = (r.clone(), g.clone());
+        Box::pin(async move {
+            if p == at {
+                r.notify_one();
+                g.notified().await;
+            }
+        })
+    })));
+    (reached, go)
+}
+
+/// Waits until the migration says it is cutting over (and a moment more,
+/// for it to ask for the gate).
+async fn until_cutting_over(stores: &Stores) {
+    let online = stores.online.clone().unwrap();
+    while !matches!(online.state(), OnlineState::CuttingOver { .. }) {
+        assert!(!online.state().is_final(), "{:?}", online.state());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Closing the stores after the last commit and before the switch waits
+/// for the cutover to end: the key-value database is retired, SQL holds the
+/// migration, and no writer was released onto the key-value database.
+async fn closing_after_the_last_commit_finishes_the_cutover(fx: &SqlFixture) {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_node(dir.path()).await;
+    let (reached, go) = hold_at(Point::Committed);
+    let stores = Stores::open(&online_config(fx, &kv, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    reached.notified().await;
+    let closing = tokio::spawn(stores.close());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !closing.is_finished(),
+        "close returned in the middle of a committed cutover"
+    );
+    go.notify_one();
+    tokio::time::timeout(Duration::from_secs(30), closing)
+        .await
+        .expect("close waits for the cutover, then returns")
+        .unwrap()
+        .unwrap();
+    hooks::set(None);
+    assert!(matches!(
+        tombstone::status(&kv).unwrap(),
+        Some(tombstone::Status::Tombstoned(_))
+    ));
+    let db = nodestore::connect(&backend(fx)).await.unwrap().unwrap();
+    assert_eq!(migrator::records(&db).await.unwrap().len(), 1);
+    db.close().await.unwrap();
+    // The next open serves SQL.
+    let stores = Stores::open(&online_config(fx, &kv, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(stores.online.is_none());
+    stores.close().await.unwrap();
+}
+
+/// A rule transaction that writes holds the gate from `begin`: while it is
+/// open the cutover waits (the pause, as writers see it, counts that wait),
+/// the start-up wipe called beside it neither deadlocks nor is lost, and
+/// the increment it read on the key-value database commits there before
+/// the switch and is in SQL after it (no stale read committed across the
+/// switch).
+async fn a_rule_transaction_across_the_cutover_request_keeps_its_write(fx: &SqlFixture) {
+    let _serial = SERIAL.lock().await;
+    hooks::set(None);
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_node(dir.path()).await;
+    let stores = Arc::new(
+        Stores::open(&online_config(fx, &kv, Duration::from_secs(10)))
+            .await
+            .unwrap(),
+    );
+    let online = stores.online.clone().unwrap();
+    let group = stores.sessions.list_sessions().await.unwrap()[0].group_id;
+    let ns = Namespace::new("hazard-rule", group, "");
+    let mut tx = stores
+        .firewall
+        .begin_kv(ns.clone(), Mode::Update)
+        .await
+        .unwrap();
+    tx.set(Scope::Local, "counter", &1u64.to_be_bytes())
+        .await
+        .unwrap();
+    until_cutting_over(&stores).await;
+    let wipe = {
+        let stores = stores.clone();
+        tokio::spawn(async move { stores.firewall.delete_temp_kv_stores().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !online.switched(),
+        "the switch went ahead of an open transaction"
+    );
+    let v = tx.get(Scope::Local, "counter").await.unwrap().unwrap();
+    let v = u64::from_be_bytes(v.as_slice().try_into().unwrap()) + 1;
+    tx.set(Scope::Local, "counter", &v.to_be_bytes())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), tx.commit())
+        .await
+        .expect("the commit is not stuck behind the cutover")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), wipe)
+        .await
+        .expect("the wipe beside the transaction is not stuck")
+        .unwrap()
+        .unwrap();
+    let end = online.wait().await;
+    let OnlineState::Switched { longest_pause, .. } = end else {
+        panic!("{end:?}");
+    };
+    assert!(
+        longest_pause >= Duration::from_millis(300),
+        "the pause counts the wait for the open transaction: {longest_pause:?}"
+    );
+    let mut read = stores.firewall.begin_kv(ns, Mode::View).await.unwrap();
+    assert_eq!(
+        read.get(Scope::Local, "counter").await.unwrap(),
+        Some(2u64.to_be_bytes().to_vec()),
+        "the transaction's write, on SQL after the switch"
+    );
+    read.commit().await.unwrap();
+    let Ok(stores) = Arc::try_unwrap(stores) else {
+        panic!("the stores are still shared");
+    };
+    stores.close().await.unwrap();
+}
+
+/// A cutover that can never fit its budget (a transaction holds the gate
+/// throughout) gives up after a bounded number of attempts with a clear
+/// state; the node stays on the live key-value database and keeps working.
+async fn a_cutover_that_never_fits_gives_up(fx: &SqlFixture) {
+    let _serial = SERIAL.lock().await;
+    hooks::set(None);
+    let dir = tempfile::tempdir().unwrap();
+    let kv = small_node(dir.path()).await;
+    let stores = Stores::open(&online_config(fx, &kv, Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let online = stores.online.clone().unwrap();
+    let group = stores.sessions.list_sessions().await.unwrap()[0].group_id;
+    let mut tx = stores
+        .firewall
+        .begin_kv(Namespace::new("hazard-rule", group, ""), Mode::Update)
+        .await
+        .unwrap();
+    tx.set(Scope::Local, "held", b"1").await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(120), online.wait())
+        .await
+        .expect("the migration ends");
+    let OnlineState::Failed { error } = end else {
+        panic!("{end:?}");
+    };
+    assert!(error.contains("gave up its cutover"), "{error}");
+    tx.commit().await.unwrap();
+    assert!(matches!(
+        tombstone::status(&kv),
+        Err(_) | Ok(Some(tombstone::Status::Live(_)))
+    ));
+    let a = stores
+        .accounts
+        .new_account(5, None, "after-giving-up")
+        .await
+        .unwrap();
+    stores.accounts.credit_account(a.id, 5).await.unwrap();
+    stores.close().await.unwrap();
+    assert!(matches!(
+        tombstone::status(&kv).unwrap(),
+        Some(tombstone::Status::Live(_))
+    ));
+}
+
+testkit::backend_tests!(sqlite => sqlite;
+    closing_after_the_last_commit_finishes_the_cutover,
+    a_rule_transaction_across_the_cutover_request_keeps_its_write,
+    a_cutover_that_never_fits_gives_up,
+);
+testkit::backend_tests!(postgres => postgres;
+    closing_after_the_last_commit_finishes_the_cutover,
+    a_rule_transaction_across_the_cutover_request_keeps_its_write,
+    a_cutover_that_never_fits_gives_up,
+);
