@@ -118,7 +118,7 @@ impl std::fmt::Debug for Online {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Online")
             .field("pause_budget", &self.pause_budget)
-            .field("pending", &self.journal.len())
+            .field("pending", &self.journal.pending())
             .finish_non_exhaustive()
     }
 }
@@ -656,7 +656,7 @@ pub(crate) async fn catch_up(
         if n > 0 {
             at.rate = n as f64 / t.elapsed().as_secs_f64().max(1e-6);
         }
-        let pending = online.journal.len();
+        let pending = online.journal.pending();
         let estimate = if at.rate > 0.0 {
             Duration::from_secs_f64(pending as f64 / at.rate)
         } else {

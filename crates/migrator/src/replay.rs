@@ -107,7 +107,7 @@ impl Journal {
     }
 
     /// Keys waiting to be replayed.
-    pub fn len(&self) -> usize {
+    pub fn pending(&self) -> usize {
         self.state().keys.len()
     }
 

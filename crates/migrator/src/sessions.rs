@@ -212,11 +212,12 @@ impl Migration {
         for kv in &chunk {
             kv.check().map_err(|e| Error::Contract(e.to_string()))?;
             let (s, dropped) = crate::rules::session(kv, |a| accounts.contains_key(&a));
-            if s.group_id != s.id && !self.groups.contains_key(&s.group_id) {
-                if let Some(journal) = &self.defer {
-                    journal.record(crate::replay::Touched::Session(s.id));
-                    continue;
-                }
+            if s.group_id != s.id
+                && !self.groups.contains_key(&s.group_id)
+                && let Some(journal) = &self.defer
+            {
+                journal.record(crate::replay::Touched::Session(s.id));
+                continue;
             }
             dropped_links += u64::from(dropped);
             let sql_id = self.next_id;

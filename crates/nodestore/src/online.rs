@@ -691,7 +691,7 @@ impl OnlineMigration {
 
     /// Keys waiting to be replayed now.
     pub fn pending_keys(&self) -> usize {
-        self.capture.journal.len()
+        self.capture.journal.pending()
     }
 
     /// Waits until the migration ends (switched or failed) and returns how.

@@ -2,6 +2,11 @@
 //! while its key-value data moves to SQL, and after the switch SQL holds
 //! exactly what the key-value stores held, plus what was written after.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "a random test prints its seed, to repeat a failure"
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

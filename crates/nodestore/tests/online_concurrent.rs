@@ -14,6 +14,11 @@
 //! that case alone, `NODESTORE_ONLINE_CASES=N` runs N cases per backend
 //! (16 by default; CI's `cargo xtask ci` sets 64).
 
+#![allow(
+    clippy::print_stderr,
+    reason = "a random test prints its seed, to repeat a failure"
+)]
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -344,6 +349,10 @@ async fn write(stores: &Stores, world: &Mutex<World>, rng: &mut StdRng) -> Vec<S
     }
 }
 
+/// A call a writer made: when (since the case began), whether it was
+/// dropped, and the records it may have touched.
+type Call = (Duration, bool, Vec<String>);
+
 /// One case: a small node database, writers across its online migration.
 async fn case(fx: &SqlFixture, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -369,7 +378,7 @@ async fn case(fx: &SqlFixture, seed: u64) {
     // dropped just before) with what it touched.
     let started = Instant::now();
     let cutover_at: Arc<Mutex<Option<Duration>>> = Arc::new(Mutex::new(None));
-    let calls: Arc<Mutex<Vec<(Duration, bool, Vec<String>)>>> = Arc::default();
+    let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for t in 0..WRITERS {
