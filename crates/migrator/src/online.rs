@@ -672,7 +672,7 @@ pub(crate) async fn catch_up(
 /// Cutover attempts before the migration gives up (and the node stays on
 /// the key-value database with a clear state, rather than keeping the
 /// second transaction open for as long as writes keep coming).
-const MAX_CUTOVER_ATTEMPTS: u32 = 20;
+const MAX_CUTOVER_ATTEMPTS: u32 = 30;
 
 /// The share of the pause budget that waiting for the gate may take: the
 /// writes in flight finish first, and what is left of the budget is for

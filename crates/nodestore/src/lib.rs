@@ -656,7 +656,6 @@ impl Stores {
     ) -> Result<Stores> {
         use migrator::online::{Online, OnlineState};
         let kv = KvDb::open(dir, &KvOptions::default())?;
-        let capture = online::Capture::new();
         let kv_accounts: Arc<dyn store_accounts::Store> =
             Arc::new(store_accounts::KvStore::open(&kv)?);
         let kv_sessions: Arc<dyn store_sessions::Store> =
@@ -665,10 +664,13 @@ impl Stores {
             Arc::new(store_firewall::KvStore::open(&kv)?);
         let kv_actions: Arc<dyn store_actions::Store> =
             Arc::new(store_actions::KvStore::open(&kv)?);
-        let accounts = Arc::new(online::Route::new(kv_accounts.clone(), capture.clone()));
-        let sessions = Arc::new(online::Route::new(kv_sessions.clone(), capture.clone()));
-        let firewall = Arc::new(online::Route::new(kv_firewall.clone(), capture.clone()));
-        let actions = Arc::new(online::Route::new(kv_actions.clone(), capture.clone()));
+        let routed = online::Routed::over(
+            kv_accounts.clone(),
+            kv_sessions.clone(),
+            kv_firewall.clone(),
+            kv_actions.clone(),
+        );
+        let capture = routed.capture().clone();
         let (state_tx, _) = tokio::sync::watch::channel(OnlineState::Starting);
         let shared = Online::new(
             migrator::replay::LiveStores {
@@ -694,13 +696,7 @@ impl Stores {
         };
         let task = {
             let (kv, db) = (kv.clone(), db.clone());
-            let (accounts, sessions, firewall, actions) = (
-                accounts.clone(),
-                sessions.clone(),
-                firewall.clone(),
-                actions.clone(),
-            );
-            let (capture, shared) = (capture.clone(), shared.clone());
+            let (routed, capture, shared) = (routed.clone(), capture.clone(), shared.clone());
             let span = tracing::info_span!(
                 "online_migration",
                 kv = %kv.path().display(),
@@ -709,11 +705,12 @@ impl Stores {
             tokio::spawn(
                 async move {
                     let switch = || {
-                        accounts.set(Arc::new(store_accounts::SqlStore::new(db.clone())));
-                        sessions.set(Arc::new(store_sessions::SqlStore::new(db.clone())));
-                        firewall.set(Arc::new(store_firewall::SqlStore::new(db.clone())));
-                        actions.set(Arc::new(store_actions::SqlStore::new(db.clone())));
-                        capture.switched();
+                        routed.switch(
+                            Arc::new(store_accounts::SqlStore::new(db.clone())),
+                            Arc::new(store_sessions::SqlStore::new(db.clone())),
+                            Arc::new(store_firewall::SqlStore::new(db.clone())),
+                            Arc::new(store_actions::SqlStore::new(db.clone())),
+                        );
                     };
                     if migrator::online::migrate_online(&kv, &db, &opts, &shared, None, switch)
                         .await
@@ -729,10 +726,10 @@ impl Stores {
             "online migration: serving from the key-value database while it moves to SQL".into(),
         );
         Ok(Stores {
-            accounts,
-            sessions,
-            firewall: Arc::new(online::RoutedFirewall(firewall)),
-            actions,
+            accounts: Arc::from(routed.accounts()),
+            sessions: Arc::from(routed.sessions()),
+            firewall: Arc::from(routed.firewall()),
+            actions: Arc::from(routed.actions()),
             backend: Backend::Kv(kv),
             report,
             online: Some(online::OnlineMigration::new(shared, capture, task, db)),

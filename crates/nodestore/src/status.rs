@@ -305,6 +305,23 @@ async fn open_would(
         migrator::Plan::Migrate if matches!(status, Status::Tombstoned(_)) => {
             "migrate again from the tombstoned key-value database (the SQL database was lost), then open on SQL".into()
         }
+        // As `Stores::open` does with `migration = "online"`: a live
+        // key-value database moves in the background.
+        migrator::Plan::Migrate
+            if config.migration == MigrationPolicy::Online && matches!(status, Status::Live(_)) =>
+        {
+            format!(
+                "{}open the stores on the key-value database and migrate it into SQL in the \
+                 background, then switch the stores to SQL after a pause of writers of at most \
+                 {} ms and tombstone it (online migration)",
+                if target.staged.is_some() {
+                    "discard the staged copy of an online migration that did not finish, then "
+                } else {
+                    ""
+                },
+                config.online_pause_budget.as_millis()
+            )
+        }
         migrator::Plan::Migrate if target.staged.is_some() => {
             "discard the staged copy of an online migration that did not finish, then migrate the \
              key-value database into SQL, tombstone it, and open the stores on SQL"

@@ -838,4 +838,10 @@ async fn status_sees_a_running_online_migration(fx: &SqlFixture) {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["kv"]["migration_running"], false, "{json}");
+    // What opening with `migration = "online"` does, as `Stores::open` does it.
+    let would = json["open_would"].as_str().unwrap_or_default();
+    assert!(
+        would.contains("in the background") && would.contains("online migration"),
+        "{json}"
+    );
 }
