@@ -72,14 +72,33 @@ async fn child_node() {
     let Ok(spec) = std::env::var(CHILD) else {
         return;
     };
-    let (kv, target, budget_ms) = {
-        let mut parts = spec.splitn(3, '\n');
+    let (kv, target, budget_ms, stop_at) = {
+        let mut parts = spec.splitn(4, '\n');
         (
             parts.next().unwrap().to_owned(),
             parts.next().unwrap().to_owned(),
             parts.next().unwrap().parse::<u64>().unwrap(),
+            parts.next().map(str::to_owned),
         )
     };
+    if let Some(name) = stop_at {
+        // Stops the cutover at a named point, says so, and waits there for
+        // the kill (docs/design.md §7.4).
+        let point = match name.as_str() {
+            "committed" => migrator::hooks::Point::Committed,
+            "retired" => migrator::hooks::Point::Retired,
+            other => panic!("no hook point {other}"),
+        };
+        migrator::hooks::set(Some(Arc::new(move |at| {
+            let name = name.clone();
+            Box::pin(async move {
+                if at == point {
+                    println!("state at-{name}");
+                    std::future::pending::<()>().await;
+                }
+            })
+        })));
+    }
     let backend = match target.strip_prefix("sqlite:") {
         Some(file) => BackendConfig::Sqlite { file: file.into() },
         None => BackendConfig::Postgres {
@@ -146,6 +165,23 @@ async fn node(dir: &Path) -> std::path::PathBuf {
 /// Runs the child node until it reports `kill_in`, kills it with SIGKILL,
 /// and returns how many credits it was told succeeded.
 fn kill_child_in(kv: &Path, target: &str, budget_ms: u64, kill_in: &str) -> u64 {
+    kill_child(kv, target, budget_ms, None, kill_in)
+}
+
+/// As [`kill_child_in`]; `stop_at` names a hook point of the cutover where
+/// the child stops and reports `at-<point>`.
+fn kill_child(
+    kv: &Path,
+    target: &str,
+    budget_ms: u64,
+    stop_at: Option<&str>,
+    kill_in: &str,
+) -> u64 {
+    let mut spec = format!("{}\n{target}\n{budget_ms}", kv.display());
+    if let Some(point) = stop_at {
+        spec.push('\n');
+        spec.push_str(point);
+    }
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -155,7 +191,7 @@ fn kill_child_in(kv: &Path, target: &str, budget_ms: u64, kill_in: &str) -> u64 
             "--test-threads",
             "1",
         ])
-        .env(CHILD, format!("{}\n{target}\n{budget_ms}", kv.display()))
+        .env(CHILD, spec)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -281,6 +317,53 @@ async fn killed_in_each_phase_loses_nothing(fx: &SqlFixture) {
     }
 }
 
+/// SIGKILL after the last commit and before the tombstone, and after the
+/// tombstone and before the switch (docs/design.md §7.4): SQL holds the
+/// migration; the next open finishes it (the tombstone) and ends on SQL,
+/// with every acknowledged credit, equal to the key-value database.
+async fn killed_after_the_last_commit_ends_on_sql(fx: &SqlFixture) {
+    for point in ["committed", "retired"] {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = node(dir.path()).await;
+        let acknowledged = kill_child(&kv, &target(fx), 1000, Some(point), &format!("at-{point}"));
+        let db = nodestore::connect(&backend_of(fx)).await.unwrap().unwrap();
+        assert_eq!(
+            migrator::records(&db).await.unwrap().len(),
+            1,
+            "{point}: the last commit holds the migration"
+        );
+        let stores = Stores::open(&online(backend_of(fx), &kv, Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert!(stores.online.is_none(), "{point}: the reopen serves SQL");
+        let counter = counter(&stores).await;
+        assert!(
+            counter.current_balance_msat as u64 >= acknowledged,
+            "{point}: {} credits in SQL, {acknowledged} acknowledged",
+            counter.current_balance_msat
+        );
+        stores.close().await.unwrap();
+        assert!(
+            matches!(
+                tombstone::status(&kv).unwrap(),
+                Some(tombstone::Status::Tombstoned(_))
+            ),
+            "{point}: the key-value database is retired"
+        );
+        let want = as_migrated(&dump_kv(&kv).await.unwrap()).unwrap();
+        let report = nodestore::verify::compare(&want, &dump_sql(&db).await.unwrap());
+        assert!(report.is_clean(), "{point}: {:?}", report.differences);
+        if let SqlFixture::Postgres(_) = fx {
+            drop_everything(&db).await;
+        } else if let SqlFixture::Sqlite(d) = fx {
+            db.close().await.unwrap();
+            for f in ["node.db", "node.db-wal", "node.db-shm"] {
+                let _ = std::fs::remove_file(d.path().join(f));
+            }
+        }
+    }
+}
+
 /// Empties a PostgreSQL test database for the next trial.
 async fn drop_everything(db: &sqldb::Db) {
     db.write(|tx| {
@@ -293,8 +376,14 @@ async fn drop_everything(db: &sqldb::Db) {
     .unwrap();
 }
 
-testkit::backend_tests!(sqlite => sqlite; killed_in_each_phase_loses_nothing);
-testkit::backend_tests!(postgres => postgres; killed_in_each_phase_loses_nothing);
+testkit::backend_tests!(sqlite => sqlite;
+    killed_in_each_phase_loses_nothing,
+    killed_after_the_last_commit_ends_on_sql,
+);
+testkit::backend_tests!(postgres => postgres;
+    killed_in_each_phase_loses_nothing,
+    killed_after_the_last_commit_ends_on_sql,
+);
 
 /// The PostgreSQL server stopped while copying, while catching up and
 /// while cutting over: the migration fails, the node keeps serving from

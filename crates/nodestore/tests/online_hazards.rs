@@ -233,6 +233,131 @@ async fn a_cutover_that_never_fits_gives_up(fx: &SqlFixture) {
     ));
 }
 
+/// The PostgreSQL server stopped right before the last commit is sent and
+/// started again a moment later: the commit fails with the connection, the
+/// migration finds out from a fresh connection (writers still paused) that
+/// it did not land, releases writers on the key-value database, which stays
+/// live and holds every acknowledged write, and the next open finishes.
+mod server_lost {
+    pub(crate) mod postgres {
+        use super::super::*;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use testkit::cluster::LocalCluster;
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn inside_the_last_commit_is_resolved_before_writers_go_on() {
+            let _serial = SERIAL.lock().await;
+            let Some(_) = testkit::cluster::find_server_bin() else {
+                assert!(
+                    std::env::var_os("NODESTORE_REQUIRE_POSTGRES").is_none(),
+                    "PostgreSQL server binaries are required but missing"
+                );
+                return;
+            };
+            let cluster =
+                Arc::new(LocalCluster::start_with(Some(std::process::id()), true).unwrap());
+            let dir = tempfile::tempdir().unwrap();
+            let kv = small_node(dir.path()).await;
+            let backend = BackendConfig::Postgres {
+                url: cluster.url("postgres"),
+                pool_size: 4,
+            };
+            // The first time the last commit is about to go: the server stops
+            // now, and starts again after a second.
+            let fired = Arc::new(AtomicBool::new(false));
+            {
+                let (cluster, fired) = (cluster.clone(), fired.clone());
+                hooks::set(Some(Arc::new(move |p| {
+                    let (cluster, fired) = (cluster.clone(), fired.clone());
+                    Box::pin(async move {
+                        if p == Point::Committing && !fired.swap(true, Ordering::AcqRel) {
+                            let c = cluster.clone();
+                            tokio::task::spawn_blocking(move || c.stop_now().unwrap())
+                                .await
+                                .unwrap();
+                            std::thread::spawn(move || {
+                                std::thread::sleep(Duration::from_secs(1));
+                                cluster.start_again().unwrap();
+                            });
+                        }
+                    })
+                })));
+            }
+            let config = Config {
+                kv_dir: Some(kv.clone()),
+                migration: MigrationPolicy::Online,
+                online_pause_budget: Duration::from_secs(1),
+                ..Config::new(backend.clone())
+            };
+            let stores = Arc::new(Stores::open(&config).await.unwrap());
+            let online = stores.online.clone().unwrap();
+            let id = stores.accounts.accounts().await.unwrap()[0].id;
+            let before = stores
+                .accounts
+                .account(id)
+                .await
+                .unwrap()
+                .current_balance_msat;
+            let stop = Arc::new(AtomicBool::new(false));
+            let acked = Arc::new(AtomicU64::new(0));
+            let writer = {
+                let (stores, stop, acked) = (stores.clone(), stop.clone(), acked.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Acquire) {
+                        stores.accounts.credit_account(id, 1).await.unwrap();
+                        acked.fetch_add(1, Ordering::AcqRel);
+                    }
+                })
+            };
+            let end = tokio::time::timeout(Duration::from_secs(120), online.wait())
+                .await
+                .expect("the migration ends");
+            stop.store(true, Ordering::Release);
+            writer.await.unwrap();
+            hooks::set(None);
+            assert!(fired.load(Ordering::Acquire), "the hook never ran: {end:?}");
+            let OnlineState::Failed { error } = &end else {
+                panic!("the commit never reached the server: {end:?}");
+            };
+            assert!(!error.is_empty());
+            // Writers went on on the key-value database, which is live.
+            let after = stores
+                .accounts
+                .account(id)
+                .await
+                .unwrap()
+                .current_balance_msat;
+            assert_eq!(after - before, acked.load(Ordering::Acquire) as i64);
+            let Ok(stores) = Arc::try_unwrap(stores) else {
+                panic!("the stores are still shared");
+            };
+            stores.close().await.unwrap();
+            assert!(matches!(
+                tombstone::status(&kv).unwrap(),
+                Some(tombstone::Status::Live(_))
+            ));
+            let db = nodestore::connect(&backend).await.unwrap().unwrap();
+            assert!(migrator::records(&db).await.unwrap().is_empty());
+            db.close().await.unwrap();
+            // The next open migrates again, to the end.
+            let stores = Stores::open(&config).await.unwrap();
+            let end = stores.online.clone().unwrap().wait().await;
+            assert!(matches!(end, OnlineState::Switched { .. }), "{end:?}");
+            assert_eq!(
+                stores
+                    .accounts
+                    .account(id)
+                    .await
+                    .unwrap()
+                    .current_balance_msat,
+                after
+            );
+            stores.close().await.unwrap();
+            Arc::try_unwrap(cluster).ok().unwrap().stop().unwrap();
+        }
+    }
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     closing_after_the_last_commit_finishes_the_cutover,
     a_rule_transaction_across_the_cutover_request_keeps_its_write,
