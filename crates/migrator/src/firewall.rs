@@ -390,7 +390,7 @@ pub(crate) async fn replay(
     live: &dyn store_firewall::Store,
     temp_wiped: bool,
     entries: &[TouchedEntry],
-    privacy_groups: &[SessionId],
+    (privacy_groups, pairs): (&[SessionId], &[(SessionId, String)]),
     deltas: &mut crate::replay::Deltas,
 ) -> Result<(), Error> {
     use crate::replay::rows;
@@ -508,8 +508,87 @@ pub(crate) async fn replay(
         }
         write_pairs(tx, maps, &mut report).await?;
     }
+    replay_pairs(tx, live, pairs, &done, &mut report).await?;
     deltas.privacy_pairs += rows(report.privacy_pairs);
     Ok(())
+}
+
+/// Replays single privacy pairs written during the migration (those of a
+/// group replayed whole are already there): each is read from the live
+/// store under the id it was written under and written if SQL lacks it.
+/// Pairs are only ever added (a group's go with its first session), so a
+/// pair SQL holds is the live one, and a busy group costs its new pairs,
+/// not its whole map, in every round.
+async fn replay_pairs(
+    tx: &mut dyn Tx,
+    live: &dyn store_firewall::Store,
+    pairs: &[(SessionId, String)],
+    replayed_whole: &std::collections::HashSet<i64>,
+    report: &mut FirewallReport,
+) -> Result<(), Error> {
+    use store_firewall::Mode;
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let groups = GroupAliases::load(tx, pairs.iter().map(|(g, _)| *g)).await?;
+    let wanted: Vec<&(SessionId, String)> = pairs
+        .iter()
+        .filter(|(g, _)| {
+            groups
+                .gid(*g)
+                .is_some_and(|gid| !replayed_whole.contains(&gid))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let gids: Vec<i64> = wanted.iter().filter_map(|(g, _)| groups.gid(*g)).collect();
+    let present: std::collections::HashSet<(i64, String)> = tx
+        .query(
+            &Query::select()
+                .columns([PrivacyPairs::GroupId, PrivacyPairs::RealVal])
+                .from(PrivacyPairs::Table)
+                .and_where(Expr::col(PrivacyPairs::GroupId).is_in(gids))
+                .and_where(
+                    Expr::col(PrivacyPairs::RealVal).is_in(wanted.iter().map(|(_, r)| r.clone())),
+                )
+                .to_owned(),
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.text(1)?)))
+        .collect::<Result<_, Error>>()?;
+    let mut maps: BTreeMap<SessionId, BTreeMap<String, String>> = BTreeMap::new();
+    for (alias, real) in wanted {
+        let Some(gid) = groups.gid(*alias) else {
+            continue;
+        };
+        if present.contains(&(gid, real.clone())) {
+            continue;
+        }
+        let pseudo = match live.begin_privacy(*alias, Mode::View).await {
+            Ok(mut p) => {
+                let v = p.real_to_pseudo(real).await;
+                let _ = p.commit().await;
+                match v {
+                    Ok(v) => v,
+                    Err(
+                        store_firewall::Error::NoSuchKey { .. }
+                        | store_firewall::Error::UnknownGroup { .. },
+                    ) => continue,
+                    Err(e) => return Err(crate::live_error("privacy pair", e)),
+                }
+            }
+            Err(store_firewall::Error::UnknownGroup { .. }) => continue,
+            Err(e) => return Err(crate::live_error("privacy pair", e)),
+        };
+        maps.entry(*alias).or_default().insert(real.clone(), pseudo);
+    }
+    let chunk = maps
+        .into_iter()
+        .map(|(group, pairs)| GroupPairs { group, pairs })
+        .collect();
+    write_pairs(tx, chunk, report).await
 }
 
 /// One kv-store entry as the live store holds it now (`None`: absent).

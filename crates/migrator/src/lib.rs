@@ -1214,12 +1214,22 @@ async fn migrate_logged(
             .await
     };
     if let Err(e) = run {
-        let (error, data) = schema_failure(e);
-        return Err(Failure {
-            error,
-            data,
-            schema_steps: applied,
-        });
+        if applied.contains(&KV_TO_SQL_VERSION) && !opts.dry_run {
+            // The data step committed and the runner failed after it (the
+            // server went away as it released its lock, say): the data is
+            // in SQL, and what is left is the proof and the tombstone,
+            // which say themselves whether they could be done. Reporting
+            // "not written" here would leave the operator believing SQL
+            // holds nothing.
+            tracing::warn!(error = %e, "the data step committed; the schema runner failed after it");
+        } else {
+            let (error, data) = schema_failure(e);
+            return Err(Failure {
+                error,
+                data,
+                schema_steps: applied,
+            });
+        }
     }
     let report = step.take_report();
     if let Some((r, _)) = &report {

@@ -35,8 +35,12 @@ pub enum Touched {
     Entry(TouchedEntry),
     /// Every temporary kv-store entry (they were wiped).
     TempEntries,
-    /// A session group's privacy map.
+    /// A session group's privacy map, whole (the copy read it while it
+    /// was written).
     Privacy(SessionId),
+    /// One privacy pair, by the id it was written under and its real
+    /// value: pairs are only ever added, so a replay writes just this one.
+    Pair(SessionId, String),
     /// An action, by locator index.
     Action(u64),
     /// Every reserved session (they were deleted together, and which ones
@@ -177,6 +181,7 @@ pub async fn replay(
     let mut entries = Vec::new();
     let mut temp = false;
     let mut privacy = Vec::new();
+    let mut pairs = Vec::new();
     let mut actions = Vec::new();
     let mut reserved = false;
     for k in keys {
@@ -187,6 +192,7 @@ pub async fn replay(
             Touched::Entry(e) => entries.push(e),
             Touched::TempEntries => temp = true,
             Touched::Privacy(g) => privacy.push(g),
+            Touched::Pair(g, real) => pairs.push((g, real)),
             Touched::Action(l) => actions.push(l),
             Touched::ReservedSessions => reserved = true,
         }
@@ -205,7 +211,15 @@ pub async fn replay(
     crate::sessions::replay(tx, live, &sessions, deltas).await?;
     let sessions_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
-    crate::firewall::replay(tx, &*live.firewall, temp, &entries, &privacy, deltas).await?;
+    crate::firewall::replay(
+        tx,
+        &*live.firewall,
+        temp,
+        &entries,
+        (&privacy, &pairs),
+        deltas,
+    )
+    .await?;
     let firewall_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
     crate::actions::replay(tx, live, &actions, deltas).await?;

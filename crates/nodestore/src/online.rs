@@ -629,14 +629,15 @@ struct RoutedPrivacyTx {
     capture: Arc<Capture>,
     gate: OwnedRwLockReadGuard<()>,
     group: SessionId,
-    wrote: bool,
+    /// The real values of the pairs written.
+    reals: Vec<String>,
 }
 
 #[async_trait]
 impl PrivacyTx for RoutedPrivacyTx {
     async fn new_pair(&mut self, real: &str, pseudo: &str) -> store_firewall::Result<()> {
         self.inner.new_pair(real, pseudo).await?;
-        self.wrote = true;
+        self.reals.push(real.to_owned());
         Ok(())
     }
 
@@ -658,13 +659,16 @@ impl PrivacyTx for RoutedPrivacyTx {
             capture,
             gate,
             group,
-            wrote,
+            reals,
         } = *self;
         joined(tokio::spawn(async move {
             let result = inner.commit().await;
-            if wrote {
-                capture.wrote(Wrote::key(Touched::Privacy(group)));
-            }
+            capture.wrote(Wrote::Keys(
+                reals
+                    .into_iter()
+                    .map(|real| Touched::Pair(group, real))
+                    .collect(),
+            ));
             drop(gate);
             result
         }))
@@ -713,7 +717,7 @@ impl store_firewall::Store for RoutedFirewall {
             capture: self.0.capture.clone(),
             gate,
             group,
-            wrote: false,
+            reals: Vec::new(),
         }))
     }
 

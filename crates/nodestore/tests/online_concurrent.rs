@@ -281,13 +281,23 @@ async fn write(stores: &Stores, world: &Mutex<World>, rng: &mut StdRng) -> Vec<S
             ]
         }
         (14, _, Some(s), _) => {
+            // Mostly under the group's id, as LiT writes; sometimes under a
+            // linked session's own id, the legacy layout whose entries join
+            // the group (with keys of their own: the same key under two ids
+            // of one group is refused offline and online alike).
+            let legacy = s.id != s.group_id && rng.random_bool(0.3);
+            let (under, prefix) = if legacy {
+                (s.id, format!("m{}-", s.id))
+            } else {
+                (s.group_id, String::new())
+            };
             let tx = stores
                 .firewall
-                .begin_kv(Namespace::new("conc-rule", s.id, ""), Mode::Update)
+                .begin_kv(Namespace::new("conc-rule", under, ""), Mode::Update)
                 .await;
             domain("begin kv", &tx);
             if let Ok(mut tx) = tx {
-                let key = format!("k{}", rng.random_range(0..6u8));
+                let key = format!("{prefix}k{}", rng.random_range(0..6u8));
                 let scope = if rng.random_bool(0.7) {
                     Scope::Local
                 } else {
@@ -303,7 +313,13 @@ async fn write(stores: &Stores, world: &Mutex<World>, rng: &mut StdRng) -> Vec<S
             vec!["kv entry ".into()]
         }
         (15, _, Some(s), _) => {
-            let p = stores.firewall.begin_privacy(s.id, Mode::Update).await;
+            // Under the group's id or, the legacy layout, a linked session's.
+            let under = if rng.random_bool(0.7) {
+                s.group_id
+            } else {
+                s.id
+            };
+            let p = stores.firewall.begin_privacy(under, Mode::Update).await;
             domain("begin privacy", &p);
             if let Ok(mut p) = p {
                 domain(
