@@ -25,6 +25,7 @@
     reason = "a command-line tool"
 )]
 
+mod chart;
 mod latency;
 mod limit;
 mod online;
@@ -563,7 +564,15 @@ async fn online_run(args: &Args, pristine: &Path) -> Result<Value, BoxError> {
             pool_size: 8,
         },
     };
-    online::run(&kv, backend).await
+    std::fs::create_dir_all(&args.out)?;
+    let chart = args
+        .out
+        .join(format!("online-{scale}-{}.svg", args.backend));
+    let title = format!(
+        "online migration under load, {}, scale {scale}",
+        args.backend
+    );
+    online::run(&kv, backend, &chart, &title).await
 }
 
 /// `online`: the online run alone, on the data set a full run generated,

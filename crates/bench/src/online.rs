@@ -30,6 +30,8 @@ enum Phase {
 }
 
 struct Call {
+    /// When it started, since the run began.
+    at: Duration,
     phase: Phase,
     /// The migration's state when the call started (`kv` before it).
     state: &'static str,
@@ -136,6 +138,7 @@ async fn call(stores: &Stores, t: &Targets, i: usize, write: bool) -> (bool, Opt
 /// Runs the load at its fixed rates until `until` says stop; every call is
 /// its own task, so a call that waits does not hold back the next.
 async fn load(
+    origin: Instant,
     stores: Arc<Stores>,
     t: Targets,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -176,6 +179,7 @@ async fn load(
             let p = phase();
             let state = state();
             let started = Instant::now();
+            let at = started - origin;
             // Writes are every `per_write`th tick: numbered on their own,
             // so the mix cycles through every kind and record (numbered by
             // tick, every write was a credit).
@@ -185,6 +189,7 @@ async fn load(
             let after_switch = record.filter(|_| switched());
             if let Ok(mut c) = calls.lock() {
                 c.push(Call {
+                    at,
                     phase: p,
                     state,
                     write,
@@ -226,7 +231,15 @@ fn percentiles(mut v: Vec<u64>) -> Value {
 }
 
 /// The online run: before, during and after, then verify.
-pub(crate) async fn run(kv: &Path, backend: BackendConfig) -> Result<Value, BoxError> {
+/// The online run: before, during and after, then verify; the calls drawn
+/// into `chart` (SVG) under `title`.
+pub(crate) async fn run(
+    kv: &Path,
+    backend: BackendConfig,
+    chart: &Path,
+    title: &str,
+) -> Result<Value, BoxError> {
+    let origin = Instant::now();
     let calls = Arc::new(Mutex::new(Vec::new()));
     // Before: the key-value stores alone.
     let stores = Arc::new(
@@ -238,6 +251,7 @@ pub(crate) async fn run(kv: &Path, backend: BackendConfig) -> Result<Value, BoxE
     let t = targets(&stores).await?;
     let started = Instant::now();
     load(
+        origin,
         stores.clone(),
         t.clone(),
         calls.clone(),
@@ -275,6 +289,7 @@ pub(crate) async fn run(kv: &Path, backend: BackendConfig) -> Result<Value, BoxE
     };
     let (o1, s1) = (online.clone(), switched_at.clone());
     load(
+        origin,
         stores.clone(),
         t,
         calls.clone(),
@@ -368,6 +383,19 @@ pub(crate) async fn run(kv: &Path, backend: BackendConfig) -> Result<Value, BoxE
         }
     }
     let failed = calls.iter().filter(|c| !c.ok).count();
+    let points: Vec<crate::chart::Point> = calls
+        .iter()
+        .map(|c| crate::chart::Point {
+            at_s: c.at.as_secs_f64(),
+            ms: c.micros as f64 / 1000.0,
+            write: c.write,
+            state: c.state,
+        })
+        .collect();
+    std::fs::write(
+        chart,
+        crate::chart::svg(title, &points, SLOW_WRITE_US as f64 / 1000.0),
+    )?;
     Ok(json!({
         "writes_per_s": WRITES_PER_S,
         "reads_per_s": READS_PER_S,
@@ -381,5 +409,6 @@ pub(crate) async fn run(kv: &Path, backend: BackendConfig) -> Result<Value, BoxE
         "verify_differences_from_later_writes": verified.differences.len() - unexplained,
         "phases": phases,
         "writes_by_state": by_state,
+        "chart": chart.display().to_string(),
     }))
 }

@@ -70,6 +70,7 @@ mod feed;
 mod firewall;
 pub mod hooks;
 pub mod online;
+mod protocol;
 mod record;
 pub mod replay;
 pub mod rules;
@@ -837,7 +838,7 @@ impl<'a> KvToSql<'a> {
         // Sessions reference accounts: after them, in the same transaction.
         let t = Instant::now();
         // An online copy leaves what it read inconsistently to the replay.
-        let defer = self.online.map(|o| o.journal.clone());
+        let defer = self.online.map(|o| o.protocol.journal().clone());
         let sessions = sessions::migrate(source, tx, opts, progress, damage, defer.as_ref())
             .instrument(store_span("sessions"))
             .await?;

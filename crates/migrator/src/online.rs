@@ -11,16 +11,17 @@
 //! wait at the gate) is `nodestore`'s; this module is the migration's side:
 //! [`migrate_online`] and the states it reports.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqldb::migrate::Migrator;
 use sqldb::schema::KV_TO_SQL_VERSION;
 use sqldb::{Db, Tx, TxMode};
-use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::OwnedRwLockWriteGuard;
 use tombstone::{KvDb, Mark, MigrationSource};
 
-use crate::replay::{Journal, LiveStores};
+pub use crate::protocol::Protocol;
+use crate::replay::LiveStores;
 use crate::{
     DataState, Error, Failure, KvToSql, MarkWriter, Options, Outcome, OutcomeKind, Plan, Progress,
     ProgressEvent, Report, SourceFacts, later_steps, millis, plan, retire, schema_failure,
@@ -84,96 +85,41 @@ impl OnlineState {
     }
 }
 
-/// What an online migration shares with the node's stores.
+/// What an online migration works with: the protocol it shares with the
+/// node's routed stores, the live stores the replay reads, its pause
+/// budget, and SQLite's files for pacing.
 pub struct Online {
+    /// The gate, journal, epoch and state, shared with the routed stores.
+    pub protocol: Arc<Protocol>,
     /// The key-value stores the node runs on, read by the replay.
     pub live: LiveStores,
-    /// What the node's writes touched; recording is the stores' job.
-    pub journal: Arc<Journal>,
-    /// Writers hold it shared; the cutover takes it exclusively.
-    pub gate: Arc<RwLock<()>>,
     /// The longest a cutover may pause writers before it backs off.
     pub pause_budget: Duration,
-    /// Where the migration is, for the node's handle.
-    pub state: tokio::sync::watch::Sender<OnlineState>,
-    /// Longest pause so far.
-    longest_pause: Mutex<Duration>,
     /// SQLite's write-ahead log, synced ahead of the cutover's commit.
     pub(crate) wal: Option<std::path::PathBuf>,
     /// SQLite's database file.
     sqlite_file: Option<std::path::PathBuf>,
-    /// Whether the node asked the migration to stop, and whether its last
-    /// commit was sent (from then on it runs to its end).
-    end: Mutex<EndPhase>,
-}
-
-/// See [`Online::request_stop`].
-#[derive(Debug, Default)]
-struct EndPhase {
-    stop_requested: bool,
-    committing: bool,
 }
 
 impl std::fmt::Debug for Online {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Online")
             .field("pause_budget", &self.pause_budget)
-            .field("pending", &self.journal.pending())
+            .field("pending", &self.protocol.pending())
             .finish_non_exhaustive()
     }
 }
 
 impl Online {
-    /// The shared parts of an online migration.
-    pub fn new(
-        live: LiveStores,
-        journal: Arc<Journal>,
-        gate: Arc<RwLock<()>>,
-        pause_budget: Duration,
-        state: tokio::sync::watch::Sender<OnlineState>,
-    ) -> Online {
+    /// An online migration over `protocol` (the routed stores' own).
+    pub fn new(protocol: Arc<Protocol>, live: LiveStores, pause_budget: Duration) -> Online {
         Online {
+            protocol,
             live,
-            journal,
-            gate,
             pause_budget,
-            state,
-            longest_pause: Mutex::new(Duration::ZERO),
             wal: None,
             sqlite_file: None,
-            end: Mutex::new(EndPhase::default()),
         }
-    }
-
-    /// The node is closing: true when the migration may be dropped where it
-    /// is (its last commit not sent, so dropping it rolls back and leaves
-    /// the key-value database the truth); false once the last commit was
-    /// sent, when it must run to its end (proof, tombstone, switch) or the
-    /// node would write to a database whose data SQL already holds
-    /// (docs/design.md §7.4).
-    pub fn request_stop(&self) -> bool {
-        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
-        end.stop_requested = true;
-        !end.committing
-    }
-
-    /// Called right before the last commit is sent: false when the node
-    /// asked to stop first (the migration then rolls back), true when the
-    /// commit may go, after which no stop request drops the migration.
-    fn begin_last_commit(&self) -> bool {
-        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
-        if end.stop_requested {
-            return false;
-        }
-        end.committing = true;
-        true
-    }
-
-    /// Says the migration was stopped before its last commit.
-    pub fn stopped(&self) {
-        self.set(OnlineState::Failed {
-            error: Error::Stopped.to_string(),
-        });
     }
 
     /// Names the SQLite database the migration writes, whose write-ahead
@@ -187,23 +133,12 @@ impl Online {
     }
 
     fn set(&self, state: OnlineState) {
-        self.state.send_replace(state);
+        self.protocol.set(state);
     }
 
     /// Says the copy's transaction is about to commit.
     pub(crate) fn committing_copy(&self) {
         self.set(OnlineState::CommittingCopy);
-    }
-
-    fn paused_for(&self, d: Duration) {
-        if let Ok(mut l) = self.longest_pause.lock() {
-            *l = (*l).max(d);
-        }
-    }
-
-    /// The longest time writers waited at a cutover attempt so far.
-    pub fn longest_pause(&self) -> Duration {
-        self.longest_pause.lock().map(|l| *l).unwrap_or_default()
     }
 }
 
@@ -260,11 +195,12 @@ pub async fn migrate_online(
     match &result {
         Ok(outcome) => online.set(OnlineState::Switched {
             outcome: Box::new(outcome.clone()),
-            longest_pause: online.longest_pause(),
-            journal_peak: online.journal.peak(),
+            longest_pause: online.protocol.longest_pause(),
+            journal_peak: online.protocol.journal().peak(),
         }),
         Err(f) => {
             tracing::warn!(error = %f.error, "online migration failed; the node stays on the key-value database");
+            online.protocol.stop_recording();
             online.set(OnlineState::Failed {
                 error: f.error.to_string(),
             });
@@ -305,8 +241,8 @@ async fn migrate_inner(
         Plan::AlreadyMigrated(record) => {
             // An earlier run committed; finish it with writers paused, so
             // nothing is written to the key-value database after its data.
-            let guard = online.gate.clone().write_owned().await;
-            if !online.begin_last_commit() {
+            let guard = online.protocol.pause().await;
+            if !online.protocol.begin_last_commit() {
                 return Err(Error::Stopped.into());
             }
             let tombstone = retire(&path, db, &opts, &facts, &record, false).await;
@@ -397,7 +333,7 @@ async fn migrate_inner(
     crate::hooks::reached(crate::hooks::Point::Retired).await;
     switch();
     drop(guard);
-    online.paused_for(paused_at.elapsed());
+    online.protocol.paused_for(paused_at.elapsed());
     tracing::info!(
         paused_ms = millis(paused_at),
         retire_ms,
@@ -405,8 +341,9 @@ async fn migrate_inner(
     );
     checkpoint_after_switch(db).await;
     tracing::info!(
-        longest_pause_ms = u64::try_from(online.longest_pause().as_millis()).unwrap_or(u64::MAX),
-        journal_peak = online.journal.peak(),
+        longest_pause_ms =
+            u64::try_from(online.protocol.longest_pause().as_millis()).unwrap_or(u64::MAX),
+        journal_peak = online.protocol.journal().peak(),
         "switched to SQL"
     );
     Ok(later_steps(db, &opts, record, OutcomeKind::Migrated, applied, tombstone).await)
@@ -458,7 +395,7 @@ async fn finish_online(
             return Err(not_written(e));
         }
     };
-    if !online.begin_last_commit() {
+    if !online.protocol.begin_last_commit() {
         let _ = tx.rollback().await;
         return Err(not_written(Error::Stopped));
     }
@@ -645,7 +582,7 @@ pub(crate) async fn catch_up(
 ) -> Result<(), Error> {
     loop {
         at.round += 1;
-        let keys = online.journal.take()?;
+        let keys = online.protocol.journal().take()?;
         let n = keys.len();
         online.set(OnlineState::CatchingUp {
             round: at.round,
@@ -656,7 +593,7 @@ pub(crate) async fn catch_up(
         if n > 0 {
             at.rate = n as f64 / t.elapsed().as_secs_f64().max(1e-6);
         }
-        let pending = online.journal.pending();
+        let pending = online.protocol.pending();
         let estimate = if at.rate > 0.0 {
             Duration::from_secs_f64(pending as f64 / at.rate)
         } else {
@@ -714,10 +651,10 @@ pub(crate) async fn catch_up_and_pause(
         }
         online.set(OnlineState::CuttingOver { attempt });
         let requested = Instant::now();
-        let gate = online.gate.clone().write_owned();
+        let gate = online.protocol.pause();
         let Ok(guard) = tokio::time::timeout(budget / GATE_WAIT_SHARE, gate).await else {
             // Dropping the request lets the queued writers through.
-            online.paused_for(requested.elapsed());
+            online.protocol.paused_for(requested.elapsed());
             tracing::info!(
                 attempt,
                 waited_ms = millis(requested),
@@ -727,11 +664,11 @@ pub(crate) async fn catch_up_and_pause(
             continue;
         };
         crate::hooks::reached(crate::hooks::Point::Paused).await;
-        let keys = online.journal.take()?;
+        let keys = online.protocol.journal().take()?;
         crate::replay::replay(tx, &online.live, keys, deltas).await?;
         let seq = source.write_seq()?.unwrap_or(0);
         if requested.elapsed() > budget - budget / RETIRE_SHARE {
-            online.paused_for(requested.elapsed());
+            online.protocol.paused_for(requested.elapsed());
             drop(guard);
             tracing::info!(
                 attempt,

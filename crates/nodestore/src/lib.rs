@@ -654,7 +654,7 @@ impl Stores {
         db: Db,
         mut report: OpenReport,
     ) -> Result<Stores> {
-        use migrator::online::{Online, OnlineState};
+        use migrator::online::Online;
         let kv = KvDb::open(dir, &KvOptions::default())?;
         let kv_accounts: Arc<dyn store_accounts::Store> =
             Arc::new(store_accounts::KvStore::open(&kv)?);
@@ -670,19 +670,15 @@ impl Stores {
             kv_firewall.clone(),
             kv_actions.clone(),
         );
-        let capture = routed.capture().clone();
-        let (state_tx, _) = tokio::sync::watch::channel(OnlineState::Starting);
         let shared = Online::new(
+            routed.protocol().clone(),
             migrator::replay::LiveStores {
                 accounts: kv_accounts,
                 sessions: kv_sessions,
                 firewall: kv_firewall,
                 actions: kv_actions,
             },
-            capture.journal.clone(),
-            capture.gate.clone(),
             config.online_pause_budget,
-            state_tx,
         );
         #[cfg(feature = "sqlite")]
         let shared = match db.as_sqlite() {
@@ -696,7 +692,7 @@ impl Stores {
         };
         let task = {
             let (kv, db) = (kv.clone(), db.clone());
-            let (routed, capture, shared) = (routed.clone(), capture.clone(), shared.clone());
+            let (routed, shared) = (routed.clone(), shared.clone());
             let span = tracing::info_span!(
                 "online_migration",
                 kv = %kv.path().display(),
@@ -712,12 +708,11 @@ impl Stores {
                             Arc::new(store_actions::SqlStore::new(db.clone())),
                         );
                     };
-                    if migrator::online::migrate_online(&kv, &db, &opts, &shared, None, switch)
-                        .await
-                        .is_err()
-                    {
-                        capture.stop();
-                    }
+                    // A failure stops the journaling itself and says why in
+                    // the state; the stores stay on the key-value database.
+                    let _ =
+                        migrator::online::migrate_online(&kv, &db, &opts, &shared, None, switch)
+                            .await;
                 }
                 .instrument(span),
             )
@@ -732,7 +727,11 @@ impl Stores {
             actions: Arc::from(routed.actions()),
             backend: Backend::Kv(kv),
             report,
-            online: Some(online::OnlineMigration::new(shared, capture, task, db)),
+            online: Some(online::OnlineMigration::new(
+                routed.protocol().clone(),
+                task,
+                db,
+            )),
         })
     }
 

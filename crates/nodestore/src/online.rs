@@ -17,14 +17,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock as StdRwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use migrator::online::{Online, OnlineState};
-use migrator::replay::{Journal, Touched, TouchedEntry};
+use migrator::online::{OnlineState, Protocol};
+use migrator::replay::{Touched, TouchedEntry};
 use store_accounts::{
     Account, AccountId, AccountPayment, AccountUpdate, Hash, LastIndexes, PaymentStatus,
     UpsertOptions,
@@ -33,56 +32,7 @@ use store_actions::{Action, ActionLocator, ActionPage, ActionQuery, ActionState,
 use store_firewall::{KvEntry, KvTx, Mode, Namespace, PrivacyPair, PrivacyTx, Scope};
 use store_sessions::{NewSession, PublicKey, Session, SessionId, SessionState, SessionType};
 use store_support::TaskFailed;
-use tokio::sync::{OwnedRwLockReadGuard, RwLock};
-
-/// What the routed stores share: the journal, the gate, whether writes are
-/// still recorded, and which backend serves.
-#[derive(Debug)]
-pub(crate) struct Capture {
-    pub(crate) journal: Arc<Journal>,
-    pub(crate) gate: Arc<RwLock<()>>,
-    recording: AtomicBool,
-    /// Bumped at the switch.
-    epoch: AtomicU64,
-}
-
-impl Capture {
-    pub(crate) fn new() -> Arc<Capture> {
-        Arc::new(Capture {
-            journal: Arc::new(Journal::default()),
-            gate: Arc::new(RwLock::new(())),
-            recording: AtomicBool::new(true),
-            epoch: AtomicU64::new(0),
-        })
-    }
-
-    /// Journals what a write touched (while the migration records).
-    fn wrote(&self, what: Wrote) {
-        if !self.recording.load(Ordering::Acquire) {
-            return;
-        }
-        match what {
-            Wrote::Keys(keys) => keys.into_iter().for_each(|k| self.journal.record(k)),
-            Wrote::Unknown(what) => self.journal.uncertain(what),
-        }
-    }
-
-    /// Stops recording (the migration switched or failed) and drops what
-    /// was recorded.
-    pub(crate) fn stop(&self) {
-        self.recording.store(false, Ordering::Release);
-        self.journal.clear();
-    }
-
-    pub(crate) fn switched(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.stop();
-    }
-
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-}
+use tokio::sync::OwnedRwLockReadGuard;
 
 /// What a routed write touched, known once the call ended.
 enum Wrote {
@@ -93,6 +43,14 @@ enum Wrote {
 }
 
 impl Wrote {
+    /// Journals it (while the migration records).
+    fn journal(self, protocol: &Protocol) {
+        match self {
+            Wrote::Keys(keys) => protocol.record(keys),
+            Wrote::Unknown(what) => protocol.uncertain(what),
+        }
+    }
+
     fn key(key: Touched) -> Wrote {
         Wrote::Keys(vec![key])
     }
@@ -168,18 +126,18 @@ async fn joined<R, E: WriteError>(task: tokio::task::JoinHandle<Result<R, E>>) -
 }
 
 /// The backend a store is served by, swapped at the switch. Clones share
-/// the backend and the capture.
+/// the backend and the protocol.
 #[derive(Debug)]
 pub(crate) struct Route<T: ?Sized> {
     current: Arc<StdRwLock<Arc<T>>>,
-    capture: Arc<Capture>,
+    protocol: Arc<Protocol>,
 }
 
 impl<T: ?Sized> Clone for Route<T> {
     fn clone(&self) -> Self {
         Route {
             current: self.current.clone(),
-            capture: self.capture.clone(),
+            protocol: self.protocol.clone(),
         }
     }
 }
@@ -193,7 +151,7 @@ impl<T: ?Sized> Clone for Route<T> {
 /// and after a switch (`tests/routed_conformance.rs`).
 #[derive(Debug, Clone)]
 pub struct Routed {
-    capture: Arc<Capture>,
+    protocol: Arc<Protocol>,
     accounts: Route<dyn store_accounts::Store>,
     sessions: Route<dyn store_sessions::Store>,
     firewall: Arc<Firewall>,
@@ -208,13 +166,13 @@ impl Routed {
         firewall: Arc<dyn store_firewall::Store>,
         actions: Arc<dyn store_actions::Store>,
     ) -> Routed {
-        let capture = Capture::new();
+        let protocol = Protocol::new();
         Routed {
-            accounts: Route::new(accounts, capture.clone()),
-            sessions: Route::new(sessions, capture.clone()),
-            firewall: Arc::new(Route::new(firewall, capture.clone())),
-            actions: Route::new(actions, capture.clone()),
-            capture,
+            accounts: Route::new(accounts, protocol.clone()),
+            sessions: Route::new(sessions, protocol.clone()),
+            firewall: Arc::new(Route::new(firewall, protocol.clone())),
+            actions: Route::new(actions, protocol.clone()),
+            protocol,
         }
     }
 
@@ -231,7 +189,7 @@ impl Routed {
         self.sessions.set(sessions);
         self.firewall.set(firewall);
         self.actions.set(actions);
-        self.capture.switched();
+        self.protocol.switch();
     }
 
     /// The routed accounts store.
@@ -254,8 +212,9 @@ impl Routed {
         Box::new(self.actions.clone())
     }
 
-    pub(crate) fn capture(&self) -> &Arc<Capture> {
-        &self.capture
+    /// The protocol the routed stores and their migration share.
+    pub fn protocol(&self) -> &Arc<Protocol> {
+        &self.protocol
     }
 }
 
@@ -267,10 +226,10 @@ fn current<T: ?Sized>(slot: &StdRwLock<Arc<T>>) -> Arc<T> {
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Route<T> {
-    pub(crate) fn new(store: Arc<T>, capture: Arc<Capture>) -> Route<T> {
+    pub(crate) fn new(store: Arc<T>, protocol: Arc<Protocol>) -> Route<T> {
         Route {
             current: Arc::new(StdRwLock::new(store)),
-            capture,
+            protocol,
         }
     }
 
@@ -301,11 +260,11 @@ impl<T: ?Sized + Send + Sync + 'static> Route<T> {
         E: WriteError,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
-        let (slot, capture) = (self.current.clone(), self.capture.clone());
+        let (slot, protocol) = (self.current.clone(), self.protocol.clone());
         joined(tokio::spawn(async move {
-            let _gate = capture.gate.clone().read_owned().await;
+            let _gate = protocol.enter().await;
             let result = op(current(&slot)).await;
-            capture.wrote(touched(&result));
+            touched(&result).journal(&protocol);
             result
         }))
         .await
@@ -314,7 +273,7 @@ impl<T: ?Sized + Send + Sync + 'static> Route<T> {
     /// Takes the gate shared for a transaction that writes: held until it
     /// commits or is dropped.
     async fn hold_gate(&self) -> OwnedRwLockReadGuard<()> {
-        self.capture.gate.clone().read_owned().await
+        self.protocol.enter().await
     }
 }
 
@@ -568,7 +527,7 @@ impl store_actions::Store for Route<dyn store_actions::Store> {
 /// task of its own.
 struct RoutedKvTx {
     inner: Box<dyn KvTx>,
-    capture: Arc<Capture>,
+    protocol: Arc<Protocol>,
     gate: OwnedRwLockReadGuard<()>,
     ns: Namespace,
     keys: Vec<(Scope, String)>,
@@ -595,7 +554,7 @@ impl KvTx for RoutedKvTx {
     async fn commit(self: Box<Self>) -> store_firewall::Result<()> {
         let RoutedKvTx {
             inner,
-            capture,
+            protocol,
             gate,
             ns,
             keys,
@@ -604,7 +563,7 @@ impl KvTx for RoutedKvTx {
             let result = inner.commit().await;
             // Every key, even when the commit failed: replaying a key
             // reads what the store holds, so a key too many costs time only.
-            capture.wrote(Wrote::Keys(
+            protocol.record(
                 keys.into_iter()
                     .map(|(scope, key)| {
                         Touched::Entry(TouchedEntry {
@@ -613,8 +572,8 @@ impl KvTx for RoutedKvTx {
                             key,
                         })
                     })
-                    .collect(),
-            ));
+                    .collect::<Vec<_>>(),
+            );
             drop(gate);
             result
         }))
@@ -626,7 +585,7 @@ impl KvTx for RoutedKvTx {
 /// as [`RoutedKvTx`].
 struct RoutedPrivacyTx {
     inner: Box<dyn PrivacyTx>,
-    capture: Arc<Capture>,
+    protocol: Arc<Protocol>,
     gate: OwnedRwLockReadGuard<()>,
     group: SessionId,
     /// The real values of the pairs written.
@@ -656,19 +615,14 @@ impl PrivacyTx for RoutedPrivacyTx {
     async fn commit(self: Box<Self>) -> store_firewall::Result<()> {
         let RoutedPrivacyTx {
             inner,
-            capture,
+            protocol,
             gate,
             group,
             reals,
         } = *self;
         joined(tokio::spawn(async move {
             let result = inner.commit().await;
-            capture.wrote(Wrote::Keys(
-                reals
-                    .into_iter()
-                    .map(|real| Touched::Pair(group, real))
-                    .collect(),
-            ));
+            protocol.record(reals.into_iter().map(|real| Touched::Pair(group, real)));
             drop(gate);
             result
         }))
@@ -695,7 +649,7 @@ impl store_firewall::Store for RoutedFirewall {
         let inner = self.0.get().begin_kv(ns.clone(), mode).await?;
         Ok(Box::new(RoutedKvTx {
             inner,
-            capture: self.0.capture.clone(),
+            protocol: self.0.protocol.clone(),
             gate,
             ns,
             keys: Vec::new(),
@@ -714,7 +668,7 @@ impl store_firewall::Store for RoutedFirewall {
         let inner = self.0.get().begin_privacy(group, mode).await?;
         Ok(Box::new(RoutedPrivacyTx {
             inner,
-            capture: self.0.capture.clone(),
+            protocol: self.0.protocol.clone(),
             gate,
             group,
             reals: Vec::new(),
@@ -742,26 +696,19 @@ impl store_firewall::Store for RoutedFirewall {
 /// The node's view of an online migration: its state, and its end.
 #[derive(Debug, Clone)]
 pub struct OnlineMigration {
-    state: tokio::sync::watch::Receiver<OnlineState>,
-    capture: Arc<Capture>,
-    /// The migration's shared parts, while its task holds them (they hold
-    /// the key-value stores open).
-    online: std::sync::Weak<Online>,
+    protocol: Arc<Protocol>,
     task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     pub(crate) db: sqldb::Db,
 }
 
 impl OnlineMigration {
     pub(crate) fn new(
-        online: Arc<Online>,
-        capture: Arc<Capture>,
+        protocol: Arc<Protocol>,
         task: tokio::task::JoinHandle<()>,
         db: sqldb::Db,
     ) -> OnlineMigration {
         OnlineMigration {
-            state: online.state.subscribe(),
-            online: Arc::downgrade(&online),
-            capture,
+            protocol,
             task: Arc::new(tokio::sync::Mutex::new(Some(task))),
             db,
         }
@@ -769,33 +716,30 @@ impl OnlineMigration {
 
     /// Where the migration is now.
     pub fn state(&self) -> OnlineState {
-        self.state.borrow().clone()
+        self.protocol.state()
     }
 
     /// True once the stores run on SQL (from the switch itself, before the
     /// state says so).
     pub fn switched(&self) -> bool {
-        self.capture.epoch() > 0
+        self.protocol.switched()
     }
 
     /// Keys waiting to be replayed now.
     pub fn pending_keys(&self) -> usize {
-        self.capture.journal.pending()
+        self.protocol.pending()
     }
 
     /// Waits until the migration ends (switched or failed) and returns how.
     pub async fn wait(&self) -> OnlineState {
-        let mut rx = self.state.clone();
+        let mut rx = self.protocol.subscribe();
         loop {
             let s = rx.borrow_and_update().clone();
             if s.is_final() {
                 return s;
             }
             if rx.changed().await.is_err() {
-                // The task is gone without a final state: it was stopped.
-                return OnlineState::Failed {
-                    error: migrator::Error::Stopped.to_string(),
-                };
+                return self.state();
             }
         }
     }
@@ -811,24 +755,18 @@ impl OnlineMigration {
         let Some(task) = self.task.lock().await.take() else {
             return;
         };
-        let abort = self.online.upgrade().is_none_or(|o| o.request_stop());
-        if abort {
+        if self.protocol.request_stop() {
             task.abort();
         }
-        match task.await {
-            Ok(()) => {}
-            Err(e) if e.is_panic() => {
-                tracing::error!(
-                    "the online migration's task panicked; the stores stay on the key-value database"
-                );
-            }
-            Err(_) => {}
+        if let Err(e) = task.await
+            && e.is_panic()
+        {
+            tracing::error!(
+                "the online migration's task panicked; the stores stay on the key-value database"
+            );
         }
         if !self.state().is_final() {
-            self.capture.stop();
-            if let Some(online) = self.online.upgrade() {
-                online.stopped();
-            }
+            self.protocol.stopped();
         }
     }
 }
