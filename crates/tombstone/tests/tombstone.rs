@@ -34,6 +34,32 @@ mod kv {
         db.flush().unwrap();
     }
 
+    /// A handle opened before the mark takes no write after it (an online
+    /// migration's node holds the database open across its tombstone,
+    /// docs/design.md §7.4): the write is refused as retired, and nothing of
+    /// it lands.
+    #[test]
+    fn a_handle_opened_before_the_mark_takes_no_write_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        let db = KvDb::open(&path, &KvOptions::default()).unwrap();
+        let other = db.clone();
+        let tree = other.tree("accounts").unwrap();
+        let write = |value: &'static [u8]| {
+            other
+                .write::<(), Error>(&[&tree], |w| {
+                    w.insert(0, b"k", value)?;
+                    Ok(())
+                })
+                .map_err(tombstone::transaction_error)
+        };
+        write(b"before").unwrap();
+        db.mark(&sample_mark("sqlite:/node.db")).unwrap();
+        let refused = write(b"after").unwrap_err();
+        assert!(matches!(refused, Error::Tombstoned { .. }), "{refused}");
+        assert_eq!(tree.get(b"k").unwrap().unwrap().as_ref(), b"before");
+    }
+
     #[test]
     fn a_new_database_is_live_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
