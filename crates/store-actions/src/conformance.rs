@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
         testkit::backend_tests!($backend => $fixture, suite = store_actions::conformance;
             every_field_reads_back,
             links_must_exist,
+            adding_an_action_races_removing_its_account,
             state_changes_and_the_error_reason_rule,
             locators_grow_with_every_action,
             every_filter_alone,
@@ -163,6 +164,32 @@ pub async fn links_must_exist(st: &Stores) {
         .await;
     assert!(matches!(r, Err(Error::AccountNotFound { .. })), "{r:?}");
     assert!(list(st, ActionQuery::default()).await.actions.is_empty());
+}
+
+/// An action added while its account is removed at the same moment is
+/// either added (before the removal) or refused as not found: never a
+/// backend error (on PostgreSQL the check and the insert once raced the
+/// delete into a foreign key violation).
+pub async fn adding_an_action_races_removing_its_account(st: &Stores) {
+    for i in 0..24 {
+        let a = st
+            .accounts
+            .new_account(1, None, &format!("race-{i}"))
+            .await
+            .unwrap();
+        let (added, removed) = tokio::join!(
+            st.actions.add_action(AddAction {
+                account_id: Some(a.id),
+                ..base("f")
+            }),
+            st.accounts.remove_account(a.id),
+        );
+        removed.unwrap();
+        assert!(
+            matches!(added, Ok(_) | Err(Error::AccountNotFound { .. })),
+            "{added:?}"
+        );
+    }
 }
 
 /// States change; an error reason goes only with the Error state.

@@ -514,6 +514,11 @@ impl Store for SqlStore {
         self.db
             .write(|tx| {
                 Box::pin(async move {
+                    // The linked rows are read locked against deletion (on
+                    // PostgreSQL, `FOR KEY SHARE`; SQLite's write
+                    // transaction is exclusive): a session or account
+                    // deleted meanwhile is then not found, never a foreign
+                    // key error at the insert.
                     let session = match request.session_id {
                         None => None,
                         Some(s) => Some(
@@ -522,6 +527,7 @@ impl Store for SqlStore {
                                     .column(Sessions::Id)
                                     .from(Sessions::Table)
                                     .and_where(Expr::col(Sessions::Alias).eq(s.0.to_vec()))
+                                    .lock(sea_query::LockType::KeyShare)
                                     .to_owned(),
                             )
                             .await?
@@ -537,6 +543,7 @@ impl Store for SqlStore {
                                     .column(Accounts::Id)
                                     .from(Accounts::Table)
                                     .and_where(Expr::col(Accounts::Alias).eq(id.to_alias()))
+                                    .lock(sea_query::LockType::KeyShare)
                                     .to_owned(),
                             )
                             .await?

@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
     ($backend:ident => $fixture:path) => {
         testkit::backend_tests!($backend => $fixture, suite = store_sessions::conformance;
             new_sessions_start_reserved_with_fresh_keys,
+            creating_a_session_races_removing_its_account,
             unknown_sessions_are_not_found_by_every_method,
             every_field_round_trips,
             large_recipes_round_trip_in_order,
@@ -68,6 +69,31 @@ fn new(label: &str) -> NewSession {
         Utc::now() + Duration::days(1),
         "mailbox.example:443",
     )
+}
+
+/// A session linked to an account that is removed at the same moment is
+/// either created (before the removal) or refused as not found: never a
+/// backend error (a foreign key violation on PostgreSQL).
+pub async fn creating_a_session_races_removing_its_account(st: &Stores) {
+    for i in 0..24 {
+        let a = st
+            .accounts
+            .new_account(1, None, &format!("race-{i}"))
+            .await
+            .unwrap();
+        let mut n = new(&format!("racing {i}"));
+        n.account = Some(a.id);
+        let (created, removed) =
+            tokio::join!(st.sessions.new_session(n), st.accounts.remove_account(a.id));
+        assert!(
+            matches!(created, Ok(_) | Err(Error::AccountNotFound { .. })),
+            "{created:?}"
+        );
+        // A session that got in first keeps the account from going.
+        if created.is_err() {
+            removed.unwrap();
+        }
+    }
 }
 
 fn unknown() -> SessionId {

@@ -632,8 +632,10 @@ impl Store for SqlStore {
                 Box::pin(async move {
                     let account = match new.account {
                         None => None,
+                        // Locked, so an account removed meanwhile is not
+                        // found rather than a foreign key error.
                         Some(id) => Some(
-                            store_accounts::sql::sql_id(tx, id, false)
+                            store_accounts::sql::sql_id(tx, id, true)
                                 .await
                                 .map_err(|e| match e {
                                     store_accounts::Error::Backend { backend, source } => {
