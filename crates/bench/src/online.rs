@@ -314,12 +314,13 @@ pub(crate) async fn run(
         .ok()
         .and_then(|s| *s)
         .map_or(0.0, |at| (at - opened).as_secs_f64());
-    let (longest_pause, journal_peak, outcome) = match &end {
+    let (longest_pause, journal_peak, outcome, copy) = match &end {
         OnlineState::Switched {
             longest_pause,
             journal_peak,
             outcome,
-        } => (*longest_pause, *journal_peak, Some(outcome.clone())),
+            copy,
+        } => (*longest_pause, *journal_peak, Some(outcome.clone()), *copy),
         other => return Err(format!("the online migration did not switch: {other:?}").into()),
     };
     Arc::try_unwrap(stores)
@@ -403,6 +404,8 @@ pub(crate) async fn run(
         "migration_seconds": outcome.map(|o| o.report.duration.as_secs_f64()),
         "longest_pause_ms": longest_pause.as_secs_f64() * 1000.0,
         "journal_peak_keys": journal_peak,
+        "copy_pieces": copy.pieces,
+        "largest_piece_mib": copy.largest_bytes as f64 / f64::from(1u32 << 20),
         "failed_calls": failed,
         "calls": calls.len(),
         "verify_differences": unexplained,

@@ -94,14 +94,14 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
 
 /// Copies the accounts tree. `live`: the source is a running node's
 /// database (an online migration), whose labels may move between accounts
-/// while the tree is read; see [`free_labels`].
+/// while the tree is read (see [`free_labels`]), copied in pieces.
 pub(crate) async fn migrate(
     source: &MigrationSource,
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
     damage: &std::sync::Arc<crate::Damage>,
-    live: bool,
+    live: Option<&crate::live::Live>,
 ) -> Result<AccountsReport, Error> {
     let mut report = AccountsReport::default();
     ensure_empty(tx).await?;
@@ -119,13 +119,16 @@ pub(crate) async fn migrate(
         while let Some(item) = feed.next().await {
             match item? {
                 Item::Accounts(mut chunk) => {
-                    if live {
+                    if live.is_some() {
                         free_labels(tx, chunk.iter_mut().map(|a| &mut a.label).collect()).await?;
                     }
                     let first = next_id;
                     write_chunk(tx, &chunk, first).await?;
                     next_id += chunk.len() as i64;
                     verify_chunk(tx, &chunk, first, next_id - 1).await?;
+                    if let Some(live) = live {
+                        live.boundary(tx).await?;
+                    }
                     report.accounts += chunk.len() as u64;
                     report.invoices += chunk.iter().map(|a| a.invoices.len() as u64).sum::<u64>();
                     report.payments += chunk.iter().map(|a| a.payments.len() as u64).sum::<u64>();

@@ -85,6 +85,7 @@ pub(crate) async fn migrate(
     opts: &Options,
     progress: Option<&dyn Progress>,
     damage: &std::sync::Arc<crate::Damage>,
+    live: Option<&crate::live::Live>,
 ) -> Result<ActionsReport, Error> {
     let mut report = ActionsReport::default();
     let any = tx
@@ -123,6 +124,9 @@ pub(crate) async fn migrate(
         while let Some(chunk) = feed.next().await {
             let chunk = chunk?;
             last_id = Ord::max(last_id, write_chunk(tx, &links, &chunk, &mut report).await?);
+            if let Some(live) = live {
+                live.boundary(tx).await?;
+            }
             if let Some(p) = progress {
                 p.progress(ProgressEvent {
                     store: "actions",
@@ -132,7 +136,13 @@ pub(crate) async fn migrate(
                 .map_err(Error::Aborted)?;
             }
         }
-        aside.rebuild(tx).await?;
+        // One index at a time: an online copy may commit between them.
+        for sql in aside.into_statements() {
+            tx.execute_script(&sql).await?;
+            if let Some(live) = live {
+                live.boundary(tx).await?;
+            }
+        }
         Ok::<_, Error>(())
     }
     .await;

@@ -303,7 +303,7 @@ pub(crate) async fn migrate(
     opts: &Options,
     progress: Option<&dyn Progress>,
     damage: &std::sync::Arc<crate::Damage>,
-    defer: Option<&Arc<crate::replay::Journal>>,
+    live: Option<&crate::live::Live>,
 ) -> Result<FirewallReport, Error> {
     let mut report = FirewallReport::default();
     ensure_empty(tx).await?;
@@ -319,6 +319,9 @@ pub(crate) async fn migrate(
             while let Some(chunk) = feed.next().await {
                 let chunk = chunk?;
                 write_entries(tx, &chunk, &mut names, &mut next_id, &mut report).await?;
+                if let Some(live) = live {
+                    live.boundary(tx).await?;
+                }
                 if let Some(p) = progress {
                     p.progress(ProgressEvent {
                         store: "kv-stores",
@@ -343,13 +346,16 @@ pub(crate) async fn migrate(
     }
     if let Some(tree) = source.tree(PRIVACY_TREE)? {
         let total = (tree.len() / 2) as u64;
-        let defer = defer.cloned();
+        let defer = live.map(|l| l.journal.clone());
         let mut feed = Feed::spawn(PRIVACY_TREE, damage, move |sink| {
             read_privacy(tree, chunk_size, defer, sink)
         });
         let result = async {
             while let Some(chunk) = feed.next().await {
                 write_pairs(tx, chunk?, &mut report).await?;
+                if let Some(live) = live {
+                    live.boundary(tx).await?;
+                }
                 if let Some(p) = progress {
                     p.progress(ProgressEvent {
                         store: "privacy pairs",

@@ -42,14 +42,36 @@ mod imp {
             hook(point).await;
         }
     }
+
+    static PIECE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// Makes an online copy on SQLite commit a piece whenever its log
+    /// passes `bytes` (0: the default), so that a small test database is
+    /// copied in many pieces.
+    pub fn set_piece_bytes(bytes: u64) {
+        PIECE_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn piece_bytes(default: u64) -> u64 {
+        match PIECE_BYTES.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => default,
+            n => n,
+        }
+    }
 }
 
 #[cfg(feature = "test-hooks")]
-pub use imp::{Hook, set};
+pub use imp::{Hook, set, set_piece_bytes};
 
 #[cfg(feature = "test-hooks")]
-pub(crate) use imp::reached;
+pub(crate) use imp::{piece_bytes, reached};
 
 /// Without the `test-hooks` feature: nothing.
 #[cfg(not(feature = "test-hooks"))]
 pub(crate) async fn reached(_point: Point) {}
+
+/// Without the `test-hooks` feature: the default.
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) fn piece_bytes(default: u64) -> u64 {
+    default
+}

@@ -69,6 +69,7 @@ mod diff;
 mod feed;
 mod firewall;
 pub mod hooks;
+mod live;
 pub mod online;
 mod protocol;
 mod record;
@@ -81,6 +82,7 @@ pub use accounts::AccountsReport;
 pub use actions::ActionsReport;
 pub use check::Problem;
 pub use firewall::FirewallReport;
+pub use live::PieceStats;
 pub use record::{MigrationRecord, records};
 pub use sessions::SessionsReport;
 pub use staging::StagedCopy;
@@ -824,9 +826,16 @@ impl<'a> KvToSql<'a> {
         // Foreign keys are checked once, after the load, not row by row
         // (docs/design.md §5.7); every link they check was resolved to an
         // id loaded before it, so the check cannot fail on data.
+        // An online copy starts with what makes it a staged copy, then
+        // commits in pieces (docs/design.md §7.3, §7.4).
+        let live = match self.online {
+            Some(online) => Some(self.begin_live_copy(tx, online).await?),
+            None => None,
+        };
+        let live = live.as_ref();
         let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
         let t = Instant::now();
-        let accounts = accounts::migrate(source, tx, opts, progress, damage, self.online.is_some())
+        let accounts = accounts::migrate(source, tx, opts, progress, damage, live)
             .instrument(store_span("accounts"))
             .await?;
         ends.finish()?;
@@ -838,22 +847,21 @@ impl<'a> KvToSql<'a> {
         // Sessions reference accounts: after them, in the same transaction.
         let t = Instant::now();
         // An online copy leaves what it read inconsistently to the replay.
-        let defer = self.online.map(|o| o.protocol.journal().clone());
-        let sessions = sessions::migrate(source, tx, opts, progress, damage, defer.as_ref())
+        let sessions = sessions::migrate(source, tx, opts, progress, damage, live)
             .instrument(store_span("sessions"))
             .await?;
         ends.finish()?;
         log_store("sessions", sessions.sessions, t);
         // Kv-stores and privacy pairs are scoped by session group.
         let t = Instant::now();
-        let firewall = firewall::migrate(source, tx, opts, progress, damage, defer.as_ref())
+        let firewall = firewall::migrate(source, tx, opts, progress, damage, live)
             .instrument(store_span("firewall"))
             .await?;
         ends.finish()?;
         log_store("firewall", firewall.kv_entries + firewall.privacy_pairs, t);
         // Actions link to sessions and accounts: last.
         let t = Instant::now();
-        let actions = actions::migrate(source, tx, opts, progress, damage)
+        let actions = actions::migrate(source, tx, opts, progress, damage, live)
             .instrument(store_span("actions"))
             .await?;
         ends.finish()?;
@@ -877,46 +885,14 @@ impl<'a> KvToSql<'a> {
             duration: started.elapsed(),
         };
         let source_seq = self.source_seq;
-        if let Some(online) = self.online {
-            // The later schema steps (list indexes) build now, while the
-            // node's writers still run, not after the switch, when SQL
-            // writes would wait for them (docs/design.md §7.2).
-            let later = Migrator::new()
-                .apply_sql_steps_after(tx, KV_TO_SQL_VERSION)
-                .await
-                .map_err(Error::Schema)?;
-            tracing::info!(steps = ?later, "later schema steps applied in the migration's transaction");
-            if tx.dialect() == sqldb::Dialect::Sqlite {
-                // SQLite checkpoints the log in the committing call once it
-                // passes a size; after a migration-sized transaction that
-                // takes seconds, and the commit is in the pause. The log is
-                // checkpointed after the switch instead (online.rs).
-                tx.execute_script("PRAGMA wal_autocheckpoint = 0").await?;
-            }
-            if let Ok(mut l) = self.later_steps.lock() {
-                *l = later;
-            }
+        if let (Some(online), Some(live)) = (self.online, live) {
             // The writes made during the copy, replayed while writers run;
             // what comes after goes into the second, short transaction.
             let mut deltas = replay::Deltas::default();
             online::catch_up(tx, online, &mut deltas, &mut online::CatchUp::default()).await?;
             online::recount(&mut report, &deltas);
             report.duration = started.elapsed();
-            // Committed as staged, not as migrated: no record yet, so no
-            // open serves the copy, and a run that dies before the second
-            // transaction commits leaves a copy the next run discards
-            // (docs/design.md §7.3).
-            staging::insert(
-                tx,
-                &StagedCopy {
-                    source_path: source.path().display().to_string(),
-                    source_identity: source
-                        .identity()?
-                        .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
-                    staged_at: sqldb::time::truncate_micros(Utc::now()),
-                },
-            )
-            .await?;
+            online.copied_in(live.stats());
             online.committing_copy();
             return Ok((report, Vec::new()));
         }
@@ -956,6 +932,52 @@ impl<'a> KvToSql<'a> {
         )
         .await?;
         Ok((report, problems))
+    }
+}
+
+impl KvToSql<'_> {
+    /// The start of an online copy, in its first piece: the later schema
+    /// steps (the list indexes, built while the node's writers still run,
+    /// not after the switch, when SQL writes would wait for them; the
+    /// staging table), and the row that marks the copy as staged, so that
+    /// every piece committed after it is a staged copy, which no open
+    /// serves and the next migration discards (docs/design.md §7.3).
+    async fn begin_live_copy(
+        &self,
+        tx: &mut dyn Tx,
+        online: &online::Online,
+    ) -> Result<live::Live, Error> {
+        let later = Migrator::new()
+            .apply_sql_steps_after(tx, KV_TO_SQL_VERSION)
+            .await
+            .map_err(Error::Schema)?;
+        tracing::info!(steps = ?later, "later schema steps applied in the migration's transaction");
+        if let Ok(mut l) = self.later_steps.lock() {
+            *l = later;
+        }
+        if tx.dialect() == sqldb::Dialect::Sqlite {
+            // The copy checkpoints its pieces itself, and the last commit
+            // is in the pause: no automatic checkpoint in a committing call
+            // (the log is checkpointed after the switch, online.rs).
+            tx.execute_script("PRAGMA wal_autocheckpoint = 0").await?;
+        }
+        let source = &*self.source;
+        staging::insert(
+            tx,
+            &StagedCopy {
+                source_path: source.path().display().to_string(),
+                source_identity: source
+                    .identity()?
+                    .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
+                staged_at: sqldb::time::truncate_micros(Utc::now()),
+            },
+        )
+        .await?;
+        Ok(live::Live::new(
+            online.protocol.journal().clone(),
+            tx.dialect(),
+            online.wal.clone(),
+        ))
     }
 }
 
@@ -1339,15 +1361,16 @@ async fn target_facts(db: &Db) -> Result<(TargetFacts, Preflight), Failure> {
         .preflight(db)
         .await
         .map_err(|e| Failure::before_any_write(Error::Schema(e)))?;
-    let (records, staged) = if pre.has(KV_TO_SQL_VERSION) {
-        let records = records(db).await.map_err(Failure::before_any_write)?;
-        let staged = staging::staged(db)
-            .await
-            .map_err(Failure::before_any_write)?;
-        (records, staged)
+    let records = if pre.has(KV_TO_SQL_VERSION) {
+        records(db).await.map_err(Failure::before_any_write)?
     } else {
-        (Vec::new(), None)
+        Vec::new()
     };
+    // An online copy is staged from its first committed piece, before the
+    // key-value step is recorded (docs/design.md §7.4).
+    let staged = staging::staged(db)
+        .await
+        .map_err(Failure::before_any_write)?;
     Ok((
         TargetFacts {
             description: db.describe(),

@@ -66,6 +66,8 @@ pub enum OnlineState {
         longest_pause: Duration,
         /// The most distinct keys the journal held at once.
         journal_peak: usize,
+        /// How the copy was committed (in pieces, on SQLite).
+        copy: crate::PieceStats,
     },
     /// Failed; the stores still run on the key-value database, which is
     /// live and untombstoned. The next open tries again.
@@ -99,6 +101,8 @@ pub struct Online {
     pub(crate) wal: Option<std::path::PathBuf>,
     /// SQLite's database file.
     sqlite_file: Option<std::path::PathBuf>,
+    /// How the copy was committed.
+    copy: std::sync::Mutex<crate::PieceStats>,
 }
 
 impl std::fmt::Debug for Online {
@@ -119,7 +123,13 @@ impl Online {
             pause_budget,
             wal: None,
             sqlite_file: None,
+            copy: std::sync::Mutex::new(crate::PieceStats::default()),
         }
+    }
+
+    /// Records how the copy was committed.
+    pub(crate) fn copied_in(&self, stats: crate::PieceStats) {
+        *self.copy.lock().unwrap_or_else(|p| p.into_inner()) = stats;
     }
 
     /// Names the SQLite database the migration writes, whose write-ahead
@@ -197,6 +207,7 @@ pub async fn migrate_online(
             outcome: Box::new(outcome.clone()),
             longest_pause: online.protocol.longest_pause(),
             journal_peak: online.protocol.journal().peak(),
+            copy: *online.copy.lock().unwrap_or_else(|p| p.into_inner()),
         }),
         Err(f) => {
             tracing::warn!(error = %f.error, "online migration failed; the node stays on the key-value database");
@@ -287,6 +298,11 @@ async fn migrate_inner(
     if let Err(e) = run {
         // The migration's connection had automatic checkpoints off.
         checkpoint_after_switch(db).await;
+        // Pieces of the copy may have committed: an empty target again,
+        // best effort (the next migration discards what is left).
+        if let Err(e) = crate::staging::discard(db, facts.identity, false).await {
+            tracing::warn!(error = %e, "the staged copy could not be discarded; the next migration discards it");
+        }
         let (error, data) = schema_failure(e);
         return Err(Failure {
             error,

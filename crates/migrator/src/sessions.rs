@@ -118,7 +118,7 @@ pub(crate) async fn migrate(
     opts: &Options,
     progress: Option<&dyn Progress>,
     damage: &std::sync::Arc<crate::Damage>,
-    defer: Option<&Arc<crate::replay::Journal>>,
+    live: Option<&crate::live::Live>,
 ) -> Result<SessionsReport, Error> {
     let mut report = SessionsReport::default();
     let any = tx
@@ -153,7 +153,7 @@ pub(crate) async fn migrate(
         groups: HashMap::new(),
         report,
         total,
-        defer: defer.cloned(),
+        defer: live.map(|l| l.journal.clone()),
     };
     for founders in [true, false] {
         let mut feed = {
@@ -166,6 +166,9 @@ pub(crate) async fn migrate(
         let result = async {
             while let Some(chunk) = feed.next().await {
                 state.chunk(tx, chunk?, progress).await?;
+                if let Some(live) = live {
+                    live.boundary(tx).await?;
+                }
             }
             Ok::<_, Error>(())
         }

@@ -81,6 +81,9 @@ async fn child_node() {
             parts.next().map(str::to_owned),
         )
     };
+    // Small pieces: a kill while copying lands between committed pieces of
+    // the staged copy (docs/design.md §7.4).
+    migrator::hooks::set_piece_bytes(64 << 10);
     if let Some(name) = stop_at {
         // Stops the cutover at a named point, says so, and waits there for
         // the kill (docs/design.md §7.4).

@@ -53,6 +53,13 @@ impl SetAside {
         }
         Ok(())
     }
+
+    /// The statements that build everything set aside again, one index or
+    /// constraint each, for a caller that runs them one at a time (and may
+    /// commit between them, as an online copy does); each must run.
+    pub fn into_statements(self) -> Vec<String> {
+        self.rebuilds
+    }
 }
 
 /// Double-quotes an identifier read from the catalog.
