@@ -84,7 +84,8 @@ pub(crate) fn svg(title: &str, points: &[Point], goal_ms: f64) -> String {
         );
     }
     for (state, from, to) in &widest {
-        if labelled.insert(*state) {
+        // Narrow bands are named by the key below the axis only.
+        if x(*to) - x(*from) >= 60.0 && labelled.insert(*state) {
             let _ = writeln!(
                 out,
                 r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{}</text>"##,
@@ -187,10 +188,28 @@ pub(crate) fn svg(title: &str, points: &[Point], goal_ms: f64) -> String {
     }
     let _ = writeln!(
         out,
-        r##"<text x="{LEFT}" y="{:.1}" fill="#555">per {:.0} ms of calls, by the time each started; bands: the migration's state then</text>"##,
+        r##"<text x="{LEFT}" y="{:.1}" fill="#555">per {:.0} ms of calls, by the time each started; bands: the migration's state then:</text>"##,
         H - 6.0,
         BUCKET_S * 1000.0
     );
+    // A key of the states the run went through, in their order.
+    let mut kx = LEFT + 440.0;
+    let mut seen = std::collections::HashSet::new();
+    for (state, _, _) in &bands {
+        if !seen.insert(*state) {
+            continue;
+        }
+        let name = state.replace('_', " ");
+        let _ = writeln!(
+            out,
+            r##"<rect x="{kx:.1}" y="{:.1}" width="10" height="10" fill="{}" stroke="#999"/><text x="{:.1}" y="{:.1}" fill="#555">{name}</text>"##,
+            H - 15.0,
+            band_colour(state),
+            kx + 13.0,
+            H - 6.0
+        );
+        kx += 20.0 + 6.0 * name.len() as f64;
+    }
     out.push_str("</svg>\n");
     out
 }

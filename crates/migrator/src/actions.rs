@@ -282,15 +282,7 @@ impl Links {
         };
         if read_sessions {
             for r in &tx.query(&select_sessions).await? {
-                let alias: [u8; 4] =
-                    r.bytes(1)?
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| Error::Invalid {
-                            record: "a session".into(),
-                            reason: "alias is not 4 bytes".into(),
-                        })?;
-                sessions.insert(SessionId(alias), r.i64(0)?);
+                sessions.insert(crate::sessions::session_alias(r.bytes(1)?)?, r.i64(0)?);
             }
         }
         if read_accounts {

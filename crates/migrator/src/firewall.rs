@@ -235,13 +235,7 @@ async fn group_ids(
                 .to_owned(),
         )
         .await?;
-    let alias = |b: Vec<u8>| -> Result<SessionId, Error> {
-        let a: [u8; 4] = b.as_slice().try_into().map_err(|_| Error::Invalid {
-            record: "a session".into(),
-            reason: "alias is not 4 bytes".into(),
-        })?;
-        Ok(SessionId(a))
-    };
+    let alias = crate::sessions::session_alias;
     rows.iter()
         .map(|r| Ok((alias(r.bytes(0)?)?, (r.i64(1)?, alias(r.bytes(2)?)?))))
         .collect()
@@ -652,15 +646,8 @@ impl GroupAliases {
                 )
                 .await?;
             for r in &rows {
-                let alias: [u8; 4] =
-                    r.bytes(1)?
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| Error::Invalid {
-                            record: "a session".into(),
-                            reason: "alias is not 4 bytes".into(),
-                        })?;
-                members.entry(r.i64(0)?).or_default().push(SessionId(alias));
+                let alias = crate::sessions::session_alias(r.bytes(1)?)?;
+                members.entry(r.i64(0)?).or_default().push(alias);
             }
         }
         Ok(GroupAliases { gid, members })

@@ -597,17 +597,14 @@ pub(crate) async fn reserved_in_sql(tx: &mut dyn Tx) -> Result<Vec<SessionId>, E
                 .to_owned(),
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            let alias: [u8; 4] = r
-                .bytes(0)?
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Invalid {
-                    record: "a session".into(),
-                    reason: "alias is not 4 bytes".into(),
-                })?;
-            Ok(SessionId(alias))
-        })
-        .collect()
+    rows.iter().map(|r| session_alias(r.bytes(0)?)).collect()
+}
+
+/// A session id as SQL keeps it (`sessions.alias`, 4 bytes).
+pub(crate) fn session_alias(bytes: Vec<u8>) -> Result<SessionId, Error> {
+    let alias: [u8; 4] = bytes.as_slice().try_into().map_err(|_| Error::Invalid {
+        record: "a session".into(),
+        reason: "alias is not 4 bytes".into(),
+    })?;
+    Ok(SessionId(alias))
 }

@@ -79,41 +79,24 @@ pub(crate) trait WriteError: From<TaskFailed> + std::fmt::Display + Send + 'stat
     fn changed_nothing(&self) -> bool;
 }
 
-impl WriteError for store_accounts::Error {
-    fn changed_nothing(&self) -> bool {
-        !matches!(
-            self,
-            store_accounts::Error::Backend { .. } | store_accounts::Error::Tombstoned(_)
-        )
-    }
+/// Every store's error has the same two variants that may come after a
+/// write applied: a backend failure and a retired database.
+macro_rules! write_error {
+    ($($store:ident),+) => {$(
+        impl WriteError for $store::Error {
+            fn changed_nothing(&self) -> bool {
+                !matches!(self, $store::Error::Backend { .. } | $store::Error::Tombstoned(_))
+            }
+        }
+    )+};
 }
 
-impl WriteError for store_sessions::Error {
-    fn changed_nothing(&self) -> bool {
-        !matches!(
-            self,
-            store_sessions::Error::Backend { .. } | store_sessions::Error::Tombstoned(_)
-        )
-    }
-}
-
-impl WriteError for store_firewall::Error {
-    fn changed_nothing(&self) -> bool {
-        !matches!(
-            self,
-            store_firewall::Error::Backend { .. } | store_firewall::Error::Tombstoned(_)
-        )
-    }
-}
-
-impl WriteError for store_actions::Error {
-    fn changed_nothing(&self) -> bool {
-        !matches!(
-            self,
-            store_actions::Error::Backend { .. } | store_actions::Error::Tombstoned(_)
-        )
-    }
-}
+write_error!(
+    store_accounts,
+    store_sessions,
+    store_firewall,
+    store_actions
+);
 
 /// Waits for a routed write's own task: its result, or its panic carried
 /// on in the caller, as if the call had run in it.

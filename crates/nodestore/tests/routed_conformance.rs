@@ -55,6 +55,26 @@ async fn postgres(test: &str) -> Option<SqlFixture> {
     testkit::sql::postgres(test).await
 }
 
+/// The `kv`, `sqlite` and `postgres` fixtures of a suite whose stores
+/// `of` takes from a [`Routed`].
+macro_rules! routed_fixtures {
+    ($stores:ty) => {
+        async fn kv_stores(_test: &str) -> Option<Held<$stores>> {
+            Some(Held::in_temp_dir(|dir| of(&routed_kv(dir, None))))
+        }
+
+        async fn sqlite_stores(test: &str) -> Option<Held<$stores>> {
+            let fx = sqlite(test).await?;
+            Some(Held::on_sql(fx, |db| of(&routed_sql(db, None))).await)
+        }
+
+        async fn postgres_stores(test: &str) -> Option<Held<$stores>> {
+            let fx = postgres(test).await?;
+            Some(Held::on_sql(fx, |db| of(&routed_sql(db, None))).await)
+        }
+    };
+}
+
 mod accounts {
     use super::*;
     use store_accounts::Store;
@@ -91,19 +111,7 @@ mod sessions {
         })
     }
 
-    async fn kv_stores(_test: &str) -> Option<Held<Stores>> {
-        Some(Held::in_temp_dir(|dir| of(&routed_kv(dir, None))))
-    }
-
-    async fn sqlite_stores(test: &str) -> Option<Held<Stores>> {
-        let fx = sqlite(test).await?;
-        Some(Held::on_sql(fx, |db| of(&routed_sql(db, None))).await)
-    }
-
-    async fn postgres_stores(test: &str) -> Option<Held<Stores>> {
-        let fx = postgres(test).await?;
-        Some(Held::on_sql(fx, |db| of(&routed_sql(db, None))).await)
-    }
+    routed_fixtures!(Stores);
 
     store_sessions::conformance_tests!(kv => kv_stores);
     store_sessions::conformance_tests!(sqlite => sqlite_stores);
@@ -121,19 +129,7 @@ mod firewall {
         })
     }
 
-    async fn kv_stores(_test: &str) -> Option<Held<Stores>> {
-        Some(Held::in_temp_dir(|dir| of(&routed_kv(dir, None))))
-    }
-
-    async fn sqlite_stores(test: &str) -> Option<Held<Stores>> {
-        let fx = sqlite(test).await?;
-        Some(Held::on_sql(fx, |db| of(&routed_sql(db, None))).await)
-    }
-
-    async fn postgres_stores(test: &str) -> Option<Held<Stores>> {
-        let fx = postgres(test).await?;
-        Some(Held::on_sql(fx, |db| of(&routed_sql(db, None))).await)
-    }
+    routed_fixtures!(Stores);
 
     store_firewall::conformance_tests!(kv => kv_stores);
     store_firewall::conformance_tests!(sqlite => sqlite_stores);
