@@ -631,6 +631,15 @@ fn report_online(o: &Value, offline_s: f64) {
         "journal peak, keys",
         o["journal_peak_keys"].to_string()
     );
+    println!(
+        "{:<36}{:>12}   (largest {:.0} MiB; PostgreSQL: one transaction)",
+        "copy committed in pieces",
+        o["copy_pieces"].to_string(),
+        f(&o["largest_piece_mib"])
+    );
+    if let Some(chart) = o["chart"].as_str() {
+        println!("{:<36}{:>12}", "chart", chart);
+    }
     let failed = o["failed_calls"].as_u64().unwrap_or(0);
     println!(
         "{:<36}{:>12}   (of {}; goal 0)",

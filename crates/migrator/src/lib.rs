@@ -976,7 +976,6 @@ impl KvToSql<'_> {
         Ok(live::Live::new(
             online.protocol.journal().clone(),
             tx.dialect(),
-            online.wal.clone(),
         ))
     }
 }
