@@ -18,11 +18,11 @@ pub(crate) struct Point {
 }
 
 const W: f64 = 960.0;
-const H: f64 = 380.0;
+const H: f64 = 400.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 36.0;
-const BOTTOM: f64 = 64.0;
+const BOTTOM: f64 = 84.0;
 /// Latency axis: 0.1 ms to 10 s, logarithmic.
 const LOG_MIN: f64 = -1.0;
 const LOG_MAX: f64 = 4.0;
@@ -189,11 +189,11 @@ pub(crate) fn svg(title: &str, points: &[Point], goal_ms: f64) -> String {
     let _ = writeln!(
         out,
         r##"<text x="{LEFT}" y="{:.1}" fill="#555">per {:.0} ms of calls, by the time each started; bands: the migration's state then:</text>"##,
-        H - 6.0,
+        H - 24.0,
         BUCKET_S * 1000.0
     );
     // A key of the states the run went through, in their order.
-    let mut kx = LEFT + 440.0;
+    let mut kx = LEFT;
     let mut seen = std::collections::HashSet::new();
     for (state, _, _) in &bands {
         if !seen.insert(*state) {
