@@ -14,24 +14,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use chrono::{Duration, Utc};
 use nodestore::dump::{as_migrated, dump_kv, dump_sql};
 use nodestore::generate::{Scale, generate};
-use nodestore::{BackendConfig, Config, MigrationPolicy, OnlineState, Stores};
+use nodestore::{Config, MigrationPolicy, OnlineState, Stores};
 use proptest::prelude::*;
 use store_actions::AddAction;
 use store_firewall::{Mode, Namespace, Scope};
 use store_sessions::{NewSession, SessionState, SessionType};
 use testkit::sql::{SqlFixture, postgres, sqlite};
 
-fn backend(fx: &SqlFixture) -> BackendConfig {
-    match fx {
-        SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
-            file: dir.path().join("node.db"),
-        },
-        SqlFixture::Postgres(db) => BackendConfig::Postgres {
-            url: db.url().to_owned(),
-            pool_size: 4,
-        },
-    }
-}
+mod common;
+use common::backend;
 
 fn online_config(fx: &SqlFixture, kv: &Path) -> Config {
     Config {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use nodestore::dump::{as_migrated, dump_kv, dump_sql};
 use nodestore::generate::{Scale, generate};
-use nodestore::{BackendConfig, Config, MigrationPolicy, OnlineState, Stores};
+use nodestore::{Config, MigrationPolicy, OnlineState, Stores};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use store_actions::AddAction;
@@ -46,17 +46,8 @@ const MAX_CALLS: usize = 4000;
 /// queued at the gate when it closes.
 const GRACE: Duration = Duration::from_millis(250);
 
-fn backend(fx: &SqlFixture) -> BackendConfig {
-    match fx {
-        SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
-            file: dir.path().join("node.db"),
-        },
-        SqlFixture::Postgres(db) => BackendConfig::Postgres {
-            url: db.url().to_owned(),
-            pool_size: 4,
-        },
-    }
-}
+mod common;
+use common::backend;
 
 fn online_config(fx: &SqlFixture, kv: &Path) -> Config {
     Config {

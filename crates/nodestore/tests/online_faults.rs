@@ -31,17 +31,8 @@ use testkit::sql::{SqlFixture, postgres, sqlite};
 
 const CHILD: &str = "NODESTORE_ONLINE_CHILD";
 
-fn backend_of(fx: &SqlFixture) -> BackendConfig {
-    match fx {
-        SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
-            file: dir.path().join("node.db"),
-        },
-        SqlFixture::Postgres(db) => BackendConfig::Postgres {
-            url: db.url().to_owned(),
-            pool_size: 4,
-        },
-    }
-}
+mod common;
+use common::backend as backend_of;
 
 fn online(backend: BackendConfig, kv: &Path, budget: Duration) -> Config {
     Config {

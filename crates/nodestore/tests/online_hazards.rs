@@ -20,17 +20,8 @@ use tokio::sync::Notify;
 /// One hooked test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn backend(fx: &SqlFixture) -> BackendConfig {
-    match fx {
-        SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
-            file: dir.path().join("node.db"),
-        },
-        SqlFixture::Postgres(db) => BackendConfig::Postgres {
-            url: db.url().to_owned(),
-            pool_size: 4,
-        },
-    }
-}
+mod common;
+use common::backend;
 
 fn online_config(fx: &SqlFixture, kv: &Path, budget: Duration) -> Config {
     Config {

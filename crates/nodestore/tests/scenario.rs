@@ -13,17 +13,8 @@ use store_firewall::{Namespace, Scope, update_kv};
 use store_sessions::{NewSession, SessionType};
 use testkit::sql::{SqlFixture, postgres, sqlite};
 
-fn backend(fx: &SqlFixture) -> BackendConfig {
-    match fx {
-        SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
-            file: dir.path().join("node.db"),
-        },
-        SqlFixture::Postgres(db) => BackendConfig::Postgres {
-            url: db.url().to_owned(),
-            pool_size: 4,
-        },
-    }
-}
+mod common;
+use common::backend;
 
 struct Node {
     _dir: tempfile::TempDir,
