@@ -533,29 +533,7 @@ async fn check_interleaving(fx: &SqlFixture, ops: &[Op]) {
     let want = as_migrated(&dump_kv(&kv).await.unwrap()).unwrap();
     let db = sql_db(fx).await;
     let got = dump_sql(&db).await.unwrap();
-    // The record's counts (the copy's plus the replays' deltas) are what
-    // the tables held at the commit: the key-value stores at the switch.
-    {
-        let record = migrator::records(&db).await.unwrap().pop().unwrap();
-        let d = &want;
-        assert_eq!(
-            (
-                record.report.accounts.accounts,
-                record.report.sessions.sessions,
-                record.report.firewall.kv_entries,
-                record.report.firewall.privacy_pairs,
-                record.report.actions.actions
-            ),
-            (
-                d.accounts.len() as u64,
-                d.sessions.len() as u64,
-                d.kv_entries.len() as u64,
-                d.privacy_pairs.len() as u64,
-                d.actions.len() as u64
-            ),
-            "the migration record's counts"
-        );
-    }
+    common::assert_record_counts(&db, &want, "the interleaving").await;
     let report = nodestore::verify::compare(&want, &got);
     let unexplained: Vec<_> = report
         .differences

@@ -451,26 +451,7 @@ async fn case(fx: &SqlFixture, seed: u64) {
     );
     let want = as_migrated(&dump_kv(&kv).await.unwrap()).unwrap();
     let db = nodestore::connect(&backend(fx)).await.unwrap().unwrap();
-    // The record's counts are what the tables held at the commit: the
-    // key-value database at the switch.
-    let record = migrator::records(&db).await.unwrap().pop().unwrap();
-    assert_eq!(
-        (
-            record.report.accounts.accounts,
-            record.report.sessions.sessions,
-            record.report.firewall.kv_entries,
-            record.report.firewall.privacy_pairs,
-            record.report.actions.actions
-        ),
-        (
-            want.accounts.len() as u64,
-            want.sessions.len() as u64,
-            want.kv_entries.len() as u64,
-            want.privacy_pairs.len() as u64,
-            want.actions.len() as u64
-        ),
-        "seed {seed}: the migration record's counts"
-    );
+    common::assert_record_counts(&db, &want, &format!("seed {seed}")).await;
     let got = dump_sql(&db).await.unwrap();
     let window = cutover_at
         .lock()

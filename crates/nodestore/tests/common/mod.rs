@@ -16,3 +16,31 @@ pub(crate) fn backend(fx: &SqlFixture) -> BackendConfig {
         },
     }
 }
+
+/// Checks that the migration record's counts (the copy's plus the
+/// replays' deltas) are what `want` holds: the tables at the commit, the
+/// key-value database at the switch. `what` names the case in a failure.
+#[allow(
+    dead_code,
+    reason = "only the online migration's test binaries check a record"
+)]
+pub(crate) async fn assert_record_counts(db: &sqldb::Db, want: &nodestore::dump::Dump, what: &str) {
+    let record = migrator::records(db).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (
+            record.report.accounts.accounts,
+            record.report.sessions.sessions,
+            record.report.firewall.kv_entries,
+            record.report.firewall.privacy_pairs,
+            record.report.actions.actions
+        ),
+        (
+            want.accounts.len() as u64,
+            want.sessions.len() as u64,
+            want.kv_entries.len() as u64,
+            want.privacy_pairs.len() as u64,
+            want.actions.len() as u64
+        ),
+        "{what}: the migration record's counts"
+    );
+}
