@@ -1,0 +1,694 @@
+//! A read-only reader of sled 0.34.7's files.
+//!
+//! nodestore's key-value databases are sled 0.34.7 databases, and sled is
+//! the wrong tool for reading one that no process holds: opening it writes
+//! (sled zeroes the log after the last message it accepts, zeroes torn
+//! segments, writes a new snapshot and deletes blob files), it panics or
+//! spins on some damage, and its page table and cache set a memory floor
+//! that grows with the database. This crate reads the same files itself.
+//!
+//! # The contract
+//! - **Never writes.** Every file is opened read-only; nothing in the
+//!   directory changes, whatever the files hold.
+//! - **Never panics, never hangs.** Every length, offset, count and page id
+//!   read from disk is checked before use, and every walk over on-disk
+//!   structure is bounded (a cycle of page pointers is an error). Damage is
+//!   an [`Error::Damaged`] naming where, never a panic.
+//! - **Reads what sled would read.** [`Db::open`] recovers the page table
+//!   exactly as sled 0.34.7's open does (snapshot, segment headers, the
+//!   unstable tail, the log from the snapshot on), and [`Tree::iter`]
+//!   yields every key and value of a tree in key order: on every database
+//!   sled opens cleanly, exactly sled's view (tested differentially against
+//!   sled itself).
+//! - **Salvages.** [`Tree::salvage`] reads past pages it cannot read: it
+//!   yields every record of every readable leaf and lists, as typed
+//!   [`Damage`], each key range it had to skip and why.
+//! - **Bounded memory.** The page table (where each page's base and
+//!   changes are in the log, [`OpenReport::page_table_bytes`]) plus one
+//!   segment buffer while recovering and one page while reading; records
+//!   stream.
+//!
+//! The format as this reader understands it is described in
+//! `docs/sled-format.md`; the comments cite its sections.
+#![warn(
+    clippy::unwrap_used,
+    reason = "a panic in a storage library is a bug; errors are values"
+)]
+
+mod codec;
+mod log;
+mod node;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use log::{Kind, Log, PageState, PageTable};
+use node::{Data, Link, Node};
+
+/// Where damage was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A byte offset in the log file `db`.
+    Log {
+        /// The offset.
+        offset: u64,
+    },
+    /// A file beside the log (a snapshot or a blob).
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Log { offset } => write!(f, "log offset {offset}"),
+            Place::File { path } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A range of keys a salvaging read could not read: from `from` (inclusive)
+/// to `to` (exclusive; `None` for the end of the tree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    /// The first key that may be missing.
+    pub from: Vec<u8>,
+    /// The first key known to be readable again, if any.
+    pub to: Option<Vec<u8>>,
+}
+
+impl fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "keys from {}", hex(&self.from))?;
+        match &self.to {
+            Some(to) => write!(f, " up to {}", hex(to)),
+            None => f.write_str(" to the end of the tree"),
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    if b.is_empty() {
+        return "the start".into();
+    }
+    let mut s = String::with_capacity(2 + 2 * b.len().min(32));
+    s.push_str("0x");
+    for x in b.iter().take(32) {
+        s.push_str(&format!("{x:02x}"));
+    }
+    if b.len() > 32 {
+        s.push('…');
+    }
+    s
+}
+
+/// Something the reader could not read, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Where in the files.
+    pub place: Place,
+    /// The page, when the damage is in one.
+    pub page: Option<u64>,
+    /// The tree, when known.
+    pub tree: Option<String>,
+    /// The keys that could not be read, when known.
+    pub keys: Option<KeyRange>,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(t) = &self.tree {
+            write!(f, "tree {t}: ")?;
+        }
+        if let Some(k) = &self.keys {
+            write!(f, "{k} unreadable: ")?;
+        }
+        write!(f, "{}", self.reason)?;
+        if let Some(p) = self.page {
+            write!(f, " (page {p}, {})", self.place)
+        } else {
+            write!(f, " ({})", self.place)
+        }
+    }
+}
+
+/// Everything that can go wrong reading a database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The directory does not hold a sled database.
+    #[error("{path} is not a sled database: {reason}")]
+    NotSled {
+        /// The file that was expected to say so.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A sled database this reader does not read.
+    #[error("{path} uses {what}, which this reader does not read")]
+    Unsupported {
+        /// The database.
+        path: PathBuf,
+        /// What it uses.
+        what: String,
+    },
+    /// The files are damaged where the read needed them.
+    #[error("the sled database is damaged: {0}")]
+    Damaged(Damage),
+}
+
+/// What opening found: figures for reports and the bench.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// The snapshot file read, if there was one.
+    pub snapshot: Option<PathBuf>,
+    /// Pages in the page table, free ones included.
+    pub pages: usize,
+    /// Log messages read after the snapshot.
+    pub messages: u64,
+    /// Heap bytes the page table holds.
+    pub page_table_bytes: usize,
+    /// Damage that ended sled's read of the log before segments that were
+    /// written later: those segments are not part of sled's view (nor of
+    /// this one). `None` when the log ends where it was last written.
+    pub log_cut: Option<Damage>,
+}
+
+/// A sled database, recovered and open for reading.
+#[derive(Debug)]
+pub struct Db {
+    log: Log,
+    pages: PageTable,
+    trees: BTreeMap<Vec<u8>, u64>,
+    report: OpenReport,
+}
+
+impl Db {
+    /// Opens the database in `dir` read-only and recovers its page table
+    /// as sled 0.34.7 would (docs/sled-format.md §5).
+    ///
+    /// # Errors
+    /// [`Error::NotSled`] without a readable `conf`, [`Error::Unsupported`]
+    /// for another format version or compression, [`Error::Io`] when a file
+    /// cannot be read, and [`Error::Damaged`] where sled itself would fail
+    /// or panic (a damaged snapshot, two segments at one position, a meta
+    /// page that does not decode).
+    pub fn open(dir: impl AsRef<Path>) -> Result<Db, Error> {
+        let dir = dir.as_ref();
+        let conf = log::read_conf(dir)?;
+        let log = Log::open(dir, conf)?;
+        let (snapshot, snap) = log::read_snapshot(&log)?;
+        let (pages, rec) = log::recover(&log, snap)?;
+        let mut db = Db {
+            report: OpenReport {
+                snapshot,
+                pages: pages.len(),
+                messages: rec.messages,
+                page_table_bytes: pages.heap_bytes(),
+                log_cut: rec.stopped,
+            },
+            log,
+            pages,
+            trees: BTreeMap::new(),
+        };
+        db.trees = db.read_meta()?;
+        Ok(db)
+    }
+
+    /// What opening found.
+    pub fn report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.log.dir
+    }
+
+    /// The names of every tree, sled's default tree included, in byte order.
+    pub fn tree_names(&self) -> impl Iterator<Item = &[u8]> {
+        self.trees.keys().map(Vec::as_slice)
+    }
+
+    /// The tree `name`, if the database has it.
+    pub fn tree(&self, name: &[u8]) -> Option<Tree<'_>> {
+        self.trees.get(name).map(|root| Tree {
+            db: self,
+            name: String::from_utf8_lossy(name).into_owned(),
+            root: *root,
+        })
+    }
+
+    fn damaged(&self, pid: Option<u64>, reason: impl Into<String>) -> Error {
+        let place = pid
+            .and_then(|p| match self.pages.get(p) {
+                Some(PageState::Present { base, .. }) => Some(Place::Log { offset: base.lid }),
+                _ => None,
+            })
+            .unwrap_or(Place::File {
+                path: self.log.path.clone(),
+            });
+        Error::Damaged(Damage {
+            place,
+            page: pid,
+            tree: None,
+            keys: None,
+            reason: reason.into(),
+        })
+    }
+
+    /// The meta page: every tree's name and root page. An empty page table
+    /// is a database sled never finished creating: it has no trees.
+    fn read_meta(&self) -> Result<BTreeMap<Vec<u8>, u64>, Error> {
+        match self.pages.get(log::META_PID) {
+            None => Ok(BTreeMap::new()),
+            Some(PageState::Present { base, .. }) => {
+                let (kind, body) = self.log.read_page_part(log::META_PID, base)?;
+                if kind.inline() != Kind::InlineMeta {
+                    return Err(self.damaged(Some(0), "the meta page holds something else"));
+                }
+                let pairs = node::decode_meta(&body)
+                    .map_err(|e| self.damaged(Some(0), format!("the meta page does not decode: {e}")))?;
+                Ok(pairs.into_iter().collect())
+            }
+            Some(_) => Err(self.damaged(Some(0), "the meta page is missing from the page table")),
+        }
+    }
+
+    /// Loads page `pid`: its base node with every change applied, checked.
+    fn load(&self, pid: u64) -> Result<Node, Error> {
+        let Some(PageState::Present { base, frags }) = self.pages.get(pid) else {
+            return Err(self.damaged(Some(pid), "a tree points at a page that is free or missing"));
+        };
+        let (kind, body) = self.log.read_page_part(pid, base)?;
+        if kind.inline() != Kind::InlineNode {
+            return Err(self.damaged(Some(pid), "a tree points at a page that is not a node"));
+        }
+        let mut node = Node::decode(&body)
+            .map_err(|e| self.damaged(Some(pid), format!("the node does not decode: {e}")))?;
+        for f in frags {
+            let (kind, body) = self.log.read_page_part(pid, f)?;
+            if kind.inline() != Kind::InlineLink {
+                return Err(self.damaged(Some(pid), "a change to the node holds something else"));
+            }
+            let link = Link::decode(&body)
+                .map_err(|e| self.damaged(Some(pid), format!("a change to the node does not decode: {e}")))?;
+            node.apply(link)
+                .map_err(|e| self.damaged(Some(pid), format!("a change to the node is impossible: {e}")))?;
+        }
+        node.check().map_err(|e| self.damaged(Some(pid), e))?;
+        Ok(node)
+    }
+
+    /// The most pages any walk may visit: every page once.
+    fn step_limit(&self) -> usize {
+        self.pages.len() + 1
+    }
+}
+
+/// One tree of a [`Db`].
+#[derive(Debug, Clone)]
+pub struct Tree<'a> {
+    db: &'a Db,
+    name: String,
+    root: u64,
+}
+
+impl<'a> Tree<'a> {
+    /// The tree's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every key and value in key order, as sled's `Tree::iter` yields them.
+    /// The first page that cannot be read ends the iteration with an error.
+    pub fn iter(&self) -> Iter<'a> {
+        Iter::new(self.clone(), false)
+    }
+
+    /// Every readable key and value in key order: pages that cannot be read
+    /// are skipped and listed by [`Iter::damage`], with the key range each
+    /// one covered as far as the tree's index tells.
+    pub fn salvage(&self) -> Iter<'a> {
+        Iter::new(self.clone(), true)
+    }
+
+    fn tag(&self, e: Error) -> Error {
+        match e {
+            Error::Damaged(mut d) => {
+                d.tree.get_or_insert_with(|| self.name.clone());
+                Error::Damaged(d)
+            }
+            e => e,
+        }
+    }
+
+    /// The value of `key`, found by descending from the root as sled does.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] when a page on the way cannot be read.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let leaf = self.leaf_for(key).map_err(|e| self.tag(e))?;
+        let suffix = key.get(usize::from(leaf.prefix_len)..).unwrap_or(&[]);
+        Ok(match (&leaf.data, leaf.keys.binary_search_by(|k| k.as_slice().cmp(suffix))) {
+            (Data::Leaf(values), Ok(i)) => values.get(i).cloned(),
+            _ => None,
+        })
+    }
+
+    /// The leaf whose range holds `key`.
+    fn leaf_for(&self, key: &[u8]) -> Result<Node, Error> {
+        let db = self.db;
+        let mut pid = self.root;
+        for _ in 0..db.step_limit() {
+            let node = db.load(pid)?;
+            if !node.hi.is_empty() && key >= node.hi.as_slice() {
+                pid = node
+                    .next
+                    .ok_or_else(|| db.damaged(Some(pid), "a node ends before the tree does and has no right sibling"))?;
+                continue;
+            }
+            match node.data {
+                Data::Leaf(_) => return Ok(node),
+                Data::Index(_) => {
+                    pid = node
+                        .child_for(key)
+                        .ok_or_else(|| db.damaged(Some(pid), "an index node without a child for a key in its range"))?
+                        .1;
+                }
+            }
+        }
+        Err(db.damaged(Some(pid), "the tree's pages form a cycle"))
+    }
+
+    /// The last key and its value (descends the right edge; walks the tree
+    /// when the last leaf is empty).
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] when a page on the way cannot be read.
+    pub fn last(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+        let db = self.db;
+        let mut pid = self.root;
+        let mut steps = 0;
+        let leaf = loop {
+            steps += 1;
+            if steps > db.step_limit() {
+                return Err(self.tag(db.damaged(Some(pid), "the tree's pages form a cycle")));
+            }
+            let node = db.load(pid).map_err(|e| self.tag(e))?;
+            if !node.hi.is_empty() {
+                match node.next {
+                    Some(n) => {
+                        pid = n;
+                        continue;
+                    }
+                    None => {
+                        return Err(self.tag(db.damaged(Some(pid), "a node ends before the tree does and has no right sibling")));
+                    }
+                }
+            }
+            match &node.data {
+                Data::Leaf(_) => break node,
+                Data::Index(p) => {
+                    pid = *p
+                        .last()
+                        .ok_or_else(|| self.tag(db.damaged(Some(pid), "an index node without children")))?;
+                }
+            }
+        };
+        match &leaf.data {
+            Data::Leaf(values) if !values.is_empty() => {
+                let i = values.len() - 1;
+                Ok(Some((leaf.full_key(i), values[i].clone())))
+            }
+            _ => {
+                let mut last = None;
+                for item in self.iter() {
+                    last = Some(item?);
+                }
+                Ok(last)
+            }
+        }
+    }
+
+    /// The first leaf at or after `key` that can be read, found through the
+    /// index: the leaf holding `key` if it reads, else the leftmost leaf of
+    /// the nearest subtree to the right of it. `None` when nothing to the
+    /// right can be read.
+    fn seek_readable(&self, key: &[u8], skip: &HashSet<u64>) -> Option<(u64, Node)> {
+        let db = self.db;
+        // Right neighbours met on the way down, deepest last.
+        let mut right: Vec<u64> = Vec::new();
+        let mut pid = self.root;
+        for _ in 0..db.step_limit() {
+            let node = match db.load(pid) {
+                Ok(n) if !skip.contains(&pid) => n,
+                _ => break,
+            };
+            if !node.hi.is_empty() && key >= node.hi.as_slice() {
+                match node.next {
+                    Some(n) => {
+                        pid = n;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            match &node.data {
+                Data::Leaf(_) => return Some((pid, node)),
+                Data::Index(ptrs) => {
+                    let Some((pos, child)) = node.child_for(key) else { break };
+                    if let Some(r) = ptrs.get(pos + 1) {
+                        right.push(*r);
+                    } else if let Some(n) = node.next {
+                        right.push(n);
+                    }
+                    pid = child;
+                }
+            }
+        }
+        // Descend the leftmost path of the nearest readable right subtree.
+        while let Some(start) = right.pop() {
+            let mut pid = start;
+            for _ in 0..db.step_limit() {
+                if skip.contains(&pid) {
+                    break;
+                }
+                let Ok(node) = db.load(pid) else { break };
+                match &node.data {
+                    Data::Leaf(_) if node.lo.as_slice() > key => return Some((pid, node)),
+                    Data::Leaf(_) => break,
+                    Data::Index(ptrs) => match ptrs.first() {
+                        Some(c) => pid = *c,
+                        None => break,
+                    },
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The records of a tree in key order ([`Tree::iter`], [`Tree::salvage`]).
+#[derive(Debug)]
+pub struct Iter<'a> {
+    tree: Tree<'a>,
+    salvage: bool,
+    /// The leaf being read and the position in it.
+    leaf: Option<(u64, Node, usize)>,
+    started: bool,
+    done: bool,
+    last_key: Option<Vec<u8>>,
+    visited: HashSet<u64>,
+    damage: Vec<Damage>,
+}
+
+impl<'a> Iter<'a> {
+    fn new(tree: Tree<'a>, salvage: bool) -> Self {
+        Iter {
+            tree,
+            salvage,
+            leaf: None,
+            started: false,
+            done: false,
+            last_key: None,
+            visited: HashSet::new(),
+            damage: Vec::new(),
+        }
+    }
+
+    /// What a salvaging read skipped so far (complete once it has ended).
+    pub fn damage(&self) -> &[Damage] {
+        &self.damage
+    }
+
+    /// Takes what a salvaging read skipped.
+    pub fn take_damage(&mut self) -> Vec<Damage> {
+        std::mem::take(&mut self.damage)
+    }
+
+    fn fail(&mut self, e: Error, from: &[u8]) -> Option<Result<(Vec<u8>, Vec<u8>), Error>> {
+        let e = self.tree.tag(e);
+        if !self.salvage {
+            self.done = true;
+            return Some(Err(e));
+        }
+        // Salvage: record the damage, then continue at the next leaf the
+        // index can still reach.
+        let mut d = match e {
+            Error::Damaged(d) => d,
+            other => {
+                self.done = true;
+                return Some(Err(other));
+            }
+        };
+        let found = self.tree.seek_readable(from, &self.visited);
+        match found {
+            Some((pid, node)) => {
+                // Keys from `from` up to the found leaf's start are lost; a
+                // leaf that already covers `from` loses none.
+                let lost_to = (node.lo.as_slice() > from).then(|| node.lo.clone());
+                d.keys = lost_to.map(|to| KeyRange {
+                    from: from.to_vec(),
+                    to: Some(to),
+                });
+                self.damage.push(d);
+                let start = (0..node.keys.len())
+                    .find(|i| node.full_key(*i).as_slice() >= from)
+                    .unwrap_or(node.keys.len());
+                self.visited.insert(pid);
+                self.leaf = Some((pid, node, start));
+            }
+            None => {
+                d.keys = Some(KeyRange {
+                    from: from.to_vec(),
+                    to: None,
+                });
+                self.damage.push(d);
+                self.done = true;
+            }
+        }
+        None
+    }
+
+    /// Moves to the first leaf (leftmost path from the root).
+    fn first_leaf(&mut self) -> Result<(), Error> {
+        let db = self.tree.db;
+        let mut pid = self.tree.root;
+        for _ in 0..db.step_limit() {
+            let node = db.load(pid)?;
+            match &node.data {
+                Data::Leaf(_) => {
+                    if !node.lo.is_empty() {
+                        return Err(db.damaged(Some(pid), "the tree's first leaf does not start at the first key"));
+                    }
+                    self.visited.insert(pid);
+                    self.leaf = Some((pid, node, 0));
+                    return Ok(());
+                }
+                Data::Index(ptrs) => {
+                    pid = *ptrs
+                        .first()
+                        .ok_or_else(|| db.damaged(Some(pid), "an index node without children"))?;
+                }
+            }
+        }
+        Err(db.damaged(Some(pid), "the tree's pages form a cycle"))
+    }
+
+    /// Moves from a finished leaf to its right sibling.
+    fn next_leaf(&mut self, pid: u64, node: &Node) -> Result<bool, Error> {
+        let db = self.tree.db;
+        if node.hi.is_empty() {
+            return Ok(false);
+        }
+        let next = node
+            .next
+            .ok_or_else(|| db.damaged(Some(pid), "a leaf ends before the tree does and has no right sibling"))?;
+        if !self.visited.insert(next) || self.visited.len() > db.step_limit() {
+            return Err(db.damaged(Some(next), "the tree's leaves form a cycle"));
+        }
+        let sib = db.load(next)?;
+        if !sib.is_leaf() {
+            return Err(db.damaged(Some(next), "a leaf's right sibling is not a leaf"));
+        }
+        if sib.lo != node.hi {
+            return Err(db.damaged(Some(next), "a leaf's right sibling does not start where the leaf ends"));
+        }
+        self.leaf = Some((next, sib, 0));
+        Ok(true)
+    }
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if !self.started {
+                self.started = true;
+                if let Err(e) = self.first_leaf() {
+                    if let Some(r) = self.fail(e, &[]) {
+                        return Some(r);
+                    }
+                }
+                continue;
+            }
+            let Some((pid, node, pos)) = self.leaf.take() else {
+                self.done = true;
+                return None;
+            };
+            if let Data::Leaf(values) = &node.data {
+                if pos < node.keys.len() {
+                    let key = node.full_key(pos);
+                    let value = values[pos].clone();
+                    let in_range = key >= node.lo && (node.hi.is_empty() || key < node.hi);
+                    let ordered = self.last_key.as_ref().is_none_or(|l| *l < key);
+                    if !(in_range && ordered) {
+                        let from = self.last_key.clone().unwrap_or_default();
+                        let e = self
+                            .tree
+                            .db
+                            .damaged(Some(pid), "a leaf holds a key outside its range or out of order");
+                        if let Some(r) = self.fail(e, &from) {
+                            return Some(r);
+                        }
+                        continue;
+                    }
+                    self.last_key = Some(key.clone());
+                    self.leaf = Some((pid, node, pos + 1));
+                    return Some(Ok((key, value)));
+                }
+            }
+            match self.next_leaf(pid, &node) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => {
+                    let from = node.hi.clone();
+                    if let Some(r) = self.fail(e, &from) {
+                        return Some(r);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,929 @@
+//! sled's log file, blob files and snapshot, and the recovery that turns
+//! them into a page table (docs/sled-format.md §3, §5).
+//!
+//! The recovery is sled 0.34.7's, step for step, minus every write sled
+//! makes while recovering (it zeroes the torn tail and torn segments,
+//! writes a new snapshot and deletes blob files): the reader sees the
+//! files as they are.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::codec::{Cursor, Short};
+use crate::{Damage, Error, Place};
+
+/// Bytes of a segment header: crc, lsn and highest stable lsn.
+pub(crate) const SEG_HEADER_LEN: u64 = 20;
+/// The longest message header; no message starts closer to a segment's end.
+pub(crate) const MAX_MSG_HEADER_LEN: u64 = 32;
+/// The segment sizes sled accepts (a power of two in this range); its
+/// default is 512 KiB. A whole segment is held in memory while recovering.
+const SEGMENT_SIZES: std::ops::RangeInclusive<u64> = 256..=(16 << 20);
+/// sled's meta page: tree names and their root pages.
+pub(crate) const META_PID: u64 = 0;
+
+/// The kinds of log message (sled's `MessageKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Corrupted,
+    Canceled,
+    Cap,
+    BatchManifest,
+    Free,
+    Counter,
+    InlineMeta,
+    BlobMeta,
+    InlineNode,
+    BlobNode,
+    InlineLink,
+    BlobLink,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Kind {
+        match b {
+            1 => Kind::Canceled,
+            2 => Kind::Cap,
+            3 => Kind::BatchManifest,
+            4 => Kind::Free,
+            5 => Kind::Counter,
+            6 => Kind::InlineMeta,
+            7 => Kind::BlobMeta,
+            8 => Kind::InlineNode,
+            9 => Kind::BlobNode,
+            10 => Kind::InlineLink,
+            11 => Kind::BlobLink,
+            _ => Kind::Corrupted,
+        }
+    }
+
+    fn is_blob(self) -> bool {
+        matches!(self, Kind::BlobMeta | Kind::BlobNode | Kind::BlobLink)
+    }
+
+    /// The same kind, stored inline (blob files carry their own kind byte).
+    pub(crate) fn inline(self) -> Kind {
+        match self {
+            Kind::BlobMeta => Kind::InlineMeta,
+            Kind::BlobNode => Kind::InlineNode,
+            Kind::BlobLink => Kind::InlineLink,
+            k => k,
+        }
+    }
+}
+
+/// Where a page's base or change was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub(crate) lsn: i64,
+    pub(crate) lid: u64,
+    /// The blob's id when the message points at a blob file.
+    pub(crate) blob: Option<i64>,
+    /// The message's length in the log.
+    pub(crate) size: u64,
+}
+
+/// A page's state after recovery (sled's `PageState`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PageState {
+    Uninitialized,
+    Free,
+    Present { base: Loc, frags: Vec<Loc> },
+}
+
+/// The recovered page table: dense for the ids sled allocates in order,
+/// with a sparse overflow so a damaged id cannot allocate memory.
+#[derive(Debug, Default)]
+pub(crate) struct PageTable {
+    dense: Vec<PageState>,
+    sparse: BTreeMap<u64, PageState>,
+}
+
+impl PageTable {
+    pub(crate) fn get(&self, pid: u64) -> Option<&PageState> {
+        match usize::try_from(pid).ok().and_then(|i| self.dense.get(i)) {
+            Some(s) => Some(s),
+            None => self.sparse.get(&pid),
+        }
+    }
+
+    fn slot(&mut self, pid: u64) -> &mut PageState {
+        let i = usize::try_from(pid).unwrap_or(usize::MAX);
+        // Grow densely only near the end: sled allocates ids in order.
+        if i < self.dense.len() {
+            return &mut self.dense[i];
+        }
+        if i <= self.dense.len().saturating_mul(2).saturating_add(4096) {
+            self.dense.resize(i + 1, PageState::Uninitialized);
+            // Move any sparse entries the dense part now covers.
+            let moved: Vec<u64> = self.sparse.range(..=pid).map(|(k, _)| *k).collect();
+            for k in moved {
+                if let Some(s) = self.sparse.remove(&k) {
+                    self.dense[k as usize] = s;
+                }
+            }
+            return &mut self.dense[i];
+        }
+        self.sparse.entry(pid).or_insert(PageState::Uninitialized)
+    }
+
+    /// The number of page ids, free ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.dense.len() + self.sparse.len()
+    }
+
+    /// Bytes this table holds, for the memory figures.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let frags: usize = self
+            .dense
+            .iter()
+            .chain(self.sparse.values())
+            .map(|s| match s {
+                PageState::Present { frags, .. } => frags.capacity() * size_of::<Loc>(),
+                _ => 0,
+            })
+            .sum();
+        self.dense.capacity() * size_of::<PageState>()
+            + self.sparse.len() * (size_of::<PageState>() + 32)
+            + frags
+    }
+
+    /// sled's `Snapshot::apply`.
+    fn apply(&mut self, kind: Kind, pid: u64, loc: Loc) {
+        match kind {
+            Kind::Free => *self.slot(pid) = PageState::Free,
+            Kind::Counter | Kind::InlineMeta | Kind::BlobMeta | Kind::InlineNode | Kind::BlobNode => {
+                *self.slot(pid) = PageState::Present {
+                    base: loc,
+                    frags: Vec::new(),
+                }
+            }
+            Kind::InlineLink | Kind::BlobLink => {
+                // A change to a page not present is skipped (sled's
+                // "dangling append").
+                let present = match usize::try_from(pid).ok().and_then(|i| self.dense.get_mut(i)) {
+                    Some(s) => Some(s),
+                    None => self.sparse.get_mut(&pid),
+                };
+                if let Some(PageState::Present { base, frags }) = present {
+                    let last = frags.last().map_or(base.lsn, |f| f.lsn);
+                    if last < loc.lsn {
+                        frags.push(loc);
+                    }
+                }
+            }
+            Kind::Corrupted | Kind::Canceled | Kind::Cap | Kind::BatchManifest => {}
+        }
+    }
+}
+
+/// The storage parameters sled keeps in `conf`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conf {
+    pub(crate) segment_size: u64,
+}
+
+pub(crate) fn read_conf(dir: &Path) -> Result<Conf, Error> {
+    let path = dir.join("conf");
+    let bytes = read_small(&path, 4096)?;
+    let not_sled = |reason: String| Error::NotSled {
+        path: path.clone(),
+        reason,
+    };
+    if bytes.len() <= 8 {
+        return Err(not_sled("the file is empty or cut short".into()));
+    }
+    // sled only warns on a wrong checksum here and parses the text anyway;
+    // the text itself is checked field by field below.
+    let text = std::str::from_utf8(&bytes[..bytes.len() - 4])
+        .map_err(|_| not_sled("it is not text (a sled before 0.29?)".into()))?;
+    let mut fields = BTreeMap::new();
+    for line in text.lines() {
+        let mut parts = line.split(": ");
+        match (parts.next(), parts.next()) {
+            (Some(k), Some(v)) => {
+                fields.insert(k, v);
+            }
+            _ => return Err(not_sled(format!("the line {line:?} is not \"name: value\""))),
+        }
+    }
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .copied()
+            .ok_or_else(|| not_sled(format!("it has no {name}")))
+    };
+    let segment_size: u64 = field("segment_size")?
+        .parse()
+        .map_err(|_| not_sled("its segment_size is not a number".into()))?;
+    let compression: bool = field("use_compression")?
+        .parse()
+        .map_err(|_| not_sled("its use_compression is not true or false".into()))?;
+    let version = field("version")?;
+    if version != "0.34" {
+        return Err(Error::Unsupported {
+            path: dir.to_path_buf(),
+            what: format!("sled format version {version} (this reader reads 0.34)"),
+        });
+    }
+    if compression {
+        return Err(Error::Unsupported {
+            path: dir.to_path_buf(),
+            what: "zstd compression (use_compression: true)".into(),
+        });
+    }
+    if !SEGMENT_SIZES.contains(&segment_size) || !segment_size.is_power_of_two() {
+        return Err(Error::Unsupported {
+            path: dir.to_path_buf(),
+            what: format!("a segment size of {segment_size} bytes"),
+        });
+    }
+    Ok(Conf { segment_size })
+}
+
+/// Reads a whole file that should be small, refusing one larger than `max`.
+fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = File::open(path).map_err(io)?;
+    let mut out = Vec::new();
+    f.take(max + 1).read_to_end(&mut out).map_err(io)?;
+    if out.len() as u64 > max {
+        return Err(Error::NotSled {
+            path: path.to_path_buf(),
+            reason: format!("the file is larger than {max} bytes"),
+        });
+    }
+    Ok(out)
+}
+
+/// What reading one message found (sled's `LogRead`).
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// A page base or change: inline bytes, or a blob's bytes.
+    Data {
+        kind: Kind,
+        pid: u64,
+        body: Vec<u8>,
+        blob: Option<i64>,
+        len: u64,
+    },
+    Canceled(u64),
+    Cap,
+    Corrupted(&'static str),
+    DanglingBlob(u64),
+    BatchManifest(i64, u64),
+}
+
+/// The log file and the blob directory, open for reading only.
+#[derive(Debug)]
+pub(crate) struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) path: PathBuf,
+    file: File,
+    pub(crate) len: u64,
+    pub(crate) segment_size: u64,
+}
+
+/// A header read from the start of a segment.
+#[derive(Debug, Clone, Copy)]
+struct SegHeader {
+    lsn: i64,
+    max_stable_lsn: i64,
+    ok: bool,
+}
+
+fn parse_seg_header(b: &[u8; SEG_HEADER_LEN as usize]) -> SegHeader {
+    let crc = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) ^ 0xFFFF_FFFF;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[4..12]);
+    let lsn = i64::from_le_bytes(a) ^ 0x7FFF_FFFF_FFFF_FFFF;
+    a.copy_from_slice(&b[12..20]);
+    let max_stable_lsn = i64::from_le_bytes(a) ^ 0x7FFF_FFFF_FFFF_FFFF;
+    SegHeader {
+        lsn,
+        max_stable_lsn,
+        ok: crc32fast::hash(&b[4..20]) == crc,
+    }
+}
+
+impl Log {
+    pub(crate) fn open(dir: &Path, conf: Conf) -> Result<Log, Error> {
+        let path = dir.join("db");
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        // Read-only: the reader never writes (docs/sled-format.md §1).
+        let file = File::open(&path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            len,
+            segment_size: conf.segment_size,
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes at `at`, stopping at the end of the
+    /// file; returns how many were read.
+    fn read_upto(&self, buf: &mut [u8], at: u64) -> Result<usize, Error> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], at + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+        Ok(done)
+    }
+
+    fn seg_header(&self, lid: u64) -> Result<Option<SegHeader>, Error> {
+        let mut b = [0u8; SEG_HEADER_LEN as usize];
+        if self.read_upto(&mut b, lid)? < b.len() {
+            return Ok(None);
+        }
+        Ok(Some(parse_seg_header(&b)))
+    }
+
+    fn normalize(&self, lsn: i64) -> i64 {
+        let s = self.segment_size as i64;
+        lsn.div_euclid(s) * s
+    }
+
+    /// Reads the blob file `id` (sled's `read_blob`): its crc, its kind byte
+    /// and its bytes. `Ok(None)` when the file does not exist.
+    pub(crate) fn read_blob(&self, id: i64) -> Result<Option<(Kind, Vec<u8>)>, BlobError> {
+        let path = self.dir.join("blobs").join(id.to_string());
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BlobError::Io(path, e)),
+        };
+        let len = f.metadata().map_err(|e| BlobError::Io(path.clone(), e))?.len();
+        // A blob is one page or change; sled writes those only for values
+        // that fit in memory, and the file's own length bounds the read.
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
+        (&f).take(1 << 32)
+            .read_to_end(&mut buf)
+            .map_err(|e| BlobError::Io(path.clone(), e))?;
+        if buf.len() < 5 {
+            return Err(BlobError::Bad(path, "the file is shorter than its header"));
+        }
+        let want = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if crc32fast::hash(&buf[4..]) != want {
+            return Err(BlobError::Bad(path, "its checksum does not match its bytes"));
+        }
+        let kind = Kind::from_byte(buf[4]);
+        buf.drain(..5);
+        Ok(Some((kind, buf)))
+    }
+
+    /// Decodes the message at `lid` from `window` (the bytes from `lid` to
+    /// the end of its segment or of the file), as sled's `read_message`
+    /// does. `Err` is what sled reports as an error rather than a corrupt
+    /// message: a read past the end, or a blob that fails its check.
+    pub(crate) fn decode_message(
+        &self,
+        window: &[u8],
+        lid: u64,
+        expected_segment: u64,
+    ) -> Result<Msg, MsgError> {
+        let seg_start = lid / self.segment_size * self.segment_size;
+        let ceiling = seg_start + self.segment_size;
+        let mut head = [0u8; 128];
+        let n = window.len().min(128);
+        head[..n].copy_from_slice(&window[..n]);
+        let mut c = Cursor::new(&head);
+        let parsed = (|| -> Result<_, Short> {
+            let crc = c.u32_le()?;
+            let kind = c.u8()?;
+            let len = c.varint()?;
+            let seg = c.varint()?;
+            let pid = c.varint()?;
+            Ok((crc, kind, len, seg, pid))
+        })();
+        let Ok((crc, kind_byte, len, segment_number, pid)) = parsed else {
+            return Err(MsgError::Short);
+        };
+        let header_len = 128 - c.remaining();
+        let max_len = ceiling.saturating_sub(lid + header_len as u64);
+        if len > max_len {
+            return Ok(Msg::Corrupted("a message longer than its segment"));
+        }
+        let kind = Kind::from_byte(kind_byte);
+        if kind == Kind::Corrupted {
+            return Ok(Msg::Corrupted("a message of no known kind"));
+        }
+        let body_len = len as usize;
+        let body: &[u8] = if body_len <= c.remaining() {
+            &head[header_len..header_len + body_len]
+        } else {
+            window
+                .get(header_len..header_len + body_len)
+                .ok_or(MsgError::Short)?
+        };
+        let mut h = crc32fast::Hasher::new();
+        h.update(body);
+        h.update(&head[4..header_len]);
+        if h.finalize() ^ 0xFFFF_FFFF != crc {
+            return Ok(Msg::Corrupted("a message whose checksum does not match"));
+        }
+        let inline_len = header_len as u64 + len;
+        if segment_number != expected_segment {
+            return Ok(Msg::Corrupted("a message from another segment"));
+        }
+        Ok(match kind {
+            Kind::Canceled => Msg::Canceled(inline_len),
+            Kind::Cap => Msg::Cap,
+            Kind::BatchManifest => {
+                let Ok(b) = <[u8; 8]>::try_from(body) else {
+                    return Err(MsgError::Malformed("a batch manifest that is not 8 bytes"));
+                };
+                Msg::BatchManifest(i64::from_le_bytes(b), inline_len)
+            }
+            k if k.is_blob() => {
+                let Ok(b) = <[u8; 8]>::try_from(body) else {
+                    return Err(MsgError::Malformed("a blob pointer that is not 8 bytes"));
+                };
+                let id = i64::from_le_bytes(b);
+                match self.read_blob(id) {
+                    Ok(Some((bk, bytes))) => {
+                        // sled asserts the blob's kind equals the message's.
+                        if bk != k {
+                            return Err(MsgError::Malformed("a blob of another kind than its message"));
+                        }
+                        Msg::Data {
+                            kind: k,
+                            pid,
+                            body: bytes,
+                            blob: Some(id),
+                            len: inline_len,
+                        }
+                    }
+                    Ok(None) => Msg::DanglingBlob(inline_len),
+                    Err(e) => return Err(MsgError::Blob(e)),
+                }
+            }
+            k => Msg::Data {
+                kind: k,
+                pid,
+                body: body.to_vec(),
+                blob: None,
+                len: inline_len,
+            },
+        })
+    }
+
+    /// Reads a page's base or change from where the page table says it is,
+    /// as sled's `pull` does: the message at its offset, or the blob file.
+    pub(crate) fn read_page_part(&self, pid: u64, loc: &Loc) -> Result<(Kind, Vec<u8>), Error> {
+        let damaged = |what: String| Error::Damaged(Damage {
+            place: Place::Log { offset: loc.lid },
+            page: Some(pid),
+            tree: None,
+            keys: None,
+            reason: what,
+        });
+        if let Some(id) = loc.blob {
+            return match self.read_blob(id) {
+                Ok(Some((kind, body))) => Ok((kind, body)),
+                Ok(None) => Err(damaged(format!("its blob file blobs/{id} is missing"))),
+                Err(e) => Err(damaged(e.to_string())),
+            };
+        }
+        let seg_start = loc.lid / self.segment_size * self.segment_size;
+        if loc.lid < seg_start + SEG_HEADER_LEN
+            || seg_start + self.segment_size - loc.lid < MAX_MSG_HEADER_LEN
+        {
+            return Err(damaged("the page table points outside a segment's messages".into()));
+        }
+        let want = (loc.size.max(128)).min(seg_start + self.segment_size - loc.lid);
+        let mut window = vec![0u8; want as usize];
+        let n = self.read_upto(&mut window, loc.lid)?;
+        window.truncate(n);
+        let expected = u64::try_from(loc.lsn).unwrap_or(u64::MAX) / self.segment_size;
+        match self.decode_message(&window, loc.lid, expected) {
+            Ok(Msg::Data {
+                kind, pid: p, body, ..
+            }) if p == pid => Ok((kind, body)),
+            Ok(Msg::Data { pid: p, .. }) => Err(damaged(format!("the message there belongs to page {p}"))),
+            Ok(Msg::Corrupted(why)) => Err(damaged(why.into())),
+            Ok(_) => Err(damaged("the message there holds no page".into())),
+            Err(e) => Err(damaged(e.to_string())),
+        }
+    }
+}
+
+/// Why a blob file could not be read.
+#[derive(Debug)]
+pub(crate) enum BlobError {
+    Io(PathBuf, std::io::Error),
+    Bad(PathBuf, &'static str),
+}
+
+impl std::fmt::Display for BlobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobError::Io(p, e) => write!(f, "cannot read the blob file {}: {e}", p.display()),
+            BlobError::Bad(p, why) => write!(f, "the blob file {} is damaged: {why}", p.display()),
+        }
+    }
+}
+
+/// A message sled would fail on rather than skip.
+#[derive(Debug)]
+pub(crate) enum MsgError {
+    Short,
+    Malformed(&'static str),
+    Blob(BlobError),
+}
+
+impl std::fmt::Display for MsgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MsgError::Short => f.write_str("the log ends inside a message"),
+            MsgError::Malformed(w) => f.write_str(w),
+            MsgError::Blob(b) => b.fmt(f),
+        }
+    }
+}
+
+/// A page table as of a snapshot (sled's `Snapshot`).
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) stable_lsn: Option<i64>,
+    pub(crate) pages: PageTable,
+}
+
+/// Reads the snapshot sled would read: the `snap.*` file whose name sorts
+/// last. A damaged one is an error, as in sled.
+pub(crate) fn read_snapshot(log: &Log) -> Result<(Option<PathBuf>, Snapshot), Error> {
+    let dir = &log.dir;
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut best: Option<PathBuf> = None;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && !name.ends_with(".in___motion") {
+            let p = e.path();
+            if best.as_ref().is_none_or(|b| p > *b) {
+                best = Some(p);
+            }
+        }
+    }
+    let Some(path) = best else {
+        return Ok((None, Snapshot::default()));
+    };
+    // A snapshot holds one entry per page: far smaller than the log.
+    let buf = read_small(&path, log.len.saturating_mul(2).max(1 << 20))?;
+    let damaged = |reason: String| {
+        Error::Damaged(Damage {
+            place: Place::File { path: path.clone() },
+            page: None,
+            tree: None,
+            keys: None,
+            reason,
+        })
+    };
+    if buf.len() <= 12 {
+        return Err(damaged("the snapshot file is empty or cut short".into()));
+    }
+    let body = &buf[..buf.len() - 12];
+    let crc = u32::from_le_bytes([buf[buf.len() - 4], buf[buf.len() - 3], buf[buf.len() - 2], buf[buf.len() - 1]]);
+    if crc32fast::hash(body) != crc {
+        return Err(damaged("the snapshot's checksum does not match its bytes".into()));
+    }
+    let snap = decode_snapshot(body).map_err(|e| damaged(format!("the snapshot does not decode: {e}")))?;
+    Ok((Some(path), snap))
+}
+
+fn decode_ptr(c: &mut Cursor<'_>) -> Result<(u64, Option<i64>), Short> {
+    if c.remaining() < 2 {
+        return Err(Short::Truncated);
+    }
+    match c.u8()? {
+        0 => Ok((c.varint()?, None)),
+        1 => {
+            let lid = c.varint()?;
+            Ok((lid, Some(c.i64_le()?)))
+        }
+        t => Err(Short::BadTag(t)),
+    }
+}
+
+fn decode_loc(c: &mut Cursor<'_>) -> Result<Loc, Short> {
+    let lsn = c.i64_le()?;
+    let (lid, blob) = decode_ptr(c)?;
+    let size = c.varint()?;
+    Ok(Loc { lsn, lid, blob, size })
+}
+
+fn decode_snapshot(body: &[u8]) -> Result<Snapshot, Short> {
+    let mut c = Cursor::new(body);
+    let stable_lsn = c.opt_i64()?;
+    let _active_segment = c.opt_varint()?;
+    let mut pages = PageTable::default();
+    while !c.is_empty() {
+        let tag = c.u8()?;
+        let state = if tag == 0 {
+            let _lsn = c.i64_le()?;
+            let _ = decode_ptr(&mut c)?;
+            PageState::Free
+        } else {
+            let base = decode_loc(&mut c)?;
+            let mut frags = Vec::new();
+            for _ in 1..tag {
+                if c.is_empty() {
+                    break;
+                }
+                frags.push(decode_loc(&mut c)?);
+            }
+            PageState::Present { base, frags }
+        };
+        pages.dense.push(state);
+    }
+    Ok(Snapshot { stable_lsn, pages })
+}
+
+/// How recovery ended: what sled would have cut off or zeroed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recovery {
+    /// Damage that ended the read before the end of the written log.
+    pub(crate) stopped: Option<Damage>,
+    /// Messages read and applied.
+    pub(crate) messages: u64,
+}
+
+/// sled's `LogIter`: messages in lsn order over a set of segments.
+struct LogIter<'a> {
+    log: &'a Log,
+    segments: BTreeMap<i64, u64>,
+    /// The current segment's bytes and its offset in the file.
+    seg: Option<(Vec<u8>, u64)>,
+    buf: Vec<u8>,
+    max_lsn: Option<i64>,
+    cur_lsn: Option<i64>,
+    /// In the last stage a corrupt message ends its segment, not the log.
+    last_stage: bool,
+    /// The first damage met, with the lsn where it was met.
+    damage: Option<(i64, u64, String)>,
+}
+
+struct Item {
+    kind: Kind,
+    pid: u64,
+    lsn: i64,
+    loc: Loc,
+}
+
+impl LogIter<'_> {
+    fn valid_entry(&self, lsn: i64) -> bool {
+        let s = self.log.segment_size as i64;
+        let off = lsn.rem_euclid(s);
+        off >= SEG_HEADER_LEN as i64 && off <= s - MAX_MSG_HEADER_LEN as i64
+    }
+
+    fn note(&mut self, lsn: i64, lid: u64, why: String) {
+        if self.damage.is_none() {
+            self.damage = Some((lsn, lid, why));
+        }
+    }
+
+    /// sled's `read_segment`; `false` ends the iteration.
+    fn read_segment(&mut self) -> Result<bool, Error> {
+        let Some((&lsn, &lid)) = self.segments.iter().next() else {
+            return Ok(false);
+        };
+        if self.max_lsn.is_some_and(|m| lsn > m) {
+            return Ok(false);
+        }
+        let s = self.log.segment_size;
+        let Some(h) = self.log.seg_header(lid)? else {
+            return Ok(false);
+        };
+        if lid % s != 0 || h.lsn.rem_euclid(s as i64) != 0 || h.lsn != lsn {
+            self.note(lsn, lid, "a torn segment header".into());
+            return Ok(false);
+        }
+        self.buf.resize(s as usize, 0);
+        let mut b = std::mem::take(&mut self.buf);
+        let n = self.log.read_upto(&mut b, lid)?;
+        b.truncate(n);
+        if let Some((old, _)) = self.seg.take() {
+            self.buf = old;
+        }
+        self.seg = Some((b, lid));
+        self.cur_lsn = Some(h.lsn + SEG_HEADER_LEN as i64);
+        self.segments.remove(&lsn);
+        Ok(true)
+    }
+
+    fn drop_segment(&mut self) {
+        if let Some((old, _)) = self.seg.take() {
+            self.buf = old;
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<Item>, Error> {
+        loop {
+            if !self.valid_entry(self.cur_lsn.unwrap_or(0)) {
+                self.drop_segment();
+            }
+            if self.seg.is_none() && !self.read_segment()? {
+                return Ok(None);
+            }
+            let lsn = self.cur_lsn.unwrap_or(0);
+            if self.max_lsn.is_some_and(|m| lsn > m) {
+                return Ok(None);
+            }
+            let s = self.log.segment_size;
+            let Some((seg, base)) = self.seg.as_ref() else {
+                return Ok(None);
+            };
+            let base = *base;
+            let off = lsn.rem_euclid(s as i64) as usize;
+            let lid = base + off as u64;
+            let expected = u64::try_from(lsn).unwrap_or(u64::MAX) / s;
+            // A segment read short (the file ends inside it): sled fails the
+            // read, which ends the iteration.
+            let Some(window) = seg.get(off..) else {
+                self.note(lsn, lid, "the log file ends inside a segment".into());
+                return Ok(None);
+            };
+            match self.log.decode_message(window, lid, expected) {
+                Ok(Msg::Data {
+                    kind,
+                    pid,
+                    blob,
+                    len,
+                    ..
+                }) => {
+                    self.cur_lsn = Some(lsn + len as i64);
+                    return Ok(Some(Item {
+                        kind,
+                        pid,
+                        lsn,
+                        loc: Loc {
+                            lsn,
+                            lid,
+                            blob,
+                            size: len,
+                        },
+                    }));
+                }
+                Ok(Msg::BatchManifest(last, len)) => {
+                    if self.max_lsn.is_some_and(|m| last > m) {
+                        self.note(lsn, lid, "a batch of writes that was not finished".into());
+                        return Ok(None);
+                    }
+                    self.cur_lsn = Some(lsn + len as i64);
+                }
+                Ok(Msg::Canceled(len)) | Ok(Msg::DanglingBlob(len)) => {
+                    self.cur_lsn = Some(lsn + len as i64);
+                }
+                Ok(Msg::Corrupted(why)) => {
+                    self.note(lsn, lid, why.into());
+                    if self.last_stage {
+                        self.drop_segment();
+                    } else {
+                        return Ok(None);
+                    }
+                }
+                Ok(Msg::Cap) => self.drop_segment(),
+                Err(e) => {
+                    self.note(lsn, lid, e.to_string());
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Recovers the page table as sled 0.34.7 would on open
+/// (`read_snapshot_or_default`), without writing anything.
+pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery), Error> {
+    let s = log.segment_size;
+    let min = log.normalize(snap.stable_lsn.unwrap_or(0));
+    // Every segment header: the ones sled would use.
+    let count = log.len / s + u64::from(log.len % s >= SEG_HEADER_LEN);
+    let mut ordering: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut max_stable = min;
+    for idx in 0..count {
+        let lid = idx * s;
+        let Some(h) = log.seg_header(lid)? else { continue };
+        if !(h.ok && h.lsn >= min) {
+            continue;
+        }
+        max_stable = max_stable.max(h.max_stable_lsn);
+        if let Some(other) = ordering.insert(h.lsn, lid) {
+            // sled panics here ("duplicate segment LSN").
+            return Err(Error::Damaged(Damage {
+                place: Place::Log { offset: lid },
+                page: None,
+                tree: None,
+                keys: None,
+                reason: format!("two segments (at offsets {other} and {lid}) claim the same position in the log"),
+            }));
+        }
+    }
+    // The unstable tail: contiguous segments from the highest stable one.
+    let lowest = log.normalize(max_stable).max(0);
+    let mut expected = lowest;
+    let mut missing = None;
+    let mut tail = BTreeMap::new();
+    for (&lsn, &lid) in ordering.range(lowest..) {
+        if lsn != expected {
+            missing = Some(expected);
+            break;
+        }
+        tail.insert(lsn, lid);
+        expected += s as i64;
+    }
+    let mut it = LogIter {
+        log,
+        segments: tail,
+        seg: None,
+        buf: Vec::new(),
+        max_lsn: missing,
+        cur_lsn: None,
+        last_stage: false,
+        damage: None,
+    };
+    while it.next()?.is_some() {}
+    let end_of_last = it.cur_lsn.unwrap_or(0) - 1;
+    let tail_damage = it.damage.take();
+    // The main pass, from the snapshot on.
+    let segments: BTreeMap<i64, u64> = ordering.range(min..).map(|(a, b)| (*a, *b)).collect();
+    let mut it = LogIter {
+        log,
+        segments,
+        seg: None,
+        buf: Vec::new(),
+        max_lsn: Some(end_of_last),
+        cur_lsn: None,
+        last_stage: true,
+        damage: None,
+    };
+    let mut pages = snap.pages;
+    let mut messages = 0;
+    let stable = snap.stable_lsn.unwrap_or(-1);
+    while let Some(item) = it.next()? {
+        if item.lsn < stable {
+            continue;
+        }
+        if item.lsn >= end_of_last {
+            return Err(Error::Damaged(Damage {
+                place: Place::Log { offset: item.loc.lid },
+                page: Some(item.pid),
+                tree: None,
+                keys: None,
+                reason: "a message past the end of the log".into(),
+            }));
+        }
+        messages += 1;
+        pages.apply(item.kind, item.pid, item.loc);
+    }
+    let main_damage = it.damage.take();
+    let unread: Vec<(i64, u64)> = ordering
+        .range(end_of_last.max(min)..)
+        .filter(|(lsn, _)| **lsn > end_of_last)
+        .map(|(a, b)| (*a, *b))
+        .collect();
+    // Damage that cut the log short: a stop before segments that exist.
+    let stopped = tail_damage.or(main_damage).filter(|_| !unread.is_empty() || missing.is_some()).map(|(_, lid, why)| Damage {
+        place: Place::Log { offset: lid },
+        page: None,
+        tree: None,
+        keys: None,
+        reason: format!(
+            "{why}; sled stops reading the log here, and the {} segment(s) written after it are not part of its view",
+            unread.len()
+        ),
+    });
+    Ok((
+        pages,
+        Recovery {
+            stopped,
+            messages,
+        },
+    ))
+}

@@ -1,0 +1,321 @@
+//! The reader against sled itself: random histories written through sled,
+//! then every tree read by both and compared key by key (docs/sled-format.md
+//! §7). Every disagreement fails, whichever side it favours.
+//!
+//! `SLED_READER_CASES` sets the number of cases (default 24; `cargo xtask
+//! ci` runs more), `PROPTEST_RNG_SEED` repeats a run; a failure prints its
+//! seed and the history.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+type View = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
+
+const TREES: [&str; 3] = ["a", "b", "nodestore.meta"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(usize, Vec<u8>, usize),
+    Remove(usize, Vec<u8>),
+    Batch(usize, Vec<(Vec<u8>, Option<usize>)>),
+    Transaction(Vec<(usize, Vec<u8>, usize)>),
+    Flush,
+    Reopen,
+    ClearTree(usize),
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => (0u16..400).prop_map(|k| format!("k{k:04}").into_bytes()),
+        1 => proptest::collection::vec(any::<u8>(), 0..24),
+    ]
+}
+
+fn value_len() -> impl Strategy<Value = usize> {
+    // Mostly small values; some big enough to go to blob files at the
+    // small segment sizes the cases use.
+    prop_oneof![8 => 0usize..64, 2 => 64usize..1500, 1 => 1500usize..6000]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        30 => (0..3usize, key(), value_len()).prop_map(|(t, k, v)| Op::Insert(t, k, v)),
+        8 => (0..3usize, key()).prop_map(|(t, k)| Op::Remove(t, k)),
+        4 => (0..3usize, proptest::collection::vec((key(), proptest::option::of(value_len())), 1..40))
+            .prop_map(|(t, b)| Op::Batch(t, b)),
+        3 => proptest::collection::vec((0..3usize, key(), value_len()), 1..6).prop_map(Op::Transaction),
+        2 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+        1 => (0..3usize).prop_map(Op::ClearTree),
+    ]
+}
+
+fn value(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(31).wrapping_add(seed * 7)) as u8).collect()
+}
+
+fn open_sled(dir: &Path, segment: usize) -> sled::Db {
+    // sled's background threads let go of the previous handle's file lock
+    // a moment after it is dropped.
+    for _ in 0..200 {
+        match sled::Config::new().path(dir).segment_size(segment).cache_capacity(1 << 20).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::Other => {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => panic!("sled cannot open {}: {e}", dir.display()),
+        }
+    }
+    panic!("sled kept {} locked", dir.display())
+}
+
+fn run(dir: &Path, segment: usize, ops: &[Op]) {
+    let mut db = open_sled(dir, segment);
+    for (n, op) in ops.iter().enumerate() {
+        match op {
+            Op::Insert(t, k, len) => {
+                db.open_tree(TREES[*t]).unwrap().insert(k, value(n, *len)).unwrap();
+            }
+            Op::Remove(t, k) => {
+                db.open_tree(TREES[*t]).unwrap().remove(k).unwrap();
+            }
+            Op::Batch(t, items) => {
+                let mut b = sled::Batch::default();
+                for (i, (k, v)) in items.iter().enumerate() {
+                    match v {
+                        Some(len) => b.insert(k.clone(), value(n + i, *len)),
+                        None => b.remove(k.clone()),
+                    }
+                }
+                db.open_tree(TREES[*t]).unwrap().apply_batch(b).unwrap();
+            }
+            Op::Transaction(items) => {
+                use sled::Transactional as _;
+                let trees: Vec<sled::Tree> = TREES.iter().map(|t| db.open_tree(t).unwrap()).collect();
+                (&trees[0], &trees[1], &trees[2])
+                    .transaction(|(a, b, c)| {
+                        for (i, (t, k, len)) in items.iter().enumerate() {
+                            let tx = [a, b, c][*t];
+                            tx.insert(k.clone(), value(n + i, *len))?;
+                        }
+                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                    })
+                    .unwrap();
+            }
+            Op::Flush => {
+                db.flush().unwrap();
+            }
+            Op::Reopen => {
+                drop(db);
+                db = open_sled(dir, segment);
+            }
+            Op::ClearTree(t) => {
+                db.open_tree(TREES[*t]).unwrap().clear().unwrap();
+            }
+        }
+    }
+    db.flush().unwrap();
+    drop(db);
+    wait_released(dir);
+}
+
+/// Waits until sled's background threads have closed the database (they
+/// hold its file lock until then), so the files no longer change.
+fn wait_released(dir: &Path) {
+    let f = std::fs::File::open(dir.join("db")).unwrap();
+    for _ in 0..400 {
+        if f.try_lock().is_ok() {
+            f.unlock().unwrap();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("sled kept {} open", dir.display())
+}
+
+fn hash_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(
+                    e.path().strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The reader's view; also checks it left every file as it was.
+fn reader_view(dir: &Path) -> View {
+    let before = hash_dir(dir);
+    let db = sled_reader::Db::open(dir).unwrap_or_else(|e| panic!("the reader refused: {e}"));
+    let mut view = View::new();
+    for name in db.tree_names().map(<[u8]>::to_vec).collect::<Vec<_>>() {
+        let tree = db.tree(&name).unwrap();
+        let items: Vec<_> = tree
+            .iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("the reader failed on tree {}: {e}", tree.name())))
+            .collect();
+        // Point reads and the last key agree with the scan.
+        for (k, v) in items.iter().step_by(7) {
+            assert_eq!(tree.get(k).unwrap().as_ref(), Some(v), "get of {k:?}");
+        }
+        assert_eq!(tree.last().unwrap(), items.last().cloned(), "last of {}", tree.name());
+        view.insert(name, items);
+    }
+    assert!(before == hash_dir(dir), "the reader changed a file");
+    view
+}
+
+fn sled_view(dir: &Path, segment: usize) -> View {
+    let db = open_sled(dir, segment);
+    let mut view = View::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).unwrap();
+        let items = tree
+            .iter()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        view.insert(name.to_vec(), items);
+    }
+    view
+}
+
+/// Compares, treating a database sled never finished creating (no meta
+/// page: the reader sees no trees, sled creates its default tree) as equal
+/// when sled's trees are all empty.
+fn compare(dir: &Path, segment: usize) {
+    let mine = reader_view(dir);
+    let copy = tempfile::tempdir().unwrap();
+    for (name, bytes) in hash_dir(dir) {
+        let p = copy.path().join(&name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let theirs = sled_view(copy.path(), segment);
+    if mine.is_empty() && theirs.values().all(Vec::is_empty) {
+        return;
+    }
+    assert_eq!(
+        mine.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "tree names differ"
+    );
+    for (name, want) in &theirs {
+        let got = &mine[name];
+        if got != want {
+            let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+            panic!(
+                "tree {}: the reader has {} entries, sled {}; first difference at entry {first}: reader {:?}, sled {:?}",
+                String::from_utf8_lossy(name),
+                got.len(),
+                want.len(),
+                got.get(first).map(|(k, _)| k),
+                want.get(first).map(|(k, _)| k),
+            );
+        }
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("SLED_READER_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Random histories of inserts, removes, batches, transactions, clears,
+    /// flushes and reopenings over three trees, at segment sizes small
+    /// enough that values go to blob files and the log crosses and reuses
+    /// segments.
+    #[test]
+    fn the_reader_reads_what_sled_reads(
+        segment in prop_oneof![Just(1024usize), Just(4096), Just(65536)],
+        ops in proptest::collection::vec(op(), 1..400),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), segment, &ops);
+        compare(dir.path(), segment);
+    }
+}
+
+/// The writer a killed-process case runs in a child: random writes until
+/// it is killed.
+fn child_writer(dir: &Path, segment: usize, seed: u64) -> ! {
+    let db = open_sled(dir, segment);
+    let mut x = seed | 1;
+    let mut n = 0usize;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let t = db.open_tree(TREES[(x % 3) as usize]).unwrap();
+        let k = format!("k{:04}", (x >> 8) % 2000).into_bytes();
+        match (x >> 20) % 10 {
+            0 | 1 => {
+                t.remove(&k).unwrap();
+            }
+            2 => {
+                let mut b = sled::Batch::default();
+                for i in 0..20 {
+                    b.insert(format!("b{:04}", ((x >> 24) + i) % 3000).into_bytes(), value(n, 40));
+                }
+                t.apply_batch(b).unwrap();
+            }
+            3 if x % 7 == 0 => {
+                db.flush().unwrap();
+            }
+            _ => {
+                t.insert(k, value(n, ((x >> 32) % 3000) as usize)).unwrap();
+            }
+        }
+        n += 1;
+    }
+}
+
+/// Processes killed mid-write (SIGKILL at a random moment): the reader
+/// still reads exactly what sled recovers.
+#[test]
+fn the_reader_reads_what_sled_recovers_after_a_kill() {
+    if let (Ok(dir), Ok(seed)) = (std::env::var("SLED_READER_CHILD_DIR"), std::env::var("SLED_READER_CHILD_SEED")) {
+        let segment = std::env::var("SLED_READER_CHILD_SEGMENT").unwrap().parse().unwrap();
+        child_writer(Path::new(&dir), segment, seed.parse().unwrap());
+    }
+    let base: u64 = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let rounds = (cases() / 4).max(4);
+    for round in 0..rounds {
+        let seed = base.wrapping_mul(6364136223846793005).wrapping_add(u64::from(round));
+        let segment = [1024usize, 4096, 65536][(seed % 3) as usize];
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "the_reader_reads_what_sled_recovers_after_a_kill", "--nocapture"])
+            .env("SLED_READER_CHILD_DIR", dir.path())
+            .env("SLED_READER_CHILD_SEED", seed.to_string())
+            .env("SLED_READER_CHILD_SEGMENT", segment.to_string())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + seed % 600));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        eprintln!("kill case {round}: seed {seed}, segment {segment}");
+        compare(dir.path(), segment);
+    }
+}
