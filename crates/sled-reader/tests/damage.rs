@@ -1,0 +1,291 @@
+//! Arbitrary damage over real databases (docs/sled-format.md §7): the
+//! reader never panics, never hangs, never writes, and a salvaging read
+//! never yields a record that was not in the database.
+//!
+//! `SLED_READER_CASES` sets the number of cases (default 24); a failure
+//! prints its seed (`PROPTEST_RNG_SEED` repeats a run).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+/// A database written once per run: three trees, some blob-sized values,
+/// several segments, a snapshot.
+struct Base {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn base(segment: usize) -> &'static Base {
+    static BASES: OnceLock<Vec<Base>> = OnceLock::new();
+    let bases = BASES.get_or_init(|| [1024usize, 65536].iter().map(|s| build(*s)).collect());
+    &bases[usize::from(segment != 1024)]
+}
+
+fn build(segment: usize) -> Base {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv");
+    {
+        let db = sled::Config::new().path(&path).segment_size(segment).open().unwrap();
+        for t in ["accounts", "sessions", "actions"] {
+            let tree = db.open_tree(t).unwrap();
+            for i in 0..1500u32 {
+                tree.insert(format!("{t}{i:06}"), value(i)).unwrap();
+                if i % 5 == 0 {
+                    tree.remove(format!("{t}{:06}", i / 2)).unwrap();
+                }
+            }
+        }
+        db.flush().unwrap();
+    }
+    wait_released(&path);
+    {
+        // Reopened: sled writes a snapshot; then more writes after it.
+        let db = sled::Config::new().path(&path).segment_size(segment).open().unwrap();
+        let tree = db.open_tree("actions").unwrap();
+        for i in 1500..1900u32 {
+            tree.insert(format!("actions{i:06}"), value(i)).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    wait_released(&path);
+    assert!(find(&path, "snap.").is_some(), "the base has a snapshot");
+    let records = read_all(&path).unwrap();
+    assert!(records.iter().all(written) && records.len() > 3000);
+    Base { _dir: dir, path }
+}
+
+fn wait_released(path: &Path) {
+    let f = std::fs::File::open(path.join("db")).unwrap();
+    for _ in 0..400 {
+        if f.try_lock().is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Hurt {
+    /// Random bytes over `len` bytes at a fraction of the log.
+    Random { at: f64, len: usize, seed: u8 },
+    /// Zeros over `len` bytes at a fraction of the log.
+    Zero { at: f64, len: usize },
+    /// Single bytes flipped at fractions of the log.
+    Flip(Vec<(f64, u8)>),
+    /// The log cut at a fraction of its length.
+    Truncate(f64),
+    /// A file removed: the snapshot, a blob, the configuration.
+    Remove(&'static str),
+    /// The snapshot's bytes damaged.
+    Snapshot { at: f64, seed: u8 },
+    /// A blob file's bytes damaged.
+    Blob { at: f64, seed: u8 },
+}
+
+fn hurt() -> impl Strategy<Value = Hurt> {
+    let frac = 0.0f64..1.0;
+    prop_oneof![
+        (frac.clone(), 1usize..8192, any::<u8>()).prop_map(|(at, len, seed)| Hurt::Random { at, len, seed }),
+        (frac.clone(), 1usize..8192).prop_map(|(at, len)| Hurt::Zero { at, len }),
+        proptest::collection::vec((frac.clone(), 1u8..=255), 1..32).prop_map(Hurt::Flip),
+        frac.clone().prop_map(Hurt::Truncate),
+        prop_oneof![Just("snap"), Just("blob"), Just("conf")].prop_map(Hurt::Remove),
+        (frac.clone(), any::<u8>()).prop_map(|(at, seed)| Hurt::Snapshot { at, seed }),
+        (frac, any::<u8>()).prop_map(|(at, seed)| Hurt::Blob { at, seed }),
+    ]
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn find(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .collect();
+    v.sort();
+    v.pop()
+}
+
+fn scribble(path: &Path, at: f64, len: usize, byte: impl Fn(usize) -> u8) {
+    let mut b = std::fs::read(path).unwrap();
+    if b.is_empty() {
+        return;
+    }
+    let start = ((b.len() as f64 * at) as usize).min(b.len() - 1);
+    for (i, x) in b.iter_mut().skip(start).take(len).enumerate() {
+        *x = byte(i);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+fn apply(dir: &Path, h: &Hurt) {
+    let db = dir.join("db");
+    match h {
+        Hurt::Random { at, len, seed } => {
+            scribble(&db, *at, *len, |i| (i as u8).wrapping_mul(151).wrapping_add(*seed))
+        }
+        Hurt::Zero { at, len } => scribble(&db, *at, *len, |_| 0),
+        Hurt::Flip(flips) => {
+            for (at, x) in flips {
+                let mut b = std::fs::read(&db).unwrap();
+                let i = ((b.len() as f64 * at) as usize).min(b.len() - 1);
+                b[i] ^= x;
+                std::fs::write(&db, b).unwrap();
+            }
+        }
+        Hurt::Truncate(at) => {
+            let len = std::fs::metadata(&db).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&db)
+                .unwrap()
+                .set_len((len as f64 * at) as u64)
+                .unwrap();
+        }
+        Hurt::Remove(what) => {
+            let p = match *what {
+                "snap" => find(dir, "snap."),
+                "blob" => find(&dir.join("blobs"), ""),
+                _ => Some(dir.join("conf")),
+            };
+            if let Some(p) = p {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        Hurt::Snapshot { at, seed } => {
+            if let Some(p) = find(dir, "snap.") {
+                scribble(&p, *at, 16, |i| (i as u8) ^ seed);
+            }
+        }
+        Hurt::Blob { at, seed } => {
+            if let Some(p) = find(&dir.join("blobs"), "") {
+                scribble(&p, *at, 64, |i| (i as u8) ^ seed ^ 0x5a);
+            }
+        }
+    }
+}
+
+fn hash_dir(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Reads everything, strictly and salvaging; returns the salvaged records.
+fn read_all(dir: &Path) -> Option<BTreeSet<(Vec<u8>, Vec<u8>, Vec<u8>)>> {
+    let db = sled_reader::Db::open(dir).ok()?;
+    let mut out = BTreeSet::new();
+    for name in db.tree_names().map(<[u8]>::to_vec).collect::<Vec<_>>() {
+        let tree = db.tree(&name).unwrap();
+        for r in tree.iter() {
+            if r.is_err() {
+                break;
+            }
+        }
+        let _ = tree.last();
+        let _ = tree.get(b"sessions000100");
+        let mut it = tree.salvage();
+        for r in it.by_ref() {
+            match r {
+                Ok((k, v)) => {
+                    out.insert((name.clone(), k, v));
+                }
+                Err(_) => break,
+            }
+        }
+        for d in it.damage() {
+            // Every damage names where it is, in words.
+            assert!(!d.to_string().is_empty());
+        }
+    }
+    Some(out)
+}
+
+/// Whether a record is one the history wrote at some point: a damaged log
+/// may recover an earlier state, never a record nobody wrote.
+fn written((tree, k, v): &(Vec<u8>, Vec<u8>, Vec<u8>)) -> bool {
+    let Ok(t) = std::str::from_utf8(tree) else { return false };
+    let Some(i) = std::str::from_utf8(k)
+        .ok()
+        .and_then(|k| k.strip_prefix(t))
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    ["accounts", "sessions", "actions"].contains(&t) && *v == value(i)
+}
+
+fn value(i: u32) -> Vec<u8> {
+    let len = if i % 97 == 0 { 3000 } else { 30 + (i % 50) as usize };
+    vec![(i % 251) as u8; len]
+}
+
+fn cases() -> u32 {
+    std::env::var("SLED_READER_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Any damage: no panic, no hang (the read runs on a thread that must
+    /// finish within a minute), no write, and nothing salvaged that the
+    /// database did not hold.
+    #[test]
+    fn damage_never_panics_hangs_writes_or_invents(
+        small in any::<bool>(),
+        hurts in proptest::collection::vec(hurt(), 1..4),
+    ) {
+        let base = base(if small { 1024 } else { 65536 });
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("kv");
+        copy_dir(&base.path, &dir);
+        for h in &hurts {
+            apply(&dir, h);
+        }
+        let before = hash_dir(&dir);
+        let d = dir.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(|| read_all(&d));
+            let _ = tx.send(r);
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the read did not finish within a minute")
+            .expect("the reader panicked");
+        prop_assert!(before == hash_dir(&dir), "the reader changed a file");
+        if let Some(got) = got {
+            let invented: Vec<_> = got.iter().filter(|r| !written(r)).take(3).collect();
+            prop_assert!(invented.is_empty(), "salvaged records the database never held: {:?}", invented);
+        }
+    }
+}
