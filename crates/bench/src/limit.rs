@@ -59,12 +59,7 @@ fn values(exprs: Vec<SimpleExpr>) -> Vec<Value> {
 /// Reads the key-value database into rows, table by table, in an order
 /// that satisfies every foreign key (group founders before members).
 fn rows(kv: &Path) -> Result<Vec<Table>, BoxError> {
-    let src = MigrationSource::open(
-        kv,
-        &KvOptions {
-            cache_capacity: 64 << 20,
-        },
-    )?;
+    let src = MigrationSource::open(kv, &KvOptions::default())?;
     let mut accounts = Table::new(
         "accounts",
         &[

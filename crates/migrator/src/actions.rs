@@ -106,8 +106,8 @@ pub(crate) async fn migrate(
     // Locators are handed out in sequence, so the index's last key is the
     // count, found with one seek; sled's `len` would walk the whole tree and
     // keep what it read in memory (136 MiB for a million actions).
-    let total = match source.tree(INDEX_TREE)?.and_then(|i| i.iter().next_back()) {
-        Some(Ok((key, _))) => index_seq(&key).unwrap_or(0),
+    let total = match source.tree(INDEX_TREE)?.map(|i| i.last()) {
+        Some(Ok(Some((key, _)))) => index_seq(&key).unwrap_or(0),
         _ => 0,
     };
     let chunk_size = opts.chunk_size.max(1);

@@ -147,7 +147,7 @@ pub enum Error {
         "the key-value database {path} is damaged or inconsistent, so it was not migrated:\n{}\n\
          `nodestore dump --from kv:{path}` writes out what is readable; \
          `nodestore migrate --accept-damaged` migrates what is readable and records what is missing",
-        .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"),
+        summarise(.problems),
         path = .path.display()
     )]
     DamagedSource {
@@ -456,6 +456,7 @@ impl Default for Options {
             // 64 MiB bought 10 % on the actions' lookups for 75 MiB of RSS.
             kv: KvOptions {
                 cache_capacity: 16 << 20,
+                ..KvOptions::default()
             },
             dry_run: false,
             force: false,
@@ -658,24 +659,63 @@ pub fn plan(source: &SourceFacts, target: &TargetFacts, force: bool) -> Plan {
     Plan::Migrate
 }
 
-/// Found damage, collected when [`Options::accept_damaged`] lets readers
-/// skip what does not decode.
+/// How many problems a refusal names one by one; the rest are counted per
+/// tree (and all listed by `--json`).
+const NAMED_PROBLEMS: usize = 5;
+
+/// The problems of a damaged source in words: the count per tree, then the
+/// first few, so a thousand damaged records are one screen, not a thousand
+/// runs (each repaired to find the next).
+fn summarise(problems: &[Problem]) -> String {
+    let mut per_tree: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for p in problems {
+        *per_tree.entry(p.tree.as_str()).or_default() += 1;
+    }
+    let mut out: Vec<String> = Vec::new();
+    if problems.len() > NAMED_PROBLEMS {
+        for (tree, n) in &per_tree {
+            let tree = if tree.is_empty() { "(the database)" } else { tree };
+            out.push(format!("  tree {tree}: {n} problem(s)"));
+        }
+    }
+    out.extend(problems.iter().take(NAMED_PROBLEMS).map(|p| format!("  {p}")));
+    if problems.len() > NAMED_PROBLEMS {
+        out.push(format!(
+            "  … and {} more (`--json` lists them all)",
+            problems.len() - NAMED_PROBLEMS
+        ));
+    }
+    out.join("\n")
+}
+
+/// Found damage: every record that does not decode is recorded and
+/// skipped, so a refusal counts them all (docs/sled-format.md §6); with
+/// [`Options::accept_damaged`] the run then goes on without them.
 #[derive(Debug, Default)]
 pub(crate) struct Damage {
-    accepting: bool,
+    /// An offline run skips and records every damaged record, then refuses
+    /// the run unless damage is accepted; an online run, which has no such
+    /// final check, fails at the first.
+    skipping: bool,
     found: Mutex<Vec<Problem>>,
 }
 
 impl Damage {
     /// Records `e` and returns true when it is damage that may be skipped.
     pub(crate) fn skip(&self, e: &Error) -> bool {
-        if !(self.accepting && e.is_damage()) {
+        if !(self.skipping && e.is_damage()) {
             return false;
         }
         if let Ok(mut f) = self.found.lock() {
             f.push(e.as_problem());
         }
         true
+    }
+
+    /// True once any damage was found: a record that then refers to one
+    /// that is missing may be missing it because of that damage.
+    pub(crate) fn found_any(&self) -> bool {
+        self.found.lock().map(|f| !f.is_empty()).unwrap_or(true)
     }
 
     fn take(&self) -> Vec<Problem> {
@@ -743,7 +783,7 @@ impl<'a> KvToSql<'a> {
         };
         KvToSql {
             damage: Arc::new(Damage {
-                accepting: opts.accept_damaged,
+                skipping: true,
                 found: Mutex::new(Vec::new()),
             }),
             source,
@@ -772,7 +812,7 @@ impl<'a> KvToSql<'a> {
     ) -> Self {
         KvToSql {
             damage: Arc::new(Damage {
-                accepting: false,
+                skipping: false,
                 found: Mutex::new(Vec::new()),
             }),
             source,
@@ -906,6 +946,17 @@ impl<'a> KvToSql<'a> {
             None => Vec::new(),
         };
         problems.extend(self.damage.take());
+        // Pages a salvaging read skipped (the check and the copy read the
+        // same trees, so each is listed once).
+        for d in source.salvaged() {
+            let p = Problem {
+                tree: d.tree.clone().unwrap_or_default(),
+                what: d.to_string(),
+            };
+            if !problems.contains(&p) {
+                problems.push(p);
+            }
+        }
         if !problems.is_empty() && !self.opts.accept_damaged {
             return Err(Error::DamagedSource {
                 path: source.path().to_path_buf(),
@@ -1164,7 +1215,14 @@ async fn migrate_logged(
         blocking(move || Ok(tombstone::lock_for_migration(&path, wait)?)).await?
     };
     let source = {
-        let (path, kv) = (kv_path.to_path_buf(), opts.kv.clone());
+        // The source is read past pages that cannot be read; what was
+        // skipped joins the problems, which refuse the run unless damage is
+        // accepted (docs/sled-format.md §6): one run lists all the damage.
+        let kv = KvOptions {
+            salvage: true,
+            ..opts.kv.clone()
+        };
+        let path = kv_path.to_path_buf();
         Arc::new(blocking(move || Ok(MigrationSource::open(&path, &kv)?)).await?)
     };
     let facts = SourceFacts {

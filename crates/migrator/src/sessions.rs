@@ -103,7 +103,7 @@ fn read_class(
 ) {
     let sessions = tree.iter().map(|item| {
         let (key, value) = item?;
-        if !winners.contains(key.as_ref()) {
+        if !winners.contains(key.as_slice()) {
             return Ok(None);
         }
         let s = decode_session(&key, &value).map_err(|e| decode_error(&key, e))?;
@@ -154,6 +154,7 @@ pub(crate) async fn migrate(
         report,
         total,
         defer: live.map(|l| l.journal.clone()),
+        damage: damage.clone(),
     };
     for founders in [true, false] {
         let mut feed = {
@@ -198,6 +199,9 @@ struct Migration {
     /// it did not see (both created while it read) is left to the replay,
     /// which reads them together (docs/design.md §7.4).
     defer: Option<Arc<crate::replay::Journal>>,
+    /// The run's damage: a session whose group's first session was damaged
+    /// (and skipped) is damage too, not an inconsistency.
+    damage: Arc<crate::Damage>,
 }
 
 impl Migration {
@@ -221,6 +225,19 @@ impl Migration {
             {
                 journal.record(crate::replay::Touched::Session(s.id));
                 continue;
+            }
+            if s.group_id != s.id && !self.groups.contains_key(&s.group_id) && self.damage.found_any() {
+                let e = Error::Decode {
+                    tree: SESSIONS_TREE,
+                    key: hex::encode(s.id.0),
+                    reason: format!(
+                        "its group's first session {} could not be read, so it cannot be migrated",
+                        s.group_id
+                    ),
+                };
+                if self.damage.skip(&e) {
+                    continue;
+                }
             }
             dropped_links += u64::from(dropped);
             let sql_id = self.next_id;

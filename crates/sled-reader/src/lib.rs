@@ -42,6 +42,7 @@ mod node;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use log::{Kind, Log, PageState, PageTable};
 use node::{Data, Link, Node};
@@ -187,9 +188,15 @@ pub struct OpenReport {
     pub log_cut: Option<Damage>,
 }
 
-/// A sled database, recovered and open for reading.
-#[derive(Debug)]
+/// A sled database, recovered and open for reading. Cheap to clone: clones
+/// share the open files and the page table.
+#[derive(Debug, Clone)]
 pub struct Db {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     log: Log,
     pages: PageTable,
     trees: BTreeMap<Vec<u8>, u64>,
@@ -212,7 +219,7 @@ impl Db {
         let log = Log::open(dir, conf)?;
         let (snapshot, snap) = log::read_snapshot(&log)?;
         let (pages, rec) = log::recover(&log, snap)?;
-        let mut db = Db {
+        let mut db = Inner {
             report: OpenReport {
                 snapshot,
                 pages: pages.len(),
@@ -225,33 +232,35 @@ impl Db {
             trees: BTreeMap::new(),
         };
         db.trees = db.read_meta()?;
-        Ok(db)
+        Ok(Db { inner: Arc::new(db) })
     }
 
     /// What opening found.
     pub fn report(&self) -> &OpenReport {
-        &self.report
+        &self.inner.report
     }
 
     /// The database directory.
     pub fn path(&self) -> &Path {
-        &self.log.dir
+        &self.inner.log.dir
     }
 
     /// The names of every tree, sled's default tree included, in byte order.
     pub fn tree_names(&self) -> impl Iterator<Item = &[u8]> {
-        self.trees.keys().map(Vec::as_slice)
+        self.inner.trees.keys().map(Vec::as_slice)
     }
 
     /// The tree `name`, if the database has it.
-    pub fn tree(&self, name: &[u8]) -> Option<Tree<'_>> {
-        self.trees.get(name).map(|root| Tree {
-            db: self,
+    pub fn tree(&self, name: &[u8]) -> Option<Tree> {
+        self.inner.trees.get(name).map(|root| Tree {
+            db: Arc::clone(&self.inner),
             name: String::from_utf8_lossy(name).into_owned(),
             root: *root,
         })
     }
+}
 
+impl Inner {
     fn damaged(&self, pid: Option<u64>, reason: impl Into<String>) -> Error {
         let place = pid
             .and_then(|p| match self.pages.get(p) {
@@ -319,15 +328,15 @@ impl Db {
     }
 }
 
-/// One tree of a [`Db`].
+/// One tree of a [`Db`] (it keeps the database open).
 #[derive(Debug, Clone)]
-pub struct Tree<'a> {
-    db: &'a Db,
+pub struct Tree {
+    db: Arc<Inner>,
     name: String,
     root: u64,
 }
 
-impl<'a> Tree<'a> {
+impl Tree {
     /// The tree's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -335,14 +344,14 @@ impl<'a> Tree<'a> {
 
     /// Every key and value in key order, as sled's `Tree::iter` yields them.
     /// The first page that cannot be read ends the iteration with an error.
-    pub fn iter(&self) -> Iter<'a> {
+    pub fn iter(&self) -> Iter {
         Iter::new(self.clone(), false)
     }
 
     /// Every readable key and value in key order: pages that cannot be read
     /// are skipped and listed by [`Iter::damage`], with the key range each
     /// one covered as far as the tree's index tells.
-    pub fn salvage(&self) -> Iter<'a> {
+    pub fn salvage(&self) -> Iter {
         Iter::new(self.clone(), true)
     }
 
@@ -371,7 +380,7 @@ impl<'a> Tree<'a> {
 
     /// The leaf whose range holds `key`.
     fn leaf_for(&self, key: &[u8]) -> Result<Node, Error> {
-        let db = self.db;
+        let db = &self.db;
         let mut pid = self.root;
         for _ in 0..db.step_limit() {
             let node = db.load(pid)?;
@@ -400,7 +409,7 @@ impl<'a> Tree<'a> {
     /// # Errors
     /// [`Error::Damaged`] when a page on the way cannot be read.
     pub fn last(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
-        let db = self.db;
+        let db = &self.db;
         let mut pid = self.root;
         let mut steps = 0;
         let leaf = loop {
@@ -449,7 +458,7 @@ impl<'a> Tree<'a> {
     /// the nearest subtree to the right of it. `None` when nothing to the
     /// right can be read.
     fn seek_readable(&self, key: &[u8], skip: &HashSet<u64>) -> Option<(u64, Node)> {
-        let db = self.db;
+        let db = &self.db;
         // Right neighbours met on the way down, deepest last.
         let mut right: Vec<u64> = Vec::new();
         let mut pid = self.root;
@@ -504,8 +513,8 @@ impl<'a> Tree<'a> {
 
 /// The records of a tree in key order ([`Tree::iter`], [`Tree::salvage`]).
 #[derive(Debug)]
-pub struct Iter<'a> {
-    tree: Tree<'a>,
+pub struct Iter {
+    tree: Tree,
     salvage: bool,
     /// The leaf being read and the position in it.
     leaf: Option<(u64, Node, usize)>,
@@ -516,8 +525,8 @@ pub struct Iter<'a> {
     damage: Vec<Damage>,
 }
 
-impl<'a> Iter<'a> {
-    fn new(tree: Tree<'a>, salvage: bool) -> Self {
+impl Iter {
+    fn new(tree: Tree, salvage: bool) -> Self {
         Iter {
             tree,
             salvage,
@@ -586,7 +595,7 @@ impl<'a> Iter<'a> {
 
     /// Moves to the first leaf (leftmost path from the root).
     fn first_leaf(&mut self) -> Result<(), Error> {
-        let db = self.tree.db;
+        let db = &self.tree.db;
         let mut pid = self.tree.root;
         for _ in 0..db.step_limit() {
             let node = db.load(pid)?;
@@ -611,7 +620,7 @@ impl<'a> Iter<'a> {
 
     /// Moves from a finished leaf to its right sibling.
     fn next_leaf(&mut self, pid: u64, node: &Node) -> Result<bool, Error> {
-        let db = self.tree.db;
+        let db = &self.tree.db;
         if node.hi.is_empty() {
             return Ok(false);
         }
@@ -633,7 +642,7 @@ impl<'a> Iter<'a> {
     }
 }
 
-impl Iterator for Iter<'_> {
+impl Iterator for Iter {
     type Item = Result<(Vec<u8>, Vec<u8>), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {

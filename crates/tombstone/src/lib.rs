@@ -142,6 +142,21 @@ pub enum Error {
     /// sled failed.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// The database's files could not be read (sled-reader, which reads a
+    /// database no process holds; docs/sled-format.md).
+    #[error("{0}")]
+    Read(#[from] sled_reader::Error),
+}
+
+impl Error {
+    /// True when the database's files are damaged where the read needed
+    /// them (not a missing file, a lock or a permission).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Read(sled_reader::Error::Damaged(_)) | Error::Corrupt { .. }
+        )
+    }
 }
 
 /// Shorthand for this crate's results.
@@ -203,12 +218,16 @@ pub enum Status {
 pub struct KvOptions {
     /// sled's page cache, in bytes (64 MiB by default, sled's own default is 1 GiB).
     pub cache_capacity: u64,
+    /// For [`MigrationSource::open`]: read past pages that cannot be read
+    /// and list them ([`MigrationSource::salvaged`]) instead of failing.
+    pub salvage: bool,
 }
 
 impl Default for KvOptions {
     fn default() -> Self {
         KvOptions {
             cache_capacity: 64 << 20,
+            salvage: false,
         }
     }
 }
@@ -288,12 +307,13 @@ fn open_sled(path: &Path, opts: &KvOptions) -> Result<sled::Db> {
     }
 }
 
-/// The file a migration holds locked for as long as it reads a database.
-pub const MIGRATION_LOCK: &str = "nodestore.migrating";
-
 /// Held by a migration while it reads a key-value database: a second
 /// migration of the same database waits for the first instead of failing on
 /// sled's lock, and then finds the work done. Released when dropped.
+///
+/// The lock is an advisory lock on the database directory itself, so taking
+/// it writes nothing: a migration that is refused or fails leaves every byte
+/// of the directory as it was (docs/sled-format.md §1).
 #[derive(Debug)]
 pub struct MigrationLock {
     _file: std::fs::File,
@@ -301,10 +321,9 @@ pub struct MigrationLock {
 
 /// Whether a migration of the database at `path` holds its migration lock
 /// now (an online migration in a running node, or `nodestore migrate`).
-/// Reads only: a missing lock file means no migration ever ran, and the
-/// probe takes a shared lock that it releases at once.
+/// Reads only: the probe takes a shared lock that it releases at once.
 pub fn migration_running(path: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(path.join(MIGRATION_LOCK)) else {
+    let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
     match file.try_lock_shared() {
@@ -323,22 +342,14 @@ pub fn migration_running(path: &Path) -> bool {
 /// Errors: [`Error::Missing`] when there is no database at `path`,
 /// [`Error::MigrationLockTimeout`] after `wait`.
 pub fn lock_for_migration(path: &Path, wait: std::time::Duration) -> Result<MigrationLock> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     if !path.join("conf").is_file() {
         return Err(Error::Missing(path.to_path_buf()));
     }
-    let lock_path = path.join(MIGRATION_LOCK);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|source| Error::Io {
-            path: lock_path.clone(),
-            source,
-        })?;
+    let lock_path = path.to_path_buf();
+    let file = std::fs::File::open(&lock_path).map_err(|source| Error::Io {
+        path: lock_path.clone(),
+        source,
+    })?;
     let deadline = std::time::Instant::now() + wait;
     loop {
         match file.try_lock() {
@@ -395,13 +406,21 @@ fn decode_mark(raw: &[u8], path: &Path) -> Result<Mark> {
 
 fn read_status(db: &sled::Db, path: &Path) -> Result<Status> {
     let meta = db.open_tree(META_TREE)?;
-    if let Some(raw) = meta.get(TOMBSTONE_KEY)? {
+    status_from(
+        meta.get(TOMBSTONE_KEY)?.map(|v| v.to_vec()),
+        meta.get(FORMAT_KEY)?.map(|v| v.to_vec()),
+        path,
+    )
+}
+
+fn status_from(tombstone: Option<Vec<u8>>, format: Option<Vec<u8>>, path: &Path) -> Result<Status> {
+    if let Some(raw) = tombstone {
         return Ok(Status::Tombstoned(decode_mark(&raw, path)?));
     }
-    match meta.get(FORMAT_KEY)? {
+    match format {
         None => Ok(Status::Empty),
         Some(raw) => {
-            let bytes: [u8; 4] = raw.as_ref().try_into().map_err(|_| Error::Corrupt {
+            let bytes: [u8; 4] = raw.as_slice().try_into().map_err(|_| Error::Corrupt {
                 path: path.to_path_buf(),
                 what: "format version",
                 reason: format!("{} bytes, expected 4", raw.len()),
@@ -425,7 +444,17 @@ pub fn identity(path: impl AsRef<Path>) -> Result<Option<[u8; 16]>> {
     if !path.join("conf").is_file() {
         return Ok(None);
     }
-    read_identity(&open_sled(path, &KvOptions::default())?)
+    refuse_in_use(path)?;
+    let db = sled_reader::Db::open(path)?;
+    Ok(reader_get(&db, META_TREE, IDENTITY_KEY)?.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()))
+}
+
+/// One value of one tree, through the reader.
+fn reader_get(db: &sled_reader::Db, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    match db.tree(tree.as_bytes()) {
+        Some(t) => Ok(t.get(key)?),
+        None => Ok(None),
+    }
 }
 
 /// A key-value database open for use: checked, at the current format.
@@ -644,8 +673,47 @@ pub fn status(path: impl AsRef<Path>) -> Result<Option<Status>> {
     if !path.join("conf").is_file() {
         return Ok(None);
     }
-    let db = open_sled(path, &KvOptions::default())?;
-    read_status(&db, path).map(Some)
+    refuse_in_use(path)?;
+    let db = sled_reader::Db::open(path)?;
+    reader_status(&db, path).map(Some)
+}
+
+/// Refuses a database that a process holds open through sled (sled keeps
+/// an exclusive advisory lock on its log file while open): its files change
+/// under a reader. The probe only takes a shared lock and releases it; it
+/// waits up to [`LOCK_WAIT`], as sled's own open does, because sled lets go
+/// of the lock a moment after its last handle is dropped.
+fn refuse_in_use(path: &Path) -> Result<()> {
+    let Ok(file) = std::fs::File::open(path.join("db")) else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                return Ok(());
+            }
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::InUse(path.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(Error::Io {
+                    path: path.join("db"),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn reader_status(db: &sled_reader::Db, path: &Path) -> Result<Status> {
+    status_from(
+        reader_get(db, META_TREE, TOMBSTONE_KEY)?,
+        reader_get(db, META_TREE, FORMAT_KEY)?,
+        path,
+    )
 }
 
 /// Retires the database at `path`. See the crate docs for when to call it.
@@ -663,6 +731,7 @@ pub fn mark(path: impl AsRef<Path>, mark: &Mark) -> Result<()> {
         path,
         &KvOptions {
             cache_capacity: 1 << 20,
+            ..KvOptions::default()
         },
     )?;
     mark_db(&db, path, mark)
@@ -711,22 +780,41 @@ impl KvDb {
     }
 
     /// The database as a migration source, read through this handle while
-    /// the node keeps writing to it (docs/design.md §7.2).
+    /// the node keeps writing to it (docs/design.md §7.2): sled's own
+    /// iterators, since sled holds the files.
     pub fn as_source(&self) -> Result<MigrationSource> {
         let status = read_status(&self.db, &self.path)?;
         Ok(MigrationSource {
-            db: self.db.clone(),
+            files: Files::Sled(self.db.clone()),
             path: self.path.clone(),
             status,
+            salvaged: Arc::default(),
         })
     }
 }
 
 /// A database opened by the migrator: live or retired, read-only.
+///
+/// Opened by path ([`MigrationSource::open`]), it is read by
+/// [`sled_reader`], which never writes a byte of the directory, never
+/// panics on damage and streams in bounded memory (docs/sled-format.md).
+/// Taken from a node's open handle ([`KvDb::as_source`]), it reads through
+/// sled, which holds the files.
 pub struct MigrationSource {
-    db: sled::Db,
+    files: Files,
     path: PathBuf,
     status: Status,
+    /// What salvaging reads skipped ([`KvOptions::salvage`]).
+    salvaged: Arc<std::sync::Mutex<Vec<sled_reader::Damage>>>,
+}
+
+#[derive(Clone)]
+enum Files {
+    Sled(sled::Db),
+    Reader {
+        db: sled_reader::Db,
+        salvage: bool,
+    },
 }
 
 impl fmt::Debug for MigrationSource {
@@ -739,47 +827,95 @@ impl fmt::Debug for MigrationSource {
 }
 
 impl MigrationSource {
-    /// Opens the database at `path` for reading, whether live or retired.
+    /// Opens the database at `path` for reading, whether live or retired,
+    /// without writing to it. With [`KvOptions::salvage`], trees read past
+    /// pages that cannot be read and [`MigrationSource::salvaged`] lists
+    /// what was skipped.
     ///
     /// # Errors
-    /// [`Error::Missing`] when there is no database, and
-    /// [`Error::UnsupportedFormat`] for a format this binary cannot read.
+    /// [`Error::Missing`] when there is no database,
+    /// [`Error::UnsupportedFormat`] for a format this binary cannot read,
+    /// and [`Error::Read`] when its files cannot be read.
     pub fn open(path: impl AsRef<Path>, opts: &KvOptions) -> Result<MigrationSource> {
         let path = path.as_ref().to_path_buf();
         if !path.join("conf").is_file() {
             return Err(Error::Missing(path));
         }
-        let db = open_sled(&path, opts)?;
-        let status = read_status(&db, &path)?;
+        refuse_in_use(&path)?;
+        let db = sled_reader::Db::open(&path)?;
+        let status = reader_status(&db, &path)?;
         match status {
             Status::Live(FORMAT_VERSION | FORMAT_V1) | Status::Tombstoned(_) => {}
             Status::Empty => return Err(Error::Uninitialised(path)),
             Status::Live(found) => return Err(Error::UnsupportedFormat { path, found }),
         }
-        Ok(MigrationSource { db, path, status })
+        Ok(MigrationSource {
+            files: Files::Reader {
+                db,
+                salvage: opts.salvage,
+            },
+            path,
+            status,
+            salvaged: Arc::default(),
+        })
+    }
+
+    /// What the reader found when it opened the files (`None` when read
+    /// through a node's sled handle).
+    pub fn read_report(&self) -> Option<&sled_reader::OpenReport> {
+        match &self.files {
+            Files::Reader { db, .. } => Some(db.report()),
+            Files::Sled(_) => None,
+        }
+    }
+
+    /// What salvaging reads skipped so far, in the order met.
+    pub fn salvaged(&self) -> Vec<sled_reader::Damage> {
+        self.salvaged.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
     /// The names of every tree in the database (sled's default tree and the
     /// meta tree included), sorted.
     pub fn tree_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .db
-            .tree_names()
-            .iter()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect();
+        let mut names: Vec<String> = match &self.files {
+            Files::Sled(db) => db
+                .tree_names()
+                .iter()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect(),
+            Files::Reader { db, .. } => db
+                .tree_names()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect(),
+        };
         names.sort();
         names
+    }
+
+    fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match &self.files {
+            Files::Sled(db) => Ok(db.open_tree(META_TREE)?.get(key)?.map(|v| v.to_vec())),
+            Files::Reader { db, .. } => reader_get(db, META_TREE, key),
+        }
     }
 
     /// The statistics the stores recorded for each tree; `None` for a format
     /// 1 database, which kept none.
     pub fn recorded_stats(&self) -> Result<Option<BTreeMap<String, TreeStats>>> {
-        let meta = self.db.open_tree(META_TREE)?;
-        if meta.get(stats::SEQ_KEY)?.is_none() {
+        if self.meta_get(stats::SEQ_KEY)?.is_none() {
             return Ok(None);
         }
-        stats::read_all(&meta)
+        let Some(meta) = self.tree(META_TREE)? else {
+            return Ok(None);
+        };
+        let mut entries = Vec::new();
+        for item in meta.iter() {
+            let (k, v) = item?;
+            if k.starts_with(stats::STATS_PREFIX) {
+                entries.push((k, v));
+            }
+        }
+        stats::read_all(entries)
             .map(Some)
             .map_err(|reason| Error::Corrupt {
                 path: self.path.clone(),
@@ -790,11 +926,7 @@ impl MigrationSource {
 
     /// The write sequence the meta tree records (`None` for format 1).
     pub fn write_seq(&self) -> Result<Option<u64>> {
-        Ok(self
-            .db
-            .open_tree(META_TREE)?
-            .get(stats::SEQ_KEY)?
-            .and_then(|r| stats::decode_seq(&r)))
+        Ok(self.meta_get(stats::SEQ_KEY)?.and_then(|r| stats::decode_seq(&r)))
     }
 
     /// The write sequence the sidecar file records as durable, if any.
@@ -814,22 +946,33 @@ impl MigrationSource {
 
     /// The random identity written when the database was created.
     pub fn identity(&self) -> Result<Option<[u8; 16]>> {
-        read_identity(&self.db)
+        Ok(self
+            .meta_get(IDENTITY_KEY)?
+            .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()))
     }
 
     /// A store's tree for reading; `None` when the store has no tree (it
     /// never wrote anything), so reading never creates one.
     pub fn tree(&self, name: &str) -> Result<Option<ReadTree>> {
-        let exists = self
-            .db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == name.as_bytes());
-        if !exists {
-            return Ok(None);
-        }
+        let inner = match &self.files {
+            Files::Sled(db) => {
+                let exists = db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes());
+                if !exists {
+                    return Ok(None);
+                }
+                TreeFiles::Sled(db.open_tree(name)?)
+            }
+            Files::Reader { db, salvage } => match db.tree(name.as_bytes()) {
+                Some(t) => TreeFiles::Reader {
+                    tree: t,
+                    salvage: *salvage,
+                    salvaged: Arc::clone(&self.salvaged),
+                },
+                None => return Ok(None),
+            },
+        };
         Ok(Some(ReadTree {
-            tree: self.db.open_tree(name)?,
+            inner,
             name: name.to_owned(),
         }))
     }
@@ -838,8 +981,45 @@ impl MigrationSource {
 /// A tree that can only be read.
 #[derive(Debug, Clone)]
 pub struct ReadTree {
-    tree: sled::Tree,
+    inner: TreeFiles,
     name: String,
+}
+
+#[derive(Debug, Clone)]
+enum TreeFiles {
+    Sled(sled::Tree),
+    Reader {
+        tree: sled_reader::Tree,
+        salvage: bool,
+        salvaged: Arc<std::sync::Mutex<Vec<sled_reader::Damage>>>,
+    },
+}
+
+/// One entry of a tree: its key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A salvaging read: yields what it can read and, at its end, adds what it
+/// skipped to the source's list.
+struct Salvaging {
+    iter: sled_reader::Iter,
+    salvaged: Arc<std::sync::Mutex<Vec<sled_reader::Damage>>>,
+}
+
+impl Iterator for Salvaging {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.iter.next();
+        if item.is_none() {
+            let found = self.iter.take_damage();
+            if !found.is_empty() {
+                if let Ok(mut s) = self.salvaged.lock() {
+                    s.extend(found);
+                }
+            }
+        }
+        item.map(|r| r.map_err(Error::from))
+    }
 }
 
 impl ReadTree {
@@ -849,34 +1029,58 @@ impl ReadTree {
     }
 
     /// The value of `key`.
-    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>> {
-        Ok(self.tree.get(key)?)
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        match &self.inner {
+            TreeFiles::Sled(t) => Ok(t.get(key)?.map(|v| v.to_vec())),
+            TreeFiles::Reader { tree, .. } => Ok(tree.get(key.as_ref())?),
+        }
     }
 
-    /// Every entry in key order.
-    pub fn iter(
-        &self,
-    ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec)>> + use<> {
-        self.tree.iter().map(|r| r.map_err(Error::from))
+    /// Every entry in key order. A salvaging source skips what it cannot
+    /// read (see [`MigrationSource::salvaged`]).
+    pub fn iter(&self) -> Box<dyn Iterator<Item = Result<Entry>> + Send> {
+        match &self.inner {
+            TreeFiles::Sled(t) => Box::new(
+                t.iter()
+                    .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from)),
+            ),
+            TreeFiles::Reader {
+                tree,
+                salvage: false,
+                ..
+            } => Box::new(tree.iter().map(|r| r.map_err(Error::from))),
+            TreeFiles::Reader {
+                tree,
+                salvage: true,
+                salvaged,
+            } => Box::new(Salvaging {
+                iter: tree.salvage(),
+                salvaged: Arc::clone(salvaged),
+            }),
+        }
     }
 
-    /// Entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec)>> + use<> {
-        self.tree
-            .scan_prefix(prefix)
-            .map(|r| r.map_err(Error::from))
+    /// The last entry, found without reading the whole tree.
+    pub fn last(&self) -> Result<Option<Entry>> {
+        match &self.inner {
+            TreeFiles::Sled(t) => Ok(t.last()?.map(|(k, v)| (k.to_vec(), v.to_vec()))),
+            TreeFiles::Reader { tree, .. } => Ok(tree.last()?),
+        }
     }
 
     /// The number of entries (walks the tree).
     pub fn len(&self) -> usize {
-        self.tree.len()
+        match &self.inner {
+            TreeFiles::Sled(t) => t.len(),
+            TreeFiles::Reader { tree, .. } => tree.iter().take_while(|r| r.is_ok()).count(),
+        }
     }
 
     /// True when the tree has no entries.
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        match &self.inner {
+            TreeFiles::Sled(t) => t.is_empty(),
+            TreeFiles::Reader { tree, .. } => tree.iter().next().is_none(),
+        }
     }
 }

@@ -33,7 +33,7 @@ use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 pub const SIDECAR: &str = "nodestore.seq";
 
 pub(crate) const SEQ_KEY: &[u8] = b"write-seq";
-const STATS_PREFIX: &[u8] = b"stats/";
+pub(crate) const STATS_PREFIX: &[u8] = b"stats/";
 const STATS_V1: u8 = 1;
 
 /// The digest of a set of entries: the XOR of [`Digest::of`] each entry,
@@ -118,12 +118,12 @@ pub(crate) fn decode_seq(raw: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(raw).ok().map(u64::from_be_bytes)
 }
 
-/// Every tree's statistics recorded in a meta tree, by tree name.
-pub(crate) fn read_all(meta: &sled::Tree) -> Result<BTreeMap<String, TreeStats>, String> {
+/// Every tree's statistics from the meta tree's `stats/` entries, by tree
+/// name.
+pub(crate) fn read_all(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<BTreeMap<String, TreeStats>, String> {
     let mut out = BTreeMap::new();
-    for item in meta.scan_prefix(STATS_PREFIX) {
-        let (k, v) = item.map_err(|e| e.to_string())?;
-        let name = String::from_utf8_lossy(&k[STATS_PREFIX.len()..]).into_owned();
+    for (k, v) in entries {
+        let name = String::from_utf8_lossy(&k[STATS_PREFIX.len().min(k.len())..]).into_owned();
         let s = decode_stats(&v).map_err(|e| format!("statistics of tree {name}: {e}"))?;
         out.insert(name, s);
     }

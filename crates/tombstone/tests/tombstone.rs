@@ -179,7 +179,7 @@ mod kv {
         let src = MigrationSource::open(&path, &KvOptions::default()).unwrap();
         assert!(matches!(src.status(), Status::Tombstoned(_)));
         let tree = src.tree("accounts").unwrap().unwrap();
-        assert_eq!(tree.get(b"k").unwrap().unwrap().as_ref(), b"v");
+        assert_eq!(tree.get(b"k").unwrap().unwrap(), b"v");
         assert_eq!(tree.iter().count(), 1);
         // Reading a store that never wrote creates nothing.
         assert!(src.tree("sessions").unwrap().is_none());

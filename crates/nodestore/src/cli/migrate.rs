@@ -133,6 +133,11 @@ fn failure_json(kv: &Path, target: &str, f: &migrator::Failure) -> serde_json::V
         "data_in_sql": false,
         "schema_steps_applied": f.schema_steps,
         "error": f.error.to_string(),
+        // Every problem of a damaged source, where the message names a few.
+        "problems": match &f.error {
+            migrator::Error::DamagedSource { problems, .. } => problems.clone(),
+            _ => Vec::new(),
+        },
     })
 }
 
