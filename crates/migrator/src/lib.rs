@@ -675,7 +675,7 @@ fn summarise(problems: &[Problem]) -> String {
     if problems.len() > NAMED_PROBLEMS {
         for (tree, n) in &per_tree {
             let tree = if tree.is_empty() { "(the database)" } else { tree };
-            out.push(format!("  tree {tree}: {n} problem(s)"));
+            out.push(format!("  tree {tree}: {n} damaged or inconsistent"));
         }
     }
     out.extend(problems.iter().take(NAMED_PROBLEMS).map(|p| format!("  {p}")));
@@ -938,14 +938,16 @@ impl<'a> KvToSql<'a> {
         }
         // The data is in; is the source whole?
         let handle = self.check.lock().await.take();
-        let mut problems = match handle {
+        let checked = match handle {
             Some(h) => h.await.map_err(|e| Error::ReaderStopped {
                 tree: "(whole database)",
                 reason: e.to_string(),
             })??,
             None => Vec::new(),
         };
-        problems.extend(self.damage.take());
+        // Damaged records first: a refusal names the first few of them.
+        let mut problems = self.damage.take();
+        problems.extend(checked);
         // Pages a salvaging read skipped (the check and the copy read the
         // same trees, so each is listed once).
         for d in source.salvaged() {

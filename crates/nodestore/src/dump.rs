@@ -656,7 +656,7 @@ pub async fn dump_kv(dir: &Path) -> Result<Dump> {
 pub async fn dump_kv_observed(dir: &Path, observer: Observer) -> Result<Dump> {
     let dir = dir.to_path_buf();
     let dir_for_error = dir.clone();
-    tokio::task::spawn_blocking(move || read_kv(&dir, &observer))
+    tokio::task::spawn_blocking(move || read_kv(&dir, &observer, false).map(|(d, _)| d))
         .await
         .map_err(|e| Error::Dump(format!("reading {}: {e}", dir_for_error.display())))?
 }
@@ -690,20 +690,66 @@ impl Drop for Counter<'_> {
     }
 }
 
-fn read_kv(dir: &Path, observer: &Observer) -> Result<Dump> {
+/// What a dump of a damaged key-value database left out: a record that
+/// does not decode, or a range of keys the reader could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// The tree.
+    pub tree: String,
+    /// What was left out and why, in words.
+    pub what: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tree {}: {}", self.tree, self.what)
+    }
+}
+
+/// Dumps what is readable of a key-value database, live, tombstoned or
+/// damaged, read-only: records that do not decode and pages that cannot be
+/// read are left out and listed, every one (docs/sled-format.md §6).
+pub async fn dump_kv_salvaged(dir: &Path, observer: Observer) -> Result<(Dump, Vec<Unreadable>)> {
+    let dir = dir.to_path_buf();
+    let dir_for_error = dir.clone();
+    tokio::task::spawn_blocking(move || read_kv(&dir, &observer, true))
+        .await
+        .map_err(|e| Error::Dump(format!("reading {}: {e}", dir_for_error.display())))?
+}
+
+fn read_kv(dir: &Path, observer: &Observer, salvage: bool) -> Result<(Dump, Vec<Unreadable>)> {
     let counter = |store, total: usize| Counter {
         observer,
         store,
         done: 0,
         total: total as u64,
     };
-    let src = MigrationSource::open(dir, &KvOptions::default())?;
+    let src = MigrationSource::open(
+        dir,
+        &KvOptions {
+            salvage,
+            ..KvOptions::default()
+        },
+    )?;
     let layout = |tree: &str, e: store_firewall::kv::ParseError| {
         Error::Firewall(store_firewall::Error::InvalidInput {
             record: format!("tree {tree} at {}", e.path),
             field: "entry",
             reason: e.reason,
         })
+    };
+    let mut unreadable: Vec<Unreadable> = Vec::new();
+    // A record that does not decode: left out and listed when salvaging,
+    // else the dump's error.
+    let mut skip = |tree: &str, key: &[u8], e: Error| -> Result<()> {
+        if !salvage {
+            return Err(e);
+        }
+        unreadable.push(Unreadable {
+            tree: tree.to_owned(),
+            what: format!("record {} does not decode: {e}", hex::encode(key)),
+        });
+        Ok(())
     };
     let mut parts = Parts {
         accounts: vec![],
@@ -719,10 +765,11 @@ fn read_kv(dir: &Path, observer: &Observer) -> Result<Dump> {
         for item in t.iter() {
             n.tick();
             let (k, v) = item?;
-            match store_accounts::kv::decode_entry(&k, &v)? {
-                store_accounts::kv::Entry::Account(a) => parts.accounts.push(a),
-                store_accounts::kv::Entry::LastAddIndex(i) => add = Some(i),
-                store_accounts::kv::Entry::LastSettleIndex(i) => settle = Some(i),
+            match store_accounts::kv::decode_entry(&k, &v) {
+                Ok(store_accounts::kv::Entry::Account(a)) => parts.accounts.push(a),
+                Ok(store_accounts::kv::Entry::LastAddIndex(i)) => add = Some(i),
+                Ok(store_accounts::kv::Entry::LastSettleIndex(i)) => settle = Some(i),
+                Err(e) => skip(store_accounts::kv::TREE, &k, e.into())?,
             }
         }
         if let (Some(add_index), Some(settle_index)) = (add, settle) {
@@ -737,9 +784,10 @@ fn read_kv(dir: &Path, observer: &Observer) -> Result<Dump> {
         for item in t.iter() {
             n.tick();
             let (k, v) = item?;
-            parts
-                .sessions
-                .push(store_sessions::kv::decode_session(&k, &v)?);
+            match store_sessions::kv::decode_session(&k, &v) {
+                Ok(s) => parts.sessions.push(s),
+                Err(e) => skip(store_sessions::kv::SESSIONS_TREE, &k, e.into())?,
+            }
         }
     }
     if let Some(t) = src.tree(store_firewall::kv::RULES_TREE)? {
@@ -747,9 +795,10 @@ fn read_kv(dir: &Path, observer: &Observer) -> Result<Dump> {
         for item in t.iter() {
             n.tick();
             let (k, v) = item?;
-            parts
-                .entries
-                .push(store_firewall::kv::parse_entry(&k, &v).map_err(|e| layout("rules", e))?);
+            match store_firewall::kv::parse_entry(&k, &v) {
+                Ok(e) => parts.entries.push(e),
+                Err(e) => skip(store_firewall::kv::RULES_TREE, &k, layout("rules", e))?,
+            }
         }
     }
     if let Some(t) = src.tree(store_firewall::kv::PRIVACY_TREE)? {
@@ -757,14 +806,14 @@ fn read_kv(dir: &Path, observer: &Observer) -> Result<Dump> {
         for item in t.iter() {
             n.tick();
             let (k, v) = item?;
-            let (group, forward, from, to) =
-                store_firewall::kv::parse_pair(&k, &v).map_err(|e| layout("privacy", e))?;
-            if forward {
-                parts.pairs.push(PrivacyPair {
+            match store_firewall::kv::parse_pair(&k, &v) {
+                Ok((group, true, from, to)) => parts.pairs.push(PrivacyPair {
                     group,
                     real: from,
                     pseudo: to,
-                });
+                }),
+                Ok(_) => {}
+                Err(e) => skip(store_firewall::kv::PRIVACY_TREE, &k, layout("privacy", e))?,
             }
         }
     }
@@ -773,12 +822,17 @@ fn read_kv(dir: &Path, observer: &Observer) -> Result<Dump> {
         for item in t.iter() {
             n.tick();
             let (k, v) = item?;
-            parts
-                .actions
-                .push(store_actions::kv::decode_action(&k, &v)?);
+            match store_actions::kv::decode_action(&k, &v) {
+                Ok(a) => parts.actions.push(a),
+                Err(e) => skip(store_actions::kv::ACTIONS_TREE, &k, e.into())?,
+            }
         }
     }
-    Ok(Dump::from_parts(parts))
+    unreadable.extend(src.salvaged().into_iter().map(|d| Unreadable {
+        tree: d.tree.clone().unwrap_or_default(),
+        what: d.to_string(),
+    }));
+    Ok((Dump::from_parts(parts), unreadable))
 }
 
 /// Writes `dump` into a new key-value database at `dir`, record by record

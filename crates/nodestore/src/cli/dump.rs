@@ -10,15 +10,33 @@ use nodestore::{Error, Location};
 
 use super::progress::Bars;
 
+/// The exit code of a dump that was written but leaves out damaged records.
+pub(crate) const EXIT_PARTIAL: u8 = 2;
+
 pub(crate) async fn dump(from: &Location, out: Option<&Path>) -> Result<ExitCode, Error> {
     let bars = Arc::new(Bars::new(false));
-    let d = nodestore::dump::dump_observed(from, Some(bars.clone())).await?;
+    // A key-value database is dumped as far as it can be read, and what was
+    // left out is listed (docs/cli.md).
+    let (d, unreadable) = match from {
+        Location::Kv(dir) => nodestore::dump::dump_kv_salvaged(dir, Some(bars.clone())).await?,
+        sql => (nodestore::dump::dump_observed(sql, Some(bars.clone())).await?, Vec::new()),
+    };
     drop(bars);
     match out {
         Some(path) => d.write(path)?,
         None => say_raw!("{}", d.to_json()?),
     }
-    Ok(ExitCode::SUCCESS)
+    if unreadable.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    warn_line!(
+        "warning: {from} is damaged: the dump leaves out {} damaged record(s) or key range(s):",
+        unreadable.len()
+    );
+    for u in &unreadable {
+        warn_line!("  {u}");
+    }
+    Ok(ExitCode::from(EXIT_PARTIAL))
 }
 
 pub(crate) async fn import(to: &Location, file: &PathBuf) -> Result<ExitCode, Error> {
