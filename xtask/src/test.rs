@@ -155,6 +155,9 @@ impl Tally {
 /// How many seeds the online migration's concurrent test runs per backend.
 const ONLINE_CASES_ENV: &str = "NODESTORE_ONLINE_CASES";
 const ONLINE_CASES: &str = "64";
+/// How many cases the sled reader's differential and damage tests run.
+const SLED_READER_CASES_ENV: &str = "SLED_READER_CASES";
+const SLED_READER_CASES: &str = "64";
 
 /// The backend a test name belongs to: its first path segment that names one.
 fn backend_of(test: &str) -> &'static str {
@@ -194,6 +197,11 @@ fn run_binary(
     // here, unless the caller asks for more (or names one seed).
     if std::env::var_os(ONLINE_CASES_ENV).is_none() {
         cmd.env(ONLINE_CASES_ENV, ONLINE_CASES);
+    }
+    // The sled reader's differential test against sled and its damage
+    // test: 64 cases each here (docs/sled-format.md §7).
+    if std::env::var_os(SLED_READER_CASES_ENV).is_none() {
+        cmd.env(SLED_READER_CASES_ENV, SLED_READER_CASES);
     }
     let mut child = cmd
         .spawn()

@@ -280,16 +280,12 @@ fn rows(kv: &Path) -> Result<Vec<Table>, BoxError> {
             "error_reason",
         ],
     );
-    if let (Some(index), Some(actions)) = (
-        src.tree(store_actions::kv::INDEX_TREE)?,
-        src.tree(store_actions::kv::ACTIONS_TREE)?,
-    ) {
-        for item in index.iter() {
-            let (k, v) = item?;
-            let loc = store_actions::kv::decode_locator(store_actions::kv::INDEX_TREE, &k, &v)?;
-            let mut akey = loc.session.to_vec();
-            akey.extend_from_slice(&k);
-            let raw = actions.get(&akey)?.ok_or("action missing")?;
+    // One sequential pass over the actions tree, as the migration reads it
+    // (a lookup per action through the global index is a second read of
+    // every action's path in the tree).
+    if let Some(actions) = src.tree(store_actions::kv::ACTIONS_TREE)? {
+        for item in actions.iter() {
+            let (akey, raw) = item?;
             let a = store_actions::kv::decode_action(&akey, &raw)?;
             let session = a
                 .request

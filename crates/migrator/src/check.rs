@@ -88,6 +88,14 @@ pub fn check_source(source: &MigrationSource, cancel: &AtomicBool) -> Result<Vec
         _ => {}
     }
     let recorded = source.recorded_stats()?;
+    if recorded.is_none() {
+        // A format 1 database kept no statistics to check the reader
+        // against: sled reads a copy of it too, and the two must agree
+        // (docs/sled-format.md §6).
+        for what in source.cross_check_with_sled()? {
+            problems.push(problem(tombstone::META_TREE, what));
+        }
+    }
     let mut found: BTreeMap<String, TreeStats> = BTreeMap::new();
     let mut sessions = SessionIndexes::default();
     let mut actions = ActionIndexes::default();

@@ -674,11 +674,20 @@ fn summarise(problems: &[Problem]) -> String {
     let mut out: Vec<String> = Vec::new();
     if problems.len() > NAMED_PROBLEMS {
         for (tree, n) in &per_tree {
-            let tree = if tree.is_empty() { "(the database)" } else { tree };
+            let tree = if tree.is_empty() {
+                "(the database)"
+            } else {
+                tree
+            };
             out.push(format!("  tree {tree}: {n} damaged or inconsistent"));
         }
     }
-    out.extend(problems.iter().take(NAMED_PROBLEMS).map(|p| format!("  {p}")));
+    out.extend(
+        problems
+            .iter()
+            .take(NAMED_PROBLEMS)
+            .map(|p| format!("  {p}")),
+    );
     if problems.len() > NAMED_PROBLEMS {
         out.push(format!(
             "  … and {} more (`--json` lists them all)",

@@ -226,7 +226,10 @@ impl Migration {
                 journal.record(crate::replay::Touched::Session(s.id));
                 continue;
             }
-            if s.group_id != s.id && !self.groups.contains_key(&s.group_id) && self.damage.found_any() {
+            if s.group_id != s.id
+                && !self.groups.contains_key(&s.group_id)
+                && self.damage.found_any()
+            {
                 let e = Error::Decode {
                     tree: SESSIONS_TREE,
                     key: hex::encode(s.id.0),

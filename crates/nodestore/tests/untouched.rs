@@ -34,8 +34,17 @@ async fn run(args: &[&str]) -> Out {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    assert_ne!(o.code, Some(101), "nodestore {args:?} panicked: {}", o.stderr);
-    assert!(o.code.is_some(), "nodestore {args:?} was killed: {}", o.stderr);
+    assert_ne!(
+        o.code,
+        Some(101),
+        "nodestore {args:?} panicked: {}",
+        o.stderr
+    );
+    assert!(
+        o.code.is_some(),
+        "nodestore {args:?} was killed: {}",
+        o.stderr
+    );
     o
 }
 
@@ -139,7 +148,14 @@ async fn reading_changes_no_byte_clean_or_damaged() {
         let clean_sql = format!("sqlite:{}", work.path().join("clean.db").display());
         let copy = work.path().join("clean-copy");
         copy_dir(&clean, &copy);
-        let out = run(&["migrate", "--kv", copy.to_str().unwrap(), "--to", &clean_sql]).await;
+        let out = run(&[
+            "migrate",
+            "--kv",
+            copy.to_str().unwrap(),
+            "--to",
+            &clean_sql,
+        ])
+        .await;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         let out = run(&["dump", "--from", &clean_sql]).await;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -149,7 +165,11 @@ async fn reading_changes_no_byte_clean_or_damaged() {
         let case = work.path().join(format!("case{kind}"));
         let kv = case.join("kv");
         copy_dir(&clean, &kv);
-        let what = if kind == 14 { "no damage".to_owned() } else { damage(kind, &kv) };
+        let what = if kind == 14 {
+            "no damage".to_owned()
+        } else {
+            damage(kind, &kv)
+        };
         let before = hashes(&kv);
         let kv_s = kv.to_str().unwrap();
         let sql = format!("sqlite:{}", case.join("node.db").display());
@@ -161,18 +181,33 @@ async fn reading_changes_no_byte_clean_or_damaged() {
         let bad = format!("sqlite:{}", case.join("no/such/dir/x.db").display());
         let failed = run(&["migrate", "--kv", kv_s, "--to", &bad]).await;
         assert_ne!(failed.code, Some(0), "{what}: migrating into {bad}");
-        assert_eq!(hashes(&kv), before, "{what}: a read changed the database's files");
+        assert_eq!(
+            hashes(&kv),
+            before,
+            "{what}: a read changed the database's files"
+        );
         let _ = (status, verify, dump);
         // A real migration: refused with the files unchanged, or the same
         // records as the clean database.
         let out = run(&["migrate", "--kv", kv_s, "--to", &sql]).await;
         if out.code == Some(0) {
-            assert_eq!(dry.code, Some(0), "{what}: the dry run refused what the run accepted");
+            assert_eq!(
+                dry.code,
+                Some(0),
+                "{what}: the dry run refused what the run accepted"
+            );
             let got = run(&["dump", "--from", &sql]).await;
             assert_eq!(got.code, Some(0), "{}", got.stderr);
-            assert_eq!(got.stdout, want, "{what}: migrated, but its records differ from the clean database's");
+            assert_eq!(
+                got.stdout, want,
+                "{what}: migrated, but its records differ from the clean database's"
+            );
         } else {
-            assert_eq!(hashes(&kv), before, "{what}: a refused migration changed the database's files");
+            assert_eq!(
+                hashes(&kv),
+                before,
+                "{what}: a refused migration changed the database's files"
+            );
             assert!(
                 out.stderr.contains(kv_s) || out.stderr.contains("damaged"),
                 "{what}: the refusal does not name the database or the damage: {}",
@@ -200,7 +235,9 @@ async fn every_damaged_record_is_counted_in_one_run() {
         privacy_pairs: 220,
         actions: 600,
     };
-    nodestore::generate::generate(&kv, shape, 4, &|_, _, _| {}).await.unwrap();
+    nodestore::generate::generate(&kv, shape, 4, &|_, _, _| {})
+        .await
+        .unwrap();
     let trees = ["accounts", "session", "privacy", "actions", "actions-index"];
     {
         // Written through sled itself, as damage that kept sled's
@@ -231,13 +268,32 @@ async fn every_damaged_record_is_counted_in_one_run() {
         let line = out
             .stderr
             .lines()
-            .find(|l| l.trim_start().starts_with(&format!("tree {t}: ")) && l.ends_with("damaged or inconsistent"))
+            .find(|l| {
+                l.trim_start().starts_with(&format!("tree {t}: "))
+                    && l.ends_with("damaged or inconsistent")
+            })
             .unwrap_or_else(|| panic!("no count for tree {t}: {}", out.stderr));
-        let n: usize = line.split(": ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let n: usize = line
+            .split(": ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(n >= 200, "tree {t} counts {n}: {line}");
     }
-    assert!(out.stderr.contains("more (`--json` lists them all)"), "{}", out.stderr);
-    assert!(out.stderr.lines().count() < 40, "the refusal is one screen: {}", out.stderr);
+    assert!(
+        out.stderr.contains("more (`--json` lists them all)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.lines().count() < 40,
+        "the refusal is one screen: {}",
+        out.stderr
+    );
     let json = run(&["migrate", "--kv", kv_s, "--to", &sql, "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     let problems = v["problems"].as_array().unwrap();
@@ -250,11 +306,32 @@ async fn every_damaged_record_is_counted_in_one_run() {
     assert_eq!(dump.code, Some(2), "{}", dump.stderr);
     let d = nodestore::dump::Dump::from_json(&dump.stdout).unwrap();
     assert!(!d.accounts.is_empty() && !d.actions.is_empty());
-    let listed = dump.stderr.lines().filter(|l| l.contains("does not decode")).count();
-    assert!(listed >= 800, "the dump lists {listed} records it left out: {}", dump.stderr);
+    let listed = dump
+        .stderr
+        .lines()
+        .filter(|l| l.contains("does not decode"))
+        .count();
+    assert!(
+        listed >= 800,
+        "the dump lists {listed} records it left out: {}",
+        dump.stderr
+    );
     assert_eq!(hashes(&kv), before, "refusals changed the database's files");
-    let out = run(&["migrate", "--kv", kv_s, "--to", &sql, "--accept-damaged", "--json"]).await;
+    let out = run(&[
+        "migrate",
+        "--kv",
+        kv_s,
+        "--to",
+        &sql,
+        "--accept-damaged",
+        "--json",
+    ])
+    .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert!(v["accepted_damage"].as_array().unwrap().len() >= 1000, "{}", out.stdout);
+    assert!(
+        v["accepted_damage"].as_array().unwrap().len() >= 1000,
+        "{}",
+        out.stdout
+    );
 }

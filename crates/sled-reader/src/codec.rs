@@ -129,7 +129,19 @@ mod tests {
 
     #[test]
     fn varint_bands_decode() {
-        for v in [0, 1, 240, 241, 2287, 2288, 67823, 67824, 0xFF_FFFF, 1 << 40, u64::MAX] {
+        for v in [
+            0,
+            1,
+            240,
+            241,
+            2287,
+            2288,
+            67823,
+            67824,
+            0xFF_FFFF,
+            1 << 40,
+            u64::MAX,
+        ] {
             let b = enc(v);
             let mut c = Cursor::new(&b);
             assert_eq!(c.varint(), Ok(v), "{v}");

@@ -47,6 +47,9 @@ use std::sync::Arc;
 use log::{Kind, Log, PageState, PageTable};
 use node::{Data, Link, Node};
 
+/// One record of a tree: its key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Where damage was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
@@ -168,7 +171,7 @@ pub enum Error {
     },
     /// The files are damaged where the read needed them.
     #[error("the sled database is damaged: {0}")]
-    Damaged(Damage),
+    Damaged(Box<Damage>),
 }
 
 /// What opening found: figures for reports and the bench.
@@ -232,7 +235,9 @@ impl Db {
             trees: BTreeMap::new(),
         };
         db.trees = db.read_meta()?;
-        Ok(Db { inner: Arc::new(db) })
+        Ok(Db {
+            inner: Arc::new(db),
+        })
     }
 
     /// What opening found.
@@ -241,7 +246,7 @@ impl Db {
     }
 
     /// The database directory.
-    pub fn path(&self) -> &Path {
+    pub fn dir(&self) -> &Path {
         &self.inner.log.dir
     }
 
@@ -270,13 +275,13 @@ impl Inner {
             .unwrap_or(Place::File {
                 path: self.log.path.clone(),
             });
-        Error::Damaged(Damage {
+        Error::Damaged(Box::new(Damage {
             place,
             page: pid,
             tree: None,
             keys: None,
             reason: reason.into(),
-        })
+        }))
     }
 
     /// The meta page: every tree's name and root page. An empty page table
@@ -289,8 +294,9 @@ impl Inner {
                 if kind.inline() != Kind::InlineMeta {
                     return Err(self.damaged(Some(0), "the meta page holds something else"));
                 }
-                let pairs = node::decode_meta(&body)
-                    .map_err(|e| self.damaged(Some(0), format!("the meta page does not decode: {e}")))?;
+                let pairs = node::decode_meta(&body).map_err(|e| {
+                    self.damaged(Some(0), format!("the meta page does not decode: {e}"))
+                })?;
                 Ok(pairs.into_iter().collect())
             }
             Some(_) => Err(self.damaged(Some(0), "the meta page is missing from the page table")),
@@ -313,10 +319,18 @@ impl Inner {
             if kind.inline() != Kind::InlineLink {
                 return Err(self.damaged(Some(pid), "a change to the node holds something else"));
             }
-            let link = Link::decode(&body)
-                .map_err(|e| self.damaged(Some(pid), format!("a change to the node does not decode: {e}")))?;
-            node.apply(link)
-                .map_err(|e| self.damaged(Some(pid), format!("a change to the node is impossible: {e}")))?;
+            let link = Link::decode(&body).map_err(|e| {
+                self.damaged(
+                    Some(pid),
+                    format!("a change to the node does not decode: {e}"),
+                )
+            })?;
+            node.apply(link).map_err(|e| {
+                self.damaged(
+                    Some(pid),
+                    format!("a change to the node is impossible: {e}"),
+                )
+            })?;
         }
         node.check().map_err(|e| self.damaged(Some(pid), e))?;
         Ok(node)
@@ -372,10 +386,15 @@ impl Tree {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let leaf = self.leaf_for(key).map_err(|e| self.tag(e))?;
         let suffix = key.get(usize::from(leaf.prefix_len)..).unwrap_or(&[]);
-        Ok(match (&leaf.data, leaf.keys.binary_search_by(|k| k.as_slice().cmp(suffix))) {
-            (Data::Leaf(values), Ok(i)) => values.get(i).cloned(),
-            _ => None,
-        })
+        Ok(
+            match (
+                &leaf.data,
+                leaf.keys.binary_search_by(|k| k.as_slice().cmp(suffix)),
+            ) {
+                (Data::Leaf(values), Ok(i)) => values.get(i).cloned(),
+                _ => None,
+            },
+        )
     }
 
     /// The leaf whose range holds `key`.
@@ -385,9 +404,12 @@ impl Tree {
         for _ in 0..db.step_limit() {
             let node = db.load(pid)?;
             if !node.hi.is_empty() && key >= node.hi.as_slice() {
-                pid = node
-                    .next
-                    .ok_or_else(|| db.damaged(Some(pid), "a node ends before the tree does and has no right sibling"))?;
+                pid = node.next.ok_or_else(|| {
+                    db.damaged(
+                        Some(pid),
+                        "a node ends before the tree does and has no right sibling",
+                    )
+                })?;
                 continue;
             }
             match node.data {
@@ -395,7 +417,12 @@ impl Tree {
                 Data::Index(_) => {
                     pid = node
                         .child_for(key)
-                        .ok_or_else(|| db.damaged(Some(pid), "an index node without a child for a key in its range"))?
+                        .ok_or_else(|| {
+                            db.damaged(
+                                Some(pid),
+                                "an index node without a child for a key in its range",
+                            )
+                        })?
                         .1;
                 }
             }
@@ -408,7 +435,7 @@ impl Tree {
     ///
     /// # Errors
     /// [`Error::Damaged`] when a page on the way cannot be read.
-    pub fn last(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn last(&self) -> Result<Option<Entry>, Error> {
         let db = &self.db;
         let mut pid = self.root;
         let mut steps = 0;
@@ -425,16 +452,19 @@ impl Tree {
                         continue;
                     }
                     None => {
-                        return Err(self.tag(db.damaged(Some(pid), "a node ends before the tree does and has no right sibling")));
+                        return Err(self.tag(db.damaged(
+                            Some(pid),
+                            "a node ends before the tree does and has no right sibling",
+                        )));
                     }
                 }
             }
             match &node.data {
                 Data::Leaf(_) => break node,
                 Data::Index(p) => {
-                    pid = *p
-                        .last()
-                        .ok_or_else(|| self.tag(db.damaged(Some(pid), "an index node without children")))?;
+                    pid = *p.last().ok_or_else(|| {
+                        self.tag(db.damaged(Some(pid), "an index node without children"))
+                    })?;
                 }
             }
         };
@@ -479,7 +509,9 @@ impl Tree {
             match &node.data {
                 Data::Leaf(_) => return Some((pid, node)),
                 Data::Index(ptrs) => {
-                    let Some((pos, child)) = node.child_for(key) else { break };
+                    let Some((pos, child)) = node.child_for(key) else {
+                        break;
+                    };
                     if let Some(r) = ptrs.get(pos + 1) {
                         right.push(*r);
                     } else if let Some(n) = node.next {
@@ -549,7 +581,7 @@ impl Iter {
         std::mem::take(&mut self.damage)
     }
 
-    fn fail(&mut self, e: Error, from: &[u8]) -> Option<Result<(Vec<u8>, Vec<u8>), Error>> {
+    fn fail(&mut self, e: Error, from: &[u8]) -> Option<Result<Entry, Error>> {
         let e = self.tree.tag(e);
         if !self.salvage {
             self.done = true;
@@ -558,7 +590,7 @@ impl Iter {
         // Salvage: record the damage, then continue at the next leaf the
         // index can still reach.
         let mut d = match e {
-            Error::Damaged(d) => d,
+            Error::Damaged(d) => *d,
             other => {
                 self.done = true;
                 return Some(Err(other));
@@ -602,7 +634,10 @@ impl Iter {
             match &node.data {
                 Data::Leaf(_) => {
                     if !node.lo.is_empty() {
-                        return Err(db.damaged(Some(pid), "the tree's first leaf does not start at the first key"));
+                        return Err(db.damaged(
+                            Some(pid),
+                            "the tree's first leaf does not start at the first key",
+                        ));
                     }
                     self.visited.insert(pid);
                     self.leaf = Some((pid, node, 0));
@@ -624,9 +659,12 @@ impl Iter {
         if node.hi.is_empty() {
             return Ok(false);
         }
-        let next = node
-            .next
-            .ok_or_else(|| db.damaged(Some(pid), "a leaf ends before the tree does and has no right sibling"))?;
+        let next = node.next.ok_or_else(|| {
+            db.damaged(
+                Some(pid),
+                "a leaf ends before the tree does and has no right sibling",
+            )
+        })?;
         if !self.visited.insert(next) || self.visited.len() > db.step_limit() {
             return Err(db.damaged(Some(next), "the tree's leaves form a cycle"));
         }
@@ -635,7 +673,10 @@ impl Iter {
             return Err(db.damaged(Some(next), "a leaf's right sibling is not a leaf"));
         }
         if sib.lo != node.hi {
-            return Err(db.damaged(Some(next), "a leaf's right sibling does not start where the leaf ends"));
+            return Err(db.damaged(
+                Some(next),
+                "a leaf's right sibling does not start where the leaf ends",
+            ));
         }
         self.leaf = Some((next, sib, 0));
         Ok(true)
@@ -643,7 +684,7 @@ impl Iter {
 }
 
 impl Iterator for Iter {
-    type Item = Result<(Vec<u8>, Vec<u8>), Error>;
+    type Item = Result<Entry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -652,10 +693,10 @@ impl Iterator for Iter {
             }
             if !self.started {
                 self.started = true;
-                if let Err(e) = self.first_leaf() {
-                    if let Some(r) = self.fail(e, &[]) {
-                        return Some(r);
-                    }
+                if let Err(e) = self.first_leaf()
+                    && let Some(r) = self.fail(e, &[])
+                {
+                    return Some(r);
                 }
                 continue;
             }
@@ -663,27 +704,27 @@ impl Iterator for Iter {
                 self.done = true;
                 return None;
             };
-            if let Data::Leaf(values) = &node.data {
-                if pos < node.keys.len() {
-                    let key = node.full_key(pos);
-                    let value = values[pos].clone();
-                    let in_range = key >= node.lo && (node.hi.is_empty() || key < node.hi);
-                    let ordered = self.last_key.as_ref().is_none_or(|l| *l < key);
-                    if !(in_range && ordered) {
-                        let from = self.last_key.clone().unwrap_or_default();
-                        let e = self
-                            .tree
-                            .db
-                            .damaged(Some(pid), "a leaf holds a key outside its range or out of order");
-                        if let Some(r) = self.fail(e, &from) {
-                            return Some(r);
-                        }
-                        continue;
+            if let Data::Leaf(values) = &node.data
+                && pos < node.keys.len()
+            {
+                let key = node.full_key(pos);
+                let value = values[pos].clone();
+                let in_range = key >= node.lo && (node.hi.is_empty() || key < node.hi);
+                let ordered = self.last_key.as_ref().is_none_or(|l| *l < key);
+                if !(in_range && ordered) {
+                    let from = self.last_key.clone().unwrap_or_default();
+                    let e = self.tree.db.damaged(
+                        Some(pid),
+                        "a leaf holds a key outside its range or out of order",
+                    );
+                    if let Some(r) = self.fail(e, &from) {
+                        return Some(r);
                     }
-                    self.last_key = Some(key.clone());
-                    self.leaf = Some((pid, node, pos + 1));
-                    return Some(Ok((key, value)));
+                    continue;
                 }
+                self.last_key = Some(key.clone());
+                self.leaf = Some((pid, node, pos + 1));
+                return Some(Ok((key, value)));
             }
             match self.next_leaf(pid, &node) {
                 Ok(true) => {}

@@ -155,7 +155,11 @@ impl PageTable {
     fn apply(&mut self, kind: Kind, pid: u64, loc: Loc) {
         match kind {
             Kind::Free => *self.slot(pid) = PageState::Free,
-            Kind::Counter | Kind::InlineMeta | Kind::BlobMeta | Kind::InlineNode | Kind::BlobNode => {
+            Kind::Counter
+            | Kind::InlineMeta
+            | Kind::BlobMeta
+            | Kind::InlineNode
+            | Kind::BlobNode => {
                 *self.slot(pid) = PageState::Present {
                     base: loc,
                     frags: Vec::new(),
@@ -164,7 +168,10 @@ impl PageTable {
             Kind::InlineLink | Kind::BlobLink => {
                 // A change to a page not present is skipped (sled's
                 // "dangling append").
-                let present = match usize::try_from(pid).ok().and_then(|i| self.dense.get_mut(i)) {
+                let present = match usize::try_from(pid)
+                    .ok()
+                    .and_then(|i| self.dense.get_mut(i))
+                {
                     Some(s) => Some(s),
                     None => self.sparse.get_mut(&pid),
                 };
@@ -207,7 +214,11 @@ pub(crate) fn read_conf(dir: &Path) -> Result<Conf, Error> {
             (Some(k), Some(v)) => {
                 fields.insert(k, v);
             }
-            _ => return Err(not_sled(format!("the line {line:?} is not \"name: value\""))),
+            _ => {
+                return Err(not_sled(format!(
+                    "the line {line:?} is not \"name: value\""
+                )));
+            }
         }
     }
     let field = |name: &str| {
@@ -375,7 +386,10 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(BlobError::Io(path, e)),
         };
-        let len = f.metadata().map_err(|e| BlobError::Io(path.clone(), e))?.len();
+        let len = f
+            .metadata()
+            .map_err(|e| BlobError::Io(path.clone(), e))?
+            .len();
         // A blob is one page or change; sled writes those only for values
         // that fit in memory, and the file's own length bounds the read.
         let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
@@ -387,7 +401,10 @@ impl Log {
         }
         let want = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
         if crc32fast::hash(&buf[4..]) != want {
-            return Err(BlobError::Bad(path, "its checksum does not match its bytes"));
+            return Err(BlobError::Bad(
+                path,
+                "its checksum does not match its bytes",
+            ));
         }
         let kind = Kind::from_byte(buf[4]);
         buf.drain(..5);
@@ -466,7 +483,9 @@ impl Log {
                     Ok(Some((bk, bytes))) => {
                         // sled asserts the blob's kind equals the message's.
                         if bk != k {
-                            return Err(MsgError::Malformed("a blob of another kind than its message"));
+                            return Err(MsgError::Malformed(
+                                "a blob of another kind than its message",
+                            ));
                         }
                         Msg::Data {
                             kind: k,
@@ -493,13 +512,15 @@ impl Log {
     /// Reads a page's base or change from where the page table says it is,
     /// as sled's `pull` does: the message at its offset, or the blob file.
     pub(crate) fn read_page_part(&self, pid: u64, loc: &Loc) -> Result<(Kind, Vec<u8>), Error> {
-        let damaged = |what: String| Error::Damaged(Damage {
-            place: Place::Log { offset: loc.lid },
-            page: Some(pid),
-            tree: None,
-            keys: None,
-            reason: what,
-        });
+        let damaged = |what: String| {
+            Error::Damaged(Box::new(Damage {
+                place: Place::Log { offset: loc.lid },
+                page: Some(pid),
+                tree: None,
+                keys: None,
+                reason: what,
+            }))
+        };
         if let Some(id) = loc.blob {
             return match self.read_blob(id) {
                 Ok(Some((kind, body))) => Ok((kind, body)),
@@ -511,7 +532,9 @@ impl Log {
         if loc.lid < seg_start + SEG_HEADER_LEN
             || seg_start + self.segment_size - loc.lid < MAX_MSG_HEADER_LEN
         {
-            return Err(damaged("the page table points outside a segment's messages".into()));
+            return Err(damaged(
+                "the page table points outside a segment's messages".into(),
+            ));
         }
         let want = (loc.size.max(128)).min(seg_start + self.segment_size - loc.lid);
         let mut window = vec![0u8; want as usize];
@@ -522,7 +545,9 @@ impl Log {
             Ok(Msg::Data {
                 kind, pid: p, body, ..
             }) if p == pid => Ok((kind, body)),
-            Ok(Msg::Data { pid: p, .. }) => Err(damaged(format!("the message there belongs to page {p}"))),
+            Ok(Msg::Data { pid: p, .. }) => {
+                Err(damaged(format!("the message there belongs to page {p}")))
+            }
             Ok(Msg::Corrupted(why)) => Err(damaged(why.into())),
             Ok(_) => Err(damaged("the message there holds no page".into())),
             Err(e) => Err(damaged(e.to_string())),
@@ -596,23 +621,31 @@ pub(crate) fn read_snapshot(log: &Log) -> Result<(Option<PathBuf>, Snapshot), Er
     // A snapshot holds one entry per page: far smaller than the log.
     let buf = read_small(&path, log.len.saturating_mul(2).max(1 << 20))?;
     let damaged = |reason: String| {
-        Error::Damaged(Damage {
+        Error::Damaged(Box::new(Damage {
             place: Place::File { path: path.clone() },
             page: None,
             tree: None,
             keys: None,
             reason,
-        })
+        }))
     };
     if buf.len() <= 12 {
         return Err(damaged("the snapshot file is empty or cut short".into()));
     }
     let body = &buf[..buf.len() - 12];
-    let crc = u32::from_le_bytes([buf[buf.len() - 4], buf[buf.len() - 3], buf[buf.len() - 2], buf[buf.len() - 1]]);
+    let crc = u32::from_le_bytes([
+        buf[buf.len() - 4],
+        buf[buf.len() - 3],
+        buf[buf.len() - 2],
+        buf[buf.len() - 1],
+    ]);
     if crc32fast::hash(body) != crc {
-        return Err(damaged("the snapshot's checksum does not match its bytes".into()));
+        return Err(damaged(
+            "the snapshot's checksum does not match its bytes".into(),
+        ));
     }
-    let snap = decode_snapshot(body).map_err(|e| damaged(format!("the snapshot does not decode: {e}")))?;
+    let snap =
+        decode_snapshot(body).map_err(|e| damaged(format!("the snapshot does not decode: {e}")))?;
     Ok((Some(path), snap))
 }
 
@@ -634,7 +667,12 @@ fn decode_loc(c: &mut Cursor<'_>) -> Result<Loc, Short> {
     let lsn = c.i64_le()?;
     let (lid, blob) = decode_ptr(c)?;
     let size = c.varint()?;
-    Ok(Loc { lsn, lid, blob, size })
+    Ok(Loc {
+        lsn,
+        lid,
+        blob,
+        size,
+    })
 }
 
 fn decode_snapshot(body: &[u8]) -> Result<Snapshot, Short> {
@@ -829,20 +867,24 @@ pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery)
     let mut max_stable = min;
     for idx in 0..count {
         let lid = idx * s;
-        let Some(h) = log.seg_header(lid)? else { continue };
+        let Some(h) = log.seg_header(lid)? else {
+            continue;
+        };
         if !(h.ok && h.lsn >= min) {
             continue;
         }
         max_stable = max_stable.max(h.max_stable_lsn);
         if let Some(other) = ordering.insert(h.lsn, lid) {
             // sled panics here ("duplicate segment LSN").
-            return Err(Error::Damaged(Damage {
+            return Err(Error::Damaged(Box::new(Damage {
                 place: Place::Log { offset: lid },
                 page: None,
                 tree: None,
                 keys: None,
-                reason: format!("two segments (at offsets {other} and {lid}) claim the same position in the log"),
-            }));
+                reason: format!(
+                    "two segments (at offsets {other} and {lid}) claim the same position in the log"
+                ),
+            })));
         }
     }
     // The unstable tail: contiguous segments from the highest stable one.
@@ -891,13 +933,15 @@ pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery)
             continue;
         }
         if item.lsn >= end_of_last {
-            return Err(Error::Damaged(Damage {
-                place: Place::Log { offset: item.loc.lid },
+            return Err(Error::Damaged(Box::new(Damage {
+                place: Place::Log {
+                    offset: item.loc.lid,
+                },
                 page: Some(item.pid),
                 tree: None,
                 keys: None,
                 reason: "a message past the end of the log".into(),
-            }));
+            })));
         }
         messages += 1;
         pages.apply(item.kind, item.pid, item.loc);
@@ -919,11 +963,17 @@ pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery)
             unread.len()
         ),
     });
-    Ok((
-        pages,
-        Recovery {
-            stopped,
-            messages,
-        },
-    ))
+    Ok((pages, Recovery { stopped, messages }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes docs/sled-format.md §8 states for the page table.
+    #[test]
+    fn page_table_entry_sizes() {
+        assert_eq!(size_of::<Loc>(), 40);
+        assert_eq!(size_of::<PageState>(), 64);
+    }
 }

@@ -164,7 +164,10 @@ impl Node {
                 self.merging_child = non_zero(pid);
             }
             Link::ParentMergeConfirm => {
-                let child = self.merging_child.take().ok_or(ApplyError::NoMergeIntention)?;
+                let child = self
+                    .merging_child
+                    .take()
+                    .ok_or(ApplyError::NoMergeIntention)?;
                 let Data::Index(ptrs) = &mut self.data else {
                     return Err(ApplyError::MergeOnLeaf);
                 };

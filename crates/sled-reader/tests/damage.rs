@@ -5,6 +5,8 @@
 //! `SLED_READER_CASES` sets the number of cases (default 24); a failure
 //! prints its seed (`PROPTEST_RNG_SEED` repeats a run).
 
+#![allow(clippy::print_stderr, reason = "a test prints the seed of each case")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -29,7 +31,11 @@ fn build(segment: usize) -> Base {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv");
     {
-        let db = sled::Config::new().path(&path).segment_size(segment).open().unwrap();
+        let db = sled::Config::new()
+            .path(&path)
+            .segment_size(segment)
+            .open()
+            .unwrap();
         for t in ["accounts", "sessions", "actions"] {
             let tree = db.open_tree(t).unwrap();
             for i in 0..1500u32 {
@@ -44,7 +50,11 @@ fn build(segment: usize) -> Base {
     wait_released(&path);
     {
         // Reopened: sled writes a snapshot; then more writes after it.
-        let db = sled::Config::new().path(&path).segment_size(segment).open().unwrap();
+        let db = sled::Config::new()
+            .path(&path)
+            .segment_size(segment)
+            .open()
+            .unwrap();
         let tree = db.open_tree("actions").unwrap();
         for i in 1500..1900u32 {
             tree.insert(format!("actions{i:06}"), value(i)).unwrap();
@@ -89,7 +99,11 @@ enum Hurt {
 fn hurt() -> impl Strategy<Value = Hurt> {
     let frac = 0.0f64..1.0;
     prop_oneof![
-        (frac.clone(), 1usize..8192, any::<u8>()).prop_map(|(at, len, seed)| Hurt::Random { at, len, seed }),
+        (frac.clone(), 1usize..8192, any::<u8>()).prop_map(|(at, len, seed)| Hurt::Random {
+            at,
+            len,
+            seed
+        }),
         (frac.clone(), 1usize..8192).prop_map(|(at, len)| Hurt::Zero { at, len }),
         proptest::collection::vec((frac.clone(), 1u8..=255), 1..32).prop_map(Hurt::Flip),
         frac.clone().prop_map(Hurt::Truncate),
@@ -115,7 +129,10 @@ fn find(dir: &Path, prefix: &str) -> Option<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
         .collect();
     v.sort();
     v.pop()
@@ -136,9 +153,9 @@ fn scribble(path: &Path, at: f64, len: usize, byte: impl Fn(usize) -> u8) {
 fn apply(dir: &Path, h: &Hurt) {
     let db = dir.join("db");
     match h {
-        Hurt::Random { at, len, seed } => {
-            scribble(&db, *at, *len, |i| (i as u8).wrapping_mul(151).wrapping_add(*seed))
-        }
+        Hurt::Random { at, len, seed } => scribble(&db, *at, *len, |i| {
+            (i as u8).wrapping_mul(151).wrapping_add(*seed)
+        }),
         Hurt::Zero { at, len } => scribble(&db, *at, *len, |_| 0),
         Hurt::Flip(flips) => {
             for (at, x) in flips {
@@ -197,7 +214,7 @@ fn hash_dir(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// Reads everything, strictly and salvaging; returns the salvaged records.
-fn read_all(dir: &Path) -> Option<BTreeSet<(Vec<u8>, Vec<u8>, Vec<u8>)>> {
+fn read_all(dir: &Path) -> Option<BTreeSet<Record>> {
     let db = sled_reader::Db::open(dir).ok()?;
     let mut out = BTreeSet::new();
     for name in db.tree_names().map(<[u8]>::to_vec).collect::<Vec<_>>() {
@@ -226,10 +243,15 @@ fn read_all(dir: &Path) -> Option<BTreeSet<(Vec<u8>, Vec<u8>, Vec<u8>)>> {
     Some(out)
 }
 
+/// A record: its tree, key and value.
+type Record = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// Whether a record is one the history wrote at some point: a damaged log
 /// may recover an earlier state, never a record nobody wrote.
 fn written((tree, k, v): &(Vec<u8>, Vec<u8>, Vec<u8>)) -> bool {
-    let Ok(t) = std::str::from_utf8(tree) else { return false };
+    let Ok(t) = std::str::from_utf8(tree) else {
+        return false;
+    };
     let Some(i) = std::str::from_utf8(k)
         .ok()
         .and_then(|k| k.strip_prefix(t))
@@ -241,12 +263,19 @@ fn written((tree, k, v): &(Vec<u8>, Vec<u8>, Vec<u8>)) -> bool {
 }
 
 fn value(i: u32) -> Vec<u8> {
-    let len = if i % 97 == 0 { 3000 } else { 30 + (i % 50) as usize };
+    let len = if i.is_multiple_of(97) {
+        3000
+    } else {
+        30 + (i % 50) as usize
+    };
     vec![(i % 251) as u8; len]
 }
 
 fn cases() -> u32 {
-    std::env::var("SLED_READER_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    std::env::var("SLED_READER_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
 }
 
 proptest! {
@@ -288,4 +317,130 @@ proptest! {
             prop_assert!(invented.is_empty(), "salvaged records the database never held: {:?}", invented);
         }
     }
+}
+
+/// The child of [`salvage_keeps_what_sled_recovers`]: opens a database with
+/// sled and writes every record it reads to a file (run in its own process,
+/// since sled may panic or spin on damage).
+fn sled_child(dir: &Path, out: &Path) -> ! {
+    let mut lines = Vec::new();
+    let segment: usize = std::fs::read(dir.join("conf"))
+        .ok()
+        .and_then(|c| {
+            String::from_utf8_lossy(&c)
+                .lines()
+                .find_map(|l| l.strip_prefix("segment_size: ")?.parse().ok())
+        })
+        .unwrap_or(512 * 1024);
+    if let Ok(db) = sled::Config::new().path(dir).segment_size(segment).open() {
+        for name in db.tree_names() {
+            let Ok(tree) = db.open_tree(&name) else {
+                continue;
+            };
+            for item in tree.iter() {
+                let Ok((k, v)) = item else { break };
+                lines.push(format!("{}\t{}\t{}", hexs(&name), hexs(&k), hexs(&v)));
+            }
+        }
+    }
+    std::fs::write(out, lines.join("\n")).unwrap();
+    std::process::exit(0)
+}
+
+fn hexs(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// On damage sled survives, the salvaging reader keeps at least every
+/// record sled's own recovery keeps (sled runs in a child process on a
+/// copy, killed if it spins).
+#[test]
+fn salvage_keeps_what_sled_recovers() {
+    if let (Ok(dir), Ok(out)) = (
+        std::env::var("SLED_READER_SLED_DIR"),
+        std::env::var("SLED_READER_SLED_OUT"),
+    ) {
+        sled_child(Path::new(&dir), Path::new(&out));
+    }
+    let seed: u64 = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5a17);
+    let rounds = (cases() / 4).max(6);
+    let mut compared = 0;
+    for round in 0..u64::from(rounds) {
+        // splitmix64 of the seed and the round.
+        let mut x = seed.wrapping_add(round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        let base = base(if x % 2 == 0 { 1024 } else { 65536 });
+        let at = (x >> 8) as f64 / (1u64 << 56) as f64;
+        let hurt = match (x >> 4) % 4 {
+            0 => Hurt::Zero { at, len: 4096 },
+            1 => Hurt::Random {
+                at,
+                len: 4096,
+                seed: x as u8,
+            },
+            2 => Hurt::Flip(vec![(at, 0x5a), ((at + 0.3) % 1.0, 0xa5)]),
+            _ => Hurt::Truncate(0.5 + at / 2.0),
+        };
+        eprintln!("salvage case {round}: seed {seed}, {hurt:?}");
+        let work = tempfile::tempdir().unwrap();
+        let mine_dir = work.path().join("mine");
+        let theirs_dir = work.path().join("theirs");
+        copy_dir(&base.path, &mine_dir);
+        apply(&mine_dir, &hurt);
+        copy_dir(&mine_dir, &theirs_dir);
+        let out = work.path().join("sled.txt");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "salvage_keeps_what_sled_recovers", "--nocapture"])
+            .env("SLED_READER_SLED_DIR", &theirs_dir)
+            .env("SLED_READER_SLED_OUT", &out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(work.path().join("sled.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ok = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !ok {
+            // sled panicked or spun: nothing of its to compare with.
+            let err = std::fs::read_to_string(work.path().join("sled.err")).unwrap_or_default();
+            let why = err
+                .lines()
+                .find(|l| l.contains("panicked") || l.starts_with("thread"))
+                .unwrap_or("killed after 30 s");
+            eprintln!("  sled failed: {why}");
+            continue;
+        }
+        let theirs: BTreeSet<String> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mine: BTreeSet<String> = read_all(&mine_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, k, v)| format!("{}\t{}\t{}", hexs(&t), hexs(&k), hexs(&v)))
+            .collect();
+        let lost: Vec<_> = theirs.difference(&mine).take(3).collect();
+        assert!(
+            lost.is_empty(),
+            "case {round} ({hurt:?}): sled recovered records the salvage did not: {lost:?}"
+        );
+        compared += 1;
+    }
+    eprintln!("compared {compared} of {rounds} cases with sled");
 }

@@ -6,6 +6,8 @@
 //! ci` runs more), `PROPTEST_RNG_SEED` repeats a run; a failure prints its
 //! seed and the history.
 
+#![allow(clippy::print_stderr, reason = "a test prints the seed of each case")]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -55,14 +57,21 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn value(seed: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(31).wrapping_add(seed * 7)) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(31).wrapping_add(seed * 7)) as u8)
+        .collect()
 }
 
 fn open_sled(dir: &Path, segment: usize) -> sled::Db {
     // sled's background threads let go of the previous handle's file lock
     // a moment after it is dropped.
     for _ in 0..200 {
-        match sled::Config::new().path(dir).segment_size(segment).cache_capacity(1 << 20).open() {
+        match sled::Config::new()
+            .path(dir)
+            .segment_size(segment)
+            .cache_capacity(1 << 20)
+            .open()
+        {
             Ok(db) => return db,
             Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::Other => {
                 std::thread::sleep(Duration::from_millis(25));
@@ -78,7 +87,10 @@ fn run(dir: &Path, segment: usize, ops: &[Op]) {
     for (n, op) in ops.iter().enumerate() {
         match op {
             Op::Insert(t, k, len) => {
-                db.open_tree(TREES[*t]).unwrap().insert(k, value(n, *len)).unwrap();
+                db.open_tree(TREES[*t])
+                    .unwrap()
+                    .insert(k, value(n, *len))
+                    .unwrap();
             }
             Op::Remove(t, k) => {
                 db.open_tree(TREES[*t]).unwrap().remove(k).unwrap();
@@ -95,7 +107,8 @@ fn run(dir: &Path, segment: usize, ops: &[Op]) {
             }
             Op::Transaction(items) => {
                 use sled::Transactional as _;
-                let trees: Vec<sled::Tree> = TREES.iter().map(|t| db.open_tree(t).unwrap()).collect();
+                let trees: Vec<sled::Tree> =
+                    TREES.iter().map(|t| db.open_tree(t).unwrap()).collect();
                 (&trees[0], &trees[1], &trees[2])
                     .transaction(|(a, b, c)| {
                         for (i, (t, k, len)) in items.iter().enumerate() {
@@ -171,7 +184,12 @@ fn reader_view(dir: &Path) -> View {
         for (k, v) in items.iter().step_by(7) {
             assert_eq!(tree.get(k).unwrap().as_ref(), Some(v), "get of {k:?}");
         }
-        assert_eq!(tree.last().unwrap(), items.last().cloned(), "last of {}", tree.name());
+        assert_eq!(
+            tree.last().unwrap(),
+            items.last().cloned(),
+            "last of {}",
+            tree.name()
+        );
         view.insert(name, items);
     }
     assert!(before == hash_dir(dir), "the reader changed a file");
@@ -218,7 +236,11 @@ fn compare(dir: &Path, segment: usize) {
     for (name, want) in &theirs {
         let got = &mine[name];
         if got != want {
-            let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+            let first = got
+                .iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(want.len()));
             panic!(
                 "tree {}: the reader has {} entries, sled {}; first difference at entry {first}: reader {:?}, sled {:?}",
                 String::from_utf8_lossy(name),
@@ -232,7 +254,10 @@ fn compare(dir: &Path, segment: usize) {
 }
 
 fn cases() -> u32 {
-    std::env::var("SLED_READER_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    std::env::var("SLED_READER_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
 }
 
 proptest! {
@@ -276,11 +301,14 @@ fn child_writer(dir: &Path, segment: usize, seed: u64) -> ! {
             2 => {
                 let mut b = sled::Batch::default();
                 for i in 0..20 {
-                    b.insert(format!("b{:04}", ((x >> 24) + i) % 3000).into_bytes(), value(n, 40));
+                    b.insert(
+                        format!("b{:04}", ((x >> 24) + i) % 3000).into_bytes(),
+                        value(n, 40),
+                    );
                 }
                 t.apply_batch(b).unwrap();
             }
-            3 if x % 7 == 0 => {
+            3 if x.is_multiple_of(7) => {
                 db.flush().unwrap();
             }
             _ => {
@@ -295,18 +323,33 @@ fn child_writer(dir: &Path, segment: usize, seed: u64) -> ! {
 /// still reads exactly what sled recovers.
 #[test]
 fn the_reader_reads_what_sled_recovers_after_a_kill() {
-    if let (Ok(dir), Ok(seed)) = (std::env::var("SLED_READER_CHILD_DIR"), std::env::var("SLED_READER_CHILD_SEED")) {
-        let segment = std::env::var("SLED_READER_CHILD_SEGMENT").unwrap().parse().unwrap();
+    if let (Ok(dir), Ok(seed)) = (
+        std::env::var("SLED_READER_CHILD_DIR"),
+        std::env::var("SLED_READER_CHILD_SEED"),
+    ) {
+        let segment = std::env::var("SLED_READER_CHILD_SEGMENT")
+            .unwrap()
+            .parse()
+            .unwrap();
         child_writer(Path::new(&dir), segment, seed.parse().unwrap());
     }
-    let base: u64 = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let base: u64 = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
     let rounds = (cases() / 4).max(4);
     for round in 0..rounds {
-        let seed = base.wrapping_mul(6364136223846793005).wrapping_add(u64::from(round));
+        let seed = base
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(u64::from(round));
         let segment = [1024usize, 4096, 65536][(seed % 3) as usize];
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "the_reader_reads_what_sled_recovers_after_a_kill", "--nocapture"])
+            .args([
+                "--exact",
+                "the_reader_reads_what_sled_recovers_after_a_kill",
+                "--nocapture",
+            ])
             .env("SLED_READER_CHILD_DIR", dir.path())
             .env("SLED_READER_CHILD_SEED", seed.to_string())
             .env("SLED_READER_CHILD_SEGMENT", segment.to_string())

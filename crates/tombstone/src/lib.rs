@@ -446,7 +446,8 @@ pub fn identity(path: impl AsRef<Path>) -> Result<Option<[u8; 16]>> {
     }
     refuse_in_use(path)?;
     let db = sled_reader::Db::open(path)?;
-    Ok(reader_get(&db, META_TREE, IDENTITY_KEY)?.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()))
+    Ok(reader_get(&db, META_TREE, IDENTITY_KEY)?
+        .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()))
 }
 
 /// One value of one tree, through the reader.
@@ -811,10 +812,7 @@ pub struct MigrationSource {
 #[derive(Clone)]
 enum Files {
     Sled(sled::Db),
-    Reader {
-        db: sled_reader::Db,
-        salvage: bool,
-    },
+    Reader { db: sled_reader::Db, salvage: bool },
 }
 
 impl fmt::Debug for MigrationSource {
@@ -867,6 +865,78 @@ impl MigrationSource {
             Files::Reader { db, .. } => Some(db.report()),
             Files::Sled(_) => None,
         }
+    }
+
+    /// Reads the database with sled as well, on a copy (sled writes to what
+    /// it opens), and compares the two readers tree by tree: for a format 1
+    /// database, which kept no statistics to check the reader against
+    /// (docs/sled-format.md §6). Returns each disagreement in words (empty
+    /// when they agree); `Ok` with nothing to compare when this source is
+    /// read through sled already.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the copy cannot be made, [`Error::Sled`] when
+    /// sled cannot open it.
+    pub fn cross_check_with_sled(&self) -> Result<Vec<String>> {
+        let Files::Reader { db, .. } = &self.files else {
+            return Ok(Vec::new());
+        };
+        let copy = std::env::temp_dir().join(format!(
+            "nodestore-cross-check-{}-{:016x}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let result = (|| {
+            copy_tree(&self.path, &copy).map_err(|source| Error::Io {
+                path: copy.clone(),
+                source,
+            })?;
+            let sled_db = sled::Config::new()
+                .path(&copy)
+                .cache_capacity(16 << 20)
+                .open()?;
+            let mut out = Vec::new();
+            let mut names: Vec<Vec<u8>> = sled_db.tree_names().iter().map(|n| n.to_vec()).collect();
+            names.sort();
+            let mine: Vec<Vec<u8>> = db.tree_names().map(<[u8]>::to_vec).collect();
+            for name in names.iter().filter(|n| !mine.contains(n)) {
+                if !sled_db.open_tree(name)?.is_empty() {
+                    out.push(format!(
+                        "tree {}: only sled reads it",
+                        String::from_utf8_lossy(name)
+                    ));
+                }
+            }
+            for name in &mine {
+                let shown = String::from_utf8_lossy(name).into_owned();
+                let Some(tree) = db.tree(name) else { continue };
+                let theirs = sled_db.open_tree(name)?;
+                let mut a = tree.iter();
+                let mut b = theirs.iter();
+                let mut n = 0u64;
+                loop {
+                    match (a.next(), b.next()) {
+                        (None, None) => break,
+                        (Some(Ok(x)), Some(Ok((k, v))))
+                            if x.0 == k.as_ref() && x.1 == v.as_ref() =>
+                        {
+                            n += 1
+                        }
+                        (x, y) => {
+                            out.push(format!(
+                                "tree {shown}: the readers disagree at entry {n} ({} against sled's {})",
+                                describe(x.map(|r| r.map_err(|e| e.to_string()))),
+                                describe(y.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| e.to_string())))
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })();
+        let _ = std::fs::remove_dir_all(&copy);
+        result
     }
 
     /// What salvaging reads skipped so far, in the order met.
@@ -926,7 +996,9 @@ impl MigrationSource {
 
     /// The write sequence the meta tree records (`None` for format 1).
     pub fn write_seq(&self) -> Result<Option<u64>> {
-        Ok(self.meta_get(stats::SEQ_KEY)?.and_then(|r| stats::decode_seq(&r)))
+        Ok(self
+            .meta_get(stats::SEQ_KEY)?
+            .and_then(|r| stats::decode_seq(&r)))
     }
 
     /// The write sequence the sidecar file records as durable, if any.
@@ -956,7 +1028,10 @@ impl MigrationSource {
     pub fn tree(&self, name: &str) -> Result<Option<ReadTree>> {
         let inner = match &self.files {
             Files::Sled(db) => {
-                let exists = db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes());
+                let exists = db
+                    .tree_names()
+                    .iter()
+                    .any(|n| n.as_ref() == name.as_bytes());
                 if !exists {
                     return Ok(None);
                 }
@@ -1012,10 +1087,10 @@ impl Iterator for Salvaging {
         let item = self.iter.next();
         if item.is_none() {
             let found = self.iter.take_damage();
-            if !found.is_empty() {
-                if let Ok(mut s) = self.salvaged.lock() {
-                    s.extend(found);
-                }
+            if !found.is_empty()
+                && let Ok(mut s) = self.salvaged.lock()
+            {
+                s.extend(found);
             }
         }
         item.map(|r| r.map_err(Error::from))
@@ -1040,10 +1115,10 @@ impl ReadTree {
     /// read (see [`MigrationSource::salvaged`]).
     pub fn iter(&self) -> Box<dyn Iterator<Item = Result<Entry>> + Send> {
         match &self.inner {
-            TreeFiles::Sled(t) => Box::new(
-                t.iter()
-                    .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from)),
-            ),
+            TreeFiles::Sled(t) => Box::new(t.iter().map(|r| {
+                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(Error::from)
+            })),
             TreeFiles::Reader {
                 tree,
                 salvage: false,
@@ -1083,4 +1158,47 @@ impl ReadTree {
             TreeFiles::Reader { tree, .. } => tree.iter().next().is_none(),
         }
     }
+}
+
+fn describe(x: Option<std::result::Result<Entry, String>>) -> String {
+    match x {
+        None => "the end of the tree".into(),
+        Some(Ok((k, _))) => format!("key {}", hex_short(&k)),
+        Some(Err(e)) => format!("an error: {e}"),
+    }
+}
+
+fn hex_short(b: &[u8]) -> String {
+    let mut s: String = b.iter().take(24).map(|x| format!("{x:02x}")).collect();
+    if b.len() > 24 {
+        s.push('…');
+    }
+    s
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// Copies a database directory (files and `blobs/`), with private modes.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    create_private_dir(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
 }

@@ -120,7 +120,9 @@ pub(crate) fn decode_seq(raw: &[u8]) -> Option<u64> {
 
 /// Every tree's statistics from the meta tree's `stats/` entries, by tree
 /// name.
-pub(crate) fn read_all(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<BTreeMap<String, TreeStats>, String> {
+pub(crate) fn read_all(
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<BTreeMap<String, TreeStats>, String> {
     let mut out = BTreeMap::new();
     for (k, v) in entries {
         let name = String::from_utf8_lossy(&k[STATS_PREFIX.len().min(k.len())..]).into_owned();

@@ -19,7 +19,10 @@ pub(crate) async fn dump(from: &Location, out: Option<&Path>) -> Result<ExitCode
     // left out is listed (docs/cli.md).
     let (d, unreadable) = match from {
         Location::Kv(dir) => nodestore::dump::dump_kv_salvaged(dir, Some(bars.clone())).await?,
-        sql => (nodestore::dump::dump_observed(sql, Some(bars.clone())).await?, Vec::new()),
+        sql => (
+            nodestore::dump::dump_observed(sql, Some(bars.clone())).await?,
+            Vec::new(),
+        ),
     };
     drop(bars);
     match out {
