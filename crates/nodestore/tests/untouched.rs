@@ -129,8 +129,14 @@ fn damage(kind: usize, dir: &Path) -> String {
     what
 }
 
+/// The scale of the damaged database: S, or M with
+/// `NODESTORE_DAMAGE_SCALE=M` (a longer run).
 async fn generate(kv: &Path) {
-    nodestore::generate::generate(kv, nodestore::generate::Scale::S.shape(), 9, &|_, _, _| {})
+    let scale = match std::env::var("NODESTORE_DAMAGE_SCALE").as_deref() {
+        Ok("M") | Ok("m") => nodestore::generate::Scale::M,
+        _ => nodestore::generate::Scale::S,
+    };
+    nodestore::generate::generate(kv, scale.shape(), 9, &|_, _, _| {})
         .await
         .unwrap();
 }
