@@ -328,7 +328,13 @@ async fn expect_layout_error(
     let err = migrator::migrate(&kv.path, &db, &migrator::Options::default(), None)
         .await
         .unwrap_err();
-    assert!(matches!(err.error, Error::Layout { .. }), "{err}");
+    // An offline run reads on past a record that does not decode and
+    // refuses the source with every such record listed.
+    assert!(
+        matches!(&err.error, Error::DamagedSource { problems, .. }
+            if problems.iter().any(|p| p.what.starts_with("unexpected layout") && p.what.contains(where_))),
+        "{err}"
+    );
     assert!(
         err.to_string().contains(where_),
         "{err} should name {where_}"

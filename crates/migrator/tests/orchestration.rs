@@ -81,7 +81,10 @@ async fn dry_run_migrates_and_verifies_then_keeps_nothing(fx: &SqlFixture) {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err.error, migrator::Error::Decode { .. }), "{err}");
+    assert!(
+        matches!(err.error, migrator::Error::DamagedSource { .. }),
+        "{err}"
+    );
     assert_eq!(err.data, migrator::DataState::NotWritten);
     assert!(Migrator::new().applied(&db).await.unwrap().is_empty());
 }

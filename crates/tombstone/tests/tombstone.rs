@@ -221,4 +221,49 @@ mod kv {
         ));
         assert!(!path.exists());
     }
+
+    /// A format 1 database kept no statistics to check the reader against,
+    /// so the migration reads it with sled too, on a copy, and compares: the
+    /// two agree, and the database's files are not touched.
+    #[test]
+    fn a_format_1_database_is_read_by_both_readers_and_they_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        {
+            let db = raw_open(&path);
+            let meta = db.open_tree(META_TREE).unwrap();
+            meta.insert(b"format", &1u32.to_be_bytes()).unwrap();
+            meta.insert(b"identity", &[9u8; 16]).unwrap();
+            let t = db.open_tree("accounts").unwrap();
+            for i in 0..3000u32 {
+                t.insert(
+                    i.to_be_bytes(),
+                    vec![(i % 251) as u8; 40 + (i % 90) as usize],
+                )
+                .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let src = MigrationSource::open(&path, &KvOptions::default()).unwrap();
+        assert_eq!(src.status(), &Status::Live(tombstone::FORMAT_V1));
+        assert!(src.recorded_stats().unwrap().is_none());
+        let files = |p: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+            let mut v: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_type().unwrap().is_file())
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = files(&path);
+        assert_eq!(src.cross_check_with_sled().unwrap(), Vec::<String>::new());
+        assert_eq!(files(&path), before, "the cross-check reads a copy");
+    }
 }
