@@ -53,6 +53,8 @@ macro_rules! conformance_tests {
             text_with_nul_is_refused_naming_the_field,
             keys_longer_than_the_contract_allows_are_refused,
             empty_privacy_values_are_refused,
+            setting_an_entry_races_removing_its_group,
+            adding_a_pair_races_removing_its_group,
         );
     };
 }
@@ -679,4 +681,49 @@ pub async fn empty_privacy_values_are_refused(st: &Stores) {
         .await,
         "pseudo",
     );
+}
+
+/// An entry set under a group whose session is deleted at the same moment
+/// is either written (and then removed with the group) or refused as an
+/// unknown group: never a backend error (a foreign key violation on
+/// PostgreSQL, which an online migration's concurrent test met).
+pub async fn setting_an_entry_races_removing_its_group(st: &Stores) {
+    for i in 0..24 {
+        let g = group(st).await;
+        let ns = Namespace::new("race", g, "");
+        let key = format!("k{i}");
+        let write = async {
+            let mut tx = st
+                .firewall
+                .begin_kv(ns.clone(), crate::Mode::Update)
+                .await?;
+            tx.set(Scope::Local, &key, b"v").await?;
+            tx.commit().await
+        };
+        let (written, removed) = tokio::join!(write, st.sessions.delete_reserved_session(g));
+        assert!(
+            matches!(written, Ok(()) | Err(Error::UnknownGroup { .. })),
+            "{written:?}"
+        );
+        removed.unwrap();
+    }
+}
+
+/// The same race for a privacy pair.
+pub async fn adding_a_pair_races_removing_its_group(st: &Stores) {
+    for i in 0..24 {
+        let g = group(st).await;
+        let write = async {
+            let mut tx = st.firewall.begin_privacy(g, crate::Mode::Update).await?;
+            tx.new_pair(&format!("real{i}"), &format!("pseudo{i}"))
+                .await?;
+            tx.commit().await
+        };
+        let (written, removed) = tokio::join!(write, st.sessions.delete_reserved_session(g));
+        assert!(
+            matches!(written, Ok(()) | Err(Error::UnknownGroup { .. })),
+            "{written:?}"
+        );
+        removed.unwrap();
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use sea_query::{
-    Alias, ConditionalStatement, Expr, ExprTrait, JoinType, OnConflict, Order, Query,
+    Alias, ConditionalStatement, Expr, ExprTrait, JoinType, LockType, OnConflict, Order, Query,
     SelectStatement, SimpleExpr,
 };
 use sqldb::{Db, Tx, TxExt, TxMode};
@@ -119,8 +119,22 @@ fn group_select(group: SessionId) -> SelectStatement {
 }
 
 /// The SQL id of a session group: its first session, whose group is itself.
-pub async fn group_sql_id(tx: &mut dyn Tx, group: SessionId) -> Result<Option<i64>> {
-    let row = tx.query_opt(&group_select(group)).await?;
+///
+/// With `for_write`, the session's row is locked against deletion until the
+/// transaction ends (`FOR KEY SHARE` on PostgreSQL; SQLite's one writer
+/// already excludes it), so a group deleted at the same moment is either
+/// found here and deleted after the write, or not found: an unknown group,
+/// never a foreign key violation.
+pub async fn group_sql_id(
+    tx: &mut dyn Tx,
+    group: SessionId,
+    for_write: bool,
+) -> Result<Option<i64>> {
+    let mut select = group_select(group);
+    if for_write {
+        select.lock(LockType::KeyShare);
+    }
+    let row = tx.query_opt(&select).await?;
     Ok(row.map(|r| r.i64(0)).transpose()?)
 }
 
@@ -253,7 +267,7 @@ impl SqlKvTx {
     async fn ids(&mut self, scope: Scope, create: bool) -> Result<Option<ScopeIds>> {
         let tx = &mut *self.tx;
         let group = if scope.is_local() {
-            match group_sql_id(tx, self.ns.group).await? {
+            match group_sql_id(tx, self.ns.group, create).await? {
                 Some(g) => Some(g),
                 None if create => {
                     return Err(Error::UnknownGroup {
@@ -380,7 +394,7 @@ impl SqlPrivacyTx {
         if let Some(g) = self.gid {
             return Ok(g);
         }
-        let g = group_sql_id(&mut *self.tx, self.group)
+        let g = group_sql_id(&mut *self.tx, self.group, self.mode == Mode::Update)
             .await?
             .ok_or(Error::UnknownGroup { group: self.group })?;
         self.gid = Some(g);
@@ -403,6 +417,11 @@ impl SqlPrivacyTx {
         };
         let rows = match self.gid {
             Some(gid) => self.tx.query(&pair(gid.into())).await?,
+            // A transaction that may write locks its group first (`gid`).
+            None if self.mode == Mode::Update => {
+                let gid = self.gid().await?;
+                self.tx.query(&pair(gid.into())).await?
+            }
             None => {
                 // The group and the pair in one round trip.
                 let d = self.tx.dialect();
