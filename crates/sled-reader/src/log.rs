@@ -130,6 +130,17 @@ impl PageTable {
         self.sparse.entry(pid).or_insert(PageState::Uninitialized)
     }
 
+    /// Gives back the spare capacity recovery's growth left (the table is
+    /// only read from now on).
+    fn shrink(&mut self) {
+        self.dense.shrink_to_fit();
+        for s in self.dense.iter_mut().chain(self.sparse.values_mut()) {
+            if let PageState::Present { frags, .. } = s {
+                frags.shrink_to_fit();
+            }
+        }
+    }
+
     /// The number of page ids, free ones included.
     pub(crate) fn len(&self) -> usize {
         self.dense.len() + self.sparse.len()
@@ -947,6 +958,7 @@ pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery)
         pages.apply(item.kind, item.pid, item.loc);
     }
     let main_damage = it.damage.take();
+    pages.shrink();
     let unread: Vec<(i64, u64)> = ordering
         .range(end_of_last.max(min)..)
         .filter(|(lsn, _)| **lsn > end_of_last)
