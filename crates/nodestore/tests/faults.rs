@@ -15,6 +15,8 @@
     reason = "a test reports the figures it measured"
 )]
 
+mod common;
+use common::copy_dir;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -59,18 +61,6 @@ async fn run_killed_after(args: &[&str], after: Duration) -> Out {
         code: if killed { None } else { out.status.code() },
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
     }
 }
 

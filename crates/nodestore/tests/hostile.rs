@@ -14,6 +14,8 @@
     reason = "a test reports the figures it measured"
 )]
 
+mod common;
+use common::copy_dir;
 use std::path::{Path, PathBuf};
 
 use nodestore::dump::{
@@ -270,18 +272,6 @@ async fn round_trip_or_refusal(d: Dump) -> Result<(), TestCaseError> {
     );
     prop_assert_eq!(&dumps[1], &want, "PostgreSQL holds the same");
     Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 mod property {

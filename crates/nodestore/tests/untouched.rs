@@ -7,6 +7,8 @@
 //! undamaged data.
 #![allow(clippy::print_stderr, reason = "a test reports what each case did")]
 
+mod common;
+use common::copy_dir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,18 +66,6 @@ fn hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
         }
     }
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// The kinds of damage an operator meets: 4 KiB of random bytes or zeros

@@ -7,7 +7,9 @@
 
 #![allow(clippy::print_stderr, reason = "a test prints the seed of each case")]
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+use common::{cases, copy_dir, hash_dir, wait_released};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -68,16 +70,6 @@ fn build(segment: usize) -> Base {
     Base { _dir: dir, path }
 }
 
-fn wait_released(path: &Path) {
-    let f = std::fs::File::open(path.join("db")).unwrap();
-    for _ in 0..400 {
-        if f.try_lock().is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 #[derive(Debug, Clone)]
 enum Hurt {
     /// Random bytes over `len` bytes at a fraction of the log.
@@ -111,18 +103,6 @@ fn hurt() -> impl Strategy<Value = Hurt> {
         (frac.clone(), any::<u8>()).prop_map(|(at, seed)| Hurt::Snapshot { at, seed }),
         (frac, any::<u8>()).prop_map(|(at, seed)| Hurt::Blob { at, seed }),
     ]
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 fn find(dir: &Path, prefix: &str) -> Option<PathBuf> {
@@ -198,22 +178,6 @@ fn apply(dir: &Path, h: &Hurt) {
     }
 }
 
-fn hash_dir(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.insert(e.path(), std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// Reads everything, strictly and salvaging; returns the salvaged records.
 fn read_all(dir: &Path) -> Option<BTreeSet<Record>> {
     let db = sled_reader::Db::open(dir).ok()?;
@@ -270,13 +234,6 @@ fn value(i: u32) -> Vec<u8> {
         30 + (i % 50) as usize
     };
     vec![(i % 251) as u8; len]
-}
-
-fn cases() -> u32 {
-    std::env::var("SLED_READER_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24)
 }
 
 proptest! {

@@ -8,6 +8,8 @@
 
 #![allow(clippy::print_stderr, reason = "a test prints the seed of each case")]
 
+mod common;
+use common::{cases, copy_dir, hash_dir, wait_released};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -136,39 +138,6 @@ fn run(dir: &Path, segment: usize, ops: &[Op]) {
     wait_released(dir);
 }
 
-/// Waits until sled's background threads have closed the database (they
-/// hold its file lock until then), so the files no longer change.
-fn wait_released(dir: &Path) {
-    let f = std::fs::File::open(dir.join("db")).unwrap();
-    for _ in 0..400 {
-        if f.try_lock().is_ok() {
-            f.unlock().unwrap();
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("sled kept {} open", dir.display())
-}
-
-fn hash_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.insert(
-                    e.path().strip_prefix(dir).unwrap().display().to_string(),
-                    std::fs::read(e.path()).unwrap(),
-                );
-            }
-        }
-    }
-    out
-}
-
 /// The reader's view; also checks it left every file as it was.
 fn reader_view(dir: &Path) -> View {
     let before = hash_dir(dir);
@@ -219,11 +188,7 @@ fn sled_view(dir: &Path, segment: usize) -> View {
 fn compare(dir: &Path, segment: usize) {
     let mine = reader_view(dir);
     let copy = tempfile::tempdir().unwrap();
-    for (name, bytes) in hash_dir(dir) {
-        let p = copy.path().join(&name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, bytes).unwrap();
-    }
+    copy_dir(dir, copy.path());
     let theirs = sled_view(copy.path(), segment);
     if mine.is_empty() && theirs.values().all(Vec::is_empty) {
         return;
@@ -251,13 +216,6 @@ fn compare(dir: &Path, segment: usize) {
             );
         }
     }
-}
-
-fn cases() -> u32 {
-    std::env::var("SLED_READER_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24)
 }
 
 proptest! {

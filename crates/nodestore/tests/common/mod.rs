@@ -5,6 +5,10 @@ use nodestore::BackendConfig;
 use testkit::sql::SqlFixture;
 
 /// The backend configuration of a SQL test fixture.
+#[allow(
+    dead_code,
+    reason = "the binaries that only copy databases do not open stores"
+)]
 pub(crate) fn backend(fx: &SqlFixture) -> BackendConfig {
     match fx {
         SqlFixture::Sqlite(dir) => BackendConfig::Sqlite {
@@ -43,4 +47,21 @@ pub(crate) async fn assert_record_counts(db: &sqldb::Db, want: &nodestore::dump:
         ),
         "{what}: the migration record's counts"
     );
+}
+
+/// Copies a directory tree (a key-value database, `blobs/` included).
+#[allow(
+    dead_code,
+    reason = "only the binaries that damage or copy a database use it"
+)]
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
