@@ -16,6 +16,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use testkit::files::copy_dir;
 
 use chrono::{Duration, Utc};
 use common::{Kv, is_live};
@@ -191,18 +192,6 @@ async fn a_copy_is_already_migrated_unless_it_was_written_after(fx: &SqlFixture)
     );
     assert!(is_live(&diverged.path));
     assert_eq!(write_seq(&diverged.path), seq);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// A target holding tables nodestore did not create, or tables named like

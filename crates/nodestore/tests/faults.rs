@@ -15,10 +15,9 @@
     reason = "a test reports the figures it measured"
 )]
 
-mod common;
-use common::copy_dir;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use testkit::files::copy_dir;
 
 use nodestore::generate::{Scale, generate};
 use testkit::sql::{SqlFixture, postgres, sqlite};

@@ -14,9 +14,8 @@
     reason = "a test reports the figures it measured"
 )]
 
-mod common;
-use common::copy_dir;
 use std::path::{Path, PathBuf};
+use testkit::files::copy_dir;
 
 use nodestore::dump::{
     Dump, DumpAccount, DumpAction, DumpCaveat, DumpEntry, DumpIndexes, DumpPair, DumpPayment,

@@ -7,11 +7,10 @@
 //! undamaged data.
 #![allow(clippy::print_stderr, reason = "a test reports what each case did")]
 
-mod common;
-use common::copy_dir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use testkit::files::copy_dir;
 
 use sha2::{Digest as _, Sha256};
 
@@ -52,20 +51,10 @@ async fn run(args: &[&str]) -> Out {
 
 /// Every file under `dir` with the sha256 of its bytes.
 fn hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                let bytes = std::fs::read(e.path()).unwrap();
-                out.insert(e.path(), hex::encode(Sha256::digest(&bytes)));
-            }
-        }
-    }
-    out
+    testkit::files::contents(dir)
+        .into_iter()
+        .map(|(p, bytes)| (p, hex::encode(Sha256::digest(&bytes))))
+        .collect()
 }
 
 /// The kinds of damage an operator meets: 4 KiB of random bytes or zeros

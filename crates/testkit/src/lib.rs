@@ -1,5 +1,6 @@
 //! Test support for nodestore.
 //!
+//! - [`files`]: copy a database directory, read every byte of one.
 //! - [`cluster`]: start and stop a throwaway PostgreSQL cluster from the
 //!   local server binaries (`initdb`, `pg_ctl`), also used by `cargo xtask pg`.
 //! - [`pg`] (feature `client`): a fresh, isolated database per test, dropped
@@ -21,6 +22,7 @@
 )]
 
 pub mod cluster;
+pub mod files;
 #[cfg(feature = "client")]
 pub mod pg;
 #[cfg(feature = "sql")]

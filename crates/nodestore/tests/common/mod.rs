@@ -48,20 +48,3 @@ pub(crate) async fn assert_record_counts(db: &sqldb::Db, want: &nodestore::dump:
         "{what}: the migration record's counts"
     );
 }
-
-/// Copies a directory tree (a key-value database, `blobs/` included).
-#[allow(
-    dead_code,
-    reason = "only the binaries that damage or copy a database use it"
-)]
-pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
