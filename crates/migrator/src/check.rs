@@ -41,7 +41,7 @@ pub const KNOWN_TREES: [&str; 11] = [
 ];
 
 /// One thing wrong with a source database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Problem {
     /// The tree (or `nodestore.meta` for the database as a whole).
     pub tree: String,

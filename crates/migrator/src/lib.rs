@@ -959,12 +959,13 @@ impl<'a> KvToSql<'a> {
         problems.extend(checked);
         // Pages a salvaging read skipped (the check and the copy read the
         // same trees, so each is listed once).
+        let mut listed: std::collections::HashSet<Problem> = problems.iter().cloned().collect();
         for d in source.salvaged() {
             let p = Problem {
                 tree: d.tree.clone().unwrap_or_default(),
                 what: d.to_string(),
             };
-            if !problems.contains(&p) {
+            if listed.insert(p.clone()) {
                 problems.push(p);
             }
         }

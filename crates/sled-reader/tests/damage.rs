@@ -237,11 +237,7 @@ fn value(i: u32) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::config())]
 
     /// Any damage: no panic, no hang (the read runs on a thread that must
     /// finish within a minute), no write, and nothing salvaged that the

@@ -219,11 +219,7 @@ fn compare(dir: &Path, segment: usize) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::config())]
 
     /// Random histories of inserts, removes, batches, transactions, clears,
     /// flushes and reopenings over three trees, at segment sizes small

@@ -148,17 +148,6 @@ pub enum Error {
     Read(#[from] sled_reader::Error),
 }
 
-impl Error {
-    /// True when the database's files are damaged where the read needed
-    /// them (not a missing file, a lock or a permission).
-    pub fn is_damage(&self) -> bool {
-        matches!(
-            self,
-            Error::Read(sled_reader::Error::Damaged(_)) | Error::Corrupt { .. }
-        )
-    }
-}
-
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -350,25 +339,40 @@ pub fn lock_for_migration(path: &Path, wait: std::time::Duration) -> Result<Migr
         path: lock_path.clone(),
         source,
     })?;
+    match lock_within(&file, false, wait) {
+        Ok(true) => Ok(MigrationLock { _file: file }),
+        Ok(false) => Err(Error::MigrationLockTimeout {
+            path: path.to_path_buf(),
+            waited: wait,
+        }),
+        Err(source) => Err(Error::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
+/// Takes an advisory lock on `file`, shared or exclusive, retrying until
+/// `wait` has passed; `Ok(false)` when another holder kept it that long.
+fn lock_within(
+    file: &std::fs::File,
+    shared: bool,
+    wait: std::time::Duration,
+) -> std::io::Result<bool> {
     let deadline = std::time::Instant::now() + wait;
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(MigrationLock { _file: file }),
+        let tried = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match tried {
+            Ok(()) => return Ok(true),
             Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::MigrationLockTimeout {
-                    path: path.to_path_buf(),
-                    waited: wait,
-                });
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(Error::Io {
-                    path: lock_path,
-                    source,
-                });
-            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
     }
 }
@@ -688,24 +692,16 @@ fn refuse_in_use(path: &Path) -> Result<()> {
     let Ok(file) = std::fs::File::open(path.join("db")) else {
         return Ok(());
     };
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        match file.try_lock_shared() {
-            Ok(()) => {
-                let _ = file.unlock();
-                return Ok(());
-            }
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::InUse(path.to_path_buf())),
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(Error::Io {
-                    path: path.join("db"),
-                    source,
-                });
-            }
+    match lock_within(&file, true, LOCK_WAIT) {
+        Ok(true) => {
+            let _ = file.unlock();
+            Ok(())
         }
+        Ok(false) => Err(Error::InUse(path.to_path_buf())),
+        Err(source) => Err(Error::Io {
+            path: path.join("db"),
+            source,
+        }),
     }
 }
 

@@ -28,3 +28,15 @@ pub(crate) fn wait_released(dir: &Path) {
     }
     panic!("sled kept {} open", dir.display())
 }
+
+/// The proptest configuration of the random tests: [`cases`] cases, and
+/// failing cases saved beside the test (`*.regressions`) and run first.
+pub(crate) fn config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: cases(),
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}
