@@ -189,6 +189,9 @@ pub struct OpenReport {
     /// written later: those segments are not part of sled's view (nor of
     /// this one). `None` when the log ends where it was last written.
     pub log_cut: Option<Damage>,
+    /// The log ranges a salvaging open ([`Db::open_salvaging`]) could not
+    /// read and went on after, in log order; empty for [`Db::open`].
+    pub skipped: Vec<Damage>,
 }
 
 /// A sled database, recovered and open for reading. Cheap to clone: clones
@@ -217,11 +220,32 @@ impl Db {
     /// or panic (a damaged snapshot, two segments at one position, a meta
     /// page that does not decode).
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, Error> {
-        let dir = dir.as_ref();
+        Db::open_inner(dir.as_ref(), false)
+    }
+
+    /// Opens the database in `dir` read-only for salvage. As [`Db::open`],
+    /// except where the log is damaged: sled ends its read of a segment at
+    /// the first message that does not read whole (and its read of the log
+    /// there, when that is in the part written last), losing every change
+    /// written after it; this open goes on at the next message that reads
+    /// whole (docs/sled-format.md §6). The view is then no longer exactly
+    /// sled's: it holds changes sled would drop, and
+    /// [`OpenReport::skipped`] names each log range that could not be read
+    /// (changes written there are missing). Every record it yields was
+    /// written by the database's writer; one that was changed or removed
+    /// after the damage shows that later state.
+    ///
+    /// # Errors
+    /// As [`Db::open`].
+    pub fn open_salvaging(dir: impl AsRef<Path>) -> Result<Db, Error> {
+        Db::open_inner(dir.as_ref(), true)
+    }
+
+    fn open_inner(dir: &Path, salvage: bool) -> Result<Db, Error> {
         let conf = log::read_conf(dir)?;
         let log = Log::open(dir, conf)?;
         let (snapshot, snap) = log::read_snapshot(&log)?;
-        let (pages, rec) = log::recover(&log, snap)?;
+        let (pages, rec) = log::recover(&log, snap, salvage)?;
         let mut db = Inner {
             report: OpenReport {
                 snapshot,
@@ -229,6 +253,7 @@ impl Db {
                 messages: rec.messages,
                 page_table_bytes: pages.heap_bytes(),
                 log_cut: rec.stopped,
+                skipped: rec.skipped,
             },
             log,
             pages,

@@ -466,6 +466,12 @@ impl Log {
                 .get(header_len..header_len + body_len)
                 .ok_or(MsgError::Short)?
         };
+        // Checked before the crc (both make the message corrupt, as in
+        // sled): it is the cheap test a salvage's search for the next
+        // message relies on.
+        if segment_number != expected_segment {
+            return Ok(Msg::Corrupted("a message from another segment"));
+        }
         let mut h = crc32fast::Hasher::new();
         h.update(body);
         h.update(&head[4..header_len]);
@@ -473,9 +479,6 @@ impl Log {
             return Ok(Msg::Corrupted("a message whose checksum does not match"));
         }
         let inline_len = header_len as u64 + len;
-        if segment_number != expected_segment {
-            return Ok(Msg::Corrupted("a message from another segment"));
-        }
         Ok(match kind {
             Kind::Canceled => Msg::Canceled(inline_len),
             Kind::Cap => Msg::Cap,
@@ -720,6 +723,8 @@ pub(crate) struct Recovery {
     pub(crate) stopped: Option<Damage>,
     /// Messages read and applied.
     pub(crate) messages: u64,
+    /// A salvaging read's log ranges it could not read, in log order.
+    pub(crate) skipped: Vec<Damage>,
 }
 
 /// sled's `LogIter`: messages in lsn order over a set of segments.
@@ -735,6 +740,11 @@ struct LogIter<'a> {
     last_stage: bool,
     /// The first damage met, with the lsn where it was met.
     damage: Option<(i64, u64, String)>,
+    /// Salvage: a corrupt message does not end its segment; the read goes
+    /// on at the next message that reads whole (docs/sled-format.md §6).
+    resync: bool,
+    /// Salvage: the log ranges passed over, as (from, to, why) offsets.
+    skipped: Vec<(u64, u64, String)>,
 }
 
 struct Item {
@@ -784,6 +794,52 @@ impl LogIter<'_> {
         self.cur_lsn = Some(h.lsn + SEG_HEADER_LEN as i64);
         self.segments.remove(&lsn);
         Ok(true)
+    }
+
+    /// Salvage: the lsn of the first message after `lsn`, in the current
+    /// segment, that reads whole (right kind, length, segment number and
+    /// crc). Every offset is tried; the segment number and the crc make a
+    /// false find as unlikely as a crc collision on bytes that also carry
+    /// this segment's number.
+    fn next_whole(&self, lsn: i64) -> Option<i64> {
+        let s = self.log.segment_size as i64;
+        let (seg, base) = self.seg.as_ref()?;
+        let start = lsn.rem_euclid(s);
+        let expected = u64::try_from(lsn).ok()? / self.log.segment_size;
+        (start + 1..=s - MAX_MSG_HEADER_LEN as i64).find_map(|off| {
+            let window = seg.get(off as usize..)?;
+            match self.log.decode_message(window, base + off as u64, expected) {
+                Ok(Msg::Corrupted(_)) | Err(_) => None,
+                Ok(_) => Some(lsn - start + off),
+            }
+        })
+    }
+
+    /// Whether a segment this read will reach follows the current one.
+    fn more_to_read(&self) -> bool {
+        self.segments
+            .keys()
+            .next()
+            .is_some_and(|l| self.max_lsn.is_none_or(|m| *l <= m))
+    }
+
+    /// Salvage: passes over what cannot be read at `lsn`; `true` when the
+    /// read goes on in this segment.
+    fn pass_over(&mut self, lsn: i64, lid: u64, why: String) -> bool {
+        let s = self.log.segment_size;
+        if let Some(next) = self.next_whole(lsn) {
+            let to = lid + (next - lsn) as u64;
+            self.skipped.push((lid, to, why));
+            self.cur_lsn = Some(next);
+            return true;
+        }
+        // Nothing reads in the rest of the segment: the end of what was
+        // written, unless later segments show that more was.
+        if self.more_to_read() {
+            self.skipped.push((lid, lid / s * s + s, why));
+        }
+        self.drop_segment();
+        false
     }
 
     fn drop_segment(&mut self) {
@@ -849,6 +905,14 @@ impl LogIter<'_> {
                 Ok(Msg::Canceled(len)) | Ok(Msg::DanglingBlob(len)) => {
                     self.cur_lsn = Some(lsn + len as i64);
                 }
+                Ok(Msg::Corrupted(why)) if self.resync => {
+                    self.note(lsn, lid, why.into());
+                    self.pass_over(lsn, lid, why.into());
+                }
+                Err(e) if self.resync => {
+                    self.note(lsn, lid, e.to_string());
+                    self.pass_over(lsn, lid, e.to_string());
+                }
                 Ok(Msg::Corrupted(why)) => {
                     self.note(lsn, lid, why.into());
                     if self.last_stage {
@@ -869,7 +933,18 @@ impl LogIter<'_> {
 
 /// Recovers the page table as sled 0.34.7 would on open
 /// (`read_snapshot_or_default`), without writing anything.
-pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery), Error> {
+///
+/// With `salvage`, a corrupt or unreadable message does not end the log or
+/// its segment: the read goes on at the next message that reads whole, the
+/// bound of the log is the end of the last message of any segment after
+/// the highest stable lsn (a gap in the segments does not end it either),
+/// and every range passed over is listed in [`Recovery::skipped`]
+/// (docs/sled-format.md §6).
+pub(crate) fn recover(
+    log: &Log,
+    snap: Snapshot,
+    salvage: bool,
+) -> Result<(PageTable, Recovery), Error> {
     let s = log.segment_size;
     let min = log.normalize(snap.stable_lsn.unwrap_or(0));
     // Every segment header: the ones sled would use.
@@ -904,12 +979,12 @@ pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery)
     let mut missing = None;
     let mut tail = BTreeMap::new();
     for (&lsn, &lid) in ordering.range(lowest..) {
-        if lsn != expected {
+        if lsn != expected && !salvage {
             missing = Some(expected);
             break;
         }
         tail.insert(lsn, lid);
-        expected += s as i64;
+        expected = lsn + s as i64;
     }
     let mut it = LogIter {
         log,
@@ -918,8 +993,10 @@ pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery)
         buf: Vec::new(),
         max_lsn: missing,
         cur_lsn: None,
-        last_stage: false,
+        last_stage: salvage,
         damage: None,
+        resync: salvage,
+        skipped: Vec::new(),
     };
     while it.next()?.is_some() {}
     let end_of_last = it.cur_lsn.unwrap_or(0) - 1;
@@ -935,6 +1012,8 @@ pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery)
         cur_lsn: None,
         last_stage: true,
         damage: None,
+        resync: salvage,
+        skipped: Vec::new(),
     };
     let mut pages = snap.pages;
     let mut messages = 0;
@@ -975,7 +1054,28 @@ pub(crate) fn recover(log: &Log, snap: Snapshot) -> Result<(PageTable, Recovery)
             unread.len()
         ),
     });
-    Ok((pages, Recovery { stopped, messages }))
+    let skipped = it
+        .skipped
+        .into_iter()
+        .map(|(from, to, why)| Damage {
+            place: Place::Log { offset: from },
+            page: None,
+            tree: None,
+            keys: None,
+            reason: format!(
+                "{why}: the log from offset {from} to {to} could not be read, and the \
+                 changes written there are missing (the read went on after it)"
+            ),
+        })
+        .collect();
+    Ok((
+        pages,
+        Recovery {
+            stopped,
+            messages,
+            skipped,
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -822,8 +822,9 @@ impl fmt::Debug for MigrationSource {
 
 impl MigrationSource {
     /// Opens the database at `path` for reading, whether live or retired,
-    /// without writing to it. With [`KvOptions::salvage`], trees read past
-    /// pages that cannot be read and [`MigrationSource::salvaged`] lists
+    /// without writing to it. With [`KvOptions::salvage`], the log is read
+    /// past damage ([`sled_reader::Db::open_salvaging`]), trees read past
+    /// pages that cannot be read, and [`MigrationSource::salvaged`] lists
     /// what was skipped.
     ///
     /// # Errors
@@ -836,7 +837,13 @@ impl MigrationSource {
             return Err(Error::Missing(path));
         }
         refuse_in_use(&path)?;
-        let db = sled_reader::Db::open(&path)?;
+        // A salvage also reads past damage in the log, where sled's own
+        // recovery stops (docs/sled-format.md §6).
+        let db = if opts.salvage {
+            sled_reader::Db::open_salvaging(&path)?
+        } else {
+            sled_reader::Db::open(&path)?
+        };
         let status = reader_status(&db, &path)?;
         match status {
             Status::Live(FORMAT_VERSION | FORMAT_V1) | Status::Tombstoned(_) => {}
@@ -935,9 +942,15 @@ impl MigrationSource {
         result
     }
 
-    /// What salvaging reads skipped so far, in the order met.
+    /// What a salvaging source skipped: the log ranges its open could not
+    /// read, then the pages its reads skipped so far, in the order met.
     pub fn salvaged(&self) -> Vec<sled_reader::Damage> {
-        self.salvaged.lock().map(|d| d.clone()).unwrap_or_default()
+        let mut out = match &self.files {
+            Files::Reader { db, salvage: true } => db.report().skipped.clone(),
+            _ => Vec::new(),
+        };
+        out.extend(self.salvaged.lock().map(|d| d.clone()).unwrap_or_default());
+        out
     }
 
     /// The names of every tree in the database (sled's default tree and the
