@@ -360,9 +360,17 @@ fn salvage_reads_past_damage_in_the_log() {
         let Ok(past) = sled_reader::Db::open_salvaging(&dir) else {
             continue;
         };
-        assert!(before == hash_dir(&dir), "opening for salvage changed a file");
+        assert!(
+            before == hash_dir(&dir),
+            "opening for salvage changed a file"
+        );
         tried += 1;
-        let skipped: Vec<String> = past.report().skipped.iter().map(|d| d.to_string()).collect();
+        let skipped: Vec<String> = past
+            .report()
+            .skipped
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         let mine = read_with(past).unwrap();
         let sleds = read_all(&dir).unwrap();
         assert!(mine.iter().all(written), "at {at}: a record nobody wrote");
