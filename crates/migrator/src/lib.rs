@@ -24,14 +24,16 @@
 //! 4. **The data step**: schema steps up to the key-value step
 //!    ([`KV_TO_SQL_VERSION`]), the data in that step's one transaction,
 //!    every record read back and compared, while the whole source is proved
-//!    consistent ([`check`]). Any failure rolls everything back.
+//!    consistent ([`check`]); then every later schema step over that data,
+//!    in the same transaction. Any failure rolls everything back.
 //! 5. **Proving the target**: after the commit the target is opened afresh,
 //!    as a node opens it, and the migration record and per-store counts are
 //!    read back.
 //! 6. **The tombstone**, naming the target's identity; a mark that cannot be
 //!    written stays pending in the migration record and is retried.
-//! 7. **The steps after the key-value step**; one that fails leaves the
-//!    data safe in SQL and is applied by the next run or open.
+//! 7. **Steps a later nodestore adds** (a database migrated before they
+//!    existed); one that fails leaves the data safe in SQL and is applied
+//!    by the next run or open.
 //!
 //! An online migration ([`online`]) runs the same steps while the node
 //! keeps writing, the data in two transactions: a copy committed as staged
@@ -765,7 +767,7 @@ pub struct KvToSql<'a> {
     /// Set for an online migration: the copy is followed by catch-up and
     /// the cutover's pause (docs/design.md §7).
     online: Option<&'a online::Online>,
-    /// Later schema steps an online migration applied in its transaction.
+    /// Later schema steps the run applied in its transaction.
     later_steps: Mutex<Vec<i64>>,
 }
 
@@ -916,6 +918,23 @@ impl<'a> KvToSql<'a> {
         ends.finish()?;
         log_store("actions", actions.actions, t);
         foreign_keys.rebuild(tx).await?;
+        if self.online.is_none() {
+            // Every later schema step over the data just loaded, in this
+            // transaction: a step the data cannot hold (an index over a
+            // value too long for it) fails the run here, before anything
+            // is committed or tombstoned, never at the next open of a
+            // database whose source is retired (docs/design.md §5.8). An
+            // online copy applies them at its start (`begin_live_copy`).
+            let t = Instant::now();
+            let later = Migrator::new()
+                .apply_sql_steps_after(tx, KV_TO_SQL_VERSION)
+                .await
+                .map_err(Error::Schema)?;
+            tracing::info!(steps = ?later, duration_ms = millis(t), "later schema steps applied over the migrated data");
+            if let Ok(mut l) = self.later_steps.lock() {
+                *l = later;
+            }
+        }
         // PostgreSQL plans from table statistics, and a freshly loaded table
         // has none until autovacuum gets to it: a node's first listings
         // could then walk a whole index (docs/design.md §5.7). ANALYZE runs
@@ -1294,6 +1313,8 @@ async fn migrate_logged(
         Migrator::new()
             .code_step(KV_TO_SQL_VERSION, &step)
             .lock_wait(opts.lock_wait)
+            // The later steps run inside the code step, over its data.
+            .through(KV_TO_SQL_VERSION)
             .rehearse(db)
             .await
             .map(|r| applied = r.applied.iter().map(|s| s.version).collect())
@@ -1323,6 +1344,7 @@ async fn migrate_logged(
             });
         }
     }
+    applied.extend(step.later_steps());
     let report = step.take_report();
     if let Some((r, _)) = &report {
         let rows: u64 = r.table_counts().iter().map(|(_, n)| n).sum();

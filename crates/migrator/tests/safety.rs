@@ -230,11 +230,14 @@ async fn foreign_or_unrecorded_tables_are_refused_before_any_write(fx: &SqlFixtu
     }
 }
 
-/// The data step commits, then a later schema step fails: the outcome says
-/// the data is safe, the source is tombstoned anyway, and the next run
-/// applies the step and is complete.
-async fn a_later_step_that_fails_leaves_the_data_safe_and_the_source_retired(fx: &SqlFixture) {
+/// A later schema step that cannot be applied over the migrated data fails
+/// the run inside the data step's transaction: nothing is committed, the
+/// source stays live and unchanged, and once the obstacle is gone the
+/// next run migrates with every step applied. (Before, the data committed,
+/// the source was retired, and the step failed at every later open.)
+async fn a_later_step_that_fails_fails_the_run_before_the_tombstone(fx: &SqlFixture) {
     let kv = populated().await;
+    let seq = write_seq(&kv.path);
     let db = fx.open().await;
     // Steps before the key-value step, then an index in the way of step 8.
     Migrator::new()
@@ -250,19 +253,23 @@ async fn a_later_step_that_fails_leaves_the_data_safe_and_the_source_retired(fx:
     })
     .await
     .unwrap();
-    let outcome = migrate(&kv, &db, &Options::default()).await.unwrap();
-    assert_eq!(outcome.kind, OutcomeKind::Migrated);
-    assert!(matches!(outcome.tombstone, TombstoneState::Written(_)));
-    let reason = outcome.unfinished_steps.clone().expect("step 8 failed");
-    assert!(reason.contains("step 8"), "{reason}");
-    assert!(!outcome.is_complete());
-    assert!(!is_live(&kv.path), "retired whatever later steps do");
-    assert!(rows(&db, "actions").await > 0);
+    let err = migrate(&kv, &db, &Options::default()).await.unwrap_err();
+    assert!(err.to_string().contains("step 8"), "{err}");
+    assert!(is_live(&kv.path), "the source stays live");
+    assert_eq!(write_seq(&kv.path), seq);
+    assert_eq!(rows(&db, "actions").await, 0, "nothing committed");
+    let applied: Vec<i64> = Migrator::new()
+        .applied(&db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.version)
+        .collect();
+    assert!(
+        applied.iter().all(|v| *v < sqldb::schema::KV_TO_SQL_VERSION),
+        "{applied:?}"
+    );
 
-    // Still in the way: the rerun says the same and changes nothing.
-    let again = migrate(&kv, &db, &Options::default()).await.unwrap();
-    assert_eq!(again.kind, OutcomeKind::AlreadyMigrated);
-    assert!(again.unfinished_steps.is_some());
     db.write(|tx| {
         Box::pin(async move {
             tx.execute_script("DROP INDEX actions_session_created_idx")
@@ -272,16 +279,17 @@ async fn a_later_step_that_fails_leaves_the_data_safe_and_the_source_retired(fx:
     .await
     .unwrap();
     let done = migrate(&kv, &db, &Options::default()).await.unwrap();
-    assert_eq!(done.kind, OutcomeKind::AlreadyMigrated);
+    assert_eq!(done.kind, OutcomeKind::Migrated);
     assert!(done.is_complete(), "{done:?}");
+    assert!(!is_live(&kv.path));
     let after: Vec<i64> = sqldb::schema::STEPS
         .iter()
         .map(|s| s.version)
-        .filter(|v| *v > sqldb::schema::KV_TO_SQL_VERSION)
+        .filter(|v| *v >= sqldb::schema::KV_TO_SQL_VERSION)
         .collect();
     assert_eq!(
         done.applied_steps, after,
-        "the failed step and every one after it"
+        "the data step and every later step, in one run"
     );
 }
 
@@ -650,7 +658,7 @@ testkit::backend_tests!(sqlite => sqlite;
     a_second_source_into_a_migrated_target_is_refused_naming_both,
     a_copy_is_already_migrated_unless_it_was_written_after,
     foreign_or_unrecorded_tables_are_refused_before_any_write,
-    a_later_step_that_fails_leaves_the_data_safe_and_the_source_retired,
+    a_later_step_that_fails_fails_the_run_before_the_tombstone,
     an_unknown_tree_is_refused,
     lost_writes_are_refused,
     an_index_out_of_step_with_its_records_is_refused,
@@ -701,7 +709,7 @@ testkit::backend_tests!(postgres => postgres;
     a_second_source_into_a_migrated_target_is_refused_naming_both,
     a_copy_is_already_migrated_unless_it_was_written_after,
     foreign_or_unrecorded_tables_are_refused_before_any_write,
-    a_later_step_that_fails_leaves_the_data_safe_and_the_source_retired,
+    a_later_step_that_fails_fails_the_run_before_the_tombstone,
     an_unknown_tree_is_refused,
     lost_writes_are_refused,
     an_index_out_of_step_with_its_records_is_refused,

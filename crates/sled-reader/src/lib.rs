@@ -39,7 +39,7 @@ mod codec;
 mod log;
 mod node;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -207,6 +207,10 @@ struct Inner {
     pages: PageTable,
     trees: BTreeMap<Vec<u8>, u64>,
     report: OpenReport,
+    /// A salvaging open that read past damage: sled's own view, which the
+    /// salvaging iterator reads in key ranges this view cannot
+    /// (docs/sled-format.md §6).
+    fallback: Option<Db>,
 }
 
 impl Db {
@@ -238,7 +242,26 @@ impl Db {
     /// # Errors
     /// As [`Db::open`].
     pub fn open_salvaging(dir: impl AsRef<Path>) -> Result<Db, Error> {
-        Db::open_inner(dir.as_ref(), true)
+        let dir = dir.as_ref();
+        let past = match Db::open_inner(dir, true) {
+            Ok(db) if db.inner.report.skipped.is_empty() => return Ok(db),
+            Ok(db) => db,
+            // What read past the damage does not hold together (its meta
+            // page, say): sled's own view is what can be read.
+            Err(Error::Damaged(_)) => return Db::open_inner(dir, false),
+            Err(e) => return Err(e),
+        };
+        let Ok(strict) = Db::open_inner(dir, false) else {
+            return Ok(past);
+        };
+        let mut inner = Arc::try_unwrap(past.inner).map_err(|_| Error::Unsupported {
+            path: dir.to_path_buf(),
+            what: "a shared handle while opening".into(),
+        })?;
+        inner.fallback = Some(strict);
+        Ok(Db {
+            inner: Arc::new(inner),
+        })
     }
 
     fn open_inner(dir: &Path, salvage: bool) -> Result<Db, Error> {
@@ -258,6 +281,7 @@ impl Db {
             log,
             pages,
             trees: BTreeMap::new(),
+            fallback: None,
         };
         db.trees = db.read_meta()?;
         Ok(Db {
@@ -285,6 +309,7 @@ impl Db {
         self.inner.trees.get(name).map(|root| Tree {
             db: Arc::clone(&self.inner),
             name: String::from_utf8_lossy(name).into_owned(),
+            raw_name: name.to_vec(),
             root: *root,
         })
     }
@@ -372,6 +397,7 @@ impl Inner {
 pub struct Tree {
     db: Arc<Inner>,
     name: String,
+    raw_name: Vec<u8>,
     root: u64,
 }
 
@@ -580,10 +606,25 @@ pub struct Iter {
     last_key: Option<Vec<u8>>,
     visited: HashSet<u64>,
     damage: Vec<Damage>,
+    /// Salvage past damage in the log: the same tree in sled's own view,
+    /// read in step for the key ranges this view cannot read, with the
+    /// entry it read ahead.
+    fallback: Option<(Box<Iter>, Option<Entry>)>,
+    /// Entries of the fallback waiting to be yielded.
+    pending: VecDeque<Entry>,
 }
 
 impl Iter {
     fn new(tree: Tree, salvage: bool) -> Self {
+        let fallback = if salvage {
+            tree.db
+                .fallback
+                .as_ref()
+                .and_then(|db| db.tree(&tree.raw_name))
+                .map(|t| (Box::new(Iter::new(t, true)), None))
+        } else {
+            None
+        };
         Iter {
             tree,
             salvage,
@@ -593,7 +634,40 @@ impl Iter {
             last_key: None,
             visited: HashSet::new(),
             damage: Vec::new(),
+            fallback,
+            pending: VecDeque::new(),
         }
+    }
+
+    /// Salvage past damage in the log: queues sled's own view of the keys
+    /// in `range`, which this view could not read. They are the state
+    /// before the damage: a change written in the damaged part of the log
+    /// and after is missing from them, so the damage stays listed.
+    fn fill_from_fallback(&mut self, range: &KeyRange) -> usize {
+        let Some((fb, ahead)) = self.fallback.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        loop {
+            let entry = match ahead.take() {
+                Some(e) => e,
+                None => match fb.next() {
+                    Some(Ok(e)) => e,
+                    _ => break,
+                },
+            };
+            let after_last = self.last_key.as_ref().is_none_or(|l| entry.0 > *l);
+            if entry.0 < range.from || !after_last {
+                continue;
+            }
+            if range.to.as_ref().is_some_and(|to| entry.0 >= *to) {
+                *ahead = Some(entry);
+                break;
+            }
+            self.pending.push_back(entry);
+            n += 1;
+        }
+        n
     }
 
     /// What a salvaging read skipped so far (complete once it has ended).
@@ -631,6 +705,7 @@ impl Iter {
                     from: from.to_vec(),
                     to: Some(to),
                 });
+                self.fall_back(&mut d);
                 self.damage.push(d);
                 let start = (0..node.keys.len())
                     .find(|i| node.full_key(*i).as_slice() >= from)
@@ -643,11 +718,25 @@ impl Iter {
                     from: from.to_vec(),
                     to: None,
                 });
+                self.fall_back(&mut d);
                 self.damage.push(d);
                 self.done = true;
             }
         }
         None
+    }
+
+    /// Fills the range `d` lost from sled's own view, if this read has
+    /// one, and says so in `d`.
+    fn fall_back(&mut self, d: &mut Damage) {
+        let Some(range) = d.keys.clone() else { return };
+        let n = self.fill_from_fallback(&range);
+        if n > 0 {
+            d.reason = format!(
+                "{}; {n} record(s) of this range are read as they were before the damage in the log",
+                d.reason
+            );
+        }
     }
 
     /// Moves to the first leaf (leftmost path from the root).
@@ -713,6 +802,10 @@ impl Iterator for Iter {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if let Some(entry) = self.pending.pop_front() {
+                self.last_key = Some(entry.0.clone());
+                return Some(Ok(entry));
+            }
             if self.done {
                 return None;
             }

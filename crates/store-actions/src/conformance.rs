@@ -61,6 +61,8 @@ macro_rules! conformance_tests {
             group_and_group_feature_views_return_done_actions,
             text_with_nul_is_refused_naming_the_field,
             feature_names_longer_than_a_key_are_refused,
+            actor_names_longer_than_a_key_are_refused,
+            rpc_methods_longer_than_a_key_are_refused,
         );
     };
 }
@@ -794,4 +796,48 @@ pub async fn feature_names_longer_than_a_key_are_refused(st: &Stores) {
         st.actions.add_action(base(&"f".repeat(max + 1))).await,
         "feature_name",
     );
+}
+
+/// Every indexed field of an action at the key bound and one byte past it,
+/// counted in bytes (a two-byte character at the bound too): what one
+/// backend's index holds, every backend accepts, and past it every backend
+/// refuses, naming the field.
+async fn indexed_field_bound(st: &Stores, field: &str, set: fn(&mut AddAction, String)) {
+    let max = store_contract::MAX_KEY_BYTES;
+    for (fits, past) in [
+        ("a".repeat(max), "a".repeat(max + 1)),
+        ("é".repeat(max / 2), format!("{}a", "é".repeat(max / 2))),
+    ] {
+        let mut ok = base("feature");
+        set(&mut ok, fits.clone());
+        let id = st.actions.add_action(ok).await.unwrap();
+        let stored = st
+            .actions
+            .list_actions(&ActionQuery::default())
+            .await
+            .unwrap()
+            .actions
+            .into_iter()
+            .find(|a| a.locator == id)
+            .expect("the action at the bound is stored");
+        let got = if field == "actor_name" {
+            stored.request.actor_name
+        } else {
+            stored.request.rpc_method
+        };
+        assert_eq!(got, fits, "{field} at the bound reads back whole");
+        let mut bad = base("feature");
+        set(&mut bad, past);
+        is_invalid(st.actions.add_action(bad).await, field);
+    }
+}
+
+/// The actor name sits in an index (schema step 9): a key.
+pub async fn actor_names_longer_than_a_key_are_refused(st: &Stores) {
+    indexed_field_bound(st, "actor_name", |a, v| a.actor_name = v).await;
+}
+
+/// The RPC method sits in an index (schema step 9): a key.
+pub async fn rpc_methods_longer_than_a_key_are_refused(st: &Stores) {
+    indexed_field_bound(st, "rpc_method", |a, v| a.rpc_method = v).await;
 }

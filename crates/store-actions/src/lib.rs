@@ -66,7 +66,10 @@ pub trait Store: std::fmt::Debug + Send + Sync {
     /// Records an action in state Init, attempted now.
     ///
     /// Errors: [`Error::SessionNotFound`], [`Error::AccountNotFound`] for
-    /// links to records that do not exist. Not idempotent.
+    /// links to records that do not exist; [`Error::InvalidInput`] for a
+    /// request outside the data contract ([`AddAction::check`]: the feature
+    /// name, actor name and RPC method are indexed, so at most
+    /// `store_contract::MAX_KEY_BYTES` bytes each). Not idempotent.
     async fn add_action(&self, request: AddAction) -> Result<ActionLocator>;
 
     /// The action at `locator`.

@@ -230,11 +230,12 @@ fn contract<T>(
 
 impl AddAction {
     /// The request against the data contract (docs/design.md §4.1), the
-    /// same on every backend: the feature name is indexed, so a key; the
+    /// same on every backend: the feature name, the actor name and the RPC
+    /// method sit in indexes (schema steps 8 and 9), so each is a key; the
     /// rest is text or bytes.
     pub fn check(&self) -> Result<()> {
         let rec = "a new action";
-        contract(rec, "actor_name", store_contract::text(&self.actor_name))?;
+        contract(rec, "actor_name", store_contract::key(&self.actor_name))?;
         contract(rec, "feature_name", store_contract::key(&self.feature_name))?;
         contract(rec, "trigger", store_contract::text(&self.trigger))?;
         contract(rec, "intent", store_contract::text(&self.intent))?;
@@ -243,7 +244,7 @@ impl AddAction {
             "structured_json_data",
             store_contract::text(&self.structured_json_data),
         )?;
-        contract(rec, "rpc_method", store_contract::text(&self.rpc_method))?;
+        contract(rec, "rpc_method", store_contract::key(&self.rpc_method))?;
         contract(
             rec,
             "rpc_params_json",
