@@ -266,7 +266,9 @@ async fn a_later_step_that_fails_fails_the_run_before_the_tombstone(fx: &SqlFixt
         .map(|s| s.version)
         .collect();
     assert!(
-        applied.iter().all(|v| *v < sqldb::schema::KV_TO_SQL_VERSION),
+        applied
+            .iter()
+            .all(|v| *v < sqldb::schema::KV_TO_SQL_VERSION),
         "{applied:?}"
     );
 

@@ -181,13 +181,24 @@ pub(crate) fn connector(settings: &TlsSettings) -> DbResult<Option<MakeRustlsCon
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let config = match (&settings.client_cert, &settings.client_key) {
-        (Some(cert), Some(key)) => {
-            let certs = read_certs(cert, "sslcert")?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| file_error("sslkey", key, &e.to_string()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| invalid(format!("sslcert and sslkey do not go together: {e}")))?
+        (Some(cert_path), Some(key_path)) => {
+            let certs = read_certs(cert_path, "sslcert")?;
+            if let Some(version) = certs
+                .first()
+                .and_then(|c| x509_version(c))
+                .filter(|v| *v < 3)
+            {
+                return Err(file_error("sslcert", cert_path, &old_version(version)));
+            }
+            let key = PrivateKeyDer::from_pem_file(key_path)
+                .map_err(|e| file_error("sslkey", key_path, &e.to_string()))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                invalid(format!(
+                    "the client certificate (sslcert {}) and key (sslkey {}) cannot be used: {e}",
+                    cert_path.display(),
+                    key_path.display()
+                ))
+            })?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -226,6 +237,47 @@ fn read_certs(path: &Path, what: &str) -> DbResult<Vec<CertificateDer<'static>>>
         return Err(file_error(what, path, "holds no PEM certificate"));
     }
     Ok(certs)
+}
+
+/// Why an X.509 version 1 or 2 client certificate is refused, and how to
+/// make the version 3 one that is accepted (docs/design.md §3.5).
+fn old_version(version: u8) -> String {
+    format!(
+        "is an X.509 version {version} certificate, which nodestore's TLS library \
+         (rustls) does not accept although libpq does; `openssl x509 -req` as \
+         PostgreSQL's documentation shows it makes version 1. Sign the request \
+         again with an extension, which makes version 3: add \
+         `-extfile <(printf 'basicConstraints=CA:FALSE')` to that command"
+    )
+}
+
+/// The version of the X.509 certificate `der` (1, 2 or 3), read from its
+/// first bytes: `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
+/// [0] EXPLICIT version DEFAULT v1, ... } ... }`. `None` for what does not
+/// parse that far (rustls then says what is wrong with it).
+fn x509_version(der: &[u8]) -> Option<u8> {
+    /// The position after a DER tag and length at `at`, if the tag is `tag`.
+    fn enter(der: &[u8], at: usize, tag: u8) -> Option<usize> {
+        if *der.get(at)? != tag {
+            return None;
+        }
+        let first = *der.get(at + 1)?;
+        if first < 0x80 {
+            return Some(at + 2);
+        }
+        let n = usize::from(first & 0x7f);
+        (1..=4).contains(&n).then_some(at + 2 + n)
+    }
+    let tbs = enter(der, 0, 0x30)?;
+    let inner = enter(der, tbs, 0x30)?;
+    if der.get(inner) != Some(&0xa0) {
+        return Some(1);
+    }
+    let int = enter(der, inner, 0xa0)?;
+    if der.get(int..int + 2)? != [0x02, 0x01] {
+        return None;
+    }
+    der.get(int + 2).map(|v| v.saturating_add(1))
 }
 
 fn file_error(what: &str, path: &Path, why: &str) -> DbError {

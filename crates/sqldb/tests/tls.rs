@@ -59,6 +59,7 @@ fn make_pki() -> (Pki, ServerTls) {
         ("other-ca.pem", &other_ca_pem),
         ("client.pem", &client_cert),
         ("client.key", &client_key),
+        ("ca.key", &ca_key.serialize_pem()),
     ] {
         std::fs::write(pki.path(name), pem).unwrap();
     }
@@ -80,6 +81,79 @@ fn url(host: &str, port: u16, user: &str, params: &[(&str, &Path)], mode: &str) 
         url.push_str(&format!("&{k}={}", v.display()));
     }
     url
+}
+
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs (the TLS tests make certificates with it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client certificate for `certuser`, version 1, made with PostgreSQL's
+/// documented commands (`openssl req`, then `openssl x509 -req`) and the
+/// test CA: its certificate and key files.
+fn v1_client_cert(pki: &Pki) -> (PathBuf, PathBuf) {
+    let p = |n: &str| pki.path(n).display().to_string();
+    openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-text",
+        "-out",
+        &p("v1.csr"),
+        "-keyout",
+        &p("v1.key"),
+        "-subj",
+        "/CN=certuser",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("v1.csr"),
+        "-text",
+        "-days",
+        "365",
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("v1.crt"),
+    ]);
+    (pki.path("v1.crt"), pki.path("v1.key"))
+}
+
+/// The same request signed again as the refusal says (with an extension):
+/// version 3.
+fn v3_again(pki: &Pki) -> PathBuf {
+    let p = |n: &str| pki.path(n).display().to_string();
+    std::fs::write(pki.path("v3.ext"), "basicConstraints=CA:FALSE").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("v1.csr"),
+        "-days",
+        "365",
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("v3.crt"),
+        "-extfile",
+        &p("v3.ext"),
+    ]);
+    pki.path("v3.crt")
 }
 
 async fn connect(url: &str) -> Result<Db, String> {
@@ -285,6 +359,32 @@ async fn tls_matrix() {
             "sslrootcert /nonexistent/ca.pem",
         ),
     ];
+    // A version 1 client certificate, made as PostgreSQL's documentation
+    // makes one (`openssl x509 -req`): refused, naming the version and how
+    // to make a version 3 one, which is then accepted.
+    let v1 = v1_client_cert(&pki);
+    let made = |cert: &Path| {
+        url(
+            "localhost",
+            port,
+            "certuser",
+            &[("sslrootcert", &ca), ("sslcert", cert), ("sslkey", &v1.1)],
+            "verify-full",
+        )
+    };
+    let e = match connect(&made(&v1.0)).await {
+        Ok(_) => panic!("a version 1 client certificate: connected"),
+        Err(e) => e,
+    };
+    assert!(
+        e.contains("X.509 version 1") && e.contains("basicConstraints"),
+        "{e}"
+    );
+    let v3 = v3_again(&pki);
+    let db = connect(&made(&v3))
+        .await
+        .unwrap_or_else(|e| panic!("the version 3 certificate made as the refusal says: {e}"));
+    assert!(encrypted(&db).await);
     for (what, url, needle) in &refused {
         let e = match connect(url).await {
             Ok(_) => panic!("{what}: connected"),
