@@ -927,7 +927,7 @@ impl<'a> KvToSql<'a> {
             // online copy applies them at its start (`begin_live_copy`).
             let t = Instant::now();
             let later = Migrator::new()
-                .apply_sql_steps_after(tx, KV_TO_SQL_VERSION)
+                .apply_steps_after(tx, KV_TO_SQL_VERSION)
                 .await
                 .map_err(Error::Schema)?;
             tracing::info!(steps = ?later, duration_ms = millis(t), "later schema steps applied over the migrated data");
@@ -1030,7 +1030,7 @@ impl KvToSql<'_> {
         online: &online::Online,
     ) -> Result<live::Live, Error> {
         let later = Migrator::new()
-            .apply_sql_steps_after(tx, KV_TO_SQL_VERSION)
+            .apply_steps_after(tx, KV_TO_SQL_VERSION)
             .await
             .map_err(Error::Schema)?;
         tracing::info!(steps = ?later, "later schema steps applied in the migration's transaction");

@@ -62,6 +62,7 @@ compile_error!("sqldb needs a backend: enable the `sqlite` or the `postgres` fea
 pub mod deferred;
 pub mod error;
 pub mod introspect;
+pub mod litd;
 pub mod migrate;
 #[cfg(feature = "postgres")]
 pub mod pg_tls;

@@ -509,6 +509,17 @@ impl<'a> Migrator<'a> {
             tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
             let applied = read_applied(&mut *tx).await?;
             self.validate(&applied)?;
+            // A database whose steps were applied before the runner kept
+            // litd's tracking tables gets them now (crate::litd).
+            let litd = applied
+                .iter()
+                .filter_map(|a| crate::litd::version_of_step(a.version))
+                .max();
+            if let Some(version) = litd
+                && !table_exists(&mut *tx, dialect, crate::litd::SCHEMA_MIGRATIONS).await?
+            {
+                crate::litd::record(&mut *tx, version).await?;
+            }
             tx.commit().await?;
         }
         for step in self.planned() {
@@ -554,6 +565,7 @@ impl<'a> Migrator<'a> {
                 .execute_script(&adapt(sql, dialect))
                 .await
                 .map_err(BoxError::from),
+            StepKind::Builtin(builtin) => builtin.run(tx).await,
             StepKind::Code => match self.code.get(&step.version) {
                 Some(code) => code.run(tx).await,
                 None => {
@@ -610,6 +622,10 @@ impl<'a> Migrator<'a> {
             ])
             .to_owned();
         tx.exec(&insert).await?;
+        // litd's tracking tables, in the same transaction (crate::litd).
+        if let Some(litd) = crate::litd::version_of_step(step.version) {
+            crate::litd::record(tx, litd).await?;
+        }
         Ok(record)
     }
 
@@ -671,15 +687,16 @@ impl<'a> Migrator<'a> {
         Ok(())
     }
 
-    /// Applies, inside `tx`, every SQL step after `version` not applied
-    /// yet, recording each as the runner does. For a code step that holds
+    /// Applies, inside `tx`, every step after `version` not applied yet
+    /// but the caller's code steps (SQL and builtin ones), recording each
+    /// as the runner does. For a code step that holds
     /// its transaction open for long (an online migration): the later
     /// steps then build while its writers still run, rather than after it
     /// commits. Returns the versions applied.
     ///
     /// Errors: a step that fails ([`MigrateError::StepFailed`]); `tx` is
     /// then the caller's to roll back.
-    pub async fn apply_sql_steps_after(
+    pub async fn apply_steps_after(
         &self,
         tx: &mut dyn Tx,
         version: i64,
@@ -689,7 +706,7 @@ impl<'a> Migrator<'a> {
         let mut done = Vec::new();
         for step in self.planned() {
             if step.version <= version
-                || !matches!(step.kind, StepKind::Sql(_))
+                || matches!(step.kind, StepKind::Code)
                 || applied.iter().any(|a| a.version == step.version)
             {
                 continue;
@@ -768,15 +785,24 @@ async fn list_tables(tx: &mut dyn Tx, dialect: Dialect) -> Result<Vec<String>, D
 }
 
 async fn tracking_table_exists(tx: &mut dyn Tx, dialect: Dialect) -> Result<bool, DbError> {
+    table_exists(tx, dialect, TRACKING_TABLE).await
+}
+
+/// Whether the table `name` exists (in PostgreSQL's current schema).
+pub(crate) async fn table_exists(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+    name: &str,
+) -> Result<bool, DbError> {
     let sql = match dialect {
         Dialect::Sqlite => Sql::fixed(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-            vec![TRACKING_TABLE.into()],
+            vec![name.into()],
         ),
         Dialect::Postgres => Sql::fixed(
             "SELECT count(*) FROM information_schema.tables \
              WHERE table_schema = current_schema() AND table_name = $1",
-            vec![TRACKING_TABLE.into()],
+            vec![name.into()],
         ),
     };
     let rows = tx.query_sql(sql).await?;

@@ -46,6 +46,27 @@ pub enum StepKind {
     Sql(&'static str),
     /// A Rust function supplied to the runner (see [`crate::migrate::CodeStep`]).
     Code,
+    /// A Rust function of this crate that the runner always has: a change
+    /// SQL cannot say the same way on both engines.
+    Builtin(Builtin),
+}
+
+/// The steps written in Rust inside this crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// SQLite's timestamps rewritten from nodestore's earlier text form to
+    /// litd's (Go's) [`crate::time::convert_sqlite_text`]; nothing on
+    /// PostgreSQL.
+    GoTimeText,
+}
+
+impl Builtin {
+    /// Runs the step in `tx`.
+    pub(crate) async fn run(self, tx: &mut dyn crate::tx::Tx) -> Result<(), crate::BoxError> {
+        match self {
+            Builtin::GoTimeText => crate::time::convert_sqlite_text(tx).await,
+        }
+    }
 }
 
 /// One schema step.
@@ -73,6 +94,10 @@ impl Step {
                 h.update(b"code step: ");
                 h.update(self.name.as_bytes());
             }
+            StepKind::Builtin(_) => {
+                h.update(b"builtin step: ");
+                h.update(self.name.as_bytes());
+            }
         }
         h.finalize().to_vec()
     }
@@ -92,7 +117,7 @@ impl Step {
     pub fn sql_for(&self, dialect: Dialect) -> Option<String> {
         match self.kind {
             StepKind::Sql(sql) => Some(adapt(sql, dialect)),
-            StepKind::Code => None,
+            StepKind::Code | StepKind::Builtin(_) => None,
         }
     }
 }
@@ -156,6 +181,11 @@ pub static STEPS: &[Step] = &[
         name: "online_staging",
         kind: StepKind::Sql(include_str!("../../../migrations/0010_online_staging.sql")),
     },
+    Step {
+        version: 11,
+        name: "sqlite_go_time_text",
+        kind: StepKind::Builtin(Builtin::GoTimeText),
+    },
 ];
 
 /// Every table the steps create, with the runner's tracking table: a
@@ -167,7 +197,11 @@ pub fn known_tables() -> Vec<String> {
 
 /// [`known_tables`] of another step list (the runner's own).
 pub fn known_tables_of(steps: &[Step]) -> Vec<String> {
-    let mut out = vec![crate::migrate::TRACKING_TABLE.to_owned()];
+    let mut out = vec![
+        crate::migrate::TRACKING_TABLE.to_owned(),
+        crate::litd::SCHEMA_MIGRATIONS.to_owned(),
+        crate::litd::MIGRATION_TRACKER.to_owned(),
+    ];
     for step in steps {
         if let StepKind::Sql(sql) = step.kind {
             out.extend(created_tables(sql));
@@ -487,7 +521,7 @@ mod tests {
             .iter()
             .filter_map(|s| match s.kind {
                 StepKind::Sql(sql) => Some((s.version, s.name.to_owned(), sql.to_owned())),
-                StepKind::Code => None,
+                StepKind::Code | StepKind::Builtin(_) => None,
             })
             .collect();
         assert_eq!(files, sql_steps);

@@ -2,19 +2,25 @@
 //!
 //! PostgreSQL stores `TIMESTAMP WITHOUT TIME ZONE` with microsecond
 //! precision; every value nodestore writes is UTC. SQLite has no timestamp
-//! type, so nodestore stores the fixed-width text `YYYY-MM-DD HH:MM:SS.ffffff`
-//! (always six fraction digits, always a four-digit year). Fixed width makes
-//! text order equal time order, so `ORDER BY` and range filters work on the
+//! type, so nodestore stores text, in the form Lightning Terminal's (litd's)
+//! SQLite driver writes and binds: Go's `time.Time.String()` of a UTC time,
+//! `2026-08-19 13:25:42.123456 +0000 UTC` (the fraction without trailing
+//! zeros, and without the dot when it is zero; always a four-digit year).
+//! litd compares these texts byte by byte, so a database both may open
+//! holds one form (docs/design.md §3.6). Text order is time order in that
+//! form: the fraction's digits compare left to right and the space after
+//! it sorts before any digit, so `ORDER BY` and range filters work on the
 //! column directly.
+//!
+//! nodestore wrote `2026-08-19 13:25:42.123456` before (fixed width, six
+//! fraction digits); schema step 11 rewrites such values
+//! ([`convert_sqlite_text`]) and both forms are read.
 //!
 //! Both backends truncate (never round) to whole microseconds before binding,
 //! so a value written to either reads back identical, and years outside
 //! 0001..=9999 are rejected when bound instead of sorting wrongly.
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
-
-#[cfg(feature = "sqlite")]
-const SQLITE_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
 /// The first and last years a timestamp may have (the data contract's).
 pub const YEAR_RANGE: std::ops::RangeInclusive<i32> = store_contract::YEARS;
@@ -42,20 +48,136 @@ pub(crate) fn for_storage(t: DateTime<Utc>) -> Result<NaiveDateTime, String> {
     Ok(truncate_micros(t).naive_utc())
 }
 
-/// The SQLite text form of a storable timestamp.
+/// The SQLite text form of a storable timestamp: Go's `String()` of the
+/// UTC time (see the module docs).
 #[cfg(feature = "sqlite")]
 pub(crate) fn to_sqlite_text(t: NaiveDateTime) -> String {
-    t.format(SQLITE_FORMAT).to_string()
+    use chrono::Timelike;
+    let mut out = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let nanos = t.nanosecond() % 1_000_000_000;
+    if nanos > 0 {
+        let digits = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push_str(" +0000 UTC");
+    out
 }
 
-/// Parses the SQLite text form; also accepts a value without fraction and
-/// an ISO `T` separator, which hand-written SQL may produce.
+/// Parses SQLite text: Go's form (any offset, its zone's name after it,
+/// and a monotonic clock reading `m=±…` after that, which Go's `String()`
+/// adds to a time read from the clock); nodestore's earlier form; and an
+/// ISO `T` separator or `Z`, which hand-written SQL may produce.
 pub(crate) fn parse_sqlite_text(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.split(" m=").next().unwrap_or(s).trim();
+    // Go's form: "<date> <time> <offset> <zone name>".
+    let mut parts = s.rsplitn(2, ' ');
+    if let (Some(zone), Some(rest)) = (parts.next(), parts.next())
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || c == '+' || c == '-' || c.is_ascii_digit())
+        && let Ok(t) = DateTime::parse_from_str(rest, "%Y-%m-%d %H:%M:%S%.f %z")
+    {
+        return Some(t.with_timezone(&Utc));
+    }
     let s = s.trim_end_matches('Z');
     ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
         .map(|t| t.and_utc())
+}
+
+/// Every timestamp column of nodestore's schema and of litd's tracking
+/// table, as (table, column).
+const TIME_COLUMNS: &[(&str, &str)] = &[
+    ("nodestore_schema_steps", "applied_at"),
+    ("nodestore_kv_migrations", "migrated_at"),
+    ("accounts", "last_updated"),
+    ("accounts", "expiration"),
+    ("sessions", "expiry"),
+    ("sessions", "created_at"),
+    ("sessions", "revoked_at"),
+    ("actions", "created_at"),
+    ("nodestore_online_staging", "staged_at"),
+    ("migration_tracker", "migration_time"),
+];
+
+/// Schema step 11 on SQLite: every timestamp in nodestore's earlier text
+/// form (`YYYY-MM-DD HH:MM:SS.ffffff`) rewritten to Go's, in the step's one
+/// transaction, proved by counting the values of each column in each form
+/// before and after: afterwards none is in the earlier form and Go's form
+/// holds all that either held. A value in neither form is refused, naming
+/// its table and column (it would sort among the others wrongly). Nothing
+/// on PostgreSQL, whose timestamps are typed.
+pub(crate) async fn convert_sqlite_text(tx: &mut dyn crate::tx::Tx) -> Result<(), crate::BoxError> {
+    use crate::tx::{Dialect, Sql};
+    if tx.dialect() != Dialect::Sqlite {
+        return Ok(());
+    }
+    for (table, column) in TIME_COLUMNS {
+        if !crate::migrate::table_exists(tx, Dialect::Sqlite, table).await? {
+            continue;
+        }
+        // Identifiers from the list above, never values.
+        let earlier = format!(
+            "(length({column}) = 26 AND substr({column}, 11, 1) = ' ' \
+             AND substr({column}, 20, 1) = '.' AND {column} NOT LIKE '% UTC')"
+        );
+        let go = format!("({column} LIKE '% UTC')");
+        let count = format!(
+            "SELECT count(*) FILTER (WHERE {earlier}), count(*) FILTER (WHERE {go}), \
+             count({column}) FROM {table}"
+        );
+        let counts = |rows: Vec<crate::row::Row>| -> Result<(i64, i64, i64), crate::DbError> {
+            let r = rows.first().ok_or_else(|| {
+                crate::DbError::new(
+                    "sqlite",
+                    crate::error::ErrorKind::Other,
+                    "a count without a row",
+                )
+            })?;
+            Ok((r.i64(0)?, r.i64(1)?, r.i64(2)?))
+        };
+        let count = Sql {
+            text: count,
+            values: sea_query::Values(Vec::new()),
+        };
+        let (before_earlier, before_go, all) = counts(tx.query_sql(count.clone()).await?)?;
+        if before_earlier + before_go != all {
+            return Err(format!(
+                "{table}.{column} holds {} timestamp(s) in neither nodestore's earlier text form \
+                 nor Go's; they cannot be put in time order with the others: correct them by hand",
+                all - before_earlier - before_go
+            )
+            .into());
+        }
+        if before_earlier == 0 {
+            continue;
+        }
+        let fraction = format!("rtrim(substr({column}, 21, 6), '0')");
+        tx.execute_script(&format!(
+            "UPDATE {table} SET {column} = substr({column}, 1, 19) || \
+             CASE WHEN {fraction} = '' THEN '' ELSE '.' || {fraction} END || ' +0000 UTC' \
+             WHERE {earlier}"
+        ))
+        .await?;
+        let (after_earlier, after_go, _) = counts(tx.query_sql(count).await?)?;
+        if after_earlier != 0 || after_go != before_go + before_earlier {
+            return Err(format!(
+                "{table}.{column}: converting {before_earlier} timestamp(s) to Go's text form \
+                 left {after_earlier} in the earlier form and {after_go} in Go's (expected 0 and {})",
+                before_go + before_earlier
+            )
+            .into());
+        }
+        tracing::info!(
+            table,
+            column,
+            converted = before_earlier,
+            "timestamps rewritten in Go's text form"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -64,7 +186,8 @@ mod tests {
     use chrono::{TimeZone, Timelike};
 
     #[test]
-    fn text_form_is_fixed_width_and_sorts_in_time_order() {
+    #[cfg(feature = "sqlite")]
+    fn text_form_is_gos_and_sorts_in_time_order() {
         let times = [
             zero_time(),
             Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
@@ -79,7 +202,10 @@ mod tests {
             .iter()
             .map(|t| to_sqlite_text(for_storage(*t).unwrap()))
             .collect();
-        assert!(texts.iter().all(|t| t.len() == 26), "{texts:?}");
+        assert_eq!(texts[0], "0001-01-01 00:00:00 +0000 UTC");
+        assert_eq!(texts[2], "2026-11-21 05:53:20 +0000 UTC");
+        assert_eq!(texts[3], "2026-11-21 05:53:20.000001 +0000 UTC");
+        assert_eq!(texts[4], "2026-11-21 05:53:20.5 +0000 UTC");
         let mut sorted = texts.clone();
         sorted.sort();
         assert_eq!(sorted, texts);
@@ -105,5 +231,48 @@ mod tests {
         let far = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
         assert!(for_storage(far).is_err());
         assert!(for_storage(zero_time()).is_ok());
+    }
+
+    #[test]
+    fn every_form_litd_and_nodestore_wrote_is_read() {
+        let t = Utc.with_ymd_and_hms(2026, 8, 19, 13, 25, 42).unwrap();
+        for (text, want) in [
+            (
+                "2026-08-19 13:25:42.123456789 +0000 UTC",
+                t + chrono::Duration::nanoseconds(123_456_789),
+            ),
+            ("2026-08-19 13:25:42 +0000 UTC", t),
+            (
+                "2026-08-19 15:25:42.5 +0200 CEST",
+                t + chrono::Duration::milliseconds(500),
+            ),
+            (
+                "2026-08-19 13:25:42.25 +0000 UTC m=+0.001",
+                t + chrono::Duration::milliseconds(250),
+            ),
+            ("2026-08-19 13:25:42.000000", t),
+            ("2026-08-19T13:25:42Z", t),
+        ] {
+            assert_eq!(parse_sqlite_text(text), Some(want), "{text}");
+        }
+        assert_eq!(parse_sqlite_text("not a time"), None);
+    }
+
+    /// Random times: Go's text sorts as the times do, and reads back.
+    #[cfg(feature = "sqlite")]
+    mod order {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn text_order_is_time_order(a in 0i64..253_402_300_799_000_000, b in 0i64..253_402_300_799_000_000) {
+                let base = zero_time();
+                let (ta, tb) = (base + chrono::Duration::microseconds(a), base + chrono::Duration::microseconds(b));
+                let (xa, xb) = (to_sqlite_text(for_storage(ta).unwrap()), to_sqlite_text(for_storage(tb).unwrap()));
+                prop_assert_eq!(xa.cmp(&xb), ta.cmp(&tb), "{} {}", xa, xb);
+                prop_assert_eq!(parse_sqlite_text(&xa), Some(ta));
+            }
+        }
     }
 }

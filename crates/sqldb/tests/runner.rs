@@ -418,6 +418,195 @@ async fn concurrent_runners_apply_each_step_once(fx: &SqlFixture) {
     );
 }
 
+/// litd's view of the database: `schema_migrations` and the versions in
+/// `migration_tracker`.
+async fn litd_view(db: &Db) -> (Option<(i64, bool)>, Vec<i64>) {
+    db.read(|tx| {
+        Box::pin(async move {
+            let version = sqldb::litd::read(tx).await?;
+            let tracked = if version.is_some() {
+                tx.query(
+                    &Query::select()
+                        .column(Alias::new("version"))
+                        .from(Alias::new(sqldb::litd::MIGRATION_TRACKER))
+                        .to_owned(),
+                )
+                .await?
+                .iter()
+                .map(|r| r.i64(0))
+                .collect::<Result<Vec<_>, _>>()?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, sqldb::DbError>((version, tracked))
+        })
+    })
+    .await
+    .unwrap()
+}
+
+/// Each step that is one of litd's writes litd's tracking tables in its
+/// own transaction: litd's version of the schema the database holds,
+/// clean; a failed data step leaves them at the version before it.
+async fn litd_tracking_follows_the_steps(fx: &SqlFixture) {
+    let db = fx.open().await;
+    nodestore().through(1).run(&db).await.unwrap();
+    assert_eq!(litd_view(&db).await.0, None, "step 1 is nodestore's own");
+    nodestore().through(4).run(&db).await.unwrap();
+    assert_eq!(litd_view(&db).await, (Some((3, false)), vec![1, 2, 3]));
+    let err = Migrator::new()
+        .code_step(KV_TO_SQL_VERSION, &WritesThenFails)
+        .run(&db)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MigrateError::StepFailed { .. }), "{err}");
+    assert_eq!(
+        litd_view(&db).await,
+        (Some((5, false)), vec![1, 2, 3, 4, 5]),
+        "the failed data step wrote nothing of litd's"
+    );
+    nodestore().run(&db).await.unwrap();
+    assert_eq!(
+        litd_view(&db).await,
+        (
+            Some((sqldb::litd::LATEST, false)),
+            (1..=sqldb::litd::LATEST).collect()
+        )
+    );
+}
+
+/// A database whose steps were applied before the runner kept litd's
+/// tables gets them at its next run.
+async fn litd_tracking_is_added_to_an_older_database(fx: &SqlFixture) {
+    let db = fx.open().await;
+    nodestore().run(&db).await.unwrap();
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.execute_script("DROP TABLE schema_migrations; DROP TABLE migration_tracker")
+                .await
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(litd_view(&db).await.0, None);
+    let report = nodestore().run(&db).await.unwrap();
+    assert!(report.applied.is_empty());
+    assert_eq!(
+        litd_view(&db).await,
+        (
+            Some((sqldb::litd::LATEST, false)),
+            (1..=sqldb::litd::LATEST).collect()
+        )
+    );
+}
+
+/// The accounts' two timestamps as text (SQLite) and as times.
+async fn account_times(db: &Db) -> Vec<(String, String)> {
+    db.read(|tx| {
+        Box::pin(async move {
+            tx.query_sql(sqldb::Sql::fixed(
+                "SELECT CAST(last_updated AS TEXT), CAST(expiration AS TEXT) FROM accounts ORDER BY id",
+                vec![],
+            ))
+            .await?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .collect::<Result<Vec<_>, sqldb::DbError>>()
+        })
+    })
+    .await
+    .unwrap()
+}
+
+/// Step 11 rewrites SQLite timestamps in nodestore's earlier text form into
+/// Go's, in one transaction with a count per form before and after; every
+/// value reads back as the same time. On PostgreSQL it changes nothing.
+async fn step_11_rewrites_earlier_time_text_in_gos_form(fx: &SqlFixture) {
+    let db = fx.open().await;
+    nodestore().through(10).run(&db).await.unwrap();
+    let sqlite = db.dialect() == sqldb::Dialect::Sqlite;
+    // Rows as nodestore wrote them before: fixed-width text on SQLite.
+    let script = if sqlite {
+        "INSERT INTO accounts (alias, type, initial_balance_msat, current_balance_msat, last_updated, expiration) \
+         VALUES (1, 0, 5, 5, '2025-01-01 00:06:15.000000', '0001-01-01 00:00:00.000000'), \
+                (2, 0, 5, 5, '2025-01-01 00:06:15.500000', '2026-02-03 04:05:06.123456'); \
+         UPDATE nodestore_schema_steps SET applied_at = '2024-12-31 23:59:59.000001'"
+    } else {
+        "INSERT INTO accounts (alias, type, initial_balance_msat, current_balance_msat, last_updated, expiration) \
+         VALUES (1, 0, 5, 5, '2025-01-01 00:06:15', '0001-01-01 00:00:00'), \
+                (2, 0, 5, 5, '2025-01-01 00:06:15.5', '2026-02-03 04:05:06.123456')"
+    };
+    db.write(|tx| Box::pin(async move { tx.execute_script(script).await }))
+        .await
+        .unwrap();
+    let before = account_times(&db).await;
+    let report = nodestore().run(&db).await.unwrap();
+    assert_eq!(
+        report.applied.iter().map(|s| s.version).collect::<Vec<_>>(),
+        vec![11]
+    );
+    let after = account_times(&db).await;
+    if sqlite {
+        assert_eq!(
+            after,
+            vec![
+                (
+                    "2025-01-01 00:06:15 +0000 UTC".to_owned(),
+                    "0001-01-01 00:00:00 +0000 UTC".to_owned()
+                ),
+                (
+                    "2025-01-01 00:06:15.5 +0000 UTC".to_owned(),
+                    "2026-02-03 04:05:06.123456 +0000 UTC".to_owned()
+                ),
+            ]
+        );
+        let stamps = db
+            .read(|tx| {
+                Box::pin(async move {
+                    tx.query_sql(sqldb::Sql::fixed(
+                        "SELECT count(*) FROM nodestore_schema_steps WHERE applied_at NOT LIKE '% UTC'",
+                        vec![],
+                    ))
+                    .await?[0]
+                        .i64(0)
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(stamps, 0, "every step's time is in Go's form");
+    } else {
+        assert_eq!(after, before, "PostgreSQL's typed timestamps are untouched");
+    }
+}
+
+/// A SQLite timestamp in neither form stops step 11, naming the table and
+/// column, and the step's transaction changes nothing.
+async fn step_11_refuses_time_text_in_neither_form(fx: &SqlFixture) {
+    let db = fx.open().await;
+    if db.dialect() != sqldb::Dialect::Sqlite {
+        return;
+    }
+    nodestore().through(10).run(&db).await.unwrap();
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.execute_script(
+                "INSERT INTO accounts (alias, type, initial_balance_msat, current_balance_msat, last_updated, expiration) \
+                 VALUES (1, 0, 5, 5, '2025-01-01 00:06:15.000000', 'next tuesday')",
+            )
+            .await
+        })
+    })
+    .await
+    .unwrap();
+    let before = account_times(&db).await;
+    let err = nodestore().run(&db).await.unwrap_err();
+    assert!(
+        err.to_string().contains("accounts.expiration") && err.to_string().contains("step 11"),
+        "{err}"
+    );
+    assert_eq!(account_times(&db).await, before);
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     fresh_database_gets_every_step,
     rehearsal_runs_every_step_and_keeps_nothing,
@@ -431,6 +620,10 @@ testkit::backend_tests!(sqlite => sqlite;
     failing_code_step_keeps_none_of_its_writes,
     missing_code_step_is_an_error_and_never_recorded,
     concurrent_runners_apply_each_step_once,
+    litd_tracking_follows_the_steps,
+    litd_tracking_is_added_to_an_older_database,
+    step_11_rewrites_earlier_time_text_in_gos_form,
+    step_11_refuses_time_text_in_neither_form,
 );
 
 testkit::backend_tests!(postgres => postgres;
@@ -446,4 +639,8 @@ testkit::backend_tests!(postgres => postgres;
     failing_code_step_keeps_none_of_its_writes,
     missing_code_step_is_an_error_and_never_recorded,
     concurrent_runners_apply_each_step_once,
+    litd_tracking_follows_the_steps,
+    litd_tracking_is_added_to_an_older_database,
+    step_11_rewrites_earlier_time_text_in_gos_form,
+    step_11_refuses_time_text_in_neither_form,
 );
