@@ -588,6 +588,11 @@ pub struct TargetFacts {
     /// The copy of an online migration that did not finish, which the
     /// next migration discards (docs/design.md §7.3).
     pub staged: Option<StagedCopy>,
+    /// Made by Lightning Terminal (litd) at this schema version, and
+    /// adopted by the next schema run (`sqldb::litd`).
+    pub litd: Option<i64>,
+    /// Neither nodestore nor litd made it: no schema at all yet.
+    pub empty: bool,
 }
 
 /// What to do with a source and a target.
@@ -1469,6 +1474,8 @@ async fn target_facts(db: &Db) -> Result<(TargetFacts, Preflight), Failure> {
             migrated: pre.has(KV_TO_SQL_VERSION) && staged.is_none(),
             records,
             staged,
+            litd: pre.litd,
+            empty: pre.applied.is_empty() && pre.litd.is_none(),
         },
         pre,
     ))
@@ -1822,6 +1829,8 @@ mod tests {
             migrated: !records.is_empty(),
             records,
             staged: None,
+            litd: None,
+            empty: false,
         }
     }
 

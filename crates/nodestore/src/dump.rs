@@ -617,6 +617,14 @@ pub async fn dump_sql(db: &sqldb::Db) -> Result<Dump> {
 
 /// [`dump_sql`], telling `observer` as each store is read.
 pub async fn dump_sql_observed(db: &sqldb::Db, observer: Observer) -> Result<Dump> {
+    // What the stores' tables are: nodestore's schema, or litd's (read as
+    // it is, docs/design.md §3.6); a database with neither is named.
+    let found = sqldb::migrate::Migrator::new().preflight(db).await?;
+    if found.applied.is_empty() && found.litd.is_none() {
+        return Err(Error::NoSchema {
+            database: db.describe(),
+        });
+    }
     let s = crate::Stores::on_sql(db, crate::OpenReport::default());
     let last_indexes = match s.accounts.last_indexes().await {
         Ok(i) => Some(i),

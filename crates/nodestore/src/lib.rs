@@ -163,6 +163,16 @@ pub enum Error {
     /// A dump could not be read.
     #[error("dump: {0}")]
     Dump(String),
+    /// A SQL database with no schema nodestore or Lightning Terminal (litd)
+    /// made: empty, or another application's.
+    #[error(
+        "{database} holds no nodestore (or litd) schema: it is empty; name the database \
+         a node or litd wrote, or open it with nodestore to create the schema"
+    )]
+    NoSchema {
+        /// The database, without password.
+        database: String,
+    },
     /// A report or dump could not be written as JSON.
     #[error("{what} could not be written as JSON: {reason}")]
     Json {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use sqldb::migrate::Migrator;
-use sqldb::schema::STEPS;
+use sqldb::schema::{KV_TO_SQL_VERSION, STEPS};
 use tombstone::Status;
 
 use crate::{BackendConfig, Config, MigrationPolicy, Result};
@@ -54,11 +54,19 @@ pub struct StepStatus {
     pub version: i64,
     /// Its name.
     pub name: String,
+    /// What the step table notes about it: for a database Lightning
+    /// Terminal made, that the step was adopted rather than applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl std::fmt::Display for StepStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.version, self.name)
+        write!(f, "{} {}", self.version, self.name)?;
+        match &self.note {
+            Some(note) => write!(f, " ({note})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -101,6 +109,7 @@ impl std::fmt::Display for MigrationStatus {
 
 fn step_status(version: i64, name: &str) -> StepStatus {
     StepStatus {
+        note: None,
         version,
         name: name.to_owned(),
     }
@@ -194,13 +203,17 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         });
     };
     let applied = Migrator::new().applied(&db).await?;
+    let notes = Migrator::new().notes(&db).await?;
     let records = migrator::records(&db).await?;
     let staged = migrator::staging::staged(&db).await?;
     let sql = SqlStatus {
         target: db.describe(),
         steps_applied: applied
             .iter()
-            .map(|s| step_status(s.version, &s.name))
+            .map(|s| StepStatus {
+                note: notes.get(&s.version).cloned(),
+                ..step_status(s.version, &s.name)
+            })
             .collect(),
         steps_pending: STEPS
             .iter()
@@ -282,8 +295,25 @@ async fn open_would(
                  that did not finish; open with that key-value database to migrate again",
                 staged.source_path
             )
+        } else if let Some(version) = target.litd {
+            let later: Vec<String> = STEPS
+                .iter()
+                .filter(|s| s.version > KV_TO_SQL_VERSION)
+                .map(|s| s.version.to_string())
+                .collect();
+            format!(
+                "adopt the database made by Lightning Terminal (litd) at schema version \
+                 {version}: apply step 1 (nodestore's bookkeeping), record steps 2-{KV_TO_SQL_VERSION} \
+                 as adopted (litd's schema holds them; litd's data is not rewritten), apply steps {}, \
+                 then open the stores on SQL",
+                later.join(", ")
+            )
         } else if target.migrated {
             "open the stores on SQL".into()
+        } else if target.empty {
+            "the database holds no nodestore (or litd) schema: apply every schema step, then \
+             open the stores on SQL"
+                .into()
         } else {
             "apply the schema steps, then open the stores on SQL".into()
         };

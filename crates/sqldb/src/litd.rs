@@ -167,6 +167,82 @@ pub async fn read(tx: &mut dyn Tx) -> Result<Option<(i64, bool)>, DbError> {
     }
 }
 
+/// Why a database litd made is not adopted. Nothing is written to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// golang-migrate's `dirty` flag: litd stopped inside a step.
+    #[error(
+        "litd left its schema at version {version} dirty (it stopped inside that step); \
+         let litd finish or repair it before nodestore opens it"
+    )]
+    Dirty {
+        /// The version recorded.
+        version: i64,
+    },
+    /// A version whose schema nodestore does not know as litd's latest.
+    #[error(
+        "litd's schema is at version {version}, and nodestore adopts only litd's version {LATEST} \
+         (the schema it shares); open the database with a litd whose schema is at version \
+         {LATEST} first"
+    )]
+    Version {
+        /// The version recorded.
+        version: i64,
+    },
+    /// A table that is not as litd's schema makes it.
+    #[error("table {table} is not as litd's schema version {LATEST} makes it: {what}")]
+    Differs {
+        /// The table.
+        table: String,
+        /// What differs, in words (a column missing or extra, the table
+        /// missing or not litd's).
+        what: String,
+    },
+    /// `schema_migrations` does not hold the one row golang-migrate keeps.
+    #[error("{SCHEMA_MIGRATIONS} is not as golang-migrate keeps it: {0}")]
+    Tracking(String),
+}
+
+/// Checks that `shape` is litd's schema at [`LATEST`]: exactly its tables,
+/// each with exactly its columns (the tracking tables apart). The first
+/// difference is the refusal, naming the table and the column.
+pub fn check_shape(shape: &crate::introspect::Shape) -> Result<(), Refusal> {
+    let expected = crate::schema::tables_of_steps(FIRST_STEP..=FIRST_STEP + LATEST - 2);
+    for (table, columns) in &expected {
+        let Some(found) = shape.tables.get(table) else {
+            return Err(Refusal::Differs {
+                table: table.clone(),
+                what: "the table is missing".into(),
+            });
+        };
+        let found: Vec<&str> = found.columns.iter().map(|c| c.name.as_str()).collect();
+        if let Some(c) = columns.iter().find(|c| !found.contains(&c.as_str())) {
+            return Err(Refusal::Differs {
+                table: table.clone(),
+                what: format!("column {c} is missing"),
+            });
+        }
+        if let Some(c) = found.iter().find(|c| !columns.iter().any(|e| e == *c)) {
+            return Err(Refusal::Differs {
+                table: table.clone(),
+                what: format!("column {c} is not litd's"),
+            });
+        }
+    }
+    if let Some(extra) = shape
+        .tables
+        .keys()
+        .find(|t| !expected.contains_key(*t) && *t != SCHEMA_MIGRATIONS && *t != MIGRATION_TRACKER)
+    {
+        return Err(Refusal::Differs {
+            table: extra.clone(),
+            what: "litd's schema has no such table".into(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

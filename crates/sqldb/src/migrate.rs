@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_query::{Iden, Order, Query};
+use sea_query::{ExprTrait, Iden, Order, Query};
 
 use crate::error::{BoxError, DbError, ErrorKind};
 use crate::schema::{STEPS, Step, StepKind, adapt};
@@ -63,7 +63,8 @@ const TRACKING_DDL: &str = "CREATE TABLE IF NOT EXISTS nodestore_schema_steps (
     checksum BLOB NOT NULL,
     applied_at TIMESTAMP NOT NULL,
     duration_us BIGINT NOT NULL,
-    complete BOOLEAN NOT NULL
+    complete BOOLEAN NOT NULL,
+    note TEXT
 )";
 
 #[derive(Iden)]
@@ -78,6 +79,7 @@ enum TrackingCol {
     AppliedAt,
     DurationUs,
     Complete,
+    Note,
 }
 
 /// The advisory lock key: the ASCII bytes of "nodestor", fixed so every
@@ -199,6 +201,10 @@ pub enum MigrateError {
         #[source]
         source: DbError,
     },
+    /// The database was made by Lightning Terminal (litd) and cannot be
+    /// adopted (crate::litd); nothing was written to it.
+    #[error("the database was made by Lightning Terminal (litd) and is not adopted: {0}")]
+    Litd(#[from] crate::litd::Refusal),
     /// A database call of the runner itself failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -234,6 +240,10 @@ pub struct Preflight {
     pub applied: Vec<AppliedStep>,
     /// The database's identity (written by step 1), once it has one.
     pub identity: Option<[u8; 16]>,
+    /// Made by litd at this schema version, and adopted by the next run:
+    /// step 1 applied, the steps litd's schema holds recorded as adopted
+    /// (crate::litd), the later steps applied.
+    pub litd: Option<i64>,
 }
 
 impl Preflight {
@@ -309,7 +319,7 @@ impl<'a> Migrator<'a> {
     /// its first write.
     pub async fn preflight(&self, db: &Db) -> Result<Preflight, MigrateError> {
         let dialect = db.dialect();
-        let (tables, applied, identity) = db
+        let (tables, applied, identity, litd) = db
             .read(|tx| {
                 Box::pin(async move {
                     let tables = list_tables(tx, dialect).await?;
@@ -324,7 +334,12 @@ impl<'a> Migrator<'a> {
                     } else {
                         None
                     };
-                    Ok::<_, MigrateError>((tables, applied, identity))
+                    let litd = if !tracked {
+                        crate::litd::read(tx).await?
+                    } else {
+                        None
+                    };
+                    Ok::<_, MigrateError>((tables, applied, identity, litd))
                 })
             })
             .await?;
@@ -338,13 +353,99 @@ impl<'a> Migrator<'a> {
         if !foreign.is_empty() {
             return Err(MigrateError::ForeignTables { tables: foreign });
         }
+        if let Some((version, dirty)) = litd {
+            // Made by litd: adopted when it is litd's schema at the version
+            // nodestore shares, clean, and nothing else.
+            if dirty {
+                return Err(crate::litd::Refusal::Dirty { version }.into());
+            }
+            if version != crate::litd::LATEST {
+                return Err(crate::litd::Refusal::Version { version }.into());
+            }
+            crate::litd::check_shape(&crate::introspect::describe(db).await?)?;
+            return Ok(Preflight {
+                applied,
+                identity,
+                litd: Some(version),
+            });
+        }
         if !tables.iter().any(|t| t == TRACKING_TABLE) && !tables.is_empty() {
             let mut tables = tables;
             tables.sort();
             return Err(MigrateError::UnrecordedTables { tables });
         }
         self.validate(&applied)?;
-        Ok(Preflight { applied, identity })
+        Ok(Preflight {
+            applied,
+            identity,
+            litd: None,
+        })
+    }
+
+    /// Adopts a database litd made (its preflight said so), in `tx`: step
+    /// 1 applied (nodestore's bookkeeping, which litd's schema lacks), and
+    /// the steps litd's schema already holds recorded as adopted, with a
+    /// note saying so; litd's data and tracking tables are left as they
+    /// are. Returns the records written, oldest first.
+    async fn adopt(
+        &self,
+        tx: &mut dyn Tx,
+        dialect: Dialect,
+        litd_version: i64,
+    ) -> Result<Vec<AppliedStep>, MigrateError> {
+        let mut out = Vec::new();
+        let last = crate::litd::step_of_version(litd_version).unwrap_or(0);
+        for step in self.planned() {
+            if step.version == 1 {
+                out.push(self.apply_step(tx, step, dialect).await?);
+                continue;
+            }
+            if step.version > last {
+                break;
+            }
+            let record = AppliedStep {
+                version: step.version,
+                name: step.name.to_owned(),
+                checksum: step.checksum(),
+                applied_at: crate::time::truncate_micros(Utc::now()),
+                duration: Duration::ZERO,
+            };
+            let note = format!(
+                "adopted: made by Lightning Terminal (litd), whose schema version {litd_version} \
+                 holds this step; not applied by nodestore"
+            );
+            tx.exec(
+                &Query::insert()
+                    .into_table(Tracking)
+                    .columns([
+                        TrackingCol::Version,
+                        TrackingCol::Name,
+                        TrackingCol::Checksum,
+                        TrackingCol::AppliedAt,
+                        TrackingCol::DurationUs,
+                        TrackingCol::Complete,
+                        TrackingCol::Note,
+                    ])
+                    .values_panic([
+                        record.version.into(),
+                        record.name.clone().into(),
+                        record.checksum.clone().into(),
+                        record.applied_at.into(),
+                        0i64.into(),
+                        true.into(),
+                        note.into(),
+                    ])
+                    .to_owned(),
+            )
+            .await?;
+            out.push(record);
+        }
+        tracing::info!(
+            litd_version,
+            steps = ?out.iter().map(|s| s.version).collect::<Vec<_>>(),
+            "adopted a database Lightning Terminal made"
+        );
+        Ok(out)
     }
 
     /// Supplies the implementation of the code step `version`.
@@ -401,9 +502,9 @@ impl<'a> Migrator<'a> {
         steps: &mut Vec<AppliedStep>,
     ) -> Result<(), MigrateError> {
         self.check_steps()?;
-        self.preflight(db).await?;
+        let litd = self.preflight(db).await?.litd;
         match db.dialect() {
-            Dialect::Sqlite => self.run_with(db, None, versions, steps).await,
+            Dialect::Sqlite => self.run_with(db, None, litd, versions, steps).await,
             #[cfg(not(feature = "postgres"))]
             Dialect::Postgres => Err(MigrateError::InvalidSteps(
                 "postgres dialect without the postgres feature".into(),
@@ -415,7 +516,7 @@ impl<'a> Migrator<'a> {
                 })?;
                 let conn = pg.dedicated().await?;
                 self.advisory_lock(&conn).await?;
-                let result = self.run_with(db, Some(&conn), versions, steps).await;
+                let result = self.run_with(db, Some(&conn), litd, versions, steps).await;
                 // Closing the dedicated connection would release the lock
                 // too; unlocking first hands it over without waiting for
                 // the server to notice.
@@ -500,6 +601,7 @@ impl<'a> Migrator<'a> {
         &self,
         db: &Db,
         conn: Option<&DedicatedConn>,
+        litd: Option<i64>,
         versions: &mut Vec<i64>,
         steps: &mut Vec<AppliedStep>,
     ) -> Result<(), MigrateError> {
@@ -509,6 +611,15 @@ impl<'a> Migrator<'a> {
             tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
             let applied = read_applied(&mut *tx).await?;
             self.validate(&applied)?;
+            if let Some(version) = litd
+                && applied.is_empty()
+            {
+                let adopted = self.adopt(&mut *tx, dialect, version).await?;
+                tx.commit().await?;
+                versions.extend(adopted.iter().map(|s| s.version));
+                steps.extend(adopted);
+                return self.run_steps(db, conn, versions, steps).await;
+            }
             // A database whose steps were applied before the runner kept
             // litd's tracking tables gets them now (crate::litd).
             let litd = applied
@@ -522,6 +633,19 @@ impl<'a> Migrator<'a> {
             }
             tx.commit().await?;
         }
+        self.run_steps(db, conn, versions, steps).await
+    }
+
+    /// Applies every planned step not applied yet, each in its own
+    /// transaction.
+    async fn run_steps(
+        &self,
+        db: &Db,
+        conn: Option<&DedicatedConn>,
+        versions: &mut Vec<i64>,
+        steps: &mut Vec<AppliedStep>,
+    ) -> Result<(), MigrateError> {
+        let dialect = db.dialect();
         for step in self.planned() {
             let mut tx = self.begin(db, conn).await?;
             // Re-read under the lock: another runner may have moved on.
@@ -636,15 +760,21 @@ impl<'a> Migrator<'a> {
     /// On PostgreSQL it takes the same advisory lock as `run`.
     pub async fn rehearse(&self, db: &Db) -> Result<RunReport, MigrateError> {
         self.check_steps()?;
-        self.preflight(db).await?;
+        let litd = self.preflight(db).await?.litd;
         let dialect = db.dialect();
         let conn = self.locked_connection(db).await?;
         let mut tx = self.begin(db, conn.as_ref()).await?;
         let result = async {
             tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
-            let applied = read_applied(&mut *tx).await?;
+            let mut applied = read_applied(&mut *tx).await?;
             self.validate(&applied)?;
             let mut report = RunReport::default();
+            if let Some(version) = litd
+                && applied.is_empty()
+            {
+                report.applied = self.adopt(&mut *tx, dialect, version).await?;
+                applied.clone_from(&report.applied);
+            }
             for step in self.planned() {
                 if !applied.iter().any(|a| a.version == step.version) {
                     report
@@ -715,6 +845,53 @@ impl<'a> Migrator<'a> {
             done.push(step.version);
         }
         Ok(done)
+    }
+
+    /// The notes of the tracking table, by version (a step adopted from a
+    /// database litd made says so). Empty for a database whose tracking
+    /// table was made before it had notes.
+    pub async fn notes(
+        &self,
+        db: &Db,
+    ) -> Result<std::collections::BTreeMap<i64, String>, MigrateError> {
+        let dialect = db.dialect();
+        Ok(db
+            .read(|tx| {
+                Box::pin(async move {
+                    if !tracking_table_exists(tx, dialect).await? {
+                        return Ok(Default::default());
+                    }
+                    let has_note = match dialect {
+                        Dialect::Sqlite => Sql::fixed(
+                            "SELECT count(*) FROM pragma_table_info('nodestore_schema_steps') \
+                             WHERE name = 'note'",
+                            vec![],
+                        ),
+                        Dialect::Postgres => Sql::fixed(
+                            "SELECT count(*) FROM information_schema.columns \
+                             WHERE table_schema = current_schema() \
+                             AND table_name = 'nodestore_schema_steps' AND column_name = 'note'",
+                            vec![],
+                        ),
+                    };
+                    if tx.query_sql(has_note).await?[0].i64(0)? == 0 {
+                        return Ok(Default::default());
+                    }
+                    let rows = tx
+                        .query(
+                            &Query::select()
+                                .columns([TrackingCol::Version, TrackingCol::Note])
+                                .from(Tracking)
+                                .and_where(sea_query::Expr::col(TrackingCol::Note).is_not_null())
+                                .to_owned(),
+                        )
+                        .await?;
+                    rows.iter()
+                        .map(|r| Ok((r.i64(0)?, r.text(1)?)))
+                        .collect::<Result<_, DbError>>()
+                })
+            })
+            .await?)
     }
 
     /// The tracking table's rows, oldest first (empty for a new database).

@@ -210,6 +210,74 @@ pub fn known_tables_of(steps: &[Step]) -> Vec<String> {
     out
 }
 
+/// The tables the SQL steps `versions` create, each with its columns in
+/// declaration order: what litd's schema holds (crate::litd).
+pub fn tables_of_steps(
+    versions: std::ops::RangeInclusive<i64>,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for step in STEPS.iter().filter(|s| versions.contains(&s.version)) {
+        if let StepKind::Sql(sql) = step.kind {
+            out.extend(table_columns(sql));
+        }
+    }
+    out
+}
+
+/// Each `CREATE TABLE` of `sql` with its column names: the first word of
+/// each item of the parenthesised list that is not a table constraint.
+fn table_columns(sql: &str) -> Vec<(String, Vec<String>)> {
+    const CONSTRAINTS: [&str; 5] = ["PRIMARY", "UNIQUE", "FOREIGN", "CHECK", "CONSTRAINT"];
+    let tokens: Vec<Token<'_>> = tokenize(sql)
+        .into_iter()
+        .filter(|t| match t {
+            Token::Word(_) => true,
+            Token::Other(o) => !o.trim().is_empty() && !o.starts_with("--") && !o.starts_with("/*"),
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 3 < tokens.len() {
+        let is_create = matches!((&tokens[i], &tokens[i + 1], &tokens[i + 2], &tokens[i + 3]),
+            (Token::Word(c), Token::Word(t), Token::Word(_), Token::Other("("))
+                if c.eq_ignore_ascii_case("CREATE") && t.eq_ignore_ascii_case("TABLE"));
+        if !is_create {
+            i += 1;
+            continue;
+        }
+        let Token::Word(name) = tokens[i + 2] else {
+            i += 1;
+            continue;
+        };
+        let mut columns = Vec::new();
+        let (mut depth, mut item_start) = (1, true);
+        i += 4;
+        while i < tokens.len() && depth > 0 {
+            match tokens[i] {
+                Token::Other("(") => depth += 1,
+                Token::Other(")") => depth -= 1,
+                Token::Other(",") if depth == 1 => {
+                    item_start = true;
+                    i += 1;
+                    continue;
+                }
+                Token::Word(w)
+                    if item_start
+                        && depth == 1
+                        && !CONSTRAINTS.iter().any(|c| w.eq_ignore_ascii_case(c)) =>
+                {
+                    columns.push(w.to_ascii_lowercase());
+                }
+                _ => {}
+            }
+            item_start = false;
+            i += 1;
+        }
+        out.push((name.to_ascii_lowercase(), columns));
+    }
+    out
+}
+
 /// The names of the tables `CREATE TABLE` statements in `sql` create.
 fn created_tables(sql: &str) -> Vec<String> {
     let words: Vec<&str> = tokenize(sql)
@@ -525,6 +593,26 @@ mod tests {
             })
             .collect();
         assert_eq!(files, sql_steps);
+    }
+
+    #[test]
+    fn litd_tables_and_columns_are_read_from_the_steps() {
+        let t = tables_of_steps(2..=6);
+        assert_eq!(
+            t.get("account_indices"),
+            Some(&vec!["name".to_owned(), "value".to_owned()])
+        );
+        let actions = &t["actions"];
+        assert_eq!(actions.first().map(String::as_str), Some("id"));
+        assert!(actions.iter().any(|c| c == "error_reason"), "{actions:?}");
+        assert!(t.contains_key("kvstores") && t.contains_key("privacy_pairs"));
+        assert!(!t.contains_key("nodestore_database"));
+        // A table constraint is not a column.
+        let c = table_columns("CREATE TABLE x (a INT, b TEXT, UNIQUE (a, b), CHECK (a > 0));");
+        assert_eq!(
+            c,
+            vec![("x".to_owned(), vec!["a".to_owned(), "b".to_owned()])]
+        );
     }
 
     #[test]
