@@ -19,7 +19,7 @@ use std::path::Path;
 use nodestore::dump::dump_sql;
 use nodestore::generate::{Shape, generate};
 use nodestore::{Config, Stores};
-use sqldb::Db;
+use sqldb::{Db, TxExt};
 use testkit::sql::{SqlFixture, postgres, sqlite};
 
 use common::backend;
@@ -67,6 +67,25 @@ async fn litd_made(fx: &SqlFixture, dir: &Path) -> nodestore::dump::Dump {
         "every store holds data"
     );
     drop(stores);
+    for table in sqldb::schema::tables_of_steps(2..=6).into_keys() {
+        let rows = db
+            .read(|tx| {
+                let table = table.clone();
+                Box::pin(async move {
+                    tx.query(
+                        &sqldb::sea_query::Query::select()
+                            .expr(sqldb::sea_query::Expr::cust("count(*)"))
+                            .from(sqldb::sea_query::Alias::new(table))
+                            .to_owned(),
+                    )
+                    .await?[0]
+                        .i64(0)
+                })
+            })
+            .await
+            .unwrap();
+        assert!(rows > 0, "table {table} is populated");
+    }
     script(&db, NODESTORE_ONLY).await;
     assert_eq!(litd_version(&db).await, Some((6, false)));
     want
