@@ -56,7 +56,6 @@ pub struct StepStatus {
     pub name: String,
     /// What the step table notes about it: for a database Lightning
     /// Terminal made, that the step was adopted rather than applied.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 

@@ -414,30 +414,7 @@ impl<'a> Migrator<'a> {
                 "adopted: made by Lightning Terminal (litd), whose schema version {litd_version} \
                  holds this step; not applied by nodestore"
             );
-            tx.exec(
-                &Query::insert()
-                    .into_table(Tracking)
-                    .columns([
-                        TrackingCol::Version,
-                        TrackingCol::Name,
-                        TrackingCol::Checksum,
-                        TrackingCol::AppliedAt,
-                        TrackingCol::DurationUs,
-                        TrackingCol::Complete,
-                        TrackingCol::Note,
-                    ])
-                    .values_panic([
-                        record.version.into(),
-                        record.name.clone().into(),
-                        record.checksum.clone().into(),
-                        record.applied_at.into(),
-                        0i64.into(),
-                        true.into(),
-                        note.into(),
-                    ])
-                    .to_owned(),
-            )
-            .await?;
+            insert_tracking_row(tx, &record, Some(note)).await?;
             out.push(record);
         }
         tracing::info!(
@@ -724,28 +701,7 @@ impl<'a> Migrator<'a> {
                 u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ),
         };
-        let insert = Query::insert()
-            .into_table(Tracking)
-            .columns([
-                TrackingCol::Version,
-                TrackingCol::Name,
-                TrackingCol::Checksum,
-                TrackingCol::AppliedAt,
-                TrackingCol::DurationUs,
-                TrackingCol::Complete,
-            ])
-            .values_panic([
-                record.version.into(),
-                record.name.clone().into(),
-                record.checksum.clone().into(),
-                record.applied_at.into(),
-                i64::try_from(record.duration.as_micros())
-                    .unwrap_or(i64::MAX)
-                    .into(),
-                true.into(),
-            ])
-            .to_owned();
-        tx.exec(&insert).await?;
+        insert_tracking_row(tx, &record, None).await?;
         // litd's tracking tables, in the same transaction (crate::litd).
         if let Some(litd) = crate::litd::version_of_step(step.version) {
             crate::litd::record(tx, litd).await?;
@@ -959,6 +915,46 @@ async fn list_tables(tx: &mut dyn Tx, dialect: Dialect) -> Result<Vec<String>, D
         .iter()
         .map(|r| Ok(r.text(0)?.to_ascii_lowercase()))
         .collect()
+}
+
+/// Writes a step's tracking row, with its note, if any (only a database
+/// whose tracking table has the column gets one: see [`Migrator::notes`]).
+async fn insert_tracking_row(
+    tx: &mut dyn Tx,
+    record: &AppliedStep,
+    note: Option<String>,
+) -> Result<(), DbError> {
+    let mut columns = vec![
+        TrackingCol::Version,
+        TrackingCol::Name,
+        TrackingCol::Checksum,
+        TrackingCol::AppliedAt,
+        TrackingCol::DurationUs,
+        TrackingCol::Complete,
+    ];
+    let mut values: Vec<sea_query::SimpleExpr> = vec![
+        record.version.into(),
+        record.name.clone().into(),
+        record.checksum.clone().into(),
+        record.applied_at.into(),
+        i64::try_from(record.duration.as_micros())
+            .unwrap_or(i64::MAX)
+            .into(),
+        true.into(),
+    ];
+    if let Some(note) = note {
+        columns.push(TrackingCol::Note);
+        values.push(note.into());
+    }
+    tx.exec(
+        &Query::insert()
+            .into_table(Tracking)
+            .columns(columns)
+            .values_panic(values)
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn tracking_table_exists(tx: &mut dyn Tx, dialect: Dialect) -> Result<bool, DbError> {

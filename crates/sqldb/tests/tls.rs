@@ -112,47 +112,41 @@ fn v1_client_cert(pki: &Pki) -> (PathBuf, PathBuf) {
         "-subj",
         "/CN=certuser",
     ]);
-    openssl(&[
+    sign(pki, "v1.crt", &[]);
+    (pki.path("v1.crt"), pki.path("v1.key"))
+}
+
+/// Signs the request `v1.csr` with the test CA as PostgreSQL's
+/// documentation does (`openssl x509 -req`), with `extra` arguments, into
+/// `out`.
+fn sign(pki: &Pki, out: &str, extra: &[&str]) {
+    let p = |n: &str| pki.path(n).display().to_string();
+    let (csr, ca, key, out) = (p("v1.csr"), p("ca.pem"), p("ca.key"), p(out));
+    let mut args = vec![
         "x509",
         "-req",
         "-in",
-        &p("v1.csr"),
-        "-text",
+        &csr,
         "-days",
         "365",
         "-CA",
-        &p("ca.pem"),
+        &ca,
         "-CAkey",
-        &p("ca.key"),
+        &key,
         "-CAcreateserial",
         "-out",
-        &p("v1.crt"),
-    ]);
-    (pki.path("v1.crt"), pki.path("v1.key"))
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    openssl(&args);
 }
 
 /// The same request signed again as the refusal says (with an extension):
 /// version 3.
 fn v3_again(pki: &Pki) -> PathBuf {
-    let p = |n: &str| pki.path(n).display().to_string();
     std::fs::write(pki.path("v3.ext"), "basicConstraints=CA:FALSE").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("v1.csr"),
-        "-days",
-        "365",
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("v3.crt"),
-        "-extfile",
-        &p("v3.ext"),
-    ]);
+    let ext = pki.path("v3.ext").display().to_string();
+    sign(pki, "v3.crt", &["-extfile", &ext]);
     pki.path("v3.crt")
 }
 
