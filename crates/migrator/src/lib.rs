@@ -202,6 +202,23 @@ pub enum Error {
         /// The sources the target holds data from: path and identity.
         others: Vec<(String, [u8; 16])>,
     },
+    /// The target was made by Lightning Terminal (litd) and holds its data:
+    /// a key-value database is migrated only into an empty database or
+    /// one nodestore made (docs/design.md §3.6).
+    #[error(
+        "{target} was made by Lightning Terminal (litd) at schema version {version} and holds \
+         litd's data; {path} was not migrated into it (migrate it into an empty database; \
+         a node opens litd's database as it is, adopting it)",
+        path = .path.display()
+    )]
+    TargetMadeByLitd {
+        /// The SQL database.
+        target: String,
+        /// litd's schema version there.
+        version: i64,
+        /// The key-value database this run was asked to migrate.
+        path: PathBuf,
+    },
     /// The source was migrated into this SQL database, and written to
     /// afterwards: those writes are not in SQL.
     #[error(
@@ -609,6 +626,13 @@ pub enum Plan {
 /// The one rule deciding what a run (and `Stores::open`, and `nodestore
 /// status`) does with a source and a target (docs/design.md §3.2).
 pub fn plan(source: &SourceFacts, target: &TargetFacts, force: bool) -> Plan {
+    if let Some(version) = target.litd {
+        return Plan::Refuse(Error::TargetMadeByLitd {
+            target: target.description.clone(),
+            version,
+            path: source.path.clone(),
+        });
+    }
     if target.migrated {
         return match target
             .records

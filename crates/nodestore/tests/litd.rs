@@ -275,6 +275,43 @@ async fn a_litd_database_that_cannot_be_adopted_is_refused_untouched(fx: &SqlFix
     }
 }
 
+/// A key-value database is never migrated into litd's database, dry run
+/// or not: refused, naming it, with nothing written to either side.
+async fn a_key_value_database_is_not_migrated_into_litds(fx: &SqlFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    litd_made(fx, dir.path()).await;
+    let db = open(fx).await;
+    let other = dir.path().join("other-kv");
+    generate(&other, SHAPE, 8, &|_, _, _| {}).await.unwrap();
+    let before = tables(&db).await;
+    for dry_run in [true, false] {
+        let opts = migrator::Options {
+            dry_run,
+            ..migrator::Options::default()
+        };
+        let err = migrator::migrate(&other, &db, &opts, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.error,
+                migrator::Error::TargetMadeByLitd { version: 6, .. }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("made by Lightning Terminal (litd)"),
+            "{err}"
+        );
+        assert_eq!(tables(&db).await, before, "nothing written");
+        assert!(matches!(
+            tombstone::status(&other).unwrap(),
+            Some(tombstone::Status::Live(_))
+        ));
+    }
+}
+
 /// Empties the fixture's database for the next case.
 async fn lose(fx: &SqlFixture) {
     match fx {
@@ -313,11 +350,13 @@ async fn an_empty_database_is_named_as_holding_no_schema(fx: &SqlFixture) {
 testkit::backend_tests!(sqlite => sqlite;
     a_database_litd_made_is_adopted_and_serves_the_same_records,
     a_litd_database_that_cannot_be_adopted_is_refused_untouched,
+    a_key_value_database_is_not_migrated_into_litds,
     an_empty_database_is_named_as_holding_no_schema,
 );
 
 testkit::backend_tests!(postgres => postgres;
     a_database_litd_made_is_adopted_and_serves_the_same_records,
     a_litd_database_that_cannot_be_adopted_is_refused_untouched,
+    a_key_value_database_is_not_migrated_into_litds,
     an_empty_database_is_named_as_holding_no_schema,
 );
