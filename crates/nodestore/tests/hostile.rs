@@ -212,9 +212,9 @@ fn violates(d: &Dump) -> bool {
             .any(|k| key(k).is_err()),
         name(&d.privacy_pairs[0].real).is_err(),
         name(&d.privacy_pairs[0].pseudo).is_err(),
-        text(&x.actor_name).is_err(),
+        key(&x.actor_name).is_err(),
         key(&x.feature_name).is_err(),
-        text(&x.rpc_method).is_err(),
+        key(&x.rpc_method).is_err(),
         text(&x.trigger).is_err(),
     ];
     for e in &d.kv_entries {
