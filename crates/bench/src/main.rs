@@ -187,10 +187,17 @@ async fn phase_migrate(args: &Args) -> Result<(), BoxError> {
     let timer = Timer(&marks, started);
     // A node migrating keeps sled's cache small (see KvOptions); force: the
     // benchmark reuses one data set for every run.
-    let opts = migrator::Options {
+    let mut opts = migrator::Options {
         force: true,
         ..migrator::Options::default()
     };
+    // To compare chunk sizes by hand; the bench's figures use the default.
+    if let Some(n) = std::env::var("NODESTORE_BENCH_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts.chunk_size = n;
+    }
     let outcome = migrator::migrate(kv, &db, &opts, Some(&timer)).await?;
     let seconds = started.elapsed().as_secs_f64();
     if outcome.kind != migrator::OutcomeKind::Migrated {

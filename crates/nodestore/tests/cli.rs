@@ -462,9 +462,12 @@ async fn a_second_source_is_refused_and_status_agrees(fx: &SqlFixture) {
     }
 }
 
-/// A later schema step that fails after the data committed: exit 3, the
-/// message says the data is safe; after the obstacle is gone, exit 0.
-async fn a_later_step_failing_exits_3_and_says_the_data_is_safe(fx: &SqlFixture) {
+/// A later schema step that cannot be applied over the migrated data fails
+/// the migration inside its transaction: exit 1, nothing written to SQL,
+/// the key-value database left live and unchanged (before, the data
+/// committed, the source was tombstoned and the step failed at every open);
+/// after the obstacle is gone, exit 0.
+async fn a_later_step_failing_fails_the_migration_and_keeps_the_source(fx: &SqlFixture) {
     let dir = tempfile::tempdir().unwrap();
     let kv = small_kv(dir.path()).await;
     let to = target(fx);
@@ -483,13 +486,17 @@ async fn a_later_step_failing_exits_3_and_says_the_data_is_safe(fx: &SqlFixture)
     .await
     .unwrap();
     let out = nodestore(&["migrate", "--kv", kv.to_str().unwrap(), "--to", &to]).await;
-    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("the data is safe in SQL"),
+        out.stderr.contains("schema step 8")
+            && out.stderr.contains("no key-value data was written to SQL"),
         "{}",
-        out.stdout
+        out.stderr
     );
-    assert!(out.stdout.contains("tombstoned"), "{}", out.stdout);
+    assert!(matches!(
+        tombstone::status(&kv).unwrap(),
+        Some(tombstone::Status::Live(_))
+    ));
     db.write(|tx| {
         Box::pin(async move {
             tx.execute_script("DROP INDEX actions_feature_created_idx")
@@ -566,7 +573,7 @@ async fn wrong_targets_are_refused_before_anything_runs() {
 
 testkit::backend_tests!(sqlite => sqlite;
     a_second_source_is_refused_and_status_agrees,
-    a_later_step_failing_exits_3_and_says_the_data_is_safe,
+    a_later_step_failing_fails_the_migration_and_keeps_the_source,
     demo_migrates_verifies_and_reports,
     migrate_then_verify_then_dump_identically,
     the_sql_target_comes_from_the_environment_when_omitted,
@@ -579,7 +586,7 @@ testkit::backend_tests!(sqlite => sqlite;
 
 testkit::backend_tests!(postgres => postgres;
     a_second_source_is_refused_and_status_agrees,
-    a_later_step_failing_exits_3_and_says_the_data_is_safe,
+    a_later_step_failing_fails_the_migration_and_keeps_the_source,
     demo_migrates_verifies_and_reports,
     migrate_then_verify_then_dump_identically,
     the_sql_target_comes_from_the_environment_when_omitted,
