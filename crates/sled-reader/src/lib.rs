@@ -224,7 +224,9 @@ impl Db {
     /// or panic (a damaged snapshot, two segments at one position, a meta
     /// page that does not decode).
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, Error> {
-        Db::open_inner(dir.as_ref(), false)
+        Ok(Db {
+            inner: Arc::new(Inner::open(dir.as_ref(), false)?),
+        })
     }
 
     /// Opens the database in `dir` read-only for salvage. As [`Db::open`],
@@ -237,34 +239,33 @@ impl Db {
     /// [`OpenReport::skipped`] names each log range that could not be read
     /// (changes written there are missing). Every record it yields was
     /// written by the database's writer; one that was changed or removed
-    /// after the damage shows that later state.
+    /// after the damage shows that later state. Where that view does not
+    /// hold together (a key range its salvaging iterator cannot read, or
+    /// its meta page), sled's own view is read instead, so it never keeps
+    /// less than sled's recovery but what the writer removed later.
     ///
     /// # Errors
     /// As [`Db::open`].
     pub fn open_salvaging(dir: impl AsRef<Path>) -> Result<Db, Error> {
         let dir = dir.as_ref();
-        let past = match Db::open_inner(dir, true) {
-            Ok(db) if db.inner.report.skipped.is_empty() => return Ok(db),
-            Ok(db) => db,
-            // What read past the damage does not hold together (its meta
-            // page, say): sled's own view is what can be read.
-            Err(Error::Damaged(_)) => return Db::open_inner(dir, false),
+        let mut past = match Inner::open(dir, true) {
+            Ok(inner) => inner,
+            Err(Error::Damaged(_)) => return Db::open(dir),
             Err(e) => return Err(e),
         };
-        let Ok(strict) = Db::open_inner(dir, false) else {
-            return Ok(past);
-        };
-        let mut inner = Arc::try_unwrap(past.inner).map_err(|_| Error::Unsupported {
-            path: dir.to_path_buf(),
-            what: "a shared handle while opening".into(),
-        })?;
-        inner.fallback = Some(strict);
+        if !past.report.skipped.is_empty() {
+            past.fallback = Db::open(dir).ok();
+        }
         Ok(Db {
-            inner: Arc::new(inner),
+            inner: Arc::new(past),
         })
     }
+}
 
-    fn open_inner(dir: &Path, salvage: bool) -> Result<Db, Error> {
+impl Inner {
+    /// Recovers the page table and reads the meta page; `salvage` reads
+    /// the log past damage.
+    fn open(dir: &Path, salvage: bool) -> Result<Inner, Error> {
         let conf = log::read_conf(dir)?;
         let log = Log::open(dir, conf)?;
         let (snapshot, snap) = log::read_snapshot(&log)?;
@@ -284,11 +285,11 @@ impl Db {
             fallback: None,
         };
         db.trees = db.read_meta()?;
-        Ok(Db {
-            inner: Arc::new(db),
-        })
+        Ok(db)
     }
+}
 
+impl Db {
     /// What opening found.
     pub fn report(&self) -> &OpenReport {
         &self.inner.report

@@ -8,7 +8,15 @@
 //! leaves no row and the next run starts that step again from a clean
 //! database: a recorded step is complete by construction. (The table's
 //! `complete` column, always true, is kept so databases made before this
-//! was understood keep their tracking table; nothing reads it.)
+//! was understood keep their tracking table; nothing reads it.) A `note`
+//! says when a step was adopted from a database Lightning Terminal made
+//! rather than applied (crate::litd); tables made before notes have no
+//! such column, and read as having no notes.
+//!
+//! # Lightning Terminal
+//! The runner also keeps litd's tracking tables in the transactions of the
+//! steps litd shares, and adopts a database litd made (see crate::litd and
+//! [`Migrator::preflight`]).
 //!
 //! # Refusals
 //! Before applying anything, and again inside every step's transaction, the
