@@ -396,6 +396,23 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn certificate_versions_are_read_from_the_first_bytes() {
+        // SEQUENCE { SEQUENCE { [0] { INTEGER 2 } ... } }: version 3.
+        let v3 = [
+            0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x05,
+        ];
+        assert_eq!(x509_version(&v3), Some(3));
+        // No [0] element: version 1 (long-form lengths too).
+        let v1 = [0x30, 0x81, 0x06, 0x30, 0x82, 0x00, 0x03, 0x02, 0x01, 0x05];
+        assert_eq!(x509_version(&v1), Some(1));
+        // What does not parse that far is left to rustls, never a panic.
+        for bad in [&[][..], &[0x30], &[0x30, 0x85], &[0x31, 0x00], &v3[..6]] {
+            assert_eq!(x509_version(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]
