@@ -87,8 +87,9 @@ pub(crate) fn parse_sqlite_text(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// Every timestamp column of nodestore's schema and of litd's tracking
-/// table, as (table, column).
+/// Every timestamp column of nodestore's schema, as (table, column).
+/// lnd's `migration_tracker` is left as lnd wrote it: nodestore never
+/// orders by it.
 const TIME_COLUMNS: &[(&str, &str)] = &[
     ("nodestore_schema_steps", "applied_at"),
     ("nodestore_kv_migrations", "migrated_at"),
@@ -99,7 +100,6 @@ const TIME_COLUMNS: &[(&str, &str)] = &[
     ("sessions", "revoked_at"),
     ("actions", "created_at"),
     ("nodestore_online_staging", "staged_at"),
-    ("migration_tracker", "migration_time"),
 ];
 
 /// Schema step 11 on SQLite: every timestamp in nodestore's earlier text
@@ -123,7 +123,9 @@ pub(crate) async fn convert_sqlite_text(tx: &mut dyn crate::tx::Tx) -> Result<()
             "(length({column}) = 26 AND substr({column}, 11, 1) = ' ' \
              AND substr({column}, 20, 1) = '.' AND {column} NOT LIKE '% UTC')"
         );
-        let go = format!("({column} LIKE '% UTC')");
+        // Go's form with any offset (litd writes UTC; a zone of its own
+        // is left as it is, in Go's form still).
+        let go = format!("({column} GLOB '* [+-][0-9][0-9][0-9][0-9] *')");
         let count = format!(
             "SELECT count(*) FILTER (WHERE {earlier}), count(*) FILTER (WHERE {go}), \
              count({column}) FROM {table}"
