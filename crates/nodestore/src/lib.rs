@@ -212,7 +212,7 @@ fn migration_message(kv: &str, target: &str, f: &migrator::Failure, during_open:
     match f.data {
         DataState::NotWritten => {
             out.push_str(&format!(
-                "no key-value data was written to SQL; {kv} is unchanged and still in use"
+                "no key-value data was written to SQL, and {kv} is unchanged (not tombstoned by this run)"
             ));
             if !f.schema_steps.is_empty() {
                 out.push_str(&format!(
