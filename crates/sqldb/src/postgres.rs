@@ -388,7 +388,10 @@ fn poisoned() -> DbError {
     DbError::new(BACKEND, ErrorKind::Other, "statement cache lock poisoned")
 }
 
-#[allow(clippy::panic)]
+#[allow(
+    clippy::panic,
+    reason = "a transaction used after Drop released its connection is a bug in this module"
+)]
 fn unreachable_client() -> ! {
     // The pooled object is only taken out in Drop.
     panic!("postgres transaction used after its connection was released")

@@ -54,7 +54,7 @@ pub const SKIP_MARKER: &str = "nodestore-testkit: SKIPPED";
 macro_rules! backend_tests {
     ($backend:ident => $fixture:path; $($test:ident),+ $(,)?) => {
         mod $backend {
-            #[allow(unused_imports)]
+            #[allow(unused_imports, reason = "a suite may use none of the file's imports")]
             use super::*;
             $(
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +68,7 @@ macro_rules! backend_tests {
     };
     ($backend:ident => $fixture:path, suite = $suite:path; $($test:ident),+ $(,)?) => {
         mod $backend {
-            #[allow(unused_imports)]
+            #[allow(unused_imports, reason = "a suite may use none of the file's imports")]
             use super::*;
             use $suite as suite;
             $(

@@ -30,13 +30,19 @@ impl SqlFixture {
 
     /// A SQLite fixture.
     pub fn sqlite() -> SqlFixture {
-        #[allow(clippy::expect_used)]
+        #[allow(
+            clippy::expect_used,
+            reason = "a fixture that cannot be made fails the test that asked for it"
+        )]
         SqlFixture::Sqlite(tempfile::tempdir().expect("temporary directory"))
     }
 
     /// A new handle to the fixture's database (each call opens new
     /// connections, like a second process would).
-    #[allow(clippy::expect_used)]
+    #[allow(
+        clippy::expect_used,
+        reason = "a fixture that cannot be made fails the test that asked for it"
+    )]
     pub async fn open(&self) -> Db {
         match self {
             SqlFixture::Sqlite(dir) => {
@@ -59,7 +65,10 @@ impl SqlFixture {
 
     /// [`SqlFixture::open`], then every schema step applied, the key-value
     /// step with [`NoLegacyData`] (a test database has none).
-    #[allow(clippy::expect_used)]
+    #[allow(
+        clippy::expect_used,
+        reason = "a fixture that cannot be made fails the test that asked for it"
+    )]
     pub async fn open_migrated(&self) -> Db {
         let db = self.open().await;
         Migrator::new()
@@ -102,7 +111,10 @@ impl<T: ?Sized> std::ops::Deref for Held<T> {
 impl<T: ?Sized> Held<T> {
     /// `make` over a fresh temporary directory, which lives as long as the
     /// value (a key-value database goes in a subdirectory of it).
-    #[allow(clippy::expect_used)]
+    #[allow(
+        clippy::expect_used,
+        reason = "a fixture that cannot be made fails the test that asked for it"
+    )]
     pub fn in_temp_dir(make: impl FnOnce(&std::path::Path) -> Box<T>) -> Held<T> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         Held {

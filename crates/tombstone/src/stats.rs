@@ -132,6 +132,13 @@ pub(crate) fn read_all(
     Ok(out)
 }
 
+/// Tree position `t` is not one of the `n` trees of the write.
+fn no_tree(t: usize, n: usize) -> UnabortableTransactionError {
+    UnabortableTransactionError::Storage(sled::Error::Unsupported(format!(
+        "no tree at position {t} of a write over {n} trees"
+    )))
+}
+
 /// The open write transaction of [`crate::KvDb::write`]: every insert and
 /// remove goes through it, so the tree's statistics follow each change.
 pub struct Writes<'a> {
@@ -140,13 +147,27 @@ pub struct Writes<'a> {
 }
 
 impl Writes<'_> {
+    /// Tree `t` of the transaction, or an error naming the position (a
+    /// store asking for a tree it did not open is a bug, not a panic).
+    fn tree(&self, t: usize) -> Result<&TransactionalTree, UnabortableTransactionError> {
+        self.trees
+            .get(t)
+            .ok_or_else(|| no_tree(t, self.trees.len()))
+    }
+
+    /// The statistics change of tree `t` (kept beside each tree).
+    fn delta(&mut self, t: usize) -> Result<&mut (i64, Digest), UnabortableTransactionError> {
+        let n = self.deltas.len();
+        self.deltas.get_mut(t).ok_or_else(|| no_tree(t, n))
+    }
+
     /// The value of `key` in tree `t` (as the transaction sees it).
     pub fn get(
         &self,
         t: usize,
         key: impl AsRef<[u8]>,
     ) -> Result<Option<sled::IVec>, UnabortableTransactionError> {
-        self.trees[t].get(key)
+        self.tree(t)?.get(key)
     }
 
     /// Inserts or replaces `key` in tree `t`; returns the old value.
@@ -157,8 +178,8 @@ impl Writes<'_> {
         value: impl AsRef<[u8]>,
     ) -> Result<Option<sled::IVec>, UnabortableTransactionError> {
         let (key, value) = (key.as_ref(), value.as_ref());
-        let old = self.trees[t].insert(key, value)?;
-        let d = &mut self.deltas[t];
+        let old = self.tree(t)?.insert(key, value)?;
+        let d = self.delta(t)?;
         match &old {
             Some(o) => d.1.toggle(Digest::of(key, o)),
             None => d.0 += 1,
@@ -174,9 +195,9 @@ impl Writes<'_> {
         key: impl AsRef<[u8]>,
     ) -> Result<Option<sled::IVec>, UnabortableTransactionError> {
         let key = key.as_ref();
-        let old = self.trees[t].remove(key)?;
+        let old = self.tree(t)?.remove(key)?;
         if let Some(o) = &old {
-            let d = &mut self.deltas[t];
+            let d = self.delta(t)?;
             d.0 -= 1;
             d.1.toggle(Digest::of(key, o));
         }

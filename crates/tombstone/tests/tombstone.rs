@@ -34,6 +34,41 @@ mod kv {
         db.flush().unwrap();
     }
 
+    /// A write that names a tree position it did not open is an error
+    /// naming the position, never a panic, and nothing of it lands.
+    #[test]
+    fn a_write_to_a_tree_it_did_not_open_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = KvDb::open(dir.path().join("kv"), &KvOptions::default()).unwrap();
+        let tree = db.tree("accounts").unwrap();
+        for t in [1usize, 7] {
+            let err = db
+                .write::<(), Error>(&[&tree], |w| {
+                    w.insert(0, b"first", b"v")?;
+                    w.insert(t, b"k", b"v")?;
+                    Ok(())
+                })
+                .map_err(tombstone::transaction_error)
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("no tree at position {t} of a write over 1 trees")),
+                "{err}"
+            );
+            assert!(
+                db.write::<(), Error>(&[&tree], |w| {
+                    w.remove(t, b"k")?;
+                    Ok(())
+                })
+                .is_err()
+            );
+        }
+        assert!(
+            tree.get(b"first").unwrap().is_none(),
+            "the write rolled back"
+        );
+    }
+
     /// A handle opened before the mark takes no write after it (an online
     /// migration's node holds the database open across its tombstone,
     /// docs/design.md §7.4): the write is refused as retired, and nothing of
