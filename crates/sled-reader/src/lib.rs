@@ -262,6 +262,18 @@ impl Db {
     }
 }
 
+/// A snapshot sled stopped writing in `dir` (killed between creating
+/// `snap.*.generating` and renaming it), if the last snapshot file is one
+/// that does not read whole. sled 0.34.7 picks it and refuses to open the
+/// database; this reader passes over it (docs/sled-format.md §3), and a
+/// writer about to open the database with sled removes it first.
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be listed.
+pub fn unfinished_snapshot(dir: impl AsRef<Path>) -> Result<Option<PathBuf>, Error> {
+    log::unfinished_snapshot(dir.as_ref())
+}
+
 impl Inner {
     /// Recovers the page table and reads the meta page; `salvage` reads
     /// the log past damage.

@@ -610,56 +610,96 @@ pub(crate) struct Snapshot {
     pub(crate) pages: PageTable,
 }
 
-/// Reads the snapshot sled would read: the `snap.*` file whose name sorts
-/// last. A damaged one is an error, as in sled.
-pub(crate) fn read_snapshot(log: &Log) -> Result<(Option<PathBuf>, Snapshot), Error> {
-    let dir = &log.dir;
+/// The `snap.*` files sled would consider, newest name last.
+fn snapshot_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        path: dir.clone(),
+        path: dir.to_path_buf(),
         source,
     })?;
-    let mut best: Option<PathBuf> = None;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap.") && !name.ends_with(".in___motion") {
-            let p = e.path();
-            if best.as_ref().is_none_or(|b| p > *b) {
-                best = Some(p);
-            }
-        }
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("snap.") && !name.ends_with(".in___motion")
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A snapshot file's body, checked: its length and crc.
+fn snapshot_body(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+    let mut buf = read_small(path, max)?;
+    let damaged = |reason: &str| {
+        Error::Damaged(Box::new(Damage {
+            place: Place::File {
+                path: path.to_path_buf(),
+            },
+            page: None,
+            tree: None,
+            keys: None,
+            reason: reason.into(),
+        }))
+    };
+    if buf.len() <= 12 {
+        return Err(damaged("the snapshot file is empty or cut short"));
     }
-    let Some(path) = best else {
+    let n = buf.len();
+    let crc = u32::from_le_bytes([buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]]);
+    buf.truncate(n - 12);
+    if crc32fast::hash(&buf) != crc {
+        return Err(damaged("the snapshot's checksum does not match its bytes"));
+    }
+    Ok(buf)
+}
+
+/// A snapshot sled was writing when it stopped: named `snap.*.generating`
+/// (sled writes it under that name, then renames it), sorted last, and not
+/// whole. sled 0.34.7 picks it and fails to open the database; it is not a
+/// snapshot, and the one before it with the log after it is the state
+/// (docs/sled-format.md §3). Returns its path.
+pub(crate) fn unfinished_snapshot(dir: &Path) -> Result<Option<PathBuf>, Error> {
+    let Some(last) = snapshot_files(dir)?.pop() else {
+        return Ok(None);
+    };
+    let generating = last
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(".generating"));
+    // As large as `read_snapshot` allows: about twice the log.
+    let max = std::fs::metadata(dir.join("db"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        .saturating_mul(2)
+        .max(1 << 20);
+    Ok((generating && snapshot_body(&last, max).is_err()).then_some(last))
+}
+
+/// Reads the snapshot sled would read: the `snap.*` file whose name sorts
+/// last, except one sled stopped writing ([`unfinished_snapshot`]), which
+/// is passed over for the one before it. A damaged one is an error, as in
+/// sled.
+pub(crate) fn read_snapshot(log: &Log) -> Result<(Option<PathBuf>, Snapshot), Error> {
+    let dir = &log.dir;
+    let mut files = snapshot_files(dir)?;
+    if unfinished_snapshot(dir)?.is_some() {
+        files.pop();
+    }
+    let Some(path) = files.pop() else {
         return Ok((None, Snapshot::default()));
     };
     // A snapshot holds one entry per page: far smaller than the log.
-    let buf = read_small(&path, log.len.saturating_mul(2).max(1 << 20))?;
-    let damaged = |reason: String| {
+    let body = snapshot_body(&path, log.len.saturating_mul(2).max(1 << 20))?;
+    let snap = decode_snapshot(&body).map_err(|e| {
         Error::Damaged(Box::new(Damage {
             place: Place::File { path: path.clone() },
             page: None,
             tree: None,
             keys: None,
-            reason,
+            reason: format!("the snapshot does not decode: {e}"),
         }))
-    };
-    if buf.len() <= 12 {
-        return Err(damaged("the snapshot file is empty or cut short".into()));
-    }
-    let body = &buf[..buf.len() - 12];
-    let crc = u32::from_le_bytes([
-        buf[buf.len() - 4],
-        buf[buf.len() - 3],
-        buf[buf.len() - 2],
-        buf[buf.len() - 1],
-    ]);
-    if crc32fast::hash(body) != crc {
-        return Err(damaged(
-            "the snapshot's checksum does not match its bytes".into(),
-        ));
-    }
-    let snap =
-        decode_snapshot(body).map_err(|e| damaged(format!("the snapshot does not decode: {e}")))?;
+    })?;
     Ok((Some(path), snap))
 }
 

@@ -400,6 +400,38 @@ fn salvage_reads_past_damage_in_the_log() {
     );
 }
 
+/// A snapshot sled stopped writing (killed between creating
+/// `snap.*.generating` and renaming it; sled 0.34.7 then refuses to open
+/// the database) is passed over for the one before it, and the records
+/// read are the database's; a whole one is read as sled reads it.
+#[test]
+fn an_unfinished_snapshot_is_passed_over() {
+    let base = base(65536);
+    let want = read_all(&base.path).unwrap();
+    let snap = find(&base.path, "snap.").unwrap();
+    let bytes = std::fs::read(&snap).unwrap();
+    for (cut, whole) in [(0, false), (bytes.len() / 2, false), (bytes.len(), true)] {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("kv");
+        copy_dir(&base.path, &dir);
+        let generating = dir.join("snap.FFFFFFFFFFFFFFF0.generating");
+        std::fs::write(&generating, &bytes[..cut]).unwrap();
+        let before = hash_dir(&dir);
+        let found = sled_reader::unfinished_snapshot(&dir).unwrap();
+        assert_eq!(found.is_some(), !whole, "cut at {cut}");
+        let db = sled_reader::Db::open(&dir).unwrap();
+        let used = db.report().snapshot.clone().unwrap();
+        assert_eq!(
+            used == generating,
+            whole,
+            "cut at {cut}: read {}",
+            used.display()
+        );
+        assert_eq!(read_all(&dir).unwrap(), want, "cut at {cut}");
+        assert!(before == hash_dir(&dir), "reading changed a file");
+    }
+}
+
 /// The child of [`salvage_keeps_what_sled_recovers`]: opens a database with
 /// sled and writes every record it reads to a file (run in its own process,
 /// since sled may panic or spin on damage).

@@ -272,6 +272,13 @@ pub fn tighten(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn open_sled(path: &Path, opts: &KvOptions) -> Result<sled::Db> {
+    // A snapshot sled stopped writing (killed between writing
+    // `snap.*.generating` and renaming it) would make sled refuse the
+    // database: it is not a snapshot, and the one before it with the log is
+    // the state (docs/sled-format.md §3). This is a writer's open, and the
+    // file is removed only while no process holds the database (one that
+    // does may be writing that very file).
+    remove_unfinished_snapshot(path)?;
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match sled::Config::new()
@@ -688,6 +695,34 @@ pub fn status(path: impl AsRef<Path>) -> Result<Option<Status>> {
 /// under a reader. The probe only takes a shared lock and releases it; it
 /// waits up to [`LOCK_WAIT`], as sled's own open does, because sled lets go
 /// of the lock a moment after its last handle is dropped.
+/// Removes a snapshot sled did not finish writing
+/// ([`sled_reader::unfinished_snapshot`]), holding a shared lock on `db`
+/// so that no sled process has the database open meanwhile; nothing when
+/// one has.
+fn remove_unfinished_snapshot(path: &Path) -> Result<()> {
+    let Ok(file) = std::fs::File::open(path.join("db")) else {
+        return Ok(());
+    };
+    if !matches!(
+        lock_within(&file, true, std::time::Duration::ZERO),
+        Ok(true)
+    ) {
+        return Ok(());
+    }
+    let result = match sled_reader::unfinished_snapshot(path) {
+        Ok(Some(stale)) => {
+            tracing::warn!(file = %stale.display(), "removing a snapshot sled did not finish writing");
+            std::fs::remove_file(&stale).map_err(|source| Error::Io {
+                path: stale.clone(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    };
+    let _ = file.unlock();
+    result
+}
+
 fn refuse_in_use(path: &Path) -> Result<()> {
     let Ok(file) = std::fs::File::open(path.join("db")) else {
         return Ok(());

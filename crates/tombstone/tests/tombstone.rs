@@ -34,6 +34,39 @@ mod kv {
         db.flush().unwrap();
     }
 
+    /// A snapshot sled did not finish writing (it was killed between
+    /// writing `snap.*.generating` and renaming it) would make sled refuse
+    /// the database: a writer's open removes it, and the data is all there.
+    #[test]
+    fn a_writer_opens_past_a_snapshot_sled_did_not_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv");
+        live_db_with_data(&path);
+        let stale = path.join("snap.FFFFFFFFFFFFFFF0.generating");
+        std::fs::write(&stale, b"cut short").unwrap();
+        assert!(
+            sled::Config::new().path(&path).open().is_err(),
+            "sled alone refuses it"
+        );
+        let db = (0..250)
+            .find_map(|_| {
+                KvDb::open(&path, &KvOptions::default())
+                    .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("the writer opens it");
+        assert!(!stale.exists(), "the unfinished snapshot is gone");
+        assert_eq!(
+            db.tree("accounts")
+                .unwrap()
+                .get(b"k")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"v"
+        );
+    }
+
     /// A write that names a tree position it did not open is an error
     /// naming the position, never a panic, and nothing of it lands.
     #[test]
