@@ -14,10 +14,6 @@
 //! - Decoding checks the version byte against the one the caller expects
 //!   and refuses trailing bytes, so a value of the wrong kind fails loudly
 //!   instead of decoding into garbage.
-#![warn(
-    clippy::unwrap_used,
-    reason = "a panic in a storage library is a bug; errors are values"
-)]
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use chrono::{DateTime, TimeZone, Utc};

@@ -43,10 +43,6 @@
 //!
 //! The result is typed: a [`Failure`] says whether any data may have been
 //! written ([`DataState`]), an [`Outcome`] what was done and what is left.
-#![warn(
-    clippy::unwrap_used,
-    reason = "a panic in a storage library is a bug; errors are values"
-)]
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! The accounts migration on SQLite and PostgreSQL: LiT's named cases for
 //! it (docs/design.md §5.4, accounts) and the all-or-nothing, tombstone and
 //! validation behaviour.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

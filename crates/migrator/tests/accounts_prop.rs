@@ -1,5 +1,6 @@
 //! Property: any key-value accounts store migrates into SQL so that every
 //! account reads back equal through the `Store` trait, on both SQL backends.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The actions migration on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The firewall migration on SQLite and PostgreSQL: the kv-store and
 //! privacy cases LiT tests it with (docs/design.md §5.4, firewall), and
 //! the strict layout checks.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! privacy pairs, groups whose sessions were deleted) migrates so that every
 //! live entry and pair reads back equal and orphaned ones are skipped, on
 //! both SQL backends.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Dry runs, the migration record, and the pending tombstone, on SQLite and
 //! PostgreSQL.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

@@ -10,6 +10,7 @@
     clippy::print_stderr,
     reason = "a test reports the figures it measured"
 )]
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

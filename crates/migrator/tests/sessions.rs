@@ -1,5 +1,6 @@
 //! The sessions migration on SQLite and PostgreSQL: LiT's named cases for
 //! it (docs/design.md §5.4, sessions).
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

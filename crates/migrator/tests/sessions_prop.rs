@@ -2,6 +2,7 @@
 //! linked groups, duplicate ids, accounts removed after linking) migrates
 //! so that every session reads back as LiT's rules say, on both
 //! SQL backends.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

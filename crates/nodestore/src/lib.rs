@@ -45,10 +45,6 @@
 //! compiled in; the key-value backend is always there, since the
 //! migration reads it. A configuration naming a backend left out of the
 //! build is refused as [`Error::Config`] (docs/design.md §4.4).
-#![warn(
-    clippy::unwrap_used,
-    reason = "a panic in a storage library is a bug; errors are values"
-)]
 
 use std::fmt;
 use std::path::PathBuf;

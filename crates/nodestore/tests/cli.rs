@@ -1,5 +1,6 @@
 //! The `nodestore` command end to end, every subcommand, on SQLite and
 //! PostgreSQL.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //! runs the commands and checks the real output against those tables: every
 //! field printed is documented with its type, and every documented field is
 //! printed whenever the object holding it is.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

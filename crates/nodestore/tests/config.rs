@@ -2,6 +2,7 @@
 //! port, user, password file, database name, pool size, timeout and TLS
 //! settings) or through `NODESTORE_*`-style settings reaches the same
 //! database as with a URL.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use nodestore::{BackendConfig, Config, Stores};
 use testkit::sql::{SqlFixture, postgres, sqlite};

@@ -2,6 +2,7 @@
 //! PostgreSQL: it opens its stores (migrating a legacy key-value database
 //! with progress on the way), serves calls of each store, and shuts down
 //! cleanly. `cargo test` builds the example beside the test binaries.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::PathBuf;
 

@@ -13,6 +13,7 @@
     clippy::print_stderr,
     reason = "a test reports the figures it measured"
 )]
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::{Path, PathBuf};
 use testkit::files::copy_dir;

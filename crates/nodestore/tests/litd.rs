@@ -11,6 +11,7 @@
 //! Go's text form of timestamps on SQLite, and nothing of nodestore's own
 //! (its bookkeeping tables, its extra indexes). The data is written by
 //! nodestore's stores first, so the records expected back are known.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! for opening, each schema step, each store migrated and the tombstone,
 //! never a password; progress told to the node's observer; a clean close;
 //! the command's JSON log lines.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::io::Write;
 use std::path::Path;

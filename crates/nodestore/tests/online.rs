@@ -1,7 +1,7 @@
 //! The online migration (docs/design.md §7): the node serves every call
 //! while its key-value data moves to SQL, and after the switch SQL holds
 //! exactly what the key-value stores held, plus what was written after.
-
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 #![allow(
     clippy::print_stderr,
     reason = "a random test prints its seed, to repeat a failure"

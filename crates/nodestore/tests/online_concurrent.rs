@@ -13,7 +13,7 @@
 //! Seeded: every failure prints its seed; `NODESTORE_ONLINE_SEED=N` runs
 //! that case alone, `NODESTORE_ONLINE_CASES=N` runs N cases per backend
 //! (16 by default; CI's `cargo xtask ci` sets 64).
-
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 #![allow(
     clippy::print_stderr,
     reason = "a random test prints its seed, to repeat a failure"

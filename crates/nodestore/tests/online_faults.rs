@@ -16,6 +16,7 @@
     clippy::print_stderr,
     reason = "the child node reports to its parent on standard output"
 )]
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

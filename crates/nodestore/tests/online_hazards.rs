@@ -5,6 +5,7 @@
 //! cutover is stopped at named points through the migrator's test hooks
 //! (feature `test-hooks`), which are process-wide: the tests of this file
 //! run one at a time.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::Path;
 use std::sync::Arc;

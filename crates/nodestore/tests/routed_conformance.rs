@@ -4,6 +4,7 @@
 //! through the gate and the journal, as during a migration; on `sqlite` and
 //! `postgres` they began on a key-value database and were switched to SQL,
 //! as the cutover switches them.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! `Stores::open` end to end, on SQLite and PostgreSQL: the migration's
 //! rules and outcomes as a node meets them (docs/design.md §5).
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //! refusal that names the damage, or in a migration identical to the
 //! undamaged data.
 #![allow(clippy::print_stderr, reason = "a test reports what each case did")]
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

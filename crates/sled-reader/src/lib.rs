@@ -30,10 +30,6 @@
 //!
 //! The format as this reader understands it is described in
 //! `docs/sled-format.md`; the comments cite its sections.
-#![warn(
-    clippy::unwrap_used,
-    reason = "a panic in a storage library is a bug; errors are values"
-)]
 
 mod codec;
 mod log;

@@ -4,7 +4,7 @@
 //!
 //! `SLED_READER_CASES` sets the number of cases (default 24); a failure
 //! prints its seed (`PROPTEST_RNG_SEED` repeats a run).
-
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 #![allow(clippy::print_stderr, reason = "a test prints the seed of each case")]
 
 mod common;

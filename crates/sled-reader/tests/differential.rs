@@ -5,7 +5,7 @@
 //! `SLED_READER_CASES` sets the number of cases (default 24; `cargo xtask
 //! ci` runs more), `PROPTEST_RNG_SEED` repeats a run; a failure prints its
 //! seed and the history.
-
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 #![allow(clippy::print_stderr, reason = "a test prints the seed of each case")]
 
 mod common;

@@ -51,10 +51,6 @@
 //! assert_eq!(report.applied.len(), sqldb::schema::STEPS.len());
 //! # });
 //! ```
-#![warn(
-    clippy::unwrap_used,
-    reason = "a panic in a storage library is a bug; errors are values"
-)]
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!("sqldb needs a backend: enable the `sqlite` or the `postgres` feature (or both)");

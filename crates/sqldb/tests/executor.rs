@@ -1,6 +1,7 @@
 //! The executors: transactions, parameter binding, timestamps, error
 //! classification and connection settings, on SQLite and PostgreSQL; and
 //! the proof that both backends end up with the same schema.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sqldb::sea_query::{Alias, Expr, ExprTrait, Order, Query, Value};

@@ -4,6 +4,7 @@
 //! refusal: a CA that did not sign the server, a host name the certificate
 //! was not issued for, a client certificate missing where the server
 //! demands one.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::{Path, PathBuf};
 

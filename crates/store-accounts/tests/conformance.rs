@@ -1,4 +1,5 @@
 //! The accounts conformance suite on sled, SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use store_accounts::{KvStore, SqlStore, Store};
 use testkit::sql::Held;

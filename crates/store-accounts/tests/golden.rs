@@ -4,6 +4,7 @@
 //! unreadable: give the record a new version instead of editing it. The
 //! files are written only when `NODESTORE_BLESS=1` and the file is missing;
 //! an existing golden file is never rewritten.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

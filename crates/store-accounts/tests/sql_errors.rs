@@ -1,5 +1,6 @@
 //! Database errors reach the caller as themselves on both SQL backends,
 //! never disguised as a domain outcome.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use store_accounts::{Error, SqlStore, Store};
 use testkit::sql::{SqlFixture, postgres, sqlite};

@@ -31,10 +31,6 @@
 //! `kv` (`KvStore`), `sqlite` and `postgres` (`SqlStore` on each), all on by
 //! default; a build with only the backends it uses compiles only their
 //! drivers (docs/design.md §4.4).
-#![warn(
-    clippy::unwrap_used,
-    reason = "a panic in a storage library is a bug; errors are values"
-)]
 
 use async_trait::async_trait;
 use store_sessions::SessionId;

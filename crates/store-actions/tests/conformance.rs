@@ -1,4 +1,5 @@
 //! The actions conformance suite on sled, SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::sync::Arc;
 

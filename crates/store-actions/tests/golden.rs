@@ -1,5 +1,6 @@
 //! Golden bytes of the actions store's sled records and keys.
 //! See `store-accounts/tests/golden.rs` for the rules.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::PathBuf;
 

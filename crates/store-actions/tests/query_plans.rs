@@ -8,6 +8,7 @@
 //! that serves the page. `cargo xtask bench` times the same pages on a
 //! million actions.
 #![allow(clippy::print_stderr, reason = "a test reports the plans it checked")]
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use chrono::{Duration, TimeZone, Utc};
 use store_actions::{ActionFilter, ActionQuery, ActionState, SqlStore};

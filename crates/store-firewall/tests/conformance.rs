@@ -1,4 +1,5 @@
 //! The firewall conformance suite on sled, SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use store_firewall::conformance::Stores;
 use testkit::sql::{Held, SqlFixture};

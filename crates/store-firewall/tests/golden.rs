@@ -1,6 +1,7 @@
 //! Golden bytes of the firewall's sled records and keys. The keys are part
 //! of the on-disk format here (nested buckets are encoded into them).
 //! See `store-accounts/tests/golden.rs` for the rules.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::path::PathBuf;
 

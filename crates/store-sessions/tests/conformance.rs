@@ -1,4 +1,5 @@
 //! The sessions conformance suite on sled, SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use store_sessions::conformance::Stores;
 use testkit::sql::{Held, SqlFixture};

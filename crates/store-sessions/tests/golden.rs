@@ -1,5 +1,6 @@
 //! Golden bytes of every record kind the sessions store writes to sled.
 //! See `store-accounts/tests/golden.rs` for the rules.
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -16,10 +16,6 @@
 //! engine answers; else the PostgreSQL tests skip with a loud message on
 //! stderr. With `NODESTORE_REQUIRE_POSTGRES=1` (CI sets it) a missing server
 //! fails the test instead of skipping it.
-#![warn(
-    clippy::unwrap_used,
-    reason = "a panic in a storage library is a bug; errors are values"
-)]
 
 pub mod cluster;
 pub mod files;

@@ -29,10 +29,6 @@
 //!   authoritative; the caller records the mark as pending on the SQL side
 //!   and retries it on the next start (the `nodestore` facade does this).
 //! - Nothing here ever deletes data.
-#![warn(
-    clippy::unwrap_used,
-    reason = "a panic in a storage library is a bug; errors are values"
-)]
 
 use std::collections::BTreeMap;
 use std::fmt;

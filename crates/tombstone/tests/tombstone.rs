@@ -1,4 +1,5 @@
 //! The tombstone contract, on sled (`kv`).
+#![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
 mod kv {
     use chrono::{TimeZone, Utc};
