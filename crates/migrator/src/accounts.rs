@@ -100,7 +100,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::Damage>,
+    damage: &std::sync::Arc<crate::step::Damage>,
     live: Option<&crate::live::Live>,
 ) -> Result<AccountsReport, Error> {
     let mut report = AccountsReport::default();
@@ -453,7 +453,7 @@ pub(crate) async fn replay(
                 migrate_indexes(tx, Some(i.add_index), Some(i.settle_index)).await?;
             }
             Err(store_accounts::Error::NoInvoiceIndexKnown) => {}
-            Err(e) => return Err(crate::live_error("account indexes", e)),
+            Err(e) => return Err(crate::error::live_error("account indexes", e)),
         }
     }
     Ok(())
@@ -479,7 +479,7 @@ async fn replay_chunk(
         let current = match live.account(*id).await {
             Ok(a) => Some(a),
             Err(store_accounts::Error::NotFound { .. }) => None,
-            Err(e) => return Err(crate::live_error("account", e)),
+            Err(e) => return Err(crate::error::live_error("account", e)),
         };
         match (current, in_sql.get(id)) {
             (Some(a), Some(&sid)) => updated.push((a, sid)),

@@ -84,7 +84,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::Damage>,
+    damage: &std::sync::Arc<crate::step::Damage>,
     live: Option<&crate::live::Live>,
 ) -> Result<ActionsReport, Error> {
     let mut report = ActionsReport::default();
@@ -184,7 +184,7 @@ pub(crate) async fn replay(
             .await
         {
             Ok(a) => current.push(a),
-            Err(e) => return Err(crate::live_error("action", e)),
+            Err(e) => return Err(crate::error::live_error("action", e)),
         }
     }
     let ids: Vec<i64> = locators.iter().map(|l| *l as i64).collect();

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{Damage, Error};
+use crate::Error;
+use crate::step::Damage;
 
 enum Msg<T> {
     Item(Result<T, Error>),

@@ -296,7 +296,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::Damage>,
+    damage: &std::sync::Arc<crate::step::Damage>,
     live: Option<&crate::live::Live>,
 ) -> Result<FirewallReport, Error> {
     let mut report = FirewallReport::default();
@@ -411,7 +411,7 @@ pub(crate) async fn replay(
         let temp: Vec<KvEntry> = live
             .kv_entries()
             .await
-            .map_err(|e| crate::live_error("kv-store entries", e))?
+            .map_err(|e| crate::error::live_error("kv-store entries", e))?
             .into_iter()
             .filter(|e| !e.perm)
             .collect();
@@ -493,11 +493,11 @@ pub(crate) async fn replay(
                         Ok(all) => all,
                         // Nothing stored under this id.
                         Err(store_firewall::Error::UnknownGroup { .. }) => continue,
-                        Err(e) => return Err(crate::live_error("privacy pairs", e)),
+                        Err(e) => return Err(crate::error::live_error("privacy pairs", e)),
                     }
                 }
                 Err(store_firewall::Error::UnknownGroup { .. }) => continue,
-                Err(e) => return Err(crate::live_error("privacy pairs", e)),
+                Err(e) => return Err(crate::error::live_error("privacy pairs", e)),
             };
             if !pairs.is_empty() {
                 maps.push(GroupPairs {
@@ -576,11 +576,11 @@ async fn replay_pairs(
                         store_firewall::Error::NoSuchKey { .. }
                         | store_firewall::Error::UnknownGroup { .. },
                     ) => continue,
-                    Err(e) => return Err(crate::live_error("privacy pair", e)),
+                    Err(e) => return Err(crate::error::live_error("privacy pair", e)),
                 }
             }
             Err(store_firewall::Error::UnknownGroup { .. }) => continue,
-            Err(e) => return Err(crate::live_error("privacy pair", e)),
+            Err(e) => return Err(crate::error::live_error("privacy pair", e)),
         };
         maps.entry(*alias).or_default().insert(real.clone(), pseudo);
     }
@@ -605,11 +605,11 @@ async fn live_entry(
             match v {
                 Ok(v) => Ok(v),
                 Err(store_firewall::Error::UnknownGroup { .. }) => Ok(None),
-                Err(e) => Err(crate::live_error("kv-store entry", e)),
+                Err(e) => Err(crate::error::live_error("kv-store entry", e)),
             }
         }
         Err(store_firewall::Error::UnknownGroup { .. }) => Ok(None),
-        Err(e) => Err(crate::live_error("kv-store entry", e)),
+        Err(e) => Err(crate::error::live_error("kv-store entry", e)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! and act (kill the process, stop the server, close the stores), so each
 //! hazard of docs/design.md §7.4 has a deterministic test. Compiled in only
 //! with the `test-hooks` feature, which only test builds turn on; without
-//! it [`reached`] does nothing.
+//! it `reached` does nothing.
 
 /// A point of the cutover, in the order a migration reaches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -97,7 +97,7 @@ impl Live {
         tracing::debug!(
             piece = s.pieces,
             bytes,
-            duration_ms = crate::millis(t),
+            duration_ms = crate::shared::millis(t),
             "a piece of the copy committed and checkpointed"
         );
         Ok(())

@@ -20,12 +20,15 @@ use sqldb::{Db, Tx, TxMode};
 use tokio::sync::OwnedRwLockWriteGuard;
 use tombstone::{KvDb, Mark, MigrationSource};
 
+use crate::error::schema_failure;
+use crate::plan::target_facts;
 pub use crate::protocol::Protocol;
 use crate::replay::LiveStores;
+use crate::retire::{later_steps, retire};
+use crate::shared::millis;
 use crate::{
     DataState, Error, Failure, KvToSql, MarkWriter, Options, Outcome, OutcomeKind, Plan, Progress,
-    ProgressEvent, Report, SourceFacts, later_steps, millis, plan, retire, schema_failure,
-    target_facts,
+    ProgressEvent, Report, SourceFacts, plan,
 };
 
 /// Where an online migration is.
@@ -276,7 +279,7 @@ async fn migrate_inner(
         inner: progress,
     };
     // A copy an earlier run staged and did not finish is dropped first.
-    crate::discard_staged(db, &target.0, &facts, &opts).await?;
+    crate::run::discard_staged(db, &target.0, &facts, &opts).await?;
     let step = KvToSql::live(source.clone(), opts.clone(), Some(&observer), online);
     let mut applied = Vec::new();
     let pacer = Pacer::start(

@@ -60,7 +60,7 @@ struct Plan {
     duplicates: u64,
 }
 
-fn plan(tree: &ReadTree, damage: &crate::Damage) -> Result<Plan, Error> {
+fn plan(tree: &ReadTree, damage: &crate::step::Damage) -> Result<Plan, Error> {
     let mut best: HashMap<SessionId, (DateTime<Utc>, Vec<u8>)> = HashMap::new();
     let mut duplicates = 0;
     for item in tree.iter() {
@@ -117,7 +117,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::Damage>,
+    damage: &std::sync::Arc<crate::step::Damage>,
     live: Option<&crate::live::Live>,
 ) -> Result<SessionsReport, Error> {
     let mut report = SessionsReport::default();
@@ -201,7 +201,7 @@ struct Migration {
     defer: Option<Arc<crate::replay::Journal>>,
     /// The run's damage: a session whose group's first session was damaged
     /// (and skipped) is damage too, not an inconsistency.
-    damage: Arc<crate::Damage>,
+    damage: Arc<crate::step::Damage>,
 }
 
 impl Migration {
@@ -501,7 +501,7 @@ async fn read_with_founders(
         match live.session(id).await {
             Ok(s) => Ok(Some(s)),
             Err(store_sessions::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(crate::live_error("session", e)),
+            Err(e) => Err(crate::error::live_error("session", e)),
         }
     }
     let mut batch = Vec::with_capacity(ids.len());

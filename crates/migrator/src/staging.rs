@@ -8,7 +8,7 @@
 //! copy is not data anyone may serve: the key-value database is the truth.
 //! So [`TargetFacts::migrated`](crate::TargetFacts) is false while a row is
 //! here, an open without the key-value database refuses, and the next
-//! migration of the same source drops the copy ([`discard`]) and starts
+//! migration of the same source drops the copy (`discard`) and starts
 //! again from an empty database.
 
 use chrono::{DateTime, Utc};

@@ -1,0 +1,438 @@
+//! The key-value to SQL code step: every store copied, read back and
+//! compared in the schema runner's transaction (docs/design.md §5).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sqldb::migrate::{CodeStep, Migrator};
+use sqldb::schema::KV_TO_SQL_VERSION;
+use sqldb::{BoxError, Tx};
+use tokio::task::JoinHandle;
+use tombstone::MigrationSource;
+use tracing::Instrument;
+
+use crate::progress::EndsAtTotal;
+use crate::shared::millis;
+use crate::staging::{self, StagedCopy};
+use crate::{Error, Options};
+use crate::{
+    MigrationRecord, Problem, Progress, Report, accounts, actions, check, firewall, live, online,
+    record, replay, sessions,
+};
+
+/// Found damage: every record that does not decode is recorded and
+/// skipped, so a refusal counts them all (docs/sled-format.md §6); with
+/// [`Options::accept_damaged`](crate::Options::accept_damaged) the run then goes on without them.
+#[derive(Debug, Default)]
+pub(crate) struct Damage {
+    /// An offline run skips and records every damaged record, then refuses
+    /// the run unless damage is accepted; an online run, which has no such
+    /// final check, fails at the first.
+    skipping: bool,
+    found: Mutex<Vec<Problem>>,
+}
+
+impl Damage {
+    /// Records `e` and returns true when it is damage that may be skipped.
+    pub(crate) fn skip(&self, e: &Error) -> bool {
+        if !(self.skipping && e.is_damage()) {
+            return false;
+        }
+        if let Ok(mut f) = self.found.lock() {
+            f.push(e.as_problem());
+        }
+        true
+    }
+
+    /// True once any damage was found: a record that then refers to one
+    /// that is missing may be missing it because of that damage.
+    pub(crate) fn found_any(&self) -> bool {
+        self.found.lock().map(|f| !f.is_empty()).unwrap_or(true)
+    }
+
+    fn take(&self) -> Vec<Problem> {
+        self.found
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default()
+    }
+}
+
+type CheckHandle = JoinHandle<Result<Vec<Problem>, Error>>;
+
+/// The tables whose foreign keys wait for the end of the data step; the
+/// actions set aside their indexes and keys themselves (`actions.rs`).
+const LINKED_TABLES: &[&str] = &[
+    "account_invoices",
+    "account_payments",
+    "sessions",
+    "session_macaroon_permissions",
+    "session_macaroon_caveats",
+    "session_feature_configs",
+    "session_privacy_flags",
+    "kvstores",
+    "privacy_pairs",
+];
+
+/// The key-value to SQL code step. Use it through [`migrate`](crate::migrate), or with
+/// [`sqldb::migrate::Migrator::code_step`].
+pub struct KvToSql<'a> {
+    source: Arc<MigrationSource>,
+    source_seq: u64,
+    opts: Options,
+    progress: Option<&'a dyn Progress>,
+    check: tokio::sync::Mutex<Option<CheckHandle>>,
+    cancel: Arc<AtomicBool>,
+    damage: Arc<Damage>,
+    report: Mutex<Option<(Report, Vec<Problem>)>>,
+    /// Set for an online migration: the copy is followed by catch-up and
+    /// the cutover's pause (docs/design.md §7).
+    online: Option<&'a online::Online>,
+    /// Later schema steps the run applied in its transaction.
+    later_steps: Mutex<Vec<i64>>,
+}
+
+impl fmt::Debug for KvToSql<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvToSql")
+            .field("source", &self.source.path())
+            .finish()
+    }
+}
+
+impl<'a> KvToSql<'a> {
+    /// The code step reading from `source`, proving it whole as it goes.
+    pub fn new(
+        source: Arc<MigrationSource>,
+        source_seq: u64,
+        opts: Options,
+        progress: Option<&'a dyn Progress>,
+    ) -> Self {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let check = {
+            let (source, cancel) = (source.clone(), cancel.clone());
+            tokio::task::spawn_blocking(move || check::check_source(&source, &cancel))
+        };
+        KvToSql {
+            damage: Arc::new(Damage {
+                skipping: true,
+                found: Mutex::new(Vec::new()),
+            }),
+            source,
+            source_seq,
+            opts,
+            progress,
+            check: tokio::sync::Mutex::new(Some(check)),
+            cancel,
+            report: Mutex::new(None),
+            online: None,
+            later_steps: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The code step of an online migration: it reads the live database
+    /// through the node's handle, then catches up with the writes made
+    /// meanwhile and pauses writers for the cutover (docs/design.md §7.2).
+    /// The whole-source check of an offline run needs a still source, so it
+    /// does not run; every record copied or replayed is decoded and
+    /// compared instead.
+    pub(crate) fn live(
+        source: Arc<MigrationSource>,
+        opts: Options,
+        progress: Option<&'a dyn Progress>,
+        online: &'a online::Online,
+    ) -> Self {
+        KvToSql {
+            damage: Arc::new(Damage {
+                skipping: false,
+                found: Mutex::new(Vec::new()),
+            }),
+            source,
+            source_seq: 0,
+            opts,
+            progress,
+            check: tokio::sync::Mutex::new(None),
+            cancel: Arc::new(AtomicBool::new(false)),
+            report: Mutex::new(None),
+            online: Some(online),
+            later_steps: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The later schema steps this online step applied in its transaction.
+    pub(crate) fn later_steps(&self) -> Vec<i64> {
+        self.later_steps
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// The report of the run and the damage it accepted, if the step ran
+    /// and succeeded.
+    pub fn take_report(&self) -> Option<(Report, Vec<Problem>)> {
+        self.report.lock().ok().and_then(|mut r| r.take())
+    }
+
+    async fn migrate_all(&self, tx: &mut dyn Tx) -> Result<(Report, Vec<Problem>), Error> {
+        // The cache size is the connection's, not the transaction's: set it
+        // for the load and put the old value back whatever happens.
+        let kib = i64::from(self.opts.sqlite_cache_mib) * 1024;
+        let previous = tx.set_cache_size_kib(kib).await?;
+        let result = self.migrate_stores(tx).await;
+        if let Some(previous) = previous {
+            // After a failure the migration's error is the one to report.
+            let restored = tx.restore_cache_size(previous).await;
+            if result.is_ok() {
+                restored?;
+            }
+        }
+        result
+    }
+
+    async fn migrate_stores(&self, tx: &mut dyn Tx) -> Result<(Report, Vec<Problem>), Error> {
+        let source = &*self.source;
+        let started = Instant::now();
+        let (opts, damage) = (&self.opts, &self.damage);
+        let ends = EndsAtTotal::new(self.progress);
+        let progress = ends.observer();
+        // Foreign keys are checked once, after the load, not row by row
+        // (docs/design.md §5.7); every link they check was resolved to an
+        // id loaded before it, so the check cannot fail on data.
+        // An online copy starts with what makes it a staged copy, then
+        // commits in pieces (docs/design.md §7.3, §7.4).
+        let live = match self.online {
+            Some(online) => Some(self.begin_live_copy(tx, online).await?),
+            None => None,
+        };
+        let live = live.as_ref();
+        let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
+        let t = Instant::now();
+        let accounts = accounts::migrate(source, tx, opts, progress, damage, live)
+            .instrument(store_span("accounts"))
+            .await?;
+        ends.finish()?;
+        log_store(
+            "accounts",
+            accounts.accounts + accounts.invoices + accounts.payments,
+            t,
+        );
+        // Sessions reference accounts: after them, in the same transaction.
+        let t = Instant::now();
+        // An online copy leaves what it read inconsistently to the replay.
+        let sessions = sessions::migrate(source, tx, opts, progress, damage, live)
+            .instrument(store_span("sessions"))
+            .await?;
+        ends.finish()?;
+        log_store("sessions", sessions.sessions, t);
+        // Kv-stores and privacy pairs are scoped by session group.
+        let t = Instant::now();
+        let firewall = firewall::migrate(source, tx, opts, progress, damage, live)
+            .instrument(store_span("firewall"))
+            .await?;
+        ends.finish()?;
+        log_store("firewall", firewall.kv_entries + firewall.privacy_pairs, t);
+        // Actions link to sessions and accounts: last.
+        let t = Instant::now();
+        let actions = actions::migrate(source, tx, opts, progress, damage, live)
+            .instrument(store_span("actions"))
+            .await?;
+        ends.finish()?;
+        log_store("actions", actions.actions, t);
+        foreign_keys.rebuild(tx).await?;
+        if self.online.is_none() {
+            // Every later schema step over the data just loaded, in this
+            // transaction: a step the data cannot hold (an index over a
+            // value too long for it) fails the run here, before anything
+            // is committed or tombstoned, never at the next open of a
+            // database whose source is retired (docs/design.md §5.8). An
+            // online copy applies them at its start (`begin_live_copy`).
+            let t = Instant::now();
+            let later = Migrator::new()
+                .apply_steps_after(tx, KV_TO_SQL_VERSION)
+                .await
+                .map_err(Error::Schema)?;
+            tracing::info!(steps = ?later, duration_ms = millis(t), "later schema steps applied over the migrated data");
+            if let Ok(mut l) = self.later_steps.lock() {
+                *l = later;
+            }
+        }
+        // PostgreSQL plans from table statistics, and a freshly loaded table
+        // has none until autovacuum gets to it: a node's first listings
+        // could then walk a whole index (docs/design.md §5.7). ANALYZE runs
+        // inside the transaction. SQLite's planner needs no statistics.
+        if tx.dialect() == sqldb::Dialect::Postgres {
+            // Every table: the database holds only nodestore's (§3.3).
+            let t = Instant::now();
+            tx.execute_script("ANALYZE").await?;
+            tracing::debug!(duration_ms = millis(t), "planner statistics gathered");
+        }
+        let mut report = Report {
+            accounts,
+            sessions,
+            firewall,
+            actions,
+            duration: started.elapsed(),
+        };
+        let source_seq = self.source_seq;
+        if let (Some(online), Some(live)) = (self.online, live) {
+            // The writes made during the copy, replayed while writers run;
+            // what comes after goes into the second, short transaction.
+            let mut deltas = replay::Deltas::default();
+            online::catch_up(tx, online, &mut deltas, &mut online::CatchUp::default()).await?;
+            online::recount(&mut report, &deltas);
+            report.duration = started.elapsed();
+            online.copied_in(live.stats());
+            online.committing_copy();
+            return Ok((report, Vec::new()));
+        }
+        // The data is in; is the source whole?
+        let handle = self.check.lock().await.take();
+        let checked = match handle {
+            Some(h) => h.await.map_err(|e| Error::ReaderStopped {
+                tree: "(whole database)",
+                reason: e.to_string(),
+            })??,
+            None => Vec::new(),
+        };
+        // Damaged records first: a refusal names the first few of them.
+        let mut problems = self.damage.take();
+        problems.extend(checked);
+        // Pages a salvaging read skipped (the check and the copy read the
+        // same trees, so each is listed once).
+        let mut listed: std::collections::HashSet<Problem> = problems.iter().cloned().collect();
+        for d in source.salvaged() {
+            let p = Problem {
+                tree: d.tree.clone().unwrap_or_default(),
+                what: d.to_string(),
+            };
+            if listed.insert(p.clone()) {
+                problems.push(p);
+            }
+        }
+        if !problems.is_empty() && !self.opts.accept_damaged {
+            return Err(Error::DamagedSource {
+                path: source.path().to_path_buf(),
+                problems,
+            });
+        }
+        let identity = source
+            .identity()?
+            .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?;
+        // In the same transaction as the data: the tombstone is pending
+        // until it is written after the commit.
+        record::insert(
+            tx,
+            &MigrationRecord {
+                source_path: source.path().display().to_string(),
+                source_identity: identity,
+                source_write_seq: source_seq,
+                migrated_at: sqldb::time::truncate_micros(Utc::now()),
+                nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
+                tombstone_pending: true,
+                report: report.clone(),
+                accepted_damage: problems.clone(),
+            },
+        )
+        .await?;
+        Ok((report, problems))
+    }
+}
+
+impl KvToSql<'_> {
+    /// The start of an online copy, in its first piece: the later schema
+    /// steps (the list indexes, built while the node's writers still run,
+    /// not after the switch, when SQL writes would wait for them; the
+    /// staging table), and the row that marks the copy as staged, so that
+    /// every piece committed after it is a staged copy, which no open
+    /// serves and the next migration discards (docs/design.md §7.3).
+    async fn begin_live_copy(
+        &self,
+        tx: &mut dyn Tx,
+        online: &online::Online,
+    ) -> Result<live::Live, Error> {
+        let later = Migrator::new()
+            .apply_steps_after(tx, KV_TO_SQL_VERSION)
+            .await
+            .map_err(Error::Schema)?;
+        tracing::info!(steps = ?later, "later schema steps applied in the migration's transaction");
+        if let Ok(mut l) = self.later_steps.lock() {
+            *l = later;
+        }
+        if tx.dialect() == sqldb::Dialect::Sqlite {
+            // The copy checkpoints its pieces itself, and the last commit
+            // is in the pause: no automatic checkpoint in a committing call
+            // (the log is checkpointed after the switch, online.rs).
+            tx.execute_script("PRAGMA wal_autocheckpoint = 0").await?;
+        }
+        let source = &*self.source;
+        staging::insert(
+            tx,
+            &StagedCopy {
+                source_path: source.path().display().to_string(),
+                source_identity: source
+                    .identity()?
+                    .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
+                staged_at: sqldb::time::truncate_micros(Utc::now()),
+            },
+        )
+        .await?;
+        Ok(live::Live::new(
+            online.protocol.journal().clone(),
+            tx.dialect(),
+        ))
+    }
+}
+
+impl Drop for KvToSql<'_> {
+    fn drop(&mut self) {
+        // A check still running has nobody to report to.
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl CodeStep for KvToSql<'_> {
+    async fn run(&self, tx: &mut dyn Tx) -> Result<(), BoxError> {
+        match self.migrate_all(tx).await {
+            Ok(done) => {
+                if let Ok(mut r) = self.report.lock() {
+                    *r = Some(done);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.cancel.store(true, Ordering::Relaxed);
+                // Boxed whole, so the caller gets the typed error back.
+                Err(Box::new(e))
+            }
+        }
+    }
+}
+
+fn store_span(store: &'static str) -> tracing::Span {
+    tracing::info_span!("store", store)
+}
+
+/// Records per second as a whole number.
+fn rate(records: u64, since: Instant) -> u64 {
+    let secs = since.elapsed().as_secs_f64();
+    if secs > 0.0 {
+        (records as f64 / secs) as u64
+    } else {
+        records
+    }
+}
+
+fn log_store(store: &'static str, records: u64, since: Instant) {
+    tracing::info!(
+        store,
+        records,
+        duration_ms = millis(since),
+        records_per_s = rate(records, since),
+        "store migrated"
+    );
+}
