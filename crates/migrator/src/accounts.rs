@@ -100,7 +100,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::step::Damage>,
+    damage: &std::sync::Arc<crate::feed::Damage>,
     live: Option<&crate::live::Live>,
 ) -> Result<AccountsReport, Error> {
     let mut report = AccountsReport::default();
@@ -442,7 +442,7 @@ pub(crate) async fn replay(
     live: &dyn store_accounts::Store,
     ids: &[store_accounts::AccountId],
     last_indexes: bool,
-    deltas: &mut crate::replay::Deltas,
+    deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
     for chunk in ids.chunks(REPLAY_CHUNK) {
         replay_chunk(tx, live, chunk, deltas).await?;
@@ -453,7 +453,7 @@ pub(crate) async fn replay(
                 migrate_indexes(tx, Some(i.add_index), Some(i.settle_index)).await?;
             }
             Err(store_accounts::Error::NoInvoiceIndexKnown) => {}
-            Err(e) => return Err(crate::error::live_error("account indexes", e)),
+            Err(e) => return Err(crate::shared::live_error("account indexes", e)),
         }
     }
     Ok(())
@@ -463,9 +463,9 @@ async fn replay_chunk(
     tx: &mut dyn Tx,
     live: &dyn store_accounts::Store,
     ids: &[store_accounts::AccountId],
-    deltas: &mut crate::replay::Deltas,
+    deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    use crate::replay::rows;
+    use crate::shared::rows;
     let in_sql = store_accounts::sql::sql_ids(tx, ids)
         .await
         .map_err(|e| Error::Invalid {
@@ -479,7 +479,7 @@ async fn replay_chunk(
         let current = match live.account(*id).await {
             Ok(a) => Some(a),
             Err(store_accounts::Error::NotFound { .. }) => None,
-            Err(e) => return Err(crate::error::live_error("account", e)),
+            Err(e) => return Err(crate::shared::live_error("account", e)),
         };
         match (current, in_sql.get(id)) {
             (Some(a), Some(&sid)) => updated.push((a, sid)),
@@ -522,7 +522,7 @@ async fn replay_chunk(
     };
     if !gone.is_empty() {
         delete_children(tx, &gone, deltas).await?;
-        crate::replay::drop_links(tx, "account_id", &gone).await?;
+        crate::shared::drop_links(tx, "account_id", &gone).await?;
         deltas.accounts -= rows(
             tx.exec(
                 &Query::delete()
@@ -609,13 +609,13 @@ async fn replay_chunk(
     deltas.payments += rows(payments.len());
     write_rows(tx, Vec::new(), invoices, payments).await?;
     if !added.is_empty() {
-        let first = crate::replay::next_id(tx, "accounts").await?;
+        let first = crate::shared::next_id(tx, "accounts").await?;
         write_chunk(tx, &added, first).await?;
         deltas.accounts += rows(added.len());
         deltas.invoices += rows(added.iter().map(|a| a.invoices.len()).sum::<usize>());
         deltas.payments += rows(added.iter().map(|a| a.payments.len()).sum::<usize>());
         let last = first + rows(added.len()) - 1;
-        crate::replay::advance_sequence(tx, "accounts", last).await?;
+        crate::shared::advance_sequence(tx, "accounts", last).await?;
         updated.extend(added.into_iter().zip(first..));
     }
     verify_replayed(tx, updated).await
@@ -645,9 +645,9 @@ async fn verify_replayed(tx: &mut dyn Tx, mut replayed: Vec<(Account, i64)>) -> 
 async fn delete_children(
     tx: &mut dyn Tx,
     sids: &[i64],
-    deltas: &mut crate::replay::Deltas,
+    deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    use crate::replay::rows;
+    use crate::shared::rows;
     deltas.invoices -= rows(
         tx.exec(
             &Query::delete()

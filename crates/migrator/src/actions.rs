@@ -84,7 +84,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::step::Damage>,
+    damage: &std::sync::Arc<crate::feed::Damage>,
     live: Option<&crate::live::Live>,
 ) -> Result<ActionsReport, Error> {
     let mut report = ActionsReport::default();
@@ -169,9 +169,10 @@ pub(crate) async fn migrate(
 /// link is kept (docs/design.md §7.4).
 pub(crate) async fn replay(
     tx: &mut dyn Tx,
-    live: &crate::replay::LiveStores,
+    live: &dyn store_actions::Store,
+    linked: &dyn crate::shared::Linked,
     locators: &[u64],
-    deltas: &mut crate::replay::Deltas,
+    deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
     if locators.is_empty() {
         return Ok(());
@@ -179,16 +180,15 @@ pub(crate) async fn replay(
     let mut current = Vec::with_capacity(locators.len());
     for l in locators {
         match live
-            .actions
             .action(store_actions::ActionLocator::from_index(*l))
             .await
         {
             Ok(a) => current.push(a),
-            Err(e) => return Err(crate::error::live_error("action", e)),
+            Err(e) => return Err(crate::shared::live_error("action", e)),
         }
     }
     let ids: Vec<i64> = locators.iter().map(|l| *l as i64).collect();
-    deltas.actions -= crate::replay::rows(
+    deltas.actions -= crate::shared::rows(
         tx.exec(
             &Query::delete()
                 .from_table(Actions::Table)
@@ -197,16 +197,16 @@ pub(crate) async fn replay(
         )
         .await?,
     );
-    deltas.actions += crate::replay::rows(current.len());
+    deltas.actions += crate::shared::rows(current.len());
     let mut links = Links::load_for(tx, &current).await?;
     let (sessions, accounts) = links.missing(&current);
     if !sessions.is_empty() || !accounts.is_empty() {
-        crate::accounts::replay(tx, &*live.accounts, &accounts, false, deltas).await?;
-        crate::sessions::replay(tx, live, &sessions, deltas).await?;
+        linked.accounts(tx, &accounts, deltas).await?;
+        linked.sessions(tx, &sessions, deltas).await?;
         links = Links::load_for(tx, &current).await?;
     }
     let last = write_chunk(tx, &links, &current, &mut ActionsReport::default()).await?;
-    crate::replay::advance_sequence(tx, "actions", last).await?;
+    crate::shared::advance_sequence(tx, "actions", last).await?;
     Ok(())
 }
 
@@ -282,7 +282,7 @@ impl Links {
         };
         if read_sessions {
             for r in &tx.query(&select_sessions).await? {
-                sessions.insert(crate::sessions::session_alias(r.bytes(1)?)?, r.i64(0)?);
+                sessions.insert(crate::shared::session_alias(r.bytes(1)?)?, r.i64(0)?);
             }
         }
         if read_accounts {

@@ -319,15 +319,6 @@ pub(crate) fn summarise(problems: &[Problem]) -> String {
     out.join("\n")
 }
 
-/// A read of the live key-value stores (an online migration's replay)
-/// that failed.
-pub(crate) fn live_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Invalid {
-        record: what.to_owned(),
-        reason: format!("reading it from the live key-value store: {e}"),
-    }
-}
-
 /// The typed error of a failed schema run: the code step's own error when
 /// it failed, the runner's otherwise; and whether the data step's commit
 /// may have gone through.

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::Error;
-use crate::step::Damage;
+use crate::{Error, Problem};
 
 enum Msg<T> {
     Item(Result<T, Error>),
@@ -137,5 +136,51 @@ impl<T: Send + 'static> Feed<T> {
         if let Some(r) = self.reader.take() {
             let _ = r.await;
         }
+    }
+}
+
+/// Found damage: every record that does not decode is recorded and
+/// skipped, so a refusal counts them all (docs/sled-format.md §6); with
+/// [`Options::accept_damaged`](crate::Options::accept_damaged)(crate::Options::accept_damaged) the run then goes on without them.
+#[derive(Debug, Default)]
+pub(crate) struct Damage {
+    /// An offline run skips and records every damaged record, then refuses
+    /// the run unless damage is accepted; an online run, which has no such
+    /// final check, fails at the first.
+    skipping: bool,
+    found: std::sync::Mutex<Vec<Problem>>,
+}
+
+impl Damage {
+    /// `skipping`: see the field.
+    pub(crate) fn new(skipping: bool) -> Damage {
+        Damage {
+            skipping,
+            found: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records `e` and returns true when it is damage that may be skipped.
+    pub(crate) fn skip(&self, e: &Error) -> bool {
+        if !(self.skipping && e.is_damage()) {
+            return false;
+        }
+        if let Ok(mut f) = self.found.lock() {
+            f.push(e.as_problem());
+        }
+        true
+    }
+
+    /// True once any damage was found: a record that then refers to one
+    /// that is missing may be missing it because of that damage.
+    pub(crate) fn found_any(&self) -> bool {
+        self.found.lock().map(|f| !f.is_empty()).unwrap_or(true)
+    }
+
+    pub(crate) fn take(&self) -> Vec<Problem> {
+        self.found
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default()
     }
 }

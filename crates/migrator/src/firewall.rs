@@ -126,7 +126,7 @@ impl OpenGroup {
 fn read_privacy(
     tree: ReadTree,
     chunk_size: usize,
-    defer: Option<Arc<crate::replay::Journal>>,
+    defer: Option<Arc<crate::journal::Journal>>,
     out: Sink<Vec<GroupPairs>>,
 ) {
     let finish = |g: OpenGroup| -> Result<Option<GroupPairs>, Error> {
@@ -135,7 +135,7 @@ fn read_privacy(
             (Ok(done), _) => Ok(Some(done)),
             (Err(e), Some(journal)) => {
                 tracing::debug!(group = %group, error = %e, "privacy group read while written; left to the replay");
-                journal.record(crate::replay::Touched::Privacy(group));
+                journal.record(crate::journal::Touched::Privacy(group));
                 Ok(None)
             }
             (Err(e), None) => Err(e),
@@ -235,7 +235,7 @@ async fn group_ids(
                 .to_owned(),
         )
         .await?;
-    let alias = crate::sessions::session_alias;
+    let alias = crate::shared::session_alias;
     rows.iter()
         .map(|r| Ok((alias(r.bytes(0)?)?, (r.i64(1)?, alias(r.bytes(2)?)?))))
         .collect()
@@ -296,7 +296,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::step::Damage>,
+    damage: &std::sync::Arc<crate::feed::Damage>,
     live: Option<&crate::live::Live>,
 ) -> Result<FirewallReport, Error> {
     let mut report = FirewallReport::default();
@@ -368,18 +368,6 @@ pub(crate) async fn migrate(
     Ok(report)
 }
 
-/// A kv-store entry an online migration saw written: its namespace as the
-/// write named it, its scope and key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TouchedEntry {
-    /// The namespace of the transaction that wrote it.
-    pub ns: store_firewall::Namespace,
-    /// The scope it was written in.
-    pub scope: store_firewall::Scope,
-    /// The key.
-    pub key: String,
-}
-
 /// Replays firewall data changed while an online migration copied it
 /// (docs/design.md §7.2): the temporary stores when they were wiped, then
 /// each touched entry, then each touched group's privacy map, read again
@@ -389,15 +377,15 @@ pub(crate) async fn replay(
     tx: &mut dyn Tx,
     live: &dyn store_firewall::Store,
     temp_wiped: bool,
-    entries: &[TouchedEntry],
+    entries: &[crate::journal::TouchedEntry],
     (privacy_groups, pairs): (&[SessionId], &[(SessionId, String)]),
-    deltas: &mut crate::replay::Deltas,
+    deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    use crate::replay::rows;
+    use crate::shared::rows;
     use store_firewall::{Mode, Scope};
     let mut names = Names::default();
     let mut report = FirewallReport::default();
-    let mut next_id = crate::replay::next_id(tx, "kvstores").await?;
+    let mut next_id = crate::shared::next_id(tx, "kvstores").await?;
     if temp_wiped {
         deltas.kv_entries -= rows(
             tx.exec(
@@ -411,7 +399,7 @@ pub(crate) async fn replay(
         let temp: Vec<KvEntry> = live
             .kv_entries()
             .await
-            .map_err(|e| crate::error::live_error("kv-store entries", e))?
+            .map_err(|e| crate::shared::live_error("kv-store entries", e))?
             .into_iter()
             .filter(|e| !e.perm)
             .collect();
@@ -459,7 +447,7 @@ pub(crate) async fn replay(
         }
         write_entries(tx, &present, &mut names, &mut next_id, &mut report).await?;
     }
-    crate::replay::advance_sequence(tx, "kvstores", next_id - 1).await?;
+    crate::shared::advance_sequence(tx, "kvstores", next_id - 1).await?;
     deltas.kv_entries += rows(report.kv_entries);
     report.privacy_pairs = 0;
     // A group's map is the pairs stored under the id of any of its
@@ -493,11 +481,11 @@ pub(crate) async fn replay(
                         Ok(all) => all,
                         // Nothing stored under this id.
                         Err(store_firewall::Error::UnknownGroup { .. }) => continue,
-                        Err(e) => return Err(crate::error::live_error("privacy pairs", e)),
+                        Err(e) => return Err(crate::shared::live_error("privacy pairs", e)),
                     }
                 }
                 Err(store_firewall::Error::UnknownGroup { .. }) => continue,
-                Err(e) => return Err(crate::error::live_error("privacy pairs", e)),
+                Err(e) => return Err(crate::shared::live_error("privacy pairs", e)),
             };
             if !pairs.is_empty() {
                 maps.push(GroupPairs {
@@ -576,11 +564,11 @@ async fn replay_pairs(
                         store_firewall::Error::NoSuchKey { .. }
                         | store_firewall::Error::UnknownGroup { .. },
                     ) => continue,
-                    Err(e) => return Err(crate::error::live_error("privacy pair", e)),
+                    Err(e) => return Err(crate::shared::live_error("privacy pair", e)),
                 }
             }
             Err(store_firewall::Error::UnknownGroup { .. }) => continue,
-            Err(e) => return Err(crate::error::live_error("privacy pair", e)),
+            Err(e) => return Err(crate::shared::live_error("privacy pair", e)),
         };
         maps.entry(*alias).or_default().insert(real.clone(), pseudo);
     }
@@ -605,11 +593,11 @@ async fn live_entry(
             match v {
                 Ok(v) => Ok(v),
                 Err(store_firewall::Error::UnknownGroup { .. }) => Ok(None),
-                Err(e) => Err(crate::error::live_error("kv-store entry", e)),
+                Err(e) => Err(crate::shared::live_error("kv-store entry", e)),
             }
         }
         Err(store_firewall::Error::UnknownGroup { .. }) => Ok(None),
-        Err(e) => Err(crate::error::live_error("kv-store entry", e)),
+        Err(e) => Err(crate::shared::live_error("kv-store entry", e)),
     }
 }
 
@@ -646,7 +634,7 @@ impl GroupAliases {
                 )
                 .await?;
             for r in &rows {
-                let alias = crate::sessions::session_alias(r.bytes(1)?)?;
+                let alias = crate::shared::session_alias(r.bytes(1)?)?;
                 members.entry(r.i64(0)?).or_default().push(alias);
             }
         }
@@ -675,7 +663,7 @@ impl GroupAliases {
 /// Deletes every kv-store entry and privacy pair of the group whose first
 /// session has SQL id `gid`; returns how many of each.
 pub(crate) async fn delete_group(tx: &mut dyn Tx, gid: i64) -> Result<(i64, i64), Error> {
-    use crate::replay::rows;
+    use crate::shared::rows;
     let entries = tx
         .exec(
             &Query::delete()
@@ -765,7 +753,7 @@ async fn delete_entries(tx: &mut dyn Tx, entries: &[KvEntry]) -> Result<i64, Err
         return Ok(0);
     }
     let gone: usize = tx.query_batch(deletes).await?.iter().map(Vec::len).sum();
-    Ok(crate::replay::rows(gone))
+    Ok(crate::shared::rows(gone))
 }
 
 /// Rule and feature ids assigned so far.

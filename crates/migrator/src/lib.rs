@@ -52,6 +52,7 @@ mod error;
 mod feed;
 mod firewall;
 pub mod hooks;
+mod journal;
 mod live;
 pub mod online;
 mod options;

@@ -25,7 +25,7 @@ use std::time::Instant;
 use sqldb::{Dialect, Sql, Tx};
 
 use crate::Error;
-use crate::replay::Journal;
+use crate::journal::Journal;
 
 /// The write-ahead log a piece may grow to before it is committed and
 /// checkpointed.

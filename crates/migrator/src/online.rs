@@ -388,7 +388,7 @@ async fn finish_online(
         .await
         .map_err(|e| not_written(e.into()))?;
     let body = async {
-        let mut deltas = crate::replay::Deltas::default();
+        let mut deltas = crate::shared::Deltas::default();
         let (seq, guard, paused_at) =
             catch_up_and_pause(&mut *tx, online, source, &mut deltas).await?;
         recount(&mut report, &deltas);
@@ -596,7 +596,7 @@ pub(crate) struct CatchUp {
 pub(crate) async fn catch_up(
     tx: &mut dyn Tx,
     online: &Online,
-    deltas: &mut crate::replay::Deltas,
+    deltas: &mut crate::shared::Deltas,
     at: &mut CatchUp,
 ) -> Result<(), Error> {
     loop {
@@ -651,7 +651,7 @@ pub(crate) async fn catch_up_and_pause(
     tx: &mut dyn Tx,
     online: &Online,
     source: &MigrationSource,
-    deltas: &mut crate::replay::Deltas,
+    deltas: &mut crate::shared::Deltas,
 ) -> Result<(u64, OwnedRwLockWriteGuard<()>, Instant), Error> {
     let budget = online.pause_budget;
     let mut at = CatchUp::default();
@@ -712,7 +712,7 @@ async fn back_off(attempt: u32) {
 
 /// The copy's row counts with what the replays added and removed: the
 /// table counts, which the migration record keeps and the proof compares.
-pub(crate) fn recount(report: &mut Report, d: &crate::replay::Deltas) {
+pub(crate) fn recount(report: &mut Report, d: &crate::shared::Deltas) {
     let add = |n: &mut u64, d: i64| {
         *n = u64::try_from(i64::try_from(*n).unwrap_or(i64::MAX) + d).unwrap_or(0)
     };

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, watch};
 
 use crate::Error;
+use crate::journal::{Journal, Touched};
 use crate::online::OnlineState;
-use crate::replay::{Journal, Touched};
 
 /// See the module docs.
 #[derive(Debug)]

@@ -11,115 +11,18 @@
 //! links to what is gone). Replay reads current values, so it is
 //! idempotent, and a key replayed twice costs only time.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use sea_query::{Alias, Expr, ExprTrait, Func, Query};
-use sqldb::{Dialect, Sql, Tx, TxExt};
+use async_trait::async_trait;
+use sqldb::Tx;
 use store_accounts::AccountId;
 use store_sessions::SessionId;
 
 use crate::Error;
-pub use crate::firewall::TouchedEntry;
-
-/// A record (or set of records) a write touched.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Touched {
-    /// An account, by id.
-    Account(AccountId),
-    /// The last invoice indexes.
-    LastIndexes,
-    /// A session, by id.
-    Session(SessionId),
-    /// A kv-store entry.
-    Entry(TouchedEntry),
-    /// Every temporary kv-store entry (they were wiped).
-    TempEntries,
-    /// A session group's privacy map, whole (the copy read it while it
-    /// was written).
-    Privacy(SessionId),
-    /// One privacy pair, by the id it was written under and its real
-    /// value: pairs are only ever added, so a replay writes just this one.
-    Pair(SessionId, String),
-    /// An action, by locator index.
-    Action(u64),
-    /// Every reserved session (they were deleted together, and which ones
-    /// is known only to the store).
-    ReservedSessions,
-}
-
-/// The keys touched since the journal was last taken: a set, so its memory
-/// is bounded by the distinct keys touched, whatever the write rate.
-///
-/// A write whose outcome is unknown (it failed in a way that may have left
-/// it applied, and its key is not known: a new record whose id the failed
-/// call never returned) cannot be replayed; [`Journal::uncertain`] says
-/// so, and from then on [`Journal::take`] fails, which fails the migration
-/// before its last commit (docs/design.md §7.4). A poisoned lock keeps its
-/// data: a set of keys is never half-updated, and dropping a key would lose
-/// a write.
-#[derive(Debug, Default)]
-pub struct Journal {
-    state: Mutex<JournalState>,
-}
-
-#[derive(Debug, Default)]
-struct JournalState {
-    keys: HashSet<Touched>,
-    peak: usize,
-    /// A write that may have landed with no key to replay it by.
-    uncertain: Option<String>,
-}
-
-impl Journal {
-    fn state(&self) -> std::sync::MutexGuard<'_, JournalState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records that a write touched `key`.
-    pub fn record(&self, key: Touched) {
-        let mut s = self.state();
-        s.keys.insert(key);
-        s.peak = s.peak.max(s.keys.len());
-    }
-
-    /// Records that a write of `what` failed in a way that may have left it
-    /// applied, with no key to replay it by: the migration cannot prove it
-    /// and must not finish.
-    pub fn uncertain(&self, what: String) {
-        let mut s = self.state();
-        if s.uncertain.is_none() {
-            s.uncertain = Some(what);
-        }
-    }
-
-    /// The keys touched so far, leaving the journal empty.
-    ///
-    /// # Errors
-    /// [`Error::UncertainWrite`] once a write's outcome was unknown.
-    pub fn take(&self) -> Result<Vec<Touched>, Error> {
-        let mut s = self.state();
-        if let Some(what) = &s.uncertain {
-            return Err(Error::UncertainWrite { what: what.clone() });
-        }
-        Ok(std::mem::take(&mut s.keys).into_iter().collect())
-    }
-
-    /// Drops every key (the migration ended).
-    pub fn clear(&self) {
-        self.state().keys.clear();
-    }
-
-    /// Keys waiting to be replayed.
-    pub fn pending(&self) -> usize {
-        self.state().keys.len()
-    }
-
-    /// The most keys the journal held at once.
-    pub fn peak(&self) -> usize {
-        self.state().peak
-    }
-}
+pub use crate::journal::{Journal, Touched, TouchedEntry};
+pub use crate::shared::Deltas;
+use crate::shared::Linked;
 
 /// The live key-value stores a replay reads from.
 #[derive(Clone)]
@@ -138,32 +41,6 @@ impl std::fmt::Debug for LiveStores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveStores").finish_non_exhaustive()
     }
-}
-
-/// Rows a replay added to (or, negative, removed from) each table the
-/// migration record counts: the copy's counts plus these are the table
-/// counts, with no `COUNT(*)` of a large table in the cutover's pause.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Deltas {
-    /// `accounts`.
-    pub accounts: i64,
-    /// `account_invoices`.
-    pub invoices: i64,
-    /// `account_payments`.
-    pub payments: i64,
-    /// `sessions`.
-    pub sessions: i64,
-    /// `kvstores`.
-    pub kv_entries: i64,
-    /// `privacy_pairs`.
-    pub privacy_pairs: i64,
-    /// `actions`.
-    pub actions: i64,
-}
-
-/// `n` rows as a signed count.
-pub(crate) fn rows(n: impl TryInto<i64>) -> i64 {
-    n.try_into().unwrap_or(i64::MAX)
 }
 
 /// Makes SQL hold what the live stores hold for every key in `keys`, in
@@ -208,7 +85,7 @@ pub async fn replay(
     crate::accounts::replay(tx, &*live.accounts, &accounts, last_indexes, deltas).await?;
     let accounts_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
-    crate::sessions::replay(tx, live, &sessions, deltas).await?;
+    crate::sessions::replay(tx, &*live.sessions, &Links(live), &sessions, deltas).await?;
     let sessions_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
     crate::firewall::replay(
@@ -222,7 +99,7 @@ pub async fn replay(
     .await?;
     let firewall_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
-    crate::actions::replay(tx, live, &actions, deltas).await?;
+    crate::actions::replay(tx, &*live.actions, &Links(live), &actions, deltas).await?;
     tracing::debug!(
         accounts = accounts.len(),
         accounts_ms,
@@ -238,67 +115,38 @@ pub async fn replay(
     Ok(())
 }
 
-/// The next free SQL id of `table` (one past the largest).
-pub(crate) async fn next_id(tx: &mut dyn Tx, table: &'static str) -> Result<i64, Error> {
-    let row = tx
-        .query_opt(
-            &Query::select()
-                .expr(Func::coalesce([
-                    sea_query::Expr::from(Func::max(Expr::col(Alias::new("id")))),
-                    Expr::val(0i64),
-                ]))
-                .from(Alias::new(table))
-                .to_owned(),
-        )
-        .await?;
-    Ok(row.map(|r| r.i64(0)).transpose()?.unwrap_or(0) + 1)
-}
+/// The stores' answers to each other's replay ([`crate::shared::Linked`]).
+struct Links<'a>(&'a LiveStores);
 
-/// On PostgreSQL, moves `table`'s id sequence past `last` (explicit ids do
-/// not advance it); nothing on SQLite.
-pub(crate) async fn advance_sequence(
-    tx: &mut dyn Tx,
-    table: &'static str,
-    last: i64,
-) -> Result<(), Error> {
-    if tx.dialect() != Dialect::Postgres {
-        return Ok(());
+#[async_trait]
+impl Linked for Links<'_> {
+    async fn accounts(
+        &self,
+        tx: &mut dyn Tx,
+        ids: &[AccountId],
+        deltas: &mut Deltas,
+    ) -> Result<(), Error> {
+        crate::accounts::replay(tx, &*self.0.accounts, ids, false, deltas).await
     }
-    let max = next_id(tx, table).await? - 1;
-    let target = Ord::max(max, last);
-    if target < 1 {
-        return Ok(());
-    }
-    tx.query_sql(Sql::fixed(
-        "SELECT setval(pg_get_serial_sequence($1, 'id'), $2)",
-        vec![table.into(), target.into()],
-    ))
-    .await?;
-    Ok(())
-}
 
-/// Drops the links to the accounts or sessions with these SQL ids
-/// (`column` is `account_id` or `session_id`) from sessions and actions,
-/// as the migration drops links to records that are gone.
-pub(crate) async fn drop_links(
-    tx: &mut dyn Tx,
-    column: &'static str,
-    ids: &[i64],
-) -> Result<(), Error> {
-    let tables: &[&'static str] = if column == "account_id" {
-        &["sessions", "actions"]
-    } else {
-        &["actions"]
-    };
-    for table in tables {
-        tx.exec(
-            &Query::update()
-                .table(Alias::new(*table))
-                .value(Alias::new(column), Expr::val(Option::<i64>::None))
-                .and_where(Expr::col(Alias::new(column)).is_in(ids.iter().copied()))
-                .to_owned(),
-        )
-        .await?;
+    async fn sessions(
+        &self,
+        tx: &mut dyn Tx,
+        ids: &[SessionId],
+        deltas: &mut Deltas,
+    ) -> Result<(), Error> {
+        crate::sessions::replay(tx, &*self.0.sessions, self, ids, deltas).await
     }
-    Ok(())
+
+    async fn drop_group(
+        &self,
+        tx: &mut dyn Tx,
+        group: i64,
+        deltas: &mut Deltas,
+    ) -> Result<(), Error> {
+        let (entries, pairs) = crate::firewall::delete_group(tx, group).await?;
+        deltas.kv_entries -= entries;
+        deltas.privacy_pairs -= pairs;
+        Ok(())
+    }
 }

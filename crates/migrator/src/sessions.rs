@@ -60,7 +60,7 @@ struct Plan {
     duplicates: u64,
 }
 
-fn plan(tree: &ReadTree, damage: &crate::step::Damage) -> Result<Plan, Error> {
+fn plan(tree: &ReadTree, damage: &crate::feed::Damage) -> Result<Plan, Error> {
     let mut best: HashMap<SessionId, (DateTime<Utc>, Vec<u8>)> = HashMap::new();
     let mut duplicates = 0;
     for item in tree.iter() {
@@ -117,7 +117,7 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     opts: &Options,
     progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::step::Damage>,
+    damage: &std::sync::Arc<crate::feed::Damage>,
     live: Option<&crate::live::Live>,
 ) -> Result<SessionsReport, Error> {
     let mut report = SessionsReport::default();
@@ -198,10 +198,10 @@ struct Migration {
     /// instant of it, so a session linked to a group whose first session
     /// it did not see (both created while it read) is left to the replay,
     /// which reads them together (docs/design.md §7.4).
-    defer: Option<Arc<crate::replay::Journal>>,
+    defer: Option<Arc<crate::journal::Journal>>,
     /// The run's damage: a session whose group's first session was damaged
     /// (and skipped) is damage too, not an inconsistency.
-    damage: Arc<crate::step::Damage>,
+    damage: Arc<crate::feed::Damage>,
 }
 
 impl Migration {
@@ -223,7 +223,7 @@ impl Migration {
                 && !self.groups.contains_key(&s.group_id)
                 && let Some(journal) = &self.defer
             {
-                journal.record(crate::replay::Touched::Session(s.id));
+                journal.record(crate::journal::Touched::Session(s.id));
                 continue;
             }
             if s.group_id != s.id
@@ -338,16 +338,17 @@ impl Migration {
 /// so no link the key-value store holds is dropped as dangling.
 pub(crate) async fn replay(
     tx: &mut dyn Tx,
-    live: &crate::replay::LiveStores,
+    live: &dyn store_sessions::Store,
+    links: &dyn crate::shared::Linked,
     ids: &[SessionId],
-    deltas: &mut crate::replay::Deltas,
+    deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    use crate::replay::rows;
+    use crate::shared::rows;
     use store_sessions::sql::schema::{
         SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions,
         SessionPrivacyFlags,
     };
-    let batch = read_with_founders(tx, &*live.sessions, ids).await?;
+    let batch = read_with_founders(tx, live, ids).await?;
     let present: Vec<Session> = batch.iter().filter_map(|(_, s)| s.clone()).collect();
     let linked = account_ids(tx, &present).await?;
     let missing: Vec<AccountId> = present
@@ -358,20 +359,18 @@ pub(crate) async fn replay(
         .into_iter()
         .collect();
     if !missing.is_empty() {
-        crate::accounts::replay(tx, &*live.accounts, &missing, false, deltas).await?;
+        links.accounts(tx, &missing, deltas).await?;
     }
     for (id, current) in batch {
         let id = &id;
         let sql_id = sql_id_of(tx, *id).await?;
         let Some(kv) = current else {
             if let Some(sid) = sql_id {
-                crate::replay::drop_links(tx, "session_id", &[sid]).await?;
+                crate::shared::drop_links(tx, "session_id", &[sid]).await?;
                 // What the group's first session takes with it (the group's
                 // entries and pairs, as a fresh migration skips them),
                 // deleted here to be counted.
-                let (kv_deleted, pairs_deleted) = crate::firewall::delete_group(tx, sid).await?;
-                deltas.kv_entries -= kv_deleted;
-                deltas.privacy_pairs -= pairs_deleted;
+                links.drop_group(tx, sid, deltas).await?;
                 deltas.sessions -= rows(
                     tx.exec(
                         &Query::delete()
@@ -390,7 +389,7 @@ pub(crate) async fn replay(
         let account = s.account_id.and_then(|a| accounts.get(&a).copied());
         let sid = match sql_id {
             Some(sid) => sid,
-            None => crate::replay::next_id(tx, "sessions").await?,
+            None => crate::shared::next_id(tx, "sessions").await?,
         };
         let group = if s.group_id == s.id {
             sid
@@ -441,7 +440,7 @@ pub(crate) async fn replay(
                 vec![full],
             )
             .await?;
-            crate::replay::advance_sequence(tx, "sessions", sid).await?;
+            crate::shared::advance_sequence(tx, "sessions", sid).await?;
             deltas.sessions += 1;
         }
         insert_children(tx, &[(sid, &s)])
@@ -501,7 +500,7 @@ async fn read_with_founders(
         match live.session(id).await {
             Ok(s) => Ok(Some(s)),
             Err(store_sessions::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(crate::error::live_error("session", e)),
+            Err(e) => Err(crate::shared::live_error("session", e)),
         }
     }
     let mut batch = Vec::with_capacity(ids.len());
@@ -617,14 +616,7 @@ pub(crate) async fn reserved_in_sql(tx: &mut dyn Tx) -> Result<Vec<SessionId>, E
                 .to_owned(),
         )
         .await?;
-    rows.iter().map(|r| session_alias(r.bytes(0)?)).collect()
-}
-
-/// A session id as SQL keeps it (`sessions.alias`, 4 bytes).
-pub(crate) fn session_alias(bytes: Vec<u8>) -> Result<SessionId, Error> {
-    let alias: [u8; 4] = bytes.as_slice().try_into().map_err(|_| Error::Invalid {
-        record: "a session".into(),
-        reason: "alias is not 4 bytes".into(),
-    })?;
-    Ok(SessionId(alias))
+    rows.iter()
+        .map(|r| crate::shared::session_alias(r.bytes(0)?))
+        .collect()
 }

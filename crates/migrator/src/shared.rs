@@ -1,8 +1,162 @@
-//! Helpers every part of the migration uses; a leaf that imports no other
-//! module of the crate.
+//! What the stores' parts of the migration share: row counts, SQL ids and
+//! sequences, the links dropped to a record that is gone, how a session id
+//! is kept. A leaf: it imports nothing of the crate but its error type, so
+//! the store modules depend on it and never on each other.
 
 use std::time::Instant;
 
+use async_trait::async_trait;
+use sea_query::{Alias, Expr, ExprTrait, Func, Query};
+use sqldb::{Dialect, Sql, Tx, TxExt};
+use store_accounts::AccountId;
+use store_sessions::SessionId;
+
+use crate::Error;
+
 pub(crate) fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A read of the live key-value stores (an online migration's replay)
+/// that failed.
+pub(crate) fn live_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Invalid {
+        record: what.to_owned(),
+        reason: format!("reading it from the live key-value store: {e}"),
+    }
+}
+
+/// Rows a replay added to (or, negative, removed from) each table the
+/// migration record counts: the copy's counts plus these are the table
+/// counts, with no `COUNT(*)` of a large table in the cutover's pause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deltas {
+    /// `accounts`.
+    pub accounts: i64,
+    /// `account_invoices`.
+    pub invoices: i64,
+    /// `account_payments`.
+    pub payments: i64,
+    /// `sessions`.
+    pub sessions: i64,
+    /// `kvstores`.
+    pub kv_entries: i64,
+    /// `privacy_pairs`.
+    pub privacy_pairs: i64,
+    /// `actions`.
+    pub actions: i64,
+}
+
+/// `n` rows as a signed count.
+pub(crate) fn rows(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// The next free SQL id of `table` (one past the largest).
+pub(crate) async fn next_id(tx: &mut dyn Tx, table: &'static str) -> Result<i64, Error> {
+    let row = tx
+        .query_opt(
+            &Query::select()
+                .expr(Func::coalesce([
+                    sea_query::Expr::from(Func::max(Expr::col(Alias::new("id")))),
+                    Expr::val(0i64),
+                ]))
+                .from(Alias::new(table))
+                .to_owned(),
+        )
+        .await?;
+    Ok(row.map(|r| r.i64(0)).transpose()?.unwrap_or(0) + 1)
+}
+
+/// On PostgreSQL, moves `table`'s id sequence past `last` (explicit ids do
+/// not advance it); nothing on SQLite.
+pub(crate) async fn advance_sequence(
+    tx: &mut dyn Tx,
+    table: &'static str,
+    last: i64,
+) -> Result<(), Error> {
+    if tx.dialect() != Dialect::Postgres {
+        return Ok(());
+    }
+    let max = next_id(tx, table).await? - 1;
+    let target = Ord::max(max, last);
+    if target < 1 {
+        return Ok(());
+    }
+    tx.query_sql(Sql::fixed(
+        "SELECT setval(pg_get_serial_sequence($1, 'id'), $2)",
+        vec![table.into(), target.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Drops the links to the accounts or sessions with these SQL ids
+/// (`column` is `account_id` or `session_id`) from sessions and actions,
+/// as the migration drops links to records that are gone.
+pub(crate) async fn drop_links(
+    tx: &mut dyn Tx,
+    column: &'static str,
+    ids: &[i64],
+) -> Result<(), Error> {
+    let tables: &[&'static str] = if column == "account_id" {
+        &["sessions", "actions"]
+    } else {
+        &["actions"]
+    };
+    for table in tables {
+        tx.exec(
+            &Query::update()
+                .table(Alias::new(*table))
+                .value(Alias::new(column), Expr::val(Option::<i64>::None))
+                .and_where(Expr::col(Alias::new(column)).is_in(ids.iter().copied()))
+                .to_owned(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A session id as SQL keeps it (`sessions.alias`, 4 bytes).
+pub(crate) fn session_alias(bytes: Vec<u8>) -> Result<SessionId, Error> {
+    let alias: [u8; 4] = bytes.as_slice().try_into().map_err(|_| Error::Invalid {
+        record: "a session".into(),
+        reason: "alias is not 4 bytes".into(),
+    })?;
+    Ok(SessionId(alias))
+}
+
+/// What one store's replay asks of the stores it links to (docs/design.md
+/// §7.4): a record it links to that SQL does not hold yet (created a moment
+/// before, journaled later or in the same round) is replayed first, so no
+/// link the key-value store holds is dropped as dangling; and a session
+/// that is gone takes its group's firewall data with it. The replay
+/// (`replay.rs`) answers, so that the store modules never call each other.
+#[async_trait]
+pub(crate) trait Linked: Send + Sync {
+    /// Makes SQL hold these accounts as the live store does.
+    async fn accounts(
+        &self,
+        tx: &mut dyn Tx,
+        ids: &[AccountId],
+        deltas: &mut Deltas,
+    ) -> Result<(), Error>;
+
+    /// Makes SQL hold these sessions as the live store does.
+    async fn sessions(
+        &self,
+        tx: &mut dyn Tx,
+        ids: &[SessionId],
+        deltas: &mut Deltas,
+    ) -> Result<(), Error>;
+
+    /// Deletes the kv-store entries and privacy pairs of the group whose
+    /// first session has SQL id `group` (as a fresh migration skips them),
+    /// counted in `deltas`.
+    async fn drop_group(
+        &self,
+        tx: &mut dyn Tx,
+        group: i64,
+        deltas: &mut Deltas,
+    ) -> Result<(), Error>;
 }

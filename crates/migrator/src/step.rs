@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tombstone::MigrationSource;
 use tracing::Instrument;
 
+use crate::feed::Damage;
 use crate::progress::EndsAtTotal;
 use crate::shared::millis;
 use crate::staging::{self, StagedCopy};
@@ -23,44 +24,6 @@ use crate::{
     MigrationRecord, Problem, Progress, Report, accounts, actions, check, firewall, live, online,
     record, replay, sessions,
 };
-
-/// Found damage: every record that does not decode is recorded and
-/// skipped, so a refusal counts them all (docs/sled-format.md §6); with
-/// [`Options::accept_damaged`](crate::Options::accept_damaged) the run then goes on without them.
-#[derive(Debug, Default)]
-pub(crate) struct Damage {
-    /// An offline run skips and records every damaged record, then refuses
-    /// the run unless damage is accepted; an online run, which has no such
-    /// final check, fails at the first.
-    skipping: bool,
-    found: Mutex<Vec<Problem>>,
-}
-
-impl Damage {
-    /// Records `e` and returns true when it is damage that may be skipped.
-    pub(crate) fn skip(&self, e: &Error) -> bool {
-        if !(self.skipping && e.is_damage()) {
-            return false;
-        }
-        if let Ok(mut f) = self.found.lock() {
-            f.push(e.as_problem());
-        }
-        true
-    }
-
-    /// True once any damage was found: a record that then refers to one
-    /// that is missing may be missing it because of that damage.
-    pub(crate) fn found_any(&self) -> bool {
-        self.found.lock().map(|f| !f.is_empty()).unwrap_or(true)
-    }
-
-    fn take(&self) -> Vec<Problem> {
-        self.found
-            .lock()
-            .map(|mut f| std::mem::take(&mut *f))
-            .unwrap_or_default()
-    }
-}
 
 type CheckHandle = JoinHandle<Result<Vec<Problem>, Error>>;
 
@@ -118,10 +81,7 @@ impl<'a> KvToSql<'a> {
             tokio::task::spawn_blocking(move || check::check_source(&source, &cancel))
         };
         KvToSql {
-            damage: Arc::new(Damage {
-                skipping: true,
-                found: Mutex::new(Vec::new()),
-            }),
+            damage: Arc::new(Damage::new(true)),
             source,
             source_seq,
             opts,
@@ -147,10 +107,7 @@ impl<'a> KvToSql<'a> {
         online: &'a online::Online,
     ) -> Self {
         KvToSql {
-            damage: Arc::new(Damage {
-                skipping: false,
-                found: Mutex::new(Vec::new()),
-            }),
+            damage: Arc::new(Damage::new(false)),
             source,
             source_seq: 0,
             opts,
