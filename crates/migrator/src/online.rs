@@ -21,14 +21,14 @@ use tokio::sync::OwnedRwLockWriteGuard;
 use tombstone::{KvDb, Mark, MigrationSource};
 
 use crate::error::schema_failure;
-use crate::plan::target_facts;
 pub use crate::protocol::Protocol;
 use crate::replay::LiveStores;
 use crate::retire::{later_steps, retire};
+use crate::run::{Mode, run};
 use crate::shared::millis;
 use crate::{
-    DataState, Error, Failure, KvToSql, MarkWriter, Options, Outcome, OutcomeKind, Plan, Progress,
-    ProgressEvent, Report, SourceFacts, plan,
+    DataState, Error, Failure, KvToSql, MarkWriter, MigrationRecord, Options, Outcome, OutcomeKind,
+    Progress, ProgressEvent, Report, SourceFacts,
 };
 
 /// Where an online migration is.
@@ -202,9 +202,20 @@ pub async fn migrate_online(
     opts: &Options,
     online: &Online,
     progress: Option<&dyn Progress>,
-    switch: impl FnOnce(),
+    switch: impl FnOnce() + Send,
 ) -> Result<Outcome, Failure> {
-    let result = migrate_inner(kv, db, opts, online, progress, switch).await;
+    let opts = Options {
+        // sled allows one open of a database per process: the node's.
+        marker: Arc::new(LiveMark(kv.clone())),
+        dry_run: false,
+        ..opts.clone()
+    };
+    let mode = Mode::Live {
+        kv,
+        online,
+        switch: Box::new(switch),
+    };
+    let result = run(db, &opts, mode, progress).await;
     match &result {
         Ok(outcome) => online.set(OnlineState::Switched {
             outcome: Box::new(outcome.clone()),
@@ -223,64 +234,57 @@ pub async fn migrate_online(
     result
 }
 
-async fn migrate_inner(
-    kv: &KvDb,
+/// An earlier run committed: finishes it with writers paused, so nothing is
+/// written to the key-value database after its data.
+pub(crate) async fn finish_earlier(
     db: &Db,
     opts: &Options,
     online: &Online,
-    progress: Option<&dyn Progress>,
-    switch: impl FnOnce(),
+    facts: &SourceFacts,
+    record: MigrationRecord,
+    switch: Box<dyn FnOnce() + Send + '_>,
 ) -> Result<Outcome, Failure> {
-    let path = kv.path().to_path_buf();
-    let _lock = {
-        let (p, wait) = (path.clone(), opts.lock_wait);
-        tokio::task::spawn_blocking(move || tombstone::lock_for_migration(&p, wait))
-            .await
-            .map_err(|e| Error::Invalid {
-                record: "the migration lock".into(),
-                reason: e.to_string(),
-            })?
-            .map_err(Error::from)?
-    };
-    let source = Arc::new(kv.as_source().map_err(Error::from)?);
-    let facts = source_facts(&source)?;
-    let target = target_facts(db).await?;
-    let opts = Options {
-        marker: Arc::new(LiveMark(kv.clone())),
-        dry_run: false,
-        ..opts.clone()
-    };
-    match plan(&facts, &target.0, opts.force) {
-        Plan::Refuse(e) => return Err(e.into()),
-        Plan::AlreadyMigrated(record) => {
-            // An earlier run committed; finish it with writers paused, so
-            // nothing is written to the key-value database after its data.
-            let guard = online.protocol.pause().await;
-            if !online.protocol.begin_last_commit() {
-                return Err(Error::Stopped.into());
-            }
-            let tombstone = retire(&path, db, &opts, &facts, &record, false).await;
-            switch();
-            drop(guard);
-            return Ok(later_steps(
-                db,
-                &opts,
-                *record,
-                OutcomeKind::AlreadyMigrated,
-                Vec::new(),
-                tombstone,
-            )
-            .await);
-        }
-        Plan::Migrate => {}
+    let guard = online.protocol.pause().await;
+    if !online.protocol.begin_last_commit() {
+        return Err(Error::Stopped.into());
     }
+    let tombstone = retire(db, opts, facts, &record, false).await;
+    switch();
+    drop(guard);
+    Ok(later_steps(
+        db,
+        opts,
+        record,
+        OutcomeKind::AlreadyMigrated,
+        Vec::new(),
+        tombstone,
+    )
+    .await)
+}
+
+/// The online data step and cutover: the copy committed as staged while
+/// writers run, then the second transaction, the proof, the tombstone and
+/// the switch with writers paused.
+pub(crate) async fn copy_and_cut_over(
+    db: &Db,
+    opts: &Options,
+    online: &Online,
+    source: Arc<MigrationSource>,
+    facts: &SourceFacts,
+    progress: Option<&dyn Progress>,
+    switch: Box<dyn FnOnce() + Send + '_>,
+) -> Result<Outcome, Failure> {
     let observer = CopyProgress {
         online,
         inner: progress,
     };
-    // A copy an earlier run staged and did not finish is dropped first.
-    crate::run::discard_staged(db, &target.0, &facts, &opts).await?;
-    let step = KvToSql::live(source.clone(), opts.clone(), Some(&observer), online);
+    let step = KvToSql::live(
+        source.clone(),
+        facts.clone(),
+        opts.clone(),
+        Some(&observer),
+        online,
+    );
     let mut applied = Vec::new();
     let pacer = Pacer::start(
         online
@@ -326,8 +330,7 @@ async fn migrate_inner(
     drop(pacer);
     // The second transaction: the rest of the catch-up, the pause, the
     // last replay, the record; then the proof, the tombstone, the switch.
-    let (record, guard, paused_at) = match finish_online(db, online, &source, &facts, report).await
-    {
+    let (record, guard, paused_at) = match finish_online(db, online, &source, facts, report).await {
         Ok(done) => done,
         Err((error, data)) => {
             if data == DataState::NotWritten {
@@ -347,7 +350,7 @@ async fn migrate_inner(
     };
     let t = Instant::now();
     crate::hooks::reached(crate::hooks::Point::Committed).await;
-    let tombstone = retire(&path, db, &opts, &facts, &record, false).await;
+    let tombstone = retire(db, opts, facts, &record, false).await;
     let retire_ms = millis(t);
     crate::hooks::reached(crate::hooks::Point::Retired).await;
     switch();
@@ -365,7 +368,7 @@ async fn migrate_inner(
         journal_peak = online.protocol.journal().peak(),
         "switched to SQL"
     );
-    Ok(later_steps(db, &opts, record, OutcomeKind::Migrated, applied, tombstone).await)
+    Ok(later_steps(db, opts, record, OutcomeKind::Migrated, applied, tombstone).await)
 }
 
 /// The second transaction of an online migration: catches up with the
@@ -393,16 +396,7 @@ async fn finish_online(
             catch_up_and_pause(&mut *tx, online, source, &mut deltas).await?;
         recount(&mut report, &deltas);
         report.duration += started.elapsed();
-        let record = crate::MigrationRecord {
-            source_path: source.path().display().to_string(),
-            source_identity: facts.identity,
-            source_write_seq: seq,
-            migrated_at: sqldb::time::truncate_micros(chrono::Utc::now()),
-            nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
-            tombstone_pending: true,
-            report,
-            accepted_damage: Vec::new(),
-        };
+        let record = MigrationRecord::new(facts, seq, report, Vec::new());
         crate::staging::clear(&mut *tx, facts.identity).await?;
         crate::record::insert(&mut *tx, &record).await?;
         Ok::<_, Error>((record, guard, paused_at))
@@ -559,17 +553,6 @@ async fn checkpoint_after_switch(db: &Db) {
         }
     }
     let _ = db;
-}
-
-fn source_facts(source: &MigrationSource) -> Result<SourceFacts, Error> {
-    Ok(SourceFacts {
-        path: source.path().to_path_buf(),
-        identity: source
-            .identity()?
-            .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
-        write_seq: source.write_seq()?.unwrap_or(0),
-        status: source.status().clone(),
-    })
 }
 
 /// A backlog this small is cut over without waiting for a quieter moment.

@@ -25,6 +25,22 @@ pub struct SourceFacts {
     pub status: Status,
 }
 
+impl SourceFacts {
+    /// The facts of an open source: the one place they are read.
+    ///
+    /// Errors: the source has no identity, or its metadata cannot be read.
+    pub fn of(source: &MigrationSource) -> Result<SourceFacts, Error> {
+        Ok(SourceFacts {
+            path: source.path().to_path_buf(),
+            identity: source
+                .identity()?
+                .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
+            write_seq: source.write_seq()?.unwrap_or(0),
+            status: source.status().clone(),
+        })
+    }
+}
+
 /// What the decision rule knows of the target.
 #[derive(Debug, Clone)]
 pub struct TargetFacts {
@@ -131,18 +147,7 @@ pub fn plan(source: &SourceFacts, target: &TargetFacts, force: bool) -> Plan {
 /// Errors: the database is missing, in use, or unreadable.
 pub async fn inspect_source(path: &Path) -> Result<SourceFacts, Error> {
     let p = path.to_path_buf();
-    blocking(move || {
-        let source = MigrationSource::open(&p, &KvOptions::default())?;
-        Ok(SourceFacts {
-            identity: source
-                .identity()?
-                .ok_or_else(|| Error::NoIdentity(p.clone()))?,
-            write_seq: source.write_seq()?.unwrap_or(0),
-            status: source.status().clone(),
-            path: p,
-        })
-    })
-    .await
+    blocking(move || SourceFacts::of(&MigrationSource::open(&p, &KvOptions::default())?)).await
 }
 
 /// What the decision rule needs of a SQL database, read without changing

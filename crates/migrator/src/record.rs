@@ -15,7 +15,7 @@ use sea_query::{Expr, ExprTrait, Iden, Order, Query};
 use sqldb::{Db, Dialect, Sql, Tx, TxExt};
 
 use crate::check::Problem;
-use crate::{Error, Report};
+use crate::{Error, Report, SourceFacts};
 
 /// The table's name.
 pub(crate) const TABLE: &str = "nodestore_kv_migrations";
@@ -68,6 +68,30 @@ pub struct MigrationRecord {
     pub report: Report,
     /// With `--accept-damaged`: what the source was missing.
     pub accepted_damage: Vec<Problem>,
+}
+
+impl MigrationRecord {
+    /// The record of a migration of `source` at its write `write_seq`, made
+    /// now, its tombstone pending until written: the one place a record is
+    /// made.
+    pub fn new(
+        source: &SourceFacts,
+        write_seq: u64,
+        report: Report,
+        accepted_damage: Vec<Problem>,
+    ) -> MigrationRecord {
+        MigrationRecord {
+            source_path: source.path.display().to_string(),
+            source_identity: source.identity,
+            source_write_seq: write_seq,
+            // As stored: a record read back compares equal.
+            migrated_at: sqldb::time::truncate_micros(Utc::now()),
+            nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
+            tombstone_pending: true,
+            report,
+            accepted_damage,
+        }
+    }
 }
 
 pub(crate) async fn insert(tx: &mut dyn Tx, r: &MigrationRecord) -> Result<(), Error> {

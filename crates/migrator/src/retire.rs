@@ -1,7 +1,7 @@
 //! After the commit: the proof from a fresh connection, the tombstone, the
 //! later schema steps, and the retry of a pending tombstone.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::Utc;
 use sqldb::migrate::Migrator;
@@ -18,7 +18,6 @@ use crate::{
 /// tombstone, apply the later steps. Never fails: whatever happens now, the
 /// data is safe in SQL, and what is left is said in the outcome.
 pub(crate) async fn finish(
-    kv_path: &Path,
     db: &Db,
     opts: &Options,
     source: &SourceFacts,
@@ -26,7 +25,7 @@ pub(crate) async fn finish(
     kind: OutcomeKind,
     applied: Vec<i64>,
 ) -> Outcome {
-    let tombstone = retire(kv_path, db, opts, source, &record, true).await;
+    let tombstone = retire(db, opts, source, &record, true).await;
     later_steps(db, opts, record, kind, applied, tombstone).await
 }
 
@@ -36,7 +35,6 @@ pub(crate) async fn finish(
 /// while writers wait, proves the record only (its rows were read back
 /// and compared inside the transaction, docs/design.md §7.2).
 pub(crate) async fn retire(
-    kv_path: &Path,
     db: &Db,
     opts: &Options,
     source: &SourceFacts,
@@ -55,7 +53,7 @@ pub(crate) async fn retire(
                 "the migrated data could not be confirmed from a fresh connection ({reason}); \
                  the tombstone is written once it is"
             )),
-            Ok(identity) => write_tombstone(kv_path, db, opts, source, identity).await,
+            Ok(identity) => write_tombstone(db, opts, source, identity).await,
         },
     }
 }
@@ -92,7 +90,6 @@ pub(crate) async fn later_steps(
 /// Retires the source, naming the target, then clears the record's pending
 /// flag.
 async fn write_tombstone(
-    kv_path: &Path,
     db: &Db,
     opts: &Options,
     source: &SourceFacts,
@@ -105,7 +102,7 @@ async fn write_tombstone(
         target_identity: Some(identity),
     };
     let marker = opts.marker.clone();
-    let (path, m) = (kv_path.to_path_buf(), mark.clone());
+    let (path, m) = (source.path.clone(), mark.clone());
     match tokio::task::spawn_blocking(move || marker.mark(&path, &m)).await {
         Ok(Ok(())) => {
             // Marked. If the record cannot be updated now, the next open's

@@ -5,14 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
 use sqldb::Db;
 use sqldb::migrate::Migrator;
 use sqldb::schema::KV_TO_SQL_VERSION;
-use tombstone::{KvOptions, MigrationSource};
+use tombstone::{KvDb, KvOptions, MigrationSource};
 use tracing::Instrument;
 
 use crate::error::schema_failure;
+use crate::online::{self, Online};
 use crate::outcome::outcome_name;
 use crate::plan::target_facts;
 use crate::retire::finish;
@@ -57,7 +57,7 @@ pub async fn migrate(
         dry_run = opts.dry_run
     );
     let started = Instant::now();
-    let result = migrate_logged(kv_path, db, opts, progress)
+    let result = run(db, opts, Mode::Offline { path: kv_path }, progress)
         .instrument(span.clone())
         .await;
     let _entered = span.enter();
@@ -97,97 +97,177 @@ pub async fn migrate(
     result
 }
 
-async fn migrate_logged(
-    kv_path: &Path,
+/// How a run reads its source and finishes (docs/design.md §5, §7): the
+/// steps before the data step are the same for both.
+pub(crate) enum Mode<'a> {
+    /// No process holds the key-value database: the migration reads it
+    /// itself, the data in one transaction; it may be a dry run.
+    Offline {
+        /// The key-value database.
+        path: &'a Path,
+    },
+    /// A running node's database, read through its handle while it keeps
+    /// writing: the copy staged, then the writes made since, then the
+    /// switch with writers paused.
+    Live {
+        /// The node's handle.
+        kv: &'a KvDb,
+        /// The protocol shared with the node's routed stores.
+        online: &'a Online,
+        /// Routes the node's stores to SQL; called with writers paused,
+        /// right after the tombstone.
+        switch: Box<dyn FnOnce() + Send + 'a>,
+    },
+}
+
+impl<'a> Mode<'a> {
+    fn path(&self) -> &'a Path {
+        match self {
+            Mode::Offline { path } => path,
+            Mode::Live { kv, .. } => kv.path(),
+        }
+    }
+
+    /// The node's handle, for a live run.
+    fn live_handle(&self) -> Option<&'a KvDb> {
+        match self {
+            Mode::Offline { .. } => None,
+            Mode::Live { kv, .. } => Some(kv),
+        }
+    }
+}
+
+/// Opens the source: through the node's handle when it runs (`live`), or
+/// read by the migration itself, past pages that cannot be read; what was
+/// skipped joins the problems, which refuse the run unless damage is
+/// accepted (docs/sled-format.md §6), so one run lists all the damage.
+async fn open_source(
+    path: &Path,
+    live: Option<&KvDb>,
+    opts: &Options,
+) -> Result<Arc<MigrationSource>, Error> {
+    if let Some(kv) = live {
+        return Ok(Arc::new(kv.as_source()?));
+    }
+    let kv = KvOptions {
+        salvage: true,
+        ..opts.kv.clone()
+    };
+    let path = path.to_path_buf();
+    Ok(Arc::new(
+        blocking(move || Ok(MigrationSource::open(&path, &kv)?)).await?,
+    ))
+}
+
+/// The one run of both modes: the source locked and opened, the facts of
+/// both sides, the decision, a staged copy discarded, then the mode's data
+/// step and finish.
+pub(crate) async fn run(
     db: &Db,
     opts: &Options,
+    mode: Mode<'_>,
     progress: Option<&dyn Progress>,
 ) -> Result<Outcome, Failure> {
     // 1. The source, locked against other migrations, then opened.
+    // (`mode` is not borrowed across an await: its switch need not be Sync.)
+    let (path, live) = (mode.path(), mode.live_handle());
     let _lock = {
-        let (path, wait) = (kv_path.to_path_buf(), opts.lock_wait);
+        let (path, wait) = (path.to_path_buf(), opts.lock_wait);
         blocking(move || Ok(tombstone::lock_for_migration(&path, wait)?)).await?
     };
-    let source = {
-        // The source is read past pages that cannot be read; what was
-        // skipped joins the problems, which refuse the run unless damage is
-        // accepted (docs/sled-format.md §6): one run lists all the damage.
-        let kv = KvOptions {
-            salvage: true,
-            ..opts.kv.clone()
-        };
-        let path = kv_path.to_path_buf();
-        Arc::new(blocking(move || Ok(MigrationSource::open(&path, &kv)?)).await?)
-    };
-    let facts = SourceFacts {
-        path: kv_path.to_path_buf(),
-        identity: source
-            .identity()
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::NoIdentity(kv_path.to_path_buf()))?,
-        write_seq: source.write_seq().map_err(Error::from)?.unwrap_or(0),
-        status: source.status().clone(),
-    };
+    let source = open_source(path, live, opts).await?;
+    let facts = SourceFacts::of(&source)?;
     // 2. The target, before anything is written.
-    let target = target_facts(db).await?;
+    let (target, _) = target_facts(db).await?;
     tracing::info!(
         write_seq = facts.write_seq,
-        target_migrated = target.0.migrated,
+        target_migrated = target.migrated,
         "source and target inspected"
     );
     // 3. The decision.
-    match plan(&facts, &target.0, opts.force) {
+    let earlier = match plan(&facts, &target, opts.force) {
         Plan::Refuse(e) => {
             tracing::debug!(error = %e, "migration refused before any write");
             return Err(e.into());
         }
-        Plan::AlreadyMigrated(record) => {
+        Plan::AlreadyMigrated(record) => Some(record),
+        Plan::Migrate => None,
+    };
+    match (mode, earlier) {
+        (Mode::Offline { .. }, Some(record)) => {
             tracing::info!("the target already holds this database's data; finishing what is left");
+            // sled holds its lock until every handle is gone.
             drop(source);
-            if opts.dry_run {
-                return Ok(Outcome {
-                    kind: OutcomeKind::AlreadyMigrated,
-                    report: record.report.clone(),
-                    applied_steps: Vec::new(),
-                    tombstone: TombstoneState::NotWritten,
-                    unfinished_steps: None,
-                    accepted_damage: record.accepted_damage.clone(),
-                });
-            }
-            return Ok(finish(
-                kv_path,
-                db,
-                opts,
-                &facts,
-                *record,
-                OutcomeKind::AlreadyMigrated,
-                Vec::new(),
-            )
-            .await);
+            Ok(finish_earlier(db, opts, &facts, *record).await)
         }
-        Plan::Migrate => {}
+        (Mode::Live { online, switch, .. }, Some(record)) => {
+            online::finish_earlier(db, opts, online, &facts, *record, switch).await
+        }
+        (Mode::Offline { .. }, None) => {
+            discard_staged(db, &target, &facts, opts).await?;
+            copy_offline(db, opts, source, &facts, progress).await
+        }
+        (Mode::Live { online, switch, .. }, None) => {
+            discard_staged(db, &target, &facts, opts).await?;
+            online::copy_and_cut_over(db, opts, online, source, &facts, progress, switch).await
+        }
     }
-    discard_staged(db, &target.0, &facts, opts).await?;
-    // 4. The data step.
+}
+
+/// The target already holds the source's data (an earlier run committed
+/// it): finishes what that run left, or for a dry run says so.
+async fn finish_earlier(
+    db: &Db,
+    opts: &Options,
+    facts: &SourceFacts,
+    record: MigrationRecord,
+) -> Outcome {
+    if opts.dry_run {
+        return Outcome {
+            kind: OutcomeKind::AlreadyMigrated,
+            report: record.report,
+            applied_steps: Vec::new(),
+            tombstone: TombstoneState::NotWritten,
+            unfinished_steps: None,
+            accepted_damage: record.accepted_damage,
+        };
+    }
+    finish(
+        db,
+        opts,
+        facts,
+        record,
+        OutcomeKind::AlreadyMigrated,
+        Vec::new(),
+    )
+    .await
+}
+
+/// The offline data step (4) and what follows it: every store in one
+/// transaction, checked whole, then the proof, the tombstone and the later
+/// steps.
+async fn copy_offline(
+    db: &Db,
+    opts: &Options,
+    source: Arc<MigrationSource>,
+    facts: &SourceFacts,
+    progress: Option<&dyn Progress>,
+) -> Result<Outcome, Failure> {
     tracing::info!("migrating every store in one transaction");
-    let step = KvToSql::new(source.clone(), facts.write_seq, opts.clone(), progress);
+    let step = KvToSql::new(source.clone(), facts.clone(), opts.clone(), progress);
     let mut applied = Vec::new();
+    let runner = Migrator::new()
+        .code_step(KV_TO_SQL_VERSION, &step)
+        .lock_wait(opts.lock_wait)
+        // The later steps run inside the code step, over its data.
+        .through(KV_TO_SQL_VERSION);
     let run = if opts.dry_run {
-        Migrator::new()
-            .code_step(KV_TO_SQL_VERSION, &step)
-            .lock_wait(opts.lock_wait)
-            // The later steps run inside the code step, over its data.
-            .through(KV_TO_SQL_VERSION)
+        runner
             .rehearse(db)
             .await
             .map(|r| applied = r.applied.iter().map(|s| s.version).collect())
     } else {
-        Migrator::new()
-            .code_step(KV_TO_SQL_VERSION, &step)
-            .lock_wait(opts.lock_wait)
-            .through(KV_TO_SQL_VERSION)
-            .run_into(db, &mut applied)
-            .await
+        runner.run_into(db, &mut applied).await
     };
     if let Err(e) = run {
         if applied.contains(&KV_TO_SQL_VERSION) && !opts.dry_run {
@@ -208,8 +288,8 @@ async fn migrate_logged(
         }
     }
     applied.extend(step.later_steps());
-    let report = step.take_report();
-    if let Some((r, _)) = &report {
+    let copied = step.take_report();
+    if let Some((r, _)) = &copied {
         let rows: u64 = r.table_counts().iter().map(|(_, n)| n).sum();
         tracing::info!(
             rows,
@@ -226,15 +306,14 @@ async fn migrate_logged(
     // sled holds its lock until every handle is gone.
     drop(step);
     drop(source);
-    let Some((report, accepted_damage)) = report else {
+    let Some((report, accepted_damage)) = copied else {
         // The step was recorded by a runner that raced this one (it took
         // the target's lock first): decide again, now that it is migrated.
-        return match plan(&facts, &target_facts(db).await?.0, opts.force) {
+        return match plan(facts, &target_facts(db).await?.0, opts.force) {
             Plan::AlreadyMigrated(record) if !opts.dry_run => Ok(finish(
-                kv_path,
                 db,
                 opts,
-                &facts,
+                facts,
                 *record,
                 OutcomeKind::AlreadyMigrated,
                 applied,
@@ -258,26 +337,8 @@ async fn migrate_logged(
             accepted_damage,
         });
     }
-    let record = MigrationRecord {
-        source_path: kv_path.display().to_string(),
-        source_identity: facts.identity,
-        source_write_seq: facts.write_seq,
-        migrated_at: Utc::now(),
-        nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
-        tombstone_pending: true,
-        report,
-        accepted_damage,
-    };
-    Ok(finish(
-        kv_path,
-        db,
-        opts,
-        &facts,
-        record,
-        OutcomeKind::Migrated,
-        applied,
-    )
-    .await)
+    let record = MigrationRecord::new(facts, facts.write_seq, report, accepted_damage);
+    Ok(finish(db, opts, facts, record, OutcomeKind::Migrated, applied).await)
 }
 
 /// Before a migration the plan allowed: drops the staged copy of an online

@@ -21,8 +21,8 @@ use crate::shared::millis;
 use crate::staging::{self, StagedCopy};
 use crate::{Error, Options};
 use crate::{
-    MigrationRecord, Problem, Progress, Report, accounts, actions, check, firewall, live, online,
-    record, replay, sessions,
+    MigrationRecord, Problem, Progress, Report, SourceFacts, accounts, actions, check, firewall,
+    live, online, record, replay, sessions,
 };
 
 type CheckHandle = JoinHandle<Result<Vec<Problem>, Error>>;
@@ -45,7 +45,8 @@ const LINKED_TABLES: &[&str] = &[
 /// [`sqldb::migrate::Migrator::code_step`].
 pub struct KvToSql<'a> {
     source: Arc<MigrationSource>,
-    source_seq: u64,
+    /// The source's facts, read when the run opened it.
+    facts: SourceFacts,
     opts: Options,
     progress: Option<&'a dyn Progress>,
     check: tokio::sync::Mutex<Option<CheckHandle>>,
@@ -68,10 +69,11 @@ impl fmt::Debug for KvToSql<'_> {
 }
 
 impl<'a> KvToSql<'a> {
-    /// The code step reading from `source`, proving it whole as it goes.
+    /// The code step reading from `source`, whose facts are `facts`,
+    /// proving it whole as it goes.
     pub fn new(
         source: Arc<MigrationSource>,
-        source_seq: u64,
+        facts: SourceFacts,
         opts: Options,
         progress: Option<&'a dyn Progress>,
     ) -> Self {
@@ -83,7 +85,7 @@ impl<'a> KvToSql<'a> {
         KvToSql {
             damage: Arc::new(Damage::new(true)),
             source,
-            source_seq,
+            facts,
             opts,
             progress,
             check: tokio::sync::Mutex::new(Some(check)),
@@ -102,6 +104,7 @@ impl<'a> KvToSql<'a> {
     /// compared instead.
     pub(crate) fn live(
         source: Arc<MigrationSource>,
+        facts: SourceFacts,
         opts: Options,
         progress: Option<&'a dyn Progress>,
         online: &'a online::Online,
@@ -109,7 +112,7 @@ impl<'a> KvToSql<'a> {
         KvToSql {
             damage: Arc::new(Damage::new(false)),
             source,
-            source_seq: 0,
+            facts,
             opts,
             progress,
             check: tokio::sync::Mutex::new(None),
@@ -234,7 +237,6 @@ impl<'a> KvToSql<'a> {
             actions,
             duration: started.elapsed(),
         };
-        let source_seq = self.source_seq;
         if let (Some(online), Some(live)) = (self.online, live) {
             // The writes made during the copy, replayed while writers run;
             // what comes after goes into the second, short transaction.
@@ -276,23 +278,12 @@ impl<'a> KvToSql<'a> {
                 problems,
             });
         }
-        let identity = source
-            .identity()?
-            .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?;
         // In the same transaction as the data: the tombstone is pending
         // until it is written after the commit.
+        let facts = &self.facts;
         record::insert(
             tx,
-            &MigrationRecord {
-                source_path: source.path().display().to_string(),
-                source_identity: identity,
-                source_write_seq: source_seq,
-                migrated_at: sqldb::time::truncate_micros(Utc::now()),
-                nodestore_version: env!("CARGO_PKG_VERSION").to_owned(),
-                tombstone_pending: true,
-                report: report.clone(),
-                accepted_damage: problems.clone(),
-            },
+            &MigrationRecord::new(facts, facts.write_seq, report.clone(), problems.clone()),
         )
         .await?;
         Ok((report, problems))
@@ -330,9 +321,7 @@ impl KvToSql<'_> {
             tx,
             &StagedCopy {
                 source_path: source.path().display().to_string(),
-                source_identity: source
-                    .identity()?
-                    .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
+                source_identity: self.facts.identity,
                 staged_at: sqldb::time::truncate_micros(Utc::now()),
             },
         )
