@@ -7,9 +7,10 @@
 //! `Store` implementation. Reading back uses the store's range loader, so
 //! what is compared is exactly what the SQL store will serve.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_query::{Expr, ExprTrait, Query};
-use sqldb::{Dialect, Sql, Tx, TxExt};
+use sqldb::{Tx, TxExt};
 use store_accounts::kv::{self, Entry};
 use store_accounts::sql::schema::{
     AccountIndices, AccountInvoices, AccountPayments, Accounts, LAST_ADD_INDEX,
@@ -18,9 +19,11 @@ use store_accounts::sql::{load_accounts, upsert_indexes};
 use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
 use tombstone::MigrationSource;
 
+use crate::Error;
+use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree, ensure_empty};
 use crate::diff::{Diff, read_back};
-use crate::feed::{Feed, Sink};
-use crate::{Error, Options, Progress, ProgressEvent};
+use crate::feed::Sink;
+use crate::shared::sequence_past;
 
 /// What the accounts migration moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -92,90 +95,66 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
     out.send(Item::Indexes { add, settle });
 }
 
-/// Copies the accounts tree. `live`: the source is a running node's
-/// database (an online migration), whose labels may move between accounts
-/// while the tree is read (see [`free_labels`]), copied in pieces.
+/// Copies the accounts tree. On a live source (an online migration) the
+/// labels may move between accounts while the tree is read (see
+/// [`free_labels`]).
 pub(crate) async fn migrate(
     source: &MigrationSource,
     tx: &mut dyn Tx,
-    opts: &Options,
-    progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::feed::Damage>,
-    live: Option<&crate::live::Live>,
+    ctx: CopyCtx<'_>,
 ) -> Result<AccountsReport, Error> {
-    let mut report = AccountsReport::default();
-    ensure_empty(tx).await?;
-    let Some(tree) = source.tree(kv::TREE)? else {
-        return Ok(report);
+    ensure_empty(tx, &["accounts"]).await?;
+    let mut writer = Writer {
+        report: AccountsReport::default(),
+        next_id: 1,
+        live: ctx.live.is_some(),
     };
-    let total = tree.len() as u64;
-    let chunk_size = opts.chunk_size.max(1);
-    let mut feed = Feed::spawn(kv::TREE, damage, move |sink| {
-        read_tree(tree, chunk_size, sink)
-    });
-
-    let mut next_id: i64 = 1;
-    let result = async {
-        while let Some(item) = feed.next().await {
-            match item? {
-                Item::Accounts(mut chunk) => {
-                    if live.is_some() {
-                        free_labels(tx, chunk.iter_mut().map(|a| &mut a.label).collect()).await?;
-                    }
-                    let first = next_id;
-                    write_chunk(tx, &chunk, first).await?;
-                    next_id += chunk.len() as i64;
-                    verify_chunk(tx, &chunk, first, next_id - 1).await?;
-                    if let Some(live) = live {
-                        live.boundary(tx).await?;
-                    }
-                    report.accounts += chunk.len() as u64;
-                    report.invoices += chunk.iter().map(|a| a.invoices.len() as u64).sum::<u64>();
-                    report.payments += chunk.iter().map(|a| a.payments.len() as u64).sum::<u64>();
-                    if let Some(p) = progress {
-                        p.progress(ProgressEvent {
-                            store: "accounts",
-                            done: report.accounts,
-                            total: Ord::max(total, report.accounts),
-                        })
-                        .map_err(Error::Aborted)?;
-                    }
-                }
-                Item::Indexes { add, settle } => {
-                    report.last_indexes = migrate_indexes(tx, add, settle).await?;
-                }
-            }
-        }
-        Ok::<_, Error>(())
-    }
-    .await;
-    feed.finish().await;
-    result?;
-    if tx.dialect() == Dialect::Postgres && next_id > 1 {
-        // Explicit ids do not advance the BIGSERIAL sequence.
-        tx.query_sql(Sql::fixed(
-            "SELECT setval(pg_get_serial_sequence('accounts', 'id'), $1)",
-            vec![(next_id - 1).into()],
-        ))
-        .await?;
-    }
-    Ok(report)
+    let Some(tree) = source.tree(kv::TREE)? else {
+        return Ok(writer.report);
+    };
+    let what = TreeCopy {
+        tree: kv::TREE,
+        store: "accounts",
+        total: tree.len() as u64,
+    };
+    let chunk_size = ctx.chunk_size;
+    let read = move |sink| read_tree(tree, chunk_size, sink);
+    copy_tree(tx, ctx, what, read, &mut writer).await?;
+    sequence_past(tx, "accounts", writer.next_id - 1).await?;
+    Ok(writer.report)
 }
 
-async fn ensure_empty(tx: &mut dyn Tx) -> Result<(), Error> {
-    let any = tx
-        .query_opt(
-            &Query::select()
-                .column(Accounts::Id)
-                .from(Accounts::Table)
-                .limit(1)
-                .to_owned(),
-        )
-        .await?;
-    if any.is_some() {
-        return Err(Error::TargetNotEmpty { table: "accounts" });
+/// Writes the accounts' chunks with the SQL ids from 1 in key order.
+struct Writer {
+    report: AccountsReport,
+    next_id: i64,
+    live: bool,
+}
+
+#[async_trait]
+impl WriteChunk<Item> for Writer {
+    async fn write(&mut self, tx: &mut dyn Tx, item: Item) -> Result<Option<u64>, Error> {
+        match item {
+            Item::Accounts(mut chunk) => {
+                if self.live {
+                    free_labels(tx, chunk.iter_mut().map(|a| &mut a.label).collect()).await?;
+                }
+                let first = self.next_id;
+                write_chunk(tx, &chunk, first).await?;
+                self.next_id += chunk.len() as i64;
+                verify_chunk(tx, &chunk, first, self.next_id - 1).await?;
+                let report = &mut self.report;
+                report.accounts += chunk.len() as u64;
+                report.invoices += chunk.iter().map(|a| a.invoices.len() as u64).sum::<u64>();
+                report.payments += chunk.iter().map(|a| a.payments.len() as u64).sum::<u64>();
+                Ok(Some(report.accounts))
+            }
+            Item::Indexes { add, settle } => {
+                self.report.last_indexes = migrate_indexes(tx, add, settle).await?;
+                Ok(None)
+            }
+        }
     }
-    Ok(())
 }
 
 fn i64_of(record: &Account, field: &str, v: u64) -> Result<i64, Error> {

@@ -13,8 +13,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use async_trait::async_trait;
 use sea_query::{Expr, ExprTrait, Query};
-use sqldb::{Dialect, Sql, Tx, TxExt};
+use sqldb::{Tx, TxExt};
 use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
 use store_actions::Action;
@@ -25,9 +26,11 @@ use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::{MigrationSource, ReadTree};
 
+use crate::Error;
+use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree, ensure_empty};
 use crate::diff::{Diff, read_back};
-use crate::feed::{Feed, Sink};
-use crate::{Error, Options, Progress, ProgressEvent};
+use crate::feed::Sink;
+use crate::shared::sequence_past;
 
 /// What the actions migration moved, and what it dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -82,26 +85,11 @@ fn read_actions(actions: ReadTree, chunk_size: usize, out: Sink<Vec<Action>>) {
 pub(crate) async fn migrate(
     source: &MigrationSource,
     tx: &mut dyn Tx,
-    opts: &Options,
-    progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::feed::Damage>,
-    live: Option<&crate::live::Live>,
+    ctx: CopyCtx<'_>,
 ) -> Result<ActionsReport, Error> {
-    let mut report = ActionsReport::default();
-    let any = tx
-        .query_opt(
-            &Query::select()
-                .column(Actions::Id)
-                .from(Actions::Table)
-                .limit(1)
-                .to_owned(),
-        )
-        .await?;
-    if any.is_some() {
-        return Err(Error::TargetNotEmpty { table: "actions" });
-    }
+    ensure_empty(tx, &["actions"]).await?;
     let Some(actions) = source.tree(ACTIONS_TREE)? else {
-        return Ok(report);
+        return Ok(ActionsReport::default());
     };
     // Locators are handed out in sequence, so the index's last key is the
     // count, found with one seek; sled's `len` would walk the whole tree and
@@ -110,53 +98,50 @@ pub(crate) async fn migrate(
         Some(Ok(Some((key, _)))) => index_seq(&key).unwrap_or(0),
         _ => 0,
     };
-    let chunk_size = opts.chunk_size.max(1);
-    let mut feed = Feed::spawn(ACTIONS_TREE, damage, move |sink| {
-        read_actions(actions, chunk_size, sink)
-    });
-    let mut last_id = 0i64;
-    let result = async {
-        let links = Links::load(tx).await?;
-        // Every action index and foreign key is built once after the load
-        // (design §5.7). Neither can fail then: the indexes are not unique
-        // and every link was resolved through `links` above.
-        let aside = sqldb::deferred::set_aside(tx, &["actions"]).await?;
-        while let Some(chunk) = feed.next().await {
-            let chunk = chunk?;
-            last_id = Ord::max(last_id, write_chunk(tx, &links, &chunk, &mut report).await?);
-            if let Some(live) = live {
-                live.boundary(tx).await?;
-            }
-            if let Some(p) = progress {
-                p.progress(ProgressEvent {
-                    store: "actions",
-                    done: report.actions,
-                    total: Ord::max(total, report.actions),
-                })
-                .map_err(Error::Aborted)?;
-            }
+    let mut writer = Writer {
+        links: Links::load(tx).await?,
+        report: ActionsReport::default(),
+        last_id: 0,
+    };
+    // Every action index and foreign key is built once after the load
+    // (design §5.7). Neither can fail then: the indexes are not unique and
+    // every link was resolved through `links` above.
+    let aside = sqldb::deferred::set_aside(tx, &["actions"]).await?;
+    let what = TreeCopy {
+        tree: ACTIONS_TREE,
+        store: "actions",
+        total,
+    };
+    let chunk_size = ctx.chunk_size;
+    let read = move |sink| read_actions(actions, chunk_size, sink);
+    copy_tree(tx, ctx, what, read, &mut writer).await?;
+    // One index at a time: an online copy may commit between them.
+    for sql in aside.into_statements() {
+        tx.execute_script(&sql).await?;
+        if let Some(live) = ctx.live {
+            live.boundary(tx).await?;
         }
-        // One index at a time: an online copy may commit between them.
-        for sql in aside.into_statements() {
-            tx.execute_script(&sql).await?;
-            if let Some(live) = live {
-                live.boundary(tx).await?;
-            }
-        }
-        Ok::<_, Error>(())
     }
-    .await;
-    feed.finish().await;
-    result?;
-    if tx.dialect() == Dialect::Postgres && last_id > 0 {
-        // Explicit ids do not advance the BIGSERIAL sequence.
-        tx.query_sql(Sql::fixed(
-            "SELECT setval(pg_get_serial_sequence('actions', 'id'), $1)",
-            vec![last_id.into()],
-        ))
-        .await?;
+    sequence_past(tx, "actions", writer.last_id).await?;
+    Ok(writer.report)
+}
+
+/// Writes the actions' chunks with their locators as SQL ids.
+struct Writer {
+    /// The SQL ids of every session and account.
+    links: Links,
+    report: ActionsReport,
+    /// The largest id written.
+    last_id: i64,
+}
+
+#[async_trait]
+impl WriteChunk<Vec<Action>> for Writer {
+    async fn write(&mut self, tx: &mut dyn Tx, chunk: Vec<Action>) -> Result<Option<u64>, Error> {
+        let last = write_chunk(tx, &self.links, &chunk, &mut self.report).await?;
+        self.last_id = Ord::max(self.last_id, last);
+        Ok(Some(self.report.actions))
     }
-    Ok(report)
 }
 
 /// Replays actions added or changed while an online migration copied them

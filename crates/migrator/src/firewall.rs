@@ -16,19 +16,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
-use sqldb::{Dialect, Sql, Tx, TxExt};
+use sqldb::{Tx, TxExt};
 use store_firewall::KvEntry;
 use store_firewall::kv::{PRIVACY_TREE, RULES_TREE, parse_entry, parse_pair};
-use store_firewall::sql::schema::{Kvstores, PrivacyPairs, Rules};
+use store_firewall::sql::schema::{Kvstores, PrivacyPairs};
 use store_firewall::sql::{load_entries, load_pairs, lookup_name, name_id};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::{MigrationSource, ReadTree};
 
+use crate::Error;
+use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree, ensure_empty};
 use crate::diff::read_back;
-use crate::feed::{Feed, Sink};
-use crate::{Error, Options, Progress, ProgressEvent};
+use crate::feed::Sink;
+use crate::shared::sequence_past;
 
 /// What the firewall migration moved, and what it skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -257,115 +260,69 @@ fn collision(e: sqldb::DbError, what: &str) -> Error {
     }
 }
 
-async fn ensure_empty(tx: &mut dyn Tx) -> Result<(), Error> {
-    for (table, select) in [
-        (
-            "kvstores",
-            Query::select()
-                .column(Kvstores::Id)
-                .from(Kvstores::Table)
-                .limit(1)
-                .to_owned(),
-        ),
-        (
-            "privacy_pairs",
-            Query::select()
-                .column(PrivacyPairs::GroupId)
-                .from(PrivacyPairs::Table)
-                .limit(1)
-                .to_owned(),
-        ),
-        (
-            "rules",
-            Query::select()
-                .column(Rules::Id)
-                .from(Rules::Table)
-                .limit(1)
-                .to_owned(),
-        ),
-    ] {
-        if tx.query_opt(&select).await?.is_some() {
-            return Err(Error::TargetNotEmpty { table });
-        }
-    }
-    Ok(())
-}
-
 pub(crate) async fn migrate(
     source: &MigrationSource,
     tx: &mut dyn Tx,
-    opts: &Options,
-    progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::feed::Damage>,
-    live: Option<&crate::live::Live>,
+    ctx: CopyCtx<'_>,
 ) -> Result<FirewallReport, Error> {
-    let mut report = FirewallReport::default();
-    ensure_empty(tx).await?;
-    let chunk_size = opts.chunk_size.max(1);
+    ensure_empty(tx, &["kvstores", "privacy_pairs", "rules"]).await?;
+    let mut writer = Writer {
+        report: FirewallReport::default(),
+        names: Names::default(),
+        next_id: 1,
+    };
+    let chunk_size = ctx.chunk_size;
     if let Some(tree) = source.tree(RULES_TREE)? {
-        let total = tree.len() as u64;
-        let mut feed = Feed::spawn(RULES_TREE, damage, move |sink| {
-            read_entries(tree, chunk_size, sink)
-        });
-        let mut names = Names::default();
-        let mut next_id = 1;
-        let result = async {
-            while let Some(chunk) = feed.next().await {
-                let chunk = chunk?;
-                write_entries(tx, &chunk, &mut names, &mut next_id, &mut report).await?;
-                if let Some(live) = live {
-                    live.boundary(tx).await?;
-                }
-                if let Some(p) = progress {
-                    p.progress(ProgressEvent {
-                        store: "kv-stores",
-                        done: report.kv_entries + report.kv_entries_skipped,
-                        total,
-                    })
-                    .map_err(Error::Aborted)?;
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
-        feed.finish().await;
-        result?;
-        if tx.dialect() == Dialect::Postgres && next_id > 1 {
-            tx.query_sql(Sql::fixed(
-                "SELECT setval(pg_get_serial_sequence('kvstores', 'id'), $1)",
-                vec![(next_id - 1).into()],
-            ))
-            .await?;
-        }
+        let what = TreeCopy {
+            tree: RULES_TREE,
+            store: "kv-stores",
+            total: tree.len() as u64,
+        };
+        let read = move |sink| read_entries(tree, chunk_size, sink);
+        copy_tree(tx, ctx, what, read, &mut writer).await?;
+        sequence_past(tx, "kvstores", writer.next_id - 1).await?;
     }
     if let Some(tree) = source.tree(PRIVACY_TREE)? {
-        let total = (tree.len() / 2) as u64;
-        let defer = live.map(|l| l.journal.clone());
-        let mut feed = Feed::spawn(PRIVACY_TREE, damage, move |sink| {
-            read_privacy(tree, chunk_size, defer, sink)
-        });
-        let result = async {
-            while let Some(chunk) = feed.next().await {
-                write_pairs(tx, chunk?, &mut report).await?;
-                if let Some(live) = live {
-                    live.boundary(tx).await?;
-                }
-                if let Some(p) = progress {
-                    p.progress(ProgressEvent {
-                        store: "privacy pairs",
-                        done: report.privacy_pairs + report.privacy_pairs_skipped,
-                        total,
-                    })
-                    .map_err(Error::Aborted)?;
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
-        feed.finish().await;
-        result?;
+        let what = TreeCopy {
+            tree: PRIVACY_TREE,
+            store: "privacy pairs",
+            total: (tree.len() / 2) as u64,
+        };
+        let defer = ctx.live.map(|l| l.journal.clone());
+        let read = move |sink| read_privacy(tree, chunk_size, defer, sink);
+        copy_tree(tx, ctx, what, read, &mut writer).await?;
     }
-    Ok(report)
+    Ok(writer.report)
+}
+
+/// Writes the kv-store entries (with the SQL ids from 1 in key order, and
+/// rule and feature names as they come) and the privacy pairs.
+struct Writer {
+    report: FirewallReport,
+    names: Names,
+    next_id: i64,
+}
+
+#[async_trait]
+impl WriteChunk<Vec<KvEntry>> for Writer {
+    async fn write(&mut self, tx: &mut dyn Tx, chunk: Vec<KvEntry>) -> Result<Option<u64>, Error> {
+        let r = &mut self.report;
+        write_entries(tx, &chunk, &mut self.names, &mut self.next_id, r).await?;
+        Ok(Some(r.kv_entries + r.kv_entries_skipped))
+    }
+}
+
+#[async_trait]
+impl WriteChunk<Vec<GroupPairs>> for Writer {
+    async fn write(
+        &mut self,
+        tx: &mut dyn Tx,
+        chunk: Vec<GroupPairs>,
+    ) -> Result<Option<u64>, Error> {
+        let r = &mut self.report;
+        write_pairs(tx, chunk, r).await?;
+        Ok(Some(r.privacy_pairs + r.privacy_pairs_skipped))
+    }
 }
 
 /// Replays firewall data changed while an online migration copied it

@@ -47,6 +47,7 @@
 mod accounts;
 mod actions;
 pub mod check;
+mod copy;
 mod diff;
 mod error;
 mod feed;

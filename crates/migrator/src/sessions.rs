@@ -19,9 +19,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_query::{Expr, ExprTrait, IntoIden, Query};
-use sqldb::{Dialect, Sql, Tx, TxExt};
+use sqldb::{Tx, TxExt};
 use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
 use store_sessions::kv::{SESSIONS_TREE, decode_session};
@@ -30,9 +31,11 @@ use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_session_ids, se
 use store_sessions::{Session, SessionId};
 use tombstone::{MigrationSource, ReadTree};
 
+use crate::Error;
+use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree, ensure_empty};
 use crate::diff::Diff;
-use crate::feed::{Feed, Sink};
-use crate::{Error, Options, Progress, ProgressEvent};
+use crate::feed::Sink;
+use crate::shared::sequence_past;
 
 /// What the sessions migration moved, and what it dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -115,29 +118,14 @@ fn read_class(
 pub(crate) async fn migrate(
     source: &MigrationSource,
     tx: &mut dyn Tx,
-    opts: &Options,
-    progress: Option<&dyn Progress>,
-    damage: &std::sync::Arc<crate::feed::Damage>,
-    live: Option<&crate::live::Live>,
+    ctx: CopyCtx<'_>,
 ) -> Result<SessionsReport, Error> {
-    let mut report = SessionsReport::default();
-    let any = tx
-        .query_opt(
-            &Query::select()
-                .column(Sessions::Id)
-                .from(Sessions::Table)
-                .limit(1)
-                .to_owned(),
-        )
-        .await?;
-    if any.is_some() {
-        return Err(Error::TargetNotEmpty { table: "sessions" });
-    }
+    ensure_empty(tx, &["sessions"]).await?;
     let Some(tree) = source.tree(SESSIONS_TREE)? else {
-        return Ok(report);
+        return Ok(SessionsReport::default());
     };
     let planned = {
-        let (tree, damage) = (tree.clone(), damage.clone());
+        let (tree, damage) = (tree.clone(), ctx.damage.clone());
         tokio::task::spawn_blocking(move || plan(&tree, &damage))
             .await
             .map_err(|e| Error::Invalid {
@@ -145,46 +133,30 @@ pub(crate) async fn migrate(
                 reason: e.to_string(),
             })??
     };
-    report.duplicates_dropped = planned.duplicates;
     let total = planned.winners.len() as u64;
     let winners = Arc::new(planned.winners);
     let mut state = Migration {
         next_id: 1,
         groups: HashMap::new(),
-        report,
+        report: SessionsReport {
+            duplicates_dropped: planned.duplicates,
+            ..SessionsReport::default()
+        },
+        defer: ctx.live.map(|l| l.journal.clone()),
+        damage: ctx.damage.clone(),
+    };
+    let what = TreeCopy {
+        tree: SESSIONS_TREE,
+        store: "sessions",
         total,
-        defer: live.map(|l| l.journal.clone()),
-        damage: damage.clone(),
     };
     for founders in [true, false] {
-        let mut feed = {
-            let (tree, winners) = (tree.clone(), winners.clone());
-            let size = opts.chunk_size.max(1);
-            Feed::spawn(SESSIONS_TREE, damage, move |sink| {
-                read_class(tree, winners, founders, size, sink)
-            })
-        };
-        let result = async {
-            while let Some(chunk) = feed.next().await {
-                state.chunk(tx, chunk?, progress).await?;
-                if let Some(live) = live {
-                    live.boundary(tx).await?;
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
-        feed.finish().await;
-        result?;
+        let (tree, winners) = (tree.clone(), winners.clone());
+        let size = ctx.chunk_size;
+        let read = move |sink| read_class(tree, winners, founders, size, sink);
+        copy_tree(tx, ctx, what, read, &mut state).await?;
     }
-    if tx.dialect() == Dialect::Postgres && state.next_id > 1 {
-        // Explicit ids do not advance the BIGSERIAL sequence.
-        tx.query_sql(Sql::fixed(
-            "SELECT setval(pg_get_serial_sequence('sessions', 'id'), $1)",
-            vec![(state.next_id - 1).into()],
-        ))
-        .await?;
-    }
+    sequence_past(tx, "sessions", state.next_id - 1).await?;
     Ok(state.report)
 }
 
@@ -193,7 +165,6 @@ struct Migration {
     /// Group id → SQL id of the group's first session.
     groups: HashMap<SessionId, i64>,
     report: SessionsReport,
-    total: u64,
     /// An online migration's journal: the copy reads a live tree, not one
     /// instant of it, so a session linked to a group whose first session
     /// it did not see (both created while it read) is left to the replay,
@@ -204,13 +175,9 @@ struct Migration {
     damage: Arc<crate::feed::Damage>,
 }
 
-impl Migration {
-    async fn chunk(
-        &mut self,
-        tx: &mut dyn Tx,
-        chunk: Vec<Session>,
-        progress: Option<&dyn Progress>,
-    ) -> Result<(), Error> {
+#[async_trait]
+impl WriteChunk<Vec<Session>> for Migration {
+    async fn write(&mut self, tx: &mut dyn Tx, chunk: Vec<Session>) -> Result<Option<u64>, Error> {
         let accounts = account_ids(tx, &chunk).await?;
         let first = self.next_id;
         let mut rows = Vec::with_capacity(chunk.len());
@@ -275,17 +242,11 @@ impl Migration {
         self.verify(tx, &expected, first).await?;
         self.report.sessions += expected.len() as u64;
         self.report.account_links_dropped += dropped_links;
-        if let Some(p) = progress {
-            p.progress(ProgressEvent {
-                store: "sessions",
-                done: self.report.sessions,
-                total: self.total,
-            })
-            .map_err(Error::Aborted)?;
-        }
-        Ok(())
+        Ok(Some(self.report.sessions))
     }
+}
 
+impl Migration {
     /// Reads the chunk back and compares each session with what the rules
     /// say SQL holds (`expected`).
     async fn verify(

@@ -52,6 +52,25 @@ pub(crate) fn rows(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
+/// On PostgreSQL, moves `table`'s id sequence to `last` after a copy that
+/// wrote explicit ids up to it (they do not advance a BIGSERIAL sequence);
+/// nothing on SQLite or when nothing was written.
+pub(crate) async fn sequence_past(
+    tx: &mut dyn Tx,
+    table: &'static str,
+    last: i64,
+) -> Result<(), Error> {
+    if tx.dialect() != Dialect::Postgres || last < 1 {
+        return Ok(());
+    }
+    tx.query_sql(Sql::fixed(
+        "SELECT setval(pg_get_serial_sequence($1, 'id'), $2)",
+        vec![table.into(), last.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// The next free SQL id of `table` (one past the largest).
 pub(crate) async fn next_id(tx: &mut dyn Tx, table: &'static str) -> Result<i64, Error> {
     let row = tx
@@ -79,16 +98,7 @@ pub(crate) async fn advance_sequence(
         return Ok(());
     }
     let max = next_id(tx, table).await? - 1;
-    let target = Ord::max(max, last);
-    if target < 1 {
-        return Ok(());
-    }
-    tx.query_sql(Sql::fixed(
-        "SELECT setval(pg_get_serial_sequence($1, 'id'), $2)",
-        vec![table.into(), target.into()],
-    ))
-    .await?;
-    Ok(())
+    sequence_past(tx, table, Ord::max(max, last)).await
 }
 
 /// Drops the links to the accounts or sessions with these SQL ids

@@ -15,14 +15,15 @@ use tokio::task::JoinHandle;
 use tombstone::MigrationSource;
 use tracing::Instrument;
 
+use crate::copy::CopyCtx;
 use crate::feed::Damage;
 use crate::progress::EndsAtTotal;
 use crate::shared::millis;
 use crate::staging::{self, StagedCopy};
-use crate::{Error, Options};
 use crate::{
-    MigrationRecord, Problem, Progress, Report, SourceFacts, accounts, actions, check, firewall,
-    live, online, record, replay, sessions,
+    AccountsReport, ActionsReport, Error, FirewallReport, MigrationRecord, Options, Problem,
+    Progress, Report, SessionsReport, SourceFacts, accounts, actions, check, firewall, live,
+    online, record, replay, sessions,
 };
 
 type CheckHandle = JoinHandle<Result<Vec<Problem>, Error>>;
@@ -156,9 +157,7 @@ impl<'a> KvToSql<'a> {
     async fn migrate_stores(&self, tx: &mut dyn Tx) -> Result<(Report, Vec<Problem>), Error> {
         let source = &*self.source;
         let started = Instant::now();
-        let (opts, damage) = (&self.opts, &self.damage);
         let ends = EndsAtTotal::new(self.progress);
-        let progress = ends.observer();
         // Foreign keys are checked once, after the load, not row by row
         // (docs/design.md §5.7); every link they check was resolved to an
         // id loaded before it, so the check cannot fail on data.
@@ -170,38 +169,20 @@ impl<'a> KvToSql<'a> {
         };
         let live = live.as_ref();
         let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
-        let t = Instant::now();
-        let accounts = accounts::migrate(source, tx, opts, progress, damage, live)
-            .instrument(store_span("accounts"))
-            .await?;
-        ends.finish()?;
-        log_store(
-            "accounts",
-            accounts.accounts + accounts.invoices + accounts.payments,
-            t,
-        );
+        let ctx = CopyCtx {
+            chunk_size: self.opts.chunk_size.max(1),
+            progress: ends.observer(),
+            damage: &self.damage,
+            live,
+        };
+        let accounts = store(&ends, "accounts", accounts::migrate(source, tx, ctx)).await?;
         // Sessions reference accounts: after them, in the same transaction.
-        let t = Instant::now();
         // An online copy leaves what it read inconsistently to the replay.
-        let sessions = sessions::migrate(source, tx, opts, progress, damage, live)
-            .instrument(store_span("sessions"))
-            .await?;
-        ends.finish()?;
-        log_store("sessions", sessions.sessions, t);
+        let sessions = store(&ends, "sessions", sessions::migrate(source, tx, ctx)).await?;
         // Kv-stores and privacy pairs are scoped by session group.
-        let t = Instant::now();
-        let firewall = firewall::migrate(source, tx, opts, progress, damage, live)
-            .instrument(store_span("firewall"))
-            .await?;
-        ends.finish()?;
-        log_store("firewall", firewall.kv_entries + firewall.privacy_pairs, t);
+        let firewall = store(&ends, "firewall", firewall::migrate(source, tx, ctx)).await?;
         // Actions link to sessions and accounts: last.
-        let t = Instant::now();
-        let actions = actions::migrate(source, tx, opts, progress, damage, live)
-            .instrument(store_span("actions"))
-            .await?;
-        ends.finish()?;
-        log_store("actions", actions.actions, t);
+        let actions = store(&ends, "actions", actions::migrate(source, tx, ctx)).await?;
         foreign_keys.rebuild(tx).await?;
         if self.online.is_none() {
             // Every later schema step over the data just loaded, in this
@@ -373,12 +354,52 @@ fn rate(records: u64, since: Instant) -> u64 {
     }
 }
 
-fn log_store(store: &'static str, records: u64, since: Instant) {
+/// One store's part of the data step, in its span: when it ends, its
+/// progress is told at its count and its rate logged.
+async fn store<R: Copied>(
+    ends: &EndsAtTotal<'_>,
+    name: &'static str,
+    copy: impl std::future::Future<Output = Result<R, Error>>,
+) -> Result<R, Error> {
+    let t = Instant::now();
+    let report = copy.instrument(store_span(name)).await?;
+    ends.finish()?;
+    let records = report.records();
     tracing::info!(
-        store,
+        store = name,
         records,
-        duration_ms = millis(since),
-        records_per_s = rate(records, since),
+        duration_ms = millis(t),
+        records_per_s = rate(records, t),
         "store migrated"
     );
+    Ok(report)
+}
+
+/// A store's report: how many records it moved, for the log.
+trait Copied {
+    fn records(&self) -> u64;
+}
+
+impl Copied for AccountsReport {
+    fn records(&self) -> u64 {
+        self.accounts + self.invoices + self.payments
+    }
+}
+
+impl Copied for SessionsReport {
+    fn records(&self) -> u64 {
+        self.sessions
+    }
+}
+
+impl Copied for FirewallReport {
+    fn records(&self) -> u64 {
+        self.kv_entries + self.privacy_pairs
+    }
+}
+
+impl Copied for ActionsReport {
+    fn records(&self) -> u64 {
+        self.actions
+    }
 }

@@ -1,0 +1,107 @@
+//! The one copy loop every store's part of the migration runs
+//! (docs/design.md §5.1): a tree read on the blocking pool ([`Feed`]), each
+//! chunk handed to the store's [`WriteChunk`] (which writes it and reads it
+//! back compared), then, between chunks, a piece boundary of an online
+//! copy and a progress event. The stores differ only in how they read a
+//! tree and write a chunk; the loop, the check that the target is empty,
+//! exist here once (and the sequences past the ids a copy wrote,
+//! [`crate::shared::sequence_past`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sea_query::{Alias, Expr, Query};
+use sqldb::{Tx, TxExt};
+
+use crate::feed::{Damage, Feed, Sink};
+use crate::live::Live;
+use crate::{Error, Progress, ProgressEvent};
+
+/// What every copy of a tree shares: the run's settings and observers.
+#[derive(Clone, Copy)]
+pub(crate) struct CopyCtx<'a> {
+    /// Records per chunk.
+    pub(crate) chunk_size: usize,
+    /// Told after each chunk.
+    pub(crate) progress: Option<&'a dyn Progress>,
+    /// The run's damage bookkeeping, shared with the readers.
+    pub(crate) damage: &'a Arc<Damage>,
+    /// An online copy's piece boundaries and journal.
+    pub(crate) live: Option<&'a Live>,
+}
+
+/// A store's writer of one tree's chunks.
+#[async_trait]
+pub(crate) trait WriteChunk<T>: Send {
+    /// Writes `chunk` and reads it back compared. Returns the records of
+    /// this tree done so far, or `None` for an item that holds no records
+    /// (no progress is told, no piece boundary taken after it).
+    async fn write(&mut self, tx: &mut dyn Tx, chunk: T) -> Result<Option<u64>, Error>;
+}
+
+/// One tree to copy: its name, the store name progress reports it under,
+/// and about how many records it holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TreeCopy {
+    /// The key-value tree (named in errors).
+    pub(crate) tree: &'static str,
+    /// The name progress events carry.
+    pub(crate) store: &'static str,
+    /// About how many records (an estimate; a bar ends at the count).
+    pub(crate) total: u64,
+}
+
+/// Copies one tree: `read` runs on the blocking pool and sends chunks,
+/// `writer` writes each; the reader is stopped and waited for whatever
+/// happens, and an error of either side ends the copy.
+pub(crate) async fn copy_tree<T: Send + 'static>(
+    tx: &mut dyn Tx,
+    ctx: CopyCtx<'_>,
+    what: TreeCopy,
+    read: impl FnOnce(Sink<T>) + Send + 'static,
+    writer: &mut dyn WriteChunk<T>,
+) -> Result<(), Error> {
+    let mut feed = Feed::spawn(what.tree, ctx.damage, read);
+    let result = async {
+        while let Some(chunk) = feed.next().await {
+            let Some(done) = writer.write(tx, chunk?).await? else {
+                continue;
+            };
+            if let Some(live) = ctx.live {
+                live.boundary(tx).await?;
+            }
+            if let Some(p) = ctx.progress {
+                p.progress(ProgressEvent {
+                    store: what.store,
+                    done,
+                    total: Ord::max(what.total, done),
+                })
+                .map_err(Error::Aborted)?;
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    feed.finish().await;
+    result
+}
+
+/// Refuses a target whose tables already hold rows: the migration only
+/// writes into an empty database.
+pub(crate) async fn ensure_empty(tx: &mut dyn Tx, tables: &[&'static str]) -> Result<(), Error> {
+    for table in tables {
+        let any = tx
+            .query_opt(
+                &Query::select()
+                    .expr(Expr::cust("1"))
+                    .from(Alias::new(*table))
+                    .limit(1)
+                    .to_owned(),
+            )
+            .await?;
+        if any.is_some() {
+            return Err(Error::TargetNotEmpty { table });
+        }
+    }
+    Ok(())
+}
