@@ -7,6 +7,8 @@
 //! `Store` implementation. Reading back uses the store's range loader, so
 //! what is compared is exactly what the SQL store will serve.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_query::{Expr, ExprTrait, Query};
@@ -444,7 +446,6 @@ async fn replay_chunk(
     ids: &[store_accounts::AccountId],
     deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    use crate::shared::rows;
     let in_sql = store_accounts::sql::sql_ids(tx, ids)
         .await
         .map_err(|e| Error::Invalid {
@@ -480,44 +481,84 @@ async fn replay_chunk(
             .collect(),
     )
     .await?;
-    // What SQL holds of the changed accounts: their invoices and payments
-    // change far less often than their balances, so only the child rows
-    // that differ are deleted and written.
-    let before: std::collections::HashMap<store_accounts::AccountId, Account> = {
-        let sids: Vec<i64> = updated.iter().map(|(_, sid)| *sid).collect();
-        if sids.is_empty() {
-            Default::default()
-        } else {
-            store_accounts::sql::load_accounts_by_sql_ids(tx, &sids)
-                .await
-                .map_err(|e| Error::Invalid {
-                    record: "the replayed accounts".into(),
-                    reason: e.to_string(),
-                })?
-                .into_iter()
-                .map(|a| (a.id, a))
-                .collect()
-        }
-    };
-    if !gone.is_empty() {
-        delete_children(tx, &gone, deltas).await?;
-        crate::shared::drop_links(tx, "account_id", &gone).await?;
-        deltas.accounts -= rows(
-            tx.exec(
-                &Query::delete()
-                    .from_table(Accounts::Table)
-                    .and_where(Expr::col(Accounts::Id).is_in(gone.iter().copied()))
-                    .to_owned(),
-            )
-            .await?,
-        );
+    let before = sql_state(tx, &updated).await?;
+    delete_gone(tx, &gone, deltas).await?;
+    update_in_place(tx, &updated, &before, deltas).await?;
+    if !added.is_empty() {
+        let first = crate::shared::next_id(tx, "accounts").await?;
+        write_chunk(tx, &added, first).await?;
+        let rows = crate::shared::rows;
+        deltas.accounts += rows(added.len());
+        deltas.invoices += rows(added.iter().map(|a| a.invoices.len()).sum::<usize>());
+        deltas.payments += rows(added.iter().map(|a| a.payments.len()).sum::<usize>());
+        let last = first + rows(added.len()) - 1;
+        crate::shared::advance_sequence(tx, "accounts", last).await?;
+        updated.extend(added.into_iter().zip(first..));
     }
-    // Rows updated in place (a delete would cascade to the sessions and
-    // actions that link to the account), the statements sent together.
+    verify_replayed(tx, updated).await
+}
+
+/// What SQL holds of the changed accounts, by id: their invoices and
+/// payments change far less often than their balances, so only the child
+/// rows that differ are deleted and written.
+async fn sql_state(
+    tx: &mut dyn Tx,
+    updated: &[(Account, i64)],
+) -> Result<HashMap<store_accounts::AccountId, Account>, Error> {
+    let sids: Vec<i64> = updated.iter().map(|(_, sid)| *sid).collect();
+    if sids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(store_accounts::sql::load_accounts_by_sql_ids(tx, &sids)
+        .await
+        .map_err(|e| Error::Invalid {
+            record: "the replayed accounts".into(),
+            reason: e.to_string(),
+        })?
+        .into_iter()
+        .map(|a| (a.id, a))
+        .collect())
+}
+
+/// Deletes the accounts (by SQL id) gone from the key-value store, after
+/// their invoices, payments and the links to them.
+async fn delete_gone(
+    tx: &mut dyn Tx,
+    gone: &[i64],
+    deltas: &mut crate::shared::Deltas,
+) -> Result<(), Error> {
+    if gone.is_empty() {
+        return Ok(());
+    }
+    delete_children(tx, gone, deltas).await?;
+    crate::shared::drop_links(tx, "account_id", gone).await?;
+    deltas.accounts -= crate::shared::rows(
+        tx.exec(
+            &Query::delete()
+                .from_table(Accounts::Table)
+                .and_where(Expr::col(Accounts::Id).is_in(gone.iter().copied()))
+                .to_owned(),
+        )
+        .await?,
+    );
+    Ok(())
+}
+
+/// Rows updated in place (a delete would cascade to the sessions and
+/// actions that link to the account), the statements sent together; of
+/// the invoices and payments, only those that differ from `before` are
+/// deleted and written.
+async fn update_in_place(
+    tx: &mut dyn Tx,
+    updated: &[(Account, i64)],
+    before: &HashMap<store_accounts::AccountId, Account>,
+    deltas: &mut crate::shared::Deltas,
+) -> Result<(), Error> {
+    use crate::shared::rows;
     let d = tx.dialect();
     let mut statements = Vec::with_capacity(updated.len());
     let (mut invoices, mut payments): (Rows, Rows) = (Vec::new(), Vec::new());
-    for (a, sid) in &updated {
+    for (a, sid) in updated {
         a.check().map_err(|e| Error::Contract(e.to_string()))?;
         let row = account_row(a, *sid)?;
         let values = store_accounts::sql::ACCOUNT_COLUMNS[1..]
@@ -586,18 +627,7 @@ async fn replay_chunk(
     }
     deltas.invoices += rows(invoices.len());
     deltas.payments += rows(payments.len());
-    write_rows(tx, Vec::new(), invoices, payments).await?;
-    if !added.is_empty() {
-        let first = crate::shared::next_id(tx, "accounts").await?;
-        write_chunk(tx, &added, first).await?;
-        deltas.accounts += rows(added.len());
-        deltas.invoices += rows(added.iter().map(|a| a.invoices.len()).sum::<usize>());
-        deltas.payments += rows(added.iter().map(|a| a.payments.len()).sum::<usize>());
-        let last = first + rows(added.len()) - 1;
-        crate::shared::advance_sequence(tx, "accounts", last).await?;
-        updated.extend(added.into_iter().zip(first..));
-    }
-    verify_replayed(tx, updated).await
+    write_rows(tx, Vec::new(), invoices, payments).await
 }
 
 /// Reads back the replayed accounts (with their SQL ids) in one load and

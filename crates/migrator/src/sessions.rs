@@ -304,11 +304,6 @@ pub(crate) async fn replay(
     ids: &[SessionId],
     deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    use crate::shared::rows;
-    use store_sessions::sql::schema::{
-        SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions,
-        SessionPrivacyFlags,
-    };
     let batch = read_with_founders(tx, live, ids).await?;
     let present: Vec<Session> = batch.iter().filter_map(|(_, s)| s.clone()).collect();
     let linked = account_ids(tx, &present).await?;
@@ -323,109 +318,141 @@ pub(crate) async fn replay(
         links.accounts(tx, &missing, deltas).await?;
     }
     for (id, current) in batch {
-        let id = &id;
-        let sql_id = sql_id_of(tx, *id).await?;
-        let Some(kv) = current else {
-            if let Some(sid) = sql_id {
-                crate::shared::drop_links(tx, "session_id", &[sid]).await?;
-                // What the group's first session takes with it (the group's
-                // entries and pairs, as a fresh migration skips them),
-                // deleted here to be counted.
-                links.drop_group(tx, sid, deltas).await?;
-                deltas.sessions -= rows(
-                    tx.exec(
-                        &Query::delete()
-                            .from_table(Sessions::Table)
-                            .and_where(Expr::col(Sessions::Id).eq(sid))
-                            .to_owned(),
-                    )
-                    .await?,
-                );
-            }
-            continue;
-        };
-        kv.check().map_err(|e| Error::Contract(e.to_string()))?;
-        let accounts = account_ids(tx, std::slice::from_ref(&kv)).await?;
-        let (s, _) = crate::rules::session(&kv, |a| accounts.contains_key(&a));
-        let account = s.account_id.and_then(|a| accounts.get(&a).copied());
-        let sid = match sql_id {
-            Some(sid) => sid,
-            None => crate::shared::next_id(tx, "sessions").await?,
-        };
-        let group = if s.group_id == s.id {
-            sid
-        } else {
-            sql_id_of(tx, s.group_id)
-                .await?
-                .ok_or_else(|| Error::Invalid {
-                    record: format!("session {}", s.id),
-                    reason: format!("its group {} has no first session", s.group_id),
-                })?
-        };
-        let row = session_row(&s, account, Some(group));
-        if sql_id.is_some() {
-            tx.exec(
-                &Query::update()
-                    .table(Sessions::Table)
-                    .values(
-                        SESSION_COLUMNS
-                            .iter()
-                            .copied()
-                            .zip(row.into_iter().map(Expr::val)),
-                    )
-                    .and_where(Expr::col(Sessions::Id).eq(sid))
-                    .to_owned(),
-            )
-            .await?;
-            for table in [
-                SessionMacaroonPermissions::Table.into_iden(),
-                SessionMacaroonCaveats::Table.into_iden(),
-                SessionFeatureConfigs::Table.into_iden(),
-                SessionPrivacyFlags::Table.into_iden(),
-            ] {
-                tx.exec(
-                    &Query::delete()
-                        .from_table(table)
-                        .and_where(Expr::col(SessionMacaroonPermissions::SessionId).eq(sid))
-                        .to_owned(),
+        let sql_id = sql_id_of(tx, id).await?;
+        match (current, sql_id) {
+            (Some(kv), sql_id) => replay_one(tx, &kv, sql_id, deltas).await?,
+            (None, Some(sid)) => delete_one(tx, links, sid, deltas).await?,
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a session gone from the key-value store (SQL id `sid`), after
+/// the links of actions to it and what its group takes with it (the
+/// group's entries and pairs, as a fresh migration skips them, deleted
+/// here to be counted).
+async fn delete_one(
+    tx: &mut dyn Tx,
+    links: &dyn crate::shared::Linked,
+    sid: i64,
+    deltas: &mut crate::shared::Deltas,
+) -> Result<(), Error> {
+    crate::shared::drop_links(tx, "session_id", &[sid]).await?;
+    links.drop_group(tx, sid, deltas).await?;
+    deltas.sessions -= crate::shared::rows(
+        tx.exec(
+            &Query::delete()
+                .from_table(Sessions::Table)
+                .and_where(Expr::col(Sessions::Id).eq(sid))
+                .to_owned(),
+        )
+        .await?,
+    );
+    Ok(())
+}
+
+/// Makes SQL hold session `kv` as the rules say: its row updated in place
+/// (its SQL id `sql_id`) and its children written again, or appended; then
+/// read back and compared.
+async fn replay_one(
+    tx: &mut dyn Tx,
+    kv: &Session,
+    sql_id: Option<i64>,
+    deltas: &mut crate::shared::Deltas,
+) -> Result<(), Error> {
+    kv.check().map_err(|e| Error::Contract(e.to_string()))?;
+    let accounts = account_ids(tx, std::slice::from_ref(kv)).await?;
+    let (s, _) = crate::rules::session(kv, |a| accounts.contains_key(&a));
+    let account = s.account_id.and_then(|a| accounts.get(&a).copied());
+    let sid = match sql_id {
+        Some(sid) => sid,
+        None => crate::shared::next_id(tx, "sessions").await?,
+    };
+    let group = if s.group_id == s.id {
+        sid
+    } else {
+        sql_id_of(tx, s.group_id)
+            .await?
+            .ok_or_else(|| Error::Invalid {
+                record: format!("session {}", s.id),
+                reason: format!("its group {} has no first session", s.group_id),
+            })?
+    };
+    let row = session_row(&s, account, Some(group));
+    if sql_id.is_some() {
+        tx.exec(
+            &Query::update()
+                .table(Sessions::Table)
+                .values(
+                    SESSION_COLUMNS
+                        .iter()
+                        .copied()
+                        .zip(row.into_iter().map(Expr::val)),
                 )
-                .await?;
-            }
-        } else {
-            let mut full = vec![sid.into()];
-            full.extend(row);
-            sqldb::append(
-                tx,
-                Sessions::Table,
-                std::iter::once(Sessions::Id).chain(SESSION_COLUMNS),
-                vec![full],
-            )
-            .await?;
-            crate::shared::advance_sequence(tx, "sessions", sid).await?;
-            deltas.sessions += 1;
-        }
-        insert_children(tx, &[(sid, &s)])
-            .await
-            .map_err(|e| Error::Invalid {
-                record: format!("session {}", s.id),
-                reason: e.to_string(),
-            })?;
-        let read = load_session_ids(tx, sid, sid)
-            .await
-            .map_err(|e| Error::Invalid {
-                record: format!("session {} read back", s.id),
-                reason: e.to_string(),
-            })?;
-        let diff = match read.first() {
-            None => Some("  missing in sql".to_owned()),
-            Some(sql) => compare(&s, sql),
-        };
-        if let Some(diff) = diff {
-            return Err(Error::Mismatch {
-                record: format!("session {}", s.id),
-                diff,
-            });
-        }
+                .and_where(Expr::col(Sessions::Id).eq(sid))
+                .to_owned(),
+        )
+        .await?;
+        delete_children(tx, sid).await?;
+    } else {
+        let mut full = vec![sid.into()];
+        full.extend(row);
+        sqldb::append(
+            tx,
+            Sessions::Table,
+            std::iter::once(Sessions::Id).chain(SESSION_COLUMNS),
+            vec![full],
+        )
+        .await?;
+        crate::shared::advance_sequence(tx, "sessions", sid).await?;
+        deltas.sessions += 1;
+    }
+    insert_children(tx, &[(sid, &s)])
+        .await
+        .map_err(|e| Error::Invalid {
+            record: format!("session {}", s.id),
+            reason: e.to_string(),
+        })?;
+    let read = load_session_ids(tx, sid, sid)
+        .await
+        .map_err(|e| Error::Invalid {
+            record: format!("session {} read back", s.id),
+            reason: e.to_string(),
+        })?;
+    let diff = match read.first() {
+        None => Some("  missing in sql".to_owned()),
+        Some(sql) => compare(&s, sql),
+    };
+    match diff {
+        Some(diff) => Err(Error::Mismatch {
+            record: format!("session {}", s.id),
+            diff,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Deletes the child rows (permissions, caveats, feature configs, privacy
+/// flags) of the session with SQL id `sid`, to be written again.
+async fn delete_children(tx: &mut dyn Tx, sid: i64) -> Result<(), Error> {
+    use store_sessions::sql::schema::{
+        SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions,
+        SessionPrivacyFlags,
+    };
+    for table in [
+        SessionMacaroonPermissions::Table.into_iden(),
+        SessionMacaroonCaveats::Table.into_iden(),
+        SessionFeatureConfigs::Table.into_iden(),
+        SessionPrivacyFlags::Table.into_iden(),
+    ] {
+        tx.exec(
+            &Query::delete()
+                .from_table(table)
+                .and_where(Expr::col(SessionMacaroonPermissions::SessionId).eq(sid))
+                .to_owned(),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -181,8 +181,24 @@ pub async fn generate(
     let kv = KvDb::open(dir, &KvOptions::default())?;
     let mut rng = StdRng::seed_from_u64(seed);
 
-    // Accounts.
-    let accounts_store = store_accounts::KvStore::open(&kv)?;
+    let accounts = accounts(&kv, shape, &mut rng, progress).await?;
+    let (sessions, groups) = sessions(&kv, shape, &accounts, &mut rng, progress).await?;
+    let firewall = store_firewall::KvStore::open(&kv)?;
+    kv_entries(&firewall, shape, &groups, &mut rng, progress).await?;
+    privacy_pairs(&firewall, shape, &groups, progress).await?;
+    actions(&kv, shape, &sessions, &accounts, &mut rng, progress).await?;
+    kv.flush()?;
+    Ok(())
+}
+
+/// Accounts, with invoices and payments; returns their ids.
+async fn accounts(
+    kv: &KvDb,
+    shape: Shape,
+    rng: &mut StdRng,
+    progress: &(dyn Fn(&str, u64, u64) + Sync),
+) -> Result<Vec<AccountId>> {
+    let accounts_store = store_accounts::KvStore::open(kv)?;
     let mut account_ids = Vec::with_capacity(shape.accounts as usize);
     let mut used = HashSet::new();
     let mut done = 0;
@@ -249,8 +265,19 @@ pub async fn generate(
         .await?;
     }
 
-    // Sessions: every fourth starts a group that the next ones join.
-    let sessions_store = store_sessions::KvStore::open(&kv)?;
+    Ok(account_ids)
+}
+
+/// Sessions: every fourth starts a group that the next ones join. Returns
+/// their ids and the groups'.
+async fn sessions(
+    kv: &KvDb,
+    shape: Shape,
+    account_ids: &[AccountId],
+    rng: &mut StdRng,
+    progress: &(dyn Fn(&str, u64, u64) + Sync),
+) -> Result<(Vec<SessionId>, Vec<SessionId>)> {
+    let sessions_store = store_sessions::KvStore::open(kv)?;
     let mut session_ids = Vec::with_capacity(shape.sessions as usize);
     let mut groups = Vec::new();
     let mut ids = HashSet::new();
@@ -355,8 +382,17 @@ pub async fn generate(
         progress("sessions", done, shape.sessions);
     }
 
-    // Kv-store entries in every namespace.
-    let firewall = store_firewall::KvStore::open(&kv)?;
+    Ok((session_ids, groups))
+}
+
+/// Kv-store entries in every namespace.
+async fn kv_entries(
+    firewall: &store_firewall::KvStore,
+    shape: Shape,
+    groups: &[SessionId],
+    rng: &mut StdRng,
+    progress: &(dyn Fn(&str, u64, u64) + Sync),
+) -> Result<()> {
     let mut done = 0;
     while done < shape.kv_entries {
         let n = BATCH.min(shape.kv_entries - done);
@@ -385,7 +421,16 @@ pub async fn generate(
         progress("kv-stores", done, shape.kv_entries);
     }
 
-    // Privacy pairs, spread over the groups.
+    Ok(())
+}
+
+/// Privacy pairs, spread over the groups.
+async fn privacy_pairs(
+    firewall: &store_firewall::KvStore,
+    shape: Shape,
+    groups: &[SessionId],
+    progress: &(dyn Fn(&str, u64, u64) + Sync),
+) -> Result<()> {
     let mut done = 0;
     while done < shape.privacy_pairs && !groups.is_empty() {
         let n = BATCH.min(shape.privacy_pairs - done);
@@ -401,8 +446,19 @@ pub async fn generate(
         progress("privacy pairs", done, shape.privacy_pairs);
     }
 
-    // Actions: most through sessions, some for accounts.
-    let actions = store_actions::KvStore::open(&kv)?;
+    Ok(())
+}
+
+/// Actions: most through sessions, some for accounts.
+async fn actions(
+    kv: &KvDb,
+    shape: Shape,
+    session_ids: &[SessionId],
+    account_ids: &[AccountId],
+    rng: &mut StdRng,
+    progress: &(dyn Fn(&str, u64, u64) + Sync),
+) -> Result<()> {
+    let actions = store_actions::KvStore::open(kv)?;
     let mut done = 0;
     while done < shape.actions {
         let n = BATCH.min(shape.actions - done);
@@ -449,6 +505,5 @@ pub async fn generate(
         done += n;
         progress("actions", done, shape.actions);
     }
-    kv.flush()?;
     Ok(())
 }

@@ -34,6 +34,8 @@
 mod codec;
 mod log;
 mod node;
+mod recover;
+mod snapshot;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
@@ -267,7 +269,7 @@ impl Db {
 /// # Errors
 /// [`Error::Io`] when the directory cannot be listed.
 pub fn unfinished_snapshot(dir: impl AsRef<Path>) -> Result<Option<PathBuf>, Error> {
-    log::unfinished_snapshot(dir.as_ref())
+    snapshot::unfinished_snapshot(dir.as_ref())
 }
 
 impl Inner {
@@ -276,8 +278,8 @@ impl Inner {
     fn open(dir: &Path, salvage: bool) -> Result<Inner, Error> {
         let conf = log::read_conf(dir)?;
         let log = Log::open(dir, conf)?;
-        let (snapshot, snap) = log::read_snapshot(&log)?;
-        let (pages, rec) = log::recover(&log, snap, salvage)?;
+        let (snapshot, snap) = snapshot::read_snapshot(&log)?;
+        let (pages, rec) = recover::recover(&log, snap, salvage)?;
         let mut db = Inner {
             report: OpenReport {
                 snapshot,

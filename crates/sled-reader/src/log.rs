@@ -132,7 +132,7 @@ impl PageTable {
 
     /// Gives back the spare capacity recovery's growth left (the table is
     /// only read from now on).
-    fn shrink(&mut self) {
+    pub(crate) fn shrink(&mut self) {
         self.dense.shrink_to_fit();
         for s in self.dense.iter_mut().chain(self.sparse.values_mut()) {
             if let PageState::Present { frags, .. } = s {
@@ -142,6 +142,12 @@ impl PageTable {
     }
 
     /// The number of page ids, free ones included.
+    /// Appends the state of the next page id (a snapshot lists them in
+    /// order from 0).
+    pub(crate) fn push(&mut self, state: PageState) {
+        self.dense.push(state);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.dense.len() + self.sparse.len()
     }
@@ -163,7 +169,7 @@ impl PageTable {
     }
 
     /// sled's `Snapshot::apply`.
-    fn apply(&mut self, kind: Kind, pid: u64, loc: Loc) {
+    pub(crate) fn apply(&mut self, kind: Kind, pid: u64, loc: Loc) {
         match kind {
             Kind::Free => *self.slot(pid) = PageState::Free,
             Kind::Counter
@@ -267,7 +273,7 @@ pub(crate) fn read_conf(dir: &Path) -> Result<Conf, Error> {
 }
 
 /// Reads a whole file that should be small, refusing one larger than `max`.
-fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+pub(crate) fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -314,10 +320,10 @@ pub(crate) struct Log {
 
 /// A header read from the start of a segment.
 #[derive(Debug, Clone, Copy)]
-struct SegHeader {
-    lsn: i64,
-    max_stable_lsn: i64,
-    ok: bool,
+pub(crate) struct SegHeader {
+    pub(crate) lsn: i64,
+    pub(crate) max_stable_lsn: i64,
+    pub(crate) ok: bool,
 }
 
 fn parse_seg_header(b: &[u8; SEG_HEADER_LEN as usize]) -> SegHeader {
@@ -362,7 +368,7 @@ impl Log {
 
     /// Reads up to `buf.len()` bytes at `at`, stopping at the end of the
     /// file; returns how many were read.
-    fn read_upto(&self, buf: &mut [u8], at: u64) -> Result<usize, Error> {
+    pub(crate) fn read_upto(&self, buf: &mut [u8], at: u64) -> Result<usize, Error> {
         let mut done = 0;
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], at + done as u64) {
@@ -375,7 +381,7 @@ impl Log {
         Ok(done)
     }
 
-    fn seg_header(&self, lid: u64) -> Result<Option<SegHeader>, Error> {
+    pub(crate) fn seg_header(&self, lid: u64) -> Result<Option<SegHeader>, Error> {
         let mut b = [0u8; SEG_HEADER_LEN as usize];
         if self.read_upto(&mut b, lid)? < b.len() {
             return Ok(None);
@@ -383,7 +389,7 @@ impl Log {
         Ok(Some(parse_seg_header(&b)))
     }
 
-    fn normalize(&self, lsn: i64) -> i64 {
+    pub(crate) fn normalize(&self, lsn: i64) -> i64 {
         let s = self.segment_size as i64;
         lsn.div_euclid(s) * s
     }
@@ -601,521 +607,6 @@ impl std::fmt::Display for MsgError {
             MsgError::Blob(b) => b.fmt(f),
         }
     }
-}
-
-/// A page table as of a snapshot (sled's `Snapshot`).
-#[derive(Debug, Default)]
-pub(crate) struct Snapshot {
-    pub(crate) stable_lsn: Option<i64>,
-    pub(crate) pages: PageTable,
-}
-
-/// The `snap.*` files sled would consider, newest name last.
-fn snapshot_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut out: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("snap.") && !name.ends_with(".in___motion")
-        })
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-/// A snapshot file's body, checked: its length and crc.
-fn snapshot_body(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
-    let mut buf = read_small(path, max)?;
-    let damaged = |reason: &str| {
-        Error::Damaged(Box::new(Damage {
-            place: Place::File {
-                path: path.to_path_buf(),
-            },
-            page: None,
-            tree: None,
-            keys: None,
-            reason: reason.into(),
-        }))
-    };
-    if buf.len() <= 12 {
-        return Err(damaged("the snapshot file is empty or cut short"));
-    }
-    let n = buf.len();
-    let crc = u32::from_le_bytes([buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]]);
-    buf.truncate(n - 12);
-    if crc32fast::hash(&buf) != crc {
-        return Err(damaged("the snapshot's checksum does not match its bytes"));
-    }
-    Ok(buf)
-}
-
-/// A snapshot sled was writing when it stopped: named `snap.*.generating`
-/// (sled writes it under that name, then renames it), sorted last, and not
-/// whole. sled 0.34.7 picks it and fails to open the database; it is not a
-/// snapshot, and the one before it with the log after it is the state
-/// (docs/sled-format.md §3). Returns its path.
-pub(crate) fn unfinished_snapshot(dir: &Path) -> Result<Option<PathBuf>, Error> {
-    let Some(last) = snapshot_files(dir)?.pop() else {
-        return Ok(None);
-    };
-    let generating = last
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().ends_with(".generating"));
-    // As large as `read_snapshot` allows: about twice the log.
-    let max = std::fs::metadata(dir.join("db"))
-        .map(|m| m.len())
-        .unwrap_or(0)
-        .saturating_mul(2)
-        .max(1 << 20);
-    Ok((generating && snapshot_body(&last, max).is_err()).then_some(last))
-}
-
-/// Reads the snapshot sled would read: the `snap.*` file whose name sorts
-/// last, except one sled stopped writing ([`unfinished_snapshot`]), which
-/// is passed over for the one before it. A damaged one is an error, as in
-/// sled.
-pub(crate) fn read_snapshot(log: &Log) -> Result<(Option<PathBuf>, Snapshot), Error> {
-    let dir = &log.dir;
-    let mut files = snapshot_files(dir)?;
-    if unfinished_snapshot(dir)?.is_some() {
-        files.pop();
-    }
-    let Some(path) = files.pop() else {
-        return Ok((None, Snapshot::default()));
-    };
-    // A snapshot holds one entry per page: far smaller than the log.
-    let body = snapshot_body(&path, log.len.saturating_mul(2).max(1 << 20))?;
-    let snap = decode_snapshot(&body).map_err(|e| {
-        Error::Damaged(Box::new(Damage {
-            place: Place::File { path: path.clone() },
-            page: None,
-            tree: None,
-            keys: None,
-            reason: format!("the snapshot does not decode: {e}"),
-        }))
-    })?;
-    Ok((Some(path), snap))
-}
-
-fn decode_ptr(c: &mut Cursor<'_>) -> Result<(u64, Option<i64>), Short> {
-    if c.remaining() < 2 {
-        return Err(Short::Truncated);
-    }
-    match c.u8()? {
-        0 => Ok((c.varint()?, None)),
-        1 => {
-            let lid = c.varint()?;
-            Ok((lid, Some(c.i64_le()?)))
-        }
-        t => Err(Short::BadTag(t)),
-    }
-}
-
-fn decode_loc(c: &mut Cursor<'_>) -> Result<Loc, Short> {
-    let lsn = c.i64_le()?;
-    let (lid, blob) = decode_ptr(c)?;
-    let size = c.varint()?;
-    Ok(Loc {
-        lsn,
-        lid,
-        blob,
-        size,
-    })
-}
-
-fn decode_snapshot(body: &[u8]) -> Result<Snapshot, Short> {
-    let mut c = Cursor::new(body);
-    let stable_lsn = c.opt_i64()?;
-    let _active_segment = c.opt_varint()?;
-    let mut pages = PageTable::default();
-    while !c.is_empty() {
-        let tag = c.u8()?;
-        let state = if tag == 0 {
-            let _lsn = c.i64_le()?;
-            let _ = decode_ptr(&mut c)?;
-            PageState::Free
-        } else {
-            let base = decode_loc(&mut c)?;
-            let mut frags = Vec::new();
-            for _ in 1..tag {
-                if c.is_empty() {
-                    break;
-                }
-                frags.push(decode_loc(&mut c)?);
-            }
-            PageState::Present { base, frags }
-        };
-        pages.dense.push(state);
-    }
-    Ok(Snapshot { stable_lsn, pages })
-}
-
-/// How recovery ended: what sled would have cut off or zeroed.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Recovery {
-    /// Damage that ended the read before the end of the written log.
-    pub(crate) stopped: Option<Damage>,
-    /// Messages read and applied.
-    pub(crate) messages: u64,
-    /// A salvaging read's log ranges it could not read, in log order.
-    pub(crate) skipped: Vec<Damage>,
-}
-
-/// sled's `LogIter`: messages in lsn order over a set of segments.
-struct LogIter<'a> {
-    log: &'a Log,
-    segments: BTreeMap<i64, u64>,
-    /// The current segment's bytes and its offset in the file.
-    seg: Option<(Vec<u8>, u64)>,
-    buf: Vec<u8>,
-    max_lsn: Option<i64>,
-    cur_lsn: Option<i64>,
-    /// In the last stage a corrupt message ends its segment, not the log.
-    last_stage: bool,
-    /// The first damage met, with the lsn where it was met.
-    damage: Option<(i64, u64, String)>,
-    /// Salvage: a corrupt message does not end its segment; the read goes
-    /// on at the next message that reads whole (docs/sled-format.md §6).
-    resync: bool,
-    /// Salvage: the log ranges passed over, as (from, to, why) offsets.
-    skipped: Vec<(u64, u64, String)>,
-}
-
-struct Item {
-    kind: Kind,
-    pid: u64,
-    lsn: i64,
-    loc: Loc,
-}
-
-impl LogIter<'_> {
-    fn valid_entry(&self, lsn: i64) -> bool {
-        let s = self.log.segment_size as i64;
-        let off = lsn.rem_euclid(s);
-        off >= SEG_HEADER_LEN as i64 && off <= s - MAX_MSG_HEADER_LEN as i64
-    }
-
-    fn note(&mut self, lsn: i64, lid: u64, why: String) {
-        if self.damage.is_none() {
-            self.damage = Some((lsn, lid, why));
-        }
-    }
-
-    /// sled's `read_segment`; `false` ends the iteration.
-    fn read_segment(&mut self) -> Result<bool, Error> {
-        let Some((&lsn, &lid)) = self.segments.iter().next() else {
-            return Ok(false);
-        };
-        if self.max_lsn.is_some_and(|m| lsn > m) {
-            return Ok(false);
-        }
-        let s = self.log.segment_size;
-        let Some(h) = self.log.seg_header(lid)? else {
-            return Ok(false);
-        };
-        if lid % s != 0 || h.lsn.rem_euclid(s as i64) != 0 || h.lsn != lsn {
-            self.note(lsn, lid, "a torn segment header".into());
-            return Ok(false);
-        }
-        self.buf.resize(s as usize, 0);
-        let mut b = std::mem::take(&mut self.buf);
-        let n = self.log.read_upto(&mut b, lid)?;
-        b.truncate(n);
-        if let Some((old, _)) = self.seg.take() {
-            self.buf = old;
-        }
-        self.seg = Some((b, lid));
-        self.cur_lsn = Some(h.lsn + SEG_HEADER_LEN as i64);
-        self.segments.remove(&lsn);
-        Ok(true)
-    }
-
-    /// Salvage: the lsn of the first message after `lsn`, in the current
-    /// segment, that reads whole (right kind, length, segment number and
-    /// crc). Every offset is tried; the segment number and the crc make a
-    /// false find as unlikely as a crc collision on bytes that also carry
-    /// this segment's number.
-    fn next_whole(&self, lsn: i64) -> Option<i64> {
-        let s = self.log.segment_size as i64;
-        let (seg, base) = self.seg.as_ref()?;
-        let start = lsn.rem_euclid(s);
-        let expected = u64::try_from(lsn).ok()? / self.log.segment_size;
-        (start + 1..=s - MAX_MSG_HEADER_LEN as i64).find_map(|off| {
-            let window = seg.get(off as usize..)?;
-            match self.log.decode_message(window, base + off as u64, expected) {
-                Ok(Msg::Corrupted(_)) | Err(_) => None,
-                Ok(_) => Some(lsn - start + off),
-            }
-        })
-    }
-
-    /// Whether a segment this read will reach follows the current one.
-    fn more_to_read(&self) -> bool {
-        self.segments
-            .keys()
-            .next()
-            .is_some_and(|l| self.max_lsn.is_none_or(|m| *l <= m))
-    }
-
-    /// Salvage: passes over what cannot be read at `lsn`; `true` when the
-    /// read goes on in this segment.
-    fn pass_over(&mut self, lsn: i64, lid: u64, why: String) -> bool {
-        let s = self.log.segment_size;
-        if let Some(next) = self.next_whole(lsn) {
-            let to = lid + (next - lsn) as u64;
-            self.skipped.push((lid, to, why));
-            self.cur_lsn = Some(next);
-            return true;
-        }
-        // Nothing reads in the rest of the segment: the end of what was
-        // written, unless later segments show that more was.
-        if self.more_to_read() {
-            self.skipped.push((lid, lid / s * s + s, why));
-        }
-        self.drop_segment();
-        false
-    }
-
-    fn drop_segment(&mut self) {
-        if let Some((old, _)) = self.seg.take() {
-            self.buf = old;
-        }
-    }
-
-    fn next(&mut self) -> Result<Option<Item>, Error> {
-        loop {
-            if !self.valid_entry(self.cur_lsn.unwrap_or(0)) {
-                self.drop_segment();
-            }
-            if self.seg.is_none() && !self.read_segment()? {
-                return Ok(None);
-            }
-            let lsn = self.cur_lsn.unwrap_or(0);
-            if self.max_lsn.is_some_and(|m| lsn > m) {
-                return Ok(None);
-            }
-            let s = self.log.segment_size;
-            let Some((seg, base)) = self.seg.as_ref() else {
-                return Ok(None);
-            };
-            let base = *base;
-            let off = lsn.rem_euclid(s as i64) as usize;
-            let lid = base + off as u64;
-            let expected = u64::try_from(lsn).unwrap_or(u64::MAX) / s;
-            // A segment read short (the file ends inside it): sled fails the
-            // read, which ends the iteration.
-            let Some(window) = seg.get(off..) else {
-                self.note(lsn, lid, "the log file ends inside a segment".into());
-                return Ok(None);
-            };
-            match self.log.decode_message(window, lid, expected) {
-                Ok(Msg::Data {
-                    kind,
-                    pid,
-                    blob,
-                    len,
-                    ..
-                }) => {
-                    self.cur_lsn = Some(lsn + len as i64);
-                    return Ok(Some(Item {
-                        kind,
-                        pid,
-                        lsn,
-                        loc: Loc {
-                            lsn,
-                            lid,
-                            blob,
-                            size: len,
-                        },
-                    }));
-                }
-                Ok(Msg::BatchManifest(last, len)) => {
-                    if self.max_lsn.is_some_and(|m| last > m) {
-                        self.note(lsn, lid, "a batch of writes that was not finished".into());
-                        return Ok(None);
-                    }
-                    self.cur_lsn = Some(lsn + len as i64);
-                }
-                Ok(Msg::Canceled(len)) | Ok(Msg::DanglingBlob(len)) => {
-                    self.cur_lsn = Some(lsn + len as i64);
-                }
-                Ok(Msg::Corrupted(why)) if self.resync => {
-                    self.note(lsn, lid, why.into());
-                    self.pass_over(lsn, lid, why.into());
-                }
-                Err(e) if self.resync => {
-                    self.note(lsn, lid, e.to_string());
-                    self.pass_over(lsn, lid, e.to_string());
-                }
-                Ok(Msg::Corrupted(why)) => {
-                    self.note(lsn, lid, why.into());
-                    if self.last_stage {
-                        self.drop_segment();
-                    } else {
-                        return Ok(None);
-                    }
-                }
-                Ok(Msg::Cap) => self.drop_segment(),
-                Err(e) => {
-                    self.note(lsn, lid, e.to_string());
-                    return Ok(None);
-                }
-            }
-        }
-    }
-}
-
-/// Recovers the page table as sled 0.34.7 would on open
-/// (`read_snapshot_or_default`), without writing anything.
-///
-/// With `salvage`, a corrupt or unreadable message does not end the log or
-/// its segment: the read goes on at the next message that reads whole, the
-/// bound of the log is the end of the last message of any segment after
-/// the highest stable lsn (a gap in the segments does not end it either),
-/// and every range passed over is listed in [`Recovery::skipped`]
-/// (docs/sled-format.md §6).
-pub(crate) fn recover(
-    log: &Log,
-    snap: Snapshot,
-    salvage: bool,
-) -> Result<(PageTable, Recovery), Error> {
-    let s = log.segment_size;
-    let min = log.normalize(snap.stable_lsn.unwrap_or(0));
-    // Every segment header: the ones sled would use.
-    let count = log.len / s + u64::from(log.len % s >= SEG_HEADER_LEN);
-    let mut ordering: BTreeMap<i64, u64> = BTreeMap::new();
-    let mut max_stable = min;
-    for idx in 0..count {
-        let lid = idx * s;
-        let Some(h) = log.seg_header(lid)? else {
-            continue;
-        };
-        if !(h.ok && h.lsn >= min) {
-            continue;
-        }
-        max_stable = max_stable.max(h.max_stable_lsn);
-        if let Some(other) = ordering.insert(h.lsn, lid) {
-            // sled panics here ("duplicate segment LSN").
-            return Err(Error::Damaged(Box::new(Damage {
-                place: Place::Log { offset: lid },
-                page: None,
-                tree: None,
-                keys: None,
-                reason: format!(
-                    "two segments (at offsets {other} and {lid}) claim the same position in the log"
-                ),
-            })));
-        }
-    }
-    // The unstable tail: contiguous segments from the highest stable one.
-    let lowest = log.normalize(max_stable).max(0);
-    let mut expected = lowest;
-    let mut missing = None;
-    let mut tail = BTreeMap::new();
-    for (&lsn, &lid) in ordering.range(lowest..) {
-        if lsn != expected && !salvage {
-            missing = Some(expected);
-            break;
-        }
-        tail.insert(lsn, lid);
-        expected = lsn + s as i64;
-    }
-    let mut it = LogIter {
-        log,
-        segments: tail,
-        seg: None,
-        buf: Vec::new(),
-        max_lsn: missing,
-        cur_lsn: None,
-        last_stage: salvage,
-        damage: None,
-        resync: salvage,
-        skipped: Vec::new(),
-    };
-    while it.next()?.is_some() {}
-    let end_of_last = it.cur_lsn.unwrap_or(0) - 1;
-    let tail_damage = it.damage.take();
-    // The main pass, from the snapshot on.
-    let segments: BTreeMap<i64, u64> = ordering.range(min..).map(|(a, b)| (*a, *b)).collect();
-    let mut it = LogIter {
-        log,
-        segments,
-        seg: None,
-        buf: Vec::new(),
-        max_lsn: Some(end_of_last),
-        cur_lsn: None,
-        last_stage: true,
-        damage: None,
-        resync: salvage,
-        skipped: Vec::new(),
-    };
-    let mut pages = snap.pages;
-    let mut messages = 0;
-    let stable = snap.stable_lsn.unwrap_or(-1);
-    while let Some(item) = it.next()? {
-        if item.lsn < stable {
-            continue;
-        }
-        if item.lsn >= end_of_last {
-            return Err(Error::Damaged(Box::new(Damage {
-                place: Place::Log {
-                    offset: item.loc.lid,
-                },
-                page: Some(item.pid),
-                tree: None,
-                keys: None,
-                reason: "a message past the end of the log".into(),
-            })));
-        }
-        messages += 1;
-        pages.apply(item.kind, item.pid, item.loc);
-    }
-    let main_damage = it.damage.take();
-    pages.shrink();
-    let unread: Vec<(i64, u64)> = ordering
-        .range(end_of_last.max(min)..)
-        .filter(|(lsn, _)| **lsn > end_of_last)
-        .map(|(a, b)| (*a, *b))
-        .collect();
-    // Damage that cut the log short: a stop before segments that exist.
-    let stopped = tail_damage.or(main_damage).filter(|_| !unread.is_empty() || missing.is_some()).map(|(_, lid, why)| Damage {
-        place: Place::Log { offset: lid },
-        page: None,
-        tree: None,
-        keys: None,
-        reason: format!(
-            "{why}; sled stops reading the log here, and the {} segment(s) written after it are not part of its view",
-            unread.len()
-        ),
-    });
-    let skipped = it
-        .skipped
-        .into_iter()
-        .map(|(from, to, why)| Damage {
-            place: Place::Log { offset: from },
-            page: None,
-            tree: None,
-            keys: None,
-            reason: format!(
-                "{why}: the log from offset {from} to {to} could not be read, and the \
-                 changes written there are missing (the read went on after it)"
-            ),
-        })
-        .collect();
-    Ok((
-        pages,
-        Recovery {
-            stopped,
-            messages,
-            skipped,
-        },
-    ))
 }
 
 #[cfg(test)]

@@ -121,111 +121,127 @@ async fn describe_sqlite(tx: &mut dyn Tx) -> DbResult<Shape> {
                 .any(|w| w.eq_ignore_ascii_case("CHECK")),
             ..Table::default()
         };
-        let cols = tx
-            .query_sql(Sql::fixed(
-                "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid",
-                vec![name.clone().into()],
-            ))
-            .await?;
-        let pk_count = cols.iter().filter(|c| c.i64(3).unwrap_or(0) > 0).count();
-        let mut pk: Vec<(i64, String)> = Vec::new();
-        for c in &cols {
-            let col = c.text(0)?;
-            let declared = c.text(1)?.to_ascii_uppercase();
-            let pk_pos = c.i64(3)?;
-            if pk_pos > 0 {
-                pk.push((pk_pos, col.clone()));
-            }
-            let ty = match declared.as_str() {
-                // Only a lone INTEGER PRIMARY KEY is the 64-bit rowid.
-                "INTEGER" if pk_pos > 0 && pk_count == 1 => "int8",
-                "INTEGER" => "int4",
-                "BIGINT" => "int8",
-                "SMALLINT" => "int2",
-                "TEXT" => "text",
-                "BLOB" => "bytes",
-                "TIMESTAMP" => "timestamp",
-                "BOOLEAN" => "bool",
-                other => other,
-            };
-            table.columns.push(Column {
-                name: col,
-                ty: ty.to_ascii_lowercase(),
-                not_null: c.bool(2)? || pk_pos > 0,
-            });
-        }
-        pk.sort();
-        table.primary_key = pk.into_iter().map(|(_, c)| c).collect();
-
-        let fks = tx
-            .query_sql(Sql::fixed(
-                "SELECT id, \"table\", \"from\", \"to\", on_delete \
-                 FROM pragma_foreign_key_list(?) ORDER BY id, seq",
-                vec![name.clone().into()],
-            ))
-            .await?;
-        let mut by_id: BTreeMap<i64, ForeignKey> = BTreeMap::new();
-        for f in &fks {
-            let fk = by_id.entry(f.i64(0)?).or_insert_with(|| ForeignKey {
-                columns: Vec::new(),
-                ref_table: String::new(),
-                ref_columns: Vec::new(),
-                on_delete: String::new(),
-            });
-            fk.ref_table = f.text(1)?;
-            fk.columns.push(f.text(2)?);
-            fk.ref_columns.push(f.text(3)?);
-            fk.on_delete = f.text(4)?.to_ascii_uppercase();
-        }
-        table.foreign_keys = by_id.into_values().collect();
-
-        let indexes = tx
-            .query_sql(Sql::fixed(
-                "SELECT name, \"unique\", origin FROM pragma_index_list(?)",
-                vec![name.clone().into()],
-            ))
-            .await?;
-        for i in &indexes {
-            let index_name = i.text(0)?;
-            let origin = i.text(2)?;
-            if origin == "pk" {
-                continue;
-            }
-            let columns = tx
-                .query_sql(Sql::fixed(
-                    "SELECT name FROM pragma_index_info(?) ORDER BY seqno",
-                    vec![index_name.clone().into()],
-                ))
-                .await?
-                .iter()
-                .map(|r| r.text(0))
-                .collect::<DbResult<Vec<_>>>()?;
-            let sql = tx
-                .query_sql(Sql::fixed(
-                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
-                    vec![index_name.clone().into()],
-                ))
-                .await?
-                .first()
-                .map(|r| r.opt_text(0))
-                .transpose()?
-                .flatten();
-            let predicate = sql.and_then(|s| {
-                let upper = s.to_ascii_uppercase();
-                upper
-                    .rfind(" WHERE ")
-                    .map(|at| normalise_predicate(&s[at + 7..]))
-            });
-            table.indexes.insert(Index {
-                name: (origin == "c").then_some(index_name),
-                columns,
-                unique: i.bool(1)?,
-                predicate,
-            });
-        }
+        sqlite_columns(tx, &name, &mut table).await?;
+        sqlite_foreign_keys(tx, &name, &mut table).await?;
+        sqlite_indexes(tx, &name, &mut table).await?;
         shape.tables.insert(name, table);
     }
     Ok(shape)
+}
+
+/// A SQLite table's columns and primary key.
+async fn sqlite_columns(tx: &mut dyn Tx, name: &str, table: &mut Table) -> DbResult<()> {
+    let cols = tx
+        .query_sql(Sql::fixed(
+            "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid",
+            vec![name.into()],
+        ))
+        .await?;
+    let pk_count = cols.iter().filter(|c| c.i64(3).unwrap_or(0) > 0).count();
+    let mut pk: Vec<(i64, String)> = Vec::new();
+    for c in &cols {
+        let col = c.text(0)?;
+        let declared = c.text(1)?.to_ascii_uppercase();
+        let pk_pos = c.i64(3)?;
+        if pk_pos > 0 {
+            pk.push((pk_pos, col.clone()));
+        }
+        let ty = match declared.as_str() {
+            // Only a lone INTEGER PRIMARY KEY is the 64-bit rowid.
+            "INTEGER" if pk_pos > 0 && pk_count == 1 => "int8",
+            "INTEGER" => "int4",
+            "BIGINT" => "int8",
+            "SMALLINT" => "int2",
+            "TEXT" => "text",
+            "BLOB" => "bytes",
+            "TIMESTAMP" => "timestamp",
+            "BOOLEAN" => "bool",
+            other => other,
+        };
+        table.columns.push(Column {
+            name: col,
+            ty: ty.to_ascii_lowercase(),
+            not_null: c.bool(2)? || pk_pos > 0,
+        });
+    }
+    pk.sort();
+    table.primary_key = pk.into_iter().map(|(_, c)| c).collect();
+    Ok(())
+}
+
+/// A SQLite table's foreign keys.
+async fn sqlite_foreign_keys(tx: &mut dyn Tx, name: &str, table: &mut Table) -> DbResult<()> {
+    let fks = tx
+        .query_sql(Sql::fixed(
+            "SELECT id, \"table\", \"from\", \"to\", on_delete \
+             FROM pragma_foreign_key_list(?) ORDER BY id, seq",
+            vec![name.into()],
+        ))
+        .await?;
+    let mut by_id: BTreeMap<i64, ForeignKey> = BTreeMap::new();
+    for f in &fks {
+        let fk = by_id.entry(f.i64(0)?).or_insert_with(|| ForeignKey {
+            columns: Vec::new(),
+            ref_table: String::new(),
+            ref_columns: Vec::new(),
+            on_delete: String::new(),
+        });
+        fk.ref_table = f.text(1)?;
+        fk.columns.push(f.text(2)?);
+        fk.ref_columns.push(f.text(3)?);
+        fk.on_delete = f.text(4)?.to_ascii_uppercase();
+    }
+    table.foreign_keys = by_id.into_values().collect();
+    Ok(())
+}
+
+/// A SQLite table's indexes, but its primary key's.
+async fn sqlite_indexes(tx: &mut dyn Tx, name: &str, table: &mut Table) -> DbResult<()> {
+    let indexes = tx
+        .query_sql(Sql::fixed(
+            "SELECT name, \"unique\", origin FROM pragma_index_list(?)",
+            vec![name.into()],
+        ))
+        .await?;
+    for i in &indexes {
+        let index_name = i.text(0)?;
+        let origin = i.text(2)?;
+        if origin == "pk" {
+            continue;
+        }
+        let columns = tx
+            .query_sql(Sql::fixed(
+                "SELECT name FROM pragma_index_info(?) ORDER BY seqno",
+                vec![index_name.clone().into()],
+            ))
+            .await?
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<DbResult<Vec<_>>>()?;
+        let sql = tx
+            .query_sql(Sql::fixed(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                vec![index_name.clone().into()],
+            ))
+            .await?
+            .first()
+            .map(|r| r.opt_text(0))
+            .transpose()?
+            .flatten();
+        let predicate = sql.and_then(|s| {
+            let upper = s.to_ascii_uppercase();
+            upper
+                .rfind(" WHERE ")
+                .map(|at| normalise_predicate(&s[at + 7..]))
+        });
+        table.indexes.insert(Index {
+            name: (origin == "c").then_some(index_name),
+            columns,
+            unique: i.bool(1)?,
+            predicate,
+        });
+    }
+    Ok(())
 }
 
 async fn describe_postgres(tx: &mut dyn Tx) -> DbResult<Shape> {

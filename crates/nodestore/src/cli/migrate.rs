@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use nodestore::{Error, Location};
-use serde_json::json;
 
 use super::progress::Bars;
 
@@ -85,60 +84,170 @@ pub(crate) fn outcome_code(o: &migrator::Outcome) -> ExitCode {
     }
 }
 
-fn report_json(r: &migrator::Report) -> serde_json::Value {
-    json!({
-        "accounts": { "accounts": r.accounts.accounts, "invoices": r.accounts.invoices, "payments": r.accounts.payments, "last_indexes": r.accounts.last_indexes.is_some() },
-        "sessions": { "sessions": r.sessions.sessions, "duplicates_dropped": r.sessions.duplicates_dropped, "account_links_dropped": r.sessions.account_links_dropped },
-        "firewall": { "kv_entries": r.firewall.kv_entries, "kv_entries_skipped": r.firewall.kv_entries_skipped, "privacy_pairs": r.firewall.privacy_pairs, "privacy_pairs_skipped": r.firewall.privacy_pairs_skipped },
-        "actions": { "actions": r.actions.actions, "session_links_dropped": r.actions.session_links_dropped, "account_links_dropped": r.actions.account_links_dropped },
-        "seconds": r.duration.as_secs_f64(),
-    })
+/// `--json`'s shapes (docs/cli.md). Fields in name order: the output is
+/// the same bytes as a JSON object with sorted keys.
+mod shape {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    pub(super) struct Outcome<'a> {
+        pub(super) accepted_damage: &'a [migrator::Problem],
+        pub(super) applied_steps: &'a [i64],
+        pub(super) complete: bool,
+        pub(super) data_in_sql: bool,
+        pub(super) dry_run: bool,
+        pub(super) kept_nothing: bool,
+        pub(super) migrated: bool,
+        pub(super) outcome: migrator::OutcomeKind,
+        pub(super) report: Report,
+        pub(super) target: &'a str,
+        pub(super) tombstone: Option<Mark<'a>>,
+        pub(super) tombstone_pending: Option<&'a str>,
+        pub(super) unfinished_steps: Option<&'a str>,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Mark<'a> {
+        pub(super) marked_at: String,
+        pub(super) target: &'a str,
+        pub(super) target_identity: Option<String>,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Report {
+        pub(super) accounts: Accounts,
+        pub(super) actions: Actions,
+        pub(super) firewall: Firewall,
+        pub(super) seconds: f64,
+        pub(super) sessions: Sessions,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Accounts {
+        pub(super) accounts: u64,
+        pub(super) invoices: u64,
+        pub(super) last_indexes: bool,
+        pub(super) payments: u64,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Actions {
+        pub(super) account_links_dropped: u64,
+        pub(super) actions: u64,
+        pub(super) session_links_dropped: u64,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Firewall {
+        pub(super) kv_entries: u64,
+        pub(super) kv_entries_skipped: u64,
+        pub(super) privacy_pairs: u64,
+        pub(super) privacy_pairs_skipped: u64,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Sessions {
+        pub(super) account_links_dropped: u64,
+        pub(super) duplicates_dropped: u64,
+        pub(super) sessions: u64,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Failure<'a> {
+        pub(super) complete: bool,
+        pub(super) data: migrator::DataState,
+        pub(super) data_in_sql: bool,
+        pub(super) error: String,
+        pub(super) kv: String,
+        pub(super) outcome: &'static str,
+        pub(super) problems: &'a [migrator::Problem],
+        pub(super) schema_steps_applied: &'a [i64],
+        pub(super) target: &'a str,
+    }
 }
 
-fn outcome_json(target: &str, o: &migrator::Outcome) -> serde_json::Value {
+fn report_json(r: &migrator::Report) -> shape::Report {
+    shape::Report {
+        accounts: shape::Accounts {
+            accounts: r.accounts.accounts,
+            invoices: r.accounts.invoices,
+            last_indexes: r.accounts.last_indexes.is_some(),
+            payments: r.accounts.payments,
+        },
+        actions: shape::Actions {
+            account_links_dropped: r.actions.account_links_dropped,
+            actions: r.actions.actions,
+            session_links_dropped: r.actions.session_links_dropped,
+        },
+        firewall: shape::Firewall {
+            kv_entries: r.firewall.kv_entries,
+            kv_entries_skipped: r.firewall.kv_entries_skipped,
+            privacy_pairs: r.firewall.privacy_pairs,
+            privacy_pairs_skipped: r.firewall.privacy_pairs_skipped,
+        },
+        seconds: r.duration.as_secs_f64(),
+        sessions: shape::Sessions {
+            account_links_dropped: r.sessions.account_links_dropped,
+            duplicates_dropped: r.sessions.duplicates_dropped,
+            sessions: r.sessions.sessions,
+        },
+    }
+}
+
+fn outcome_json(target: &str, o: &migrator::Outcome) -> String {
     let (tombstone, pending) = match &o.tombstone {
         migrator::TombstoneState::Written(m) => (
-            json!({ "target": m.target, "marked_at": nodestore::dump::time_text(m.marked_at), "target_identity": m.target_identity.map(hex::encode) }),
+            Some(shape::Mark {
+                marked_at: nodestore::dump::time_text(m.marked_at),
+                target: &m.target,
+                target_identity: m.target_identity.map(hex::encode),
+            }),
             None,
         ),
-        migrator::TombstoneState::Pending(reason) => {
-            (serde_json::Value::Null, Some(reason.clone()))
-        }
-        migrator::TombstoneState::NotWritten => (serde_json::Value::Null, None),
+        migrator::TombstoneState::Pending(reason) => (None, Some(reason.as_str())),
+        migrator::TombstoneState::NotWritten => (None, None),
     };
-    json!({
-        "target": target,
-        "outcome": o.kind,
-        "complete": o.is_complete(),
-        "dry_run": o.kind == migrator::OutcomeKind::Rehearsed,
-        "kept_nothing": o.kind == migrator::OutcomeKind::Rehearsed,
-        "data_in_sql": o.kind != migrator::OutcomeKind::Rehearsed,
-        "migrated": o.kind == migrator::OutcomeKind::Migrated,
-        "applied_steps": o.applied_steps,
-        "report": report_json(&o.report),
-        "tombstone": tombstone,
-        "tombstone_pending": pending,
-        "unfinished_steps": o.unfinished_steps,
-        "accepted_damage": o.accepted_damage,
+    let rehearsed = o.kind == migrator::OutcomeKind::Rehearsed;
+    to_json(&shape::Outcome {
+        accepted_damage: &o.accepted_damage,
+        applied_steps: &o.applied_steps,
+        complete: o.is_complete(),
+        data_in_sql: !rehearsed,
+        dry_run: rehearsed,
+        kept_nothing: rehearsed,
+        migrated: o.kind == migrator::OutcomeKind::Migrated,
+        outcome: o.kind,
+        report: report_json(&o.report),
+        target,
+        tombstone,
+        tombstone_pending: pending,
+        unfinished_steps: o.unfinished_steps.as_deref(),
     })
 }
 
-fn failure_json(kv: &Path, target: &str, f: &migrator::Failure) -> serde_json::Value {
-    json!({
-        "kv": kv.display().to_string(),
-        "target": target,
-        "outcome": "failed",
-        "complete": false,
-        "data": f.data,
-        "data_in_sql": false,
-        "schema_steps_applied": f.schema_steps,
-        "error": f.error.to_string(),
+fn failure_json(kv: &Path, target: &str, f: &migrator::Failure) -> String {
+    to_json(&shape::Failure {
+        complete: false,
+        data: f.data,
+        data_in_sql: false,
+        error: f.error.to_string(),
+        kv: kv.display().to_string(),
+        outcome: "failed",
         // Every problem of a damaged source, where the message names a few.
-        "problems": match &f.error {
-            migrator::Error::DamagedSource { problems, .. } => problems.clone(),
-            _ => Vec::new(),
+        problems: match &f.error {
+            migrator::Error::DamagedSource { problems, .. } => problems,
+            _ => &[],
         },
+        schema_steps_applied: &f.schema_steps,
+        target,
     })
+}
+
+/// A shape as one line of JSON. Its fields are strings, numbers and lists
+/// of them, which always serialise.
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
 }
 
 /// The outcome in words, store by store.

@@ -41,11 +41,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_query::{ExprTrait, Iden, Order, Query};
+use sea_query::{ExprTrait, Query};
 
 use crate::error::{BoxError, DbError, ErrorKind};
 use crate::schema::{STEPS, Step, StepKind, adapt};
 use crate::tx::{Db, Dialect, Sql, Tx, TxExt, TxMode};
+
+mod tracking;
+
+pub(crate) use tracking::table_exists;
+pub use tracking::{IDENTITY_TABLE, TRACKING_TABLE, drop_known_tables, read_identity};
+use tracking::{
+    TRACKING_DDL, Tracking, TrackingCol, insert_tracking_row, list_tables, read_applied,
+    tracking_table_exists,
+};
 
 #[cfg(feature = "postgres")]
 use crate::postgres::DedicatedConn;
@@ -60,34 +69,6 @@ impl DedicatedConn {
     async fn begin(&self, _mode: TxMode) -> crate::DbResult<Box<dyn Tx>> {
         match *self {}
     }
-}
-
-/// The tracking table's name.
-pub const TRACKING_TABLE: &str = "nodestore_schema_steps";
-
-const TRACKING_DDL: &str = "CREATE TABLE IF NOT EXISTS nodestore_schema_steps (
-    version BIGINT PRIMARY KEY,
-    name TEXT NOT NULL,
-    checksum BLOB NOT NULL,
-    applied_at TIMESTAMP NOT NULL,
-    duration_us BIGINT NOT NULL,
-    complete BOOLEAN NOT NULL,
-    note TEXT
-)";
-
-#[derive(Iden)]
-#[iden = "nodestore_schema_steps"]
-struct Tracking;
-
-#[derive(Iden)]
-enum TrackingCol {
-    Version,
-    Name,
-    Checksum,
-    AppliedAt,
-    DurationUs,
-    Complete,
-    Note,
 }
 
 /// The advisory lock key: the ASCII bytes of "nodestor", fixed so every
@@ -872,168 +853,4 @@ impl<'a> Migrator<'a> {
             })
             .await?)
     }
-}
-
-/// The table step 1 creates to hold the database's identity.
-pub const IDENTITY_TABLE: &str = "nodestore_database";
-
-#[derive(Iden)]
-#[iden = "nodestore_database"]
-struct IdentityTable;
-
-#[derive(Iden)]
-enum IdentityCol {
-    Identity,
-}
-
-/// The database's identity, as step 1 wrote it (`None` before step 1, or
-/// when the row does not hold 16 bytes).
-pub async fn read_identity(tx: &mut dyn Tx) -> Result<Option<[u8; 16]>, DbError> {
-    let rows = tx
-        .query(
-            &Query::select()
-                .column(IdentityCol::Identity)
-                .from(IdentityTable)
-                .to_owned(),
-        )
-        .await?;
-    Ok(match rows.first() {
-        Some(r) => <[u8; 16]>::try_from(r.bytes(0)?.as_slice()).ok(),
-        None => None,
-    })
-}
-
-/// Every table in the database's current schema (SQLite's own `sqlite_*`
-/// tables aside), lower case.
-async fn list_tables(tx: &mut dyn Tx, dialect: Dialect) -> Result<Vec<String>, DbError> {
-    let sql = match dialect {
-        Dialect::Sqlite => Sql::fixed(
-            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') \
-             AND name NOT LIKE 'sqlite_%'",
-            vec![],
-        ),
-        Dialect::Postgres => Sql::fixed(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = current_schema()",
-            vec![],
-        ),
-    };
-    tx.query_sql(sql)
-        .await?
-        .iter()
-        .map(|r| Ok(r.text(0)?.to_ascii_lowercase()))
-        .collect()
-}
-
-/// Writes a step's tracking row, with its note, if any (only a database
-/// whose tracking table has the column gets one: see [`Migrator::notes`]).
-async fn insert_tracking_row(
-    tx: &mut dyn Tx,
-    record: &AppliedStep,
-    note: Option<String>,
-) -> Result<(), DbError> {
-    let mut columns = vec![
-        TrackingCol::Version,
-        TrackingCol::Name,
-        TrackingCol::Checksum,
-        TrackingCol::AppliedAt,
-        TrackingCol::DurationUs,
-        TrackingCol::Complete,
-    ];
-    let mut values: Vec<sea_query::SimpleExpr> = vec![
-        record.version.into(),
-        record.name.clone().into(),
-        record.checksum.clone().into(),
-        record.applied_at.into(),
-        i64::try_from(record.duration.as_micros())
-            .unwrap_or(i64::MAX)
-            .into(),
-        true.into(),
-    ];
-    if let Some(note) = note {
-        columns.push(TrackingCol::Note);
-        values.push(note.into());
-    }
-    tx.exec(
-        &Query::insert()
-            .into_table(Tracking)
-            .columns(columns)
-            .values_panic(values)
-            .to_owned(),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn tracking_table_exists(tx: &mut dyn Tx, dialect: Dialect) -> Result<bool, DbError> {
-    table_exists(tx, dialect, TRACKING_TABLE).await
-}
-
-/// Whether the table `name` exists (in PostgreSQL's current schema).
-pub(crate) async fn table_exists(
-    tx: &mut dyn Tx,
-    dialect: Dialect,
-    name: &str,
-) -> Result<bool, DbError> {
-    let sql = match dialect {
-        Dialect::Sqlite => Sql::fixed(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-            vec![name.into()],
-        ),
-        Dialect::Postgres => Sql::fixed(
-            "SELECT count(*) FROM information_schema.tables \
-             WHERE table_schema = current_schema() AND table_name = $1",
-            vec![name.into()],
-        ),
-    };
-    let rows = tx.query_sql(sql).await?;
-    Ok(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0)
-}
-
-async fn read_applied(tx: &mut dyn Tx) -> Result<Vec<AppliedStep>, DbError> {
-    let select = Query::select()
-        .columns([
-            TrackingCol::Version,
-            TrackingCol::Name,
-            TrackingCol::Checksum,
-            TrackingCol::AppliedAt,
-            TrackingCol::DurationUs,
-        ])
-        .from(Tracking)
-        .order_by(TrackingCol::Version, Order::Asc)
-        .to_owned();
-    tx.query(&select)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(AppliedStep {
-                version: r.i64(0)?,
-                name: r.text(1)?,
-                checksum: r.bytes(2)?,
-                applied_at: r.time(3)?,
-                duration: Duration::from_micros(u64::try_from(r.i64(4)?).unwrap_or(0)),
-            })
-        })
-        .collect()
-}
-
-/// Drops every table nodestore's steps create, and the tracking table, in
-/// `tx`: the database is empty again, as before the first step. Only for a
-/// database whose data is known to be disposable (an online migration's
-/// staged copy, docs/design.md §7.3); the caller decides that, in the same
-/// transaction. Children go before their parents, so no foreign key is
-/// checked against a dropped table; a table not there is skipped.
-pub async fn drop_known_tables(tx: &mut dyn Tx) -> Result<(), DbError> {
-    use sea_query::{Alias, PostgresQueryBuilder, SqliteQueryBuilder, Table};
-    let dialect = tx.dialect();
-    for table in crate::schema::known_tables().into_iter().rev() {
-        let mut stmt = Table::drop();
-        stmt.table(Alias::new(table)).if_exists();
-        let sql = match dialect {
-            Dialect::Sqlite => stmt.to_string(SqliteQueryBuilder),
-            Dialect::Postgres => stmt.cascade().to_string(PostgresQueryBuilder),
-        };
-        tx.execute_script(&sql).await?;
-    }
-    Ok(())
 }
