@@ -6,7 +6,8 @@
 //! - [`store_error_conversions!`]: the `From` conversions a store's error
 //!   enum needs from its backends' errors (`sqldb`, `tombstone`, `sled`) and
 //!   from [`TaskFailed`], so every store reports a backend failure, and a
-//!   retired key-value database, the same way.
+//!   retired key-value database, the same way; and `backend_kind` and
+//!   `is_retryable`, so a caller can ask whether a failure is worth a retry.
 
 /// A blocking backend call that did not return: it panicked, or the runtime
 /// shut down under it.
@@ -37,10 +38,41 @@ where
 /// - a tombstone error becomes `Tombstoned` when the database is retired,
 ///   `Backend` (`"kv"`) otherwise, so callers can match a retired database;
 /// - a `sled::Error` and a [`TaskFailed`] become `Backend` (`"kv"`: only the
-///   key-value stores run calls on the blocking pool).
+///   key-value stores run calls on the blocking pool);
+/// - `backend_kind()` (with a SQL feature) and `is_retryable()` say what kind
+///   of backend failure an error is.
 #[macro_export]
 macro_rules! store_error_conversions {
     ($error:ident) => {
+        impl $error {
+            /// The kind of a SQL backend's failure, as the backend classified
+            /// it (`None` for every other error, a key-value one included).
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            pub fn backend_kind(&self) -> ::core::option::Option<::sqldb::ErrorKind> {
+                match self {
+                    $error::Backend { source, .. } => {
+                        source.downcast_ref::<::sqldb::DbError>().map(|e| e.kind)
+                    }
+                    _ => ::core::option::Option::None,
+                }
+            }
+
+            /// True when running the call again may succeed: the SQL backend
+            /// was busy, or the transaction hit a serialization failure or a
+            /// deadlock (`sqldb::DbError::is_retryable`). Never for a
+            /// refusal of the call's input or state.
+            pub fn is_retryable(&self) -> bool {
+                #[cfg(any(feature = "sqlite", feature = "postgres"))]
+                {
+                    self.backend_kind()
+                        == ::core::option::Option::Some(::sqldb::ErrorKind::Retryable)
+                }
+                #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+                {
+                    false
+                }
+            }
+        }
         #[cfg(any(feature = "sqlite", feature = "postgres"))]
         impl ::core::convert::From<::sqldb::DbError> for $error {
             fn from(e: ::sqldb::DbError) -> Self {
