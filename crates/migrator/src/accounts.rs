@@ -22,10 +22,10 @@ use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
 use tombstone::MigrationSource;
 
 use crate::Error;
-use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree, ensure_empty};
-use crate::diff::{Diff, read_back};
+use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
+use crate::diff::{Diff, Differences, diff_fields, read_back};
 use crate::feed::Sink;
-use crate::shared::sequence_past;
+use crate::shared::{delete_where, sequence_past};
 
 /// What the accounts migration moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -105,7 +105,6 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     ctx: CopyCtx<'_>,
 ) -> Result<AccountsReport, Error> {
-    ensure_empty(tx, &["accounts"]).await?;
     let mut writer = Writer {
         report: AccountsReport::default(),
         next_id: 1,
@@ -229,7 +228,7 @@ pub(crate) async fn write_chunk(
     let mut invoices: Rows = Vec::new();
     let mut payments: Rows = Vec::new();
     for (i, a) in chunk.iter().enumerate() {
-        a.check().map_err(|e| Error::Contract(e.to_string()))?;
+        a.check().map_err(Error::contract)?;
         let id = first_id + i as i64;
         accounts.push(account_row(a, id)?);
         let (inv, pay) = child_rows(a, id)?;
@@ -274,24 +273,23 @@ async fn write_rows(
     Ok(())
 }
 
-fn compare(kv: &Account, sql: &Account) -> Option<String> {
+fn compare(kv: &Account, sql: &Account) -> Option<Differences> {
     let kv = crate::rules::account(kv);
     let mut d = Diff::default();
-    d.field("id", &kv.id, &sql.id);
-    d.field("account_type", &kv.account_type, &sql.account_type);
-    d.field(
-        "initial_balance_msat",
-        &kv.initial_balance_msat,
-        &sql.initial_balance_msat,
+    diff_fields!(
+        d,
+        kv,
+        sql,
+        [
+            id,
+            account_type,
+            initial_balance_msat,
+            current_balance_msat,
+            last_update,
+            expiration,
+            label,
+        ]
     );
-    d.field(
-        "current_balance_msat",
-        &kv.current_balance_msat,
-        &sql.current_balance_msat,
-    );
-    d.field("last_update", &kv.last_update, &sql.last_update);
-    d.field("expiration", &kv.expiration, &sql.expiration);
-    d.field("label", &kv.label, &sql.label);
     d.set("invoices", &kv.invoices, &sql.invoices);
     d.map("payments", &kv.payments, &sql.payments);
     d.finish()
@@ -448,9 +446,9 @@ async fn replay_chunk(
 ) -> Result<(), Error> {
     let in_sql = store_accounts::sql::sql_ids(tx, ids)
         .await
-        .map_err(|e| Error::Invalid {
+        .map_err(|e| Error::Store {
             record: "the replayed accounts".into(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     let mut updated: Vec<(Account, i64)> = Vec::new();
     let mut added: Vec<Account> = Vec::new();
@@ -511,9 +509,9 @@ async fn sql_state(
     }
     Ok(store_accounts::sql::load_accounts_by_sql_ids(tx, &sids)
         .await
-        .map_err(|e| Error::Invalid {
+        .map_err(|e| Error::Store {
             record: "the replayed accounts".into(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?
         .into_iter()
         .map(|a| (a.id, a))
@@ -532,15 +530,12 @@ async fn delete_gone(
     }
     delete_children(tx, gone, deltas).await?;
     crate::shared::drop_links(tx, "account_id", gone).await?;
-    deltas.accounts -= crate::shared::rows(
-        tx.exec(
-            &Query::delete()
-                .from_table(Accounts::Table)
-                .and_where(Expr::col(Accounts::Id).is_in(gone.iter().copied()))
-                .to_owned(),
-        )
-        .await?,
-    );
+    deltas.accounts -= delete_where(
+        tx,
+        Accounts::Table,
+        Expr::col(Accounts::Id).is_in(gone.iter().copied()),
+    )
+    .await?;
     Ok(())
 }
 
@@ -559,7 +554,7 @@ async fn update_in_place(
     let mut statements = Vec::with_capacity(updated.len());
     let (mut invoices, mut payments): (Rows, Rows) = (Vec::new(), Vec::new());
     for (a, sid) in updated {
-        a.check().map_err(|e| Error::Contract(e.to_string()))?;
+        a.check().map_err(Error::contract)?;
         let row = account_row(a, *sid)?;
         let values = store_accounts::sql::ACCOUNT_COLUMNS[1..]
             .iter()
@@ -656,25 +651,18 @@ async fn delete_children(
     sids: &[i64],
     deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    use crate::shared::rows;
-    deltas.invoices -= rows(
-        tx.exec(
-            &Query::delete()
-                .from_table(AccountInvoices::Table)
-                .and_where(Expr::col(AccountInvoices::AccountId).is_in(sids.iter().copied()))
-                .to_owned(),
-        )
-        .await?,
-    );
-    deltas.payments -= rows(
-        tx.exec(
-            &Query::delete()
-                .from_table(AccountPayments::Table)
-                .and_where(Expr::col(AccountPayments::AccountId).is_in(sids.iter().copied()))
-                .to_owned(),
-        )
-        .await?,
-    );
+    deltas.invoices -= delete_where(
+        tx,
+        AccountInvoices::Table,
+        Expr::col(AccountInvoices::AccountId).is_in(sids.iter().copied()),
+    )
+    .await?;
+    deltas.payments -= delete_where(
+        tx,
+        AccountPayments::Table,
+        Expr::col(AccountPayments::AccountId).is_in(sids.iter().copied()),
+    )
+    .await?;
     Ok(())
 }
 
@@ -728,7 +716,15 @@ mod tests {
                 full_amount_msat: 1,
             },
         );
-        let diff = compare(&kv, &sql).unwrap();
+        let typed = compare(&kv, &sql).unwrap();
+        assert!(
+            typed.all().iter().any(|d| matches!(d,
+                crate::Difference::Field { field, kv, sql }
+                    if field == "current_balance_msat" && kv == "-3" && sql == "3")),
+            "{typed}"
+        );
+        // As the operator reads it: one field a line.
+        let diff = typed.to_string();
         assert!(
             diff.contains("current_balance_msat: kv -3, sql 3"),
             "{diff}"

@@ -27,10 +27,10 @@ use store_sessions::sql::schema::Sessions;
 use tombstone::{MigrationSource, ReadTree};
 
 use crate::Error;
-use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree, ensure_empty};
-use crate::diff::{Diff, read_back};
+use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
+use crate::diff::{Diff, diff_fields, read_back};
 use crate::feed::Sink;
-use crate::shared::sequence_past;
+use crate::shared::{delete_where, sequence_past};
 
 /// What the actions migration moved, and what it dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -87,7 +87,6 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     ctx: CopyCtx<'_>,
 ) -> Result<ActionsReport, Error> {
-    ensure_empty(tx, &["actions"]).await?;
     let Some(actions) = source.tree(ACTIONS_TREE)? else {
         return Ok(ActionsReport::default());
     };
@@ -173,15 +172,7 @@ pub(crate) async fn replay(
         }
     }
     let ids: Vec<i64> = locators.iter().map(|l| *l as i64).collect();
-    deltas.actions -= crate::shared::rows(
-        tx.exec(
-            &Query::delete()
-                .from_table(Actions::Table)
-                .and_where(Expr::col(Actions::Id).is_in(ids))
-                .to_owned(),
-        )
-        .await?,
-    );
+    deltas.actions -= delete_where(tx, Actions::Table, Expr::col(Actions::Id).is_in(ids)).await?;
     deltas.actions += crate::shared::rows(current.len());
     let mut links = Links::load_for(tx, &current).await?;
     let (sessions, accounts) = links.missing(&current);
@@ -290,7 +281,7 @@ async fn write_chunk(
     let mut rows = Vec::with_capacity(chunk.len());
     let mut expected = Vec::with_capacity(chunk.len());
     for a in chunk {
-        a.check().map_err(|e| Error::Contract(e.to_string()))?;
+        a.check().map_err(Error::contract)?;
         if a.locator.index() > i64::MAX as u64 {
             return Err(Error::Invalid {
                 record: format!("action {}", a.locator),
@@ -328,11 +319,12 @@ async fn write_chunk(
     for (kv, sql) in expected.iter().zip(&read) {
         if kv != sql {
             let mut d = Diff::default();
-            d.field("locator", &kv.locator, &sql.locator);
-            d.field("request", &kv.request, &sql.request);
-            d.field("attempted_at", &kv.attempted_at, &sql.attempted_at);
-            d.field("state", &kv.state, &sql.state);
-            d.field("error_reason", &kv.error_reason, &sql.error_reason);
+            diff_fields!(
+                d,
+                kv,
+                sql,
+                [locator, request, attempted_at, state, error_reason]
+            );
             return Err(Error::Mismatch {
                 record: format!("action {}", kv.locator),
                 diff: d.finish().unwrap_or_default(),

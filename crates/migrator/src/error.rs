@@ -10,6 +10,7 @@ use sqldb::{BoxError, DbError, ErrorKind};
 use tombstone::Mark;
 
 use crate::check::Problem;
+use crate::diff::Differences;
 
 /// Why a migration failed or was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,14 +50,42 @@ pub enum Error {
     /// A record breaks the data contract every backend enforces
     /// (docs/design.md §4.1): refused on every target alike.
     #[error("cannot migrate it (the same on every SQL backend): {0}")]
-    Contract(String),
+    Contract(#[source] Contract),
     /// A migrated record read back different from the original.
     #[error("migrated {record} does not match the key-value original:\n{diff}")]
     Mismatch {
         /// The record.
         record: String,
-        /// The differing fields, one per line.
-        diff: String,
+        /// The differing fields.
+        diff: Differences,
+    },
+    /// Records just written could not be read back (the database failed).
+    #[error("cannot migrate {records} read back: {source}")]
+    ReadBack {
+        /// The records, by SQL ids.
+        records: String,
+        /// The database's (or the store's) error.
+        #[source]
+        source: BoxError,
+    },
+    /// An online migration's replay could not read a record from the live
+    /// key-value stores.
+    #[error("cannot migrate {record}: reading it from the live key-value store: {source}")]
+    LiveRead {
+        /// The record.
+        record: String,
+        /// The store's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A store's SQL writer or reader failed on a record.
+    #[error("cannot migrate {record}: {source}")]
+    Store {
+        /// The record.
+        record: String,
+        /// The store's error.
+        #[source]
+        source: BoxError,
     },
     /// The SQL target already holds data in a table the migration fills.
     #[error(
@@ -220,6 +249,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when running the migration again may succeed as it is: a SQL
+    /// call failed because the database was busy, or hit a serialization
+    /// failure or a deadlock (`sqldb::DbError::is_retryable`), whether it
+    /// was the migration's own call or a store's. Never for a refusal, a
+    /// damaged source or a record that cannot be migrated.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Db(e) => e.is_retryable(),
+            Error::ReadBack { source, .. }
+            | Error::Store { source, .. }
+            | Error::LiveRead { source, .. } => retryable(source.as_ref()),
+            _ => false,
+        }
+    }
+
     /// True for errors that say the source is damaged (and that
     /// [`Options::accept_damaged`] may skip).
     pub(crate) fn is_damage(&self) -> bool {
@@ -344,4 +388,53 @@ pub(crate) fn schema_failure(e: MigrateError) -> (Error, DataState) {
         }
         other => (Error::Schema(other), DataState::NotWritten),
     }
+}
+
+/// The store's refusal of a record that breaks the data contract, kept
+/// whole (its `InvalidInput` names the record, the field and why).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Contract {
+    /// An account.
+    #[error(transparent)]
+    Account(#[from] store_accounts::Error),
+    /// A session.
+    #[error(transparent)]
+    Session(#[from] store_sessions::Error),
+    /// A kv-store entry or privacy pair.
+    #[error(transparent)]
+    Firewall(#[from] store_firewall::Error),
+    /// An action.
+    #[error(transparent)]
+    Action(#[from] store_actions::Error),
+}
+
+impl Error {
+    /// A record's contract check failed.
+    pub(crate) fn contract(e: impl Into<Contract>) -> Error {
+        Error::Contract(e.into())
+    }
+}
+
+/// Whether a kept cause is a retryable database failure, reported by the
+/// database directly or by a store.
+fn retryable(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    if let Some(db) = e.downcast_ref::<DbError>() {
+        return db.is_retryable();
+    }
+    e.downcast_ref::<store_accounts::Error>()
+        .map(store_accounts::Error::is_retryable)
+        .or_else(|| {
+            e.downcast_ref::<store_sessions::Error>()
+                .map(store_sessions::Error::is_retryable)
+        })
+        .or_else(|| {
+            e.downcast_ref::<store_firewall::Error>()
+                .map(store_firewall::Error::is_retryable)
+        })
+        .or_else(|| {
+            e.downcast_ref::<store_actions::Error>()
+                .map(store_actions::Error::is_retryable)
+        })
+        .unwrap_or(false)
 }

@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// Where an online migration is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum OnlineState {
     /// Not started yet.
     Starting,
@@ -75,8 +75,8 @@ pub enum OnlineState {
     /// Failed; the stores still run on the key-value database, which is
     /// live and untombstoned. The next open tries again.
     Failed {
-        /// Why, in words.
-        error: String,
+        /// Why, and what it left behind.
+        error: Arc<Failure>,
     },
 }
 
@@ -195,7 +195,8 @@ impl MarkWriter for LiveMark {
 /// through `online.state`). On failure nothing any open serves is kept in
 /// SQL (at most a staged copy, which the next migration discards), the
 /// key-value database is live and untombstoned, writers are released, and
-/// `switch` was not called.
+/// `switch` was not called; the failure is returned and told through the
+/// state (shared, hence the `Arc`).
 pub async fn migrate_online(
     kv: &KvDb,
     db: &Db,
@@ -203,7 +204,7 @@ pub async fn migrate_online(
     online: &Online,
     progress: Option<&dyn Progress>,
     switch: impl FnOnce() + Send,
-) -> Result<Outcome, Failure> {
+) -> Result<Outcome, Arc<Failure>> {
     let opts = Options {
         // sled allows one open of a database per process: the node's.
         marker: Arc::new(LiveMark(kv.clone())),
@@ -215,23 +216,24 @@ pub async fn migrate_online(
         online,
         switch: Box::new(switch),
     };
-    let result = run(db, &opts, mode, progress).await;
-    match &result {
-        Ok(outcome) => online.set(OnlineState::Switched {
-            outcome: Box::new(outcome.clone()),
-            longest_pause: online.protocol.longest_pause(),
-            journal_peak: online.protocol.journal().peak(),
-            copy: *online.copy.lock().unwrap_or_else(|p| p.into_inner()),
-        }),
+    match run(db, &opts, mode, progress).await {
+        Ok(outcome) => {
+            online.set(OnlineState::Switched {
+                outcome: Box::new(outcome.clone()),
+                longest_pause: online.protocol.longest_pause(),
+                journal_peak: online.protocol.journal().peak(),
+                copy: *online.copy.lock().unwrap_or_else(|p| p.into_inner()),
+            });
+            Ok(outcome)
+        }
         Err(f) => {
             tracing::warn!(error = %f.error, "online migration failed; the node stays on the key-value database");
             online.protocol.stop_recording();
-            online.set(OnlineState::Failed {
-                error: f.error.to_string(),
-            });
+            let f = Arc::new(f);
+            online.set(OnlineState::Failed { error: f.clone() });
+            Err(f)
         }
     }
-    result
 }
 
 /// An earlier run committed: finishes it with writers paused, so nothing is

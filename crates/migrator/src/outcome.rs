@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+use sqldb::DbError;
+use sqldb::migrate::MigrateError;
 use tombstone::Mark;
 
 use crate::{AccountsReport, ActionsReport, FirewallReport, Problem, SessionsReport};
@@ -45,7 +49,7 @@ pub enum TombstoneState {
     Written(Mark),
     /// The data is committed, but the mark could not be written (why); the
     /// migration record keeps it pending and every run or open retries it.
-    Pending(String),
+    Pending(PendingTombstone),
     /// A dry run marks nothing.
     NotWritten,
 }
@@ -104,4 +108,76 @@ pub(crate) fn outcome_name(kind: OutcomeKind) -> &'static str {
         OutcomeKind::Migrated => "migrated",
         OutcomeKind::AlreadyMigrated => "already_migrated",
     }
+}
+
+/// Why a tombstone is still to be written after the data was committed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PendingTombstone {
+    /// The committed data could not be proved from a fresh connection.
+    #[error(
+        "the migrated data could not be confirmed from a fresh connection ({0}); \
+         the tombstone is written once it is"
+    )]
+    Unproved(#[source] Arc<ProofError>),
+    /// Writing the mark failed.
+    #[error("{0}")]
+    MarkFailed(#[source] Arc<tombstone::Error>),
+    /// The writer of the mark did not finish (it panicked).
+    #[error("{0}")]
+    MarkStopped(#[source] Arc<tokio::task::JoinError>),
+}
+
+/// Equal when of the same kind and saying the same: the causes are not
+/// comparable values.
+impl PartialEq for PendingTombstone {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for PendingTombstone {}
+
+/// Why the committed data could not be proved from a fresh connection
+/// (docs/design.md §5.1, step 5).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// The fresh connection failed.
+    #[error(transparent)]
+    Connect(DbError),
+    /// The schema runner's preflight refused or failed.
+    #[error(transparent)]
+    Preflight(MigrateError),
+    /// The target has no identity.
+    #[error("the target has no identity (schema step 1 is missing)")]
+    NoIdentity,
+    /// The migration records could not be read.
+    #[error(transparent)]
+    Records(Box<crate::Error>),
+    /// No record of this source.
+    #[error("the target holds no migration record of this key-value database")]
+    NoRecord,
+    /// The record is of another write of the source.
+    #[error("the target's record is of write {found}, not {expected}")]
+    OtherWrite {
+        /// The record's write sequence.
+        found: u64,
+        /// This run's.
+        expected: u64,
+    },
+    /// Counting a table failed.
+    #[error(transparent)]
+    Count(DbError),
+    /// A table holds another number of rows than the migration wrote.
+    #[error("table {table} holds {got} rows, the migration wrote {want}")]
+    RowCount {
+        /// The table.
+        table: &'static str,
+        /// Rows found.
+        got: u64,
+        /// Rows written.
+        want: u64,
+    },
 }

@@ -150,7 +150,7 @@ impl Protocol {
         self.stop_recording();
         if !self.state().is_final() {
             self.set(OnlineState::Failed {
-                error: Error::Stopped.to_string(),
+                error: Arc::new(Error::Stopped.into()),
             });
         }
     }

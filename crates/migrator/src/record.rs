@@ -95,17 +95,17 @@ impl MigrationRecord {
 }
 
 pub(crate) async fn insert(tx: &mut dyn Tx, r: &MigrationRecord) -> Result<(), Error> {
-    let report = serde_json::to_string(&r.report).map_err(|e| Error::Invalid {
+    let report = serde_json::to_string(&r.report).map_err(|e| Error::Store {
         record: "the migration record".into(),
-        reason: e.to_string(),
+        source: Box::new(e),
     })?;
     let damage = if r.accepted_damage.is_empty() {
         None
     } else {
         Some(
-            serde_json::to_string(&r.accepted_damage).map_err(|e| Error::Invalid {
+            serde_json::to_string(&r.accepted_damage).map_err(|e| Error::Store {
                 record: "the migration record".into(),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?,
         )
     };

@@ -10,6 +10,9 @@ use tombstone::{KvOptions, Mark, MigrationSource, Status};
 
 use crate::record::{self, MigrationRecord, records};
 use crate::run::blocking;
+use std::sync::Arc;
+
+use crate::outcome::{PendingTombstone, ProofError};
 use crate::{
     Error, MarkWriter, Options, Outcome, OutcomeKind, Report, SourceFacts, TombstoneState,
 };
@@ -49,10 +52,7 @@ pub(crate) async fn retire(
     match retired {
         Some(mark) => TombstoneState::Written(mark),
         None => match prove_target(db, source, record, counts).await {
-            Err(reason) => TombstoneState::Pending(format!(
-                "the migrated data could not be confirmed from a fresh connection ({reason}); \
-                 the tombstone is written once it is"
-            )),
+            Err(e) => TombstoneState::Pending(PendingTombstone::Unproved(Arc::new(e))),
             Ok(identity) => write_tombstone(db, opts, source, identity).await,
         },
     }
@@ -110,8 +110,8 @@ async fn write_tombstone(
             let _ = record::clear_pending(db, source.identity).await;
             TombstoneState::Written(mark)
         }
-        Ok(Err(e)) => TombstoneState::Pending(e.to_string()),
-        Err(e) => TombstoneState::Pending(e.to_string()),
+        Ok(Err(e)) => TombstoneState::Pending(PendingTombstone::MarkFailed(Arc::new(e))),
+        Err(e) => TombstoneState::Pending(PendingTombstone::MarkStopped(Arc::new(e))),
     }
 }
 
@@ -123,27 +123,25 @@ async fn prove_target(
     source: &SourceFacts,
     record: &MigrationRecord,
     counts: bool,
-) -> Result<[u8; 16], String> {
-    let fresh = db.reopen().await.map_err(|e| e.to_string())?;
+) -> Result<[u8; 16], ProofError> {
+    let fresh = db.reopen().await.map_err(ProofError::Connect)?;
     let pre = Migrator::new()
         .preflight(&fresh)
         .await
-        .map_err(|e| e.to_string())?;
-    let identity = pre
-        .identity
-        .ok_or("the target has no identity (schema step 1 is missing)")?;
+        .map_err(ProofError::Preflight)?;
+    let identity = pre.identity.ok_or(ProofError::NoIdentity)?;
     let found = records(&fresh)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ProofError::Records(Box::new(e)))?
         .into_iter()
         .rev()
         .find(|r| r.source_identity == source.identity)
-        .ok_or("the target holds no migration record of this key-value database")?;
+        .ok_or(ProofError::NoRecord)?;
     if found.source_write_seq != record.source_write_seq {
-        return Err(format!(
-            "the target's record is of write {}, not {}",
-            found.source_write_seq, record.source_write_seq
-        ));
+        return Err(ProofError::OtherWrite {
+            found: found.source_write_seq,
+            expected: record.source_write_seq,
+        });
     }
     if !counts {
         return Ok(identity);
@@ -159,12 +157,10 @@ async fn prove_target(
             })
         })
         .await
-        .map_err(|e| e.to_string())?;
-    for ((table, got), (_, want)) in counts.iter().zip(found.report.table_counts()) {
-        if *got != want {
-            return Err(format!(
-                "table {table} holds {got} rows, the migration wrote {want}"
-            ));
+        .map_err(ProofError::Count)?;
+    for ((table, got), (_, want)) in counts.into_iter().zip(found.report.table_counts()) {
+        if got != want {
+            return Err(ProofError::RowCount { table, got, want });
         }
     }
     Ok(identity)

@@ -9,9 +9,6 @@
 //! Every function is pure: it takes the record and what the caller knows
 //! about the rest of the data (which accounts and sessions made it into
 //! SQL) and returns the record as SQL holds it, with what was dropped.
-//! (The firewall's one rule, that data stored under a session's id belongs
-//! to that session's group, is a lookup both sides make in the sessions
-//! they hold.)
 
 use store_accounts::{Account, AccountId};
 use store_actions::Action;
@@ -94,4 +91,15 @@ pub fn action(
         dropped.account = true;
     }
     (a, dropped)
+}
+
+/// The session group that firewall data (a kv-store entry, a privacy pair)
+/// stored under the session id `stored_under` belongs to in SQL: a group's
+/// data may be stored under the id of any of its sessions, and belongs to
+/// that session's group, as LiT resolves it (docs/design.md §4.2); data
+/// under an id no migrated session has is skipped (`None`). `group_of`
+/// gives a migrated session's group, in whatever form the caller keeps it
+/// (SQL ids, dump text).
+pub fn firewall_group<S, G>(stored_under: S, group_of: impl FnOnce(S) -> Option<G>) -> Option<G> {
+    group_of(stored_under)
 }

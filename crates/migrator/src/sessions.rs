@@ -32,10 +32,10 @@ use store_sessions::{Session, SessionId};
 use tombstone::{MigrationSource, ReadTree};
 
 use crate::Error;
-use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree, ensure_empty};
-use crate::diff::Diff;
+use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
+use crate::diff::{Diff, Difference, Differences, diff_fields};
 use crate::feed::Sink;
-use crate::shared::sequence_past;
+use crate::shared::{delete_where, sequence_past};
 
 /// What the sessions migration moved, and what it dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,7 +120,6 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     ctx: CopyCtx<'_>,
 ) -> Result<SessionsReport, Error> {
-    ensure_empty(tx, &["sessions"]).await?;
     let Some(tree) = source.tree(SESSIONS_TREE)? else {
         return Ok(SessionsReport::default());
     };
@@ -128,9 +127,9 @@ pub(crate) async fn migrate(
         let (tree, damage) = (tree.clone(), ctx.damage.clone());
         tokio::task::spawn_blocking(move || plan(&tree, &damage))
             .await
-            .map_err(|e| Error::Invalid {
+            .map_err(|e| Error::Store {
                 record: "sessions".into(),
-                reason: e.to_string(),
+                source: Box::new(e),
             })??
     };
     let total = planned.winners.len() as u64;
@@ -184,7 +183,7 @@ impl WriteChunk<Vec<Session>> for Migration {
         let mut dropped_links = 0;
         let mut expected = Vec::with_capacity(chunk.len());
         for kv in &chunk {
-            kv.check().map_err(|e| Error::Contract(e.to_string()))?;
+            kv.check().map_err(Error::contract)?;
             let (s, dropped) = crate::rules::session(kv, |a| accounts.contains_key(&a));
             if s.group_id != s.id
                 && !self.groups.contains_key(&s.group_id)
@@ -235,9 +234,9 @@ impl WriteChunk<Vec<Session>> for Migration {
         let with_ids: Vec<(i64, &Session)> = expected.iter().map(|(id, s)| (*id, s)).collect();
         insert_children(tx, &with_ids)
             .await
-            .map_err(|e| Error::Invalid {
+            .map_err(|e| Error::Store {
                 record: format!("sessions {first}..{}", self.next_id - 1),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         self.verify(tx, &expected, first).await?;
         self.report.sessions += expected.len() as u64;
@@ -258,15 +257,18 @@ impl Migration {
         let last = self.next_id - 1;
         let read = load_session_ids(tx, first, last)
             .await
-            .map_err(|e| Error::Invalid {
-                record: format!("sessions {first}..={last} read back"),
-                reason: e.to_string(),
+            .map_err(|e| Error::ReadBack {
+                records: format!("sessions {first}..={last}"),
+                source: Box::new(e),
             })?;
         let mut by_id: HashMap<SessionId, Session> = read.into_iter().map(|s| (s.id, s)).collect();
         for (_, want) in expected {
             let sql = by_id.remove(&want.id).ok_or_else(|| Error::Mismatch {
                 record: format!("session {}", want.id),
-                diff: "  missing in sql".into(),
+                diff: Differences::one(Difference::MissingInSql {
+                    field: None,
+                    what: None,
+                }),
             })?;
             if let Some(diff) = compare(want, &sql) {
                 return Err(Error::Mismatch {
@@ -278,7 +280,10 @@ impl Migration {
         if let Some(extra) = by_id.keys().next() {
             return Err(Error::Mismatch {
                 record: format!("session {extra}"),
-                diff: "  only in sql".into(),
+                diff: Differences::one(Difference::OnlyInSql {
+                    field: None,
+                    what: None,
+                }),
             });
         }
         Ok(())
@@ -340,15 +345,7 @@ async fn delete_one(
 ) -> Result<(), Error> {
     crate::shared::drop_links(tx, "session_id", &[sid]).await?;
     links.drop_group(tx, sid, deltas).await?;
-    deltas.sessions -= crate::shared::rows(
-        tx.exec(
-            &Query::delete()
-                .from_table(Sessions::Table)
-                .and_where(Expr::col(Sessions::Id).eq(sid))
-                .to_owned(),
-        )
-        .await?,
-    );
+    deltas.sessions -= delete_where(tx, Sessions::Table, Expr::col(Sessions::Id).eq(sid)).await?;
     Ok(())
 }
 
@@ -361,7 +358,7 @@ async fn replay_one(
     sql_id: Option<i64>,
     deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    kv.check().map_err(|e| Error::Contract(e.to_string()))?;
+    kv.check().map_err(Error::contract)?;
     let accounts = account_ids(tx, std::slice::from_ref(kv)).await?;
     let (s, _) = crate::rules::session(kv, |a| accounts.contains_key(&a));
     let account = s.account_id.and_then(|a| accounts.get(&a).copied());
@@ -410,18 +407,21 @@ async fn replay_one(
     }
     insert_children(tx, &[(sid, &s)])
         .await
-        .map_err(|e| Error::Invalid {
+        .map_err(|e| Error::Store {
             record: format!("session {}", s.id),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     let read = load_session_ids(tx, sid, sid)
         .await
-        .map_err(|e| Error::Invalid {
-            record: format!("session {} read back", s.id),
-            reason: e.to_string(),
+        .map_err(|e| Error::ReadBack {
+            records: format!("session {}", s.id),
+            source: Box::new(e),
         })?;
     let diff = match read.first() {
-        None => Some("  missing in sql".to_owned()),
+        None => Some(Differences::one(Difference::MissingInSql {
+            field: None,
+            what: None,
+        })),
         Some(sql) => compare(&s, sql),
     };
     match diff {
@@ -544,22 +544,25 @@ async fn account_ids(tx: &mut dyn Tx, chunk: &[Session]) -> Result<HashMap<Accou
 
 /// The differences between the session the rules expect and the one read
 /// back, field by field; secrets compared but never shown.
-fn compare(kv: &Session, sql: &Session) -> Option<String> {
+fn compare(kv: &Session, sql: &Session) -> Option<Differences> {
     let mut d = Diff::default();
-    d.field("label", &kv.label, &sql.label);
-    d.field("state", &kv.state, &sql.state);
-    d.field("session_type", &kv.session_type, &sql.session_type);
-    d.field("expiry", &kv.expiry, &sql.expiry);
-    d.field("created_at", &kv.created_at, &sql.created_at);
-    d.field("revoked_at", &kv.revoked_at, &sql.revoked_at);
-    d.field("server_addr", &kv.server_addr, &sql.server_addr);
-    d.field("dev_server", &kv.dev_server, &sql.dev_server);
-    d.field(
-        "macaroon_root_key",
-        &kv.macaroon_root_key,
-        &sql.macaroon_root_key,
+    diff_fields!(
+        d,
+        kv,
+        sql,
+        [
+            label,
+            state,
+            session_type,
+            expiry,
+            created_at,
+            revoked_at,
+            server_addr,
+            dev_server,
+            macaroon_root_key,
+            macaroon_recipe,
+        ]
     );
-    d.field("macaroon_recipe", &kv.macaroon_recipe, &sql.macaroon_recipe);
     // Secrets are compared but never printed.
     if kv.pairing_secret != sql.pairing_secret {
         d.field("pairing_secret", &"(differs)", &"(secret)");
@@ -577,15 +580,18 @@ fn compare(kv: &Session, sql: &Session) -> Option<String> {
         &kv.remote_public_key.map(hex::encode),
         &sql.remote_public_key.map(hex::encode),
     );
-    d.field("feature_config", &kv.feature_config, &sql.feature_config);
-    d.field(
-        "with_privacy_mapper",
-        &kv.with_privacy_mapper,
-        &sql.with_privacy_mapper,
+    diff_fields!(
+        d,
+        kv,
+        sql,
+        [
+            feature_config,
+            with_privacy_mapper,
+            privacy_flags,
+            group_id,
+            account_id,
+        ]
     );
-    d.field("privacy_flags", &kv.privacy_flags, &sql.privacy_flags);
-    d.field("group_id", &kv.group_id, &sql.group_id);
-    d.field("account_id", &kv.account_id, &sql.account_id);
     d.finish()
 }
 

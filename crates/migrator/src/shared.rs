@@ -19,10 +19,10 @@ pub(crate) fn millis(since: Instant) -> u64 {
 
 /// A read of the live key-value stores (an online migration's replay)
 /// that failed.
-pub(crate) fn live_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Invalid {
+pub(crate) fn live_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::LiveRead {
         record: what.to_owned(),
-        reason: format!("reading it from the live key-value store: {e}"),
+        source: Box::new(e),
     }
 }
 
@@ -69,6 +69,24 @@ pub(crate) async fn sequence_past(
     ))
     .await?;
     Ok(())
+}
+
+/// Deletes the rows of `table` that `condition` selects; returns how
+/// many went (for the replay's row counts).
+pub(crate) async fn delete_where(
+    tx: &mut dyn Tx,
+    table: impl sea_query::IntoIden,
+    condition: sea_query::SimpleExpr,
+) -> Result<i64, Error> {
+    let deleted = tx
+        .exec(
+            &Query::delete()
+                .from_table(table)
+                .and_where(condition)
+                .to_owned(),
+        )
+        .await?;
+    Ok(rows(deleted))
 }
 
 /// The next free SQL id of `table` (one past the largest).

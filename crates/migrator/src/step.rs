@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tombstone::MigrationSource;
 use tracing::Instrument;
 
-use crate::copy::CopyCtx;
+use crate::copy::{CopyCtx, ensure_empty};
 use crate::feed::Damage;
 use crate::progress::EndsAtTotal;
 use crate::shared::millis;
@@ -27,6 +27,17 @@ use crate::{
 };
 
 type CheckHandle = JoinHandle<Result<Vec<Problem>, Error>>;
+
+/// The tables the stores fill, checked empty before the copy, in the
+/// stores' order.
+const STORE_TABLES: &[&str] = &[
+    "accounts",
+    "sessions",
+    "kvstores",
+    "privacy_pairs",
+    "rules",
+    "actions",
+];
 
 /// The tables whose foreign keys wait for the end of the data step; the
 /// actions set aside their indexes and keys themselves (`actions.rs`).
@@ -168,6 +179,8 @@ impl<'a> KvToSql<'a> {
             None => None,
         };
         let live = live.as_ref();
+        // The migration writes only into an empty database.
+        ensure_empty(tx, STORE_TABLES).await?;
         let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
         let ctx = CopyCtx {
             chunk_size: self.opts.chunk_size.max(1),

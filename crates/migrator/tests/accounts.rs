@@ -530,8 +530,9 @@ async fn an_unstorable_amount_fails_naming_the_account(fx: &SqlFixture) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err.error, Error::Contract(text)
-            if text.contains(&format!("account {id}")) && text.contains("initial_balance_msat")),
+        matches!(&err.error, Error::Contract(migrator::Contract::Account(
+                store_accounts::Error::InvalidInput { record, field, .. }))
+            if *record == format!("account {id}") && *field == "initial_balance_msat"),
         "{err}"
     );
     assert!(is_live(&kv.path));

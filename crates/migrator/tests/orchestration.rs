@@ -121,7 +121,11 @@ async fn a_tombstone_that_cannot_be_written_stays_pending_and_is_retried(fx: &Sq
         .await
         .unwrap();
     assert!(
-        matches!(&outcome.tombstone, migrator::TombstoneState::Pending(e) if e.contains("injected")),
+        matches!(
+            &outcome.tombstone,
+            migrator::TombstoneState::Pending(migrator::PendingTombstone::MarkFailed(e))
+                if e.to_string().contains("injected")
+        ),
         "{outcome:?}"
     );
     assert!(!outcome.is_complete());

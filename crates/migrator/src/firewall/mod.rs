@@ -31,8 +31,8 @@ use crate::Error;
 
 mod replay;
 
-use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree, ensure_empty};
-use crate::diff::read_back;
+use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
+use crate::diff::{diff_fields, read_back};
 use crate::feed::Sink;
 use crate::shared::sequence_past;
 pub(crate) use replay::{delete_group, replay};
@@ -269,7 +269,6 @@ pub(crate) async fn migrate(
     tx: &mut dyn Tx,
     ctx: CopyCtx<'_>,
 ) -> Result<FirewallReport, Error> {
-    ensure_empty(tx, &["kvstores", "privacy_pairs", "rules"]).await?;
     let mut writer = Writer {
         report: FirewallReport::default(),
         names: Names::default(),
@@ -346,9 +345,9 @@ impl Names {
         if let Some(id) = map.get(name) {
             return Ok(*id);
         }
-        let id = name_id(tx, rule, name).await.map_err(|e| Error::Invalid {
+        let id = name_id(tx, rule, name).await.map_err(|e| Error::Store {
             record: format!("{} {name:?}", if rule { "rule" } else { "feature" }),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
         map.insert(name.to_owned(), id);
         Ok(id)
@@ -367,10 +366,10 @@ async fn write_entries(
     let first = *next_id;
     let mut written = Vec::new();
     for e in chunk {
-        e.check().map_err(|e| Error::Contract(e.to_string()))?;
+        e.check().map_err(Error::contract)?;
         let (group, entry) = match e.group {
             None => (None, e.clone()),
-            Some(g) => match groups.get(&g) {
+            Some(g) => match crate::rules::firewall_group(g, |g| groups.get(&g)) {
                 Some((id, founder)) => (
                     Some(*id),
                     KvEntry {
@@ -443,12 +442,7 @@ async fn verify_entries(
     for (kv, sql) in written.iter().zip(&read) {
         if kv != sql {
             let mut d = crate::diff::Diff::default();
-            d.field("perm", &kv.perm, &sql.perm);
-            d.field("rule", &kv.rule, &sql.rule);
-            d.field("group", &kv.group, &sql.group);
-            d.field("feature", &kv.feature, &sql.feature);
-            d.field("key", &kv.key, &sql.key);
-            d.field("value", &kv.value, &sql.value);
+            diff_fields!(d, kv, sql, [perm, rule, group, feature, key, value]);
             return Err(Error::Mismatch {
                 record: format!("kv-store entry {:?} of rule {:?}", kv.key, kv.rule),
                 diff: d.finish().unwrap_or_default(),
@@ -469,7 +463,7 @@ async fn write_pairs(
     // session's id join its group).
     let mut expected: BTreeMap<i64, (SessionId, BTreeMap<String, String>)> = BTreeMap::new();
     for g in chunk {
-        let Some(&(gid, founder)) = ids.get(&g.group) else {
+        let Some(&(gid, founder)) = crate::rules::firewall_group(g.group, |g| ids.get(&g)) else {
             report.privacy_pairs_skipped += g.pairs.len() as u64;
             continue;
         };
@@ -480,7 +474,7 @@ async fn write_pairs(
                 pseudo: pseudo.clone(),
             }
             .check()
-            .map_err(|e| Error::Contract(e.to_string()))?;
+            .map_err(Error::contract)?;
             rows.push(vec![gid.into(), real.clone().into(), pseudo.clone().into()]);
         }
         expected
@@ -508,9 +502,9 @@ async fn write_pairs(
     // pair written (earlier chunks may have written other pairs of a group).
     let read = load_pairs(tx, Some(expected.keys().copied().collect()))
         .await
-        .map_err(|e| Error::Invalid {
-            record: "privacy pairs read back".into(),
-            reason: e.to_string(),
+        .map_err(|e| Error::ReadBack {
+            records: "privacy pairs".into(),
+            source: Box::new(e),
         })?;
     let mut by_group: HashMap<SessionId, BTreeMap<String, String>> = HashMap::new();
     for p in read {

@@ -15,7 +15,7 @@ use super::{FirewallReport, GroupPairs, Names, Writer, group_ids, write_pairs};
 
 use crate::Error;
 use crate::copy::WriteChunk as _;
-use crate::shared::rows;
+use crate::shared::{delete_where, rows};
 
 /// Replays firewall data changed while an online migration copied it
 /// (docs/design.md §7.2): the temporary stores when they were wiped, then
@@ -36,15 +36,8 @@ pub(crate) async fn replay(
         next_id: crate::shared::next_id(tx, "kvstores").await?,
     };
     if temp_wiped {
-        deltas.kv_entries -= rows(
-            tx.exec(
-                &Query::delete()
-                    .from_table(Kvstores::Table)
-                    .and_where(Expr::col(Kvstores::Perm).eq(false))
-                    .to_owned(),
-            )
-            .await?,
-        );
+        deltas.kv_entries -=
+            delete_where(tx, Kvstores::Table, Expr::col(Kvstores::Perm).eq(false)).await?;
         let temp: Vec<KvEntry> = live
             .kv_entries()
             .await
@@ -139,15 +132,12 @@ async fn replay_groups(
         if !done.insert(gid) {
             continue;
         }
-        deltas.privacy_pairs -= rows(
-            tx.exec(
-                &Query::delete()
-                    .from_table(PrivacyPairs::Table)
-                    .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
-                    .to_owned(),
-            )
-            .await?,
-        );
+        deltas.privacy_pairs -= delete_where(
+            tx,
+            PrivacyPairs::Table,
+            Expr::col(PrivacyPairs::GroupId).eq(gid),
+        )
+        .await?;
         let mut maps = Vec::new();
         for alias in groups.of(*group) {
             let pairs = match live.begin_privacy(alias, Mode::View).await {
@@ -338,24 +328,14 @@ impl GroupAliases {
 /// Deletes every kv-store entry and privacy pair of the group whose first
 /// session has SQL id `gid`; returns how many of each.
 pub(crate) async fn delete_group(tx: &mut dyn Tx, gid: i64) -> Result<(i64, i64), Error> {
-    use crate::shared::rows;
-    let entries = tx
-        .exec(
-            &Query::delete()
-                .from_table(Kvstores::Table)
-                .and_where(Expr::col(Kvstores::GroupId).eq(gid))
-                .to_owned(),
-        )
-        .await?;
-    let pairs = tx
-        .exec(
-            &Query::delete()
-                .from_table(PrivacyPairs::Table)
-                .and_where(Expr::col(PrivacyPairs::GroupId).eq(gid))
-                .to_owned(),
-        )
-        .await?;
-    Ok((rows(entries), rows(pairs)))
+    let entries = delete_where(tx, Kvstores::Table, Expr::col(Kvstores::GroupId).eq(gid)).await?;
+    let pairs = delete_where(
+        tx,
+        PrivacyPairs::Table,
+        Expr::col(PrivacyPairs::GroupId).eq(gid),
+    );
+    let pairs = pairs.await?;
+    Ok((entries, pairs))
 }
 
 /// Kv-store entries a replay handles per batch of statements.
