@@ -51,14 +51,16 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use decide::{OpenPlan, Refusal};
 use migrator::{Retry, TombstoneMark};
 use sqldb::Db;
 use sqldb::migrate::{Migrator, NoLegacyData};
 use sqldb::schema::KV_TO_SQL_VERSION;
-use tombstone::{KvDb, KvOptions, Status};
+use tombstone::{KvDb, KvOptions};
 use tracing::Instrument;
 
 pub mod config;
+pub mod decide;
 pub mod dump;
 pub mod generate;
 pub mod online;
@@ -159,6 +161,30 @@ pub enum Error {
     /// A dump could not be read.
     #[error("dump: {0}")]
     Dump(String),
+    /// A location names a key-value database where a SQL one is needed.
+    #[error("{location}: expected a SQL database")]
+    NotSql {
+        /// The location, without password.
+        location: String,
+    },
+    /// A blocking call did not finish (it panicked, or the runtime shut
+    /// down under it).
+    #[error("{what} did not finish: {source}")]
+    Interrupted {
+        /// What it was doing.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// An import was refused before anything was written.
+    #[error("{}: {reason}", dir.display())]
+    ImportRefused {
+        /// The directory it was to write.
+        dir: PathBuf,
+        /// Why.
+        reason: ImportRefusal,
+    },
     /// A SQL database with no schema nodestore or Lightning Terminal (litd)
     /// made: empty, or another application's.
     #[error(
@@ -177,6 +203,21 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+}
+
+/// Why an import refused its target directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportRefusal {
+    /// A key-value database is there already.
+    #[error("it already holds a database; import writes a new one")]
+    HoldsDatabase,
+    /// Other files are there.
+    #[error("it is not empty; import writes a new database into a new or empty directory")]
+    NotEmpty,
+    /// The path has no directory name (`/`, `..`).
+    #[error("not a directory name")]
+    NotADirectoryName,
 }
 
 /// `value` as compact JSON (`pretty`: indented), or [`Error::Json`] naming
@@ -532,60 +573,71 @@ impl Stores {
                 ));
             }
         }
-        let kv = match &config.kv_dir {
-            Some(dir) => tombstone::status(dir)?.map(|s| (dir.clone(), s)),
+        // The facts of both sides, then the one decision (crate::decide),
+        // which `nodestore status` tells in words.
+        let dir = match &config.kv_dir {
+            Some(dir) => tombstone::status(dir)?.map(|_| dir.clone()),
             None => None,
         };
-        let target = db.describe();
-        let Some((dir, status)) = kv else {
-            if let Some(staged) = migrator::staging::staged(&db).await? {
-                return Err(Error::UnfinishedOnlineMigration {
-                    target,
-                    kv: staged.source_path,
-                });
-            }
-            report.applied_steps = apply_schema(&db).await?;
-            return Ok(Stores::on_sql(&db, report));
-        };
-        if config.migration == MigrationPolicy::Defer {
-            // Deferred: the node runs on the key-value database, unless SQL
-            // already holds its data, which then is the truth.
-            let source = migrator::inspect_source(&dir).await?;
-            let facts = migrator::inspect_target(&db).await?;
-            match migrator::plan(&source, &facts, config.force_migration) {
-                migrator::Plan::AlreadyMigrated(_) => {}
-                _ if matches!(status, Status::Tombstoned(_)) => {
-                    return Err(Error::RetiredAndDeferred {
+        let source = match &dir {
+            Some(dir) => Some(migrator::inspect_source(dir).await.map_err(|e| {
+                if config.migration == MigrationPolicy::Auto {
+                    // What `auto` migrates, it reports as a migration that
+                    // did not happen (and suggests deferring it).
+                    Error::Migration {
                         kv: dir.display().to_string(),
-                    });
-                }
-                _ => {
-                    report
-                        .notes
-                        .push("migration deferred: running on the key-value database".into());
-                    return Stores::on_kv(&KvDb::open(&dir, &KvOptions::default())?, report);
-                }
-            }
-        }
-        if config.migration == MigrationPolicy::Online && matches!(status, Status::Live(_)) {
-            let source = migrator::inspect_source(&dir).await?;
-            let facts = migrator::inspect_target(&db).await?;
-            match migrator::plan(&source, &facts, config.force_migration) {
-                migrator::Plan::Migrate => {
-                    return Stores::online(config, &dir, db, report);
-                }
-                migrator::Plan::Refuse(e) => {
-                    return Err(Error::Migration {
-                        kv: dir.display().to_string(),
-                        target,
+                        target: db.describe(),
                         failure: Box::new(migrator::Failure::from(e)),
                         during_open: true,
-                    });
+                    }
+                } else {
+                    Error::Migrator(e)
                 }
-                // Already in SQL: finish it offline, as `auto` does.
-                migrator::Plan::AlreadyMigrated(_) => {}
+            })?),
+            None => None,
+        };
+        let target = migrator::inspect_target(&db).await.map_err(|e| match e {
+            migrator::Error::Schema(e) => Error::Schema(e),
+            other => Error::Migrator(other),
+        })?;
+        let plan = decide::decide(config, source.as_ref(), decide::SqlSide::Present(&target));
+        tracing::debug!(%plan, "open decided");
+        let (dir, target) = match (plan, dir) {
+            (OpenPlan::Refuse(Refusal::StagedWithoutKv { kv }), _) => {
+                return Err(Error::UnfinishedOnlineMigration {
+                    target: db.describe(),
+                    kv,
+                });
             }
-        }
+            (OpenPlan::OnSql(_), _) | (_, None) => {
+                report.applied_steps = apply_schema(&db).await?;
+                return Ok(Stores::on_sql(&db, report));
+            }
+            (OpenPlan::Refuse(Refusal::RetiredAndDeferred), Some(dir)) => {
+                return Err(Error::RetiredAndDeferred {
+                    kv: dir.display().to_string(),
+                });
+            }
+            (OpenPlan::Refuse(Refusal::Migration(e)), Some(dir)) => {
+                return Err(Error::Migration {
+                    kv: dir.display().to_string(),
+                    target: db.describe(),
+                    failure: Box::new(migrator::Failure::from(*e)),
+                    during_open: true,
+                });
+            }
+            (OpenPlan::Deferred, Some(dir)) => {
+                report
+                    .notes
+                    .push("migration deferred: running on the key-value database".into());
+                return Stores::on_kv(&KvDb::open(&dir, &KvOptions::default())?, report);
+            }
+            (OpenPlan::MigrateOnline { .. }, Some(dir)) => {
+                return Stores::online(config, &dir, db, report);
+            }
+            // Offline: a migration, or finishing one an earlier run committed.
+            (_, Some(dir)) => (dir, db.describe()),
+        };
         let opts = migrator::Options {
             force: config.force_migration,
             ..migrator::Options::default()
@@ -641,8 +693,9 @@ impl Stores {
             Backend::Kv(kv) => {
                 tokio::task::spawn_blocking(move || kv.flush())
                     .await
-                    .map_err(|e| {
-                        Error::Config(format!("flushing the key-value database: {e}"))
+                    .map_err(|source| Error::Interrupted {
+                        what: "flushing the key-value database",
+                        source,
                     })??;
                 tracing::info!("key-value database flushed and closed");
             }

@@ -5,19 +5,19 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use sqldb::migrate::Migrator;
-use sqldb::schema::{KV_TO_SQL_VERSION, STEPS};
+use sqldb::schema::STEPS;
 use tombstone::Status;
 
-use crate::{BackendConfig, Config, MigrationPolicy, Result};
+use crate::decide::{SqlSide, decide};
+use crate::{BackendConfig, Config, Result};
 
 /// The key-value database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KvStatus {
     /// Its directory.
     pub path: PathBuf,
-    /// `missing`, `empty`, `live`, `tombstoned`, or `in_use` (a running
-    /// node has it open).
-    pub state: String,
+    /// What it is.
+    pub state: KvState,
     /// The format version, when live.
     pub format: Option<u32>,
     /// When it was tombstoned (RFC 3339, UTC, microseconds).
@@ -27,6 +27,34 @@ pub struct KvStatus {
     /// True while a migration of it runs (an online migration in a
     /// running node, or `nodestore migrate`): it holds the migration lock.
     pub migration_running: bool,
+}
+
+/// What a key-value database is (`--json` writes the snake-case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvState {
+    /// No database at the path.
+    Missing,
+    /// A directory sled made, holding nothing nodestore wrote.
+    Empty,
+    /// A database a node runs on.
+    Live,
+    /// Retired: migrated into SQL.
+    Tombstoned,
+    /// A running node has it open.
+    InUse,
+}
+
+impl std::fmt::Display for KvState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvState::Missing => "missing",
+            KvState::Empty => "empty",
+            KvState::Live => "live",
+            KvState::Tombstoned => "tombstoned",
+            KvState::InUse => "in_use",
+        })
+    }
 }
 
 /// The SQL database.
@@ -143,11 +171,11 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
     };
     let kv = kv_state.as_ref().map(|(path, s)| {
         let (state, format, at, target) = match s {
-            None => ("missing", None, None, None),
-            Some(Status::Empty) => ("empty", None, None, None),
-            Some(Status::Live(f)) => ("live", Some(*f), None, None),
+            None => (KvState::Missing, None, None, None),
+            Some(Status::Empty) => (KvState::Empty, None, None, None),
+            Some(Status::Live(f)) => (KvState::Live, Some(*f), None, None),
             Some(Status::Tombstoned(m)) => (
-                "tombstoned",
+                KvState::Tombstoned,
                 None,
                 Some(crate::dump::time_text(m.marked_at)),
                 Some(m.target.clone()),
@@ -155,7 +183,7 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         };
         KvStatus {
             path: path.clone(),
-            state: state.into(),
+            state,
             format,
             tombstoned_at: at,
             tombstone_target: target,
@@ -167,13 +195,17 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
     {
         // Reading only: report a database that does not exist yet without
         // creating it.
-        let open_would = match kv.as_ref().map(|k| k.state.as_str()) {
-            Some("live") if config.migration == MigrationPolicy::Defer => {
-                "open the stores on the key-value database (migration deferred)".to_owned()
-            }
-            Some("live") => "migrate the key-value database into SQL (the SQLite file is created then), tombstone it, and open the stores on SQL".to_owned(),
-            _ => "create the SQLite database and open the stores on SQL".to_owned(),
+        // As opening would find it: an empty database, at this path.
+        let target = migrator::TargetFacts {
+            description: format!("sqlite:{}", file.display()),
+            identity: None,
+            migrated: false,
+            records: Vec::new(),
+            staged: None,
+            litd: None,
+            empty: true,
         };
+        let open_would = would(config, kv_state.as_ref(), SqlSide::NotCreated(&target)).await;
         return Ok(NodeStatus {
             kv,
             sql: Some(SqlStatus {
@@ -191,8 +223,10 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         });
     }
     let Some(db) = crate::connect_read_only(&config.backend).await? else {
-        let open_would = match kv.as_ref().map(|k| k.state.as_str()) {
-            Some("tombstoned") => "refuse: the key-value database was migrated to SQL".to_owned(),
+        let open_would = match kv.as_ref().map(|k| k.state) {
+            Some(KvState::Tombstoned) => {
+                "refuse: the key-value database was migrated to SQL".to_owned()
+            }
             _ => "open the stores on the key-value database".to_owned(),
         };
         return Ok(NodeStatus {
@@ -234,7 +268,10 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         staged_from: staged.as_ref().map(|c| c.source_path.clone()),
         staged_at: staged.as_ref().map(|c| crate::dump::time_text(c.staged_at)),
     };
-    let open_would = open_would(config, kv_state.as_ref(), &db).await;
+    let open_would = match migrator::inspect_target(&db).await {
+        Ok(target) => would(config, kv_state.as_ref(), SqlSide::Present(&target)).await,
+        Err(e) => format!("refuse: {e}"),
+    };
     Ok(NodeStatus {
         kv,
         sql: Some(sql),
@@ -261,7 +298,7 @@ async fn in_use(config: &Config, dir: &std::path::Path) -> Result<NodeStatus> {
     };
     s.kv = Some(KvStatus {
         path: dir.to_path_buf(),
-        state: "in_use".into(),
+        state: KvState::InUse,
         format: None,
         tombstoned_at: None,
         tombstone_target: None,
@@ -275,89 +312,20 @@ async fn in_use(config: &Config, dir: &std::path::Path) -> Result<NodeStatus> {
     Ok(s)
 }
 
-/// What `Stores::open` would do, decided by the migration's own rule
-/// ([`migrator::plan`]) on what both databases hold now.
-async fn open_would(
+/// What `Stores::open` would do ([`crate::decide`]) with the key-value
+/// database (read now) and the SQL database: the plan's sentence, or the
+/// refusal to read either.
+async fn would(
     config: &Config,
     kv: Option<&(PathBuf, Option<Status>)>,
-    db: &sqldb::Db,
+    sql: SqlSide<'_>,
 ) -> String {
-    let target = match migrator::inspect_target(db).await {
-        Ok(t) => t,
-        Err(e) => return format!("refuse: {e}"),
+    let source = match kv {
+        Some((dir, Some(_))) => match migrator::inspect_source(dir).await {
+            Ok(s) => Some(s),
+            Err(e) => return format!("refuse: {e}"),
+        },
+        _ => None,
     };
-    let defer = config.migration == MigrationPolicy::Defer;
-    let Some((dir, Some(status))) = kv else {
-        return if let Some(staged) = &target.staged {
-            format!(
-                "refuse: the SQL database holds the staged copy of an online migration of {} \
-                 that did not finish; open with that key-value database to migrate again",
-                staged.source_path
-            )
-        } else if let Some(version) = target.litd {
-            let later: Vec<String> = STEPS
-                .iter()
-                .filter(|s| s.version > KV_TO_SQL_VERSION)
-                .map(|s| s.version.to_string())
-                .collect();
-            format!(
-                "adopt the database made by Lightning Terminal (litd) at schema version \
-                 {version}: apply step 1 (nodestore's bookkeeping), record steps 2-{KV_TO_SQL_VERSION} \
-                 as adopted (litd's schema holds them; litd's data is not rewritten), apply steps {}, \
-                 then open the stores on SQL",
-                later.join(", ")
-            )
-        } else if target.migrated {
-            "open the stores on SQL".into()
-        } else if target.empty {
-            "the database holds no nodestore (or litd) schema: apply every schema step, then \
-             open the stores on SQL"
-                .into()
-        } else {
-            "apply the schema steps, then open the stores on SQL".into()
-        };
-    };
-    let source = match migrator::inspect_source(dir).await {
-        Ok(s) => s,
-        Err(e) => return format!("refuse: {e}"),
-    };
-    match migrator::plan(&source, &target, config.force_migration) {
-        migrator::Plan::AlreadyMigrated(r) if r.tombstone_pending => {
-            "retry the pending tombstone, then open the stores on SQL".into()
-        }
-        migrator::Plan::AlreadyMigrated(_) => "open the stores on SQL".into(),
-        _ if defer && matches!(status, Status::Tombstoned(_)) => {
-            "refuse: the key-value database is tombstoned and migration is deferred".into()
-        }
-        _ if defer => "open the stores on the key-value database (migration deferred)".into(),
-        migrator::Plan::Refuse(e) => format!("refuse: {e}"),
-        migrator::Plan::Migrate if matches!(status, Status::Tombstoned(_)) => {
-            "migrate again from the tombstoned key-value database (the SQL database was lost), then open on SQL".into()
-        }
-        // As `Stores::open` does with `migration = "online"`: a live
-        // key-value database moves in the background.
-        migrator::Plan::Migrate
-            if config.migration == MigrationPolicy::Online && matches!(status, Status::Live(_)) =>
-        {
-            format!(
-                "{}open the stores on the key-value database and migrate it into SQL in the \
-                 background, then switch the stores to SQL after a pause of writers of at most \
-                 {} ms and tombstone it (online migration)",
-                if target.staged.is_some() {
-                    "discard the staged copy of an online migration that did not finish, then "
-                } else {
-                    ""
-                },
-                config.online_pause_budget.as_millis()
-            )
-        }
-        migrator::Plan::Migrate if target.staged.is_some() => {
-            "discard the staged copy of an online migration that did not finish, then migrate the \
-             key-value database into SQL, tombstone it, and open the stores on SQL"
-                .into()
-        }
-        migrator::Plan::Migrate => {
-            "migrate the key-value database into SQL, tombstone it, and open the stores on SQL".into()
-        }
-    }
+    decide(config, source.as_ref(), sql).to_string()
 }

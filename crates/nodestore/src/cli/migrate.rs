@@ -62,7 +62,9 @@ pub(crate) async fn run(a: Args) -> Result<ExitCode, Error> {
 
 /// A SQL database to work on (`read_only`: never created nor written).
 pub(crate) async fn sql_db(location: &Location, read_only: bool) -> Result<sqldb::Db, Error> {
-    let not_sql = || Error::Config(format!("{location}: expected a SQL database"));
+    let not_sql = || Error::NotSql {
+        location: location.to_string(),
+    };
     if matches!(location, Location::Kv(_)) {
         return Err(not_sql());
     }
@@ -102,7 +104,7 @@ mod shape {
         pub(super) report: Report,
         pub(super) target: &'a str,
         pub(super) tombstone: Option<Mark<'a>>,
-        pub(super) tombstone_pending: Option<&'a str>,
+        pub(super) tombstone_pending: Option<String>,
         pub(super) unfinished_steps: Option<&'a str>,
     }
 
@@ -204,7 +206,7 @@ fn outcome_json(target: &str, o: &migrator::Outcome) -> String {
             }),
             None,
         ),
-        migrator::TombstoneState::Pending(reason) => (None, Some(reason.as_str())),
+        migrator::TombstoneState::Pending(reason) => (None, Some(reason.to_string())),
         migrator::TombstoneState::NotWritten => (None, None),
     };
     let rehearsed = o.kind == migrator::OutcomeKind::Rehearsed;

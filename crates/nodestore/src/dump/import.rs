@@ -10,7 +10,7 @@ use store_sessions::{Session, SessionId};
 use tombstone::KvOptions;
 
 use super::{Dump, unhex};
-use crate::{Error, Result};
+use crate::{Error, ImportRefusal, Result};
 
 /// Writes `dump` into a new key-value database at `dir`, record by record
 /// as it is: formats and the data contract are checked, business rules are
@@ -26,25 +26,26 @@ use crate::{Error, Result};
 /// parse, breaks the contract, or appears twice (the error names it).
 pub async fn import(dump: &Dump, dir: &Path) -> Result<()> {
     if dir.join("conf").exists() {
-        return Err(Error::Config(format!(
-            "{} already holds a database; import writes a new one",
-            dir.display()
-        )));
+        return Err(Error::ImportRefused {
+            dir: dir.to_path_buf(),
+            reason: ImportRefusal::HoldsDatabase,
+        });
     }
     if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(Error::Config(format!(
-            "{} is not empty; import writes a new database into a new or empty directory",
-            dir.display()
-        )));
+        return Err(Error::ImportRefused {
+            dir: dir.to_path_buf(),
+            reason: ImportRefusal::NotEmpty,
+        });
     }
     let parsed = parse_for_import(dump)?;
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = dir
-        .file_name()
-        .ok_or_else(|| Error::Config(format!("{}: not a directory name", dir.display())))?;
+    let name = dir.file_name().ok_or_else(|| Error::ImportRefused {
+        dir: dir.to_path_buf(),
+        reason: ImportRefusal::NotADirectoryName,
+    })?;
     let partial = parent.join(format!(
         ".{}.importing-{:016x}",
         name.to_string_lossy(),

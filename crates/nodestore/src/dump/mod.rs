@@ -625,7 +625,8 @@ pub fn as_migrated(kv: &Dump) -> Result<Dump> {
         .map(|s| DumpSession::from(&rules::session(s, |a| accounts.contains(&a)).0))
         .collect();
     let sessions: BTreeSet<SessionId> = newest.values().map(|s| s.id).collect();
-    // Entries and pairs stored under any session's id belong to its group.
+    // Entries and pairs stored under any session's id belong to its group
+    // (`rules::firewall_group`).
     let group_of: BTreeMap<String, String> = d
         .sessions
         .iter()
@@ -635,7 +636,7 @@ pub fn as_migrated(kv: &Dump) -> Result<Dump> {
         .into_iter()
         .filter_map(|mut e| {
             if let Some(g) = &e.group {
-                e.group = Some(group_of.get(g)?.clone());
+                e.group = Some(rules::firewall_group(g, |g| group_of.get(g).cloned())?);
             }
             Some(e)
         })
@@ -643,7 +644,7 @@ pub fn as_migrated(kv: &Dump) -> Result<Dump> {
     d.privacy_pairs = std::mem::take(&mut d.privacy_pairs)
         .into_iter()
         .filter_map(|mut p| {
-            p.group = group_of.get(&p.group)?.clone();
+            p.group = rules::firewall_group(&p.group, |g| group_of.get(g).cloned())?;
             Some(p)
         })
         .collect();

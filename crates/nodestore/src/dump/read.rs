@@ -36,7 +36,9 @@ pub async fn dump_observed(location: &Location, observer: Observer) -> Result<Du
         sql => {
             let db = crate::connect_read_only(&sql.backend())
                 .await?
-                .ok_or_else(|| Error::Config("not a SQL location".into()))?;
+                .ok_or_else(|| Error::NotSql {
+                    location: location.to_string(),
+                })?;
             dump_sql_observed(&db, observer).await
         }
     }
