@@ -438,3 +438,38 @@ fn retryable(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
         })
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use sqldb::{DbError, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn a_failure_behind_a_read_back_or_a_store_says_whether_a_retry_may_succeed() {
+        let busy = || DbError::new("postgres", ErrorKind::Retryable, "serialization failure");
+        let lost = || DbError::new("postgres", ErrorKind::Connection, "connection lost");
+        assert!(Error::Db(busy()).is_retryable());
+        let read_back = Error::ReadBack {
+            records: "accounts 1..=5".into(),
+            source: Box::new(busy()),
+        };
+        assert!(read_back.is_retryable());
+        // The cause is kept, not folded into a message.
+        assert_eq!(
+            read_back.to_string(),
+            "cannot migrate accounts 1..=5 read back: postgres: busy or serialization failure \
+             (retryable): serialization failure"
+        );
+        let through_a_store = Error::Store {
+            record: "session 01020304".into(),
+            source: Box::new(store_sessions::Error::from(busy())),
+        };
+        assert!(through_a_store.is_retryable());
+        assert!(!Error::Db(lost()).is_retryable());
+        assert!(
+            !Error::TargetNotEmpty { table: "accounts" }.is_retryable(),
+            "a refusal is never retried"
+        );
+    }
+}

@@ -32,3 +32,31 @@ testkit::backend_tests!(sqlite => sqlite;
 testkit::backend_tests!(postgres => postgres;
     a_failed_id_lookup_is_reported_as_itself,
 );
+
+/// A backend failure says its kind, and whether running the call again may
+/// succeed; a refusal of the call's input never is retryable.
+#[test]
+fn a_backend_error_says_whether_a_retry_may_succeed() {
+    use sqldb::{DbError, ErrorKind};
+    let busy = Error::from(DbError::new(
+        "sqlite",
+        ErrorKind::Retryable,
+        "database is locked",
+    ));
+    assert_eq!(busy.backend_kind(), Some(ErrorKind::Retryable));
+    assert!(busy.is_retryable(), "{busy}");
+    let unique = Error::from(DbError::new(
+        "postgres",
+        ErrorKind::UniqueViolation,
+        "duplicate",
+    ));
+    assert_eq!(unique.backend_kind(), Some(ErrorKind::UniqueViolation));
+    assert!(!unique.is_retryable(), "{unique}");
+    let refused = Error::InvalidInput {
+        record: "account 00".into(),
+        field: "label",
+        reason: "too long".into(),
+    };
+    assert_eq!(refused.backend_kind(), None);
+    assert!(!refused.is_retryable());
+}
