@@ -19,7 +19,6 @@ use store_accounts::sql::schema::{
 };
 use store_accounts::sql::{load_accounts, upsert_indexes};
 use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
-use tombstone::MigrationSource;
 
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
@@ -100,11 +99,8 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
 /// Copies the accounts tree. On a live source (an online migration) the
 /// labels may move between accounts while the tree is read (see
 /// [`free_labels`]).
-pub(crate) async fn migrate(
-    source: &MigrationSource,
-    tx: &mut dyn Tx,
-    ctx: CopyCtx<'_>,
-) -> Result<AccountsReport, Error> {
+pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<AccountsReport, Error> {
+    let source = ctx.source;
     let mut writer = Writer {
         report: AccountsReport::default(),
         next_id: 1,

@@ -24,7 +24,7 @@ use store_actions::sql::schema::Actions;
 use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
-use tombstone::{MigrationSource, ReadTree};
+use tombstone::ReadTree;
 
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
@@ -82,11 +82,8 @@ fn read_actions(actions: ReadTree, chunk_size: usize, out: Sink<Vec<Action>>) {
     out.send_chunks(loaded, chunk_size);
 }
 
-pub(crate) async fn migrate(
-    source: &MigrationSource,
-    tx: &mut dyn Tx,
-    ctx: CopyCtx<'_>,
-) -> Result<ActionsReport, Error> {
+pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<ActionsReport, Error> {
+    let source = ctx.source;
     let Some(actions) = source.tree(ACTIONS_TREE)? else {
         return Ok(ActionsReport::default());
     };

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sea_query::{Alias, Expr, Query};
 use sqldb::{Tx, TxExt};
+use tombstone::MigrationSource;
 
 use crate::feed::{Damage, Feed, Sink};
 use crate::live::Live;
@@ -20,6 +21,8 @@ use crate::{Error, Progress, ProgressEvent};
 /// What every copy of a tree shares: the run's settings and observers.
 #[derive(Clone, Copy)]
 pub(crate) struct CopyCtx<'a> {
+    /// The key-value database read.
+    pub(crate) source: &'a MigrationSource,
     /// Records per chunk.
     pub(crate) chunk_size: usize,
     /// Told after each chunk.

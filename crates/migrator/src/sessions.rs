@@ -24,12 +24,11 @@ use chrono::{DateTime, Utc};
 use sea_query::{Expr, ExprTrait, IntoIden, Query};
 use sqldb::{Tx, TxExt};
 use store_accounts::AccountId;
-use store_accounts::sql::schema::Accounts;
 use store_sessions::kv::{SESSIONS_TREE, decode_session};
 use store_sessions::sql::schema::Sessions;
 use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_session_ids, session_row};
 use store_sessions::{Session, SessionId};
-use tombstone::{MigrationSource, ReadTree};
+use tombstone::ReadTree;
 
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
@@ -115,11 +114,8 @@ fn read_class(
     out.send_chunks(sessions, chunk_size);
 }
 
-pub(crate) async fn migrate(
-    source: &MigrationSource,
-    tx: &mut dyn Tx,
-    ctx: CopyCtx<'_>,
-) -> Result<SessionsReport, Error> {
+pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<SessionsReport, Error> {
+    let source = ctx.source;
     let Some(tree) = source.tree(SESSIONS_TREE)? else {
         return Ok(SessionsReport::default());
     };
@@ -520,26 +516,16 @@ async fn read_with_founders(
 
 /// SQL ids of the accounts the chunk links to, by account id.
 async fn account_ids(tx: &mut dyn Tx, chunk: &[Session]) -> Result<HashMap<AccountId, i64>, Error> {
-    let aliases: Vec<i64> = chunk
-        .iter()
-        .filter_map(|s| s.account_id)
-        .map(AccountId::to_alias)
-        .collect();
-    if aliases.is_empty() {
+    let ids: Vec<AccountId> = chunk.iter().filter_map(|s| s.account_id).collect();
+    if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = tx
-        .query(
-            &Query::select()
-                .columns([Accounts::Id, Accounts::Alias])
-                .from(Accounts::Table)
-                .and_where(Expr::col(Accounts::Alias).is_in(aliases))
-                .to_owned(),
-        )
-        .await?;
-    rows.iter()
-        .map(|r| Ok((AccountId::from_alias(r.i64(1)?), r.i64(0)?)))
-        .collect()
+    store_accounts::sql::sql_ids(tx, &ids)
+        .await
+        .map_err(|e| Error::Store {
+            record: "the accounts of the sessions".into(),
+            source: Box::new(e),
+        })
 }
 
 /// The differences between the session the rules expect and the one read

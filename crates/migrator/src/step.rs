@@ -183,19 +183,20 @@ impl<'a> KvToSql<'a> {
         ensure_empty(tx, STORE_TABLES).await?;
         let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
         let ctx = CopyCtx {
+            source,
             chunk_size: self.opts.chunk_size.max(1),
             progress: ends.observer(),
             damage: &self.damage,
             live,
         };
-        let accounts = store(&ends, "accounts", accounts::migrate(source, tx, ctx)).await?;
+        let accounts = store(&ends, "accounts", accounts::migrate(tx, ctx)).await?;
         // Sessions reference accounts: after them, in the same transaction.
         // An online copy leaves what it read inconsistently to the replay.
-        let sessions = store(&ends, "sessions", sessions::migrate(source, tx, ctx)).await?;
+        let sessions = store(&ends, "sessions", sessions::migrate(tx, ctx)).await?;
         // Kv-stores and privacy pairs are scoped by session group.
-        let firewall = store(&ends, "firewall", firewall::migrate(source, tx, ctx)).await?;
+        let firewall = store(&ends, "firewall", firewall::migrate(tx, ctx)).await?;
         // Actions link to sessions and accounts: last.
-        let actions = store(&ends, "actions", actions::migrate(source, tx, ctx)).await?;
+        let actions = store(&ends, "actions", actions::migrate(tx, ctx)).await?;
         foreign_keys.rebuild(tx).await?;
         if self.online.is_none() {
             // Every later schema step over the data just loaded, in this

@@ -25,7 +25,7 @@ use store_firewall::sql::schema::{Kvstores, PrivacyPairs};
 use store_firewall::sql::{load_entries, load_pairs, name_id};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
-use tombstone::{MigrationSource, ReadTree};
+use tombstone::ReadTree;
 
 use crate::Error;
 
@@ -264,11 +264,8 @@ fn collision(e: sqldb::DbError, what: &str) -> Error {
     }
 }
 
-pub(crate) async fn migrate(
-    source: &MigrationSource,
-    tx: &mut dyn Tx,
-    ctx: CopyCtx<'_>,
-) -> Result<FirewallReport, Error> {
+pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<FirewallReport, Error> {
+    let source = ctx.source;
     let mut writer = Writer {
         report: FirewallReport::default(),
         names: Names::default(),
