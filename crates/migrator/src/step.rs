@@ -61,15 +61,27 @@ pub struct KvToSql<'a> {
     facts: SourceFacts,
     opts: Options,
     progress: Option<&'a dyn Progress>,
-    check: tokio::sync::Mutex<Option<CheckHandle>>,
-    cancel: Arc<AtomicBool>,
+    mode: StepMode<'a>,
     damage: Arc<Damage>,
     report: Mutex<Option<(Report, Vec<Problem>)>>,
-    /// Set for an online migration: the copy is followed by catch-up and
-    /// the cutover's pause (docs/design.md §7).
-    online: Option<&'a online::Online>,
     /// Later schema steps the run applied in its transaction.
     later_steps: Mutex<Vec<i64>>,
+}
+
+/// What the step copies from, and what follows the copy.
+enum StepMode<'a> {
+    /// A database no process holds: proved whole by `check` beside the
+    /// copy (stopped through `cancel` when the step ends first); every
+    /// damaged record counted, the run refused unless damage is accepted;
+    /// the later schema steps and the migration record in the same
+    /// transaction (docs/design.md §5.1).
+    Offline {
+        check: tokio::sync::Mutex<Option<CheckHandle>>,
+        cancel: Arc<AtomicBool>,
+    },
+    /// A running node's database: the copy staged, then caught up with
+    /// the writes made meanwhile (docs/design.md §7.2).
+    Live(&'a online::Online),
 }
 
 impl fmt::Debug for KvToSql<'_> {
@@ -100,10 +112,11 @@ impl<'a> KvToSql<'a> {
             facts,
             opts,
             progress,
-            check: tokio::sync::Mutex::new(Some(check)),
-            cancel,
+            mode: StepMode::Offline {
+                check: tokio::sync::Mutex::new(Some(check)),
+                cancel,
+            },
             report: Mutex::new(None),
-            online: None,
             later_steps: Mutex::new(Vec::new()),
         }
     }
@@ -127,10 +140,8 @@ impl<'a> KvToSql<'a> {
             facts,
             opts,
             progress,
-            check: tokio::sync::Mutex::new(None),
-            cancel: Arc::new(AtomicBool::new(false)),
+            mode: StepMode::Live(online),
             report: Mutex::new(None),
-            online: Some(online),
             later_steps: Mutex::new(Vec::new()),
         }
     }
@@ -166,24 +177,72 @@ impl<'a> KvToSql<'a> {
     }
 
     async fn migrate_stores(&self, tx: &mut dyn Tx) -> Result<(Report, Vec<Problem>), Error> {
-        let source = &*self.source;
         let started = Instant::now();
+        match &self.mode {
+            StepMode::Live(online) => {
+                // An online copy starts with what makes it a staged copy,
+                // then commits in pieces (docs/design.md §7.3, §7.4).
+                let live = self.begin_live_copy(tx, online).await?;
+                let mut report = self.copy_stores(tx, Some(&live), started).await?;
+                analyze(tx).await?;
+                // The writes made during the copy, replayed while writers
+                // run; what comes after goes into the second, short
+                // transaction.
+                let mut deltas = replay::Deltas::default();
+                online::catch_up(tx, online, &mut deltas, &mut online::CatchUp::default()).await?;
+                online::recount(&mut report, &deltas);
+                report.duration = started.elapsed();
+                online.copied_in(live.stats());
+                online.committing_copy();
+                Ok((report, Vec::new()))
+            }
+            StepMode::Offline { check, .. } => {
+                let report = self.copy_stores(tx, None, started).await?;
+                // Every later schema step over the data just loaded, in this
+                // transaction: a step the data cannot hold (an index over a
+                // value too long for it) fails the run here, before anything
+                // is committed or tombstoned, never at the next open of a
+                // database whose source is retired (docs/design.md §5.8). An
+                // online copy applies them at its start (`begin_live_copy`).
+                let t = Instant::now();
+                let later = Migrator::new()
+                    .apply_steps_after(tx, KV_TO_SQL_VERSION)
+                    .await
+                    .map_err(Error::Schema)?;
+                tracing::info!(steps = ?later, duration_ms = millis(t), "later schema steps applied over the migrated data");
+                if let Ok(mut l) = self.later_steps.lock() {
+                    *l = later;
+                }
+                analyze(tx).await?;
+                let problems = self.weigh_damage(check).await?;
+                // In the same transaction as the data: the tombstone is
+                // pending until it is written after the commit.
+                let facts = &self.facts;
+                let record =
+                    MigrationRecord::new(facts, facts.write_seq, report.clone(), problems.clone());
+                record::insert(tx, &record).await?;
+                Ok((report, problems))
+            }
+        }
+    }
+
+    /// Every store, in the order their links need, each read, written,
+    /// read back and compared; foreign keys are checked once, after the
+    /// load, not row by row (docs/design.md §5.7): every link they check
+    /// was resolved to an id loaded before it, so the check cannot fail on
+    /// data.
+    async fn copy_stores(
+        &self,
+        tx: &mut dyn Tx,
+        live: Option<&live::Live>,
+        started: Instant,
+    ) -> Result<Report, Error> {
         let ends = EndsAtTotal::new(self.progress);
-        // Foreign keys are checked once, after the load, not row by row
-        // (docs/design.md §5.7); every link they check was resolved to an
-        // id loaded before it, so the check cannot fail on data.
-        // An online copy starts with what makes it a staged copy, then
-        // commits in pieces (docs/design.md §7.3, §7.4).
-        let live = match self.online {
-            Some(online) => Some(self.begin_live_copy(tx, online).await?),
-            None => None,
-        };
-        let live = live.as_ref();
         // The migration writes only into an empty database.
         ensure_empty(tx, STORE_TABLES).await?;
         let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
         let ctx = CopyCtx {
-            source,
+            source: &self.source,
             chunk_size: self.opts.chunk_size.max(1),
             progress: ends.observer(),
             damage: &self.damage,
@@ -198,53 +257,24 @@ impl<'a> KvToSql<'a> {
         // Actions link to sessions and accounts: last.
         let actions = store(&ends, "actions", actions::migrate(tx, ctx)).await?;
         foreign_keys.rebuild(tx).await?;
-        if self.online.is_none() {
-            // Every later schema step over the data just loaded, in this
-            // transaction: a step the data cannot hold (an index over a
-            // value too long for it) fails the run here, before anything
-            // is committed or tombstoned, never at the next open of a
-            // database whose source is retired (docs/design.md §5.8). An
-            // online copy applies them at its start (`begin_live_copy`).
-            let t = Instant::now();
-            let later = Migrator::new()
-                .apply_steps_after(tx, KV_TO_SQL_VERSION)
-                .await
-                .map_err(Error::Schema)?;
-            tracing::info!(steps = ?later, duration_ms = millis(t), "later schema steps applied over the migrated data");
-            if let Ok(mut l) = self.later_steps.lock() {
-                *l = later;
-            }
-        }
-        // PostgreSQL plans from table statistics, and a freshly loaded table
-        // has none until autovacuum gets to it: a node's first listings
-        // could then walk a whole index (docs/design.md §5.7). ANALYZE runs
-        // inside the transaction. SQLite's planner needs no statistics.
-        if tx.dialect() == sqldb::Dialect::Postgres {
-            // Every table: the database holds only nodestore's (§3.3).
-            let t = Instant::now();
-            tx.execute_script("ANALYZE").await?;
-            tracing::debug!(duration_ms = millis(t), "planner statistics gathered");
-        }
-        let mut report = Report {
+        Ok(Report {
             accounts,
             sessions,
             firewall,
             actions,
             duration: started.elapsed(),
-        };
-        if let (Some(online), Some(live)) = (self.online, live) {
-            // The writes made during the copy, replayed while writers run;
-            // what comes after goes into the second, short transaction.
-            let mut deltas = replay::Deltas::default();
-            online::catch_up(tx, online, &mut deltas, &mut online::CatchUp::default()).await?;
-            online::recount(&mut report, &deltas);
-            report.duration = started.elapsed();
-            online.copied_in(live.stats());
-            online.committing_copy();
-            return Ok((report, Vec::new()));
-        }
-        // The data is in; is the source whole?
-        let handle = self.check.lock().await.take();
+        })
+    }
+
+    /// After an offline copy: is the source whole? Every damaged record
+    /// the copy skipped, every problem the whole-source check found, and
+    /// every page a salvaging read passed over; an error unless damage is
+    /// accepted, the accepted damage otherwise.
+    async fn weigh_damage(
+        &self,
+        check: &tokio::sync::Mutex<Option<CheckHandle>>,
+    ) -> Result<Vec<Problem>, Error> {
+        let handle = check.lock().await.take();
         let checked = match handle {
             Some(h) => h.await.map_err(|e| Error::ReaderStopped {
                 tree: "(whole database)",
@@ -258,7 +288,7 @@ impl<'a> KvToSql<'a> {
         // Pages a salvaging read skipped (the check and the copy read the
         // same trees, so each is listed once).
         let mut listed: std::collections::HashSet<Problem> = problems.iter().cloned().collect();
-        for d in source.salvaged() {
+        for d in self.source.salvaged() {
             let p = Problem {
                 tree: d.tree.clone().unwrap_or_default(),
                 what: d.to_string(),
@@ -269,20 +299,26 @@ impl<'a> KvToSql<'a> {
         }
         if !problems.is_empty() && !self.opts.accept_damaged {
             return Err(Error::DamagedSource {
-                path: source.path().to_path_buf(),
+                path: self.source.path().to_path_buf(),
                 problems,
             });
         }
-        // In the same transaction as the data: the tombstone is pending
-        // until it is written after the commit.
-        let facts = &self.facts;
-        record::insert(
-            tx,
-            &MigrationRecord::new(facts, facts.write_seq, report.clone(), problems.clone()),
-        )
-        .await?;
-        Ok((report, problems))
+        Ok(problems)
     }
+}
+
+/// PostgreSQL plans from table statistics, and a freshly loaded table has
+/// none until autovacuum gets to it: a node's first listings could then
+/// walk a whole index (docs/design.md §5.7). ANALYZE runs inside the
+/// transaction, over every table (the database holds only nodestore's,
+/// §3.3). SQLite's planner needs no statistics.
+async fn analyze(tx: &mut dyn Tx) -> Result<(), Error> {
+    if tx.dialect() == sqldb::Dialect::Postgres {
+        let t = Instant::now();
+        tx.execute_script("ANALYZE").await?;
+        tracing::debug!(duration_ms = millis(t), "planner statistics gathered");
+    }
+    Ok(())
 }
 
 impl KvToSql<'_> {
@@ -328,10 +364,19 @@ impl KvToSql<'_> {
     }
 }
 
+impl KvToSql<'_> {
+    /// Stops the whole-source check of an offline step, if it still runs.
+    fn cancel_check(&self) {
+        if let StepMode::Offline { cancel, .. } = &self.mode {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Drop for KvToSql<'_> {
     fn drop(&mut self) {
         // A check still running has nobody to report to.
-        self.cancel.store(true, Ordering::Relaxed);
+        self.cancel_check();
     }
 }
 
@@ -346,7 +391,7 @@ impl CodeStep for KvToSql<'_> {
                 Ok(())
             }
             Err(e) => {
-                self.cancel.store(true, Ordering::Relaxed);
+                self.cancel_check();
                 // Boxed whole, so the caller gets the typed error back.
                 Err(Box::new(e))
             }

@@ -169,58 +169,15 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         },
         None => None,
     };
-    let kv = kv_state.as_ref().map(|(path, s)| {
-        let (state, format, at, target) = match s {
-            None => (KvState::Missing, None, None, None),
-            Some(Status::Empty) => (KvState::Empty, None, None, None),
-            Some(Status::Live(f)) => (KvState::Live, Some(*f), None, None),
-            Some(Status::Tombstoned(m)) => (
-                KvState::Tombstoned,
-                None,
-                Some(crate::dump::time_text(m.marked_at)),
-                Some(m.target.clone()),
-            ),
-        };
-        KvStatus {
-            path: path.clone(),
-            state,
-            format,
-            tombstoned_at: at,
-            tombstone_target: target,
-            migration_running: tombstone::migration_running(path),
-        }
-    });
+    let kv = kv_state
+        .as_ref()
+        .map(|(path, s)| kv_status(path, s.as_ref()));
     if let BackendConfig::Sqlite { file } = &config.backend
         && !file.exists()
     {
         // Reading only: report a database that does not exist yet without
         // creating it.
-        // As opening would find it: an empty database, at this path.
-        let target = migrator::TargetFacts {
-            description: format!("sqlite:{}", file.display()),
-            identity: None,
-            migrated: false,
-            records: Vec::new(),
-            staged: None,
-            litd: None,
-            empty: true,
-        };
-        let open_would = would(config, kv_state.as_ref(), SqlSide::NotCreated(&target)).await;
-        return Ok(NodeStatus {
-            kv,
-            sql: Some(SqlStatus {
-                target: format!("sqlite:{} (does not exist yet)", file.display()),
-                steps_applied: Vec::new(),
-                steps_pending: STEPS
-                    .iter()
-                    .map(|s| step_status(s.version, s.name))
-                    .collect(),
-                migrations: Vec::new(),
-                staged_from: None,
-                staged_at: None,
-            }),
-            open_would,
-        });
+        return Ok(not_created(config, kv_state.as_ref(), kv, file).await);
     }
     let Some(db) = crate::connect_read_only(&config.backend).await? else {
         let open_would = match kv.as_ref().map(|k| k.state) {
@@ -277,6 +234,65 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
         sql: Some(sql),
         open_would,
     })
+}
+
+/// A key-value database's status from what `tombstone::status` read.
+fn kv_status(path: &std::path::Path, s: Option<&Status>) -> KvStatus {
+    let (state, format, at, target) = match s {
+        None => (KvState::Missing, None, None, None),
+        Some(Status::Empty) => (KvState::Empty, None, None, None),
+        Some(Status::Live(f)) => (KvState::Live, Some(*f), None, None),
+        Some(Status::Tombstoned(m)) => (
+            KvState::Tombstoned,
+            None,
+            Some(crate::dump::time_text(m.marked_at)),
+            Some(m.target.clone()),
+        ),
+    };
+    KvStatus {
+        path: path.to_path_buf(),
+        state,
+        format,
+        tombstoned_at: at,
+        tombstone_target: target,
+        migration_running: tombstone::migration_running(path),
+    }
+}
+
+/// The status of a node whose SQLite file does not exist yet: every step
+/// pending, and what opening would do with it as it would find it (an
+/// empty database at this path).
+async fn not_created(
+    config: &Config,
+    kv_state: Option<&(PathBuf, Option<Status>)>,
+    kv: Option<KvStatus>,
+    file: &std::path::Path,
+) -> NodeStatus {
+    let target = migrator::TargetFacts {
+        description: format!("sqlite:{}", file.display()),
+        identity: None,
+        migrated: false,
+        records: Vec::new(),
+        staged: None,
+        litd: None,
+        empty: true,
+    };
+    let open_would = would(config, kv_state, SqlSide::NotCreated(&target)).await;
+    NodeStatus {
+        kv,
+        sql: Some(SqlStatus {
+            target: format!("sqlite:{} (does not exist yet)", file.display()),
+            steps_applied: Vec::new(),
+            steps_pending: STEPS
+                .iter()
+                .map(|s| step_status(s.version, s.name))
+                .collect(),
+            migrations: Vec::new(),
+            staged_from: None,
+            staged_at: None,
+        }),
+        open_would,
+    }
 }
 
 /// The status of a node whose key-value database is open in a running
