@@ -126,9 +126,10 @@ pub enum Error {
         /// True when `Stores::open` ran it (a node can then defer).
         during_open: bool,
     },
-    /// Reading the migration record or retrying a tombstone failed.
+    /// Reading the migration record or retrying a tombstone failed (a
+    /// database error of the migrator's comes as [`Error::Db`]).
     #[error(transparent)]
-    Migrator(#[from] migrator::Error),
+    Migrator(migrator::Error),
     /// The key-value database is retired and the policy forbids migrating.
     #[error(
         "the key-value database {kv} is tombstoned and migration is deferred: nothing can be opened"
@@ -137,18 +138,19 @@ pub enum Error {
         /// The key-value database.
         kv: String,
     },
-    /// An accounts store call failed.
+    /// An accounts store call failed (a SQL database's error comes as
+    /// [`Error::Db`]).
     #[error(transparent)]
-    Accounts(#[from] store_accounts::Error),
-    /// A sessions store call failed.
+    Accounts(store_accounts::Error),
+    /// A sessions store call failed (likewise).
     #[error(transparent)]
-    Sessions(#[from] store_sessions::Error),
-    /// A firewall store call failed.
+    Sessions(store_sessions::Error),
+    /// A firewall store call failed (likewise).
     #[error(transparent)]
-    Firewall(#[from] store_firewall::Error),
-    /// An actions store call failed.
+    Firewall(store_firewall::Error),
+    /// An actions store call failed (likewise).
     #[error(transparent)]
-    Actions(#[from] store_actions::Error),
+    Actions(store_actions::Error),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -158,9 +160,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A dump could not be read.
+    /// A dump could not be read, parsed or imported.
     #[error("dump: {0}")]
-    Dump(String),
+    Dump(#[source] Box<dump::DumpError>),
     /// A location names a key-value database where a SQL one is needed.
     #[error("{location}: expected a SQL database")]
     NotSql {
@@ -203,6 +205,68 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+}
+
+/// A store's error, with a SQL database's failure taken out of it: every
+/// database error reaches the caller one way, as [`Error::Db`].
+macro_rules! from_store_error {
+    ($store:ident, $variant:ident) => {
+        impl From<$store::Error> for Error {
+            fn from(e: $store::Error) -> Error {
+                match e {
+                    $store::Error::Backend { backend, source } => {
+                        match source.downcast::<sqldb::DbError>() {
+                            Ok(db) => Error::Db(*db),
+                            Err(source) => {
+                                Error::$variant($store::Error::Backend { backend, source })
+                            }
+                        }
+                    }
+                    other => Error::$variant(other),
+                }
+            }
+        }
+    };
+}
+
+from_store_error!(store_accounts, Accounts);
+from_store_error!(store_sessions, Sessions);
+from_store_error!(store_firewall, Firewall);
+from_store_error!(store_actions, Actions);
+
+impl From<dump::DumpError> for Error {
+    fn from(e: dump::DumpError) -> Error {
+        Error::Dump(Box::new(e))
+    }
+}
+
+impl From<migrator::Error> for Error {
+    fn from(e: migrator::Error) -> Error {
+        match e {
+            migrator::Error::Db(e) => Error::Db(e),
+            migrator::Error::Schema(e) => Error::Schema(e),
+            other => Error::Migrator(other),
+        }
+    }
+}
+
+impl Error {
+    /// True when running the call again may succeed: a SQL database was
+    /// busy, or a transaction hit a serialization failure or a deadlock,
+    /// in a store's call, the migration's or the schema runner's. Never for
+    /// a refusal or invalid input.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Db(e) => e.is_retryable(),
+            Error::Migrator(e) => e.is_retryable(),
+            Error::Migration { failure, .. } => failure.error.is_retryable(),
+            Error::Accounts(e) => e.is_retryable(),
+            Error::Sessions(e) => e.is_retryable(),
+            Error::Firewall(e) => e.is_retryable(),
+            Error::Actions(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
 }
 
 /// Why an import refused its target directory.
@@ -591,15 +655,12 @@ impl Stores {
                         during_open: true,
                     }
                 } else {
-                    Error::Migrator(e)
+                    Error::from(e)
                 }
             })?),
             None => None,
         };
-        let target = migrator::inspect_target(&db).await.map_err(|e| match e {
-            migrator::Error::Schema(e) => Error::Schema(e),
-            other => Error::Migrator(other),
-        })?;
+        let target = migrator::inspect_target(&db).await?;
         let plan = decide::decide(config, source.as_ref(), decide::SqlSide::Present(&target));
         tracing::debug!(%plan, "open decided");
         let (dir, target) = match (plan, dir) {
@@ -815,6 +876,28 @@ async fn apply_schema(db: &Db) -> Result<Vec<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_error_reaches_the_caller_one_way_whoever_met_it() {
+        use sqldb::{DbError, ErrorKind};
+        let busy = || DbError::new("postgres", ErrorKind::Retryable, "deadlock detected");
+        let from_a_store = Error::from(store_sessions::Error::from(busy()));
+        let from_the_migrator = Error::from(migrator::Error::Db(busy()));
+        for e in [from_a_store, from_the_migrator, Error::from(busy())] {
+            assert!(
+                matches!(&e, Error::Db(db) if db.kind == ErrorKind::Retryable),
+                "{e}"
+            );
+            assert!(e.is_retryable(), "{e}");
+        }
+        let refused = Error::from(store_accounts::Error::InvalidInput {
+            record: "account 00".into(),
+            field: "label",
+            reason: "too long".into(),
+        });
+        assert!(matches!(refused, Error::Accounts(_)), "{refused}");
+        assert!(!refused.is_retryable());
+    }
 
     #[test]
     fn output_that_cannot_be_written_as_json_is_an_error() {

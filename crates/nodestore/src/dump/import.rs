@@ -9,7 +9,7 @@ use store_firewall::{KvEntry, PrivacyPair};
 use store_sessions::{Session, SessionId};
 use tombstone::KvOptions;
 
-use super::{Dump, unhex};
+use super::{Dump, DumpError, unhex};
 use crate::{Error, ImportRefusal, Result};
 
 /// Writes `dump` into a new key-value database at `dir`, record by record
@@ -93,17 +93,17 @@ fn refuse_duplicate<K: Ord + Clone + std::fmt::Display>(
 ) -> Result<()> {
     match duplicate(keys) {
         None => Ok(()),
-        Some((k, first, second)) => Err(Error::Dump(format!(
-            "{what} {} appears twice (entries {} and {} of its list); a dump holds each once",
-            store_contract::shown(&k.to_string()),
-            first + 1,
-            second + 1
-        ))),
+        Some((k, first, second)) => Err(DumpError::Duplicate {
+            what: what.to_owned(),
+            key: store_contract::shown(&k.to_string()).to_string(),
+            first: first + 1,
+            second: second + 1,
+        }
+        .into()),
     }
 }
 
 fn parse_for_import(dump: &Dump) -> Result<Parsed> {
-    let contract = |r: std::result::Result<(), String>| r.map_err(Error::Dump);
     for a in &dump.accounts {
         let rec = format!("account {}", a.id);
         refuse_duplicate(&format!("{rec}: invoice"), a.invoices.iter())?;
@@ -158,12 +158,12 @@ fn parse_for_import(dump: &Dump) -> Result<Parsed> {
     let last_indexes = match dump.last_indexes {
         None => None,
         Some(i) => {
-            contract(
-                store_contract::number(i.add_index)
-                    .and(store_contract::number(i.settle_index))
-                    .map(drop)
-                    .map_err(|v| format!("last indexes: {v}")),
-            )?;
+            store_contract::number(i.add_index)
+                .and(store_contract::number(i.settle_index))
+                .map_err(|violation| DumpError::Contract {
+                    record: "last indexes".into(),
+                    violation,
+                })?;
             Some(LastIndexes {
                 add_index: i.add_index,
                 settle_index: i.settle_index,

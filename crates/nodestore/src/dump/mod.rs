@@ -191,19 +191,117 @@ pub fn time_text(t: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// Why a dump could not be read, parsed or imported. A field is named, its
+/// value shown shortened or not at all: a dump holds secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DumpError {
+    /// Not JSON of the dump's layout.
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    /// Another format, or a version this nodestore does not read.
+    #[error(
+        "format {format:?} version {version}: this nodestore reads {FORMAT:?} version {VERSION}"
+    )]
+    Version { format: String, version: u32 },
+    /// A time that does not parse.
+    #[error("{record}: time {shown}: {source}")]
+    Time {
+        record: String,
+        shown: String,
+        #[source]
+        source: chrono::ParseError,
+    },
+    /// A time not in the dump's form: it would not survive a round trip
+    /// unchanged, so it is refused rather than altered.
+    #[error(
+        "{record}: time {shown} is not in the dump's form (UTC, six fraction digits, no leap \
+         second); write it as {canonical}"
+    )]
+    NotCanonical {
+        record: String,
+        shown: String,
+        canonical: String,
+    },
+    /// Bytes of a fixed length that are not as many hex digits.
+    #[error(
+        "{record}: {field} must be {bytes} bytes as {} hex digits; it has {chars} characters{}",
+        2 * .bytes,
+        if *.hex_digits { "" } else { ", not all hex digits" }
+    )]
+    FixedHex {
+        record: String,
+        field: String,
+        bytes: usize,
+        chars: usize,
+        hex_digits: bool,
+    },
+    /// Bytes that are not hex digits.
+    #[error(
+        "{record}: {field} must be hex digits (an even number of them); it has {chars} characters"
+    )]
+    Hex {
+        record: String,
+        field: String,
+        chars: usize,
+    },
+    /// A code (a state, a type, a status) no store knows.
+    #[error("{record}: unknown {what} {code}")]
+    UnknownCode {
+        record: String,
+        what: &'static str,
+        code: i64,
+    },
+    /// A value a store refuses.
+    #[error("{record}: {source}")]
+    Field {
+        record: String,
+        #[source]
+        source: crate::sessions::Error,
+    },
+    /// A value that breaks the data contract.
+    #[error("{record}: {violation}")]
+    Contract {
+        record: String,
+        #[source]
+        violation: store_contract::Violation,
+    },
+    /// A keyed record that appears twice.
+    #[error(
+        "{what} {key} appears twice (entries {first} and {second} of its list); a dump holds each \
+         once"
+    )]
+    Duplicate {
+        what: String,
+        key: String,
+        first: usize,
+        second: usize,
+    },
+    /// Reading a key-value database did not finish.
+    #[error("reading {}: {source}", .dir.display())]
+    Read {
+        dir: std::path::PathBuf,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
 fn parse_time(record: &str, s: &str) -> Result<DateTime<Utc>> {
+    let shown = || store_contract::shown(s).to_string();
     let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| Error::Dump(format!("{record}: time {}: {e}", store_contract::shown(s))))?;
-    // A dump is written in canonical form; any other form would not survive
-    // a round trip unchanged, so it is refused rather than altered.
+        .map_err(|source| DumpError::Time {
+            record: record.to_owned(),
+            shown: shown(),
+            source,
+        })?;
     if time_text(t) != s {
-        return Err(Error::Dump(format!(
-            "{record}: time {} is not in the dump's form (UTC, six fraction digits, no leap \
-             second); write it as {}",
-            store_contract::shown(s),
-            time_text(t)
-        )));
+        return Err(DumpError::NotCanonical {
+            record: record.to_owned(),
+            shown: shown(),
+            canonical: time_text(t),
+        }
+        .into());
     }
     Ok(t)
 }
@@ -212,27 +310,33 @@ fn parse_time(record: &str, s: &str) -> Result<DateTime<Utc>> {
 /// hold a secret (a private key, a pairing secret).
 fn unhex<const N: usize>(record: &str, field: &str, s: &str) -> Result<[u8; N]> {
     let mut out = [0u8; N];
-    hex::decode_to_slice(s, &mut out).map_err(|_| {
-        Error::Dump(format!(
-            "{record}: {field} must be {N} bytes as {} hex digits; it has {} characters{}",
-            2 * N,
-            s.chars().count(),
-            if s.chars().all(|c| c.is_ascii_hexdigit()) {
-                ""
-            } else {
-                ", not all hex digits"
-            }
-        ))
+    hex::decode_to_slice(s, &mut out).map_err(|_| DumpError::FixedHex {
+        record: record.to_owned(),
+        field: field.to_owned(),
+        bytes: N,
+        chars: s.chars().count(),
+        hex_digits: s.chars().all(|c| c.is_ascii_hexdigit()),
     })?;
     Ok(out)
 }
 
+/// A code no store knows, in a dump's record.
+fn unknown(record: &str, what: &'static str, code: impl Into<i64>) -> DumpError {
+    DumpError::UnknownCode {
+        record: record.to_owned(),
+        what,
+        code: code.into(),
+    }
+}
+
 fn unhex_vec(record: &str, field: &str, s: &str) -> Result<Vec<u8>> {
     hex::decode(s).map_err(|_| {
-        Error::Dump(format!(
-            "{record}: {field} must be hex digits (an even number of them); it has {} characters",
-            s.chars().count()
-        ))
+        DumpError::Hex {
+            record: record.to_owned(),
+            field: field.to_owned(),
+            chars: s.chars().count(),
+        }
+        .into()
     })
 }
 
@@ -264,10 +368,11 @@ impl DumpAccount {
         let mut payments = BTreeMap::new();
         for p in &self.payments {
             let status = PaymentStatus::from_code(i64::from(p.status)).ok_or_else(|| {
-                Error::Dump(format!(
-                    "{rec}: payment {}: unknown status {}",
-                    p.hash, p.status
-                ))
+                DumpError::UnknownCode {
+                    record: format!("{rec}: payment {}", p.hash),
+                    what: "status",
+                    code: i64::from(p.status),
+                }
             })?;
             payments.insert(
                 Hash(unhex(&rec, "payment hash", &p.hash)?),
@@ -280,7 +385,7 @@ impl DumpAccount {
         Ok(Account {
             id: AccountId(unhex(&rec, "id", &self.id)?),
             account_type: AccountType::from_code(i64::from(self.account_type))
-                .ok_or_else(|| Error::Dump(format!("{rec}: unknown type {}", self.account_type)))?,
+                .ok_or_else(|| unknown(&rec, "type", self.account_type))?,
             initial_balance_msat: self.initial_balance_msat,
             current_balance_msat: self.current_balance_msat,
             last_update: parse_time(&rec, &self.last_update)?,
@@ -386,9 +491,9 @@ impl DumpSession {
             id: SessionId(unhex(&rec, "id", &self.id)?),
             label: self.label.clone(),
             state: SessionState::from_code(i64::from(self.state))
-                .ok_or_else(|| Error::Dump(format!("{rec}: unknown state {}", self.state)))?,
+                .ok_or_else(|| unknown(&rec, "state", self.state))?,
             session_type: SessionType::from_code(i64::from(self.session_type))
-                .ok_or_else(|| Error::Dump(format!("{rec}: unknown type {}", self.session_type)))?,
+                .ok_or_else(|| unknown(&rec, "type", self.session_type))?,
             expiry: parse_time(&rec, &self.expiry)?,
             created_at: parse_time(&rec, &self.created_at)?,
             revoked_at: self
@@ -410,8 +515,12 @@ impl DumpSession {
                 .transpose()?,
             feature_config,
             with_privacy_mapper: self.with_privacy_mapper,
-            privacy_flags: PrivacyFlags::from_bits(self.privacy_flags)
-                .map_err(|e| Error::Dump(format!("{rec}: {e}")))?,
+            privacy_flags: PrivacyFlags::from_bits(self.privacy_flags).map_err(|source| {
+                DumpError::Field {
+                    record: rec.clone(),
+                    source,
+                }
+            })?,
             group_id: SessionId(unhex(&rec, "group id", &self.group_id)?),
             account_id: self
                 .account_id
@@ -498,7 +607,7 @@ impl DumpAction {
             },
             attempted_at: parse_time(&rec, &self.attempted_at)?,
             state: ActionState::from_code(i64::from(self.state))
-                .ok_or_else(|| Error::Dump(format!("{rec}: unknown state {}", self.state)))?,
+                .ok_or_else(|| unknown(&rec, "state", self.state))?,
             error_reason: self.error_reason.clone(),
         })
     }
@@ -555,12 +664,13 @@ impl Dump {
 
     /// Parses and checks a dump's text.
     pub fn from_json(text: &str) -> Result<Dump> {
-        let d: Dump = serde_json::from_str(text).map_err(|e| Error::Dump(e.to_string()))?;
+        let d: Dump = serde_json::from_str(text).map_err(DumpError::Json)?;
         if d.format != FORMAT || d.version != VERSION {
-            return Err(Error::Dump(format!(
-                "format {:?} version {}: this nodestore reads {FORMAT:?} version {VERSION}",
-                d.format, d.version
-            )));
+            return Err(DumpError::Version {
+                format: d.format,
+                version: d.version,
+            }
+            .into());
         }
         Ok(d)
     }

@@ -9,7 +9,7 @@ use tombstone::{KvOptions, MigrationSource};
 
 use serde::Serialize;
 
-use super::{Dump, Parts};
+use super::{Dump, DumpError, Parts};
 use crate::{Error, Location, Result};
 
 /// Told how far a dump has come, store by store (the migration's
@@ -100,7 +100,10 @@ pub async fn dump_kv_observed(dir: &Path, observer: Observer) -> Result<Dump> {
     let dir_for_error = dir.clone();
     tokio::task::spawn_blocking(move || read_kv(&dir, &observer, false).map(|(d, _)| d))
         .await
-        .map_err(|e| Error::Dump(format!("reading {}: {e}", dir_for_error.display())))?
+        .map_err(|source| DumpError::Read {
+            dir: dir_for_error,
+            source,
+        })?
 }
 
 /// Counts records read from one tree, reporting every few thousand and at
@@ -156,7 +159,10 @@ pub async fn dump_kv_salvaged(dir: &Path, observer: Observer) -> Result<(Dump, V
     let dir_for_error = dir.clone();
     tokio::task::spawn_blocking(move || read_kv(&dir, &observer, true))
         .await
-        .map_err(|e| Error::Dump(format!("reading {}: {e}", dir_for_error.display())))?
+        .map_err(|source| DumpError::Read {
+            dir: dir_for_error,
+            source,
+        })?
 }
 
 fn read_kv(dir: &Path, observer: &Observer, salvage: bool) -> Result<(Dump, Vec<Unreadable>)> {
