@@ -8,6 +8,8 @@
 //!   from [`TaskFailed`], so every store reports a backend failure, and a
 //!   retired key-value database, the same way; and `backend_kind` and
 //!   `is_retryable`, so a caller can ask whether a failure is worth a retry.
+//! - [`migration_api!`]: an item a store exports for the migrator only,
+//!   public behind the store's `migration` feature.
 
 /// A blocking backend call that did not return: it panicked, or the runtime
 /// shut down under it.
@@ -115,6 +117,25 @@ macro_rules! store_error_conversions {
                 }
             }
         }
+    };
+}
+
+/// Declares one item a store exports for the migrator only (its bulk row
+/// builders, loaders and id lookups, docs/design.md §4.4): public with the
+/// store's `migration` feature, which the migrator turns on, and visible
+/// to the store itself otherwise. The item is written once, without a
+/// visibility.
+#[macro_export]
+macro_rules! migration_api {
+    ($(#[$meta:meta])* $kw:ident $($item:tt)*) => {
+        $(#[$meta])*
+        #[cfg(feature = "migration")]
+        pub $kw $($item)*
+
+        $(#[$meta])*
+        #[cfg(not(feature = "migration"))]
+        #[allow(dead_code, reason = "the migrator's, public with the `migration` feature")]
+        pub(crate) $kw $($item)*
     };
 }
 

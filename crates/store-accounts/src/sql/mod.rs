@@ -57,18 +57,20 @@ fn hash_of(record: &str, bytes: Vec<u8>) -> Result<Hash> {
     Ok(Hash(arr))
 }
 
-/// The `accounts` columns, `id` first: what a read selects and what the
-/// migration's bulk append fills.
-pub const ACCOUNT_COLUMNS: [Accounts; 8] = [
-    Accounts::Id,
-    Accounts::Alias,
-    Accounts::Label,
-    Accounts::Type,
-    Accounts::InitialBalanceMsat,
-    Accounts::CurrentBalanceMsat,
-    Accounts::LastUpdated,
-    Accounts::Expiration,
-];
+store_support::migration_api! {
+    /// The `accounts` columns, `id` first: what a read selects and what the
+    /// migration's bulk append fills.
+    const ACCOUNT_COLUMNS: [Accounts; 8] = [
+        Accounts::Id,
+        Accounts::Alias,
+        Accounts::Label,
+        Accounts::Type,
+        Accounts::InitialBalanceMsat,
+        Accounts::CurrentBalanceMsat,
+        Accounts::LastUpdated,
+        Accounts::Expiration,
+    ];
+}
 
 fn account_columns(select: &mut SelectStatement) -> &mut SelectStatement {
     select.columns(ACCOUNT_COLUMNS)
@@ -145,36 +147,42 @@ impl Which<'_> {
     }
 }
 
-/// Loads accounts with their invoices and payments in three queries sent as
-/// one batch (one round trip on PostgreSQL), ordered by SQL id; `ids` limits
-/// it to SQL ids in that inclusive range.
-///
-/// Shared by [`Store::accounts`] and the migrator's read-back.
-pub async fn load_accounts(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<Vec<Account>> {
-    let which = ids.map_or(Which::All, |(lo, hi)| Which::SqlIds(lo, hi));
-    load_which(tx, which).await
+store_support::migration_api! {
+    /// Loads accounts with their invoices and payments in three queries sent as
+    /// one batch (one round trip on PostgreSQL), ordered by SQL id; `ids` limits
+    /// it to SQL ids in that inclusive range.
+    ///
+    /// Shared by [`Store::accounts`] and the migrator's read-back.
+    async fn load_accounts(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<Vec<Account>> {
+        let which = ids.map_or(Which::All, |(lo, hi)| Which::SqlIds(lo, hi));
+        load_which(tx, which).await
+    }
 }
 
-/// [`load_accounts`] of the accounts with these SQL ids (the online
-/// migration's read-back of the accounts it replayed), ordered by SQL id.
-pub async fn load_accounts_by_sql_ids(tx: &mut dyn Tx, ids: &[i64]) -> Result<Vec<Account>> {
-    load_which(tx, Which::SqlIdSet(ids)).await
+store_support::migration_api! {
+    /// [`load_accounts`] of the accounts with these SQL ids (the online
+    /// migration's read-back of the accounts it replayed), ordered by SQL id.
+    async fn load_accounts_by_sql_ids(tx: &mut dyn Tx, ids: &[i64]) -> Result<Vec<Account>> {
+        load_which(tx, Which::SqlIdSet(ids)).await
+    }
 }
 
-/// The SQL ids of the accounts with these ids that SQL holds, by account.
-pub async fn sql_ids(tx: &mut dyn Tx, ids: &[AccountId]) -> Result<HashMap<AccountId, i64>> {
-    let rows = tx
-        .query(
-            &Query::select()
-                .columns([Accounts::Id, Accounts::Alias])
-                .from(Accounts::Table)
-                .and_where(Expr::col(Accounts::Alias).is_in(ids.iter().map(|id| id.to_alias())))
-                .to_owned(),
-        )
-        .await?;
-    rows.iter()
-        .map(|r| Ok((AccountId::from_alias(r.i64(1)?), r.i64(0)?)))
-        .collect()
+store_support::migration_api! {
+    /// The SQL ids of the accounts with these ids that SQL holds, by account.
+    async fn sql_ids(tx: &mut dyn Tx, ids: &[AccountId]) -> Result<HashMap<AccountId, i64>> {
+        let rows = tx
+            .query(
+                &Query::select()
+                    .columns([Accounts::Id, Accounts::Alias])
+                    .from(Accounts::Table)
+                    .and_where(Expr::col(Accounts::Alias).is_in(ids.iter().map(|id| id.to_alias())))
+                    .to_owned(),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((AccountId::from_alias(r.i64(1)?), r.i64(0)?)))
+            .collect()
+    }
 }
 
 async fn load_which(tx: &mut dyn Tx, which: Which<'_>) -> Result<Vec<Account>> {
@@ -832,17 +840,19 @@ impl Store for SqlStore {
     }
 }
 
-/// Inserts or replaces both index rows in one statement.
-pub fn upsert_indexes(add: i64, settle: i64) -> sqldb::sea_query::InsertStatement {
-    Query::insert()
-        .into_table(AccountIndices::Table)
-        .columns([AccountIndices::Name, AccountIndices::Value])
-        .values_panic([schema::LAST_ADD_INDEX.into(), add.into()])
-        .values_panic([schema::LAST_SETTLE_INDEX.into(), settle.into()])
-        .on_conflict(
-            OnConflict::column(AccountIndices::Name)
-                .update_column(AccountIndices::Value)
-                .to_owned(),
-        )
-        .to_owned()
+store_support::migration_api! {
+    /// Inserts or replaces both index rows in one statement.
+    fn upsert_indexes(add: i64, settle: i64) -> sqldb::sea_query::InsertStatement {
+        Query::insert()
+            .into_table(AccountIndices::Table)
+            .columns([AccountIndices::Name, AccountIndices::Value])
+            .values_panic([schema::LAST_ADD_INDEX.into(), add.into()])
+            .values_panic([schema::LAST_SETTLE_INDEX.into(), settle.into()])
+            .on_conflict(
+                OnConflict::column(AccountIndices::Name)
+                    .update_column(AccountIndices::Value)
+                    .to_owned(),
+            )
+            .to_owned()
+    }
 }

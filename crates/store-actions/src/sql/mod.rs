@@ -209,57 +209,63 @@ pub fn action_from_row(r: &Row) -> Result<Action> {
     })
 }
 
-/// The `actions` columns [`action_values`] fills, `id` first.
-pub const ACTION_COLUMNS: [Actions; 14] = [
-    Actions::Id,
-    Actions::SessionId,
-    Actions::AccountId,
-    Actions::MacaroonIdentifier,
-    Actions::ActorName,
-    Actions::FeatureName,
-    Actions::ActionTrigger,
-    Actions::Intent,
-    Actions::StructuredJsonData,
-    Actions::RpcMethod,
-    Actions::RpcParamsJson,
-    Actions::CreatedAt,
-    Actions::ActionState,
-    Actions::ErrorReason,
-];
-
-/// The column values of an action for [`ACTION_COLUMNS`], given the SQL ids
-/// of its session and account: the one rule for how an action becomes a
-/// row, used by [`action_values`] and by the migration's bulk load.
-pub fn action_row(x: &Action, session: Option<i64>, account: Option<i64>) -> Vec<Value> {
-    let r = &x.request;
-    vec![
-        (x.locator.index() as i64).into(),
-        Value::BigInt(session),
-        Value::BigInt(account),
-        Value::Bytes(r.macaroon_root_key_id.map(|k| k.to_be_bytes().to_vec())),
-        empty_as_null(&r.actor_name),
-        empty_as_null(&r.feature_name),
-        empty_as_null(&r.trigger),
-        empty_as_null(&r.intent),
-        r.structured_json_data.as_bytes().to_vec().into(),
-        r.rpc_method.clone().into(),
-        r.rpc_params_json.clone().into(),
-        x.attempted_at.into(),
-        i64::from(x.state.code()).into(),
-        empty_as_null(&x.error_reason),
-    ]
+store_support::migration_api! {
+    /// The `actions` columns [`action_values`] fills, `id` first.
+    const ACTION_COLUMNS: [Actions; 14] = [
+        Actions::Id,
+        Actions::SessionId,
+        Actions::AccountId,
+        Actions::MacaroonIdentifier,
+        Actions::ActorName,
+        Actions::FeatureName,
+        Actions::ActionTrigger,
+        Actions::Intent,
+        Actions::StructuredJsonData,
+        Actions::RpcMethod,
+        Actions::RpcParamsJson,
+        Actions::CreatedAt,
+        Actions::ActionState,
+        Actions::ErrorReason,
+    ];
 }
 
-/// [`action_row`] as expressions for an `INSERT`.
-pub fn action_values(
-    x: &Action,
-    session: Option<i64>,
-    account: Option<i64>,
-) -> Vec<sea_query::SimpleExpr> {
-    action_row(x, session, account)
-        .into_iter()
-        .map(Into::into)
-        .collect()
+store_support::migration_api! {
+    /// The column values of an action for [`ACTION_COLUMNS`], given the SQL ids
+    /// of its session and account: the one rule for how an action becomes a
+    /// row, used by [`action_values`] and by the migration's bulk load.
+    fn action_row(x: &Action, session: Option<i64>, account: Option<i64>) -> Vec<Value> {
+        let r = &x.request;
+        vec![
+            (x.locator.index() as i64).into(),
+            Value::BigInt(session),
+            Value::BigInt(account),
+            Value::Bytes(r.macaroon_root_key_id.map(|k| k.to_be_bytes().to_vec())),
+            empty_as_null(&r.actor_name),
+            empty_as_null(&r.feature_name),
+            empty_as_null(&r.trigger),
+            empty_as_null(&r.intent),
+            r.structured_json_data.as_bytes().to_vec().into(),
+            r.rpc_method.clone().into(),
+            r.rpc_params_json.clone().into(),
+            x.attempted_at.into(),
+            i64::from(x.state.code()).into(),
+            empty_as_null(&x.error_reason),
+        ]
+    }
+}
+
+store_support::migration_api! {
+    /// [`action_row`] as expressions for an `INSERT`.
+    fn action_values(
+        x: &Action,
+        session: Option<i64>,
+        account: Option<i64>,
+    ) -> Vec<sea_query::SimpleExpr> {
+        action_row(x, session, account)
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    }
 }
 
 /// The SQL ids the session and group filters name.
@@ -577,18 +583,20 @@ impl Store for SqlStore {
     }
 }
 
-/// Loads the actions with the given SQL ids, in id order: the migrator's
-/// read-back. Callers keep `ids` to a few thousand (one statement).
-pub async fn load_ids(tx: &mut dyn Tx, ids: &[i64]) -> Result<Vec<Action>> {
-    let rows = tx
-        .query(
-            &select_actions()
-                .and_where(Expr::col(a(Actions::Id)).is_in(ids.iter().copied()))
-                .order_by(a(Actions::Id), Order::Asc)
-                .to_owned(),
-        )
-        .await?;
-    rows.iter().map(action_from_row).collect()
+store_support::migration_api! {
+    /// Loads the actions with the given SQL ids, in id order: the migrator's
+    /// read-back. Callers keep `ids` to a few thousand (one statement).
+    async fn load_ids(tx: &mut dyn Tx, ids: &[i64]) -> Result<Vec<Action>> {
+        let rows = tx
+            .query(
+                &select_actions()
+                    .and_where(Expr::col(a(Actions::Id)).is_in(ids.iter().copied()))
+                    .order_by(a(Actions::Id), Order::Asc)
+                    .to_owned(),
+            )
+            .await?;
+        rows.iter().map(action_from_row).collect()
+    }
 }
 
 /// Loads the actions with SQL ids in `first..=last`, in id order.

@@ -79,52 +79,56 @@ pub async fn group_sql_id(
     Ok(row.map(|r| r.i64(0)).transpose()?)
 }
 
-/// The id of a rule (`rule`) or feature name, if the name is known.
-pub async fn lookup_name(tx: &mut dyn Tx, rule: bool, name: &str) -> Result<Option<i64>> {
-    let select = if rule {
-        Query::select()
-            .column(Rules::Id)
-            .from(Rules::Table)
-            .and_where(Expr::col(Rules::Name).eq(name))
-            .to_owned()
-    } else {
-        Query::select()
-            .column(Features::Id)
-            .from(Features::Table)
-            .and_where(Expr::col(Features::Name).eq(name))
-            .to_owned()
-    };
-    Ok(tx.query_opt(&select).await?.map(|r| r.i64(0)).transpose()?)
+store_support::migration_api! {
+    /// The id of a rule (`rule`) or feature name, if the name is known.
+    async fn lookup_name(tx: &mut dyn Tx, rule: bool, name: &str) -> Result<Option<i64>> {
+        let select = if rule {
+            Query::select()
+                .column(Rules::Id)
+                .from(Rules::Table)
+                .and_where(Expr::col(Rules::Name).eq(name))
+                .to_owned()
+        } else {
+            Query::select()
+                .column(Features::Id)
+                .from(Features::Table)
+                .and_where(Expr::col(Features::Name).eq(name))
+                .to_owned()
+        };
+        Ok(tx.query_opt(&select).await?.map(|r| r.i64(0)).transpose()?)
+    }
 }
 
-/// The id of a rule (or feature) name, inserting the name when new.
-pub async fn name_id(tx: &mut dyn Tx, rule: bool, name: &str) -> Result<i64> {
-    let insert = if rule {
-        Query::insert()
-            .into_table(Rules::Table)
-            .columns([Rules::Name])
-            .values_panic([name.into()])
-            .on_conflict(
-                OnConflict::column(Rules::Name)
-                    .update_column(Rules::Name)
-                    .to_owned(),
-            )
-            .returning_col(Rules::Id)
-            .to_owned()
-    } else {
-        Query::insert()
-            .into_table(Features::Table)
-            .columns([Features::Name])
-            .values_panic([name.into()])
-            .on_conflict(
-                OnConflict::column(Features::Name)
-                    .update_column(Features::Name)
-                    .to_owned(),
-            )
-            .returning_col(Features::Id)
-            .to_owned()
-    };
-    Ok(tx.query_one(&insert).await?.i64(0)?)
+store_support::migration_api! {
+    /// The id of a rule (or feature) name, inserting the name when new.
+    async fn name_id(tx: &mut dyn Tx, rule: bool, name: &str) -> Result<i64> {
+        let insert = if rule {
+            Query::insert()
+                .into_table(Rules::Table)
+                .columns([Rules::Name])
+                .values_panic([name.into()])
+                .on_conflict(
+                    OnConflict::column(Rules::Name)
+                        .update_column(Rules::Name)
+                        .to_owned(),
+                )
+                .returning_col(Rules::Id)
+                .to_owned()
+        } else {
+            Query::insert()
+                .into_table(Features::Table)
+                .columns([Features::Name])
+                .values_panic([name.into()])
+                .on_conflict(
+                    OnConflict::column(Features::Name)
+                        .update_column(Features::Name)
+                        .to_owned(),
+                )
+                .returning_col(Features::Id)
+                .to_owned()
+        };
+        Ok(tx.query_one(&insert).await?.i64(0)?)
+    }
 }
 
 /// The ids a scope's rows carry.
@@ -485,98 +489,102 @@ fn alias_of(record: &str, bytes: Vec<u8>) -> Result<SessionId> {
     Ok(SessionId(b))
 }
 
-/// Loads kv-store entries with their names resolved, in SQL id order;
-/// `ids` limits it to SQL ids in that inclusive range. An empty value and
-/// an absent one read the same. Shared by the listing and the migrator's
-/// read-back.
-pub async fn load_entries(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<Vec<KvEntry>> {
-    let (k, r, g, f) = (
-        Alias::new("k"),
-        Alias::new("r"),
-        Alias::new("g"),
-        Alias::new("f"),
-    );
-    let mut select = Query::select();
-    select
-        .column((k.clone(), Kvstores::Perm))
-        .column((r.clone(), Rules::Name))
-        .column((g.clone(), Sessions::Alias))
-        .column((f.clone(), Features::Name))
-        .column((k.clone(), Kvstores::EntryKey))
-        .column((k.clone(), Kvstores::Value))
-        .from_as(Kvstores::Table, k.clone())
-        .join_as(
-            JoinType::InnerJoin,
-            Rules::Table,
-            r.clone(),
-            Expr::col((r.clone(), Rules::Id)).equals((k.clone(), Kvstores::RuleId)),
-        )
-        .join_as(
-            JoinType::LeftJoin,
-            Sessions::Table,
-            g.clone(),
-            Expr::col((g.clone(), Sessions::Id)).equals((k.clone(), Kvstores::GroupId)),
-        )
-        .join_as(
-            JoinType::LeftJoin,
-            Features::Table,
-            f.clone(),
-            Expr::col((f.clone(), Features::Id)).equals((k.clone(), Kvstores::FeatureId)),
-        )
-        .order_by((k.clone(), Kvstores::Id), Order::Asc);
-    if let Some((lo, hi)) = ids {
-        select.and_where(Expr::col((k, Kvstores::Id)).between(lo, hi));
-    }
-    let rows = tx.query(&select).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(KvEntry {
-                perm: row.bool(0)?,
-                rule: row.text(1)?,
-                group: row
-                    .opt_bytes(2)?
-                    .map(|b| alias_of("a kv-store entry", b))
-                    .transpose()?,
-                feature: row.opt_text(3)?,
-                key: row.text(4)?,
-                value: row.bytes_or_empty(5)?,
+store_support::migration_api! {
+    /// Loads kv-store entries with their names resolved, in SQL id order;
+    /// `ids` limits it to SQL ids in that inclusive range. An empty value and
+    /// an absent one read the same. Shared by the listing and the migrator's
+    /// read-back.
+    async fn load_entries(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<Vec<KvEntry>> {
+        let (k, r, g, f) = (
+            Alias::new("k"),
+            Alias::new("r"),
+            Alias::new("g"),
+            Alias::new("f"),
+        );
+        let mut select = Query::select();
+        select
+            .column((k.clone(), Kvstores::Perm))
+            .column((r.clone(), Rules::Name))
+            .column((g.clone(), Sessions::Alias))
+            .column((f.clone(), Features::Name))
+            .column((k.clone(), Kvstores::EntryKey))
+            .column((k.clone(), Kvstores::Value))
+            .from_as(Kvstores::Table, k.clone())
+            .join_as(
+                JoinType::InnerJoin,
+                Rules::Table,
+                r.clone(),
+                Expr::col((r.clone(), Rules::Id)).equals((k.clone(), Kvstores::RuleId)),
+            )
+            .join_as(
+                JoinType::LeftJoin,
+                Sessions::Table,
+                g.clone(),
+                Expr::col((g.clone(), Sessions::Id)).equals((k.clone(), Kvstores::GroupId)),
+            )
+            .join_as(
+                JoinType::LeftJoin,
+                Features::Table,
+                f.clone(),
+                Expr::col((f.clone(), Features::Id)).equals((k.clone(), Kvstores::FeatureId)),
+            )
+            .order_by((k.clone(), Kvstores::Id), Order::Asc);
+        if let Some((lo, hi)) = ids {
+            select.and_where(Expr::col((k, Kvstores::Id)).between(lo, hi));
+        }
+        let rows = tx.query(&select).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KvEntry {
+                    perm: row.bool(0)?,
+                    rule: row.text(1)?,
+                    group: row
+                        .opt_bytes(2)?
+                        .map(|b| alias_of("a kv-store entry", b))
+                        .transpose()?,
+                    feature: row.opt_text(3)?,
+                    key: row.text(4)?,
+                    value: row.bytes_or_empty(5)?,
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
-/// Loads the privacy pairs of the groups with these SQL ids (all groups for
-/// `None`), with their group ids.
-pub async fn load_pairs(tx: &mut dyn Tx, groups: Option<Vec<i64>>) -> Result<Vec<PrivacyPair>> {
-    let (p, g) = (Alias::new("p"), Alias::new("g"));
-    let mut select = Query::select();
-    select
-        .column((g.clone(), Sessions::Alias))
-        .column((p.clone(), PrivacyPairs::RealVal))
-        .column((p.clone(), PrivacyPairs::PseudoVal))
-        .from_as(PrivacyPairs::Table, p.clone())
-        .join_as(
-            JoinType::InnerJoin,
-            Sessions::Table,
-            g.clone(),
-            Expr::col((g, Sessions::Id)).equals((p.clone(), PrivacyPairs::GroupId)),
-        );
-    if let Some(ids) = groups {
-        select.and_where(Expr::col((p, PrivacyPairs::GroupId)).is_in(ids));
-    }
-    let rows = tx.query(&select).await?;
-    let mut out = rows
-        .iter()
-        .map(|r| {
-            Ok(PrivacyPair {
-                group: alias_of("a privacy pair", r.bytes(0)?)?,
-                real: r.text(1)?,
-                pseudo: r.text(2)?,
+store_support::migration_api! {
+    /// Loads the privacy pairs of the groups with these SQL ids (all groups for
+    /// `None`), with their group ids.
+    async fn load_pairs(tx: &mut dyn Tx, groups: Option<Vec<i64>>) -> Result<Vec<PrivacyPair>> {
+        let (p, g) = (Alias::new("p"), Alias::new("g"));
+        let mut select = Query::select();
+        select
+            .column((g.clone(), Sessions::Alias))
+            .column((p.clone(), PrivacyPairs::RealVal))
+            .column((p.clone(), PrivacyPairs::PseudoVal))
+            .from_as(PrivacyPairs::Table, p.clone())
+            .join_as(
+                JoinType::InnerJoin,
+                Sessions::Table,
+                g.clone(),
+                Expr::col((g, Sessions::Id)).equals((p.clone(), PrivacyPairs::GroupId)),
+            );
+        if let Some(ids) = groups {
+            select.and_where(Expr::col((p, PrivacyPairs::GroupId)).is_in(ids));
+        }
+        let rows = tx.query(&select).await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(PrivacyPair {
+                    group: alias_of("a privacy pair", r.bytes(0)?)?,
+                    real: r.text(1)?,
+                    pseudo: r.text(2)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    out.sort();
-    Ok(out)
+            .collect::<Result<Vec<_>>>()?;
+        out.sort();
+        Ok(out)
+    }
 }
 
 #[async_trait]

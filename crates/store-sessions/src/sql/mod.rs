@@ -147,12 +147,14 @@ pub async fn load_sessions(tx: &mut dyn Tx, filter: Option<Condition>) -> Result
     load(tx, filter.map_or(Scope::All, Scope::Matching)).await
 }
 
-/// Loads the sessions with SQL ids in `first..=last`, as [`load_sessions`]
-/// does: the migrator's read-back. The child rows are selected by the same
-/// id range, an index range on `(session_id, …)` whatever the tables'
-/// statistics say (during a load they are an empty table's).
-pub async fn load_session_ids(tx: &mut dyn Tx, first: i64, last: i64) -> Result<Vec<Session>> {
-    load(tx, Scope::Ids(first, last)).await
+store_support::migration_api! {
+    /// Loads the sessions with SQL ids in `first..=last`, as [`load_sessions`]
+    /// does: the migrator's read-back. The child rows are selected by the same
+    /// id range, an index range on `(session_id, …)` whatever the tables'
+    /// statistics say (during a load they are an empty table's).
+    async fn load_session_ids(tx: &mut dyn Tx, first: i64, last: i64) -> Result<Vec<Session>> {
+        load(tx, Scope::Ids(first, last)).await
+    }
 }
 
 /// Which sessions a load reads.
@@ -347,147 +349,155 @@ async fn insert_rows<I: sea_query::Iden + Copy>(
     Ok(())
 }
 
-/// Inserts the child rows (recipe, feature configs, privacy flags) of the
-/// given sessions, each paired with its SQL id: a few multi-row statements
-/// per table, however many sessions.
-pub async fn insert_children(tx: &mut dyn Tx, sessions: &[(i64, &Session)]) -> Result<()> {
-    let (mut perms, mut caveats, mut configs, mut flags) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (sql_id, s) in sessions {
-        let sql_id = *sql_id;
-        if let Some(recipe) = &s.macaroon_recipe {
-            for (pos, p) in recipe.permissions.iter().enumerate() {
-                perms.push(vec![
+store_support::migration_api! {
+    /// Inserts the child rows (recipe, feature configs, privacy flags) of the
+    /// given sessions, each paired with its SQL id: a few multi-row statements
+    /// per table, however many sessions.
+    async fn insert_children(tx: &mut dyn Tx, sessions: &[(i64, &Session)]) -> Result<()> {
+        let (mut perms, mut caveats, mut configs, mut flags) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (sql_id, s) in sessions {
+            let sql_id = *sql_id;
+            if let Some(recipe) = &s.macaroon_recipe {
+                for (pos, p) in recipe.permissions.iter().enumerate() {
+                    perms.push(vec![
+                        sql_id.into(),
+                        p.entity.clone().into(),
+                        p.action.clone().into(),
+                        (pos as i64).into(),
+                    ]);
+                }
+                for (pos, c) in recipe.caveats.iter().enumerate() {
+                    let location = (!c.location.is_empty()).then(|| c.location.clone());
+                    caveats.push(vec![
+                        sql_id.into(),
+                        c.id.clone().into(),
+                        Value::Bytes(c.verification_id.clone()),
+                        Value::String(location),
+                        (pos as i64).into(),
+                    ]);
+                }
+            }
+            for (name, bytes) in s.feature_config.iter().flatten() {
+                configs.push(vec![
                     sql_id.into(),
-                    p.entity.clone().into(),
-                    p.action.clone().into(),
-                    (pos as i64).into(),
+                    name.clone().into(),
+                    bytes.clone().into(),
                 ]);
             }
-            for (pos, c) in recipe.caveats.iter().enumerate() {
-                let location = (!c.location.is_empty()).then(|| c.location.clone());
-                caveats.push(vec![
-                    sql_id.into(),
-                    c.id.clone().into(),
-                    Value::Bytes(c.verification_id.clone()),
-                    Value::String(location),
-                    (pos as i64).into(),
-                ]);
+            for f in s.privacy_flags.iter() {
+                flags.push(vec![sql_id.into(), i64::from(f.bit()).into()]);
             }
         }
-        for (name, bytes) in s.feature_config.iter().flatten() {
-            configs.push(vec![
-                sql_id.into(),
-                name.clone().into(),
-                bytes.clone().into(),
-            ]);
-        }
-        for f in s.privacy_flags.iter() {
-            flags.push(vec![sql_id.into(), i64::from(f.bit()).into()]);
-        }
+        insert_rows(
+            tx,
+            SessionMacaroonPermissions::Table,
+            &[
+                SessionMacaroonPermissions::SessionId,
+                SessionMacaroonPermissions::Entity,
+                SessionMacaroonPermissions::Action,
+                SessionMacaroonPermissions::Position,
+            ],
+            perms,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            SessionMacaroonCaveats::Table,
+            &[
+                SessionMacaroonCaveats::SessionId,
+                SessionMacaroonCaveats::CaveatId,
+                SessionMacaroonCaveats::VerificationId,
+                SessionMacaroonCaveats::Location,
+                SessionMacaroonCaveats::Position,
+            ],
+            caveats,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            SessionFeatureConfigs::Table,
+            &[
+                SessionFeatureConfigs::SessionId,
+                SessionFeatureConfigs::FeatureName,
+                SessionFeatureConfigs::Config,
+            ],
+            configs,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            SessionPrivacyFlags::Table,
+            &[SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag],
+            flags,
+        )
+        .await
     }
-    insert_rows(
-        tx,
-        SessionMacaroonPermissions::Table,
-        &[
-            SessionMacaroonPermissions::SessionId,
-            SessionMacaroonPermissions::Entity,
-            SessionMacaroonPermissions::Action,
-            SessionMacaroonPermissions::Position,
-        ],
-        perms,
-    )
-    .await?;
-    insert_rows(
-        tx,
-        SessionMacaroonCaveats::Table,
-        &[
-            SessionMacaroonCaveats::SessionId,
-            SessionMacaroonCaveats::CaveatId,
-            SessionMacaroonCaveats::VerificationId,
-            SessionMacaroonCaveats::Location,
-            SessionMacaroonCaveats::Position,
-        ],
-        caveats,
-    )
-    .await?;
-    insert_rows(
-        tx,
-        SessionFeatureConfigs::Table,
-        &[
-            SessionFeatureConfigs::SessionId,
-            SessionFeatureConfigs::FeatureName,
-            SessionFeatureConfigs::Config,
-        ],
-        configs,
-    )
-    .await?;
-    insert_rows(
-        tx,
-        SessionPrivacyFlags::Table,
-        &[SessionPrivacyFlags::SessionId, SessionPrivacyFlags::Flag],
-        flags,
-    )
-    .await
 }
 
-/// The `sessions` column values of a session, in [`SESSION_COLUMNS`] order,
-/// given its account's and group's SQL ids: the one rule for how a session
-/// becomes a row.
-pub fn session_row(s: &Session, account: Option<i64>, group: Option<i64>) -> Vec<Value> {
-    vec![
-        s.id.0.to_vec().into(),
-        s.label.clone().into(),
-        i64::from(s.state.code()).into(),
-        i64::from(s.session_type.code()).into(),
-        s.expiry.into(),
-        s.created_at.into(),
-        Value::ChronoDateTimeUtc(s.revoked_at),
-        s.server_addr.clone().into(),
-        s.dev_server.into(),
-        (s.macaroon_root_key as i64).into(),
-        s.pairing_secret.0.to_vec().into(),
-        s.local_private_key.0.to_vec().into(),
-        s.local_public_key.to_vec().into(),
-        Value::Bytes(s.remote_public_key.map(|k| k.to_vec())),
-        s.with_privacy_mapper.into(),
-        Value::BigInt(account),
-        Value::BigInt(group),
-    ]
+store_support::migration_api! {
+    /// The `sessions` column values of a session, in [`SESSION_COLUMNS`] order,
+    /// given its account's and group's SQL ids: the one rule for how a session
+    /// becomes a row.
+    fn session_row(s: &Session, account: Option<i64>, group: Option<i64>) -> Vec<Value> {
+        vec![
+            s.id.0.to_vec().into(),
+            s.label.clone().into(),
+            i64::from(s.state.code()).into(),
+            i64::from(s.session_type.code()).into(),
+            s.expiry.into(),
+            s.created_at.into(),
+            Value::ChronoDateTimeUtc(s.revoked_at),
+            s.server_addr.clone().into(),
+            s.dev_server.into(),
+            (s.macaroon_root_key as i64).into(),
+            s.pairing_secret.0.to_vec().into(),
+            s.local_private_key.0.to_vec().into(),
+            s.local_public_key.to_vec().into(),
+            Value::Bytes(s.remote_public_key.map(|k| k.to_vec())),
+            s.with_privacy_mapper.into(),
+            Value::BigInt(account),
+            Value::BigInt(group),
+        ]
+    }
 }
 
-/// [`session_row`] as expressions for an `INSERT`.
-pub fn session_values(
-    s: &Session,
-    account: Option<i64>,
-    group: Option<i64>,
-) -> Vec<sea_query::SimpleExpr> {
-    session_row(s, account, group)
-        .into_iter()
-        .map(Into::into)
-        .collect()
+store_support::migration_api! {
+    /// [`session_row`] as expressions for an `INSERT`.
+    fn session_values(
+        s: &Session,
+        account: Option<i64>,
+        group: Option<i64>,
+    ) -> Vec<sea_query::SimpleExpr> {
+        session_row(s, account, group)
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    }
 }
 
-/// The `sessions` columns [`session_values`] fills (all but `id`).
-pub const SESSION_COLUMNS: [Sessions; 17] = [
-    Sessions::Alias,
-    Sessions::Label,
-    Sessions::State,
-    Sessions::Type,
-    Sessions::Expiry,
-    Sessions::CreatedAt,
-    Sessions::RevokedAt,
-    Sessions::ServerAddress,
-    Sessions::DevServer,
-    Sessions::MacaroonRootKey,
-    Sessions::PairingSecret,
-    Sessions::LocalPrivateKey,
-    Sessions::LocalPublicKey,
-    Sessions::RemotePublicKey,
-    Sessions::Privacy,
-    Sessions::AccountId,
-    Sessions::GroupId,
-];
+store_support::migration_api! {
+    /// The `sessions` columns [`session_values`] fills (all but `id`).
+    const SESSION_COLUMNS: [Sessions; 17] = [
+        Sessions::Alias,
+        Sessions::Label,
+        Sessions::State,
+        Sessions::Type,
+        Sessions::Expiry,
+        Sessions::CreatedAt,
+        Sessions::RevokedAt,
+        Sessions::ServerAddress,
+        Sessions::DevServer,
+        Sessions::MacaroonRootKey,
+        Sessions::PairingSecret,
+        Sessions::LocalPrivateKey,
+        Sessions::LocalPublicKey,
+        Sessions::RemotePublicKey,
+        Sessions::Privacy,
+        Sessions::AccountId,
+        Sessions::GroupId,
+    ];
+}
 
 /// The SQL id and state of the session `id`, locking its row on PostgreSQL.
 async fn resolve(tx: &mut dyn Tx, id: SessionId, lock: bool) -> Result<(i64, SessionState)> {
