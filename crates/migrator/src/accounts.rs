@@ -117,7 +117,7 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Account
     let chunk_size = ctx.chunk_size;
     let read = move |sink| read_tree(tree, chunk_size, sink);
     copy_tree(tx, ctx, what, read, &mut writer).await?;
-    sequence_past(tx, "accounts", writer.next_id - 1).await?;
+    sequence_past(tx, crate::shared::IdTable::Accounts, writer.next_id - 1).await?;
     Ok(writer.report)
 }
 
@@ -479,14 +479,14 @@ async fn replay_chunk(
     delete_gone(tx, &gone, deltas).await?;
     update_in_place(tx, &updated, &before, deltas).await?;
     if !added.is_empty() {
-        let first = crate::shared::next_id(tx, "accounts").await?;
+        let first = crate::shared::next_id(tx, crate::shared::IdTable::Accounts).await?;
         write_chunk(tx, &added, first).await?;
         let rows = crate::shared::rows;
         deltas.accounts += rows(added.len());
         deltas.invoices += rows(added.iter().map(|a| a.invoices.len()).sum::<usize>());
         deltas.payments += rows(added.iter().map(|a| a.payments.len()).sum::<usize>());
         let last = first + rows(added.len()) - 1;
-        crate::shared::advance_sequence(tx, "accounts", last).await?;
+        crate::shared::advance_sequence(tx, crate::shared::IdTable::Accounts, last).await?;
         updated.extend(added.into_iter().zip(first..));
     }
     verify_replayed(tx, updated).await
@@ -525,7 +525,7 @@ async fn delete_gone(
         return Ok(());
     }
     delete_children(tx, gone, deltas).await?;
-    crate::shared::drop_links(tx, "account_id", gone).await?;
+    crate::shared::drop_links(tx, crate::shared::Link::Account, gone).await?;
     deltas.accounts -= delete_where(
         tx,
         Accounts::Table,

@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use sea_query::{Expr, ExprTrait, Query};
+use sea_query::{Expr, ExprTrait, IntoIden, Query};
 use sqldb::{Tx, TxExt};
 use store_accounts::AccountId;
 use store_accounts::sql::schema::Accounts;
@@ -102,7 +102,8 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
     // Every action index and foreign key is built once after the load
     // (design §5.7). Neither can fail then: the indexes are not unique and
     // every link was resolved through `links` above.
-    let aside = sqldb::deferred::set_aside(tx, &["actions"]).await?;
+    let table = Actions::Table.into_iden().to_string();
+    let aside = sqldb::deferred::set_aside(tx, &[table.as_str()]).await?;
     let what = TreeCopy {
         tree: ACTIONS_TREE,
         store: "actions",
@@ -118,7 +119,7 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
             live.boundary(tx).await?;
         }
     }
-    sequence_past(tx, "actions", writer.last_id).await?;
+    sequence_past(tx, crate::shared::IdTable::Actions, writer.last_id).await?;
     Ok(writer.report)
 }
 
@@ -179,7 +180,7 @@ pub(crate) async fn replay(
         links = Links::load_for(tx, &current).await?;
     }
     let last = write_chunk(tx, &links, &current, &mut ActionsReport::default()).await?;
-    crate::shared::advance_sequence(tx, "actions", last).await?;
+    crate::shared::advance_sequence(tx, crate::shared::IdTable::Actions, last).await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sea_query::{Alias, Expr, Query};
+use sea_query::{DynIden, Expr, Query};
 use sqldb::{Tx, TxExt};
 use tombstone::MigrationSource;
 
@@ -91,19 +91,21 @@ pub(crate) async fn copy_tree<T: Send + 'static>(
 
 /// Refuses a target whose tables already hold rows: the migration only
 /// writes into an empty database.
-pub(crate) async fn ensure_empty(tx: &mut dyn Tx, tables: &[&'static str]) -> Result<(), Error> {
+pub(crate) async fn ensure_empty(tx: &mut dyn Tx, tables: &[DynIden]) -> Result<(), Error> {
     for table in tables {
         let any = tx
             .query_opt(
                 &Query::select()
                     .expr(Expr::cust("1"))
-                    .from(Alias::new(*table))
+                    .from(table.clone())
                     .limit(1)
                     .to_owned(),
             )
             .await?;
         if any.is_some() {
-            return Err(Error::TargetNotEmpty { table });
+            return Err(Error::TargetNotEmpty {
+                table: table.to_string(),
+            });
         }
     }
     Ok(())

@@ -93,7 +93,7 @@ pub enum Error {
     )]
     TargetNotEmpty {
         /// The table.
-        table: &'static str,
+        table: String,
     },
     /// The source is damaged or inconsistent; nothing was written.
     #[error(
@@ -468,7 +468,10 @@ mod tests {
         assert!(through_a_store.is_retryable());
         assert!(!Error::Db(lost()).is_retryable());
         assert!(
-            !Error::TargetNotEmpty { table: "accounts" }.is_retryable(),
+            !Error::TargetNotEmpty {
+                table: "accounts".into()
+            }
+            .is_retryable(),
             "a refusal is never retried"
         );
     }

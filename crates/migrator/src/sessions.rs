@@ -151,7 +151,7 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Session
         let read = move |sink| read_class(tree, winners, founders, size, sink);
         copy_tree(tx, ctx, what, read, &mut state).await?;
     }
-    sequence_past(tx, "sessions", state.next_id - 1).await?;
+    sequence_past(tx, crate::shared::IdTable::Sessions, state.next_id - 1).await?;
     Ok(state.report)
 }
 
@@ -339,7 +339,7 @@ async fn delete_one(
     sid: i64,
     deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    crate::shared::drop_links(tx, "session_id", &[sid]).await?;
+    crate::shared::drop_links(tx, crate::shared::Link::Session, &[sid]).await?;
     links.drop_group(tx, sid, deltas).await?;
     deltas.sessions -= delete_where(tx, Sessions::Table, Expr::col(Sessions::Id).eq(sid)).await?;
     Ok(())
@@ -360,7 +360,7 @@ async fn replay_one(
     let account = s.account_id.and_then(|a| accounts.get(&a).copied());
     let sid = match sql_id {
         Some(sid) => sid,
-        None => crate::shared::next_id(tx, "sessions").await?,
+        None => crate::shared::next_id(tx, crate::shared::IdTable::Sessions).await?,
     };
     let group = if s.group_id == s.id {
         sid
@@ -398,7 +398,7 @@ async fn replay_one(
             vec![full],
         )
         .await?;
-        crate::shared::advance_sequence(tx, "sessions", sid).await?;
+        crate::shared::advance_sequence(tx, crate::shared::IdTable::Sessions, sid).await?;
         deltas.sessions += 1;
     }
     insert_children(tx, &[(sid, &s)])

@@ -6,10 +6,14 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
-use sea_query::{Alias, Expr, ExprTrait, Func, Query};
+use sea_query::{DynIden, Expr, ExprTrait, Func, IntoIden, Query};
 use sqldb::{Dialect, Sql, Tx, TxExt};
 use store_accounts::AccountId;
+use store_accounts::sql::schema::Accounts;
+use store_actions::sql::schema::Actions;
+use store_firewall::sql::schema::Kvstores;
 use store_sessions::SessionId;
+use store_sessions::sql::schema::Sessions;
 
 use crate::Error;
 
@@ -55,17 +59,13 @@ pub(crate) fn rows(n: impl TryInto<i64>) -> i64 {
 /// On PostgreSQL, moves `table`'s id sequence to `last` after a copy that
 /// wrote explicit ids up to it (they do not advance a BIGSERIAL sequence);
 /// nothing on SQLite or when nothing was written.
-pub(crate) async fn sequence_past(
-    tx: &mut dyn Tx,
-    table: &'static str,
-    last: i64,
-) -> Result<(), Error> {
+pub(crate) async fn sequence_past(tx: &mut dyn Tx, table: IdTable, last: i64) -> Result<(), Error> {
     if tx.dialect() != Dialect::Postgres || last < 1 {
         return Ok(());
     }
     tx.query_sql(Sql::fixed(
         "SELECT setval(pg_get_serial_sequence($1, 'id'), $2)",
-        vec![table.into(), last.into()],
+        vec![table.iden().to_string().into(), last.into()],
     ))
     .await?;
     Ok(())
@@ -89,16 +89,51 @@ pub(crate) async fn delete_where(
     Ok(rows(deleted))
 }
 
+/// A table whose rows have a serial `id` the migration assigns itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdTable {
+    /// `accounts`.
+    Accounts,
+    /// `sessions`.
+    Sessions,
+    /// `kvstores`.
+    Kvstores,
+    /// `actions`.
+    Actions,
+}
+
+impl IdTable {
+    /// The table, as its store names it.
+    fn iden(self) -> DynIden {
+        match self {
+            IdTable::Accounts => Accounts::Table.into_iden(),
+            IdTable::Sessions => Sessions::Table.into_iden(),
+            IdTable::Kvstores => Kvstores::Table.into_iden(),
+            IdTable::Actions => Actions::Table.into_iden(),
+        }
+    }
+
+    /// Its `id` column.
+    fn id(self) -> DynIden {
+        match self {
+            IdTable::Accounts => Accounts::Id.into_iden(),
+            IdTable::Sessions => Sessions::Id.into_iden(),
+            IdTable::Kvstores => Kvstores::Id.into_iden(),
+            IdTable::Actions => Actions::Id.into_iden(),
+        }
+    }
+}
+
 /// The next free SQL id of `table` (one past the largest).
-pub(crate) async fn next_id(tx: &mut dyn Tx, table: &'static str) -> Result<i64, Error> {
+pub(crate) async fn next_id(tx: &mut dyn Tx, table: IdTable) -> Result<i64, Error> {
     let row = tx
         .query_opt(
             &Query::select()
                 .expr(Func::coalesce([
-                    sea_query::Expr::from(Func::max(Expr::col(Alias::new("id")))),
+                    sea_query::Expr::from(Func::max(Expr::col(table.id()))),
                     Expr::val(0i64),
                 ]))
-                .from(Alias::new(table))
+                .from(table.iden())
                 .to_owned(),
         )
         .await?;
@@ -109,7 +144,7 @@ pub(crate) async fn next_id(tx: &mut dyn Tx, table: &'static str) -> Result<i64,
 /// not advance it); nothing on SQLite.
 pub(crate) async fn advance_sequence(
     tx: &mut dyn Tx,
-    table: &'static str,
+    table: IdTable,
     last: i64,
 ) -> Result<(), Error> {
     if tx.dialect() != Dialect::Postgres {
@@ -119,25 +154,32 @@ pub(crate) async fn advance_sequence(
     sequence_past(tx, table, Ord::max(max, last)).await
 }
 
-/// Drops the links to the accounts or sessions with these SQL ids
-/// (`column` is `account_id` or `session_id`) from sessions and actions,
-/// as the migration drops links to records that are gone.
-pub(crate) async fn drop_links(
-    tx: &mut dyn Tx,
-    column: &'static str,
-    ids: &[i64],
-) -> Result<(), Error> {
-    let tables: &[&'static str] = if column == "account_id" {
-        &["sessions", "actions"]
-    } else {
-        &["actions"]
+/// What records that are gone were linked from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// Accounts: sessions and actions link to them.
+    Account,
+    /// Sessions: actions link to them.
+    Session,
+}
+
+/// Drops the links to the accounts or sessions with these SQL ids from
+/// sessions and actions, as the migration drops links to records that are
+/// gone.
+pub(crate) async fn drop_links(tx: &mut dyn Tx, link: Link, ids: &[i64]) -> Result<(), Error> {
+    let columns: &[(DynIden, DynIden)] = &match link {
+        Link::Account => vec![
+            (Sessions::Table.into_iden(), Sessions::AccountId.into_iden()),
+            (Actions::Table.into_iden(), Actions::AccountId.into_iden()),
+        ],
+        Link::Session => vec![(Actions::Table.into_iden(), Actions::SessionId.into_iden())],
     };
-    for table in tables {
+    for (table, column) in columns {
         tx.exec(
             &Query::update()
-                .table(Alias::new(*table))
-                .value(Alias::new(column), Expr::val(Option::<i64>::None))
-                .and_where(Expr::col(Alias::new(column)).is_in(ids.iter().copied()))
+                .table(table.clone())
+                .value(column.clone(), Expr::val(Option::<i64>::None))
+                .and_where(Expr::col(column.clone()).is_in(ids.iter().copied()))
                 .to_owned(),
         )
         .await?;

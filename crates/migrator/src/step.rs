@@ -15,6 +15,15 @@ use tokio::task::JoinHandle;
 use tombstone::MigrationSource;
 use tracing::Instrument;
 
+use sea_query::{DynIden, IntoIden};
+use store_accounts::sql::schema::{AccountInvoices, AccountPayments, Accounts};
+use store_actions::sql::schema::Actions;
+use store_firewall::sql::schema::{Kvstores, PrivacyPairs, Rules};
+use store_sessions::sql::schema::{
+    SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions, SessionPrivacyFlags,
+    Sessions,
+};
+
 use crate::copy::{CopyCtx, ensure_empty};
 use crate::feed::Damage;
 use crate::progress::EndsAtTotal;
@@ -30,28 +39,35 @@ type CheckHandle = JoinHandle<Result<Vec<Problem>, Error>>;
 
 /// The tables the stores fill, checked empty before the copy, in the
 /// stores' order.
-const STORE_TABLES: &[&str] = &[
-    "accounts",
-    "sessions",
-    "kvstores",
-    "privacy_pairs",
-    "rules",
-    "actions",
-];
+fn store_tables() -> [DynIden; 6] {
+    [
+        Accounts::Table.into_iden(),
+        Sessions::Table.into_iden(),
+        Kvstores::Table.into_iden(),
+        PrivacyPairs::Table.into_iden(),
+        Rules::Table.into_iden(),
+        Actions::Table.into_iden(),
+    ]
+}
 
 /// The tables whose foreign keys wait for the end of the data step; the
 /// actions set aside their indexes and keys themselves (`actions.rs`).
-const LINKED_TABLES: &[&str] = &[
-    "account_invoices",
-    "account_payments",
-    "sessions",
-    "session_macaroon_permissions",
-    "session_macaroon_caveats",
-    "session_feature_configs",
-    "session_privacy_flags",
-    "kvstores",
-    "privacy_pairs",
-];
+fn linked_tables() -> Vec<String> {
+    [
+        AccountInvoices::Table.into_iden(),
+        AccountPayments::Table.into_iden(),
+        Sessions::Table.into_iden(),
+        SessionMacaroonPermissions::Table.into_iden(),
+        SessionMacaroonCaveats::Table.into_iden(),
+        SessionFeatureConfigs::Table.into_iden(),
+        SessionPrivacyFlags::Table.into_iden(),
+        Kvstores::Table.into_iden(),
+        PrivacyPairs::Table.into_iden(),
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect()
+}
 
 /// The key-value to SQL code step. Use it through [`migrate`](crate::migrate), or with
 /// [`sqldb::migrate::Migrator::code_step`].
@@ -239,8 +255,10 @@ impl<'a> KvToSql<'a> {
     ) -> Result<Report, Error> {
         let ends = EndsAtTotal::new(self.progress);
         // The migration writes only into an empty database.
-        ensure_empty(tx, STORE_TABLES).await?;
-        let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, LINKED_TABLES).await?;
+        ensure_empty(tx, &store_tables()).await?;
+        let linked = linked_tables();
+        let linked: Vec<&str> = linked.iter().map(String::as_str).collect();
+        let foreign_keys = sqldb::deferred::set_aside_foreign_keys(tx, &linked).await?;
         let ctx = CopyCtx {
             source: &self.source,
             chunk_size: self.opts.chunk_size.max(1),

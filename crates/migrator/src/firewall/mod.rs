@@ -280,7 +280,7 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Firewal
         };
         let read = move |sink| read_entries(tree, chunk_size, sink);
         copy_tree(tx, ctx, what, read, &mut writer).await?;
-        sequence_past(tx, "kvstores", writer.next_id - 1).await?;
+        sequence_past(tx, crate::shared::IdTable::Kvstores, writer.next_id - 1).await?;
     }
     if let Some(tree) = source.tree(PRIVACY_TREE)? {
         let what = TreeCopy {

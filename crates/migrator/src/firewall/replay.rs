@@ -33,7 +33,7 @@ pub(crate) async fn replay(
     let mut writer = Writer {
         report: FirewallReport::default(),
         names: Names::default(),
-        next_id: crate::shared::next_id(tx, "kvstores").await?,
+        next_id: crate::shared::next_id(tx, crate::shared::IdTable::Kvstores).await?,
     };
     if temp_wiped {
         deltas.kv_entries -=
@@ -50,7 +50,8 @@ pub(crate) async fn replay(
     for chunk in entries.chunks(REPLAY_CHUNK) {
         replay_entries(tx, live, chunk, &mut writer, deltas).await?;
     }
-    crate::shared::advance_sequence(tx, "kvstores", writer.next_id - 1).await?;
+    crate::shared::advance_sequence(tx, crate::shared::IdTable::Kvstores, writer.next_id - 1)
+        .await?;
     let report = &mut writer.report;
     deltas.kv_entries += rows(report.kv_entries);
     report.privacy_pairs = 0;
