@@ -4,7 +4,7 @@
 //! write gate during the cutover, and run on SQL after the switch.
 //!
 //! Reads never wait. Every write goes through one path,
-//! [`Route::write`], which makes a write's key reach the journal whatever
+//! `Route::write`, which makes a write's key reach the journal whatever
 //! becomes of its caller (docs/design.md §7.4): the call runs on a task of
 //! its own that holds the gate shared from before the write to after its
 //! key is recorded, so a caller that gives up (a dropped RPC handler, a

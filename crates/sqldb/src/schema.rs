@@ -55,7 +55,7 @@ pub enum StepKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
     /// SQLite's timestamps rewritten from nodestore's earlier text form to
-    /// litd's (Go's) [`crate::time::convert_sqlite_text`]; nothing on
+    /// litd's (Go's) `convert_sqlite_text` (`crate::time`); nothing on
     /// PostgreSQL.
     GoTimeText,
 }

@@ -14,7 +14,7 @@
 //!
 //! nodestore wrote `2026-08-19 13:25:42.123456` before (fixed width, six
 //! fraction digits); schema step 11 rewrites such values
-//! ([`convert_sqlite_text`]) and both forms are read.
+//! (`convert_sqlite_text`) and both forms are read.
 //!
 //! Both backends truncate (never round) to whole microseconds before binding,
 //! so a value written to either reads back identical, and years outside

@@ -120,7 +120,7 @@ impl ActionState {
     }
 }
 
-/// What [`Store::add_action`] records.
+/// What [`Store::add_action`](crate::Store::add_action) records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddAction {
     /// The full root key id of the macaroon used.

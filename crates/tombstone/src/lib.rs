@@ -48,7 +48,7 @@ pub use stats::{Digest, SIDECAR, TreeStats, Writes, read_sidecar};
 /// every tree, the write sequence and the tombstone.
 pub const META_TREE: &str = "nodestore.meta";
 /// The format of a live nodestore key-value database: 2 keeps per-tree
-/// statistics and the write sequence ([`stats`]); a format 1 database is
+/// statistics and the write sequence (`stats`); a format 1 database is
 /// upgraded to 2 when opened for use.
 pub const FORMAT_VERSION: u32 = 2;
 /// The first format, without statistics: still opened (and upgraded).
@@ -652,7 +652,7 @@ impl KvDb {
     }
 
     /// Flushes every write to disk, then records the write sequence that is
-    /// now durable in the sidecar file (see [`stats`]).
+    /// now durable in the sidecar file (see `stats`).
     pub fn flush(&self) -> Result<()> {
         // Read before the flush: everything up to it is durable after it.
         let seq = self

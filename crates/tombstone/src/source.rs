@@ -17,7 +17,7 @@ use crate::{
 /// Opened by path ([`MigrationSource::open`]), it is read by
 /// [`sled_reader`], which never writes a byte of the directory, never
 /// panics on damage and streams in bounded memory (docs/sled-format.md).
-/// Taken from a node's open handle ([`KvDb::as_source`]), it reads through
+/// Taken from a node's open handle ([`KvDb::as_source`](crate::KvDb::as_source)), it reads through
 /// sled, which holds the files.
 pub struct MigrationSource {
     files: Files,

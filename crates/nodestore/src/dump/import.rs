@@ -3,13 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use store_accounts::{Account, LastIndexes};
-use store_actions::Action;
-use store_firewall::{KvEntry, PrivacyPair};
-use store_sessions::{Session, SessionId};
+use store_accounts::LastIndexes;
+use store_firewall::PrivacyPair;
+use store_sessions::SessionId;
 use tombstone::KvOptions;
 
-use super::{Dump, DumpError, unhex};
+use super::{Dump, DumpError, Parts, unhex};
 use crate::{Error, ImportRefusal, Result};
 
 /// Writes `dump` into a new key-value database at `dir`, record by record
@@ -64,16 +63,6 @@ pub async fn import(dump: &Dump, dir: &Path) -> Result<()> {
     result
 }
 
-/// Everything an import writes, parsed and checked.
-struct Parsed {
-    accounts: Vec<Account>,
-    last_indexes: Option<LastIndexes>,
-    sessions: Vec<Session>,
-    entries: Vec<KvEntry>,
-    pairs: Vec<PrivacyPair>,
-    actions: Vec<Action>,
-}
-
 /// The first key that appears twice, with the positions of both.
 fn duplicate<K: Ord + Clone>(keys: impl Iterator<Item = K>) -> Option<(K, usize, usize)> {
     let mut seen = BTreeMap::new();
@@ -103,7 +92,7 @@ fn refuse_duplicate<K: Ord + Clone + std::fmt::Display>(
     }
 }
 
-fn parse_for_import(dump: &Dump) -> Result<Parsed> {
+fn parse_for_import(dump: &Dump) -> Result<Parts> {
     for a in &dump.accounts {
         let rec = format!("account {}", a.id);
         refuse_duplicate(&format!("{rec}: invoice"), a.invoices.iter())?;
@@ -210,7 +199,7 @@ fn parse_for_import(dump: &Dump) -> Result<Parsed> {
             Ok(a)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Parsed {
+    Ok(Parts {
         accounts,
         last_indexes,
         sessions,
@@ -220,7 +209,7 @@ fn parse_for_import(dump: &Dump) -> Result<Parsed> {
     })
 }
 
-async fn write_import(p: Parsed, dir: &Path) -> Result<()> {
+async fn write_import(p: Parts, dir: &Path) -> Result<()> {
     let kv = tombstone::KvDb::open(dir, &KvOptions::default())?;
     let accounts = store_accounts::KvStore::open(&kv)?;
     accounts.import_accounts(p.accounts).await?;

@@ -613,7 +613,8 @@ impl DumpAction {
     }
 }
 
-/// The parts a dump is made of, in domain types.
+/// The parts a dump is made of, in domain types: what a dump is made from
+/// and what an import writes.
 struct Parts {
     accounts: Vec<Account>,
     last_indexes: Option<LastIndexes>,

@@ -149,7 +149,7 @@ fn select_actions() -> SelectStatement {
         .to_owned()
 }
 
-/// An action from a row of [`select_actions`].
+/// An action from a row of `select_actions`.
 pub fn action_from_row(r: &Row) -> Result<Action> {
     let locator = ActionLocator::from_index(r.i64(0)? as u64);
     let rec = || format!("action {locator}");
