@@ -200,15 +200,7 @@ async fn newer_database_is_refused(fx: &SqlFixture) {
             let stmt = Query::insert()
                 .into_table(Alias::new("nodestore_schema_steps"))
                 .columns(
-                    [
-                        "version",
-                        "name",
-                        "checksum",
-                        "applied_at",
-                        "duration_us",
-                        "complete",
-                    ]
-                    .map(Alias::new),
+                    ["version", "name", "checksum", "applied_at", "duration_us"].map(Alias::new),
                 )
                 .values_panic([
                     next.into(),
@@ -216,7 +208,6 @@ async fn newer_database_is_refused(fx: &SqlFixture) {
                     vec![1u8; 32].into(),
                     chrono::Utc::now().into(),
                     0i64.into(),
-                    true.into(),
                 ])
                 .to_owned();
             tx.exec(&stmt).await
@@ -242,12 +233,63 @@ async fn newer_database_is_refused(fx: &SqlFixture) {
 
 /// A step commits with its tracking row, so a recorded step is complete:
 /// the legacy `complete` column is written true and never consulted.
-async fn a_recorded_step_is_complete_whatever_the_legacy_column_says(fx: &SqlFixture) {
+async fn tracking_columns(db: &Db) -> Vec<String> {
+    introspect::describe(db).await.unwrap().tables["nodestore_schema_steps"]
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// A tracking table made before its `complete` column was understood to be
+/// meaningless (a step commits with its row) loses the column on the next
+/// run that writes, keeps its rows, and works as a new one does; a
+/// read-only look leaves it as it is.
+async fn an_older_tracking_table_loses_its_complete_column(fx: &SqlFixture) {
     let db = fx.open().await;
-    nodestore().run(&db).await.unwrap();
-    update_tracking_row(&db, 3, "complete", false.into()).await;
-    let again = nodestore().run(&db).await.unwrap();
-    assert!(again.applied.is_empty(), "nothing to apply: {again:?}");
+    let first = [Step {
+        version: 1,
+        name: "nodestore",
+        kind: STEPS[0].kind,
+    }];
+    Migrator::with_steps(&first).run(&db).await.unwrap();
+    // Back to the older shape, as a database made then has it: on
+    // PostgreSQL the column is NOT NULL without a default, so an insert
+    // that leaves it out fails (SQLite cannot add such a column to a table
+    // that has rows; there it is nullable).
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.execute_script("ALTER TABLE nodestore_schema_steps ADD COLUMN complete BOOLEAN")
+                .await?;
+            tx.execute_script("UPDATE nodestore_schema_steps SET complete = TRUE")
+                .await?;
+            if tx.dialect() == sqldb::Dialect::Postgres {
+                tx.execute_script(
+                    "ALTER TABLE nodestore_schema_steps ALTER COLUMN complete SET NOT NULL",
+                )
+                .await?;
+            }
+            Ok::<(), sqldb::DbError>(())
+        })
+    })
+    .await
+    .unwrap();
+    assert!(tracking_columns(&db).await.contains(&"complete".to_owned()));
+    let before = nodestore().applied(&db).await.unwrap();
+    assert_eq!(before.len(), 1);
+    assert!(
+        tracking_columns(&db).await.contains(&"complete".to_owned()),
+        "a read-only look must not change the table"
+    );
+
+    let report = nodestore().run(&db).await.unwrap();
+    assert_eq!(report.applied.len(), STEPS.len() - 1, "{report:?}");
+    let columns = tracking_columns(&db).await;
+    assert!(!columns.contains(&"complete".to_owned()), "{columns:?}");
+    let after = nodestore().applied(&db).await.unwrap();
+    assert_eq!(after[0], before[0], "the older row is kept as it was");
+    assert_eq!(after.len(), STEPS.len());
+    assert!(nodestore().run(&db).await.unwrap().applied.is_empty());
 }
 
 async fn failing_sql_step_records_nothing_and_changes_nothing(fx: &SqlFixture) {
@@ -615,7 +657,7 @@ testkit::backend_tests!(sqlite => sqlite;
     tampered_checksum_is_refused_naming_the_step,
     edited_step_in_the_binary_is_refused,
     newer_database_is_refused,
-    a_recorded_step_is_complete_whatever_the_legacy_column_says,
+    an_older_tracking_table_loses_its_complete_column,
     failing_sql_step_records_nothing_and_changes_nothing,
     failing_first_step_leaves_the_database_as_it_was,
     failing_code_step_keeps_none_of_its_writes,
@@ -634,7 +676,7 @@ testkit::backend_tests!(postgres => postgres;
     tampered_checksum_is_refused_naming_the_step,
     edited_step_in_the_binary_is_refused,
     newer_database_is_refused,
-    a_recorded_step_is_complete_whatever_the_legacy_column_says,
+    an_older_tracking_table_loses_its_complete_column,
     failing_sql_step_records_nothing_and_changes_nothing,
     failing_first_step_leaves_the_database_as_it_was,
     failing_code_step_keeps_none_of_its_writes,

@@ -6,9 +6,9 @@
 //! name, checksum (see [`Step::checksum`]), when it was applied and how
 //! long it took. A step and its row commit together, so a crash mid-step
 //! leaves no row and the next run starts that step again from a clean
-//! database: a recorded step is complete by construction. (The table's
-//! `complete` column, always true, is kept so databases made before this
-//! was understood keep their tracking table; nothing reads it.) A `note`
+//! database: a recorded step is complete by construction. (Tracking tables
+//! made before this was understood have a `complete` column, always true;
+//! the next run that writes drops it.) A `note`
 //! says when a step was adopted from a database Lightning Terminal made
 //! rather than applied (crate::litd); tables made before notes have no
 //! such column, and read as having no notes.
@@ -52,8 +52,8 @@ mod tracking;
 pub(crate) use tracking::table_exists;
 pub use tracking::{IDENTITY_TABLE, TRACKING_TABLE, drop_known_tables, read_identity};
 use tracking::{
-    TRACKING_DDL, Tracking, TrackingCol, insert_tracking_row, list_tables, read_applied,
-    tracking_table_exists,
+    Tracking, TrackingCol, ensure_tracking_table, has_column, insert_tracking_row, list_tables,
+    read_applied, tracking_table_exists,
 };
 
 #[cfg(feature = "postgres")]
@@ -574,7 +574,7 @@ impl<'a> Migrator<'a> {
         let dialect = db.dialect();
         {
             let mut tx = self.begin(db, conn).await?;
-            tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
+            ensure_tracking_table(&mut *tx, dialect).await?;
             let applied = read_applied(&mut *tx).await?;
             self.validate(&applied)?;
             if let Some(version) = litd
@@ -710,7 +710,7 @@ impl<'a> Migrator<'a> {
         let conn = self.locked_connection(db).await?;
         let mut tx = self.begin(db, conn.as_ref()).await?;
         let result = async {
-            tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
+            ensure_tracking_table(&mut *tx, dialect).await?;
             let mut applied = read_applied(&mut *tx).await?;
             self.validate(&applied)?;
             let mut report = RunReport::default();
@@ -806,20 +806,7 @@ impl<'a> Migrator<'a> {
                     if !tracking_table_exists(tx, dialect).await? {
                         return Ok(Default::default());
                     }
-                    let has_note = match dialect {
-                        Dialect::Sqlite => Sql::fixed(
-                            "SELECT count(*) FROM pragma_table_info('nodestore_schema_steps') \
-                             WHERE name = 'note'",
-                            vec![],
-                        ),
-                        Dialect::Postgres => Sql::fixed(
-                            "SELECT count(*) FROM information_schema.columns \
-                             WHERE table_schema = current_schema() \
-                             AND table_name = 'nodestore_schema_steps' AND column_name = 'note'",
-                            vec![],
-                        ),
-                    };
-                    if tx.query_sql(has_note).await?[0].i64(0)? == 0 {
+                    if !has_column(tx, dialect, "note").await? {
                         return Ok(Default::default());
                     }
                     let rows = tx

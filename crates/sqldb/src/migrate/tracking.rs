@@ -3,24 +3,79 @@
 
 use std::time::Duration;
 
-use sea_query::{Iden, Order, Query};
+use sea_query::{Alias, Iden, Order, PostgresQueryBuilder, Query, SqliteQueryBuilder, Table};
 
 use super::AppliedStep;
 use crate::error::DbError;
+use crate::schema::adapt;
 use crate::tx::{Dialect, Sql, Tx, TxExt};
 
 /// The tracking table's name.
 pub const TRACKING_TABLE: &str = "nodestore_schema_steps";
 
-pub(super) const TRACKING_DDL: &str = "CREATE TABLE IF NOT EXISTS nodestore_schema_steps (
+const TRACKING_DDL: &str = "CREATE TABLE IF NOT EXISTS nodestore_schema_steps (
     version BIGINT PRIMARY KEY,
     name TEXT NOT NULL,
     checksum BLOB NOT NULL,
     applied_at TIMESTAMP NOT NULL,
     duration_us BIGINT NOT NULL,
-    complete BOOLEAN NOT NULL,
     note TEXT
 )";
+
+/// The column that tracking tables made before 2026-11-30 have: a
+/// `complete` flag, always written true, that could never be false (a step
+/// and its row commit together, so a recorded step is complete).
+const LEGACY_COMPLETE: &str = "complete";
+
+/// Makes the tracking table in `tx` if the database has none, and brings
+/// an older one to today's shape: its `complete` column, which nothing
+/// reads and which would make every insert name it, is dropped. Only for a
+/// runner that is about to write (never for a read-only look).
+pub(super) async fn ensure_tracking_table(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+) -> Result<(), DbError> {
+    tx.execute_script(&adapt(TRACKING_DDL, dialect)).await?;
+    if has_column(tx, dialect, LEGACY_COMPLETE).await? {
+        tracing::info!(
+            table = TRACKING_TABLE,
+            column = LEGACY_COMPLETE,
+            "dropping the tracking table's unused legacy column"
+        );
+        let drop = Table::alter()
+            .table(Tracking)
+            .drop_column(Alias::new(LEGACY_COMPLETE))
+            .to_owned();
+        let sql = match dialect {
+            Dialect::Sqlite => drop.to_string(SqliteQueryBuilder),
+            Dialect::Postgres => drop.to_string(PostgresQueryBuilder),
+        };
+        tx.execute_script(&sql).await?;
+    }
+    Ok(())
+}
+
+/// Whether the tracking table has the column `name` (it exists).
+pub(super) async fn has_column(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+    name: &str,
+) -> Result<bool, DbError> {
+    let sql = match dialect {
+        Dialect::Sqlite => Sql::fixed(
+            "SELECT count(*) FROM pragma_table_info('nodestore_schema_steps') WHERE name = ?",
+            vec![name.into()],
+        ),
+        Dialect::Postgres => Sql::fixed(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = current_schema() \
+             AND table_name = 'nodestore_schema_steps' AND column_name = $1",
+            vec![name.into()],
+        ),
+    };
+    let rows = tx.query_sql(sql).await?;
+    Ok(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0)
+}
 
 #[derive(Iden)]
 #[iden = "nodestore_schema_steps"]
@@ -33,7 +88,6 @@ pub(super) enum TrackingCol {
     Checksum,
     AppliedAt,
     DurationUs,
-    Complete,
     Note,
 }
 
@@ -101,7 +155,6 @@ pub(super) async fn insert_tracking_row(
         TrackingCol::Checksum,
         TrackingCol::AppliedAt,
         TrackingCol::DurationUs,
-        TrackingCol::Complete,
     ];
     let mut values: Vec<sea_query::SimpleExpr> = vec![
         record.version.into(),
@@ -111,7 +164,6 @@ pub(super) async fn insert_tracking_row(
         i64::try_from(record.duration.as_micros())
             .unwrap_or(i64::MAX)
             .into(),
-        true.into(),
     ];
     if let Some(note) = note {
         columns.push(TrackingCol::Note);
@@ -190,7 +242,6 @@ pub(super) async fn read_applied(tx: &mut dyn Tx) -> Result<Vec<AppliedStep>, Db
 /// transaction. Children go before their parents, so no foreign key is
 /// checked against a dropped table; a table not there is skipped.
 pub async fn drop_known_tables(tx: &mut dyn Tx) -> Result<(), DbError> {
-    use sea_query::{Alias, PostgresQueryBuilder, SqliteQueryBuilder, Table};
     let dialect = tx.dialect();
     for table in crate::schema::known_tables().into_iter().rev() {
         let mut stmt = Table::drop();
