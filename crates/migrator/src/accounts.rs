@@ -22,7 +22,7 @@ use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
 
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
-use crate::diff::{Diff, Differences, diff_fields, read_back};
+use crate::diff::{Diff, Differences, diff_fields, verify_written};
 use crate::feed::Sink;
 use crate::shared::{delete_where, sequence_past};
 
@@ -139,7 +139,9 @@ impl WriteChunk<Item> for Writer {
                 let first = self.next_id;
                 write_chunk(tx, &chunk, first).await?;
                 self.next_id += chunk.len() as i64;
-                verify_chunk(tx, &chunk, first, self.next_id - 1).await?;
+                let ids = (first, self.next_id - 1);
+                let load = load_accounts(tx, Some(ids));
+                verify_written("accounts", chunk.iter(), ids, load, check).await?;
                 let report = &mut self.report;
                 report.accounts += chunk.len() as u64;
                 report.invoices += chunk.iter().map(|a| a.invoices.len() as u64).sum::<u64>();
@@ -291,34 +293,15 @@ fn compare(kv: &Account, sql: &Account) -> Option<Differences> {
     d.finish()
 }
 
-pub(crate) async fn verify_chunk(
-    tx: &mut dyn Tx,
-    chunk: &[Account],
-    first: i64,
-    last: i64,
-) -> Result<(), Error> {
-    let read = read_back(
-        "accounts",
-        first,
-        last,
-        chunk.len(),
-        load_accounts(tx, Some((first, last))),
-    )
-    .await?;
-    compare_all(chunk.iter(), &read)
-}
-
-/// Compares each key-value account with the SQL one read back in its place.
-fn compare_all<'a>(kv: impl Iterator<Item = &'a Account>, sql: &[Account]) -> Result<(), Error> {
-    for (kv, sql) in kv.zip(sql) {
-        if let Some(diff) = compare(kv, sql) {
-            return Err(Error::Mismatch {
-                record: format!("account {}", kv.id),
-                diff,
-            });
-        }
+/// Refuses an account read back unlike the one written.
+fn check(kv: &Account, sql: &Account) -> Result<(), Error> {
+    match compare(kv, sql) {
+        Some(diff) => Err(Error::Mismatch {
+            record: format!("account {}", kv.id),
+            diff,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 pub(crate) async fn migrate_indexes(
@@ -630,15 +613,9 @@ async fn verify_replayed(tx: &mut dyn Tx, mut replayed: Vec<(Account, i64)>) -> 
     replayed.sort_by_key(|(_, sid)| *sid);
     let sids: Vec<i64> = replayed.iter().map(|(_, sid)| *sid).collect();
     let (first, last) = (sids[0], sids[sids.len() - 1]);
-    let read = read_back(
-        "replayed accounts",
-        first,
-        last,
-        sids.len(),
-        store_accounts::sql::load_accounts_by_sql_ids(tx, &sids),
-    )
-    .await?;
-    compare_all(replayed.iter().map(|(a, _)| a), &read)
+    let load = store_accounts::sql::load_accounts_by_sql_ids(tx, &sids);
+    let written = replayed.iter().map(|(a, _)| a);
+    verify_written("replayed accounts", written, (first, last), load, check).await
 }
 
 /// Deletes the invoices and payments of the accounts with these SQL ids.

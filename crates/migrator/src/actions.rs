@@ -28,7 +28,7 @@ use tombstone::ReadTree;
 
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
-use crate::diff::{Diff, diff_fields, read_back};
+use crate::diff::{Diff, diff_fields, verify_written};
 use crate::feed::Sink;
 use crate::shared::{delete_where, sequence_past};
 
@@ -150,15 +150,14 @@ impl WriteChunk<Vec<Action>> for Writer {
 /// (created a moment before, journaled later) is replayed first, so the
 /// link is kept (docs/design.md §7.4).
 pub(crate) async fn replay(
-    tx: &mut dyn Tx,
+    cx: &mut crate::shared::Replay<'_>,
     live: &dyn store_actions::Store,
-    linked: &dyn crate::shared::Linked,
     locators: &[u64],
-    deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
     if locators.is_empty() {
         return Ok(());
     }
+    let (tx, linked, deltas) = (&mut *cx.tx, cx.links, &mut *cx.deltas);
     let mut current = Vec::with_capacity(locators.len());
     for l in locators {
         match live
@@ -313,22 +312,26 @@ async fn write_chunk(
     let ids: Vec<i64> = expected.iter().map(|a| a.locator.index() as i64).collect();
     let first = ids[0];
     let last = ids[ids.len() - 1];
-    let read = read_back("actions", first, last, expected.len(), load_ids(tx, &ids)).await?;
-    for (kv, sql) in expected.iter().zip(&read) {
-        if kv != sql {
-            let mut d = Diff::default();
-            diff_fields!(
-                d,
-                kv,
-                sql,
-                [locator, request, attempted_at, state, error_reason]
-            );
-            return Err(Error::Mismatch {
-                record: format!("action {}", kv.locator),
-                diff: d.finish().unwrap_or_default(),
-            });
-        }
-    }
+    let load = load_ids(tx, &ids);
+    verify_written("actions", expected.iter(), (first, last), load, check).await?;
     report.actions += expected.len() as u64;
     Ok(last)
+}
+
+/// Refuses an action read back unlike the one written.
+fn check(kv: &Action, sql: &Action) -> Result<(), Error> {
+    if kv == sql {
+        return Ok(());
+    }
+    let mut d = Diff::default();
+    diff_fields!(
+        d,
+        kv,
+        sql,
+        [locator, request, attempted_at, state, error_reason]
+    );
+    Err(Error::Mismatch {
+        record: format!("action {}", kv.locator),
+        diff: d.finish().unwrap_or_default(),
+    })
 }

@@ -174,7 +174,7 @@ impl Diff {
 /// The rows a chunk wrote (SQL ids `first..=last`), read back by `load`,
 /// checked to be as many as were `written`; the caller compares them record
 /// by record. `what` names the records in errors (`"actions"`).
-pub(crate) async fn read_back<T, E: std::error::Error + Send + Sync + 'static>(
+async fn read_back<T, E: std::error::Error + Send + Sync + 'static>(
     what: &str,
     first: i64,
     last: i64,
@@ -195,4 +195,19 @@ pub(crate) async fn read_back<T, E: std::error::Error + Send + Sync + 'static>(
         });
     }
     Ok(read)
+}
+
+/// Reads back what a chunk wrote (SQL ids `first..=last`, by `load`) and
+/// compares it with `written`, record by record in order: `check` refuses
+/// a pair that differs ([`crate::Error::Mismatch`], naming the record).
+/// Every store's copy and replay verifies through this one loop.
+pub(crate) async fn verify_written<'a, T: 'a, E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+    written: impl ExactSizeIterator<Item = &'a T>,
+    (first, last): (i64, i64),
+    load: impl std::future::Future<Output = Result<Vec<T>, E>>,
+    check: impl Fn(&T, &T) -> Result<(), crate::Error>,
+) -> Result<(), crate::Error> {
+    let read = read_back(what, first, last, written.len(), load).await?;
+    written.zip(&read).try_for_each(|(kv, sql)| check(kv, sql))
 }

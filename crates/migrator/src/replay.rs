@@ -22,7 +22,7 @@ use store_sessions::SessionId;
 use crate::Error;
 pub use crate::journal::{Journal, Touched, TouchedEntry};
 pub use crate::shared::Deltas;
-use crate::shared::Linked;
+use crate::shared::{Linked, Replay};
 
 /// The live key-value stores a replay reads from.
 #[derive(Clone)]
@@ -81,25 +81,31 @@ pub async fn replay(
         sessions.sort();
         sessions.dedup();
     }
+    let links = Links(live);
+    let mut cx = Replay {
+        tx,
+        links: &links,
+        deltas,
+    };
     let t = std::time::Instant::now();
-    crate::accounts::replay(tx, &*live.accounts, &accounts, last_indexes, deltas).await?;
+    crate::accounts::replay(cx.tx, &*live.accounts, &accounts, last_indexes, cx.deltas).await?;
     let accounts_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
-    crate::sessions::replay(tx, &*live.sessions, &Links(live), &sessions, deltas).await?;
+    crate::sessions::replay(&mut cx, &*live.sessions, &sessions).await?;
     let sessions_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
     crate::firewall::replay(
-        tx,
+        cx.tx,
         &*live.firewall,
         temp,
         &entries,
         (&privacy, &pairs),
-        deltas,
+        cx.deltas,
     )
     .await?;
     let firewall_ms = t.elapsed().as_millis();
     let t = std::time::Instant::now();
-    crate::actions::replay(tx, &*live.actions, &Links(live), &actions, deltas).await?;
+    crate::actions::replay(&mut cx, &*live.actions, &actions).await?;
     tracing::debug!(
         accounts = accounts.len(),
         accounts_ms,
@@ -135,7 +141,12 @@ impl Linked for Links<'_> {
         ids: &[SessionId],
         deltas: &mut Deltas,
     ) -> Result<(), Error> {
-        crate::sessions::replay(tx, &*self.0.sessions, self, ids, deltas).await
+        let mut cx = Replay {
+            tx,
+            links: self,
+            deltas,
+        };
+        crate::sessions::replay(&mut cx, &*self.0.sessions, ids).await
     }
 
     async fn drop_group(

@@ -299,12 +299,11 @@ impl Migration {
 /// journaled later or in the same round) is replayed before the session,
 /// so no link the key-value store holds is dropped as dangling.
 pub(crate) async fn replay(
-    tx: &mut dyn Tx,
+    cx: &mut crate::shared::Replay<'_>,
     live: &dyn store_sessions::Store,
-    links: &dyn crate::shared::Linked,
     ids: &[SessionId],
-    deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
+    let (tx, links, deltas) = (&mut *cx.tx, cx.links, &mut *cx.deltas);
     let batch = read_with_founders(tx, live, ids).await?;
     let present: Vec<Session> = batch.iter().filter_map(|(_, s)| s.clone()).collect();
     let linked = account_ids(tx, &present).await?;

@@ -196,6 +196,18 @@ pub(crate) fn session_alias(bytes: Vec<u8>) -> Result<SessionId, Error> {
     Ok(SessionId(alias))
 }
 
+/// What a store's replay works in besides its live store and its keys:
+/// the open transaction, the other stores' answers ([`Linked`]) and the
+/// count of rows it changes.
+pub(crate) struct Replay<'a> {
+    /// The migration's transaction.
+    pub(crate) tx: &'a mut dyn Tx,
+    /// The replays of the stores this one links to.
+    pub(crate) links: &'a dyn Linked,
+    /// Rows changed, by table.
+    pub(crate) deltas: &'a mut Deltas,
+}
+
 /// What one store's replay asks of the stores it links to (docs/design.md
 /// §7.4): a record it links to that SQL does not hold yet (created a moment
 /// before, journaled later or in the same round) is replayed first, so no

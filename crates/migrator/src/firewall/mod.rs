@@ -32,7 +32,7 @@ use crate::Error;
 mod replay;
 
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
-use crate::diff::{diff_fields, read_back};
+use crate::diff::{diff_fields, verify_written};
 use crate::feed::Sink;
 use crate::shared::sequence_past;
 pub(crate) use replay::{delete_group, replay};
@@ -416,37 +416,25 @@ async fn write_entries(
     )
     .await
     .map_err(|e| collision(e, "kv-store entries"))?;
-    verify_entries(tx, &written, first, *next_id - 1).await?;
+    let ids = (first, *next_id - 1);
+    let load = load_entries(tx, Some(ids));
+    verify_written("kv-store entries", written.iter(), ids, load, check_entry).await?;
     report.kv_entries += written.len() as u64;
     Ok(())
 }
 
-async fn verify_entries(
-    tx: &mut dyn Tx,
-    written: &[KvEntry],
-    first: i64,
-    last: i64,
-) -> Result<(), Error> {
-    let read = read_back(
-        "kv-store entries",
-        first,
-        last,
-        written.len(),
-        load_entries(tx, Some((first, last))),
-    )
-    .await?;
-    // An empty value equals an absent one: the loader reads both as empty.
-    for (kv, sql) in written.iter().zip(&read) {
-        if kv != sql {
-            let mut d = crate::diff::Diff::default();
-            diff_fields!(d, kv, sql, [perm, rule, group, feature, key, value]);
-            return Err(Error::Mismatch {
-                record: format!("kv-store entry {:?} of rule {:?}", kv.key, kv.rule),
-                diff: d.finish().unwrap_or_default(),
-            });
-        }
+/// Refuses an entry read back unlike the one written. An empty value
+/// equals an absent one: the loader reads both as empty.
+fn check_entry(kv: &KvEntry, sql: &KvEntry) -> Result<(), Error> {
+    if kv == sql {
+        return Ok(());
     }
-    Ok(())
+    let mut d = crate::diff::Diff::default();
+    diff_fields!(d, kv, sql, [perm, rule, group, feature, key, value]);
+    Err(Error::Mismatch {
+        record: format!("kv-store entry {:?} of rule {:?}", kv.key, kv.rule),
+        diff: d.finish().unwrap_or_default(),
+    })
 }
 
 async fn write_pairs(
