@@ -18,8 +18,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use migrator::schema::STEPS;
 use sea_query::{SimpleExpr, Value};
-use sqldb::schema::STEPS;
 use sqldb::{Db, Dialect};
 use store_accounts::kv::{Entry, decode_entry};
 use store_sessions::kv::{SESSIONS_TREE, decode_session};

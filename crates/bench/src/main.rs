@@ -310,7 +310,7 @@ async fn phase_limit(args: &Args, loader: limit::Loader) -> Result<(), BoxError>
     let kv = args.kv.as_ref().ok_or("--kv")?;
     let db = open(args.target.as_deref().ok_or("--target")?).await?;
     // The schema before the key-value step, as the migration finds it.
-    let before: Vec<_> = sqldb::schema::STEPS
+    let before: Vec<_> = migrator::schema::STEPS
         .iter()
         .copied()
         .filter(|s| s.version < sqldb::schema::KV_TO_SQL_VERSION)

@@ -66,6 +66,7 @@ pub mod replay;
 mod retire;
 pub mod rules;
 mod run;
+pub mod schema;
 mod sessions;
 mod shared;
 pub mod staging;

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqldb::migrate::Migrator;
 use sqldb::schema::KV_TO_SQL_VERSION;
 use sqldb::{Db, Tx, TxMode};
 use tokio::sync::OwnedRwLockWriteGuard;
@@ -298,7 +297,7 @@ pub(crate) async fn copy_and_cut_over(
     );
     // The first transaction: the copy, the later schema steps and the
     // catch-up of the copy's backlog, committed as staged while writers run.
-    let run = Migrator::new()
+    let run = crate::schema::runner()
         .code_step(KV_TO_SQL_VERSION, &step)
         .lock_wait(opts.lock_wait)
         .through(KV_TO_SQL_VERSION)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use sqldb::Db;
-use sqldb::migrate::{Migrator, Preflight};
+use sqldb::migrate::Preflight;
 use sqldb::schema::KV_TO_SQL_VERSION;
 use tombstone::{KvOptions, MigrationSource, Status};
 
@@ -161,7 +161,7 @@ pub async fn inspect_target(db: &Db) -> Result<TargetFacts, Error> {
 
 /// What the decision needs of the target, and its preflight.
 pub(crate) async fn target_facts(db: &Db) -> Result<(TargetFacts, Preflight), Failure> {
-    let pre = Migrator::new()
+    let pre = crate::schema::runner()
         .preflight(db)
         .await
         .map_err(|e| Failure::before_any_write(Error::Schema(e)))?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use chrono::Utc;
-use sqldb::migrate::Migrator;
+
 use sqldb::{Db, DbError, Tx};
 use tombstone::{KvOptions, Mark, MigrationSource, Status};
 
@@ -68,7 +68,7 @@ pub(crate) async fn later_steps(
     tombstone: TombstoneState,
 ) -> Outcome {
     let mut later = Vec::new();
-    let unfinished = match Migrator::new()
+    let unfinished = match crate::schema::runner()
         .lock_wait(opts.lock_wait)
         .run_into(db, &mut later)
         .await
@@ -125,7 +125,7 @@ async fn prove_target(
     counts: bool,
 ) -> Result<[u8; 16], ProofError> {
     let fresh = db.reopen().await.map_err(ProofError::Connect)?;
-    let pre = Migrator::new()
+    let pre = crate::schema::runner()
         .preflight(&fresh)
         .await
         .map_err(ProofError::Preflight)?;
@@ -221,7 +221,7 @@ pub async fn retry_pending_tombstone(
     if pending.is_empty() {
         return Ok(out);
     }
-    let identity = Migrator::new()
+    let identity = crate::schema::runner()
         .preflight(db)
         .await
         .map_err(Error::Schema)?

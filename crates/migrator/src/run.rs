@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sqldb::Db;
-use sqldb::migrate::Migrator;
+
 use sqldb::schema::KV_TO_SQL_VERSION;
 use tombstone::{KvDb, KvOptions, MigrationSource};
 use tracing::Instrument;
@@ -256,7 +256,7 @@ async fn copy_offline(
     tracing::info!("migrating every store in one transaction");
     let step = KvToSql::new(source.clone(), facts.clone(), opts.clone(), progress);
     let mut applied = Vec::new();
-    let runner = Migrator::new()
+    let runner = crate::schema::runner()
         .code_step(KV_TO_SQL_VERSION, &step)
         .lock_wait(opts.lock_wait)
         // The later steps run inside the code step, over its data.

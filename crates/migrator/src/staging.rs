@@ -1,5 +1,5 @@
 //! The staged copy of an online migration (docs/design.md §7.3), table
-//! `nodestore_online_staging` (schema step 10).
+//! `nodestore_online_staging`, made by schema step 10 ([`STEP`]).
 //!
 //! An online migration commits its bulk copy in a first transaction, with
 //! a row here naming the source, while the node keeps writing to the
@@ -20,6 +20,14 @@ use crate::record::table_exists;
 
 /// The table's name.
 const TABLE: &str = "nodestore_online_staging";
+
+/// The step that makes the table (nodestore's step 10, the file
+/// `migrations/0010_online_staging.sql`), in [`crate::schema::STEPS`].
+pub const STEP: sqldb::schema::Step = sqldb::schema::Step {
+    version: 10,
+    name: "online_staging",
+    kind: sqldb::schema::StepKind::Sql(include_str!("../../../migrations/0010_online_staging.sql")),
+};
 
 #[derive(Iden)]
 #[iden = "nodestore_online_staging"]
@@ -161,7 +169,7 @@ pub(crate) async fn discard(db: &Db, identity: [u8; 16], force: bool) -> Result<
                         .into(),
                 });
             }
-            sqldb::migrate::drop_known_tables(tx).await?;
+            sqldb::migrate::drop_known_tables(tx, crate::schema::STEPS).await?;
             tracing::warn!(
                 source = %staged.source_path,
                 staged_at = %staged

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqldb::migrate::{CodeStep, Migrator};
+use sqldb::migrate::CodeStep;
 use sqldb::schema::KV_TO_SQL_VERSION;
 use sqldb::{BoxError, Tx};
 use tokio::task::JoinHandle;
@@ -221,7 +221,7 @@ impl<'a> KvToSql<'a> {
                 // database whose source is retired (docs/design.md §5.8). An
                 // online copy applies them at its start (`begin_live_copy`).
                 let t = Instant::now();
-                let later = Migrator::new()
+                let later = crate::schema::runner()
                     .apply_steps_after(tx, KV_TO_SQL_VERSION)
                     .await
                     .map_err(Error::Schema)?;
@@ -351,7 +351,7 @@ impl KvToSql<'_> {
         tx: &mut dyn Tx,
         online: &online::Online,
     ) -> Result<live::Live, Error> {
-        let later = Migrator::new()
+        let later = crate::schema::runner()
             .apply_steps_after(tx, KV_TO_SQL_VERSION)
             .await
             .map_err(Error::Schema)?;

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{Duration, TimeZone, Utc};
 use common::{Kv, Lcg, Snapshot, another, is_live, migrate_and_compare};
 use migrator::{Error, Options, Progress, ProgressEvent};
-use sqldb::migrate::Migrator;
 use sqldb::schema::KV_TO_SQL_VERSION;
 use sqldb::sea_query::{Alias, Expr, ExprTrait, Query};
 use sqldb::{BoxError, TxExt};
@@ -348,7 +347,7 @@ async fn failure_after_n_accounts_leaves_nothing_behind(fx: &SqlFixture) {
         "two chunks were written before the failure"
     );
     assert_eq!(count_accounts(&db).await, 0, "no migrated rows survive");
-    let applied = Migrator::new().applied(&db).await.unwrap();
+    let applied = migrator::schema::runner().applied(&db).await.unwrap();
     assert!(
         applied.iter().all(|s| s.version != KV_TO_SQL_VERSION),
         "the code step is not recorded"
@@ -357,7 +356,7 @@ async fn failure_after_n_accounts_leaves_nothing_behind(fx: &SqlFixture) {
     KvDb::open(&kv.path, &KvOptions::default()).unwrap();
 
     let (_, outcome) = migrate_and_compare(fx, &kv).await;
-    let after: Vec<i64> = sqldb::schema::STEPS
+    let after: Vec<i64> = migrator::schema::STEPS
         .iter()
         .map(|s| s.version)
         .filter(|v| *v >= KV_TO_SQL_VERSION)
@@ -488,7 +487,7 @@ async fn a_target_with_accounts_is_refused(fx: &SqlFixture) {
     let db = fx.open().await;
     // Apply the SQL steps only (the code step has no implementation here),
     // then put an account in by hand.
-    assert!(Migrator::new().run(&db).await.is_err());
+    assert!(migrator::schema::runner().run(&db).await.is_err());
     SqlStore::new(db.clone())
         .new_account(1, None, "already here")
         .await

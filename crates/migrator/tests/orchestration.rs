@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use common::{Kv, is_live};
 use migrator::{MarkWriter, Options, Retry, TombstoneMark};
-use sqldb::migrate::Migrator;
 use store_accounts::Store as _;
 use testkit::sql::{SqlFixture, postgres, sqlite};
 use tombstone::{KvDb, KvOptions, Mark};
@@ -52,12 +51,16 @@ async fn dry_run_migrates_and_verifies_then_keeps_nothing(fx: &SqlFixture) {
     assert_eq!(outcome.report.accounts.accounts, 3);
     assert_eq!(
         outcome.applied_steps.len(),
-        sqldb::schema::STEPS.len(),
+        migrator::schema::STEPS.len(),
         "what a real run would apply"
     );
     assert_eq!(outcome.tombstone, migrator::TombstoneState::NotWritten);
     assert!(
-        Migrator::new().applied(&db).await.unwrap().is_empty(),
+        migrator::schema::runner()
+            .applied(&db)
+            .await
+            .unwrap()
+            .is_empty(),
         "no step kept"
     );
     assert!(migrator::records(&db).await.unwrap().is_empty());
@@ -87,7 +90,13 @@ async fn dry_run_migrates_and_verifies_then_keeps_nothing(fx: &SqlFixture) {
         "{err}"
     );
     assert_eq!(err.data, migrator::DataState::NotWritten);
-    assert!(Migrator::new().applied(&db).await.unwrap().is_empty());
+    assert!(
+        migrator::schema::runner()
+            .applied(&db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn the_record_names_the_source_and_what_moved(fx: &SqlFixture) {

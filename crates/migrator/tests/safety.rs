@@ -22,7 +22,7 @@ use testkit::files::copy_dir;
 use chrono::{Duration, Utc};
 use common::{Kv, is_live};
 use migrator::{DataState, Error, Options, OutcomeKind, TombstoneState};
-use sqldb::migrate::{MigrateError, Migrator};
+use sqldb::migrate::MigrateError;
 use sqldb::{Db, Sql};
 use store_accounts::{Hash, Store as _};
 use store_actions::{AddAction, Store as _};
@@ -223,7 +223,11 @@ async fn foreign_or_unrecorded_tables_are_refused_before_any_write(fx: &SqlFixtu
         }
         assert!(err.schema_steps.is_empty());
         assert!(
-            Migrator::new().applied(&db).await.unwrap().is_empty(),
+            migrator::schema::runner()
+                .applied(&db)
+                .await
+                .unwrap()
+                .is_empty(),
             "no tracking table was created"
         );
         assert!(is_live(&kv.path));
@@ -241,7 +245,7 @@ async fn a_later_step_that_fails_fails_the_run_before_the_tombstone(fx: &SqlFixt
     let seq = write_seq(&kv.path);
     let db = fx.open().await;
     // Steps before the key-value step, then an index in the way of step 8.
-    Migrator::new()
+    migrator::schema::runner()
         .through(sqldb::schema::KV_TO_SQL_VERSION - 1)
         .run(&db)
         .await
@@ -259,7 +263,7 @@ async fn a_later_step_that_fails_fails_the_run_before_the_tombstone(fx: &SqlFixt
     assert!(is_live(&kv.path), "the source stays live");
     assert_eq!(write_seq(&kv.path), seq);
     assert_eq!(rows(&db, "actions").await, 0, "nothing committed");
-    let applied: Vec<i64> = Migrator::new()
+    let applied: Vec<i64> = migrator::schema::runner()
         .applied(&db)
         .await
         .unwrap()
@@ -285,7 +289,7 @@ async fn a_later_step_that_fails_fails_the_run_before_the_tombstone(fx: &SqlFixt
     assert_eq!(done.kind, OutcomeKind::Migrated);
     assert!(done.is_complete(), "{done:?}");
     assert!(!is_live(&kv.path));
-    let after: Vec<i64> = sqldb::schema::STEPS
+    let after: Vec<i64> = migrator::schema::STEPS
         .iter()
         .map(|s| s.version)
         .filter(|v| *v >= sqldb::schema::KV_TO_SQL_VERSION)
@@ -638,7 +642,13 @@ async fn a_source_held_by_a_running_node_is_reported_with_its_path(fx: &SqlFixtu
         "{err}"
     );
     drop(node);
-    assert!(Migrator::new().applied(&db).await.unwrap().is_empty());
+    assert!(
+        migrator::schema::runner()
+            .applied(&db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A dry run keeps nothing, and its outcome never claims a migration.
@@ -836,7 +846,11 @@ mod stopped_server {
                 let url = testkit::pg::with_dbname(&server.url(), &dbname);
                 let db = connect(&url).await;
                 if step > 1 {
-                    Migrator::new().through(step - 1).run(&db).await.unwrap();
+                    migrator::schema::runner()
+                        .through(step - 1)
+                        .run(&db)
+                        .await
+                        .unwrap();
                 }
                 server.cluster.stop_now().unwrap();
                 let err = migrate(&kv, &db, &Options::default()).await.unwrap_err();

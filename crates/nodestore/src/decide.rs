@@ -12,8 +12,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use migrator::schema::STEPS;
 use migrator::{Plan, SourceFacts, TargetFacts};
-use sqldb::schema::{KV_TO_SQL_VERSION, STEPS};
+use sqldb::schema::KV_TO_SQL_VERSION;
 use tombstone::Status;
 
 use crate::{Config, MigrationPolicy};

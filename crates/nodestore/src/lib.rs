@@ -56,7 +56,7 @@ pub use error::{Error, ImportRefusal, json_text};
 use decide::{OpenPlan, Refusal};
 use migrator::{Retry, TombstoneMark};
 use sqldb::Db;
-use sqldb::migrate::{Migrator, NoLegacyData};
+use sqldb::migrate::NoLegacyData;
 use sqldb::schema::KV_TO_SQL_VERSION;
 use tombstone::{KvDb, KvOptions};
 use tracing::Instrument;
@@ -614,7 +614,7 @@ impl Stores {
 
 /// Applies the schema steps on a node without key-value data.
 async fn apply_schema(db: &Db) -> Result<Vec<i64>> {
-    let report = Migrator::new()
+    let report = migrator::schema::runner()
         .code_step(KV_TO_SQL_VERSION, &NoLegacyData)
         .run(db)
         .await?;

@@ -54,7 +54,7 @@ fn version() -> String {
         "{} (commit {}, writes schema version {})",
         env!("CARGO_PKG_VERSION"),
         env!("NODESTORE_COMMIT"),
-        sqldb::schema::STEPS.last().map_or(0, |s| s.version)
+        migrator::schema::STEPS.last().map_or(0, |s| s.version)
     )
 }
 

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use sqldb::migrate::Migrator;
-use sqldb::schema::STEPS;
+
+use migrator::schema::STEPS;
 use tombstone::Status;
 
 use crate::decide::{SqlSide, decide};
@@ -192,8 +192,8 @@ pub async fn status(config: &Config) -> Result<NodeStatus> {
             open_would,
         });
     };
-    let applied = Migrator::new().applied(&db).await?;
-    let notes = Migrator::new().notes(&db).await?;
+    let applied = migrator::schema::runner().applied(&db).await?;
+    let notes = migrator::schema::runner().notes(&db).await?;
     let records = migrator::records(&db).await?;
     let staged = migrator::staging::staged(&db).await?;
     let sql = SqlStatus {

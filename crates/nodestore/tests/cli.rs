@@ -190,7 +190,7 @@ async fn a_dry_run_keeps_nothing(fx: &SqlFixture) {
     ));
     let db = fx.open().await;
     assert!(
-        sqldb::migrate::Migrator::new()
+        migrator::schema::runner()
             .applied(&db)
             .await
             .unwrap()
@@ -473,7 +473,7 @@ async fn a_later_step_failing_fails_the_migration_and_keeps_the_source(fx: &SqlF
     let kv = small_kv(dir.path()).await;
     let to = target(fx);
     let db = fx.open().await;
-    sqldb::migrate::Migrator::new()
+    migrator::schema::runner()
         .through(sqldb::schema::KV_TO_SQL_VERSION - 1)
         .run(&db)
         .await
@@ -603,7 +603,7 @@ testkit::backend_tests!(postgres => postgres;
 async fn the_version_names_the_commit_and_the_schema() {
     let out = nodestore(&["--version"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let last = sqldb::schema::STEPS.last().unwrap().version;
+    let last = migrator::schema::STEPS.last().unwrap().version;
     assert!(
         out.stdout
             .starts_with(&format!("nodestore {} (commit ", env!("CARGO_PKG_VERSION"))),

@@ -68,7 +68,7 @@ async fn litd_made(fx: &SqlFixture, dir: &Path) -> nodestore::dump::Dump {
         "every store holds data"
     );
     drop(stores);
-    for table in sqldb::schema::tables_of_steps(2..=6).into_keys() {
+    for table in sqldb::schema::tables_of_steps(migrator::schema::STEPS, 2..=6).into_keys() {
         let rows = db
             .read(|tx| {
                 let table = table.clone();
@@ -162,7 +162,7 @@ async fn a_database_litd_made_is_adopted_and_serves_the_same_records(fx: &SqlFix
     let applied = stores.report.applied_steps.clone();
     assert_eq!(
         applied,
-        sqldb::schema::STEPS
+        migrator::schema::STEPS
             .iter()
             .map(|s| s.version)
             .collect::<Vec<_>>(),

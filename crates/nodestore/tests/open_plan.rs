@@ -161,7 +161,7 @@ async fn without_a_key_value_database_the_schema_is_made() {
     let stores = opened.unwrap();
     assert_eq!(
         stores.report.applied_steps.len(),
-        sqldb::schema::STEPS.len()
+        migrator::schema::STEPS.len()
     );
     stores.close().await.unwrap();
     let (said, opened) = says_then_opens(&c).await;

@@ -305,7 +305,7 @@ async fn defer_keeps_running_on_kv_and_records_nothing(fx: &SqlFixture) {
     assert_eq!(stores.accounts.accounts().await.unwrap().len(), 1);
     drop(stores);
     let db = nodestore::connect(&backend(fx)).await.unwrap().unwrap();
-    let applied = sqldb::migrate::Migrator::new().applied(&db).await.unwrap();
+    let applied = migrator::schema::runner().applied(&db).await.unwrap();
     assert!(
         applied
             .iter()

@@ -1,5 +1,5 @@
 //! SQL databases for nodestore: SQLite and PostgreSQL behind one executor
-//! interface, the schema, and the runner that applies it.
+//! interface, schema steps, and the runner that applies a list of them.
 //!
 //! # What this crate is
 //! The layer every SQL store backend is written on. Store crates build
@@ -13,8 +13,10 @@
 //! - [`SqliteDb`]: connections on worker threads (rusqlite never runs on the
 //!   async executor), one writer taking `BEGIN IMMEDIATE`, WAL readers.
 //! - [`PostgresDb`]: a deadpool-postgres pool built from a connection URL.
-//! - [`schema`]: the steps, written once in a portable dialect and adapted
-//!   per backend by a documented rule.
+//! - [`schema`]: what a step is, written once in a portable dialect and
+//!   adapted per backend by a documented rule; step 1 and this crate's own
+//!   steps. Each store declares its tables' steps, and the migrator
+//!   composes nodestore's list (`migrator::schema::STEPS`).
 //! - [`migrate`]: the runner with checksums, refusals and locking.
 //! - [`time`]: timestamps in UTC with microsecond precision on both backends.
 //!
@@ -36,19 +38,22 @@
 #![cfg_attr(feature = "sqlite", doc = "```")]
 #![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! use sqldb::{Db, SqliteDb, SqliteOptions, migrate::{Migrator, NoLegacyData}};
+//! use sqldb::migrate::Migrator;
+//! use sqldb::schema::{Step, StepKind};
+//! use sqldb::{Db, SqliteDb, SqliteOptions};
 //!
+//! static STEPS: &[Step] = &[Step {
+//!     version: 1,
+//!     name: "notes",
+//!     kind: StepKind::Sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"),
+//! }];
 //! let dir = tempfile::tempdir().unwrap();
 //! let db: Db = SqliteDb::open(dir.path().join("node.db"), SqliteOptions::default())
 //!     .await
 //!     .unwrap()
 //!     .into();
-//! let report = Migrator::new()
-//!     .code_step(sqldb::schema::KV_TO_SQL_VERSION, &NoLegacyData)
-//!     .run(&db)
-//!     .await
-//!     .unwrap();
-//! assert_eq!(report.applied.len(), sqldb::schema::STEPS.len());
+//! let report = Migrator::with_steps(STEPS).run(&db).await.unwrap();
+//! assert_eq!(report.applied.len(), 1);
 //! # });
 //! ```
 

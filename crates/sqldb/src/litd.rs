@@ -204,11 +204,15 @@ pub enum Refusal {
     Tracking(String),
 }
 
-/// Checks that `shape` is litd's schema at [`LATEST`]: exactly its tables,
+/// Checks that `shape` is litd's schema at [`LATEST`], as `steps` (the
+/// runner's) make it: exactly its tables,
 /// each with exactly its columns (the tracking tables apart). The first
 /// difference is the refusal, naming the table and the column.
-pub fn check_shape(shape: &crate::introspect::Shape) -> Result<(), Refusal> {
-    let expected = crate::schema::tables_of_steps(FIRST_STEP..=FIRST_STEP + LATEST - 2);
+pub fn check_shape(
+    shape: &crate::introspect::Shape,
+    steps: &[crate::schema::Step],
+) -> Result<(), Refusal> {
+    let expected = crate::schema::tables_of_steps(steps, FIRST_STEP..=FIRST_STEP + LATEST - 2);
     for (table, columns) in &expected {
         let Some(found) = shape.tables.get(table) else {
             return Err(Refusal::Differs {

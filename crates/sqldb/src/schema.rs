@@ -1,14 +1,24 @@
-//! The schema: one ordered list of steps, written once, adapted per dialect.
+//! Schema steps: what one is, how it is checksummed, and how it is
+//! written once and adapted per dialect.
 //!
 //! # Steps
 //! Every step has a version (1, 2, 3, … without gaps), a name and a kind: a
 //! SQL file from `migrations/` embedded at compile time, or a code step, a
 //! Rust function the caller supplies to the [runner](crate::migrate) that
-//! gets the open transaction. Step 1 is nodestore's own bookkeeping: the
-//! database's identity and the record of key-value migrations. Version 7 is
-//! the code step that moves a node's
-//! key-value data into SQL (LiT's `kvdb_to_sql`); it has no SQL
-//! and no down step, so a downgrade can never undo and re-run it.
+//! gets the open transaction.
+//!
+//! # Who owns which step
+//! Each crate declares the steps that make its tables, beside the
+//! identifiers of those tables: this crate declares step 1, nodestore's
+//! own bookkeeping ([`NODESTORE`]: the database's identity and the record
+//! of key-value migrations), the slot of the code step 7 ([`KV_TO_SQL`])
+//! and its builtin step 11 ([`SQLITE_GO_TIME_TEXT`]); each store crate
+//! declares its tables' steps in its `sql::schema` module; the migrator
+//! declares its staging table's step and composes them all, in order, into
+//! the one list the runner is given (`migrator::schema::STEPS`,
+//! docs/design.md §3.1). Step 7 moves a node's key-value data into SQL
+//! (LiT's `kvdb_to_sql`); it has no SQL and no down step, so a downgrade
+//! can never undo and re-run it.
 //!
 //! # The portable dialect
 //! The files are written once, in SQL that SQLite runs as it is. For
@@ -125,77 +135,35 @@ impl Step {
 /// The version of the key-value to SQL code step.
 pub const KV_TO_SQL_VERSION: i64 = 7;
 
-/// Every step of nodestore's schema, in order.
-pub static STEPS: &[Step] = &[
-    Step {
-        version: 1,
-        name: "nodestore",
-        kind: StepKind::Sql(include_str!("../../../migrations/0001_nodestore.sql")),
-    },
-    Step {
-        version: 2,
-        name: "accounts",
-        kind: StepKind::Sql(include_str!("../../../migrations/0002_accounts.sql")),
-    },
-    Step {
-        version: 3,
-        name: "sessions",
-        kind: StepKind::Sql(include_str!("../../../migrations/0003_sessions.sql")),
-    },
-    Step {
-        version: 4,
-        name: "kvstores",
-        kind: StepKind::Sql(include_str!("../../../migrations/0004_kvstores.sql")),
-    },
-    Step {
-        version: 5,
-        name: "privacy_pairs",
-        kind: StepKind::Sql(include_str!("../../../migrations/0005_privacy_pairs.sql")),
-    },
-    Step {
-        version: 6,
-        name: "actions",
-        kind: StepKind::Sql(include_str!("../../../migrations/0006_actions.sql")),
-    },
-    Step {
-        version: KV_TO_SQL_VERSION,
-        name: "kvdb_to_sql",
-        kind: StepKind::Code,
-    },
-    Step {
-        version: 8,
-        name: "actions_list_indexes",
-        kind: StepKind::Sql(include_str!(
-            "../../../migrations/0008_actions_list_indexes.sql"
-        )),
-    },
-    Step {
-        version: 9,
-        name: "actions_actor_method_indexes",
-        kind: StepKind::Sql(include_str!(
-            "../../../migrations/0009_actions_actor_method_indexes.sql"
-        )),
-    },
-    Step {
-        version: 10,
-        name: "online_staging",
-        kind: StepKind::Sql(include_str!("../../../migrations/0010_online_staging.sql")),
-    },
-    Step {
-        version: 11,
-        name: "sqlite_go_time_text",
-        kind: StepKind::Builtin(Builtin::GoTimeText),
-    },
-];
+/// Step 1, nodestore's own bookkeeping: the database's identity and the
+/// record of key-value migrations.
+pub const NODESTORE: Step = Step {
+    version: 1,
+    name: "nodestore",
+    kind: StepKind::Sql(include_str!("../../../migrations/0001_nodestore.sql")),
+};
 
-/// Every table the steps create, with the runner's tracking table: a
-/// database holding any other table was not made by nodestore, and the
-/// runner refuses to write into it (see [`crate::migrate`]).
-pub fn known_tables() -> Vec<String> {
-    known_tables_of(STEPS)
-}
+/// The slot of the code step that moves a node's key-value data into SQL
+/// (LiT's `kvdb_to_sql`): the caller supplies its implementation
+/// ([`crate::migrate::Migrator::code_step`]).
+pub const KV_TO_SQL: Step = Step {
+    version: KV_TO_SQL_VERSION,
+    name: "kvdb_to_sql",
+    kind: StepKind::Code,
+};
 
-/// [`known_tables`] of another step list (the runner's own).
+/// Step 11, this crate's own: SQLite's timestamps rewritten in Go's text
+/// form ([`Builtin::GoTimeText`]).
+pub const SQLITE_GO_TIME_TEXT: Step = Step {
+    version: 11,
+    name: "sqlite_go_time_text",
+    kind: StepKind::Builtin(Builtin::GoTimeText),
+};
+
+/// Every table `steps` create, with the runner's tracking tables (its own
+/// and litd's): a database holding any other table was not made by
+/// nodestore, and the runner refuses to write into it (see
+/// [`crate::migrate`]).
 pub fn known_tables_of(steps: &[Step]) -> Vec<String> {
     let mut out = vec![
         crate::migrate::TRACKING_TABLE.to_owned(),
@@ -210,13 +178,15 @@ pub fn known_tables_of(steps: &[Step]) -> Vec<String> {
     out
 }
 
-/// The tables the SQL steps `versions` create, each with its columns in
-/// declaration order: what litd's schema holds (crate::litd).
+/// The tables the SQL steps of `steps` numbered `versions` create, each
+/// with its columns in declaration order: what litd's schema holds
+/// (crate::litd).
 pub fn tables_of_steps(
+    steps: &[Step],
     versions: std::ops::RangeInclusive<i64>,
 ) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut out = std::collections::BTreeMap::new();
-    for step in STEPS.iter().filter(|s| versions.contains(&s.version)) {
+    for step in steps.iter().filter(|s| versions.contains(&s.version)) {
         if let StepKind::Sql(sql) = step.kind {
             out.extend(table_columns(sql));
         }
@@ -534,80 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn known_tables_are_every_created_table() {
-        let t = known_tables();
-        for name in [
-            "nodestore_schema_steps",
-            "nodestore_database",
-            "nodestore_kv_migrations",
-            "accounts",
-            "kvstores",
-            "actions",
-            "session_privacy_flags",
-        ] {
-            assert!(t.iter().any(|x| x == name), "{name} in {t:?}");
-        }
-        assert!(!t.iter().any(|x| x == "if"), "{t:?}");
-    }
-
-    #[test]
-    fn steps_are_contiguous_and_named_once() {
-        for (i, step) in STEPS.iter().enumerate() {
-            assert_eq!(
-                step.version,
-                i as i64 + 1,
-                "step {} out of order",
-                step.name
-            );
-        }
-        let mut names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), STEPS.len(), "step names must be unique");
-        assert_eq!(STEPS[KV_TO_SQL_VERSION as usize - 1].kind, StepKind::Code);
-    }
-
-    /// Every file in `migrations/` is one step, under its version and name,
-    /// and every SQL step is a file: a file no step embeds fails here
-    /// instead of being skipped silently.
-    #[test]
-    fn every_migration_file_is_exactly_one_step() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-        let mut files: Vec<(i64, String, String)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|f| f.ends_with(".sql"))
-            .map(|f| {
-                let (num, rest) = f.split_once('_').expect("NNNN_name.sql");
-                let name = rest.trim_end_matches(".sql").to_owned();
-                let body = std::fs::read_to_string(dir.join(&f)).unwrap();
-                (num.parse().expect("numeric prefix"), name, body)
-            })
-            .collect();
-        files.sort();
-        let sql_steps: Vec<(i64, String, String)> = STEPS
-            .iter()
-            .filter_map(|s| match s.kind {
-                StepKind::Sql(sql) => Some((s.version, s.name.to_owned(), sql.to_owned())),
-                StepKind::Code | StepKind::Builtin(_) => None,
-            })
-            .collect();
-        assert_eq!(files, sql_steps);
-    }
-
-    #[test]
-    fn litd_tables_and_columns_are_read_from_the_steps() {
-        let t = tables_of_steps(2..=6);
-        assert_eq!(
-            t.get("account_indices"),
-            Some(&vec!["name".to_owned(), "value".to_owned()])
-        );
-        let actions = &t["actions"];
-        assert_eq!(actions.first().map(String::as_str), Some("id"));
-        assert!(actions.iter().any(|c| c == "error_reason"), "{actions:?}");
-        assert!(t.contains_key("kvstores") && t.contains_key("privacy_pairs"));
-        assert!(!t.contains_key("nodestore_database"));
-        // A table constraint is not a column.
+    fn a_table_constraint_is_not_a_column() {
         let c = table_columns("CREATE TABLE x (a INT, b TEXT, UNIQUE (a, b), CHECK (a > 0));");
         assert_eq!(
             c,
@@ -640,25 +537,6 @@ mod tests {
             step("SELECT 'a  b';").checksum(),
             step("SELECT 'a b';").checksum()
         );
-    }
-
-    #[test]
-    fn earlier_whole_file_checksums_are_accepted_for_their_steps_only() {
-        for (version, name, hex) in EARLIER_CHECKSUMS {
-            let step = STEPS
-                .iter()
-                .find(|s| s.version == *version && s.name == *name)
-                .expect("an earlier checksum names a step");
-            let bytes: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
-            assert!(step.accepts(&bytes));
-            assert!(step.accepts(&step.checksum()));
-            let other = STEPS.iter().find(|s| s.version != *version).unwrap();
-            assert!(!other.accepts(&bytes), "accepted for another step");
-        }
-        assert!(!STEPS[0].accepts(&[0u8; 32]));
     }
 
     #[test]

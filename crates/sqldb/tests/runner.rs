@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use migrator::schema::STEPS;
 use sqldb::migrate::{CodeStep, MigrateError, Migrator, NoLegacyData};
-use sqldb::schema::{KV_TO_SQL_VERSION, STEPS, Step, StepKind};
+use sqldb::schema::{KV_TO_SQL_VERSION, Step, StepKind};
 use sqldb::sea_query::{Alias, Expr, ExprTrait, Query};
 use sqldb::{BoxError, Db, Tx, TxExt, introspect};
 use testkit::sql::{SqlFixture, postgres, sqlite};
 
 fn nodestore() -> Migrator<'static> {
-    Migrator::new().code_step(KV_TO_SQL_VERSION, &NoLegacyData)
+    migrator::schema::runner().code_step(KV_TO_SQL_VERSION, &NoLegacyData)
 }
 
 async fn table_names(db: &Db) -> Vec<String> {
@@ -71,7 +72,7 @@ async fn rehearsal_runs_every_step_and_keeps_nothing(fx: &SqlFixture) {
     let db = fx.open().await;
     let runs = Arc::new(AtomicUsize::new(0));
     let step = SlowCounter(runs.clone());
-    let rehearsal = Migrator::new()
+    let rehearsal = migrator::schema::runner()
         .code_step(KV_TO_SQL_VERSION, &step)
         .rehearse(&db)
         .await
@@ -82,7 +83,7 @@ async fn rehearsal_runs_every_step_and_keeps_nothing(fx: &SqlFixture) {
         table_names(&db).await.is_empty(),
         "nothing kept, not even the tracking table"
     );
-    let failing = Migrator::new()
+    let failing = migrator::schema::runner()
         .code_step(KV_TO_SQL_VERSION, &WritesThenFails)
         .rehearse(&db)
         .await;
@@ -368,7 +369,7 @@ impl CodeStep for WritesThenFails {
 
 async fn failing_code_step_keeps_none_of_its_writes(fx: &SqlFixture) {
     let db = fx.open().await;
-    let err = Migrator::new()
+    let err = migrator::schema::runner()
         .code_step(KV_TO_SQL_VERSION, &WritesThenFails)
         .run(&db)
         .await
@@ -406,7 +407,7 @@ async fn failing_code_step_keeps_none_of_its_writes(fx: &SqlFixture) {
 
 async fn missing_code_step_is_an_error_and_never_recorded(fx: &SqlFixture) {
     let db = fx.open().await;
-    let err = Migrator::new().run(&db).await.unwrap_err();
+    let err = migrator::schema::runner().run(&db).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -417,7 +418,7 @@ async fn missing_code_step_is_an_error_and_never_recorded(fx: &SqlFixture) {
         ),
         "{err:?}"
     );
-    let applied = Migrator::new().applied(&db).await.unwrap();
+    let applied = migrator::schema::runner().applied(&db).await.unwrap();
     assert!(applied.iter().all(|a| a.version != KV_TO_SQL_VERSION));
 }
 
@@ -439,8 +440,8 @@ async fn concurrent_runners_apply_each_step_once(fx: &SqlFixture) {
     let runs = Arc::new(AtomicUsize::new(0));
     let step = SlowCounter(runs.clone());
     let (first, second) = (
-        Migrator::new().code_step(KV_TO_SQL_VERSION, &step),
-        Migrator::new().code_step(KV_TO_SQL_VERSION, &step),
+        migrator::schema::runner().code_step(KV_TO_SQL_VERSION, &step),
+        migrator::schema::runner().code_step(KV_TO_SQL_VERSION, &step),
     );
     let (ra, rb) = tokio::join!(first.run(&a), second.run(&b));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
@@ -497,7 +498,7 @@ async fn litd_tracking_follows_the_steps(fx: &SqlFixture) {
     assert_eq!(litd_view(&db).await.0, None, "step 1 is nodestore's own");
     nodestore().through(4).run(&db).await.unwrap();
     assert_eq!(litd_view(&db).await, (Some((3, false)), vec![1, 2, 3]));
-    let err = Migrator::new()
+    let err = migrator::schema::runner()
         .code_step(KV_TO_SQL_VERSION, &WritesThenFails)
         .run(&db)
         .await

@@ -1,6 +1,6 @@
 //! Fixtures that hand a test an empty SQL database as a [`sqldb::Db`].
 
-use sqldb::migrate::{Migrator, NoLegacyData};
+use sqldb::migrate::NoLegacyData;
 use sqldb::schema::KV_TO_SQL_VERSION;
 use sqldb::{Db, PostgresDb, PostgresOptions, SqliteDb, SqliteOptions};
 
@@ -71,7 +71,7 @@ impl SqlFixture {
     )]
     pub async fn open_migrated(&self) -> Db {
         let db = self.open().await;
-        Migrator::new()
+        migrator::schema::runner()
             .code_step(KV_TO_SQL_VERSION, &NoLegacyData)
             .run(&db)
             .await

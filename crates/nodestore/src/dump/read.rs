@@ -53,7 +53,7 @@ pub async fn dump_sql(db: &sqldb::Db) -> Result<Dump> {
 pub async fn dump_sql_observed(db: &sqldb::Db, observer: Observer) -> Result<Dump> {
     // What the stores' tables are: nodestore's schema, or litd's (read as
     // it is, docs/design.md §3.6); a database with neither is named.
-    let found = sqldb::migrate::Migrator::new().preflight(db).await?;
+    let found = migrator::schema::runner().preflight(db).await?;
     if found.applied.is_empty() && found.litd.is_none() {
         return Err(Error::NoSchema {
             database: db.describe(),

@@ -44,7 +44,7 @@ use chrono::{DateTime, Utc};
 use sea_query::{ExprTrait, Query};
 
 use crate::error::{BoxError, DbError, ErrorKind};
-use crate::schema::{STEPS, Step, StepKind, adapt};
+use crate::schema::{Step, StepKind, adapt};
 use crate::tx::{Db, Dialect, Sql, Tx, TxExt, TxMode};
 
 mod tracking;
@@ -261,19 +261,11 @@ impl std::fmt::Debug for Migrator<'_> {
     }
 }
 
-impl Default for Migrator<'static> {
-    fn default() -> Self {
-        Migrator::new()
-    }
-}
-
 impl<'a> Migrator<'a> {
-    /// A runner for nodestore's own [`STEPS`].
-    pub fn new() -> Migrator<'a> {
-        Migrator::with_steps(STEPS)
-    }
-
-    /// A runner for another step list (tests of the runner itself).
+    /// A runner for `steps`: nodestore's schema (`migrator::schema::STEPS`,
+    /// composed from the steps each crate declares), or another list (tests
+    /// of the runner itself). The list must be ordered, 1-based and
+    /// without gaps ([`MigrateError::InvalidSteps`] otherwise).
     pub fn with_steps(steps: &'a [Step]) -> Migrator<'a> {
         Migrator {
             steps,
@@ -351,7 +343,7 @@ impl<'a> Migrator<'a> {
             if version != crate::litd::LATEST {
                 return Err(crate::litd::Refusal::Version { version }.into());
             }
-            crate::litd::check_shape(&crate::introspect::describe(db).await?)?;
+            crate::litd::check_shape(&crate::introspect::describe(db).await?, self.steps)?;
             return Ok(Preflight {
                 applied,
                 identity,

@@ -7,7 +7,7 @@ use sea_query::{Alias, Iden, Order, PostgresQueryBuilder, Query, SqliteQueryBuil
 
 use super::AppliedStep;
 use crate::error::DbError;
-use crate::schema::adapt;
+use crate::schema::{Step, adapt};
 use crate::tx::{Dialect, Sql, Tx, TxExt};
 
 /// The tracking table's name.
@@ -235,15 +235,15 @@ pub(super) async fn read_applied(tx: &mut dyn Tx) -> Result<Vec<AppliedStep>, Db
         .collect()
 }
 
-/// Drops every table nodestore's steps create, and the tracking table, in
+/// Drops every table `steps` create, and the tracking tables, in
 /// `tx`: the database is empty again, as before the first step. Only for a
 /// database whose data is known to be disposable (an online migration's
 /// staged copy, docs/design.md §7.3); the caller decides that, in the same
 /// transaction. Children go before their parents, so no foreign key is
 /// checked against a dropped table; a table not there is skipped.
-pub async fn drop_known_tables(tx: &mut dyn Tx) -> Result<(), DbError> {
+pub async fn drop_known_tables(tx: &mut dyn Tx, steps: &[Step]) -> Result<(), DbError> {
     let dialect = tx.dialect();
-    for table in crate::schema::known_tables().into_iter().rev() {
+    for table in crate::schema::known_tables_of(steps).into_iter().rev() {
         let mut stmt = Table::drop();
         stmt.table(Alias::new(table)).if_exists();
         let sql = match dialect {

@@ -1,7 +1,17 @@
-//! The accounts tables of schema step 1. Their names never change: applied
+//! The accounts tables, made by schema step 2 ([`STEP`], the file
+//! `migrations/0002_accounts.sql`). Their names never change: applied
 //! schema steps are never edited.
 
+use sqldb::schema::{Step, StepKind};
 use sqldb::sea_query::Iden;
+
+/// The step that makes these tables: nodestore's step 2, litd's version 1.
+/// The migrator puts it in the schema's one ordered list.
+pub const STEP: Step = Step {
+    version: 2,
+    name: "accounts",
+    kind: StepKind::Sql(include_str!("../../../../migrations/0002_accounts.sql")),
+};
 
 /// `accounts`.
 #[derive(Debug, Clone, Copy, Iden)]

@@ -1,6 +1,16 @@
-//! The sessions tables of schema step 2. Their names never change.
+//! The sessions tables, made by schema step 3 ([`STEP`], the file
+//! `migrations/0003_sessions.sql`). Their names never change.
 
 use sea_query::Iden;
+use sqldb::schema::{Step, StepKind};
+
+/// The step that makes these tables: nodestore's step 3, litd's version 2.
+/// The migrator puts it in the schema's one ordered list.
+pub const STEP: Step = Step {
+    version: 3,
+    name: "sessions",
+    kind: StepKind::Sql(include_str!("../../../../migrations/0003_sessions.sql")),
+};
 
 /// `sessions`.
 #[derive(Debug, Clone, Copy, Iden)]
