@@ -45,7 +45,7 @@ use sea_query::{ExprTrait, Query};
 
 use crate::error::{BoxError, DbError, ErrorKind};
 use crate::schema::{Step, StepKind, adapt};
-use crate::tx::{Db, Dialect, Sql, Tx, TxExt, TxMode};
+use crate::tx::{Db, Dialect, Tx, TxExt, TxMode};
 
 mod tracking;
 
@@ -479,7 +479,7 @@ impl<'a> Migrator<'a> {
                 // too; unlocking first hands it over without waiting for
                 // the server to notice.
                 let unlock = conn
-                    .query_sql(Sql::fixed(
+                    .query_sql(crate::tx::Sql::fixed(
                         "SELECT pg_advisory_unlock($1)",
                         vec![ADVISORY_LOCK_KEY.into()],
                     ))
@@ -509,7 +509,7 @@ impl<'a> Migrator<'a> {
         let deadline = Instant::now() + self.lock_wait;
         loop {
             let rows = conn
-                .query_sql(Sql::fixed(
+                .query_sql(crate::tx::Sql::fixed(
                     "SELECT pg_try_advisory_lock($1)",
                     vec![ADVISORY_LOCK_KEY.into()],
                 ))
