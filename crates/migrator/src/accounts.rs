@@ -75,7 +75,7 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
                 let e = Error::Decode {
                     tree: kv::TREE,
                     key: hex::encode(&key),
-                    reason: e.to_string(),
+                    source: e.into(),
                 };
                 if out.skip(&e) {
                     continue;

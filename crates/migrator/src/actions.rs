@@ -43,11 +43,11 @@ pub struct ActionsReport {
     pub account_links_dropped: u64,
 }
 
-fn decode_error(tree: &'static str, key: &[u8], e: impl std::fmt::Display) -> Error {
+fn decode_error(tree: &'static str, key: &[u8], e: impl Into<sqldb::BoxError>) -> Error {
     Error::Decode {
         tree,
         key: hex::encode(key),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 

@@ -20,14 +20,18 @@ pub enum Error {
     #[error("key-value database: {0}")]
     Kv(#[from] tombstone::Error),
     /// A key-value record did not decode.
-    #[error("cannot decode tree {tree}, key {key}: {reason}")]
+    #[error("cannot decode tree {tree}, key {key}: {source}")]
     Decode {
         /// The tree.
         tree: &'static str,
         /// The key, in hex.
         key: String,
-        /// Why.
-        reason: String,
+        /// Why: the codec's or the store's parser's error (a
+        /// `kvcodec::CodecError`, say, for a caller to downcast), or a
+        /// sentence where the record is unusable for a reason of the
+        /// migration's own.
+        #[source]
+        source: BoxError,
     },
     /// The key-value layout has a bucket or value where none may be.
     #[error("unexpected layout in tree {tree} at {path}: {reason}")]
@@ -444,6 +448,27 @@ mod tests {
     use sqldb::{DbError, ErrorKind};
 
     use super::*;
+
+    /// A record that does not decode keeps the codec's error as its
+    /// source, for a caller to match, and says it once in the message.
+    #[test]
+    fn a_decode_error_keeps_the_codecs_error() {
+        let e = Error::Decode {
+            tree: "accounts",
+            key: "ff".into(),
+            source: Box::new(kvcodec::CodecError::TrailingBytes(3)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot decode tree accounts, key ff: 3 trailing bytes after the record"
+        );
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(
+            source.downcast_ref::<kvcodec::CodecError>(),
+            Some(&kvcodec::CodecError::TrailingBytes(3))
+        );
+        assert!(e.is_damage());
+    }
 
     #[test]
     fn a_failure_behind_a_read_back_or_a_store_says_whether_a_retry_may_succeed() {

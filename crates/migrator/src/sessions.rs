@@ -48,11 +48,11 @@ pub struct SessionsReport {
     pub account_links_dropped: u64,
 }
 
-fn decode_error(key: &[u8], e: impl std::fmt::Display) -> Error {
+fn decode_error(key: &[u8], e: impl Into<sqldb::BoxError>) -> Error {
     Error::Decode {
         tree: SESSIONS_TREE,
         key: hex::encode(key),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -195,10 +195,11 @@ impl WriteChunk<Vec<Session>> for Migration {
                 let e = Error::Decode {
                     tree: SESSIONS_TREE,
                     key: hex::encode(s.id.0),
-                    reason: format!(
+                    source: format!(
                         "its group's first session {} could not be read, so it cannot be migrated",
                         s.group_id
-                    ),
+                    )
+                    .into(),
                 };
                 if self.damage.skip(&e) {
                     continue;

@@ -167,6 +167,8 @@ impl std::fmt::Display for ParseError {
     }
 }
 
+impl std::error::Error for ParseError {}
+
 fn layout(key: &[u8], reason: impl Into<String>) -> ParseError {
     ParseError {
         path: path::decode(key).map_or_else(|_| format!("0x{}", hex::encode(key)), |p| p.display()),

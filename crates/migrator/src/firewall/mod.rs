@@ -55,7 +55,7 @@ fn parse_error(tree: &'static str, key: &[u8], e: store_firewall::kv::ParseError
         Error::Decode {
             tree,
             key: hex::encode(key),
-            reason: e.to_string(),
+            source: Box::new(e),
         }
     } else {
         Error::Layout {
