@@ -21,7 +21,7 @@ use store_accounts::sql::schema::Accounts;
 use store_actions::Action;
 use store_actions::kv::{ACTIONS_TREE, INDEX_TREE, decode_action, index_seq};
 use store_actions::sql::schema::Actions;
-use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids};
+use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids_stored};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::ReadTree;
@@ -267,6 +267,10 @@ impl Links {
     }
 }
 
+/// An action as a chunk stores it: the action without its links, and the
+/// SQL ids of the session and account it links to.
+type Stored = (Action, Option<i64>, Option<i64>);
+
 /// Writes one chunk with one bulk append, reads it back with one query and
 /// compares; returns the largest SQL id written.
 async fn write_chunk(
@@ -276,7 +280,7 @@ async fn write_chunk(
     report: &mut ActionsReport,
 ) -> Result<i64, Error> {
     let mut rows = Vec::with_capacity(chunk.len());
-    let mut expected = Vec::with_capacity(chunk.len());
+    let mut expected: Vec<Stored> = Vec::with_capacity(chunk.len());
     for a in chunk {
         a.check().map_err(Error::contract)?;
         if a.locator.index() > i64::MAX as u64 {
@@ -285,7 +289,7 @@ async fn write_chunk(
                 reason: "locator beyond the largest SQL id".into(),
             });
         }
-        let (want, dropped) = crate::rules::action(
+        let (mut want, dropped) = crate::rules::action(
             a,
             |s| links.sessions.contains_key(&s),
             |x| links.accounts.contains_key(&x),
@@ -295,43 +299,92 @@ async fn write_chunk(
         let session = want
             .request
             .session_id
+            .take()
             .and_then(|s| links.sessions.get(&s).copied());
         let account = want
             .request
             .account_id
+            .take()
             .and_then(|x| links.accounts.get(&x).copied());
         rows.push(action_row(a, session, account));
-        expected.push(want);
+        expected.push((want, session, account));
     }
     if expected.is_empty() {
         return Ok(0);
     }
     sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?;
     // Read in storage order, a chunk's ids ascend within each session only.
-    expected.sort_by_key(|a| a.locator.index());
-    let ids: Vec<i64> = expected.iter().map(|a| a.locator.index() as i64).collect();
+    expected.sort_by_key(|(a, ..)| a.locator.index());
+    let ids: Vec<i64> = expected
+        .iter()
+        .map(|(a, ..)| a.locator.index() as i64)
+        .collect();
     let first = ids[0];
     let last = ids[ids.len() - 1];
-    let load = load_ids(tx, &ids);
+    let load = load_ids_stored(tx, &ids);
     verify_written("actions", expected.iter(), (first, last), load, check).await?;
     report.actions += expected.len() as u64;
     Ok(last)
 }
 
-/// Refuses an action read back unlike the one written.
-fn check(kv: &Action, sql: &Action) -> Result<(), Error> {
+/// Refuses an action read back unlike the one written: its own fields, or
+/// the SQL ids of its links.
+fn check(kv: &Stored, sql: &Stored) -> Result<(), Error> {
     if kv == sql {
         return Ok(());
     }
+    let ((k, k_session, k_account), (s, s_session, s_account)) = (kv, sql);
     let mut d = Diff::default();
     diff_fields!(
         d,
-        kv,
-        sql,
+        k,
+        s,
         [locator, request, attempted_at, state, error_reason]
     );
+    d.field("session (SQL id)", k_session, s_session);
+    d.field("account (SQL id)", k_account, s_account);
     Err(Error::Mismatch {
-        record: format!("action {}", kv.locator),
+        record: format!("action {}", k.locator),
         diff: d.finish().unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use store_actions::{ActionLocator, ActionState, AddAction};
+
+    use super::*;
+
+    fn stored(session: Option<i64>, method: &str) -> Stored {
+        let action = Action {
+            locator: ActionLocator::from_index(42),
+            request: AddAction {
+                rpc_method: method.into(),
+                ..AddAction::default()
+            },
+            attempted_at: chrono::DateTime::UNIX_EPOCH,
+            state: ActionState::Done,
+            error_reason: String::new(),
+        };
+        (action, session, None)
+    }
+
+    /// The read-back compares the links as the SQL ids written, so a link
+    /// stored to another row is a mismatch naming it, as a changed field is.
+    #[test]
+    fn a_link_stored_to_another_row_is_a_mismatch() {
+        assert!(check(&stored(Some(7), "/m"), &stored(Some(7), "/m")).is_ok());
+        for (sql, field) in [
+            (stored(Some(8), "/m"), "session (SQL id)"),
+            (stored(None, "/m"), "session (SQL id)"),
+            (stored(Some(7), "/n"), "request"),
+        ] {
+            let err = check(&stored(Some(7), "/m"), &sql).unwrap_err();
+            assert!(
+                matches!(&err, Error::Mismatch { record, .. } if record == "action 42"),
+                "{err}"
+            );
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
 }
