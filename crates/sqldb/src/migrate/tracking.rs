@@ -61,19 +61,27 @@ pub(super) async fn has_column(
     dialect: Dialect,
     name: &str,
 ) -> Result<bool, DbError> {
-    let sql = match dialect {
-        Dialect::Sqlite => Sql::fixed(
-            "SELECT count(*) FROM pragma_table_info('nodestore_schema_steps') WHERE name = ?",
-            vec![name.into()],
-        ),
-        Dialect::Postgres => Sql::fixed(
-            "SELECT count(*) FROM information_schema.columns \
-             WHERE table_schema = current_schema() \
-             AND table_name = 'nodestore_schema_steps' AND column_name = $1",
-            vec![name.into()],
-        ),
+    const SQLITE: &str =
+        "SELECT count(*) FROM pragma_table_info('nodestore_schema_steps') WHERE name = ?";
+    const POSTGRES: &str = "SELECT count(*) FROM information_schema.columns \
+         WHERE table_schema = current_schema() \
+         AND table_name = 'nodestore_schema_steps' AND column_name = $1";
+    catalogue_counts(tx, dialect, [SQLITE, POSTGRES], name).await
+}
+
+/// Whether a catalogue query (its SQLite and its PostgreSQL text, each
+/// taking `name` as its one parameter) counts any row.
+async fn catalogue_counts(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+    [sqlite, postgres]: [&'static str; 2],
+    name: &str,
+) -> Result<bool, DbError> {
+    let text = match dialect {
+        Dialect::Sqlite => sqlite,
+        Dialect::Postgres => postgres,
     };
-    let rows = tx.query_sql(sql).await?;
+    let rows = tx.query_sql(Sql::fixed(text, vec![name.into()])).await?;
     Ok(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0)
 }
 
@@ -193,19 +201,10 @@ pub(crate) async fn table_exists(
     dialect: Dialect,
     name: &str,
 ) -> Result<bool, DbError> {
-    let sql = match dialect {
-        Dialect::Sqlite => Sql::fixed(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-            vec![name.into()],
-        ),
-        Dialect::Postgres => Sql::fixed(
-            "SELECT count(*) FROM information_schema.tables \
-             WHERE table_schema = current_schema() AND table_name = $1",
-            vec![name.into()],
-        ),
-    };
-    let rows = tx.query_sql(sql).await?;
-    Ok(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0)
+    const SQLITE: &str = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?";
+    const POSTGRES: &str = "SELECT count(*) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = $1";
+    catalogue_counts(tx, dialect, [SQLITE, POSTGRES], name).await
 }
 
 pub(super) async fn read_applied(tx: &mut dyn Tx) -> Result<Vec<AppliedStep>, DbError> {
