@@ -15,6 +15,9 @@ pub(crate) struct BenchArgs {
     pub(crate) no_latency: bool,
     /// Pass `--no-online` to the benchmark.
     pub(crate) no_online: bool,
+    /// Pass `--repeat N` to the benchmark: the migration and the honest
+    /// limit run N times each, and the medians are reported.
+    pub(crate) repeat: Option<String>,
 }
 
 impl BenchArgs {
@@ -25,6 +28,7 @@ impl BenchArgs {
             release: true,
             no_latency: false,
             no_online: false,
+            repeat: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -45,6 +49,13 @@ impl BenchArgs {
                 }
                 "--no-latency" => out.no_latency = true,
                 "--no-online" => out.no_online = true,
+                "--repeat" => {
+                    let n = it.next().ok_or("--repeat needs a value")?;
+                    if !n.parse::<usize>().is_ok_and(|n| n > 0) {
+                        return Err(format!("--repeat {n}: a number of runs, at least 1"));
+                    }
+                    out.repeat = Some(n.clone());
+                }
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
             }
         }
@@ -93,6 +104,9 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
         }
         if args.no_online {
             cmd.arg("--no-online");
+        }
+        if let Some(n) = &args.repeat {
+            cmd.args(["--repeat", n]);
         }
         step(&format!("bench, scale {}, {backend}", args.scale), cmd)?;
     }

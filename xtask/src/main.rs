@@ -7,7 +7,7 @@
 //!   each backend feature (`kv`, `sqlite`, `postgres`) built alone.
 //! - `test [--backend core|kv|sqlite|postgres] [--crate NAME]`: tests, with
 //!   the same table.
-//! - `bench [--scale S|M|L|XL] [--backend sqlite|postgres] [--no-latency] [--no-online]`: the benchmark
+//! - `bench [--scale S|M|L|XL] [--backend sqlite|postgres] [--repeat N] [--no-latency] [--no-online]`: the benchmark
 //!   (crates/bench), release build, on both SQL backends unless one is named;
 //!   figures under `target/bench/`. `ci` runs it at scale S in a debug build
 //!   as a smoke test (it must complete; no timing is asserted).
@@ -44,7 +44,9 @@ commands:
   ci                                   fmt check, clippy -D warnings, every test on every backend
   lint                                 fmt check, clippy, clippy per backend feature alone
   test [--backend B] [--crate NAME]    run tests (B: core, kv, sqlite, postgres)
-  bench [--scale S..XL] [--backend B]  migration vs bulk-load limit, memory, latency (B: sqlite, postgres)
+  bench [--scale S..XL] [--backend B] [--repeat N]
+                                       migration vs bulk-load limit, memory, latency (B: sqlite, postgres;
+                                       N: runs of the migration and the honest limit, medians reported)
   man                                  the nodestore man pages, into target/man/
   pg start|stop|url                    a local PostgreSQL for development";
 
@@ -74,6 +76,7 @@ fn run(args: &[String]) -> Result<()> {
                 release: false,
                 no_latency: false,
                 no_online: false,
+                repeat: None,
             })
         }
         Some("bench") => bench(&BenchArgs::parse(&args[1..])?),

@@ -14,8 +14,10 @@
 //!
 //! `nodestore-bench [--scale S|M|L] [--backend sqlite|postgres] [--pg-url URL]
 //! [--work DIR] [--out DIR] [--sled-cache-mib N] [--sqlite-cache-mib N]
-//! [--no-latency] [--no-online] [online]`; the
+//! [--repeat N] [--no-latency] [--no-online] [online]`; the
 //! two cache flags override the migration's defaults, for experiments.
+//! `--repeat N` runs the migration and the honest limit N times each, in
+//! turn, and reports the median of each (docs/bench.md).
 //! `online` runs the online migration under load alone, on the data set
 //! an earlier whole run generated (for working on it). With `RUST_LOG`
 //! set, the library's logs go to standard error.
@@ -61,6 +63,10 @@ struct Args {
     no_latency: bool,
     /// Leave the online migration under load out (`--no-online`).
     no_online: bool,
+    /// Runs of the migration and of the honest limit, taken in turn
+    /// (`--repeat N`, at least 1): on a shared machine one run of each can
+    /// be off by a fifth, so the report takes the median of each.
+    repeat: usize,
 }
 
 fn parse() -> Result<Args, BoxError> {
@@ -79,6 +85,7 @@ fn parse() -> Result<Args, BoxError> {
         no_latency: false,
         no_online: false,
         sqlite_cache_mib: None,
+        repeat: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -95,6 +102,12 @@ fn parse() -> Result<Args, BoxError> {
             "--sqlite-cache-mib" => a.sqlite_cache_mib = Some(value()?.parse()?),
             "--no-latency" => a.no_latency = true,
             "--no-online" => a.no_online = true,
+            "--repeat" => {
+                a.repeat = value()?.parse()?;
+                if a.repeat == 0 {
+                    return Err("--repeat: at least 1".into());
+                }
+            }
             "migrate" | "limit" | "honest" | "sled" | "reader" | "online" | "run" => {
                 a.phase = arg.clone()
             }
@@ -447,19 +460,6 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         println!("  generated in {:.1}s", t.elapsed().as_secs_f64());
     }
 
-    // The migration, on a copy (it tombstones its source).
-    let mig_kv = args.work.join(format!("kv-{scale}-migrate"));
-    let _ = std::fs::remove_dir_all(&mig_kv);
-    copy_dir(&pristine, &mig_kv)?;
-    let mig_target = fresh_target(
-        args,
-        &args.backend,
-        &format!("migrate_{}", scale.to_lowercase()),
-    )
-    .await?;
-    println!("migrating into {} …", args.backend);
-    let migration = sub(args, "migrate", &mig_kv, &mig_target)?;
-
     println!("loading the same rows with the simplest fast loader …");
     let lim_target = fresh_target(
         args,
@@ -469,15 +469,8 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     .await?;
     let limit = sub(args, "limit", &pristine, &lim_target)?;
 
-    println!("loading the same rows with the honest limit (indexes after) …");
-    let honest_target = fresh_target(
-        args,
-        &args.backend,
-        &format!("honest_{}", scale.to_lowercase()),
-    )
-    .await?;
-    let honest = sub(args, "honest", &pristine, &honest_target)?;
-
+    let (runs, honest_target) = migrate_and_honest(args, scale, &pristine).await?;
+    let mig_target = runs.mig_target.clone();
     println!("opening and reading the key-value data with sled alone …");
     let sled = sub(args, "sled", &pristine, &honest_target)?;
     println!("opening and reading the key-value data with nodestore's reader alone …");
@@ -497,11 +490,12 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     };
 
     let phases = Phases {
-        migration,
+        migration: runs.migration(),
         limit,
-        honest,
+        honest: runs.honest(),
         sled,
         reader,
+        runs: runs.seconds(),
     };
     let mut report = report(args, scale, &shape, &phases, &latencies);
     if !online.is_null() {
@@ -515,6 +509,86 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     std::fs::write(&file, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("wrote {}", file.display());
     Ok(())
+}
+
+/// The migration and the honest limit, each `args.repeat` times, in turn.
+struct Runs {
+    migrations: Vec<Value>,
+    honest: Vec<Value>,
+    /// The last migration's target, which the latency phase reads.
+    mig_target: String,
+}
+
+impl Runs {
+    /// The migration run of median time, with the largest peak memory of
+    /// all runs (memory does not vary by chance as time does).
+    fn migration(&self) -> Value {
+        let mut m = median_run(&self.migrations);
+        let peak = self
+            .migrations
+            .iter()
+            .map(|r| f(&r["peak_rss_mib"]))
+            .fold(0.0, f64::max);
+        m["peak_rss_mib"] = json!(peak);
+        m
+    }
+
+    fn honest(&self) -> Value {
+        median_run(&self.honest)
+    }
+
+    /// Each run's seconds, migration and honest limit, in the order run.
+    fn seconds(&self) -> Vec<(f64, f64)> {
+        self.migrations
+            .iter()
+            .zip(&self.honest)
+            .map(|(m, h)| (f(&m["seconds"]), f(&h["seconds"])))
+            .collect()
+    }
+}
+
+/// The run whose `seconds` is the median (the lower middle of an even
+/// count).
+fn median_run(runs: &[Value]) -> Value {
+    let mut sorted: Vec<&Value> = runs.iter().collect();
+    sorted.sort_by(|a, b| f(&a["seconds"]).total_cmp(&f(&b["seconds"])));
+    sorted
+        .get((sorted.len().max(1) - 1) / 2)
+        .map_or(Value::Null, |v| (*v).clone())
+}
+
+/// Runs the migration (each time on a fresh copy: it tombstones its
+/// source) and the honest limit, one after the other, `args.repeat` times;
+/// returns the runs and the honest limit's last target.
+async fn migrate_and_honest(
+    args: &Args,
+    scale: &str,
+    pristine: &Path,
+) -> Result<(Runs, String), BoxError> {
+    let lower = scale.to_lowercase();
+    let mut runs = Runs {
+        migrations: Vec::new(),
+        honest: Vec::new(),
+        mig_target: String::new(),
+    };
+    let mut honest_target = String::new();
+    for i in 1..=args.repeat {
+        let of = if args.repeat > 1 {
+            format!(" (run {i} of {})", args.repeat)
+        } else {
+            String::new()
+        };
+        let mig_kv = kv_copy(args, pristine, &format!("kv-{scale}-migrate"))?;
+        runs.mig_target = fresh_target(args, &args.backend, &format!("migrate_{lower}")).await?;
+        println!("migrating into {}{of} …", args.backend);
+        runs.migrations
+            .push(sub(args, "migrate", &mig_kv, &runs.mig_target)?);
+        honest_target = fresh_target(args, &args.backend, &format!("honest_{lower}")).await?;
+        println!("loading the same rows with the honest limit (indexes after){of} …");
+        runs.honest
+            .push(sub(args, "honest", pristine, &honest_target)?);
+    }
+    Ok((runs, honest_target))
 }
 
 /// A fresh copy of the pristine data set for one use.
