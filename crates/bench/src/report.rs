@@ -244,33 +244,36 @@ pub(crate) fn report(
         f(&sled["records_per_s"]),
         f(&sled["read_seconds"])
     );
-    println!();
-    println!(
-        "{:<36}{:>16}{:>18}{:>18}   goal sqlite / postgres (p99; * = missed)",
-        "latency, median / p99 (µs)", "kv", "sqlite", "postgres"
-    );
-    for (op, goal) in latency::ops() {
-        print!("{op:<36}");
-        for backend in ["kv", "sqlite", "postgres"] {
-            let width = if backend == "kv" { 16 } else { 18 };
-            match latencies.iter().find(|(b, _)| b == backend) {
-                Some((_, v)) => {
-                    let (median, p99) = (f(&v[&op]["median_us"]), f(&v[&op]["p99_us"]));
-                    let missed = goal
-                        .on(backend)
-                        .is_some_and(|(m, p)| p99 > p || m.is_some_and(|m| median > m));
-                    let mark = if missed { "*" } else { "" };
-                    print!("{:>width$}", format!("{median:.0} / {p99:.0}{mark}"));
+    // Measured unless `--no-latency`.
+    if !latencies.is_empty() {
+        println!();
+        println!(
+            "{:<36}{:>16}{:>18}{:>18}   goal sqlite / postgres (p99; * = missed)",
+            "latency, median / p99 (µs)", "kv", "sqlite", "postgres"
+        );
+        for (op, goal) in latency::ops() {
+            print!("{op:<36}");
+            for backend in ["kv", "sqlite", "postgres"] {
+                let width = if backend == "kv" { 16 } else { 18 };
+                match latencies.iter().find(|(b, _)| b == backend) {
+                    Some((_, v)) => {
+                        let (median, p99) = (f(&v[&op]["median_us"]), f(&v[&op]["p99_us"]));
+                        let missed = goal
+                            .on(backend)
+                            .is_some_and(|(m, p)| p99 > p || m.is_some_and(|m| median > m));
+                        let mark = if missed { "*" } else { "" };
+                        print!("{:>width$}", format!("{median:.0} / {p99:.0}{mark}"));
+                    }
+                    None => print!("{:>width$}", "-"),
                 }
-                None => print!("{:>width$}", "-"),
             }
+            let shown = |b: &str| match goal.on(b) {
+                Some((Some(m), p)) => format!("{m:.0} / {p:.0}"),
+                Some((None, p)) => format!("{p:.0}"),
+                None => "-".to_owned(),
+            };
+            println!("   {} | {}", shown("sqlite"), shown("postgres"));
         }
-        let shown = |b: &str| match goal.on(b) {
-            Some((Some(m), p)) => format!("{m:.0} / {p:.0}"),
-            Some((None, p)) => format!("{p:.0}"),
-            None => "-".to_owned(),
-        };
-        println!("   {} | {}", shown("sqlite"), shown("postgres"));
     }
     json!({
         "scale": scale,

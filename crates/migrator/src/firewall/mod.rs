@@ -22,7 +22,7 @@ use sqldb::{Tx, TxExt};
 use store_firewall::KvEntry;
 use store_firewall::kv::{PRIVACY_TREE, RULES_TREE, parse_entry, parse_pair};
 use store_firewall::sql::schema::{Kvstores, PrivacyPairs};
-use store_firewall::sql::{load_entries, load_pairs, name_id};
+use store_firewall::sql::{load_entries, load_pairs_stored, name_id};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::ReadTree;
@@ -446,7 +446,7 @@ async fn write_pairs(
     let mut rows = Vec::new();
     // What this chunk writes, by SQL group (pairs stored under a linked
     // session's id join its group).
-    let mut expected: BTreeMap<i64, (SessionId, BTreeMap<String, String>)> = BTreeMap::new();
+    let mut expected = WrittenPairs::new();
     for g in chunk {
         let Some(&(gid, founder)) = crate::rules::firewall_group(g.group, |g| ids.get(&g)) else {
             report.privacy_pairs_skipped += g.pairs.len() as u64;
@@ -483,23 +483,36 @@ async fn write_pairs(
     if expected.is_empty() {
         return Ok(());
     }
-    // Read back every group the chunk wrote to in one query; compare each
-    // pair written (earlier chunks may have written other pairs of a group).
-    let read = load_pairs(tx, Some(expected.keys().copied().collect()))
+    // Read back every group the chunk wrote to in one query, by the SQL ids
+    // resolved above; compare each pair written (earlier chunks may have
+    // written other pairs of a group).
+    let groups: Vec<i64> = expected.keys().copied().collect();
+    let read = load_pairs_stored(tx, &groups)
         .await
         .map_err(|e| Error::ReadBack {
             records: "privacy pairs".into(),
             source: Box::new(e),
         })?;
-    let mut by_group: HashMap<SessionId, BTreeMap<String, String>> = HashMap::new();
-    for p in read {
-        by_group
-            .entry(p.group)
-            .or_default()
-            .insert(p.real, p.pseudo);
+    report.privacy_pairs += check_pairs(&expected, read)?;
+    Ok(())
+}
+
+/// The pairs a chunk wrote, by the SQL id of their group: the group's first
+/// session and the pairs.
+type WrittenPairs = BTreeMap<i64, (SessionId, BTreeMap<String, String>)>;
+
+/// Compares the pairs a chunk wrote with those read back by group SQL id
+/// (`read`: group id, real, pseudo), and returns how many were compared.
+/// A group may hold pairs of earlier chunks too: only those written are
+/// compared. A pair read back under another group is missing from its own.
+fn check_pairs(written: &WrittenPairs, read: Vec<(i64, String, String)>) -> Result<u64, Error> {
+    let mut by_group: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+    for (gid, real, pseudo) in read {
+        by_group.entry(gid).or_default().insert(real, pseudo);
     }
-    for (founder, pairs) in expected.values() {
-        let sql = by_group.remove(founder).unwrap_or_default();
+    let mut compared = 0;
+    for (gid, (founder, pairs)) in written {
+        let sql = by_group.remove(gid).unwrap_or_default();
         let got: BTreeMap<String, String> = pairs
             .keys()
             .filter_map(|real| sql.get(real).map(|p| (real.clone(), p.clone())))
@@ -512,7 +525,51 @@ async fn write_pairs(
                 diff: d.finish().unwrap_or_default(),
             });
         }
-        report.privacy_pairs += pairs.len() as u64;
+        compared += pairs.len() as u64;
     }
-    Ok(())
+    Ok(compared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(real: &str, pseudo: &str) -> (String, String) {
+        (real.to_owned(), pseudo.to_owned())
+    }
+
+    fn written() -> WrittenPairs {
+        let founder = SessionId([1, 2, 3, 4]);
+        let pairs = BTreeMap::from([pair("alice", "p1"), pair("bob", "p2")]);
+        BTreeMap::from([(7, (founder, pairs))])
+    }
+
+    fn read(rows: &[(i64, &str, &str)]) -> Vec<(i64, String, String)> {
+        rows.iter()
+            .map(|(g, r, p)| (*g, (*r).to_owned(), (*p).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn pairs_read_back_as_written_pass_beside_earlier_ones() {
+        // "carol" was written to group 7 by an earlier chunk.
+        let rows = read(&[(7, "alice", "p1"), (7, "bob", "p2"), (7, "carol", "p3")]);
+        assert_eq!(check_pairs(&written(), rows).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_pair_stored_under_another_group_or_changed_is_a_mismatch() {
+        for rows in [
+            read(&[(7, "alice", "p1"), (8, "bob", "p2")]),
+            read(&[(7, "alice", "p1"), (7, "bob", "other")]),
+            read(&[(7, "alice", "p1")]),
+        ] {
+            let err = check_pairs(&written(), rows).unwrap_err();
+            assert!(
+                matches!(&err, Error::Mismatch { record, .. } if record.starts_with("privacy pairs of group")),
+                "{err}"
+            );
+            assert!(err.to_string().contains("bob"), "{err}");
+        }
+    }
 }

@@ -551,39 +551,72 @@ store_support::migration_api! {
     }
 }
 
-store_support::migration_api! {
-    /// Loads the privacy pairs of the groups with these SQL ids (all groups for
-    /// `None`), with their group ids.
-    async fn load_pairs(tx: &mut dyn Tx, groups: Option<Vec<i64>>) -> Result<Vec<PrivacyPair>> {
-        let (p, g) = (Alias::new("p"), Alias::new("g"));
-        let mut select = Query::select();
-        select
-            .column((g.clone(), Sessions::Alias))
-            .column((p.clone(), PrivacyPairs::RealVal))
-            .column((p.clone(), PrivacyPairs::PseudoVal))
-            .from_as(PrivacyPairs::Table, p.clone())
-            .join_as(
-                JoinType::InnerJoin,
-                Sessions::Table,
-                g.clone(),
-                Expr::col((g, Sessions::Id)).equals((p.clone(), PrivacyPairs::GroupId)),
-            );
-        if let Some(ids) = groups {
-            select.and_where(Expr::col((p, PrivacyPairs::GroupId)).is_in(ids));
-        }
-        let rows = tx.query(&select).await?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                Ok(PrivacyPair {
-                    group: alias_of("a privacy pair", r.bytes(0)?)?,
-                    real: r.text(1)?,
-                    pseudo: r.text(2)?,
-                })
+/// Loads every privacy pair, with its group's id.
+async fn load_pairs(tx: &mut dyn Tx) -> Result<Vec<PrivacyPair>> {
+    let (p, g) = (Alias::new("p"), Alias::new("g"));
+    let select = Query::select()
+        .column((g.clone(), Sessions::Alias))
+        .column((p.clone(), PrivacyPairs::RealVal))
+        .column((p.clone(), PrivacyPairs::PseudoVal))
+        .from_as(PrivacyPairs::Table, p.clone())
+        .join_as(
+            JoinType::InnerJoin,
+            Sessions::Table,
+            g.clone(),
+            Expr::col((g, Sessions::Id)).equals((p, PrivacyPairs::GroupId)),
+        )
+        .to_owned();
+    let rows = tx.query(&select).await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(PrivacyPair {
+                group: alias_of("a privacy pair", r.bytes(0)?)?,
+                real: r.text(1)?,
+                pseudo: r.text(2)?,
             })
-            .collect::<Result<Vec<_>>>()?;
-        out.sort();
-        Ok(out)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    out.sort();
+    Ok(out)
+}
+
+store_support::migration_api! {
+    /// The migrator's read-back of the privacy pairs it wrote: the pairs of
+    /// the groups with these SQL ids, each as `(group's SQL id, real,
+    /// pseudo)` as stored, ordered by group.
+    ///
+    /// No join with `sessions`: the migrator compares the group ids with
+    /// those it resolved itself, as it does for actions. Joining made
+    /// PostgreSQL hash every session for each chunk on tables loaded in the
+    /// same transaction, which have no statistics yet; the range beside the
+    /// list lets it use the `(group_id, …)` index instead of scanning the
+    /// whole table, a scan that grew with every chunk (docs/design.md §5.7).
+    async fn load_pairs_stored(
+        tx: &mut dyn Tx,
+        groups: &[i64],
+    ) -> Result<Vec<(i64, String, String)>> {
+        let (Some(lo), Some(hi)) = (groups.iter().min(), groups.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let rows = tx
+            .query(
+                &Query::select()
+                    .columns([
+                        PrivacyPairs::GroupId,
+                        PrivacyPairs::RealVal,
+                        PrivacyPairs::PseudoVal,
+                    ])
+                    .from(PrivacyPairs::Table)
+                    .and_where(Expr::col(PrivacyPairs::GroupId).between(*lo, *hi))
+                    .and_where(Expr::col(PrivacyPairs::GroupId).is_in(groups.iter().copied()))
+                    .order_by(PrivacyPairs::GroupId, Order::Asc)
+                    .to_owned(),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.i64(0)?, r.text(1)?, r.text(2)?)))
+            .collect()
     }
 }
 
@@ -596,7 +629,7 @@ impl Store for SqlStore {
     }
 
     async fn privacy_pairs(&self) -> Result<Vec<PrivacyPair>> {
-        self.db.read(|tx| Box::pin(load_pairs(tx, None))).await
+        self.db.read(|tx| Box::pin(load_pairs(tx))).await
     }
 
     async fn begin_kv(&self, ns: Namespace, mode: Mode) -> Result<Box<dyn KvTx>> {
