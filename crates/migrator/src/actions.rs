@@ -21,15 +21,16 @@ use store_accounts::sql::schema::Accounts;
 use store_actions::Action;
 use store_actions::kv::{ACTIONS_TREE, INDEX_TREE, decode_action, index_seq};
 use store_actions::sql::schema::Actions;
-use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids_stored};
+use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids_stored, load_page_stored};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::ReadTree;
 
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
-use crate::diff::{Diff, diff_fields, verify_written};
-use crate::feed::Sink;
+use crate::diff::{Diff, Difference, Differences, diff_fields, verify_written};
+use crate::digest::SetDigest;
+use crate::feed::{Feed, Sink};
 use crate::shared::{delete_where, sequence_past};
 
 /// What the actions migration moved, and what it dropped.
@@ -98,6 +99,10 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
         links: Links::load(tx).await?,
         report: ActionsReport::default(),
         last_id: 0,
+        // An online copy commits pieces and replays actions between chunks,
+        // so it proves each chunk as it goes; see `verify_table`.
+        written: ctx.live.is_none().then(SetDigest::default),
+        pending: Vec::new(),
     };
     // Every action index and foreign key is built once after the load
     // (design §5.7). Neither can fail then: the indexes are not unique and
@@ -112,6 +117,10 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
     let chunk_size = ctx.chunk_size;
     let read = move |sink| read_actions(actions, chunk_size, sink);
     copy_tree(tx, ctx, what, read, &mut writer).await?;
+    writer.flush(tx).await?;
+    if let Some(written) = writer.written {
+        verify_table(tx, ctx, &writer.links, written).await?;
+    }
     // One index at a time: an online copy may commit between them.
     for sql in aside.into_statements() {
         tx.execute_script(&sql).await?;
@@ -130,14 +139,144 @@ struct Writer {
     report: ActionsReport,
     /// The largest id written.
     last_id: i64,
+    /// The digest of every action written, when the table is proved whole
+    /// after the copy ([`verify_table`]) rather than chunk by chunk.
+    written: Option<SetDigest>,
+    /// Rows not yet appended: with no read-back per chunk, the offline copy
+    /// appends [`APPEND`] rows at a time.
+    pending: Vec<Vec<sea_query::Value>>,
+}
+
+/// Rows per append when the table is proved whole after the copy: a bulk
+/// append has a fixed cost (on PostgreSQL a `COPY` and its round trips)
+/// that chunks of a few hundred rows pay thousands of times.
+const APPEND: usize = 8192;
+
+impl Writer {
+    /// Appends the pending rows.
+    async fn flush(&mut self, tx: &mut dyn Tx) -> Result<(), Error> {
+        let rows = std::mem::take(&mut self.pending);
+        Ok(sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?)
+    }
 }
 
 #[async_trait]
 impl WriteChunk<Vec<Action>> for Writer {
     async fn write(&mut self, tx: &mut dyn Tx, chunk: Vec<Action>) -> Result<Option<u64>, Error> {
-        let last = write_chunk(tx, &self.links, &chunk, &mut self.report).await?;
-        self.last_id = Ord::max(self.last_id, last);
+        let (rows, mut expected) = prepare(&self.links, &chunk, &mut self.report)?;
+        if !expected.is_empty() {
+            match &mut self.written {
+                Some(digest) => {
+                    expected.iter().for_each(|e| digest.add(e));
+                    self.pending.extend(rows);
+                    if self.pending.len() >= APPEND {
+                        self.flush(tx).await?;
+                    }
+                }
+                None => {
+                    sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?;
+                    verify_chunk(tx, &mut expected).await?;
+                }
+            }
+            let last = expected.iter().map(|(a, ..)| a.locator.index() as i64).max();
+            self.last_id = Ord::max(self.last_id, last.unwrap_or(0));
+            self.report.actions += expected.len() as u64;
+        }
         Ok(Some(self.report.actions))
+    }
+}
+
+/// Actions per query when the whole table is read back.
+const PAGE: u64 = 8192;
+
+/// Proves, after the offline copy, that `actions` holds exactly the actions
+/// written: the whole table is read back in pages along its primary key and
+/// its count and digest compared with those of what was written (design
+/// §5.7). One sequential pass costs a fraction of a read-back query per
+/// chunk, which looks up every id through the index. When they differ, a
+/// second read of the source, compared chunk by chunk, names the action.
+async fn verify_table(
+    tx: &mut dyn Tx,
+    ctx: CopyCtx<'_>,
+    links: &Links,
+    written: SetDigest,
+) -> Result<(), Error> {
+    let mut read = SetDigest::default();
+    let mut after = i64::MIN;
+    loop {
+        let page = load_page_stored(tx, after, PAGE)
+            .await
+            .map_err(|e| Error::ReadBack {
+                records: format!("actions after SQL id {after}"),
+                source: Box::new(e),
+            })?;
+        page.iter().for_each(|r| read.add(r));
+        match page.last() {
+            Some((a, ..)) if page.len() as u64 == PAGE => after = a.locator.index() as i64,
+            _ => break,
+        }
+    }
+    if read == written {
+        return Ok(());
+    }
+    Err(find_difference(tx, ctx, links, written, read).await)
+}
+
+/// The error naming what differs between the actions written and the
+/// table: each chunk of a second read of the source is prepared as the
+/// copy prepared it and read back by its ids. When every action compares
+/// equal, the table holds rows the copy did not write, or as many rows
+/// with another digest; that is the error.
+async fn find_difference(
+    tx: &mut dyn Tx,
+    ctx: CopyCtx<'_>,
+    links: &Links,
+    written: SetDigest,
+    read: SetDigest,
+) -> Error {
+    let found = match ctx.source.tree(ACTIONS_TREE) {
+        Ok(Some(actions)) => {
+            // The copy skipped the damaged records; this read skips the
+            // same ones without recording them twice.
+            let damage = std::sync::Arc::new(crate::feed::Damage::new(true));
+            let chunk_size = ctx.chunk_size;
+            let mut feed = Feed::spawn(ACTIONS_TREE, &damage, move |sink| {
+                read_actions(actions, chunk_size, sink)
+            });
+            let found = async {
+                while let Some(chunk) = feed.next().await {
+                    let (_, mut expected) =
+                        prepare(links, &chunk?, &mut ActionsReport::default())?;
+                    if !expected.is_empty() {
+                        verify_chunk(tx, &mut expected).await?;
+                    }
+                }
+                Ok::<_, Error>(())
+            }
+            .await;
+            feed.finish().await;
+            found
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e.into()),
+    };
+    match found {
+        Err(e) => e,
+        Ok(()) if written.count != read.count => Error::Mismatch {
+            record: "actions".into(),
+            diff: Differences::one(Difference::Count {
+                written: written.count as usize,
+                read: read.count as usize,
+            }),
+        },
+        Ok(()) => Error::Mismatch {
+            record: "actions".into(),
+            diff: Differences::one(Difference::Field {
+                field: "digest of every action".into(),
+                kv: written.short(),
+                sql: read.short(),
+            }),
+        },
     }
 }
 
@@ -279,6 +418,24 @@ async fn write_chunk(
     chunk: &[Action],
     report: &mut ActionsReport,
 ) -> Result<i64, Error> {
+    let (rows, mut expected) = prepare(links, chunk, report)?;
+    if expected.is_empty() {
+        return Ok(0);
+    }
+    sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?;
+    let last = verify_chunk(tx, &mut expected).await?;
+    report.actions += expected.len() as u64;
+    Ok(last)
+}
+
+/// A chunk's rows to append, and each action as it must read back: checked,
+/// normalised (`rules::action`), its links resolved to SQL ids or dropped
+/// (counted in `report`).
+fn prepare(
+    links: &Links,
+    chunk: &[Action],
+    report: &mut ActionsReport,
+) -> Result<(Vec<Vec<sea_query::Value>>, Vec<Stored>), Error> {
     let mut rows = Vec::with_capacity(chunk.len());
     let mut expected: Vec<Stored> = Vec::with_capacity(chunk.len());
     for a in chunk {
@@ -309,21 +466,21 @@ async fn write_chunk(
         rows.push(action_row(a, session, account));
         expected.push((want, session, account));
     }
-    if expected.is_empty() {
-        return Ok(0);
-    }
-    sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?;
+    Ok((rows, expected))
+}
+
+/// Reads back the actions of one chunk (not empty) with one query and
+/// compares them with `expected`; returns the largest SQL id.
+async fn verify_chunk(tx: &mut dyn Tx, expected: &mut [Stored]) -> Result<i64, Error> {
     // Read in storage order, a chunk's ids ascend within each session only.
     expected.sort_by_key(|(a, ..)| a.locator.index());
     let ids: Vec<i64> = expected
         .iter()
         .map(|(a, ..)| a.locator.index() as i64)
         .collect();
-    let first = ids[0];
-    let last = ids[ids.len() - 1];
+    let (first, last) = (ids[0], ids[ids.len() - 1]);
     let load = load_ids_stored(tx, &ids);
     verify_written("actions", expected.iter(), (first, last), load, check).await?;
-    report.actions += expected.len() as u64;
     Ok(last)
 }
 

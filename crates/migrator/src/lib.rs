@@ -49,6 +49,7 @@ mod actions;
 pub mod check;
 mod copy;
 mod diff;
+mod digest;
 mod error;
 mod feed;
 mod firewall;

@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::Duration;
-use common::Lcg;
+use common::{Kv, Lcg};
 use common::actions::{request, run_case, t0};
 use proptest::prelude::*;
 use store_actions::{ActionState, AddAction, Store as _};
@@ -187,14 +187,149 @@ async fn out_of_order_times(fx: &SqlFixture) {
     .await;
 }
 
+/// Twenty actions in the key-value database, their locators' indexes
+/// returned, the third session's actions first in storage order.
+async fn twenty_actions(kv: &Kv) -> Vec<u64> {
+    let db = tombstone::KvDb::open(&kv.path, &tombstone::KvOptions::default()).unwrap();
+    let actions = store_actions::KvStore::open(&db).unwrap();
+    let sessions = store_sessions::KvStore::open(&db).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let n = store_sessions::NewSession::new(
+            "s",
+            store_sessions::SessionType::MacaroonAdmin,
+            chrono::Utc::now() + Duration::days(1),
+            "foo.bar.baz:1234",
+        );
+        ids.push(sessions.new_session(n).await.unwrap().id);
+    }
+    let mut locators = Vec::new();
+    for i in 0..20 {
+        let req = AddAction {
+            session_id: Some(ids[i % 3]),
+            ..request(&format!("f{i}"))
+        };
+        locators.push(actions.add_action(req).await.unwrap().index());
+    }
+    locators
+}
+
+/// Installs `trigger` (SQLite's, or PostgreSQL's function and trigger) on
+/// the target, its schema applied up to the migration's own step.
+async fn with_trigger(fx: &SqlFixture, sqlite: String, postgres: String) -> sqldb::Db {
+    let db = fx.open().await;
+    migrator::schema::runner()
+        .through(sqldb::schema::KV_TO_SQL_VERSION - 1)
+        .run(&db)
+        .await
+        .unwrap();
+    let script = match fx.backend() {
+        "sqlite" => sqlite,
+        _ => postgres,
+    };
+    db.write(|tx| {
+        Box::pin(async move {
+            tx.execute_script(&script).await?;
+            Ok::<_, sqldb::DbError>(())
+        })
+    })
+    .await
+    .unwrap();
+    db
+}
+
+/// Migrates and returns the refusal, after checking that nothing was kept
+/// and the key-value database was not tombstoned.
+async fn refused(kv: &Kv, db: &sqldb::Db) -> String {
+    let err = migrator::migrate(
+        &kv.path,
+        db,
+        &migrator::Options {
+            chunk_size: 6,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !matches!(
+            tombstone::status(&kv.path),
+            Ok(Some(tombstone::Status::Tombstoned(_)))
+        ),
+        "never tombstoned"
+    );
+    let sql = store_actions::SqlStore::new(db.clone());
+    let left = sql.list_actions(&Default::default()).await.unwrap();
+    assert!(left.actions.is_empty(), "nothing kept: {left:?}");
+    err.to_string()
+}
+
+/// An action the database stores other than it was written (here a trigger
+/// rewrites its intent) is refused, and the refusal names it and the field,
+/// however the copy proves the table (docs/design.md §5.7).
+async fn an_action_stored_altered_is_refused_and_named(fx: &SqlFixture) {
+    let kv = Kv::new();
+    let locators = twenty_actions(&kv).await;
+    let id = locators[10];
+    let db = with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER alter_one AFTER INSERT ON actions WHEN NEW.id = {id} \
+             BEGIN UPDATE actions SET intent = 'altered' WHERE id = NEW.id; END;"
+        ),
+        format!(
+            "CREATE FUNCTION alter_one() RETURNS trigger AS $$ BEGIN \
+             NEW.intent := 'altered'; RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER alter_one BEFORE INSERT ON actions FOR EACH ROW \
+             WHEN (NEW.id = {id}) EXECUTE FUNCTION alter_one();"
+        ),
+    )
+    .await;
+    let err = refused(&kv, &db).await;
+    assert!(err.contains(&format!("action {id}")), "names the action: {err}");
+    assert!(err.contains("altered"), "shows the field: {err}");
+}
+
+/// A row the copy did not write (a trigger adds one) is refused: the
+/// table must hold exactly what was written.
+async fn a_row_the_copy_did_not_write_is_refused(fx: &SqlFixture) {
+    let kv = Kv::new();
+    let locators = twenty_actions(&kv).await;
+    let id = locators[4];
+    let copy = "INSERT INTO actions (id, actor_name, feature_name, action_trigger, intent, \
+                structured_json_data, rpc_method, rpc_params_json, created_at, action_state, \
+                error_reason) SELECT 1000000, actor_name, feature_name, action_trigger, intent, \
+                structured_json_data, rpc_method, rpc_params_json, created_at, action_state, \
+                error_reason FROM actions WHERE id = ";
+    let db = with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER add_one AFTER INSERT ON actions WHEN NEW.id = {id} \
+             BEGIN {copy}NEW.id; END;"
+        ),
+        format!(
+            "CREATE FUNCTION add_one() RETURNS trigger AS $$ BEGIN \
+             {copy}NEW.id; RETURN NULL; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER add_one AFTER INSERT ON actions FOR EACH ROW \
+             WHEN (NEW.id = {id}) EXECUTE FUNCTION add_one();"
+        ),
+    )
+    .await;
+    let err = refused(&kv, &db).await;
+    assert!(err.contains("20 written, 21 read back"), "{err}");
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     empty, unlinked_actions, session_linked, account_linked, session_and_account,
     links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
+    an_action_stored_altered_is_refused_and_named, a_row_the_copy_did_not_write_is_refused,
 );
 
 testkit::backend_tests!(postgres => postgres;
     empty, unlinked_actions, session_linked, account_linked, session_and_account,
     links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
+    an_action_stored_altered_is_refused_and_named, a_row_the_copy_did_not_write_is_refused,
 );
 
 /// One random action: session and account (by index), state, whether it

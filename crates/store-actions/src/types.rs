@@ -121,7 +121,7 @@ impl ActionState {
 }
 
 /// What [`Store::add_action`](crate::Store::add_action) records.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct AddAction {
     /// The full root key id of the macaroon used.
     pub macaroon_root_key_id: Option<u64>,
@@ -146,7 +146,7 @@ pub struct AddAction {
 }
 
 /// A recorded action.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Action {
     /// Where it is.
     pub locator: ActionLocator,

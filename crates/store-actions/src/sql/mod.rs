@@ -611,20 +611,55 @@ store_support::migration_api! {
         tx: &mut dyn Tx,
         ids: &[i64],
     ) -> Result<Vec<(Action, Option<i64>, Option<i64>)>> {
-        let rows = tx
-            .query(
-                &action_columns()
-                    .column(a(Actions::SessionId))
-                    .column(a(Actions::AccountId))
-                    .and_where(Expr::col(a(Actions::Id)).is_in(ids.iter().copied()))
-                    .order_by(a(Actions::Id), Order::Asc)
-                    .to_owned(),
-            )
-            .await?;
-        rows.iter()
-            .map(|r| Ok((action_with_links(r, None, None)?, r.opt_i64(12)?, r.opt_i64(13)?)))
-            .collect()
+        load_stored(
+            tx,
+            stored_columns()
+                .and_where(Expr::col(a(Actions::Id)).is_in(ids.iter().copied()))
+                .order_by(a(Actions::Id), Order::Asc),
+        )
+        .await
     }
+}
+
+store_support::migration_api! {
+    /// The migrator's read of the whole table after a copy, a page at a
+    /// time: at most `limit` actions with SQL ids above `after`, in id
+    /// order, as [`load_ids_stored`] reads them. Walking the primary key
+    /// from the last id read, each page costs one range scan however far
+    /// into the table it is.
+    async fn load_page_stored(
+        tx: &mut dyn Tx,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(Action, Option<i64>, Option<i64>)>> {
+        load_stored(
+            tx,
+            stored_columns()
+                .and_where(Expr::col(a(Actions::Id)).gt(after))
+                .order_by(a(Actions::Id), Order::Asc)
+                .limit(limit),
+        )
+        .await
+    }
+}
+
+/// An action's own columns and the SQL ids of its session and account
+/// (columns 12 and 13), as the migrator's reads take them.
+fn stored_columns() -> SelectStatement {
+    action_columns()
+        .column(a(Actions::SessionId))
+        .column(a(Actions::AccountId))
+        .to_owned()
+}
+
+async fn load_stored(
+    tx: &mut dyn Tx,
+    select: &SelectStatement,
+) -> Result<Vec<(Action, Option<i64>, Option<i64>)>> {
+    let rows = tx.query(select).await?;
+    rows.iter()
+        .map(|r| Ok((action_with_links(r, None, None)?, r.opt_i64(12)?, r.opt_i64(13)?)))
+        .collect()
 }
 
 /// Loads the actions with SQL ids in `first..=last`, in id order.
