@@ -21,7 +21,7 @@ use store_accounts::sql::schema::Accounts;
 use store_actions::Action;
 use store_actions::kv::{ACTIONS_TREE, INDEX_TREE, decode_action, index_seq};
 use store_actions::sql::schema::Actions;
-use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids_stored, load_page_stored};
+use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids_stored, scan_stored};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::ReadTree;
@@ -178,7 +178,10 @@ impl WriteChunk<Vec<Action>> for Writer {
                     verify_chunk(tx, &mut expected).await?;
                 }
             }
-            let last = expected.iter().map(|(a, ..)| a.locator.index() as i64).max();
+            let last = expected
+                .iter()
+                .map(|(a, ..)| a.locator.index() as i64)
+                .max();
             self.last_id = Ord::max(self.last_id, last.unwrap_or(0));
             self.report.actions += expected.len() as u64;
         }
@@ -186,15 +189,12 @@ impl WriteChunk<Vec<Action>> for Writer {
     }
 }
 
-/// Actions per query when the whole table is read back.
-const PAGE: u64 = 8192;
-
 /// Proves, after the offline copy, that `actions` holds exactly the actions
-/// written: the whole table is read back in pages along its primary key and
-/// its count and digest compared with those of what was written (design
-/// §5.7). One sequential pass costs a fraction of a read-back query per
-/// chunk, which looks up every id through the index. When they differ, a
-/// second read of the source, compared chunk by chunk, names the action.
+/// written: the whole table is read back in one sequential pass and its
+/// count and digest compared with those of what was written (design §5.7).
+/// The pass costs a fraction of a read-back query per chunk, which looks
+/// up every id through the index. When they differ, a second read of the
+/// source, compared chunk by chunk, names the action.
 async fn verify_table(
     tx: &mut dyn Tx,
     ctx: CopyCtx<'_>,
@@ -202,20 +202,12 @@ async fn verify_table(
     written: SetDigest,
 ) -> Result<(), Error> {
     let mut read = SetDigest::default();
-    let mut after = i64::MIN;
-    loop {
-        let page = load_page_stored(tx, after, PAGE)
-            .await
-            .map_err(|e| Error::ReadBack {
-                records: format!("actions after SQL id {after}"),
-                source: Box::new(e),
-            })?;
-        page.iter().for_each(|r| read.add(r));
-        match page.last() {
-            Some((a, ..)) if page.len() as u64 == PAGE => after = a.locator.index() as i64,
-            _ => break,
-        }
-    }
+    scan_stored(tx, |r| read.add(r))
+        .await
+        .map_err(|e| Error::ReadBack {
+            records: "actions".into(),
+            source: Box::new(e),
+        })?;
     if read == written {
         return Ok(());
     }
@@ -245,8 +237,7 @@ async fn find_difference(
             });
             let found = async {
                 while let Some(chunk) = feed.next().await {
-                    let (_, mut expected) =
-                        prepare(links, &chunk?, &mut ActionsReport::default())?;
+                    let (_, mut expected) = prepare(links, &chunk?, &mut ActionsReport::default())?;
                     if !expected.is_empty() {
                         verify_chunk(tx, &mut expected).await?;
                     }

@@ -100,6 +100,9 @@ mod tests {
     fn fields_are_kept_apart() {
         // The same bytes split differently between two fields.
         assert_ne!(of(&[("ab", "c")]), of(&[("a", "bc")]));
-        assert_ne!(of(&[(vec![1u8, 2], vec![3u8])]), of(&[(vec![1u8], vec![2u8, 3])]));
+        assert_ne!(
+            of(&[(vec![1u8, 2], vec![3u8])]),
+            of(&[(vec![1u8], vec![2u8, 3])])
+        );
     }
 }

@@ -4,8 +4,8 @@
 mod common;
 
 use chrono::Duration;
-use common::{Kv, Lcg};
 use common::actions::{request, run_case, t0};
+use common::{Kv, Lcg};
 use proptest::prelude::*;
 use store_actions::{ActionState, AddAction, Store as _};
 use store_sessions::Store as _;
@@ -287,7 +287,10 @@ async fn an_action_stored_altered_is_refused_and_named(fx: &SqlFixture) {
     )
     .await;
     let err = refused(&kv, &db).await;
-    assert!(err.contains(&format!("action {id}")), "names the action: {err}");
+    assert!(
+        err.contains(&format!("action {id}")),
+        "names the action: {err}"
+    );
     assert!(err.contains("altered"), "shows the field: {err}");
 }
 

@@ -71,6 +71,7 @@ pub mod pg_tls;
 pub mod postgres;
 pub mod redact;
 pub mod row;
+pub mod scan;
 pub mod schema;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -836,7 +836,75 @@ async fn reads_and_writes_alternate_on_pooled_connections(fx: &SqlFixture) {
     }
 }
 
+/// A scan sees every row the transaction wrote exactly once, over pages
+/// (more rows than a page, written out of key order); an error from its
+/// callback stops it, and the same scan runs again after it (on
+/// PostgreSQL, the cursor was closed).
+async fn a_scan_reads_every_row_once_in_pages(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let n = sqldb::scan::PAGE as i64 * 2 + 7;
+    let t = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap();
+    let seen = db
+        .write(|tx| {
+            Box::pin(async move {
+                // Aliases 0, 2, 4, … then 1, 3, 5, …: not in key order.
+                let rows: Vec<Vec<Value>> = (0..n)
+                    .map(|i| {
+                        let alias = if i < (n + 1) / 2 {
+                            i * 2
+                        } else {
+                            (i - (n + 1) / 2) * 2 + 1
+                        };
+                        vec![
+                            alias.into(),
+                            0i64.into(),
+                            1i64.into(),
+                            1i64.into(),
+                            t.into(),
+                            t.into(),
+                        ]
+                    })
+                    .collect();
+                let cols = [
+                    "alias",
+                    "type",
+                    "initial_balance_msat",
+                    "current_balance_msat",
+                    "last_updated",
+                    "expiration",
+                ];
+                tx.copy_in("accounts", &cols, rows).await?;
+                let select = Query::select()
+                    .columns(["id", "alias"].map(a))
+                    .from(a("accounts"))
+                    .to_owned();
+                let mut pages = 0;
+                let stopped = sqldb::scan::scan(tx, &select, a("id"), |_| {
+                    pages += 1;
+                    Err(DbError::new("test", ErrorKind::Other, "stop"))
+                })
+                .await;
+                assert!(stopped.is_err() && pages == 1, "stops at the first error");
+                let mut seen = Vec::new();
+                sqldb::scan::scan(tx, &select, a("id"), |rows| {
+                    for r in rows {
+                        seen.push(r.i64(1)?);
+                    }
+                    Ok::<_, DbError>(())
+                })
+                .await?;
+                Ok::<_, DbError>(seen)
+            })
+        })
+        .await
+        .unwrap();
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "every row once");
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    a_scan_reads_every_row_once_in_pages,
     reads_and_writes_alternate_on_pooled_connections,
     foreign_keys_set_aside_come_back_and_check_every_row,
     query_batches_answer_each_query_in_order,
@@ -857,6 +925,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    a_scan_reads_every_row_once_in_pages,
     reads_and_writes_alternate_on_pooled_connections,
     foreign_keys_set_aside_come_back_and_check_every_row,
     query_batches_answer_each_query_in_order,

@@ -622,23 +622,22 @@ store_support::migration_api! {
 }
 
 store_support::migration_api! {
-    /// The migrator's read of the whole table after a copy, a page at a
-    /// time: at most `limit` actions with SQL ids above `after`, in id
-    /// order, as [`load_ids_stored`] reads them. Walking the primary key
-    /// from the last id read, each page costs one range scan however far
-    /// into the table it is.
-    async fn load_page_stored(
+    /// The migrator's read of the whole table after a copy: calls `f` with
+    /// every action, as [`load_ids_stored`] reads them, in no particular
+    /// order, a page at a time in the table's physical order
+    /// ([`sqldb::scan`]): one sequential pass, whatever order the rows
+    /// were loaded in. Errors: the database's, or a row that does not
+    /// decode.
+    async fn scan_stored(
         tx: &mut dyn Tx,
-        after: i64,
-        limit: u64,
-    ) -> Result<Vec<(Action, Option<i64>, Option<i64>)>> {
-        load_stored(
-            tx,
-            stored_columns()
-                .and_where(Expr::col(a(Actions::Id)).gt(after))
-                .order_by(a(Actions::Id), Order::Asc)
-                .limit(limit),
-        )
+        mut f: impl FnMut(&(Action, Option<i64>, Option<i64>)) + Send,
+    ) -> Result<()> {
+        sqldb::scan::scan(tx, &stored_columns(), a(Actions::Id), |rows| {
+            for r in &rows {
+                f(&(action_with_links(r, None, None)?, r.opt_i64(12)?, r.opt_i64(13)?));
+            }
+            Ok::<_, Error>(())
+        })
         .await
     }
 }
@@ -658,7 +657,13 @@ async fn load_stored(
 ) -> Result<Vec<(Action, Option<i64>, Option<i64>)>> {
     let rows = tx.query(select).await?;
     rows.iter()
-        .map(|r| Ok((action_with_links(r, None, None)?, r.opt_i64(12)?, r.opt_i64(13)?)))
+        .map(|r| {
+            Ok((
+                action_with_links(r, None, None)?,
+                r.opt_i64(12)?,
+                r.opt_i64(13)?,
+            ))
+        })
         .collect()
 }
 
