@@ -15,9 +15,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use sea_query::{Expr, ExprTrait, IntoIden, Query};
+use sqldb::ordered::OrderedAppend;
 use sqldb::{Tx, TxExt};
 use store_accounts::AccountId;
-use store_accounts::sql::schema::Accounts;
 use store_actions::Action;
 use store_actions::kv::{ACTIONS_TREE, INDEX_TREE, decode_action, index_seq};
 use store_actions::sql::schema::Actions;
@@ -103,6 +103,7 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
         // so it proves each chunk as it goes; see `verify_table`.
         written: ctx.live.is_none().then(SetDigest::default),
         pending: Vec::new(),
+        load: None,
     };
     // Every action index and foreign key is built once after the load
     // (design §5.7). Neither can fail then: the indexes are not unique and
@@ -116,8 +117,15 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
     };
     let chunk_size = ctx.chunk_size;
     let read = move |sink| read_actions(actions, chunk_size, sink);
+    if ctx.live.is_none() {
+        let load = OrderedAppend::begin(tx, Actions::Table, ACTION_COLUMNS, Actions::Id).await?;
+        writer.load = Some(load);
+    }
     copy_tree(tx, ctx, what, read, &mut writer).await?;
     writer.flush(tx).await?;
+    if let Some(load) = writer.load.take() {
+        load.finish(tx).await?;
+    }
     if let Some(written) = writer.written {
         verify_table(tx, ctx, &writer.links, written).await?;
     }
@@ -145,6 +153,9 @@ struct Writer {
     /// Rows not yet appended: with no read-back per chunk, the offline copy
     /// appends [`APPEND`] rows at a time.
     pending: Vec<Vec<sea_query::Value>>,
+    /// The offline copy's load: the actions come in the tree's order, not
+    /// in id order, which SQLite stores them in (`sqldb::ordered`).
+    load: Option<OrderedAppend>,
 }
 
 /// Rows per append when the table is proved whole after the copy: a bulk
@@ -156,7 +167,11 @@ impl Writer {
     /// Appends the pending rows.
     async fn flush(&mut self, tx: &mut dyn Tx) -> Result<(), Error> {
         let rows = std::mem::take(&mut self.pending);
-        Ok(sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?)
+        match &self.load {
+            Some(load) => load.append(tx, rows).await?,
+            None => sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?,
+        }
+        Ok(())
     }
 }
 
@@ -364,35 +379,20 @@ impl Links {
         only: Option<(BTreeSet<SessionId>, BTreeSet<AccountId>)>,
     ) -> Result<Links, Error> {
         let mut sessions = HashMap::new();
-        let mut accounts = HashMap::new();
         let mut select_sessions = Query::select();
         select_sessions
             .columns([Sessions::Id, Sessions::Alias])
             .from(Sessions::Table);
-        let mut select_accounts = Query::select();
-        select_accounts
-            .columns([Accounts::Id, Accounts::Alias])
-            .from(Accounts::Table);
-        let (read_sessions, read_accounts) = match &only {
-            None => (true, true),
-            Some((s, a)) => {
-                select_sessions
-                    .and_where(Expr::col(Sessions::Alias).is_in(s.iter().map(|id| id.0.to_vec())));
-                select_accounts
-                    .and_where(Expr::col(Accounts::Alias).is_in(a.iter().map(|id| id.to_alias())));
-                (!s.is_empty(), !a.is_empty())
-            }
-        };
-        if read_sessions {
+        if let Some((s, _)) = &only {
+            select_sessions
+                .and_where(Expr::col(Sessions::Alias).is_in(s.iter().map(|id| id.0.to_vec())));
+        }
+        if only.as_ref().is_none_or(|(s, _)| !s.is_empty()) {
             for r in &tx.query(&select_sessions).await? {
                 sessions.insert(crate::shared::session_alias(r.bytes(1)?)?, r.i64(0)?);
             }
         }
-        if read_accounts {
-            for r in &tx.query(&select_accounts).await? {
-                accounts.insert(AccountId::from_alias(r.i64(1)?), r.i64(0)?);
-            }
-        }
+        let accounts = crate::shared::account_ids(tx, only.as_ref().map(|(_, a)| a)).await?;
         Ok(Links { sessions, accounts })
     }
 }

@@ -139,6 +139,13 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Session
         },
         defer: ctx.live.map(|l| l.journal.clone()),
         damage: ctx.damage.clone(),
+        // The accounts are all in SQL before the sessions are copied; a
+        // live copy's may be replayed between chunks, so it looks up each
+        // chunk's.
+        accounts: match ctx.live {
+            None => Some(crate::shared::account_ids(tx, None).await?),
+            Some(_) => None,
+        },
     };
     let what = TreeCopy {
         tree: SESSIONS_TREE,
@@ -168,12 +175,21 @@ struct Migration {
     /// The run's damage: a session whose group's first session was damaged
     /// (and skipped) is damage too, not an inconsistency.
     damage: Arc<crate::feed::Damage>,
+    /// Every account's SQL id, read once before an offline copy.
+    accounts: Option<HashMap<AccountId, i64>>,
 }
 
 #[async_trait]
 impl WriteChunk<Vec<Session>> for Migration {
     async fn write(&mut self, tx: &mut dyn Tx, chunk: Vec<Session>) -> Result<Option<u64>, Error> {
-        let accounts = account_ids(tx, &chunk).await?;
+        let looked_up;
+        let accounts = match &self.accounts {
+            Some(all) => all,
+            None => {
+                looked_up = account_ids(tx, &chunk).await?;
+                &looked_up
+            }
+        };
         let first = self.next_id;
         let mut rows = Vec::with_capacity(chunk.len());
         let mut dropped_links = 0;

@@ -17,6 +17,31 @@ use store_sessions::sql::schema::Sessions;
 
 use crate::Error;
 
+/// The SQL id of every account, by account id, or of those in `only`:
+/// read once by a copy that links to accounts, which then costs a map
+/// lookup per link rather than a query per chunk (accounts are few next to
+/// the sessions and actions that link to them).
+pub(crate) async fn account_ids(
+    tx: &mut dyn Tx,
+    only: Option<&std::collections::BTreeSet<AccountId>>,
+) -> Result<std::collections::HashMap<AccountId, i64>, Error> {
+    let mut select = Query::select();
+    select
+        .columns([Accounts::Id, Accounts::Alias])
+        .from(Accounts::Table);
+    if let Some(only) = only {
+        if only.is_empty() {
+            return Ok(Default::default());
+        }
+        select.and_where(Expr::col(Accounts::Alias).is_in(only.iter().map(|id| id.to_alias())));
+    }
+    let mut ids = std::collections::HashMap::new();
+    for r in &tx.query(&select).await? {
+        ids.insert(AccountId::from_alias(r.i64(1)?), r.i64(0)?);
+    }
+    Ok(ids)
+}
+
 pub(crate) fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -65,6 +65,7 @@ pub mod error;
 pub mod introspect;
 pub mod litd;
 pub mod migrate;
+pub mod ordered;
 #[cfg(feature = "postgres")]
 pub mod pg_tls;
 #[cfg(feature = "postgres")]

@@ -903,7 +903,87 @@ async fn a_scan_reads_every_row_once_in_pages(fx: &SqlFixture) {
     assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "every row once");
 }
 
+/// An ordered append lands every row whatever order they come in, leaves
+/// no staging table behind, and a key already present fails its finish.
+async fn an_ordered_append_lands_rows_out_of_key_order(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    let t = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap();
+    let cols = [
+        "id",
+        "alias",
+        "type",
+        "initial_balance_msat",
+        "current_balance_msat",
+        "last_updated",
+        "expiration",
+    ];
+    let row = move |id: i64| -> Vec<Value> {
+        vec![
+            id.into(),
+            (id * 10).into(),
+            0i64.into(),
+            1i64.into(),
+            1i64.into(),
+            t.into(),
+            t.into(),
+        ]
+    };
+    let ids = [7i64, 3, 9, 1, 5, 2, 8, 4, 6];
+    db.write(|tx| {
+        Box::pin(async move {
+            let load =
+                sqldb::ordered::OrderedAppend::begin(tx, a("accounts"), cols.map(a), a("id"))
+                    .await?;
+            load.append(tx, ids[..4].iter().map(|i| row(*i)).collect())
+                .await?;
+            load.append(tx, Vec::new()).await?;
+            load.append(tx, ids[4..].iter().map(|i| row(*i)).collect())
+                .await?;
+            load.finish(tx).await
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        aliases(&db).await,
+        (1..=9).map(|i| i * 10).collect::<Vec<_>>()
+    );
+    // A second load with a key already there fails, and rolls back whole.
+    let err = db
+        .write(|tx| {
+            Box::pin(async move {
+                let load =
+                    sqldb::ordered::OrderedAppend::begin(tx, a("accounts"), cols.map(a), a("id"))
+                        .await?;
+                load.append(tx, vec![row(10), row(3)]).await?;
+                load.finish(tx).await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UniqueViolation, "{err}");
+    assert_eq!(
+        aliases(&db).await.len(),
+        9,
+        "nothing of the failed load kept"
+    );
+    // No staging table is left on the connection: a new load begins.
+    db.write(|tx| {
+        Box::pin(async move {
+            let load =
+                sqldb::ordered::OrderedAppend::begin(tx, a("accounts"), cols.map(a), a("id"))
+                    .await?;
+            load.append(tx, vec![row(11)]).await?;
+            load.finish(tx).await
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(aliases(&db).await.len(), 10);
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    an_ordered_append_lands_rows_out_of_key_order,
     a_scan_reads_every_row_once_in_pages,
     reads_and_writes_alternate_on_pooled_connections,
     foreign_keys_set_aside_come_back_and_check_every_row,
@@ -925,6 +1005,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    an_ordered_append_lands_rows_out_of_key_order,
     a_scan_reads_every_row_once_in_pages,
     reads_and_writes_alternate_on_pooled_connections,
     foreign_keys_set_aside_come_back_and_check_every_row,
