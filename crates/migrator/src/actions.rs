@@ -3,8 +3,11 @@
 //!
 //! Read in the actions tree's own order (session, then sequence), one
 //! sequential pass; each action keeps its locator as its SQL id, so
-//! locators handed out before the migration stay valid. Each chunk is one
-//! bulk append (`Tx::copy_in`) and one read-back. Links resolve through
+//! locators handed out before the migration stay valid. Offline, the rows
+//! are appended 8,192 at a time in key order (`sqldb::ordered`) and the
+//! table is proved whole after the load against a count and digest of
+//! what was written ([`verify_table`]); online, each chunk is one bulk
+//! append (`Tx::copy_in`) and one read-back. Links resolve through
 //! maps of every session's and account's SQL id read once beforehand; a
 //! link to a session or an account that is not in SQL is dropped, the
 //! action kept, and both counted. Memory is bounded by the chunk size and

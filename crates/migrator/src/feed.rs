@@ -141,7 +141,7 @@ impl<T: Send + 'static> Feed<T> {
 
 /// Found damage: every record that does not decode is recorded and
 /// skipped, so a refusal counts them all (docs/sled-format.md §6); with
-/// [`Options::accept_damaged`](crate::Options::accept_damaged)(crate::Options::accept_damaged) the run then goes on without them.
+/// [`Options::accept_damaged`](crate::Options::accept_damaged) the run then goes on without them.
 #[derive(Debug, Default)]
 pub(crate) struct Damage {
     /// An offline run skips and records every damaged record, then refuses

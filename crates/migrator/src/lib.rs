@@ -23,7 +23,9 @@
 //!    tombstoned into another SQL database refuses unless forced.
 //! 4. **The data step**: schema steps up to the key-value step
 //!    ([`KV_TO_SQL_VERSION`](sqldb::schema::KV_TO_SQL_VERSION)), the data in that step's one transaction,
-//!    every record read back and compared, while the whole source is proved
+//!    every record read back and compared (per chunk, or for the offline
+//!    copy of the actions by one pass over the whole table against a count
+//!    and digest of what was written), while the whole source is proved
 //!    consistent ([`check`]); then every later schema step over that data,
 //!    in the same transaction. Any failure rolls everything back.
 //! 5. **Proving the target**: after the commit the target is opened afresh,
