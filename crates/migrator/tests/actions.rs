@@ -323,16 +323,50 @@ async fn a_row_the_copy_did_not_write_is_refused(fx: &SqlFixture) {
     assert!(err.contains("20 written, 21 read back"), "{err}");
 }
 
+/// An action the database does not keep (a trigger deletes it) is
+/// refused, and the refusal names the chunk it was written in.
+async fn an_action_not_kept_is_refused(fx: &SqlFixture) {
+    let kv = Kv::new();
+    let locators = twenty_actions(&kv).await;
+    let id = locators[15];
+    let db = with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER drop_one AFTER INSERT ON actions WHEN NEW.id = {id} \
+             BEGIN DELETE FROM actions WHERE id = NEW.id; END;"
+        ),
+        format!(
+            "CREATE FUNCTION drop_one() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ \
+             LANGUAGE plpgsql; \
+             CREATE TRIGGER drop_one BEFORE INSERT ON actions FOR EACH ROW \
+             WHEN (NEW.id = {id}) EXECUTE FUNCTION drop_one();"
+        ),
+    )
+    .await;
+    let err = refused(&kv, &db).await;
+    // "migrated actions FIRST..=LAST …: N written, N-1 read back"
+    let range = err
+        .split_whitespace()
+        .find_map(|w| w.split_once("..="))
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()));
+    assert!(
+        range.is_some_and(|(a, b)| (a..=b).contains(&id)) && err.contains("read back"),
+        "names the chunk of action {id}: {err}"
+    );
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     empty, unlinked_actions, session_linked, account_linked, session_and_account,
     links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
     an_action_stored_altered_is_refused_and_named, a_row_the_copy_did_not_write_is_refused,
+    an_action_not_kept_is_refused,
 );
 
 testkit::backend_tests!(postgres => postgres;
     empty, unlinked_actions, session_linked, account_linked, session_and_account,
     links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
     an_action_stored_altered_is_refused_and_named, a_row_the_copy_did_not_write_is_refused,
+    an_action_not_kept_is_refused,
 );
 
 /// One random action: session and account (by index), state, whether it
