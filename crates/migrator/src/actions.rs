@@ -19,12 +19,15 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use sea_query::{Expr, ExprTrait, IntoIden, Query};
 use sqldb::ordered::OrderedAppend;
+use sqldb::scan::Scan;
 use sqldb::{Tx, TxExt};
 use store_accounts::AccountId;
 use store_actions::Action;
 use store_actions::kv::{ACTIONS_TREE, INDEX_TREE, decode_action, index_seq};
 use store_actions::sql::schema::Actions;
-use store_actions::sql::{ACTION_COLUMNS, action_row, load_ids_stored, scan_stored};
+use store_actions::sql::{
+    ACTION_COLUMNS, action_row, load_ids_stored, stored_from_row, stored_select,
+};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::ReadTree;
@@ -219,17 +222,48 @@ async fn verify_table(
     links: &Links,
     written: SetDigest,
 ) -> Result<(), Error> {
-    let mut read = SetDigest::default();
-    scan_stored(tx, |r| read.add(r))
-        .await
-        .map_err(|e| Error::ReadBack {
-            records: "actions".into(),
-            source: Box::new(e),
-        })?;
+    let read = read_digest(tx).await?;
     if read == written {
         return Ok(());
     }
     Err(find_difference(tx, ctx, links, written, read).await)
+}
+
+/// The count and digest of every action in the table. Pages are fetched
+/// here and decoded and hashed on the blocking pool, two pages in flight:
+/// decoding a page of 8,192 rows as the store does takes tens of
+/// milliseconds, which would stall the executor, and the two overlap.
+async fn read_digest(tx: &mut dyn Tx) -> Result<SetDigest, Error> {
+    let read_back = |e: Box<dyn std::error::Error + Send + Sync>| Error::ReadBack {
+        records: "actions".into(),
+        source: e,
+    };
+    let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<sqldb::Row>>(2);
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut read = SetDigest::default();
+        while let Some(page) = received.blocking_recv() {
+            for r in &page {
+                read.add(&stored_from_row(r)?);
+            }
+        }
+        Ok::<_, store_actions::Error>(read)
+    });
+    let fetched = async {
+        let mut scan = Scan::open(tx, &stored_select(), Actions::Id).await?;
+        while let Some(rows) = scan.next(tx).await? {
+            if pages.send(rows).await.is_err() {
+                // The worker stopped at a row that does not decode: its
+                // error is the one to report.
+                return scan.close(tx).await;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(pages);
+    let decoded = worker.await.map_err(|e| read_back(Box::new(e)))?;
+    fetched.map_err(|e| read_back(Box::new(e)))?;
+    decoded.map_err(|e| read_back(Box::new(e)))
 }
 
 /// The error naming what differs between the actions written and the

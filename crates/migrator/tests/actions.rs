@@ -355,18 +355,46 @@ async fn an_action_not_kept_is_refused(fx: &SqlFixture) {
     );
 }
 
+/// An action stored so that it no longer decodes (a trigger sets a state
+/// no action has) is refused, naming it.
+async fn an_action_stored_undecodable_is_refused_and_named(fx: &SqlFixture) {
+    let kv = Kv::new();
+    let locators = twenty_actions(&kv).await;
+    let id = locators[7];
+    let db = with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER break_one AFTER INSERT ON actions WHEN NEW.id = {id} \
+             BEGIN UPDATE actions SET action_state = 99 WHERE id = NEW.id; END;"
+        ),
+        format!(
+            "CREATE FUNCTION break_one() RETURNS trigger AS $$ BEGIN \
+             NEW.action_state := 99; RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER break_one BEFORE INSERT ON actions FOR EACH ROW \
+             WHEN (NEW.id = {id}) EXECUTE FUNCTION break_one();"
+        ),
+    )
+    .await;
+    let err = refused(&kv, &db).await;
+    assert!(
+        err.contains(&format!("action {id}")),
+        "names the action: {err}"
+    );
+    assert!(err.contains("99"), "says why: {err}");
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     empty, unlinked_actions, session_linked, account_linked, session_and_account,
     links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
     an_action_stored_altered_is_refused_and_named, a_row_the_copy_did_not_write_is_refused,
-    an_action_not_kept_is_refused,
+    an_action_not_kept_is_refused, an_action_stored_undecodable_is_refused_and_named,
 );
 
 testkit::backend_tests!(postgres => postgres;
     empty, unlinked_actions, session_linked, account_linked, session_and_account,
     links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
     an_action_stored_altered_is_refused_and_named, a_row_the_copy_did_not_write_is_refused,
-    an_action_not_kept_is_refused,
+    an_action_not_kept_is_refused, an_action_stored_undecodable_is_refused_and_named,
 );
 
 /// One random action: session and account (by index), state, whether it

@@ -613,7 +613,7 @@ store_support::migration_api! {
     ) -> Result<Vec<(Action, Option<i64>, Option<i64>)>> {
         load_stored(
             tx,
-            stored_columns()
+            stored_select()
                 .and_where(Expr::col(a(Actions::Id)).is_in(ids.iter().copied()))
                 .order_by(a(Actions::Id), Order::Asc),
         )
@@ -622,33 +622,25 @@ store_support::migration_api! {
 }
 
 store_support::migration_api! {
-    /// The migrator's read of the whole table after a copy: calls `f` with
-    /// every action, as [`load_ids_stored`] reads them, in no particular
-    /// order, a page at a time in the table's physical order
-    /// ([`sqldb::scan`]): one sequential pass, whatever order the rows
-    /// were loaded in. Errors: the database's, or a row that does not
-    /// decode.
-    async fn scan_stored(
-        tx: &mut dyn Tx,
-        mut f: impl FnMut(&(Action, Option<i64>, Option<i64>)) + Send,
-    ) -> Result<()> {
-        sqldb::scan::scan(tx, &stored_columns(), a(Actions::Id), |rows| {
-            for r in &rows {
-                f(&(action_with_links(r, None, None)?, r.opt_i64(12)?, r.opt_i64(13)?));
-            }
-            Ok::<_, Error>(())
-        })
-        .await
+    /// The migrator's read of the whole table after a copy, with
+    /// [`sqldb::scan::Scan`] (its first column is `id`, the key it pages
+    /// along on SQLite): each row as [`load_ids_stored`] reads it, decoded
+    /// by [`stored_from_row`].
+    fn stored_select() -> SelectStatement {
+        action_columns()
+            .column(a(Actions::SessionId))
+            .column(a(Actions::AccountId))
+            .to_owned()
     }
 }
 
-/// An action's own columns and the SQL ids of its session and account
-/// (columns 12 and 13), as the migrator's reads take them.
-fn stored_columns() -> SelectStatement {
-    action_columns()
-        .column(a(Actions::SessionId))
-        .column(a(Actions::AccountId))
-        .to_owned()
+store_support::migration_api! {
+    /// An action of a [`stored_select`] row, without its links, and the
+    /// SQL ids of its session and account as stored. Errors: a row that
+    /// does not decode, naming the action and the field.
+    fn stored_from_row(r: &Row) -> Result<(Action, Option<i64>, Option<i64>)> {
+        Ok((action_with_links(r, None, None)?, r.opt_i64(12)?, r.opt_i64(13)?))
+    }
 }
 
 async fn load_stored(
@@ -656,15 +648,7 @@ async fn load_stored(
     select: &SelectStatement,
 ) -> Result<Vec<(Action, Option<i64>, Option<i64>)>> {
     let rows = tx.query(select).await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                action_with_links(r, None, None)?,
-                r.opt_i64(12)?,
-                r.opt_i64(13)?,
-            ))
-        })
-        .collect()
+    rows.iter().map(stored_from_row).collect()
 }
 
 /// Loads the actions with SQL ids in `first..=last`, in id order.
