@@ -184,27 +184,20 @@ impl Writer {
 #[async_trait]
 impl WriteChunk<Vec<Action>> for Writer {
     async fn write(&mut self, tx: &mut dyn Tx, chunk: Vec<Action>) -> Result<Option<u64>, Error> {
-        let (rows, mut expected) = prepare(&self.links, &chunk, &mut self.report)?;
-        if !expected.is_empty() {
-            match &mut self.written {
-                Some(digest) => {
-                    expected.iter().for_each(|e| digest.add(e));
-                    self.pending.extend(rows);
-                    if self.pending.len() >= APPEND {
-                        self.flush(tx).await?;
-                    }
-                }
-                None => {
-                    sqldb::append(tx, Actions::Table, ACTION_COLUMNS, rows).await?;
-                    verify_chunk(tx, &mut expected).await?;
-                }
-            }
-            let last = expected
-                .iter()
-                .map(|(a, ..)| a.locator.index() as i64)
-                .max();
-            self.last_id = Ord::max(self.last_id, last.unwrap_or(0));
-            self.report.actions += expected.len() as u64;
+        let Some(digest) = &mut self.written else {
+            let last = write_chunk(tx, &self.links, &chunk, &mut self.report).await?;
+            self.last_id = Ord::max(self.last_id, last);
+            return Ok(Some(self.report.actions));
+        };
+        let (rows, expected) = prepare(&self.links, &chunk, &mut self.report)?;
+        for e in &expected {
+            digest.add(e);
+            self.last_id = Ord::max(self.last_id, e.0.locator.index() as i64);
+        }
+        self.report.actions += expected.len() as u64;
+        self.pending.extend(rows);
+        if self.pending.len() >= APPEND {
+            self.flush(tx).await?;
         }
         Ok(Some(self.report.actions))
     }
@@ -230,15 +223,15 @@ async fn verify_table(
 }
 
 /// The count and digest of every action in the table. Pages are fetched
-/// here and decoded and hashed on the blocking pool, two pages in flight:
-/// decoding a page of 8,192 rows as the store does takes tens of
+/// here and decoded and hashed on the blocking pool, one page waiting:
+/// decoding a page of 4,096 rows as the store does takes about ten
 /// milliseconds, which would stall the executor, and the two overlap.
 async fn read_digest(tx: &mut dyn Tx) -> Result<SetDigest, Error> {
     let read_back = |e: Box<dyn std::error::Error + Send + Sync>| Error::ReadBack {
         records: "actions".into(),
         source: e,
     };
-    let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<sqldb::Row>>(2);
+    let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<sqldb::Row>>(1);
     let worker = tokio::task::spawn_blocking(move || {
         let mut read = SetDigest::default();
         while let Some(page) = received.blocking_recv() {

@@ -18,7 +18,7 @@ use sea_query::{Expr, ExprTrait, Order, SelectStatement};
 use crate::{DbResult, Dialect, Row, Sql, Tx, TxExt};
 
 /// Rows per page.
-pub const PAGE: u64 = 8192;
+pub const PAGE: u64 = 4096;
 
 /// A read of every row a query returns, a page at a time ([`Scan::next`]),
 /// in no particular order, inside one transaction (it sees the
