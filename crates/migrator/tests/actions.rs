@@ -217,12 +217,7 @@ async fn twenty_actions(kv: &Kv) -> Vec<u64> {
 /// Installs `trigger` (SQLite's, or PostgreSQL's function and trigger) on
 /// the target, its schema applied up to the migration's own step.
 async fn with_trigger(fx: &SqlFixture, sqlite: String, postgres: String) -> sqldb::Db {
-    let db = fx.open().await;
-    migrator::schema::runner()
-        .through(sqldb::schema::KV_TO_SQL_VERSION - 1)
-        .run(&db)
-        .await
-        .unwrap();
+    let db = fx.open_before_data().await;
     let script = match fx.backend() {
         "sqlite" => sqlite,
         _ => postgres,

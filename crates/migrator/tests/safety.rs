@@ -243,13 +243,8 @@ async fn foreign_or_unrecorded_tables_are_refused_before_any_write(fx: &SqlFixtu
 async fn a_later_step_that_fails_fails_the_run_before_the_tombstone(fx: &SqlFixture) {
     let kv = populated().await;
     let seq = write_seq(&kv.path);
-    let db = fx.open().await;
     // Steps before the key-value step, then an index in the way of step 8.
-    migrator::schema::runner()
-        .through(sqldb::schema::KV_TO_SQL_VERSION - 1)
-        .run(&db)
-        .await
-        .unwrap();
+    let db = fx.open_before_data().await;
     db.write(|tx| {
         Box::pin(async move {
             tx.execute_script("CREATE INDEX actions_session_created_idx ON actions (id)")

@@ -472,12 +472,7 @@ async fn a_later_step_failing_fails_the_migration_and_keeps_the_source(fx: &SqlF
     let dir = tempfile::tempdir().unwrap();
     let kv = small_kv(dir.path()).await;
     let to = target(fx);
-    let db = fx.open().await;
-    migrator::schema::runner()
-        .through(sqldb::schema::KV_TO_SQL_VERSION - 1)
-        .run(&db)
-        .await
-        .unwrap();
+    let db = fx.open_before_data().await;
     db.write(|tx| {
         Box::pin(async move {
             tx.execute_script("CREATE INDEX actions_feature_created_idx ON actions (id)")

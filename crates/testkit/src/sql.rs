@@ -80,6 +80,25 @@ impl SqlFixture {
     }
 }
 
+impl SqlFixture {
+    /// [`SqlFixture::open`], then the schema steps before the migration's
+    /// own: the tables exist and are empty, as a migration finds a target
+    /// it may write into. Tests put an obstacle in the migration's way here.
+    #[allow(
+        clippy::expect_used,
+        reason = "a fixture that cannot be made fails the test that asked for it"
+    )]
+    pub async fn open_before_data(&self) -> Db {
+        let db = self.open().await;
+        migrator::schema::runner()
+            .through(KV_TO_SQL_VERSION - 1)
+            .run(&db)
+            .await
+            .expect("apply the schema before the data step");
+        db
+    }
+}
+
 /// A SQLite fixture (always available).
 pub async fn sqlite(_test: &str) -> Option<SqlFixture> {
     Some(SqlFixture::sqlite())
