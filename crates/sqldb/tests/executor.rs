@@ -9,6 +9,17 @@ use sqldb::time::zero_time;
 use sqldb::{Db, DbError, ErrorKind, TxExt, TxMode, introspect};
 use testkit::sql::{SqlFixture, postgres, sqlite};
 
+/// The columns of an account row without its id and label, in the order
+/// the tests' rows give them.
+const ACCOUNT_COLUMNS: [&str; 6] = [
+    "alias",
+    "type",
+    "initial_balance_msat",
+    "current_balance_msat",
+    "last_updated",
+    "expiration",
+];
+
 fn a(name: &str) -> Alias {
     Alias::new(name)
 }
@@ -658,14 +669,7 @@ async fn indexes_set_aside_come_back_or_roll_back(fx: &SqlFixture) {
             zero_time().into(),
         ]
     };
-    let cols = [
-        "alias",
-        "type",
-        "initial_balance_msat",
-        "current_balance_msat",
-        "last_updated",
-        "expiration",
-    ];
+    let cols = ACCOUNT_COLUMNS;
     let rows = vec![row(7), row(8), row(7)];
     let err = db
         .write(|tx| {
@@ -865,14 +869,7 @@ async fn a_scan_reads_every_row_once_in_pages(fx: &SqlFixture) {
                         ]
                     })
                     .collect();
-                let cols = [
-                    "alias",
-                    "type",
-                    "initial_balance_msat",
-                    "current_balance_msat",
-                    "last_updated",
-                    "expiration",
-                ];
+                let cols = ACCOUNT_COLUMNS;
                 tx.copy_in("accounts", &cols, rows).await?;
                 let select = Query::select()
                     .columns(["id", "alias"].map(a))
