@@ -1,7 +1,8 @@
 //! An order-independent digest of a set of records, with their count: what
-//! the offline copy of the actions compares to prove that the table holds
-//! exactly the records it wrote, in one pass over the table after the load
-//! instead of one read-back query per chunk (docs/design.md §5.7).
+//! an offline copy compares to prove that the tables hold exactly the
+//! records it wrote, in one pass over them after the load instead of one
+//! read-back query per chunk (docs/design.md §5.7), and the pieces of that
+//! proof every store shares: [`Proof`], [`read_pages`] and [`differs`].
 //!
 //! Each record is hashed with SHA-256 through its `Hash` implementation and
 //! the first 16 bytes of each hash are added modulo 2^128. The sum does not
@@ -21,6 +22,115 @@
 use std::hash::{Hash, Hasher};
 
 use sha2::{Digest as _, Sha256};
+use sqldb::Tx;
+
+use crate::Error;
+use crate::diff::{Difference, Differences};
+
+/// How a copy proves what it wrote (docs/design.md §5.7).
+pub(crate) enum Proof {
+    /// Each chunk is read back and compared as it is written: an online
+    /// copy commits pieces and replays records between chunks, so its
+    /// tables are never the set it wrote.
+    EachChunk,
+    /// The count and digest of every record written, as it must read
+    /// back; the tables are read back whole after the load and compared.
+    Whole(SetDigest),
+    /// Nothing is written: each chunk of a second read of the source is
+    /// read back and compared, to name the record that differs after
+    /// [`Proof::Whole`] found that something does.
+    Diagnose,
+}
+
+impl Proof {
+    /// The proof an offline copy (`live` false) or an online one makes.
+    pub(crate) fn for_copy(live: bool) -> Proof {
+        if live {
+            Proof::EachChunk
+        } else {
+            Proof::Whole(SetDigest::default())
+        }
+    }
+
+    /// True when the copy writes its chunks (it does, but to diagnose).
+    pub(crate) fn writes(&self) -> bool {
+        !matches!(self, Proof::Diagnose)
+    }
+}
+
+/// A store's loader of the records with SQL ids in an inclusive range.
+pub(crate) type LoadRange<T, E> =
+    for<'t> fn(
+        &'t mut dyn Tx,
+        i64,
+        i64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<T>, E>> + Send + 't>>;
+
+/// Records read back per query of [`read_pages`].
+pub(crate) const PAGE: i64 = 4096;
+
+/// The count and digest of the records with SQL ids `1..=last`, read back
+/// `PAGE` ids at a time through `load` (the store's own range loader, so
+/// what is digested is what the store serves). A copy that wrote ids from 1
+/// in order loaded its tables in id order, so each page is one index range.
+pub(crate) async fn read_pages<T: Hash, E>(
+    tx: &mut dyn Tx,
+    what: &str,
+    last: i64,
+    load: LoadRange<T, E>,
+) -> Result<SetDigest, Error>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut read = SetDigest::default();
+    let mut first = 1;
+    while first <= last {
+        let to = Ord::min(first.saturating_add(PAGE - 1), last);
+        let page = load(tx, first, to).await.map_err(|e| Error::ReadBack {
+            records: format!("{what} {first}..={to}"),
+            source: Box::new(e),
+        })?;
+        for record in &page {
+            read.add(record);
+        }
+        first = to + 1;
+    }
+    Ok(read)
+}
+
+/// The error saying that what was written and what the table holds are not
+/// the same set (`rows`: the table's row count), or `None` when they are.
+/// Used when no record can be named: first the counts, then the digests.
+pub(crate) fn differs(
+    what: &str,
+    written: &SetDigest,
+    read: &SetDigest,
+    rows: u64,
+) -> Option<Error> {
+    let diff = if written.count != rows || read.count != rows {
+        let read = if read.count != written.count {
+            read.count
+        } else {
+            rows
+        };
+        Difference::Count {
+            written: written.count as usize,
+            read: read as usize,
+        }
+    } else if written != read {
+        Difference::Field {
+            field: format!("digest of every {what}"),
+            kv: written.short(),
+            sql: read.short(),
+        }
+    } else {
+        return None;
+    };
+    Some(Error::Mismatch {
+        record: format!("{what}s"),
+        diff: Differences::one(diff),
+    })
+}
 
 /// The count and digest of a set of records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

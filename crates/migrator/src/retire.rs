@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use chrono::Utc;
 
-use sqldb::{Db, DbError, Tx};
+use sqldb::{Db, DbError};
 use tombstone::{KvOptions, Mark, MigrationSource, Status};
 
 use crate::record::{self, MigrationRecord, records};
@@ -151,7 +151,10 @@ async fn prove_target(
             Box::pin(async move {
                 let mut out = Vec::new();
                 for (table, _) in Report::default().table_counts() {
-                    out.push((table, count_rows(tx, table).await?));
+                    out.push((
+                        table,
+                        crate::shared::count_rows(tx, sea_query::Alias::new(table)).await?,
+                    ));
                 }
                 Ok::<_, DbError>(out)
             })
@@ -164,21 +167,6 @@ async fn prove_target(
         }
     }
     Ok(identity)
-}
-
-async fn count_rows(tx: &mut dyn Tx, table: &'static str) -> Result<u64, DbError> {
-    use sea_query::{Alias, Expr, Query};
-    use sqldb::TxExt as _;
-    let n = tx
-        .query_one(
-            &Query::select()
-                .expr(Expr::cust("COUNT(*)"))
-                .from(Alias::new(table))
-                .to_owned(),
-        )
-        .await?
-        .i64(0)?;
-    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// What [`retry_pending_tombstone`] did for one record.

@@ -81,6 +81,23 @@ pub(crate) fn rows(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
+/// How many rows `table` holds.
+pub(crate) async fn count_rows(
+    tx: &mut dyn Tx,
+    table: impl sea_query::IntoIden,
+) -> Result<u64, sqldb::DbError> {
+    let n = tx
+        .query_one(
+            &Query::select()
+                .expr(sea_query::Expr::cust("COUNT(*)"))
+                .from(table)
+                .to_owned(),
+        )
+        .await?
+        .i64(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// On PostgreSQL, moves `table`'s id sequence to `last` after a copy that
 /// wrote explicit ids up to it (they do not advance a BIGSERIAL sequence);
 /// nothing on SQLite or when nothing was written.

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{Duration, TimeZone, Utc};
+use common::proof::{refused, with_trigger};
 use common::{Kv, Lcg, Snapshot, another, is_live, migrate_and_compare};
 use migrator::{Error, Options, Progress, ProgressEvent};
 use sqldb::schema::KV_TO_SQL_VERSION;
@@ -537,8 +538,143 @@ async fn an_unstorable_amount_fails_naming_the_account(fx: &SqlFixture) {
     assert!(is_live(&kv.path));
 }
 
+/// The id of the account labelled `label` in the key-value database.
+async fn id_of(kv: &Kv, label: &str) -> AccountId {
+    let db = KvDb::open(&kv.path, &KvOptions::default()).unwrap();
+    let all = store_accounts::KvStore::open(&db)
+        .unwrap()
+        .accounts()
+        .await
+        .unwrap();
+    all.into_iter().find(|a| a.label == label).unwrap().id
+}
+
+/// An account the database stores other than it was written (a trigger
+/// changes its balance) is refused, naming the account and the field,
+/// however the copy proves the table (docs/design.md §5.7).
+async fn an_account_stored_altered_is_refused_and_named(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    let id = id_of(&kv, "a4").await;
+    let db = with_trigger(
+        fx,
+        "CREATE TRIGGER alter_one AFTER INSERT ON accounts WHEN NEW.label = 'a4' \
+         BEGIN UPDATE accounts SET current_balance_msat = 7 WHERE id = NEW.id; END;"
+            .into(),
+        "CREATE FUNCTION alter_one() RETURNS trigger AS $$ BEGIN \
+         NEW.current_balance_msat := 7; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER alter_one BEFORE INSERT ON accounts FOR EACH ROW \
+         WHEN (NEW.label = 'a4') EXECUTE FUNCTION alter_one();"
+            .into(),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    assert!(
+        err.contains(&format!("account {id}")),
+        "names the account: {err}"
+    );
+    assert!(
+        err.contains("current_balance_msat"),
+        "names the field: {err}"
+    );
+}
+
+/// An invoice the copy did not write (a trigger adds one to an account) is
+/// refused, naming the account and its invoices.
+async fn an_invoice_the_copy_did_not_write_is_refused_and_named(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    let id = id_of(&kv, "a3").await;
+    let extra = "INSERT INTO account_invoices (account_id, hash) VALUES (NEW.account_id, \
+                 X'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee');";
+    let hash = "X'0303030303030303030303030303030303030303030303030303030303030303'";
+    let db = with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER add_one AFTER INSERT ON account_invoices WHEN NEW.hash = {hash} \
+             BEGIN {extra} END;"
+        ),
+        format!(
+            "CREATE FUNCTION add_one() RETURNS trigger AS $$ BEGIN \
+             {} RETURN NULL; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER add_one AFTER INSERT ON account_invoices FOR EACH ROW \
+             WHEN (NEW.hash = '\\x{}'::bytea) EXECUTE FUNCTION add_one();",
+            extra.replace("X'", "'\\x").replace("');", "'::bytea);"),
+            "03".repeat(32)
+        ),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    assert!(
+        err.contains(&format!("account {id}")),
+        "names the account: {err}"
+    );
+    assert!(err.contains("invoices"), "names the field: {err}");
+}
+
+/// An account the database does not keep (a trigger drops it) is refused,
+/// naming the chunk it was written in. The account has no invoice, whose
+/// row would fail its foreign key first on SQLite.
+async fn an_account_not_kept_is_refused(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    kv.accounts(|s| async move {
+        s.new_account(5, None, "lonely").await.unwrap();
+    })
+    .await;
+    let db = with_trigger(
+        fx,
+        "CREATE TRIGGER drop_one AFTER INSERT ON accounts WHEN NEW.label = 'lonely' \
+         BEGIN DELETE FROM accounts WHERE id = NEW.id; END;"
+            .into(),
+        "CREATE FUNCTION drop_one() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ \
+         LANGUAGE plpgsql; \
+         CREATE TRIGGER drop_one BEFORE INSERT ON accounts FOR EACH ROW \
+         WHEN (NEW.label = 'lonely') EXECUTE FUNCTION drop_one();"
+            .into(),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    let counts = ["4 written, 3 read back", "3 written, 2 read back"];
+    assert!(
+        err.contains("migrated accounts") && counts.iter().any(|c| err.contains(c)),
+        "names the chunk: {err}"
+    );
+}
+
+/// An account row the copy did not write (a trigger adds one) is refused:
+/// the table must hold exactly what was written.
+async fn an_account_the_copy_did_not_write_is_refused(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    let copy = "INSERT INTO accounts (id, alias, label, type, initial_balance_msat, \
+                current_balance_msat, last_updated, expiration) SELECT 1000000, 1, NULL, type, \
+                initial_balance_msat, current_balance_msat, last_updated, expiration \
+                FROM accounts WHERE id = NEW.id;";
+    let db = with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER add_one AFTER INSERT ON accounts WHEN NEW.label = 'a2' \
+             BEGIN {copy} END;"
+        ),
+        format!(
+            "CREATE FUNCTION add_one() RETURNS trigger AS $$ BEGIN \
+             {copy} RETURN NULL; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER add_one AFTER INSERT ON accounts FOR EACH ROW \
+             WHEN (NEW.label = 'a2') EXECUTE FUNCTION add_one();"
+        ),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    assert!(err.contains("10 written, 11 read back"), "{err}");
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     empty,
+    an_account_stored_altered_is_refused_and_named,
+    an_invoice_the_copy_did_not_write_is_refused_and_named,
+    an_account_not_kept_is_refused,
+    an_account_the_copy_did_not_write_is_refused,
     heavy_accounts_are_chunked_by_rows,
     account_no_expiry,
     account_with_expiry,
@@ -558,6 +694,10 @@ testkit::backend_tests!(sqlite => sqlite;
 
 testkit::backend_tests!(postgres => postgres;
     empty,
+    an_account_stored_altered_is_refused_and_named,
+    an_invoice_the_copy_did_not_write_is_refused_and_named,
+    an_account_not_kept_is_refused,
+    an_account_the_copy_did_not_write_is_refused,
     heavy_accounts_are_chunked_by_rows,
     account_no_expiry,
     account_with_expiry,

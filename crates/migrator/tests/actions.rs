@@ -5,6 +5,7 @@ mod common;
 
 use chrono::Duration;
 use common::actions::{request, run_case, t0};
+use common::proof::{refused, with_trigger};
 use common::{Kv, Lcg};
 use proptest::prelude::*;
 use store_actions::{ActionState, AddAction, Store as _};
@@ -214,52 +215,6 @@ async fn twenty_actions(kv: &Kv) -> Vec<u64> {
     locators
 }
 
-/// Installs `trigger` (SQLite's, or PostgreSQL's function and trigger) on
-/// the target, its schema applied up to the migration's own step.
-async fn with_trigger(fx: &SqlFixture, sqlite: String, postgres: String) -> sqldb::Db {
-    let db = fx.open_before_data().await;
-    let script = match fx.backend() {
-        "sqlite" => sqlite,
-        _ => postgres,
-    };
-    db.write(|tx| {
-        Box::pin(async move {
-            tx.execute_script(&script).await?;
-            Ok::<_, sqldb::DbError>(())
-        })
-    })
-    .await
-    .unwrap();
-    db
-}
-
-/// Migrates and returns the refusal, after checking that nothing was kept
-/// and the key-value database was not tombstoned.
-async fn refused(kv: &Kv, db: &sqldb::Db) -> String {
-    let err = migrator::migrate(
-        &kv.path,
-        db,
-        &migrator::Options {
-            chunk_size: 6,
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        !matches!(
-            tombstone::status(&kv.path),
-            Ok(Some(tombstone::Status::Tombstoned(_)))
-        ),
-        "never tombstoned"
-    );
-    let sql = store_actions::SqlStore::new(db.clone());
-    let left = sql.list_actions(&Default::default()).await.unwrap();
-    assert!(left.actions.is_empty(), "nothing kept: {left:?}");
-    err.to_string()
-}
-
 /// An action the database stores other than it was written (here a trigger
 /// rewrites its intent) is refused, and the refusal names it and the field,
 /// however the copy proves the table (docs/design.md §5.7).
@@ -281,7 +236,7 @@ async fn an_action_stored_altered_is_refused_and_named(fx: &SqlFixture) {
         ),
     )
     .await;
-    let err = refused(&kv, &db).await;
+    let err = refused(&kv, &db, 6).await;
     assert!(
         err.contains(&format!("action {id}")),
         "names the action: {err}"
@@ -314,7 +269,7 @@ async fn a_row_the_copy_did_not_write_is_refused(fx: &SqlFixture) {
         ),
     )
     .await;
-    let err = refused(&kv, &db).await;
+    let err = refused(&kv, &db, 6).await;
     assert!(err.contains("20 written, 21 read back"), "{err}");
 }
 
@@ -338,7 +293,7 @@ async fn an_action_not_kept_is_refused(fx: &SqlFixture) {
         ),
     )
     .await;
-    let err = refused(&kv, &db).await;
+    let err = refused(&kv, &db, 6).await;
     // "migrated actions FIRST..=LAST …: N written, N-1 read back"
     let range = err
         .split_whitespace()
@@ -370,7 +325,7 @@ async fn an_action_stored_undecodable_is_refused_and_named(fx: &SqlFixture) {
         ),
     )
     .await;
-    let err = refused(&kv, &db).await;
+    let err = refused(&kv, &db, 6).await;
     assert!(
         err.contains(&format!("action {id}")),
         "names the action: {err}"

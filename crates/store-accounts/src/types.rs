@@ -78,7 +78,7 @@ impl From<[u8; 32]> for Hash {
 }
 
 /// The kind of account; only one exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AccountType {
     /// A balance set at creation and changed by payments.
     #[default]
@@ -144,7 +144,7 @@ impl PaymentStatus {
 }
 
 /// A payment made from an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PaymentEntry {
     /// Its status.
     pub status: PaymentStatus,
@@ -162,7 +162,7 @@ pub struct AccountPayment {
 }
 
 /// An off-chain balance account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Account {
     /// Its id.
     pub id: AccountId,

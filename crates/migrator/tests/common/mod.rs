@@ -3,6 +3,7 @@
 
 pub(crate) mod actions;
 pub(crate) mod firewall;
+pub(crate) mod proof;
 pub(crate) mod sessions;
 
 use std::path::{Path, PathBuf};
