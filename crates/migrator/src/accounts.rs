@@ -123,10 +123,10 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Account
     if let Some(aside) = aside {
         aside.rebuild(tx).await?;
     }
-    let last = writer.next_id - 1;
-    if let Proof::Whole(written) = &writer.proof {
-        prove(tx, ctx, written, last).await?;
+    if let Proof::Whole(written, ranges) = &writer.proof {
+        prove(tx, ctx, written, ranges).await?;
     }
+    let last = writer.next_id - 1;
     sequence_past(tx, crate::shared::IdTable::Accounts, last).await?;
     Ok(writer.report)
 }
@@ -153,8 +153,8 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Writer,
     Ok(writer)
 }
 
-/// Proves the offline copy whole (design §5.7): every account with SQL ids
-/// `1..=last` read back as the store loads it, its count and digest
+/// Proves the offline copy whole (design §5.7): every account written
+/// (`ranges`: its chunks' SQL ids) read back as the store loads it, its count and digest
 /// compared with `written`'s and with the table's row count. When they
 /// differ, a second read of the source, compared chunk by chunk, names the
 /// account. Invoices and payments are part of each account read back; one
@@ -164,9 +164,9 @@ async fn prove(
     tx: &mut dyn Tx,
     ctx: CopyCtx<'_>,
     written: &SetDigest,
-    last: i64,
+    ranges: &[(i64, i64)],
 ) -> Result<(), Error> {
-    let read = read_pages(tx, "accounts", last, |tx, first, to| {
+    let read = read_pages(tx, "accounts", ranges, |tx, first, to| {
         Box::pin(load_accounts(tx, Some((first, to))))
     })
     .await?;
@@ -209,10 +209,11 @@ impl WriteChunk<Item> for Writer {
                 self.next_id += chunk.len() as i64;
                 let ids = (first, self.next_id - 1);
                 match &mut self.proof {
-                    Proof::Whole(written) => {
+                    Proof::Whole(written, ranges) => {
                         for a in &chunk {
                             written.add(&crate::rules::account(a));
                         }
+                        ranges.push(ids);
                     }
                     Proof::EachChunk | Proof::Diagnose => {
                         let load = load_accounts(tx, Some(ids));

@@ -34,8 +34,9 @@ pub(crate) enum Proof {
     /// tables are never the set it wrote.
     EachChunk,
     /// The count and digest of every record written, as it must read
-    /// back; the tables are read back whole after the load and compared.
-    Whole(SetDigest),
+    /// back, and the SQL id ranges of the chunks it was written in; the
+    /// tables are read back whole after the load and compared.
+    Whole(SetDigest, Vec<(i64, i64)>),
     /// Nothing is written: each chunk of a second read of the source is
     /// read back and compared, to name the record that differs after
     /// [`Proof::Whole`] found that something does.
@@ -48,7 +49,7 @@ impl Proof {
         if live {
             Proof::EachChunk
         } else {
-            Proof::Whole(SetDigest::default())
+            Proof::Whole(SetDigest::default(), Vec::new())
         }
     }
 
@@ -66,34 +67,30 @@ pub(crate) type LoadRange<T, E> =
         i64,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<T>, E>> + Send + 't>>;
 
-/// Records read back per query of [`read_pages`].
-pub(crate) const PAGE: i64 = 4096;
-
-/// The count and digest of the records with SQL ids `1..=last`, read back
-/// `PAGE` ids at a time through `load` (the store's own range loader, so
-/// what is digested is what the store serves). A copy that wrote ids from 1
-/// in order loaded its tables in id order, so each page is one index range.
+/// The count and digest of the records with SQL ids in `ranges`, each
+/// range read back with one call of `load` (the store's own range loader,
+/// so what is digested is what the store serves). The ranges are the
+/// copy's chunks, which bound the rows each holds, children included; a
+/// copy that wrote ids in order loaded its tables in that order, so each
+/// range is one index range.
 pub(crate) async fn read_pages<T: Hash, E>(
     tx: &mut dyn Tx,
     what: &str,
-    last: i64,
+    ranges: &[(i64, i64)],
     load: LoadRange<T, E>,
 ) -> Result<SetDigest, Error>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
     let mut read = SetDigest::default();
-    let mut first = 1;
-    while first <= last {
-        let to = Ord::min(first.saturating_add(PAGE - 1), last);
-        let page = load(tx, first, to).await.map_err(|e| Error::ReadBack {
-            records: format!("{what} {first}..={to}"),
+    for &(first, last) in ranges {
+        let page = load(tx, first, last).await.map_err(|e| Error::ReadBack {
+            records: format!("{what} {first}..={last}"),
             source: Box::new(e),
         })?;
         for record in &page {
             read.add(record);
         }
-        first = to + 1;
     }
     Ok(read)
 }

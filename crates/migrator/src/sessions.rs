@@ -25,7 +25,10 @@ use sea_query::{Expr, ExprTrait, IntoIden, Query};
 use sqldb::{Tx, TxExt};
 use store_accounts::AccountId;
 use store_sessions::kv::{SESSIONS_TREE, decode_session};
-use store_sessions::sql::schema::Sessions;
+use store_sessions::sql::schema::{
+    SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions, SessionPrivacyFlags,
+    Sessions,
+};
 use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_session_ids, session_row};
 use store_sessions::{Session, SessionId};
 use tombstone::ReadTree;
@@ -33,8 +36,9 @@ use tombstone::ReadTree;
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Difference, Differences, diff_fields};
+use crate::digest::{Proof, SetDigest, differs, read_pages};
 use crate::feed::Sink;
-use crate::shared::{delete_where, sequence_past};
+use crate::shared::{count_rows, delete_where, sequence_past};
 
 /// What the sessions migration moved, and what it dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,10 +118,58 @@ fn read_class(
     out.send_chunks(sessions, chunk_size);
 }
 
+/// Copies the sessions tree (the module documentation says how).
+///
+/// Offline, the child tables' indexes are set aside for the load and built
+/// once after it, and the copy is proved whole: every session read back
+/// through the store's loader, chunk by chunk, against a count and digest
+/// of what was written (docs/design.md §5.7).
 pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<SessionsReport, Error> {
-    let source = ctx.source;
-    let Some(tree) = source.tree(SESSIONS_TREE)? else {
-        return Ok(SessionsReport::default());
+    let live = ctx.live.is_some();
+    let aside = if live {
+        None
+    } else {
+        let children = [
+            SessionMacaroonPermissions::Table.into_iden(),
+            SessionMacaroonCaveats::Table.into_iden(),
+            SessionFeatureConfigs::Table.into_iden(),
+            SessionPrivacyFlags::Table.into_iden(),
+        ]
+        .map(|t| t.to_string());
+        let children = children.each_ref().map(String::as_str);
+        Some(sqldb::deferred::set_aside(tx, &children).await?)
+    };
+    let state = copy(tx, ctx, Proof::for_copy(live)).await?;
+    if let Some(aside) = aside {
+        aside.rebuild(tx).await?;
+    }
+    if let Proof::Whole(written, ranges) = &state.proof {
+        prove(tx, ctx, written, ranges).await?;
+    }
+    sequence_past(tx, crate::shared::IdTable::Sessions, state.next_id - 1).await?;
+    Ok(state.report)
+}
+
+/// One copy of the tree (the plan, then the founders, then the linked
+/// sessions), each chunk written and proved as `proof` says.
+async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Migration, Error> {
+    let mut state = Migration {
+        next_id: 1,
+        groups: HashMap::new(),
+        report: SessionsReport::default(),
+        defer: ctx.live.map(|l| l.journal.clone()),
+        damage: ctx.damage.clone(),
+        // The accounts are all in SQL before the sessions are copied; a
+        // live copy's may be replayed between chunks, so it looks up each
+        // chunk's.
+        accounts: match ctx.live {
+            None => Some(crate::shared::account_ids(tx, None).await?),
+            Some(_) => None,
+        },
+        proof,
+    };
+    let Some(tree) = ctx.source.tree(SESSIONS_TREE)? else {
+        return Ok(state);
     };
     let planned = {
         let (tree, damage) = (tree.clone(), ctx.damage.clone());
@@ -128,38 +180,53 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Session
                 source: Box::new(e),
             })??
     };
-    let total = planned.winners.len() as u64;
-    let winners = Arc::new(planned.winners);
-    let mut state = Migration {
-        next_id: 1,
-        groups: HashMap::new(),
-        report: SessionsReport {
-            duplicates_dropped: planned.duplicates,
-            ..SessionsReport::default()
-        },
-        defer: ctx.live.map(|l| l.journal.clone()),
-        damage: ctx.damage.clone(),
-        // The accounts are all in SQL before the sessions are copied; a
-        // live copy's may be replayed between chunks, so it looks up each
-        // chunk's.
-        accounts: match ctx.live {
-            None => Some(crate::shared::account_ids(tx, None).await?),
-            Some(_) => None,
-        },
-    };
+    state.report.duplicates_dropped = planned.duplicates;
     let what = TreeCopy {
         tree: SESSIONS_TREE,
         store: "sessions",
-        total,
+        total: planned.winners.len() as u64,
     };
+    let winners = Arc::new(planned.winners);
     for founders in [true, false] {
         let (tree, winners) = (tree.clone(), winners.clone());
         let size = ctx.chunk_size;
         let read = move |sink| read_class(tree, winners, founders, size, sink);
         copy_tree(tx, ctx, what, read, &mut state).await?;
     }
-    sequence_past(tx, crate::shared::IdTable::Sessions, state.next_id - 1).await?;
-    Ok(state.report)
+    Ok(state)
+}
+
+/// Proves the offline copy whole (design §5.7): every session written
+/// (`ranges`: its chunks' SQL ids) read back as the store loads it, with
+/// its permissions, caveats, feature configs and privacy flags, its count
+/// and digest compared with `written`'s and with the table's row count.
+/// When they differ, a second copy that writes nothing, comparing chunk by
+/// chunk, names the session. A child row under an id no session has breaks
+/// its foreign key, checked after the load (`step.rs`).
+async fn prove(
+    tx: &mut dyn Tx,
+    ctx: CopyCtx<'_>,
+    written: &SetDigest,
+    ranges: &[(i64, i64)],
+) -> Result<(), Error> {
+    let read = read_pages(tx, "sessions", ranges, |tx, first, last| {
+        Box::pin(load_session_ids(tx, first, last))
+    })
+    .await?;
+    let rows = count_rows(tx, Sessions::Table).await?;
+    let Some(differs) = differs("session", written, &read, rows) else {
+        return Ok(());
+    };
+    // The copy skipped the damaged records; this read skips the same ones
+    // without recording them twice.
+    let damage = Arc::new(crate::feed::Damage::new(true));
+    let again = CopyCtx {
+        damage: &damage,
+        progress: None,
+        ..ctx
+    };
+    copy(tx, again, Proof::Diagnose).await?;
+    Err(differs)
 }
 
 struct Migration {
@@ -177,6 +244,7 @@ struct Migration {
     damage: Arc<crate::feed::Damage>,
     /// Every account's SQL id, read once before an offline copy.
     accounts: Option<HashMap<AccountId, i64>>,
+    proof: Proof,
 }
 
 #[async_trait]
@@ -237,21 +305,31 @@ impl WriteChunk<Vec<Session>> for Migration {
             rows.push(row);
             expected.push((sql_id, s));
         }
-        sqldb::append(
-            tx,
-            Sessions::Table,
-            std::iter::once(Sessions::Id).chain(SESSION_COLUMNS),
-            rows,
-        )
-        .await?;
-        let with_ids: Vec<(i64, &Session)> = expected.iter().map(|(id, s)| (*id, s)).collect();
-        insert_children(tx, &with_ids)
-            .await
-            .map_err(|e| Error::Store {
-                record: format!("sessions {first}..{}", self.next_id - 1),
-                source: Box::new(e),
-            })?;
-        self.verify(tx, &expected, first).await?;
+        if self.proof.writes() {
+            sqldb::append(
+                tx,
+                Sessions::Table,
+                std::iter::once(Sessions::Id).chain(SESSION_COLUMNS),
+                rows,
+            )
+            .await?;
+            let with_ids: Vec<(i64, &Session)> = expected.iter().map(|(id, s)| (*id, s)).collect();
+            insert_children(tx, &with_ids)
+                .await
+                .map_err(|e| Error::Store {
+                    record: format!("sessions {first}..{}", self.next_id - 1),
+                    source: Box::new(e),
+                })?;
+        }
+        match &mut self.proof {
+            Proof::Whole(written, ranges) => {
+                for (_, s) in &expected {
+                    written.add(s);
+                }
+                ranges.push((first, self.next_id - 1));
+            }
+            Proof::EachChunk | Proof::Diagnose => self.verify(tx, &expected, first).await?,
+        }
         self.report.sessions += expected.len() as u64;
         self.report.account_links_dropped += dropped_links;
         Ok(Some(self.report.sessions))

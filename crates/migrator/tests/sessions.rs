@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
+use common::proof::{refused, with_trigger};
 use common::sessions::{clone_with_id, random_session, run_case};
 use common::{Kv, Lcg};
 use store_accounts::AccountId;
@@ -353,6 +354,100 @@ async fn group_ids_resolve_to_the_founders_sql_ids(fx: &SqlFixture) {
     }
 }
 
+/// Ten plain sessions labelled `s0` to `s9` and one labelled `lonely`, in
+/// the key-value database; their ids by label.
+async fn eleven_sessions(kv: &Kv) -> BTreeMap<String, store_sessions::SessionId> {
+    let db = KvDb::open(&kv.path, &KvOptions::default()).unwrap();
+    let sessions = store_sessions::KvStore::open(&db).unwrap();
+    let mut ids = BTreeMap::new();
+    for label in (0..10).map(|i| format!("s{i}")).chain(["lonely".into()]) {
+        let s = sessions.new_session(plain(&label)).await.unwrap();
+        ids.insert(label, s.id);
+    }
+    ids
+}
+
+/// A session the database stores other than it was written (a trigger
+/// changes its server address) is refused, naming the session and the
+/// field, however the copy proves the table (docs/design.md §5.7).
+async fn a_session_stored_altered_is_refused_and_named(fx: &SqlFixture) {
+    let kv = Kv::new();
+    let id = eleven_sessions(&kv).await["s4"];
+    let db = with_trigger(
+        fx,
+        "CREATE TRIGGER alter_one AFTER INSERT ON sessions WHEN NEW.label = 's4' \
+         BEGIN UPDATE sessions SET server_address = 'altered' WHERE id = NEW.id; END;"
+            .into(),
+        "CREATE FUNCTION alter_one() RETURNS trigger AS $$ BEGIN \
+         NEW.server_address := 'altered'; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER alter_one BEFORE INSERT ON sessions FOR EACH ROW \
+         WHEN (NEW.label = 's4') EXECUTE FUNCTION alter_one();"
+            .into(),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    assert!(
+        err.contains(&format!("session {id}")),
+        "names the session: {err}"
+    );
+    assert!(err.contains("server_addr"), "names the field: {err}");
+}
+
+/// A child row the copy did not write (a trigger gives a session a feature
+/// config) is refused, naming the session and the field.
+async fn a_child_row_the_copy_did_not_write_is_refused_and_named(fx: &SqlFixture) {
+    let kv = Kv::new();
+    let id = eleven_sessions(&kv).await["s3"];
+    let extra = "INSERT INTO session_feature_configs (session_id, feature_name, config) \
+                 VALUES (NEW.id, 'extra', NULL);";
+    let db = with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER add_one AFTER INSERT ON sessions WHEN NEW.label = 's3' \
+             BEGIN {extra} END;"
+        ),
+        format!(
+            "CREATE FUNCTION add_one() RETURNS trigger AS $$ BEGIN \
+             {extra} RETURN NULL; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER add_one AFTER INSERT ON sessions FOR EACH ROW \
+             WHEN (NEW.label = 's3') EXECUTE FUNCTION add_one();"
+        ),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    assert!(
+        err.contains(&format!("session {id}")),
+        "names the session: {err}"
+    );
+    assert!(err.contains("feature_config"), "names the field: {err}");
+}
+
+/// A session the database does not keep (a trigger drops it) is refused,
+/// naming it. It has no child row, which would fail its foreign key first
+/// on SQLite.
+async fn a_session_not_kept_is_refused_and_named(fx: &SqlFixture) {
+    let kv = Kv::new();
+    let id = eleven_sessions(&kv).await["lonely"];
+    let db = with_trigger(
+        fx,
+        "CREATE TRIGGER drop_one AFTER INSERT ON sessions WHEN NEW.label = 'lonely' \
+         BEGIN DELETE FROM sessions WHERE id = NEW.id; END;"
+            .into(),
+        "CREATE FUNCTION drop_one() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ \
+         LANGUAGE plpgsql; \
+         CREATE TRIGGER drop_one BEFORE INSERT ON sessions FOR EACH ROW \
+         WHEN (NEW.label = 'lonely') EXECUTE FUNCTION drop_one();"
+            .into(),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    assert!(
+        err.contains(&format!("session {id}")),
+        "names the session: {err}"
+    );
+    assert!(err.contains("missing in sql"), "says how: {err}");
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     empty, one_session_no_options, multiple_sessions_no_options, one_privacy_flag,
     multiple_privacy_flags, feature_config, feature_config_with_empty_value, dev_server,
@@ -360,6 +455,9 @@ testkit::backend_tests!(sqlite => sqlite;
     macaroon_recipe_nil_perms, macaroon_recipe_nil_perms_and_caveats, linked_account,
     deleted_linked_account, linked_session, multiple_sessions_with_the_same_id, every_state,
     randomized_sessions, group_ids_resolve_to_the_founders_sql_ids,
+    a_session_stored_altered_is_refused_and_named,
+    a_child_row_the_copy_did_not_write_is_refused_and_named,
+    a_session_not_kept_is_refused_and_named,
 );
 
 testkit::backend_tests!(postgres => postgres;
@@ -369,4 +467,7 @@ testkit::backend_tests!(postgres => postgres;
     macaroon_recipe_nil_perms, macaroon_recipe_nil_perms_and_caveats, linked_account,
     deleted_linked_account, linked_session, multiple_sessions_with_the_same_id, every_state,
     randomized_sessions, group_ids_resolve_to_the_founders_sql_ids,
+    a_session_stored_altered_is_refused_and_named,
+    a_child_row_the_copy_did_not_write_is_refused_and_named,
+    a_session_not_kept_is_refused_and_named,
 );

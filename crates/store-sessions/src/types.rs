@@ -373,7 +373,7 @@ impl<const N: usize> fmt::Debug for Secret<N> {
 pub type PublicKey = [u8; 33];
 
 /// A remote-access session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Session {
     /// Its id.
     pub id: SessionId,
