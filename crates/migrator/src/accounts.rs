@@ -5,10 +5,11 @@
 //! golden files pin (`testdata/accounts/`); the statements here are the
 //! migrator's own, written against schema version 6, and never call the live
 //! `Store` implementation. Reading back uses the store's range loader, so
-//! what is compared is exactly what the SQL store will serve.
+//! what is compared is exactly what the SQL store will serve: chunk by
+//! chunk online, the whole table by a count and digest offline
+//! (docs/design.md §5.7).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -24,9 +25,10 @@ use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Differences, diff_fields, verify_written};
-use crate::digest::{Proof, SetDigest, differs, read_pages};
+use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_children};
+use crate::feed::Damage;
 use crate::feed::Sink;
-use crate::shared::{count_rows, delete_where, sequence_past};
+use crate::shared::{delete_where, sequence_past};
 
 /// What the accounts migration moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -107,19 +109,13 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
 /// read back through the store's loader, page by page, against a count and
 /// digest of what was written (docs/design.md §5.7).
 pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<AccountsReport, Error> {
-    let live = ctx.live.is_some();
-    let aside = if live {
-        None
-    } else {
-        let children = [
-            AccountInvoices::Table.into_iden(),
-            AccountPayments::Table.into_iden(),
-        ]
-        .map(|t| t.to_string());
-        let children = children.each_ref().map(String::as_str);
-        Some(sqldb::deferred::set_aside(tx, &children).await?)
-    };
-    let writer = copy(tx, ctx, Proof::for_copy(live)).await?;
+    let proof = Proof::for_copy(ctx.live.is_some());
+    let children = [
+        AccountInvoices::Table.into_iden(),
+        AccountPayments::Table.into_iden(),
+    ];
+    let aside = set_aside_children(tx, &proof, &children).await?;
+    let writer = copy(tx, ctx, proof).await?;
     if let Some(aside) = aside {
         aside.rebuild(tx).await?;
     }
@@ -166,23 +162,13 @@ async fn prove(
     written: &SetDigest,
     ranges: &[(i64, i64)],
 ) -> Result<(), Error> {
-    let read = read_pages(tx, "accounts", ranges, |tx, first, to| {
-        Box::pin(load_accounts(tx, Some((first, to))))
-    })
-    .await?;
-    let rows = count_rows(tx, Accounts::Table).await?;
-    let Some(differs) = differs("account", written, &read, rows) else {
+    let load: LoadRange<_, _> = |tx, first, last| Box::pin(load_accounts(tx, Some((first, last))));
+    let table = Accounts::Table.into_iden();
+    let Some(differs) = compare_whole(tx, "account", table, written, ranges, load).await? else {
         return Ok(());
     };
-    // The copy skipped the damaged records; this read skips the same ones
-    // without recording them twice.
-    let damage = Arc::new(crate::feed::Damage::new(true));
-    let again = CopyCtx {
-        damage: &damage,
-        progress: None,
-        ..ctx
-    };
-    copy(tx, again, Proof::Diagnose).await?;
+    let damage = Damage::second_read();
+    copy(tx, ctx.second_read(&damage), Proof::Diagnose).await?;
     Err(differs)
 }
 

@@ -275,7 +275,7 @@ async fn find_difference(
         Ok(Some(actions)) => {
             // The copy skipped the damaged records; this read skips the
             // same ones without recording them twice.
-            let damage = std::sync::Arc::new(crate::feed::Damage::new(true));
+            let damage = crate::feed::Damage::second_read();
             let chunk_size = ctx.chunk_size;
             let mut feed = Feed::spawn(ACTIONS_TREE, &damage, move |sink| {
                 read_actions(actions, chunk_size, sink)

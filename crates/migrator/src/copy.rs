@@ -1,7 +1,7 @@
 //! The one copy loop every store's part of the migration runs
 //! (docs/design.md §5.1): a tree read on the blocking pool ([`Feed`]), each
-//! chunk handed to the store's [`WriteChunk`] (which writes it and reads it
-//! back compared), then, between chunks, a piece boundary of an online
+//! chunk handed to the store's [`WriteChunk`] (which writes and proves
+//! it), then, between chunks, a piece boundary of an online
 //! copy and a progress event. The stores differ only in how they read a
 //! tree and write a chunk; the loop, the check that the target is empty,
 //! exist here once (and the sequences past the ids a copy wrote,
@@ -33,12 +33,33 @@ pub(crate) struct CopyCtx<'a> {
     pub(crate) live: Option<&'a Live>,
 }
 
+impl<'a> CopyCtx<'a> {
+    /// The context of a second read of the source that diagnoses a failed
+    /// proof (`crate::digest::Proof::Diagnose`): no progress is told, and
+    /// `damage` is its own, made by [`Damage::second_read`], so the damaged
+    /// records the first read skipped are skipped again without being
+    /// recorded twice.
+    pub(crate) fn second_read<'b>(&self, damage: &'b Arc<Damage>) -> CopyCtx<'b>
+    where
+        'a: 'b,
+    {
+        CopyCtx {
+            damage,
+            progress: None,
+            ..*self
+        }
+    }
+}
+
 /// A store's writer of one tree's chunks.
 #[async_trait]
 pub(crate) trait WriteChunk<T>: Send {
-    /// Writes `chunk` and reads it back compared. Returns the records of
-    /// this tree done so far, or `None` for an item that holds no records
-    /// (no progress is told, no piece boundary taken after it).
+    /// Writes `chunk` and proves it: read back compared, or added to the
+    /// digest a whole table is proved by (`crate::digest::Proof`); a
+    /// second read that diagnoses a failed proof only compares. Returns
+    /// the records of this tree done so far, or `None` for an item that
+    /// holds no records (no progress is told, no piece boundary taken
+    /// after it).
     async fn write(&mut self, tx: &mut dyn Tx, chunk: T) -> Result<Option<u64>, Error>;
 }
 

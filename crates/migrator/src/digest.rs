@@ -95,6 +95,44 @@ where
     Ok(read)
 }
 
+/// Sets aside the indexes of `children`, the child tables of a copy that
+/// proves its tables whole (design §5.7), for the load; none when `proof`
+/// reads each chunk back, which needs them. Their unique indexes key rows
+/// a record holds in a set or a map, so rebuilding them cannot fail on
+/// data.
+pub(crate) async fn set_aside_children(
+    tx: &mut dyn Tx,
+    proof: &Proof,
+    children: &[sea_query::DynIden],
+) -> Result<Option<sqldb::deferred::SetAside>, Error> {
+    if !matches!(proof, Proof::Whole(..)) {
+        return Ok(None);
+    }
+    let names: Vec<String> = children.iter().map(|t| t.to_string()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    Ok(Some(sqldb::deferred::set_aside(tx, &names).await?))
+}
+
+/// Reads back the records written in `ranges` through `load`
+/// ([`read_pages`]) and compares them with `written` and with `table`'s
+/// row count: `None` when they are the same set, otherwise the error to
+/// report when a second read names no record ([`differs`]).
+pub(crate) async fn compare_whole<T: Hash, E>(
+    tx: &mut dyn Tx,
+    what: &str,
+    table: sea_query::DynIden,
+    written: &SetDigest,
+    ranges: &[(i64, i64)],
+    load: LoadRange<T, E>,
+) -> Result<Option<Error>, Error>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let read = read_pages(tx, &format!("{what}s"), ranges, load).await?;
+    let rows = crate::shared::count_rows(tx, table).await?;
+    Ok(differs(what, written, &read, rows))
+}
+
 /// The error saying that what was written and what the table holds are not
 /// the same set (`rows`: the table's row count), or `None` when they are.
 /// Used when no record can be named: first the counts, then the digests.
@@ -201,6 +239,26 @@ mod tests {
         // Added twice, a record does not cancel out as it would in an XOR.
         let twice = of(&[(1, "a"), (2, "b"), (2, "b"), (2, "b")]);
         assert_ne!(base.sum, twice.sum);
+    }
+
+    #[test]
+    fn differs_says_counts_first_then_digests() {
+        let written = of(&[(1, "a"), (2, "b")]);
+        assert!(differs("account", &written, &written, 2).is_none());
+        // A row outside the ranges read: the table's count tells.
+        let extra = differs("account", &written, &written, 3)
+            .unwrap()
+            .to_string();
+        assert!(extra.contains("2 written, 3 read back"), "{extra}");
+        // A row not kept: the read's own count tells.
+        let missing = differs("account", &written, &of(&[(1, "a")]), 1)
+            .unwrap()
+            .to_string();
+        assert!(missing.contains("2 written, 1 read back"), "{missing}");
+        let altered = differs("account", &written, &of(&[(1, "a"), (2, "c")]), 2)
+            .unwrap()
+            .to_string();
+        assert!(altered.contains("digest of every account"), "{altered}");
     }
 
     #[test]

@@ -160,6 +160,12 @@ impl Damage {
         }
     }
 
+    /// The bookkeeping of a second read that diagnoses a failed proof
+    /// (`CopyCtx::second_read`): it skips whatever the first read skipped.
+    pub(crate) fn second_read() -> Arc<Damage> {
+        Arc::new(Damage::new(true))
+    }
+
     /// Records `e` and returns true when it is damage that may be skipped.
     pub(crate) fn skip(&self, e: &Error) -> bool {
         if !(self.skipping && e.is_damage()) {

@@ -14,7 +14,8 @@
 //! Each session is written as `crate::rules::session` says SQL holds it
 //! (times to the microsecond, an empty recipe or feature config as none, a
 //! link to an account that is not in SQL dropped and counted), and read
-//! back compared with exactly that (docs/design.md §5.4).
+//! back compared with exactly that (docs/design.md §5.4): chunk by chunk
+//! online, the whole table by a count and digest offline (§5.7).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,9 +37,9 @@ use tombstone::ReadTree;
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Difference, Differences, diff_fields};
-use crate::digest::{Proof, SetDigest, differs, read_pages};
-use crate::feed::Sink;
-use crate::shared::{count_rows, delete_where, sequence_past};
+use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_children};
+use crate::feed::{Damage, Sink};
+use crate::shared::{delete_where, sequence_past};
 
 /// What the sessions migration moved, and what it dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -125,21 +126,15 @@ fn read_class(
 /// through the store's loader, chunk by chunk, against a count and digest
 /// of what was written (docs/design.md §5.7).
 pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<SessionsReport, Error> {
-    let live = ctx.live.is_some();
-    let aside = if live {
-        None
-    } else {
-        let children = [
-            SessionMacaroonPermissions::Table.into_iden(),
-            SessionMacaroonCaveats::Table.into_iden(),
-            SessionFeatureConfigs::Table.into_iden(),
-            SessionPrivacyFlags::Table.into_iden(),
-        ]
-        .map(|t| t.to_string());
-        let children = children.each_ref().map(String::as_str);
-        Some(sqldb::deferred::set_aside(tx, &children).await?)
-    };
-    let state = copy(tx, ctx, Proof::for_copy(live)).await?;
+    let proof = Proof::for_copy(ctx.live.is_some());
+    let children = [
+        SessionMacaroonPermissions::Table.into_iden(),
+        SessionMacaroonCaveats::Table.into_iden(),
+        SessionFeatureConfigs::Table.into_iden(),
+        SessionPrivacyFlags::Table.into_iden(),
+    ];
+    let aside = set_aside_children(tx, &proof, &children).await?;
+    let state = copy(tx, ctx, proof).await?;
     if let Some(aside) = aside {
         aside.rebuild(tx).await?;
     }
@@ -209,23 +204,13 @@ async fn prove(
     written: &SetDigest,
     ranges: &[(i64, i64)],
 ) -> Result<(), Error> {
-    let read = read_pages(tx, "sessions", ranges, |tx, first, last| {
-        Box::pin(load_session_ids(tx, first, last))
-    })
-    .await?;
-    let rows = count_rows(tx, Sessions::Table).await?;
-    let Some(differs) = differs("session", written, &read, rows) else {
+    let load: LoadRange<_, _> = |tx, first, last| Box::pin(load_session_ids(tx, first, last));
+    let table = Sessions::Table.into_iden();
+    let Some(differs) = compare_whole(tx, "session", table, written, ranges, load).await? else {
         return Ok(());
     };
-    // The copy skipped the damaged records; this read skips the same ones
-    // without recording them twice.
-    let damage = Arc::new(crate::feed::Damage::new(true));
-    let again = CopyCtx {
-        damage: &damage,
-        progress: None,
-        ..ctx
-    };
-    copy(tx, again, Proof::Diagnose).await?;
+    let damage = Damage::second_read();
+    copy(tx, ctx.second_read(&damage), Proof::Diagnose).await?;
     Err(differs)
 }
 
