@@ -26,8 +26,7 @@ use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Differences, diff_fields, verify_written};
 use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_children};
-use crate::feed::Damage;
-use crate::feed::Sink;
+use crate::feed::{Damage, Sink};
 use crate::shared::{delete_where, sequence_past};
 
 /// What the accounts migration moved.
@@ -106,8 +105,8 @@ fn read_tree(tree: tombstone::ReadTree, chunk_size: usize, out: Sink<Item>) {
 ///
 /// Offline, the invoices' and payments' indexes are set aside for the load
 /// and built once after it, and the copy is proved whole: every account
-/// read back through the store's loader, page by page, against a count and
-/// digest of what was written (docs/design.md §5.7).
+/// read back through the store's loader, chunk by chunk, against a count
+/// and digest of what was written (docs/design.md §5.7).
 pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<AccountsReport, Error> {
     let proof = Proof::for_copy(ctx.live.is_some());
     let children = [
@@ -150,10 +149,10 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Writer,
 }
 
 /// Proves the offline copy whole (design §5.7): every account written
-/// (`ranges`: its chunks' SQL ids) read back as the store loads it, its count and digest
-/// compared with `written`'s and with the table's row count. When they
-/// differ, a second read of the source, compared chunk by chunk, names the
-/// account. Invoices and payments are part of each account read back; one
+/// (`ranges`: its chunks' SQL ids) read back as the store loads it, its
+/// count and digest compared with `written`'s and with the table's row
+/// count. When they differ, a second copy that writes nothing, comparing
+/// chunk by chunk, names the account. Invoices and payments are part of each account read back; one
 /// under an id no account has breaks its foreign key, checked after the
 /// load (`step.rs`).
 async fn prove(

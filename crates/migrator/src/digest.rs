@@ -1,8 +1,9 @@
 //! An order-independent digest of a set of records, with their count: what
 //! an offline copy compares to prove that the tables hold exactly the
-//! records it wrote, in one pass over them after the load instead of one
-//! read-back query per chunk (docs/design.md §5.7), and the pieces of that
-//! proof every store shares: [`Proof`], [`read_pages`] and [`differs`].
+//! records it wrote, read back after the load instead of chunk by chunk
+//! during it (docs/design.md §5.7); and the pieces of that proof the
+//! stores share: [`Proof`], [`set_aside_children`], [`compare_whole`]
+//! (over [`read_pages`]) and [`differs`].
 //!
 //! Each record is hashed with SHA-256 through its `Hash` implementation and
 //! the first 16 bytes of each hash are added modulo 2^128. The sum does not
