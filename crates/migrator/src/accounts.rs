@@ -152,9 +152,9 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Writer,
 /// (`ranges`: its chunks' SQL ids) read back as the store loads it, its
 /// count and digest compared with `written`'s and with the table's row
 /// count. When they differ, a second copy that writes nothing, comparing
-/// chunk by chunk, names the account. Invoices and payments are part of each account read back; one
-/// under an id no account has breaks its foreign key, checked after the
-/// load (`step.rs`).
+/// chunk by chunk, names the account. Invoices and payments are part of
+/// each account read back; one under an id no account has breaks its
+/// foreign key, checked after the load (`step.rs`).
 async fn prove(
     tx: &mut dyn Tx,
     ctx: CopyCtx<'_>,

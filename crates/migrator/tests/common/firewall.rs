@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};
-use sqldb::sea_query::{Alias, Expr, Query};
-use sqldb::{Db, TxExt};
+use sqldb::Db;
 use store_firewall::{Namespace, Scope, update_kv, update_privacy, view_kv, view_privacy};
 use store_sessions::{NewSession, SessionId, SessionType, Store as _};
 use testkit::sql::SqlFixture;
@@ -128,29 +127,12 @@ where
     (report, db)
 }
 
-async fn count(db: &Db, table: &'static str) -> i64 {
-    db.read(|tx| {
-        Box::pin(async move {
-            tx.query_one(
-                &Query::select()
-                    .expr(Expr::cust("COUNT(*)"))
-                    .from(Alias::new(table))
-                    .to_owned(),
-            )
-            .await?
-            .i64(0)
-        })
-    })
-    .await
-    .unwrap()
-}
-
 /// Every expected entry and pair reads back through the SQL store, and
 /// nothing else is there.
 pub(crate) async fn check(db: &Db, expect: &Expect) {
     let sql = store_firewall::SqlStore::new(db.clone());
     assert_eq!(
-        count(db, "kvstores").await,
+        super::count(db, "kvstores").await,
         expect.entries.len() as i64,
         "kv rows"
     );
@@ -177,7 +159,7 @@ pub(crate) async fn check(db: &Db, expect: &Expect) {
     }
     let total: usize = expect.pairs.values().map(BTreeMap::len).sum();
     assert_eq!(
-        count(db, "privacy_pairs").await,
+        super::count(db, "privacy_pairs").await,
         total as i64,
         "privacy pairs"
     );

@@ -167,3 +167,23 @@ pub(crate) fn run_property<S, F, Fut>(
         panic!("{test} on {backend}: {e}");
     }
 }
+
+/// How many rows `table` of the target holds.
+pub(crate) async fn count(db: &Db, table: &'static str) -> i64 {
+    use sqldb::TxExt as _;
+    use sqldb::sea_query::{Alias, Expr, Query};
+    db.read(|tx| {
+        Box::pin(async move {
+            tx.query_one(
+                &Query::select()
+                    .expr(Expr::cust("COUNT(*)"))
+                    .from(Alias::new(table))
+                    .to_owned(),
+            )
+            .await?
+            .i64(0)
+        })
+    })
+    .await
+    .unwrap()
+}

@@ -2,8 +2,6 @@
 //! on the target that makes the database store something other than what
 //! the copy wrote, and the refusal that must follow.
 
-use sea_query::{Alias, Expr, Query};
-use sqldb::TxExt as _;
 use testkit::sql::SqlFixture;
 
 use super::Kv;
@@ -50,21 +48,7 @@ pub(crate) async fn refused(kv: &Kv, db: &sqldb::Db, chunk_size: usize) -> Strin
         "never tombstoned"
     );
     for table in ["accounts", "sessions", "actions"] {
-        let rows = db
-            .read(move |tx| {
-                Box::pin(async move {
-                    tx.query_one(
-                        &Query::select()
-                            .expr(Expr::cust("COUNT(*)"))
-                            .from(Alias::new(table))
-                            .to_owned(),
-                    )
-                    .await?
-                    .i64(0)
-                })
-            })
-            .await
-            .unwrap();
+        let rows = super::count(db, table).await;
         assert_eq!(rows, 0, "nothing kept in {table}: {err}");
     }
     err.to_string()
