@@ -45,17 +45,7 @@ async fn insert_in(
 ) -> Result<u64, DbError> {
     let stmt = Query::insert()
         .into_table(a("accounts"))
-        .columns(
-            [
-                "alias",
-                "type",
-                "initial_balance_msat",
-                "current_balance_msat",
-                "last_updated",
-                "expiration",
-            ]
-            .map(a),
-        )
+        .columns(ACCOUNT_COLUMNS.map(a))
         .values_panic([
             alias.into(),
             1i64.into(),
