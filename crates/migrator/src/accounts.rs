@@ -25,7 +25,7 @@ use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Differences, diff_fields, verify_written};
-use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_children};
+use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_for_load};
 use crate::feed::{Damage, Sink};
 use crate::shared::{delete_where, sequence_past};
 
@@ -113,7 +113,7 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Account
         AccountInvoices::Table.into_iden(),
         AccountPayments::Table.into_iden(),
     ];
-    let aside = set_aside_children(tx, &proof, &children).await?;
+    let aside = set_aside_for_load(tx, &proof, &children).await?;
     let writer = copy(tx, ctx, proof).await?;
     if let Some(aside) = aside {
         aside.rebuild(tx).await?;

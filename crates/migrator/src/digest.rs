@@ -2,7 +2,7 @@
 //! an offline copy compares to prove that the tables hold exactly the
 //! records it wrote, read back after the load instead of chunk by chunk
 //! during it (docs/design.md §5.7); and the pieces of that proof the
-//! stores share: [`Proof`], [`set_aside_children`], [`compare_whole`]
+//! stores share: [`Proof`], [`set_aside_for_load`], [`compare_whole`]
 //! (over [`read_pages`]) and [`differs`].
 //!
 //! Each record is hashed with SHA-256 through its `Hash` implementation and
@@ -96,20 +96,21 @@ where
     Ok(read)
 }
 
-/// Sets aside the indexes of `children`, the child tables of a copy that
-/// proves its tables whole (design §5.7), for the load; none when `proof`
-/// reads each chunk back, which needs them. Their unique indexes key rows
-/// a record holds in a set or a map, so rebuilding them cannot fail on
-/// data.
-pub(crate) async fn set_aside_children(
+/// Sets aside the indexes of `tables`, tables a copy that proves them
+/// whole (design §5.7) loads, for the load; none when `proof` reads each
+/// chunk back, which needs them. The caller passes only tables whose
+/// unique indexes the copy's own rules already keep unique (a child
+/// table's key rows a record holds in a set or a map; the sessions' id
+/// and public key), so rebuilding them cannot fail on data.
+pub(crate) async fn set_aside_for_load(
     tx: &mut dyn Tx,
     proof: &Proof,
-    children: &[sea_query::DynIden],
+    tables: &[sea_query::DynIden],
 ) -> Result<Option<sqldb::deferred::SetAside>, Error> {
     if !matches!(proof, Proof::Whole(..)) {
         return Ok(None);
     }
-    let names: Vec<String> = children.iter().map(|t| t.to_string()).collect();
+    let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     Ok(Some(sqldb::deferred::set_aside(tx, &names).await?))
 }

@@ -37,7 +37,7 @@ use tombstone::ReadTree;
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Difference, Differences, diff_fields};
-use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_children};
+use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_for_load};
 use crate::feed::{Damage, Sink};
 use crate::shared::{delete_where, sequence_past};
 
@@ -121,19 +121,25 @@ fn read_class(
 
 /// Copies the sessions tree (the module documentation says how).
 ///
-/// Offline, the child tables' indexes are set aside for the load and built
-/// once after it, and the copy is proved whole: every session read back
+/// Offline, the indexes of the sessions and their child tables are set
+/// aside for the load and built once after it, the rows are appended
+/// [`APPEND_CHUNKS`] chunks at a time on PostgreSQL, and the copy is proved
+/// whole: every session read back
 /// through the store's loader, chunk by chunk, against a count and digest
 /// of what was written (docs/design.md §5.7).
 pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<SessionsReport, Error> {
     let proof = Proof::for_copy(ctx.live.is_some());
-    let children = [
+    // The sessions' own unique indexes cannot fail either: the plan keeps
+    // one session per id, and a session's public key is its key in the
+    // tree (`decode_session` refuses one stored under another key).
+    let loaded = [
+        Sessions::Table.into_iden(),
         SessionMacaroonPermissions::Table.into_iden(),
         SessionMacaroonCaveats::Table.into_iden(),
         SessionFeatureConfigs::Table.into_iden(),
         SessionPrivacyFlags::Table.into_iden(),
     ];
-    let aside = set_aside_children(tx, &proof, &children).await?;
+    let aside = set_aside_for_load(tx, &proof, &loaded).await?;
     let state = copy(tx, ctx, proof).await?;
     if let Some(aside) = aside {
         aside.rebuild(tx).await?;
@@ -162,6 +168,15 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Migrati
             Some(_) => None,
         },
         proof,
+        pending: Pending::default(),
+        // Measured at scale L (docs/bench.md): on PostgreSQL each append
+        // is a `COPY` per table with a fixed cost that chunks of a few
+        // hundred sessions pay thousands of times; SQLite's prepared
+        // inserts have none, so it appends each chunk as it comes.
+        append_at: match tx.dialect() {
+            sqldb::Dialect::Postgres => ctx.chunk_size * APPEND_CHUNKS,
+            sqldb::Dialect::Sqlite => 1,
+        },
     };
     let Some(tree) = ctx.source.tree(SESSIONS_TREE)? else {
         return Ok(state);
@@ -188,6 +203,7 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Migrati
         let read = move |sink| read_class(tree, winners, founders, size, sink);
         copy_tree(tx, ctx, what, read, &mut state).await?;
     }
+    state.flush(tx).await?;
     Ok(state)
 }
 
@@ -230,6 +246,24 @@ struct Migration {
     /// Every account's SQL id, read once before an offline copy.
     accounts: Option<HashMap<AccountId, i64>>,
     proof: Proof,
+    /// Sessions written but not yet appended: a copy proved whole appends
+    /// `append_at` sessions at a time ([`APPEND_CHUNKS`] chunks on
+    /// PostgreSQL).
+    pending: Pending,
+    append_at: usize,
+}
+
+/// Chunks per append on PostgreSQL when the table is proved whole after
+/// the copy (4,096 sessions, about 45,000 rows with their children, at
+/// the default chunk size and scale L).
+const APPEND_CHUNKS: usize = 8;
+
+/// The sessions rows and the sessions (for their child rows) of appends
+/// not yet made.
+#[derive(Default)]
+struct Pending {
+    rows: Vec<Vec<sea_query::Value>>,
+    sessions: Vec<(i64, Session)>,
 }
 
 #[async_trait]
@@ -290,38 +324,63 @@ impl WriteChunk<Vec<Session>> for Migration {
             rows.push(row);
             expected.push((sql_id, s));
         }
-        if self.proof.writes() {
-            sqldb::append(
-                tx,
-                Sessions::Table,
-                std::iter::once(Sessions::Id).chain(SESSION_COLUMNS),
-                rows,
-            )
-            .await?;
-            let with_ids: Vec<(i64, &Session)> = expected.iter().map(|(id, s)| (*id, s)).collect();
-            insert_children(tx, &with_ids)
-                .await
-                .map_err(|e| Error::Store {
-                    record: format!("sessions {first}..{}", self.next_id - 1),
-                    source: Box::new(e),
-                })?;
-        }
+        self.report.sessions += expected.len() as u64;
+        self.report.account_links_dropped += dropped_links;
         match &mut self.proof {
             Proof::Whole(written, ranges) => {
                 for (_, s) in &expected {
                     written.add(s);
                 }
                 ranges.push((first, self.next_id - 1));
+                self.pending.rows.extend(rows);
+                self.pending.sessions.extend(expected);
+                if self.pending.sessions.len() >= self.append_at {
+                    self.flush(tx).await?;
+                }
             }
-            Proof::EachChunk | Proof::Diagnose => self.verify(tx, &expected, first).await?,
+            Proof::EachChunk => {
+                append(tx, rows, &expected).await?;
+                self.verify(tx, &expected, first).await?;
+            }
+            Proof::Diagnose => self.verify(tx, &expected, first).await?,
         }
-        self.report.sessions += expected.len() as u64;
-        self.report.account_links_dropped += dropped_links;
         Ok(Some(self.report.sessions))
     }
 }
 
+/// Appends sessions rows `rows` and the child rows of `sessions` (the same
+/// sessions, with their SQL ids).
+async fn append(
+    tx: &mut dyn Tx,
+    rows: Vec<Vec<sea_query::Value>>,
+    sessions: &[(i64, Session)],
+) -> Result<(), Error> {
+    let (Some((first, _)), Some((last, _))) = (sessions.first(), sessions.last()) else {
+        return Ok(());
+    };
+    sqldb::append(
+        tx,
+        Sessions::Table,
+        std::iter::once(Sessions::Id).chain(SESSION_COLUMNS),
+        rows,
+    )
+    .await?;
+    let with_ids: Vec<(i64, &Session)> = sessions.iter().map(|(id, s)| (*id, s)).collect();
+    insert_children(tx, &with_ids)
+        .await
+        .map_err(|e| Error::Store {
+            record: format!("sessions {first}..{last}"),
+            source: Box::new(e),
+        })
+}
+
 impl Migration {
+    /// Appends the pending sessions.
+    async fn flush(&mut self, tx: &mut dyn Tx) -> Result<(), Error> {
+        let Pending { rows, sessions } = std::mem::take(&mut self.pending);
+        append(tx, rows, &sessions).await
+    }
+
     /// Reads the chunk back and compares each session with what the rules
     /// say SQL holds (`expected`).
     async fn verify(
