@@ -19,13 +19,13 @@ use store_accounts::kv::{self, Entry};
 use store_accounts::sql::schema::{
     AccountIndices, AccountInvoices, AccountPayments, Accounts, LAST_ADD_INDEX,
 };
-use store_accounts::sql::{load_accounts, upsert_indexes};
+use store_accounts::sql::{accounts_of, fetch_accounts, load_accounts, upsert_indexes};
 use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
 
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Differences, diff_fields, verify_written};
-use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_for_load};
+use crate::digest::{Proof, ReadRange, SetDigest, compare_whole, set_aside_for_load};
 use crate::feed::{Damage, Sink};
 use crate::shared::{delete_where, sequence_past};
 
@@ -161,9 +161,12 @@ async fn prove(
     written: &SetDigest,
     ranges: &[(i64, i64)],
 ) -> Result<(), Error> {
-    let load: LoadRange<_, _> = |tx, first, last| Box::pin(load_accounts(tx, Some((first, last))));
+    let read = ReadRange {
+        fetch: |tx, first, last| Box::pin(fetch_accounts(tx, first, last)),
+        decode: accounts_of,
+    };
     let table = Accounts::Table.into_iden();
-    let Some(differs) = compare_whole(tx, "account", table, written, ranges, load).await? else {
+    let Some(differs) = compare_whole(tx, "account", table, written, ranges, read).await? else {
         return Ok(());
     };
     let damage = Damage::second_read();

@@ -35,7 +35,7 @@ use tombstone::ReadTree;
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, diff_fields, verify_written};
-use crate::digest::{SetDigest, differs};
+use crate::digest::{PageDigest, SetDigest, differs};
 use crate::feed::{Feed, Sink};
 use crate::shared::{delete_where, sequence_past};
 
@@ -223,28 +223,19 @@ async fn verify_table(
 }
 
 /// The count and digest of every action in the table. Pages are fetched
-/// here and decoded and hashed on the blocking pool, one page waiting:
-/// decoding a page of 4,096 rows as the store does takes about ten
-/// milliseconds, which would stall the executor, and the two overlap.
+/// here and decoded and hashed on the blocking pool, one page waiting
+/// ([`PageDigest`]): decoding a page of 4,096 rows as the store does takes
+/// about ten milliseconds, which would stall the executor.
 async fn read_digest(tx: &mut dyn Tx) -> Result<SetDigest, Error> {
-    let read_back = |e: Box<dyn std::error::Error + Send + Sync>| Error::ReadBack {
-        records: "actions".into(),
-        source: e,
-    };
-    let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<sqldb::Row>>(1);
-    let worker = tokio::task::spawn_blocking(move || {
-        let mut read = SetDigest::default();
-        while let Some(page) = received.blocking_recv() {
-            for r in &page {
-                read.add(&stored_from_row(r)?);
-            }
-        }
-        Ok::<_, store_actions::Error>(read)
+    let digest = PageDigest::spawn("actions", |page: Vec<sqldb::Row>| {
+        page.iter()
+            .map(stored_from_row)
+            .collect::<Result<Vec<_>, _>>()
     });
     let fetched = async {
         let mut scan = Scan::open(tx, &stored_select(), Actions::Id).await?;
         while let Some(rows) = scan.next(tx).await? {
-            if pages.send(rows).await.is_err() {
+            if !digest.add("actions".into(), rows).await {
                 // The worker stopped at a row that does not decode: its
                 // error is the one to report.
                 return scan.close(tx).await;
@@ -253,10 +244,12 @@ async fn read_digest(tx: &mut dyn Tx) -> Result<SetDigest, Error> {
         Ok(())
     }
     .await;
-    drop(pages);
-    let decoded = worker.await.map_err(|e| read_back(Box::new(e)))?;
-    fetched.map_err(|e| read_back(Box::new(e)))?;
-    decoded.map_err(|e| read_back(Box::new(e)))
+    let read = digest.finish().await;
+    fetched.map_err(|e| Error::ReadBack {
+        records: "actions".into(),
+        source: Box::new(e),
+    })?;
+    read
 }
 
 /// The error naming what differs between the actions written and the

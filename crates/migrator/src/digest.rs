@@ -60,40 +60,122 @@ impl Proof {
     }
 }
 
-/// A store's loader of the records with SQL ids in an inclusive range.
-pub(crate) type LoadRange<T, E> =
+/// A store's fetch of the rows of the records with SQL ids in an
+/// inclusive range, not yet decoded.
+pub(crate) type FetchRange<P, E> =
     for<'t> fn(
         &'t mut dyn Tx,
         i64,
         i64,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<T>, E>> + Send + 't>>;
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<P, E>> + Send + 't>>;
+
+/// A store's read of the records with SQL ids in a range (its own range
+/// loader, so what is digested is what the store serves), in two halves:
+/// `fetch` runs on the executor, `decode` makes the records from what it
+/// fetched on the blocking pool ([`PageDigest`]).
+pub(crate) struct ReadRange<P, T, E> {
+    pub(crate) fetch: FetchRange<P, E>,
+    pub(crate) decode: fn(P) -> Result<Vec<T>, E>,
+}
+
+/// Pages of fetched rows decoded into records and added to a digest on
+/// the blocking pool, one page waiting, while the caller fetches the next:
+/// decoding a few thousand rows takes milliseconds, which would stall the
+/// executor, and the fetch and the decode overlap.
+pub(crate) struct PageDigest<P> {
+    what: String,
+    pages: tokio::sync::mpsc::Sender<(String, P)>,
+    worker: tokio::task::JoinHandle<Result<SetDigest, Error>>,
+}
+
+impl<P: Send + 'static> PageDigest<P> {
+    /// Starts the worker that decodes each page with `decode`; `what` names
+    /// the records read in an error that has no page to name.
+    pub(crate) fn spawn<T: Hash + 'static, E>(
+        what: &str,
+        decode: fn(P) -> Result<Vec<T>, E>,
+    ) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let (pages, mut received) = tokio::sync::mpsc::channel::<(String, P)>(1);
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut read = SetDigest::default();
+            while let Some((records, page)) = received.blocking_recv() {
+                let page = decode(page).map_err(|e| Error::ReadBack {
+                    records,
+                    source: Box::new(e),
+                })?;
+                for record in &page {
+                    read.add(record);
+                }
+            }
+            Ok(read)
+        });
+        PageDigest {
+            what: what.to_owned(),
+            pages,
+            worker,
+        }
+    }
+
+    /// Hands over `page`, the rows of `records` (named if they do not
+    /// decode). False when the worker has stopped at a page that did not
+    /// decode: fetch no more, [`PageDigest::finish`] returns its error.
+    pub(crate) async fn add(&self, records: String, page: P) -> bool {
+        self.pages.send((records, page)).await.is_ok()
+    }
+
+    /// The count and digest of every record of the pages handed over, or
+    /// the error of the first page that did not decode.
+    pub(crate) async fn finish(self) -> Result<SetDigest, Error> {
+        drop(self.pages);
+        self.worker.await.map_err(|e| Error::ReadBack {
+            records: self.what,
+            source: Box::new(e),
+        })?
+    }
+}
 
 /// The count and digest of the records with SQL ids in `ranges`, each
-/// range read back with one call of `load` (the store's own range loader,
-/// so what is digested is what the store serves). The ranges are the
-/// copy's chunks, which bound the rows each holds, children included; a
-/// copy that wrote ids in order loaded its tables in that order, so each
-/// range is one index range.
-pub(crate) async fn read_pages<T: Hash, E>(
+/// range fetched with one call of `read.fetch`, decoded and digested on
+/// the blocking pool beside the next fetch ([`PageDigest`]). The ranges
+/// are the copy's chunks, which bound the rows each holds, children
+/// included; a copy that wrote ids in order loaded its tables in that
+/// order, so each range is one index range.
+pub(crate) async fn read_pages<P, T, E>(
     tx: &mut dyn Tx,
     what: &str,
     ranges: &[(i64, i64)],
-    load: LoadRange<T, E>,
+    read: ReadRange<P, T, E>,
 ) -> Result<SetDigest, Error>
 where
+    P: Send + 'static,
+    T: Hash + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let mut read = SetDigest::default();
+    let digest = PageDigest::spawn(what, read.decode);
+    let mut fetched = Ok(());
     for &(first, last) in ranges {
-        let page = load(tx, first, last).await.map_err(|e| Error::ReadBack {
-            records: format!("{what} {first}..={last}"),
-            source: Box::new(e),
-        })?;
-        for record in &page {
-            read.add(record);
+        let records = format!("{what} {first}..={last}");
+        match (read.fetch)(tx, first, last).await {
+            Ok(page) => {
+                if !digest.add(records, page).await {
+                    break;
+                }
+            }
+            Err(e) => {
+                fetched = Err(Error::ReadBack {
+                    records,
+                    source: Box::new(e),
+                });
+                break;
+            }
         }
     }
-    Ok(read)
+    let read = digest.finish().await;
+    fetched?;
+    read
 }
 
 /// Sets aside the indexes of `tables`, tables a copy that proves them
@@ -115,22 +197,24 @@ pub(crate) async fn set_aside_for_load(
     Ok(Some(sqldb::deferred::set_aside(tx, &names).await?))
 }
 
-/// Reads back the records written in `ranges` through `load`
+/// Reads back the records written in `ranges` through `read`
 /// ([`read_pages`]) and compares them with `written` and with `table`'s
 /// row count: `None` when they are the same set, otherwise the error to
 /// report when a second read names no record ([`differs`]).
-pub(crate) async fn compare_whole<T: Hash, E>(
+pub(crate) async fn compare_whole<P, T, E>(
     tx: &mut dyn Tx,
     what: &str,
     table: sea_query::DynIden,
     written: &SetDigest,
     ranges: &[(i64, i64)],
-    load: LoadRange<T, E>,
+    read: ReadRange<P, T, E>,
 ) -> Result<Option<Error>, Error>
 where
+    P: Send + 'static,
+    T: Hash + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let read = read_pages(tx, &format!("{what}s"), ranges, load).await?;
+    let read = read_pages(tx, &format!("{what}s"), ranges, read).await?;
     let rows = crate::shared::count_rows(tx, table).await?;
     Ok(differs(what, written, &read, rows))
 }

@@ -30,14 +30,16 @@ use store_sessions::sql::schema::{
     SessionFeatureConfigs, SessionMacaroonCaveats, SessionMacaroonPermissions, SessionPrivacyFlags,
     Sessions,
 };
-use store_sessions::sql::{SESSION_COLUMNS, insert_children, load_session_ids, session_row};
+use store_sessions::sql::{
+    SESSION_COLUMNS, fetch_session_ids, insert_children, load_session_ids, session_row, sessions_of,
+};
 use store_sessions::{Session, SessionId};
 use tombstone::ReadTree;
 
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Difference, Differences, diff_fields};
-use crate::digest::{LoadRange, Proof, SetDigest, compare_whole, set_aside_for_load};
+use crate::digest::{Proof, ReadRange, SetDigest, compare_whole, set_aside_for_load};
 use crate::feed::{Damage, Sink};
 use crate::shared::{delete_where, sequence_past};
 
@@ -220,9 +222,12 @@ async fn prove(
     written: &SetDigest,
     ranges: &[(i64, i64)],
 ) -> Result<(), Error> {
-    let load: LoadRange<_, _> = |tx, first, last| Box::pin(load_session_ids(tx, first, last));
+    let read = ReadRange {
+        fetch: |tx, first, last| Box::pin(fetch_session_ids(tx, first, last)),
+        decode: sessions_of,
+    };
     let table = Sessions::Table.into_iden();
-    let Some(differs) = compare_whole(tx, "session", table, written, ranges, load).await? else {
+    let Some(differs) = compare_whole(tx, "session", table, written, ranges, read).await? else {
         return Ok(());
     };
     let damage = Damage::second_read();

@@ -612,6 +612,38 @@ async fn an_invoice_the_copy_did_not_write_is_refused_and_named(fx: &SqlFixture)
     assert!(err.contains("invoices"), "names the field: {err}");
 }
 
+/// An account stored so that the store cannot read it back (a trigger sets
+/// an unknown type) is refused, naming the account, the field and the SQL
+/// ids of the page it was read back in: the proof's pages are decoded off
+/// the executor, and that decode's error is the refusal.
+async fn an_account_that_does_not_read_back_is_refused_and_named(fx: &SqlFixture) {
+    let kv = Kv::new();
+    ten_accounts(&kv).await;
+    let id = id_of(&kv, "a6").await;
+    let db = with_trigger(
+        fx,
+        "CREATE TRIGGER unknown_type AFTER INSERT ON accounts WHEN NEW.label = 'a6' \
+         BEGIN UPDATE accounts SET type = 99 WHERE id = NEW.id; END;"
+            .into(),
+        "CREATE FUNCTION unknown_type() RETURNS trigger AS $$ BEGIN \
+         NEW.type := 99; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER unknown_type BEFORE INSERT ON accounts FOR EACH ROW \
+         WHEN (NEW.label = 'a6') EXECUTE FUNCTION unknown_type();"
+            .into(),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    assert!(
+        err.contains(&format!("account {id}")),
+        "names the account: {err}"
+    );
+    assert!(err.contains("unknown type 99"), "says why: {err}");
+    assert!(
+        err.contains("accounts ") && err.contains("..="),
+        "names the page: {err}"
+    );
+}
+
 /// An account the database does not keep (a trigger drops it) is refused,
 /// naming the chunk it was written in. The account has no invoice, whose
 /// row would fail its foreign key first on SQLite.
@@ -673,6 +705,7 @@ testkit::backend_tests!(sqlite => sqlite;
     empty,
     an_account_stored_altered_is_refused_and_named,
     an_invoice_the_copy_did_not_write_is_refused_and_named,
+    an_account_that_does_not_read_back_is_refused_and_named,
     an_account_not_kept_is_refused,
     an_account_the_copy_did_not_write_is_refused,
     heavy_accounts_are_chunked_by_rows,
@@ -696,6 +729,7 @@ testkit::backend_tests!(postgres => postgres;
     empty,
     an_account_stored_altered_is_refused_and_named,
     an_invoice_the_copy_did_not_write_is_refused_and_named,
+    an_account_that_does_not_read_back_is_refused_and_named,
     an_account_not_kept_is_refused,
     an_account_the_copy_did_not_write_is_refused,
     heavy_accounts_are_chunked_by_rows,

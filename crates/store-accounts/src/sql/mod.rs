@@ -160,6 +160,63 @@ store_support::migration_api! {
 }
 
 store_support::migration_api! {
+    /// [`load_accounts`] of the SQL ids in `first..=last` in two halves: the
+    /// rows fetched here, the accounts made from them by
+    /// [`accounts_of`], which the migrator's read-back runs off the
+    /// executor while it fetches the next range.
+    async fn fetch_accounts(tx: &mut dyn Tx, first: i64, last: i64) -> Result<AccountRows> {
+        fetch_which(tx, Which::SqlIds(first, last)).await
+    }
+}
+
+store_support::migration_api! {
+    /// The rows of some accounts, their invoices and their payments, as
+    /// fetched ([`fetch_accounts`]).
+    struct AccountRows {
+        accounts: Vec<Row>,
+        invoices: Vec<Row>,
+        payments: Vec<Row>,
+    }
+}
+
+store_support::migration_api! {
+    /// The accounts `rows` hold, ordered by SQL id, as [`load_accounts`]
+    /// returns them.
+    fn accounts_of(rows: AccountRows) -> Result<Vec<Account>> {
+        let AccountRows {
+            accounts: rows,
+            invoices,
+            payments,
+        } = rows;
+        let mut accounts = Vec::with_capacity(rows.len());
+        let mut by_sql_id = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let (sql_id, account) = account_from_row(r)?;
+            by_sql_id.insert(sql_id, accounts.len());
+            accounts.push(account);
+        }
+        for r in &invoices {
+            let sql_id = r.i64(0)?;
+            let Some(&i) = by_sql_id.get(&sql_id) else {
+                continue;
+            };
+            let hash = hash_of(&format!("account {}", accounts[i].id), r.bytes(1)?)?;
+            accounts[i].invoices.insert(hash);
+        }
+        for r in &payments {
+            let sql_id = r.i64(0)?;
+            let Some(&i) = by_sql_id.get(&sql_id) else {
+                continue;
+            };
+            let rec = format!("account {}", accounts[i].id);
+            let (hash, entry) = payment_from_row(&rec, r, 1)?;
+            accounts[i].payments.insert(hash, entry);
+        }
+        Ok(accounts)
+    }
+}
+
+store_support::migration_api! {
     /// [`load_accounts`] of the accounts with these SQL ids (the online
     /// migration's read-back of the accounts it replayed), ordered by SQL id.
     async fn load_accounts_by_sql_ids(tx: &mut dyn Tx, ids: &[i64]) -> Result<Vec<Account>> {
@@ -186,6 +243,12 @@ store_support::migration_api! {
 }
 
 async fn load_which(tx: &mut dyn Tx, which: Which<'_>) -> Result<Vec<Account>> {
+    accounts_of(fetch_which(tx, which).await?)
+}
+
+/// The rows of the accounts `which` selects, with their invoices and
+/// payments, in three queries sent as one batch.
+async fn fetch_which(tx: &mut dyn Tx, which: Which<'_>) -> Result<AccountRows> {
     let mut select = Query::select();
     account_columns(&mut select)
         .from(Accounts::Table)
@@ -228,32 +291,11 @@ async fn load_which(tx: &mut dyn Tx, which: Which<'_>) -> Result<Vec<Account>> {
         )
         .into());
     };
-
-    let mut accounts = Vec::with_capacity(rows.len());
-    let mut by_sql_id = HashMap::with_capacity(rows.len());
-    for r in &rows {
-        let (sql_id, account) = account_from_row(r)?;
-        by_sql_id.insert(sql_id, accounts.len());
-        accounts.push(account);
-    }
-    for r in &invoices {
-        let sql_id = r.i64(0)?;
-        let Some(&i) = by_sql_id.get(&sql_id) else {
-            continue;
-        };
-        let hash = hash_of(&format!("account {}", accounts[i].id), r.bytes(1)?)?;
-        accounts[i].invoices.insert(hash);
-    }
-    for r in &payments {
-        let sql_id = r.i64(0)?;
-        let Some(&i) = by_sql_id.get(&sql_id) else {
-            continue;
-        };
-        let rec = format!("account {}", accounts[i].id);
-        let (hash, entry) = payment_from_row(&rec, r, 1)?;
-        accounts[i].payments.insert(hash, entry);
-    }
-    Ok(accounts)
+    Ok(AccountRows {
+        accounts: rows,
+        invoices,
+        payments,
+    })
 }
 
 /// A payment from columns `at..at+3` (hash, status, full amount).

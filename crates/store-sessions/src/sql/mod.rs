@@ -157,6 +157,27 @@ store_support::migration_api! {
     }
 }
 
+store_support::migration_api! {
+    /// [`load_session_ids`] in two halves: the rows fetched here, the
+    /// sessions made from them by [`sessions_of`], which the migrator's
+    /// read-back runs off the executor while it fetches the next range.
+    async fn fetch_session_ids(tx: &mut dyn Tx, first: i64, last: i64) -> Result<SessionRows> {
+        fetch(tx, Scope::Ids(first, last)).await
+    }
+}
+
+store_support::migration_api! {
+    /// The rows of some sessions and of their permissions, caveats, feature
+    /// configs and privacy flags, as fetched ([`fetch_session_ids`]).
+    struct SessionRows {
+        sessions: Vec<Row>,
+        perms: Vec<Row>,
+        caveats: Vec<Row>,
+        configs: Vec<Row>,
+        flags: Vec<Row>,
+    }
+}
+
 /// Which sessions a load reads.
 enum Scope {
     All,
@@ -198,6 +219,12 @@ impl Scope {
 }
 
 async fn load(tx: &mut dyn Tx, scope: Scope) -> Result<Vec<Session>> {
+    sessions_of(fetch(tx, scope).await?)
+}
+
+/// The rows of the sessions `scope` selects and of their children, in
+/// five queries sent as one batch.
+async fn fetch(tx: &mut dyn Tx, scope: Scope) -> Result<SessionRows> {
     let mut select = select_sessions();
     if let Some(c) = scope.on_sessions() {
         select.cond_where(c);
@@ -261,73 +288,94 @@ async fn load(tx: &mut dyn Tx, scope: Scope) -> Result<Vec<Session>> {
         )
         .into());
     };
+    Ok(SessionRows {
+        sessions: rows,
+        perms,
+        caveats,
+        configs,
+        flags,
+    })
+}
 
-    let mut sessions = Vec::with_capacity(rows.len());
-    let mut by_sql_id: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
-    for r in &rows {
-        let (sql_id, session) = session_from_row(r)?;
-        by_sql_id.insert(sql_id, sessions.len());
-        sessions.push(session);
+store_support::migration_api! {
+    /// The sessions `rows` hold, in the order they were selected, as
+    /// [`load_session_ids`] returns them.
+    fn sessions_of(rows: SessionRows) -> Result<Vec<Session>> {
+        let SessionRows {
+            sessions: rows,
+            perms,
+            caveats,
+            configs,
+            flags,
+        } = rows;
+        let mut sessions = Vec::with_capacity(rows.len());
+        let mut by_sql_id: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let (sql_id, session) = session_from_row(r)?;
+            by_sql_id.insert(sql_id, sessions.len());
+            sessions.push(session);
+        }
+        for r in &perms {
+            let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+                continue;
+            };
+            let recipe = sessions[i]
+                .macaroon_recipe
+                .get_or_insert_with(MacaroonRecipe::default);
+            recipe.permissions.push(Permission {
+                entity: r.text(1)?,
+                action: r.text(2)?,
+            });
+        }
+        for r in &caveats {
+            let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+                continue;
+            };
+            let recipe = sessions[i]
+                .macaroon_recipe
+                .get_or_insert_with(MacaroonRecipe::default);
+            recipe.caveats.push(Caveat {
+                id: r.bytes(1)?,
+                verification_id: r.opt_bytes(2)?,
+                location: r.opt_text(3)?.unwrap_or_default(),
+            });
+        }
+        for r in &configs {
+            let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+                continue;
+            };
+            sessions[i]
+                .feature_config
+                .get_or_insert_with(BTreeMap::new)
+                .insert(r.text(1)?, r.bytes_or_empty(2)?);
+        }
+        for r in &flags {
+            let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
+                continue;
+            };
+            let bit = r.i64(1)?;
+            let flag = u8::try_from(bit)
+                .ok()
+                .and_then(|b| PrivacyFlag::ALL.get(usize::from(b)).copied())
+                .ok_or(Error::UnknownPrivacyFlag { bits: bit as u64 })?;
+            let cur = sessions[i].privacy_flags;
+            sessions[i].privacy_flags = PrivacyFlags::of(cur.iter().chain([flag]));
+        }
+        Ok(sessions)
     }
-    for r in &perms {
-        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
-            continue;
-        };
-        let recipe = sessions[i]
-            .macaroon_recipe
-            .get_or_insert_with(MacaroonRecipe::default);
-        recipe.permissions.push(Permission {
-            entity: r.text(1)?,
-            action: r.text(2)?,
-        });
-    }
-    for r in &caveats {
-        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
-            continue;
-        };
-        let recipe = sessions[i]
-            .macaroon_recipe
-            .get_or_insert_with(MacaroonRecipe::default);
-        recipe.caveats.push(Caveat {
-            id: r.bytes(1)?,
-            verification_id: r.opt_bytes(2)?,
-            location: r.opt_text(3)?.unwrap_or_default(),
-        });
-    }
-    for r in &configs {
-        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
-            continue;
-        };
-        sessions[i]
-            .feature_config
-            .get_or_insert_with(BTreeMap::new)
-            .insert(r.text(1)?, r.bytes_or_empty(2)?);
-    }
-    for r in &flags {
-        let Some(&i) = by_sql_id.get(&r.i64(0)?) else {
-            continue;
-        };
-        let bit = r.i64(1)?;
-        let flag = u8::try_from(bit)
-            .ok()
-            .and_then(|b| PrivacyFlag::ALL.get(usize::from(b)).copied())
-            .ok_or(Error::UnknownPrivacyFlag { bits: bit as u64 })?;
-        let cur = sessions[i].privacy_flags;
-        sessions[i].privacy_flags = PrivacyFlags::of(cur.iter().chain([flag]));
-    }
-    Ok(sessions)
 }
 
 /// Rows per multi-row INSERT: well under both engines' parameter limits.
 const ROWS_PER_INSERT: usize = 1000;
 
-/// Runs `stmt` (an INSERT with its columns set) with `rows`, in statements
-/// of at most [`ROWS_PER_INSERT`] rows.
 /// Rows at which a bulk append beats a multi-row `INSERT`: below it one
 /// statement is one round trip, above it `COPY` (PostgreSQL) or a prepared
 /// insert per row (SQLite) wins.
 const BULK_ROWS: usize = 64;
 
+/// Inserts `rows` into `columns` of `table`: with one bulk append from
+/// [`BULK_ROWS`] rows, otherwise in multi-row `INSERT`s of at most
+/// [`ROWS_PER_INSERT`] rows.
 async fn insert_rows<I: sea_query::Iden + Copy>(
     tx: &mut dyn Tx,
     table: impl sea_query::Iden + Copy,
