@@ -3,7 +3,8 @@
 //! records it wrote, read back after the load instead of chunk by chunk
 //! during it (docs/design.md §5.7); and the pieces of that proof the
 //! stores share: [`Proof`], [`set_aside_for_load`], [`compare_whole`]
-//! (over [`read_pages`]) and [`differs`].
+//! (over [`read_pages`]), [`PageDigest`] (which the actions' pass over
+//! their table uses too) and [`differs`].
 //!
 //! Each record is hashed with SHA-256 through its `Hash` implementation and
 //! the first 16 bytes of each hash are added modulo 2^128. The sum does not

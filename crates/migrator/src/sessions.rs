@@ -125,10 +125,10 @@ fn read_class(
 ///
 /// Offline, the indexes of the sessions and their child tables are set
 /// aside for the load and built once after it, the rows are appended
-/// [`APPEND_CHUNKS`] chunks at a time on PostgreSQL, and the copy is proved
-/// whole: every session read back
-/// through the store's loader, chunk by chunk, against a count and digest
-/// of what was written (docs/design.md §5.7).
+/// [`APPEND_CHUNKS`] chunks at a time on PostgreSQL, and the copy is
+/// proved whole: every session read back through the store's loader,
+/// chunk by chunk, against a count and digest of what was written
+/// (docs/design.md §5.7).
 pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<SessionsReport, Error> {
     let proof = Proof::for_copy(ctx.live.is_some());
     // The sessions' own unique indexes cannot fail either: the plan keeps
