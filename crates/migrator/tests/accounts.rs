@@ -549,6 +549,30 @@ async fn id_of(kv: &Kv, label: &str) -> AccountId {
     all.into_iter().find(|a| a.label == label).unwrap().id
 }
 
+/// A target whose trigger stores `value` in `column` of the account
+/// labelled `label`, whatever the copy wrote.
+async fn with_account_stored_as(
+    fx: &SqlFixture,
+    label: &str,
+    column: &str,
+    value: i64,
+) -> sqldb::Db {
+    with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER store_as AFTER INSERT ON accounts WHEN NEW.label = '{label}' \
+             BEGIN UPDATE accounts SET {column} = {value} WHERE id = NEW.id; END;"
+        ),
+        format!(
+            "CREATE FUNCTION store_as() RETURNS trigger AS $$ BEGIN \
+             NEW.{column} := {value}; RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER store_as BEFORE INSERT ON accounts FOR EACH ROW \
+             WHEN (NEW.label = '{label}') EXECUTE FUNCTION store_as();"
+        ),
+    )
+    .await
+}
+
 /// An account the database stores other than it was written (a trigger
 /// changes its balance) is refused, naming the account and the field,
 /// however the copy proves the table (docs/design.md §5.7).
@@ -556,18 +580,7 @@ async fn an_account_stored_altered_is_refused_and_named(fx: &SqlFixture) {
     let kv = Kv::new();
     ten_accounts(&kv).await;
     let id = id_of(&kv, "a4").await;
-    let db = with_trigger(
-        fx,
-        "CREATE TRIGGER alter_one AFTER INSERT ON accounts WHEN NEW.label = 'a4' \
-         BEGIN UPDATE accounts SET current_balance_msat = 7 WHERE id = NEW.id; END;"
-            .into(),
-        "CREATE FUNCTION alter_one() RETURNS trigger AS $$ BEGIN \
-         NEW.current_balance_msat := 7; RETURN NEW; END $$ LANGUAGE plpgsql; \
-         CREATE TRIGGER alter_one BEFORE INSERT ON accounts FOR EACH ROW \
-         WHEN (NEW.label = 'a4') EXECUTE FUNCTION alter_one();"
-            .into(),
-    )
-    .await;
+    let db = with_account_stored_as(fx, "a4", "current_balance_msat", 7).await;
     let err = refused(&kv, &db, 4).await;
     assert!(
         err.contains(&format!("account {id}")),
@@ -620,18 +633,7 @@ async fn an_account_that_does_not_read_back_is_refused_and_named(fx: &SqlFixture
     let kv = Kv::new();
     ten_accounts(&kv).await;
     let id = id_of(&kv, "a6").await;
-    let db = with_trigger(
-        fx,
-        "CREATE TRIGGER unknown_type AFTER INSERT ON accounts WHEN NEW.label = 'a6' \
-         BEGIN UPDATE accounts SET type = 99 WHERE id = NEW.id; END;"
-            .into(),
-        "CREATE FUNCTION unknown_type() RETURNS trigger AS $$ BEGIN \
-         NEW.type := 99; RETURN NEW; END $$ LANGUAGE plpgsql; \
-         CREATE TRIGGER unknown_type BEFORE INSERT ON accounts FOR EACH ROW \
-         WHEN (NEW.label = 'a6') EXECUTE FUNCTION unknown_type();"
-            .into(),
-    )
-    .await;
+    let db = with_account_stored_as(fx, "a6", "type", 99).await;
     let err = refused(&kv, &db, 4).await;
     assert!(
         err.contains(&format!("account {id}")),
