@@ -21,6 +21,17 @@ pub struct ProgressEvent {
 pub trait Progress: Send + Sync {
     /// Called after each verified chunk.
     fn progress(&self, event: ProgressEvent) -> Result<(), BoxError>;
+
+    /// Called once a store is migrated and proved, after its last
+    /// [`Progress::progress`]: an offline copy proves a table after its
+    /// last chunk (docs/design.md §5.7), so the time between a store's
+    /// last event and this call is its proof. `store` is the migrator's
+    /// store (`"accounts"`, `"sessions"`, `"firewall"`, `"actions"`),
+    /// whose chunks may have been told under other names (the firewall's
+    /// `"kv-stores"` and `"privacy pairs"`). Does nothing by default.
+    fn store_done(&self, store: &'static str) {
+        let _ = store;
+    }
 }
 
 /// Passes progress on, and when a store is done tells its last count as
@@ -43,15 +54,20 @@ impl<'a> EndsAtTotal<'a> {
         self.inner.map(|_| self as &dyn Progress)
     }
 
-    /// The store just migrated ended: its last event again, at its total.
-    pub(crate) fn finish(&self) -> Result<(), Error> {
+    /// `store` just migrated and proved: its last event again, at its
+    /// total, then [`Progress::store_done`].
+    pub(crate) fn finish(&self, store: &'static str) -> Result<(), Error> {
         let last = self.last.lock().ok().and_then(|mut l| l.take());
-        match (self.inner, last) {
-            (Some(inner), Some(e)) if e.done != e.total => inner
+        let Some(inner) = self.inner else {
+            return Ok(());
+        };
+        if let Some(e) = last.filter(|e| e.done != e.total) {
+            inner
                 .progress(ProgressEvent { total: e.done, ..e })
-                .map_err(Error::Aborted),
-            _ => Ok(()),
+                .map_err(Error::Aborted)?;
         }
+        inner.store_done(store);
+        Ok(())
     }
 }
 

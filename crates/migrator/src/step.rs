@@ -440,7 +440,7 @@ async fn store<R: Copied>(
 ) -> Result<R, Error> {
     let t = Instant::now();
     let report = copy.instrument(store_span(name)).await?;
-    ends.finish()?;
+    ends.finish(name)?;
     let records = report.records();
     tracing::info!(
         store = name,

@@ -207,7 +207,58 @@ async fn a_retry_leaves_another_database_at_the_path_alone(fx: &SqlFixture) {
     assert!(is_live(&kv.path));
 }
 
+/// What an observer was told, in order.
+#[derive(Default)]
+struct Told(std::sync::Mutex<Vec<String>>);
+
+impl migrator::Progress for Told {
+    fn progress(&self, e: migrator::ProgressEvent) -> Result<(), sqldb::BoxError> {
+        let told = format!("{} {}", e.store, e.done);
+        self.0.lock().unwrap().push(told);
+        Ok(())
+    }
+
+    fn store_done(&self, store: &'static str) {
+        self.0.lock().unwrap().push(format!("{store} done"));
+    }
+}
+
+/// Each store is told done once, in the order the stores are migrated,
+/// after the last event of its chunks (its proof follows them), empty
+/// stores too.
+async fn each_store_is_told_done_after_its_chunks(fx: &SqlFixture) {
+    let kv = Kv::new();
+    some_accounts(&kv).await;
+    let db = fx.open().await;
+    let told = Told::default();
+    migrator::migrate(&kv.path, &db, &Options::default(), Some(&told))
+        .await
+        .unwrap();
+    let told = told.0.into_inner().unwrap();
+    let done: Vec<&str> = told
+        .iter()
+        .filter(|t| t.ends_with(" done"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        done,
+        [
+            "accounts done",
+            "sessions done",
+            "firewall done",
+            "actions done"
+        ]
+    );
+    let last_chunk = told.iter().rposition(|t| t == "accounts 3");
+    let accounts_done = told.iter().position(|t| t == "accounts done");
+    assert!(
+        last_chunk.is_some() && last_chunk < accounts_done,
+        "after the accounts' chunks: {told:?}"
+    );
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    each_store_is_told_done_after_its_chunks,
     dry_run_migrates_and_verifies_then_keeps_nothing,
     the_record_names_the_source_and_what_moved,
     a_tombstone_that_cannot_be_written_stays_pending_and_is_retried,
@@ -215,6 +266,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    each_store_is_told_done_after_its_chunks,
     dry_run_migrates_and_verifies_then_keeps_nothing,
     the_record_names_the_source_and_what_moved,
     a_tombstone_that_cannot_be_written_stays_pending_and_is_retried,
