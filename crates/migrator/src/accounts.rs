@@ -25,8 +25,8 @@ use store_accounts::{Account, Hash, LastIndexes, PaymentEntry};
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Differences, diff_fields, verify_written};
-use crate::digest::{Proof, ReadRange, SetDigest, compare_whole, set_aside_for_load};
-use crate::feed::{Damage, Sink};
+use crate::digest::{Proof, ReadRange, WholeTable, prove_whole, set_aside_for_load};
+use crate::feed::Sink;
 use crate::shared::{delete_where, sequence_past};
 
 /// What the accounts migration moved.
@@ -118,9 +118,17 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Account
     if let Some(aside) = aside {
         aside.rebuild(tx).await?;
     }
-    if let Proof::Whole(written, ranges) = &writer.proof {
-        prove(tx, ctx, written, ranges).await?;
-    }
+    // Invoices and payments are part of each account read back.
+    let whole = WholeTable {
+        what: "account",
+        table: Accounts::Table.into_iden(),
+        read: ReadRange {
+            fetch: |tx, first, last| Box::pin(fetch_accounts(tx, first, last)),
+            decode: accounts_of,
+        },
+        diagnose: |tx, ctx| Box::pin(async move { copy(tx, ctx, Proof::Diagnose).await.map(drop) }),
+    };
+    prove_whole(tx, ctx, &writer.proof, whole).await?;
     let last = writer.next_id - 1;
     sequence_past(tx, crate::shared::IdTable::Accounts, last).await?;
     Ok(writer.report)
@@ -146,32 +154,6 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Writer,
     let read = move |sink| read_tree(tree, chunk_size, sink);
     copy_tree(tx, ctx, what, read, &mut writer).await?;
     Ok(writer)
-}
-
-/// Proves the offline copy whole (design §5.7): every account written
-/// (`ranges`: its chunks' SQL ids) read back as the store loads it, its
-/// count and digest compared with `written`'s and with the table's row
-/// count. When they differ, a second copy that writes nothing, comparing
-/// chunk by chunk, names the account. Invoices and payments are part of
-/// each account read back; one under an id no account has breaks its
-/// foreign key, checked after the load (`step.rs`).
-async fn prove(
-    tx: &mut dyn Tx,
-    ctx: CopyCtx<'_>,
-    written: &SetDigest,
-    ranges: &[(i64, i64)],
-) -> Result<(), Error> {
-    let read = ReadRange {
-        fetch: |tx, first, last| Box::pin(fetch_accounts(tx, first, last)),
-        decode: accounts_of,
-    };
-    let table = Accounts::Table.into_iden();
-    let Some(differs) = compare_whole(tx, "account", table, written, ranges, read).await? else {
-        return Ok(());
-    };
-    let damage = Damage::second_read();
-    copy(tx, ctx.second_read(&damage), Proof::Diagnose).await?;
-    Err(differs)
 }
 
 /// Writes the accounts' chunks with the SQL ids from 1 in key order.

@@ -2,7 +2,7 @@
 //! an offline copy compares to prove that the tables hold exactly the
 //! records it wrote, read back after the load instead of chunk by chunk
 //! during it (docs/design.md §5.7); and the pieces of that proof the
-//! stores share: [`Proof`], [`set_aside_for_load`], [`compare_whole`]
+//! stores share: [`Proof`], [`set_aside_for_load`], [`prove_whole`]
 //! (over [`read_pages`]), [`PageDigest`] (which the actions' pass over
 //! their table uses too) and [`differs`].
 //!
@@ -27,7 +27,9 @@ use sha2::{Digest as _, Sha256};
 use sqldb::Tx;
 
 use crate::Error;
+use crate::copy::CopyCtx;
 use crate::diff::{Difference, Differences};
+use crate::feed::Damage;
 
 /// How a copy proves what it wrote (docs/design.md §5.7).
 pub(crate) enum Proof {
@@ -198,26 +200,58 @@ pub(crate) async fn set_aside_for_load(
     Ok(Some(sqldb::deferred::set_aside(tx, &names).await?))
 }
 
-/// Reads back the records written in `ranges` through `read`
-/// ([`read_pages`]) and compares them with `written` and with `table`'s
-/// row count: `None` when they are the same set, otherwise the error to
-/// report when a second read names no record ([`differs`]).
-pub(crate) async fn compare_whole<P, T, E>(
+/// A store's copy run again over a second read of the source with
+/// [`Proof::Diagnose`]: it writes nothing and compares chunk by chunk.
+pub(crate) type Diagnose =
+    for<'t> fn(
+        &'t mut dyn Tx,
+        CopyCtx<'t>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 't>>;
+
+/// What a store's table is proved whole with ([`prove_whole`]).
+pub(crate) struct WholeTable<P, T, E> {
+    /// The record, as errors name it (`"account"`).
+    pub(crate) what: &'static str,
+    /// The table holding one row per record.
+    pub(crate) table: sea_query::DynIden,
+    /// The store's range read.
+    pub(crate) read: ReadRange<P, T, E>,
+    /// The store's copy, to name the record when the proof fails.
+    pub(crate) diagnose: Diagnose,
+}
+
+/// Proves an offline copy whole (design §5.7) when `proof` says so: every
+/// record written (the ranges of [`Proof::Whole`]: its chunks' SQL ids)
+/// read back through the store's range read ([`read_pages`]), its count
+/// and digest compared with what was written and with the table's row
+/// count. When they differ, the store's copy runs again to diagnose, which
+/// names the record and the field that differ; when it names none, the
+/// counts or digests are the error ([`differs`]). Child rows are part of
+/// each record read back; one under an id no record has breaks its foreign
+/// key, checked after the load (`step.rs`).
+pub(crate) async fn prove_whole<P, T, E>(
     tx: &mut dyn Tx,
-    what: &str,
-    table: sea_query::DynIden,
-    written: &SetDigest,
-    ranges: &[(i64, i64)],
-    read: ReadRange<P, T, E>,
-) -> Result<Option<Error>, Error>
+    ctx: CopyCtx<'_>,
+    proof: &Proof,
+    table: WholeTable<P, T, E>,
+) -> Result<(), Error>
 where
     P: Send + 'static,
     T: Hash + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let read = read_pages(tx, &format!("{what}s"), ranges, read).await?;
-    let rows = crate::shared::count_rows(tx, table).await?;
-    Ok(differs(what, written, &read, rows))
+    let Proof::Whole(written, ranges) = proof else {
+        return Ok(());
+    };
+    let what = table.what;
+    let read = read_pages(tx, &format!("{what}s"), ranges, table.read).await?;
+    let rows = crate::shared::count_rows(tx, table.table).await?;
+    let Some(differs) = differs(what, written, &read, rows) else {
+        return Ok(());
+    };
+    let damage = Damage::second_read();
+    (table.diagnose)(tx, ctx.second_read(&damage)).await?;
+    Err(differs)
 }
 
 /// The error saying that what was written and what the table holds are not

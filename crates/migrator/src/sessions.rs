@@ -39,8 +39,8 @@ use tombstone::ReadTree;
 use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, Difference, Differences, diff_fields};
-use crate::digest::{Proof, ReadRange, SetDigest, compare_whole, set_aside_for_load};
-use crate::feed::{Damage, Sink};
+use crate::digest::{Proof, ReadRange, WholeTable, prove_whole, set_aside_for_load};
+use crate::feed::Sink;
 use crate::shared::{delete_where, sequence_past};
 
 /// What the sessions migration moved, and what it dropped.
@@ -146,9 +146,18 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Session
     if let Some(aside) = aside {
         aside.rebuild(tx).await?;
     }
-    if let Proof::Whole(written, ranges) = &state.proof {
-        prove(tx, ctx, written, ranges).await?;
-    }
+    // Permissions, caveats, feature configs and privacy flags are part of
+    // each session read back.
+    let whole = WholeTable {
+        what: "session",
+        table: Sessions::Table.into_iden(),
+        read: ReadRange {
+            fetch: |tx, first, last| Box::pin(fetch_session_ids(tx, first, last)),
+            decode: sessions_of,
+        },
+        diagnose: |tx, ctx| Box::pin(async move { copy(tx, ctx, Proof::Diagnose).await.map(drop) }),
+    };
+    prove_whole(tx, ctx, &state.proof, whole).await?;
     sequence_past(tx, crate::shared::IdTable::Sessions, state.next_id - 1).await?;
     Ok(state.report)
 }
@@ -207,32 +216,6 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Migrati
     }
     state.flush(tx).await?;
     Ok(state)
-}
-
-/// Proves the offline copy whole (design §5.7): every session written
-/// (`ranges`: its chunks' SQL ids) read back as the store loads it, with
-/// its permissions, caveats, feature configs and privacy flags, its count
-/// and digest compared with `written`'s and with the table's row count.
-/// When they differ, a second copy that writes nothing, comparing chunk by
-/// chunk, names the session. A child row under an id no session has breaks
-/// its foreign key, checked after the load (`step.rs`).
-async fn prove(
-    tx: &mut dyn Tx,
-    ctx: CopyCtx<'_>,
-    written: &SetDigest,
-    ranges: &[(i64, i64)],
-) -> Result<(), Error> {
-    let read = ReadRange {
-        fetch: |tx, first, last| Box::pin(fetch_session_ids(tx, first, last)),
-        decode: sessions_of,
-    };
-    let table = Sessions::Table.into_iden();
-    let Some(differs) = compare_whole(tx, "session", table, written, ranges, read).await? else {
-        return Ok(());
-    };
-    let damage = Damage::second_read();
-    copy(tx, ctx.second_read(&damage), Proof::Diagnose).await?;
-    Err(differs)
 }
 
 struct Migration {
