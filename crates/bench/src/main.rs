@@ -120,6 +120,11 @@ fn parse() -> Result<Args, BoxError> {
     Ok(a)
 }
 
+/// The `nodestore` command's allocator, so the migration is measured as an
+/// operator runs it (docs/design.md §5.7).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // The library's logs, on standard error, when RUST_LOG asks for them.
     if std::env::var_os("RUST_LOG").is_some() {

@@ -136,12 +136,14 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
         verify_table(tx, ctx, &writer.links, written).await?;
     }
     // One index at a time: an online copy may commit between them.
+    let started = std::time::Instant::now();
     for sql in aside.into_statements() {
         tx.execute_script(&sql).await?;
         if let Some(live) = ctx.live {
             live.boundary(tx).await?;
         }
     }
+    tracing::debug!(duration_ms = crate::shared::millis(started), "actions' indexes built");
     sequence_past(tx, crate::shared::IdTable::Actions, writer.last_id).await?;
     Ok(writer.report)
 }
@@ -215,7 +217,13 @@ async fn verify_table(
     links: &Links,
     written: SetDigest,
 ) -> Result<(), Error> {
+    let started = std::time::Instant::now();
     let read = read_digest(tx).await?;
+    tracing::debug!(
+        records = read.count,
+        duration_ms = crate::shared::millis(started),
+        "actions read back whole"
+    );
     if read == written {
         return Ok(());
     }

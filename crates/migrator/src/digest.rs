@@ -244,8 +244,14 @@ where
         return Ok(());
     };
     let what = table.what;
+    let started = std::time::Instant::now();
     let read = read_pages(tx, &format!("{what}s"), ranges, table.read).await?;
     let rows = crate::shared::count_rows(tx, table.table).await?;
+    tracing::debug!(
+        records = read.count,
+        duration_ms = crate::shared::millis(started),
+        "{what}s read back whole"
+    );
     let Some(differs) = differs(what, written, &read, rows) else {
         return Ok(());
     };
