@@ -206,7 +206,9 @@ impl WriteChunk<Item> for Writer {
     }
 }
 
-fn i64_of(record: &Account, field: &str, v: u64) -> Result<i64, Error> {
+/// `v` as SQL stores it. `field` is formatted only for the error: a
+/// payment's names its hash, which would cost a hex encoding per payment.
+fn i64_of(record: &Account, field: std::fmt::Arguments<'_>, v: u64) -> Result<i64, Error> {
     i64::try_from(v).map_err(|_| Error::Invalid {
         record: format!("account {}", record.id),
         reason: format!("{field} {v} exceeds the largest storable amount"),
@@ -225,7 +227,12 @@ fn account_row(a: &Account, id: i64) -> Result<Vec<sea_query::Value>, Error> {
         a.id.to_alias().into(),
         label.into(),
         i64::from(a.account_type.code()).into(),
-        i64_of(a, "initial_balance_msat", a.initial_balance_msat)?.into(),
+        i64_of(
+            a,
+            format_args!("initial_balance_msat"),
+            a.initial_balance_msat,
+        )?
+        .into(),
         a.current_balance_msat.into(),
         a.last_update.into(),
         expiration_value(a).into(),
@@ -258,7 +265,7 @@ fn child_rows_of<'a>(
             i64::from(p.status.code()).into(),
             i64_of(
                 a,
-                &format!("payment {h} full_amount_msat"),
+                format_args!("payment {h} full_amount_msat"),
                 p.full_amount_msat,
             )?
             .into(),

@@ -143,7 +143,10 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
             live.boundary(tx).await?;
         }
     }
-    tracing::debug!(duration_ms = crate::shared::millis(started), "actions' indexes built");
+    tracing::debug!(
+        duration_ms = crate::shared::millis(started),
+        "actions' indexes built"
+    );
     sequence_past(tx, crate::shared::IdTable::Actions, writer.last_id).await?;
     Ok(writer.report)
 }

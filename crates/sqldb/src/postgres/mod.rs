@@ -472,13 +472,24 @@ impl Tx for PgTx {
             .iter()
             .map(|p| p.iter().map(|v| v as _).collect())
             .collect();
-        let queries = try_join_all(
-            statements
-                .iter()
-                .zip(&refs)
-                .map(|(stmt, refs)| client.query(stmt, refs)),
-        );
-        let answers = match begin {
+        // Each row is decoded as it arrives, while the server produces the
+        // next ones, rather than after the last: a page of thousands of rows
+        // read back is decoded beside its own transfer.
+        let queries = try_join_all(statements.iter().zip(&refs).map(|(stmt, refs)| async move {
+            let columns: Arc<[String]> =
+                stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+            let stream = client
+                .query_raw(stmt, refs.iter().copied())
+                .await
+                .map_err(classify)?;
+            futures::pin_mut!(stream);
+            let mut rows = Vec::new();
+            while let Some(row) = futures::StreamExt::next(&mut stream).await {
+                rows.push(decode_row(&row.map_err(classify)?, &columns)?);
+            }
+            Ok::<_, DbError>(rows)
+        }));
+        match begin {
             Some(b) => {
                 let (began, answers) = join(client.batch_execute(b), queries).await;
                 began.map_err(classify)?;
@@ -486,16 +497,6 @@ impl Tx for PgTx {
             }
             None => queries.await,
         }
-        .map_err(classify)?;
-        statements
-            .iter()
-            .zip(answers)
-            .map(|(stmt, rows)| {
-                let columns: Arc<[String]> =
-                    stmt.columns().iter().map(|c| c.name().to_owned()).collect();
-                rows.iter().map(|r| decode_row(r, &columns)).collect()
-            })
-            .collect()
     }
 
     async fn execute_script(&mut self, script: &str) -> DbResult<()> {
