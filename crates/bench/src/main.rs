@@ -134,10 +134,18 @@ fn main() {
             .init();
     }
     let result = parse().and_then(|args| {
+        // As the `nodestore` command runs: the phase on the one worker
+        // thread, beside its connection's task (docs/design.md §5.7). The
+        // online phase is a node under load, which keeps a worker per core.
+        let workers = match args.phase.as_str() {
+            "online" => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            _ => 1,
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
             .enable_all()
             .build()?;
-        rt.block_on(async {
+        let phase = rt.spawn(async move {
             match args.phase.as_str() {
                 "migrate" => phase_migrate(&args).await,
                 "limit" => phase_limit(&args, limit::Loader::Simplest).await,
@@ -147,7 +155,8 @@ fn main() {
                 "online" => phase_online(&args).await,
                 _ => run(&args).await,
             }
-        })
+        });
+        rt.block_on(phase)?
     });
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -192,6 +192,7 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Migrati
     let Some(tree) = ctx.source.tree(SESSIONS_TREE)? else {
         return Ok(state);
     };
+    let started = std::time::Instant::now();
     let planned = {
         let (tree, damage) = (tree.clone(), ctx.damage.clone());
         tokio::task::spawn_blocking(move || plan(&tree, &damage))
@@ -201,6 +202,11 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Migrati
                 source: Box::new(e),
             })??
     };
+    tracing::debug!(
+        sessions = planned.winners.len(),
+        duration_ms = crate::shared::millis(started),
+        "sessions planned"
+    );
     state.report.duplicates_dropped = planned.duplicates;
     let what = TreeCopy {
         tree: SESSIONS_TREE,

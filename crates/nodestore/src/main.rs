@@ -170,7 +170,13 @@ fn main() -> ExitCode {
         }
     };
     cli::logging::install(cli.verbose, cli.quiet, cli.log_format);
+    // A command is one flow of work on one connection (a migration, one
+    // transaction): its future and the connection's task wake each other
+    // for every page of rows. Run on the runtime's one worker thread, not
+    // on this thread, neither wake crosses threads; reading, checking and
+    // decoding run on the blocking pool (docs/design.md §5.7).
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
@@ -180,12 +186,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli.command)) {
-        Ok(code) => code,
-        Err(e) => {
+    let command = rt.spawn(run(cli.command));
+    match rt.block_on(command) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             cli::output::report_error(&e);
             ExitCode::FAILURE
         }
+        // A panic ends the process as it would have on this thread.
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => {
+                warn_line!("error: the command stopped: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
