@@ -120,9 +120,6 @@ fn parse() -> Result<Args, BoxError> {
     Ok(a)
 }
 
-/// mimalloc's switch for transparent huge pages.
-const ALLOW_THP: &str = "MIMALLOC_ALLOW_THP";
-
 /// The `nodestore` command's allocator, so the migration is measured as an
 /// operator runs it (docs/design.md §5.7).
 #[global_allocator]
@@ -429,16 +426,7 @@ fn with_dbname(url: &str, dbname: &str) -> String {
 
 fn sub(args: &Args, phase: &str, kv: &Path, target: &str) -> Result<Value, BoxError> {
     let exe = std::env::current_exe()?;
-    let mut command = Command::new(exe);
-    if matches!(phase, "limit" | "honest") && std::env::var_os(ALLOW_THP).is_none() {
-        // The limits hold every row in memory (2 GB at L). Backed by
-        // transparent huge pages, mimalloc's default, faulting that in cost
-        // them 6 s of kernel time at L; without, they run their fastest
-        // (docs/bench.md). The migration, in bounded memory, runs fastest
-        // with them, and keeps the default as `nodestore` does.
-        command.env(ALLOW_THP, "0");
-    }
-    let out = command
+    let out = Command::new(exe)
         .arg(phase)
         .args(["--kv", &kv.display().to_string(), "--target", target])
         .args(["--scale", scale_name(args.scale)])

@@ -98,8 +98,65 @@ pub(crate) enum PageState {
 /// with a sparse overflow so a damaged id cannot allocate memory.
 #[derive(Debug, Default)]
 pub(crate) struct PageTable {
-    dense: Vec<PageState>,
+    dense: Dense,
     sparse: BTreeMap<u64, PageState>,
+}
+
+/// Entries per block of [`Dense`].
+const BLOCK: usize = 1024;
+
+/// The dense part of the table, in blocks of [`BLOCK`] entries rather than
+/// one vector: a vector grown to millions of entries is copied whole at
+/// every doubling, the old copy alive beside the new one, and then again
+/// to shrink it, which at L set the reader's peak memory (docs/sled-format.md
+/// §8). Blocks are allocated once and never move.
+#[derive(Debug, Default)]
+struct Dense {
+    blocks: Vec<Box<[PageState]>>,
+    len: usize,
+}
+
+impl Dense {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, i: usize) -> Option<&PageState> {
+        (i < self.len).then(|| &self.blocks[i / BLOCK][i % BLOCK])
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut PageState> {
+        (i < self.len).then(|| &mut self.blocks[i / BLOCK][i % BLOCK])
+    }
+
+    /// Grows to `len` entries, the new ones uninitialized.
+    fn grow_to(&mut self, len: usize) {
+        while self.blocks.len() * BLOCK < len {
+            self.blocks
+                .push(vec![PageState::Uninitialized; BLOCK].into_boxed_slice());
+        }
+        self.len = Ord::max(self.len, len);
+    }
+
+    fn push(&mut self, state: PageState) {
+        let i = self.len;
+        self.grow_to(i + 1);
+        self.blocks[i / BLOCK][i % BLOCK] = state;
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut PageState> {
+        let len = self.len;
+        self.blocks.iter_mut().flat_map(|b| b.iter_mut()).take(len)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &PageState> {
+        self.blocks.iter().flat_map(|b| b.iter()).take(self.len)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.blocks.len() * BLOCK * size_of::<PageState>()
+            + self.blocks.capacity() * size_of::<Box<[PageState]>>()
+    }
 }
 
 impl PageTable {
@@ -114,26 +171,30 @@ impl PageTable {
         let i = usize::try_from(pid).unwrap_or(usize::MAX);
         // Grow densely only near the end: sled allocates ids in order.
         if i < self.dense.len() {
-            return &mut self.dense[i];
+            return self.dense_slot(i);
         }
         if i <= self.dense.len().saturating_mul(2).saturating_add(4096) {
-            self.dense.resize(i + 1, PageState::Uninitialized);
+            self.dense.grow_to(i + 1);
             // Move any sparse entries the dense part now covers.
             let moved: Vec<u64> = self.sparse.range(..=pid).map(|(k, _)| *k).collect();
             for k in moved {
                 if let Some(s) = self.sparse.remove(&k) {
-                    self.dense[k as usize] = s;
+                    *self.dense_slot(k as usize) = s;
                 }
             }
-            return &mut self.dense[i];
+            return self.dense_slot(i);
         }
         self.sparse.entry(pid).or_insert(PageState::Uninitialized)
+    }
+
+    /// The dense entry `i`; the caller grew the table past it.
+    fn dense_slot(&mut self, i: usize) -> &mut PageState {
+        &mut self.dense.blocks[i / BLOCK][i % BLOCK]
     }
 
     /// Gives back the spare capacity recovery's growth left (the table is
     /// only read from now on).
     pub(crate) fn shrink(&mut self) {
-        self.dense.shrink_to_fit();
         for s in self.dense.iter_mut().chain(self.sparse.values_mut()) {
             if let PageState::Present { frags, .. } = s {
                 frags.shrink_to_fit();
@@ -163,9 +224,7 @@ impl PageTable {
                 _ => 0,
             })
             .sum();
-        self.dense.capacity() * size_of::<PageState>()
-            + self.sparse.len() * (size_of::<PageState>() + 32)
-            + frags
+        self.dense.heap_bytes() + self.sparse.len() * (size_of::<PageState>() + 32) + frags
     }
 
     /// sled's `Snapshot::apply`.
