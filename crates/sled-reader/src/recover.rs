@@ -261,7 +261,11 @@ pub(crate) fn recover(
     salvage: bool,
 ) -> Result<(PageTable, Recovery), Error> {
     let min = log.normalize(snap.stable_lsn.unwrap_or(0));
-    let (ordering, max_stable) = segment_order(log, min)?;
+    let Segments {
+        ordering,
+        max_stable,
+        unplaced,
+    } = segment_order(log, min)?;
     let (tail, missing) = unstable_tail(&ordering, log.normalize(max_stable).max(0), log, salvage);
     // Where the log ends: past the last message of the unstable tail.
     let mut it = LogIter::new(log, tail, missing, salvage, salvage);
@@ -307,7 +311,7 @@ pub(crate) fn recover(
                 ),
             )
         });
-    let skipped = it
+    let mut skipped: Vec<Damage> = it
         .skipped
         .into_iter()
         .map(|(from, to, why)| {
@@ -320,6 +324,22 @@ pub(crate) fn recover(
             )
         })
         .collect();
+    if salvage {
+        // sled leaves out a segment whose header is unreadable, and its view
+        // ends before it; a salvage reads the segments after it, so it must
+        // say what it left out.
+        skipped.extend(unplaced.into_iter().map(|lid| {
+            let to = lid + log.segment_size;
+            at_offset(
+                lid,
+                format!(
+                    "the segment's header does not match its checksum: the log from offset \
+                     {lid} to {to} could not be read, and the changes written there are \
+                     missing (the read went on after it)"
+                ),
+            )
+        }));
+    }
     let recovery = Recovery {
         stopped,
         messages,
@@ -339,18 +359,37 @@ fn at_offset(offset: u64, reason: String) -> Damage {
     }
 }
 
-/// Every segment sled would use (a whole header, from `min` on), by lsn,
-/// and the highest stable lsn their headers name.
-fn segment_order(log: &Log, min: i64) -> Result<(BTreeMap<i64, u64>, i64), Error> {
+/// The log's segments, as their headers place them.
+struct Segments {
+    /// Every segment sled would use (a whole header, from `min` on), by lsn.
+    ordering: BTreeMap<i64, u64>,
+    /// The highest stable lsn their headers name.
+    max_stable: i64,
+    /// The offsets of the segments whose header does not match its
+    /// checksum but which hold something sled wrote (their bytes are not
+    /// one value repeated).
+    unplaced: Vec<u64>,
+}
+
+/// Reads every segment's header ([`Segments`]).
+///
+/// sled overwrites a segment it no longer uses with one byte value (its
+/// "corrupted" message kind, at every open) and the header of such a
+/// segment fails its checksum, so that alone is not damage.
+fn segment_order(log: &Log, min: i64) -> Result<Segments, Error> {
     let s = log.segment_size;
     let count = log.len / s + u64::from(log.len % s >= SEG_HEADER_LEN);
     let mut ordering: BTreeMap<i64, u64> = BTreeMap::new();
     let mut max_stable = min;
+    let mut unplaced = Vec::new();
     for idx in 0..count {
         let lid = idx * s;
         let Some(h) = log.seg_header(lid)? else {
             continue;
         };
+        if !h.ok && !uniform(log, lid)? {
+            unplaced.push(lid);
+        }
         if !(h.ok && h.lsn >= min) {
             continue;
         }
@@ -365,7 +404,34 @@ fn segment_order(log: &Log, min: i64) -> Result<(BTreeMap<i64, u64>, i64), Error
             ))));
         }
     }
-    Ok((ordering, max_stable))
+    Ok(Segments {
+        ordering,
+        max_stable,
+        unplaced,
+    })
+}
+
+/// Whether the segment at `lid` (as much of it as the file holds) is one
+/// byte value repeated. Read a block at a time: a segment is up to a few
+/// MiB, and only segments with a bad header are read.
+fn uniform(log: &Log, lid: u64) -> Result<bool, Error> {
+    let mut block = [0u8; 4096];
+    let mut first = None;
+    let mut at = lid;
+    let end = lid.saturating_add(log.segment_size);
+    while at < end {
+        let want = usize::try_from((end - at).min(block.len() as u64)).unwrap_or(block.len());
+        let got = log.read_upto(&mut block[..want], at)?;
+        let byte = *first.get_or_insert(block[0]);
+        if block[..got].iter().any(|b| *b != byte) {
+            return Ok(false);
+        }
+        if got < want {
+            break;
+        }
+        at += got as u64;
+    }
+    Ok(true)
 }
 
 /// The unstable tail: the segments from `lowest` on that follow each other
