@@ -153,8 +153,8 @@ enum Command {
 
 /// A migration allocates and frees a few values per record on several
 /// threads (the reader's, the executor's, the proofs' workers); with the
-/// system allocator a fifth of its CPU time went to `malloc` and `free`
-/// (docs/design.md §5.7). The libraries leave the choice to their binary.
+/// system allocator about a third of its CPU time went to `malloc` and
+/// `free` (docs/design.md §5.7). The libraries leave the choice to their binary.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

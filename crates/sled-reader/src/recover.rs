@@ -265,7 +265,7 @@ pub(crate) fn recover(
         ordering,
         max_stable,
         unplaced,
-    } = segment_order(log, min)?;
+    } = segment_order(log, min, salvage)?;
     let (tail, missing) = unstable_tail(&ordering, log.normalize(max_stable).max(0), log, salvage);
     // Where the log ends: past the last message of the unstable tail.
     let mut it = LogIter::new(log, tail, missing, salvage, salvage);
@@ -367,16 +367,17 @@ struct Segments {
     max_stable: i64,
     /// The offsets of the segments whose header does not match its
     /// checksum but which hold something sled wrote (their bytes are not
-    /// one value repeated).
+    /// one value repeated); looked for only by a salvage.
     unplaced: Vec<u64>,
 }
 
-/// Reads every segment's header ([`Segments`]).
+/// Reads every segment's header ([`Segments`]); only a salvage
+/// (`salvage`) looks for segments left out.
 ///
 /// sled overwrites a segment it no longer uses with one byte value (its
 /// "corrupted" message kind, at every open) and the header of such a
 /// segment fails its checksum, so that alone is not damage.
-fn segment_order(log: &Log, min: i64) -> Result<Segments, Error> {
+fn segment_order(log: &Log, min: i64, salvage: bool) -> Result<Segments, Error> {
     let s = log.segment_size;
     let count = log.len / s + u64::from(log.len % s >= SEG_HEADER_LEN);
     let mut ordering: BTreeMap<i64, u64> = BTreeMap::new();
@@ -387,7 +388,7 @@ fn segment_order(log: &Log, min: i64) -> Result<Segments, Error> {
         let Some(h) = log.seg_header(lid)? else {
             continue;
         };
-        if !h.ok && !uniform(log, lid)? {
+        if salvage && !h.ok && !uniform(log, lid)? {
             unplaced.push(lid);
         }
         if !(h.ok && h.lsn >= min) {
