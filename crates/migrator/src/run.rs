@@ -338,7 +338,11 @@ async fn copy_offline(
         });
     }
     let record = MigrationRecord::new(facts, facts.write_seq, report, accepted_damage);
-    Ok(finish(db, opts, facts, record, OutcomeKind::Migrated, applied).await)
+    let (outcome, ()) = tokio::join!(
+        finish(db, opts, facts, record, OutcomeKind::Migrated, applied),
+        crate::step::gather_statistics(db),
+    );
+    Ok(outcome)
 }
 
 /// Before a migration the plan allowed: drops the staged copy of an online

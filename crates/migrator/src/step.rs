@@ -229,7 +229,8 @@ impl<'a> KvToSql<'a> {
                 if let Ok(mut l) = self.later_steps.lock() {
                     *l = later;
                 }
-                analyze(tx).await?;
+                // Planner statistics are gathered after the commit, beside
+                // the tombstone (`gather_statistics`).
                 let problems = self.weigh_damage(check).await?;
                 // In the same transaction as the data: the tombstone is
                 // pending until it is written after the commit.
@@ -327,9 +328,9 @@ impl<'a> KvToSql<'a> {
 
 /// PostgreSQL plans from table statistics, and a freshly loaded table has
 /// none until autovacuum gets to it: a node's first listings could then
-/// walk a whole index (docs/design.md §5.7). ANALYZE runs inside the
-/// transaction, over every table (the database holds only nodestore's,
-/// §3.3). SQLite's planner needs no statistics.
+/// walk a whole index (docs/design.md §5.7). An online copy runs ANALYZE
+/// inside its first transaction, over every table (the database holds
+/// only nodestore's, §3.3). SQLite's planner needs no statistics.
 async fn analyze(tx: &mut dyn Tx) -> Result<(), Error> {
     if tx.dialect() == sqldb::Dialect::Postgres {
         let t = Instant::now();
@@ -337,6 +338,30 @@ async fn analyze(tx: &mut dyn Tx) -> Result<(), Error> {
         tracing::debug!(duration_ms = millis(t), "planner statistics gathered");
     }
     Ok(())
+}
+
+/// After an offline copy's commit: ANALYZE of every table, on a
+/// connection of its own, while the same run proves the target and opens
+/// the key-value database for the tombstone (docs/design.md §5.7), so the
+/// server's pass over the tables costs the run no time of its own. The
+/// run returns only after it, so a node that opens afterwards plans with
+/// statistics. Statistics are not data: a failure is logged, never the
+/// run's, and autovacuum gathers them later.
+pub(crate) async fn gather_statistics(db: &sqldb::Db) {
+    if db.dialect() != sqldb::Dialect::Postgres {
+        return;
+    }
+    let t = Instant::now();
+    let gathered = db
+        .write(|tx| Box::pin(async move { tx.execute_script("ANALYZE").await }))
+        .await;
+    match gathered {
+        Ok(()) => tracing::debug!(duration_ms = millis(t), "planner statistics gathered"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "planner statistics were not gathered after the commit; autovacuum gathers them later"
+        ),
+    }
 }
 
 impl KvToSql<'_> {
