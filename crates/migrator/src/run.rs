@@ -269,6 +269,7 @@ async fn copy_offline(
     } else {
         runner.run_into(db, &mut applied).await
     };
+    crate::step::resume_checkpoints(db).await;
     if let Err(e) = run {
         if applied.contains(&KV_TO_SQL_VERSION) && !opts.dry_run {
             // The data step committed and the runner failed after it (the
@@ -338,9 +339,10 @@ async fn copy_offline(
         });
     }
     let record = MigrationRecord::new(facts, facts.write_seq, report, accepted_damage);
-    let (outcome, ()) = tokio::join!(
+    let (outcome, (), ()) = tokio::join!(
         finish(db, opts, facts, record, OutcomeKind::Migrated, applied),
         crate::step::gather_statistics(db),
+        crate::step::checkpoint_committed(db),
     );
     Ok(outcome)
 }

@@ -181,6 +181,11 @@ impl<'a> KvToSql<'a> {
         // for the load and put the old value back whatever happens.
         let kib = i64::from(self.opts.sqlite_cache_mib) * 1024;
         let previous = tx.set_cache_size_kib(kib).await?;
+        if matches!(self.mode, StepMode::Offline { .. }) && tx.dialect() == sqldb::Dialect::Sqlite {
+            // Connection-wide too; turned back on after the runner returns,
+            // whatever it returned (`resume_checkpoints`).
+            tx.execute_script("PRAGMA wal_autocheckpoint = 0").await?;
+        }
         let result = self.migrate_stores(tx).await;
         if let Some(previous) = previous {
             // After a failure the migration's error is the one to report.
@@ -338,6 +343,52 @@ async fn analyze(tx: &mut dyn Tx) -> Result<(), Error> {
         tracing::debug!(duration_ms = millis(t), "planner statistics gathered");
     }
     Ok(())
+}
+
+/// SQLite: an offline run writes the whole database into the write-ahead
+/// log in one transaction, and SQLite's automatic checkpoint would then
+/// copy all of it into the database file inside the committing call (1.5
+/// s of the commit's 1.6 at L). The step turns automatic checkpoints off
+/// for its connection (`KvToSql::migrate_all`); this turns them back on
+/// once the runner has returned, whatever it returned, so the node's
+/// writes checkpoint as usual. A failure is logged: the log then only
+/// grows until the next open.
+pub(crate) async fn resume_checkpoints(db: &sqldb::Db) {
+    if db.dialect() != sqldb::Dialect::Sqlite {
+        return;
+    }
+    let resumed = db
+        .write(|tx| {
+            Box::pin(async move { tx.execute_script("PRAGMA wal_autocheckpoint = 1000").await })
+        })
+        .await;
+    if let Err(e) = resumed {
+        tracing::warn!(error = %e, "SQLite's automatic checkpoints could not be turned back on");
+    }
+}
+
+/// After an offline copy's commit on SQLite: the log the commit left is
+/// copied into the database file by a `PASSIVE` checkpoint on a connection
+/// of its own, beside the target's proof and the tombstone, as
+/// [`gather_statistics`] is on PostgreSQL (docs/design.md §5.7). The data
+/// is durable in the log already; a failure is logged.
+pub(crate) async fn checkpoint_committed(db: &sqldb::Db) {
+    #[cfg(feature = "sqlite")]
+    if let Some(sqlite) = db.as_sqlite() {
+        let t = Instant::now();
+        match sqlite.checkpoint_passive().await {
+            Ok((log, moved)) => tracing::debug!(
+                duration_ms = millis(t),
+                log_pages = log,
+                checkpointed = moved,
+                "the migration's write-ahead log checkpointed"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "the migration's write-ahead log could not be checkpointed")
+            }
+        }
+    }
+    let _ = db;
 }
 
 /// After an offline copy's commit: ANALYZE of every table, on a

@@ -661,7 +661,75 @@ async fn a_dry_run_is_never_a_migration(fx: &SqlFixture) {
     nothing_kept(&db, &kv, seq).await;
 }
 
+/// A PRAGMA's value on the connection that writes.
+async fn writer_pragma(db: &Db, pragma: &'static str) -> i64 {
+    db.write(|tx| Box::pin(async move { tx.query_sql(Sql::fixed(pragma, vec![])).await }))
+        .await
+        .unwrap()[0]
+        .i64(0)
+        .unwrap()
+}
+
+/// SQLite's automatic checkpoints are off for the migration's connection
+/// while it loads (docs/design.md §5.7). After a dry run, a refusal and a
+/// migration they are on again for the node's writes, and a migration
+/// returns with its log copied into the database file.
+async fn automatic_checkpoints_are_on_again_after_every_run(fx: &SqlFixture) {
+    let db = fx.open().await;
+    let rehearsed = populated().await;
+    let dry = Options {
+        dry_run: true,
+        ..Options::default()
+    };
+    migrate(&rehearsed, &db, &dry).await.unwrap();
+    assert_eq!(
+        writer_pragma(&db, "PRAGMA wal_autocheckpoint").await,
+        1000,
+        "after a dry run"
+    );
+
+    let damaged = populated().await;
+    let seq = write_seq(&damaged.path);
+    std::fs::write(
+        damaged.path.join(tombstone::SIDECAR),
+        (seq + 3).to_be_bytes(),
+    )
+    .unwrap();
+    migrate(&damaged, &db, &Options::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        writer_pragma(&db, "PRAGMA wal_autocheckpoint").await,
+        1000,
+        "after a refusal"
+    );
+
+    let kv = populated().await;
+    assert!(
+        migrate(&kv, &db, &Options::default())
+            .await
+            .unwrap()
+            .is_complete()
+    );
+    assert_eq!(
+        writer_pragma(&db, "PRAGMA wal_autocheckpoint").await,
+        1000,
+        "after a migration"
+    );
+    let pages = writer_pragma(&db, "PRAGMA page_count").await;
+    let page_size = writer_pragma(&db, "PRAGMA page_size").await;
+    let path = db.as_sqlite().unwrap().path().to_path_buf();
+    let file = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(
+        file,
+        u64::try_from(pages * page_size).unwrap(),
+        "{}: the database file holds {file} bytes of {pages} pages of {page_size}: the log was not checkpointed",
+        path.display()
+    );
+}
+
 testkit::backend_tests!(sqlite => sqlite;
+    automatic_checkpoints_are_on_again_after_every_run,
     a_source_held_by_a_running_node_is_reported_with_its_path,
     a_second_source_into_a_migrated_target_is_refused_naming_both,
     a_copy_is_already_migrated_unless_it_was_written_after,
