@@ -544,16 +544,8 @@ async fn checkpoint_after_switch(db: &Db) {
         if let Err(e) = sqlite.checkpoint_passive().await {
             tracing::warn!(error = %e, "the write-ahead log could not be checkpointed after the switch");
         }
-        let restored = db
-            .write(|tx| {
-                Box::pin(async move { tx.execute_script("PRAGMA wal_autocheckpoint = 1000").await })
-            })
-            .await;
-        if let Err(e) = restored {
-            tracing::warn!(error = %e, "automatic checkpoints could not be turned back on");
-        }
     }
-    let _ = db;
+    crate::step::resume_checkpoints(db).await;
 }
 
 /// A backlog this small is cut over without waiting for a quieter moment.

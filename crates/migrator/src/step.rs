@@ -349,8 +349,9 @@ async fn analyze(tx: &mut dyn Tx) -> Result<(), Error> {
 /// log in one transaction, and SQLite's automatic checkpoint would then
 /// copy all of it into the database file inside the committing call (1.5
 /// s of the commit's 1.6 at L). The step turns automatic checkpoints off
-/// for its connection (`KvToSql::migrate_all`); this turns them back on
-/// once the runner has returned, whatever it returned, so the node's
+/// for its connection (`KvToSql::migrate_all`), as an online copy does
+/// for its pieces; this turns them back on once the runner has returned,
+/// whatever it returned (and after an online switch), so the node's
 /// writes checkpoint as usual. A failure is logged: the log then only
 /// grows until the next open.
 pub(crate) async fn resume_checkpoints(db: &sqldb::Db) {
