@@ -540,10 +540,10 @@ async fn checkpoint_copy(db: &Db) {
 /// here only leaves the log larger for a while: logged.
 async fn checkpoint_after_switch(db: &Db) {
     #[cfg(feature = "sqlite")]
-    if let Some(sqlite) = db.as_sqlite() {
-        if let Err(e) = sqlite.checkpoint_passive().await {
-            tracing::warn!(error = %e, "the write-ahead log could not be checkpointed after the switch");
-        }
+    if let Some(sqlite) = db.as_sqlite()
+        && let Err(e) = sqlite.checkpoint_passive().await
+    {
+        tracing::warn!(error = %e, "the write-ahead log could not be checkpointed after the switch");
     }
     crate::step::resume_checkpoints(db).await;
 }
