@@ -127,7 +127,9 @@ impl Lcg {
 /// Runs a migration property on `backend`: `cases` values drawn from
 /// `strategy`, each checked on a fresh database of its own, shrinking on a
 /// failure. Without a PostgreSQL server the postgres variant skips, loudly,
-/// as every other PostgreSQL test does.
+/// as every other PostgreSQL test does. Each run draws a seed, printed at
+/// its start and in a failure; `PROPTEST_RNG_SEED=N` repeats that run.
+#[allow(clippy::print_stderr, reason = "a run names its seed")]
 pub(crate) fn run_property<S, F, Fut>(
     backend: &'static str,
     test: &str,
@@ -148,9 +150,20 @@ pub(crate) fn run_property<S, F, Fut>(
     if backend == "postgres" && rt.block_on(testkit::sql::postgres(&test_name)).is_none() {
         return;
     }
+    let seed: u64 = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        });
+    eprintln!("{test} on {backend}: PROPTEST_RNG_SEED={seed}");
     let config = proptest::test_runner::Config {
         cases,
         failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
         ..proptest::test_runner::Config::default()
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
@@ -164,7 +177,7 @@ pub(crate) fn run_property<S, F, Fut>(
         })
     });
     if let Err(e) = result {
-        panic!("{test} on {backend}: {e}");
+        panic!("{test} on {backend} (PROPTEST_RNG_SEED={seed}): {e}");
     }
 }
 
