@@ -29,6 +29,21 @@ fn base(segment: usize) -> &'static Base {
     &bases[usize::from(segment != 1024)]
 }
 
+/// Opens the database at `path` with sled (segments of `segment` bytes),
+/// inserts the actions numbered `ids`, flushes and closes it.
+fn insert_actions(path: &std::path::Path, segment: usize, ids: std::ops::Range<u32>) {
+    let db = sled::Config::new()
+        .path(path)
+        .segment_size(segment)
+        .open()
+        .unwrap();
+    let tree = db.open_tree("actions").unwrap();
+    for i in ids {
+        tree.insert(format!("actions{i:06}"), value(i)).unwrap();
+    }
+    db.flush().unwrap();
+}
+
 fn build(segment: usize) -> Base {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv");
@@ -50,19 +65,8 @@ fn build(segment: usize) -> Base {
         db.flush().unwrap();
     }
     wait_released(&path);
-    {
-        // Reopened: sled writes a snapshot; then more writes after it.
-        let db = sled::Config::new()
-            .path(&path)
-            .segment_size(segment)
-            .open()
-            .unwrap();
-        let tree = db.open_tree("actions").unwrap();
-        for i in 1500..1900u32 {
-            tree.insert(format!("actions{i:06}"), value(i)).unwrap();
-        }
-        db.flush().unwrap();
-    }
+    // Reopened: sled writes a snapshot; then more writes after it.
+    insert_actions(&path, segment, 1500..1900);
     wait_released(&path);
     assert!(find(&path, "snap.").is_some(), "the base has a snapshot");
     let records = read_all(&path).unwrap();
@@ -417,18 +421,7 @@ fn a_destroyed_segment_header_is_named_by_a_salvage() {
     const SEGMENT: u64 = 1024;
     let base = tempfile::tempdir().unwrap();
     let path = base.path().join("kv");
-    {
-        let db = sled::Config::new()
-            .path(&path)
-            .segment_size(SEGMENT as usize)
-            .open()
-            .unwrap();
-        let tree = db.open_tree("actions").unwrap();
-        for i in 0..600u32 {
-            tree.insert(format!("actions{i:06}"), value(i)).unwrap();
-        }
-        db.flush().unwrap();
-    }
+    insert_actions(&path, SEGMENT as usize, 0..600);
     wait_released(&path);
     let whole = read_all(&path).unwrap();
     let len = std::fs::metadata(path.join("db")).unwrap().len();
