@@ -125,7 +125,7 @@ fn read_class(
 ///
 /// Offline, the indexes of the sessions and their child tables are set
 /// aside for the load and built once after it, the rows are appended
-/// [`APPEND_CHUNKS`] chunks at a time on PostgreSQL, and the copy is
+/// several chunks at a time on PostgreSQL (`digest::append_at`), and the copy is
 /// proved whole: every session read back through the store's loader,
 /// chunk by chunk, against a count and digest of what was written
 /// (docs/design.md §5.7).
@@ -180,14 +180,9 @@ async fn copy(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Migrati
         },
         proof,
         pending: Pending::default(),
-        // Measured at scale L (docs/bench.md): on PostgreSQL each append
-        // is a `COPY` per table with a fixed cost that chunks of a few
-        // hundred sessions pay thousands of times; SQLite's prepared
-        // inserts have none, so it appends each chunk as it comes.
-        append_at: match tx.dialect() {
-            sqldb::Dialect::Postgres => ctx.chunk_size * APPEND_CHUNKS,
-            sqldb::Dialect::Sqlite => 1,
-        },
+        // 4,096 sessions, about 45,000 rows with their children, at the
+        // default chunk size and scale L on PostgreSQL.
+        append_at: crate::digest::append_at(tx.dialect(), ctx.chunk_size),
     };
     let Some(tree) = ctx.source.tree(SESSIONS_TREE)? else {
         return Ok(state);
@@ -241,16 +236,11 @@ struct Migration {
     accounts: Option<HashMap<AccountId, i64>>,
     proof: Proof,
     /// Sessions written but not yet appended: a copy proved whole appends
-    /// `append_at` sessions at a time ([`APPEND_CHUNKS`] chunks on
+    /// `append_at` sessions at a time (`digest::append_at`: 8 chunks on
     /// PostgreSQL).
     pending: Pending,
     append_at: usize,
 }
-
-/// Chunks per append on PostgreSQL when the table is proved whole after
-/// the copy (4,096 sessions, about 45,000 rows with their children, at
-/// the default chunk size and scale L).
-const APPEND_CHUNKS: usize = 8;
 
 /// The sessions rows and the sessions (for their child rows) of appends
 /// not yet made.

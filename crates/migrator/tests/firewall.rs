@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::firewall::{Expect, run_case};
+use common::proof::{refused, with_trigger};
 use common::{Kv, Lcg, is_live};
 use migrator::Error;
 use store_firewall::{Namespace, Scope};
@@ -426,6 +427,145 @@ async fn privacy_maps_that_are_not_inverses_fail(fx: &SqlFixture) {
     assert!(is_live(&kv.path));
 }
 
+/// Ten global entries of one rule, `k0` to `k9`, in a new key-value
+/// database.
+async fn ten_entries(kv: &Kv) {
+    let db = KvDb::open(&kv.path, &KvOptions::default()).unwrap();
+    let firewall = store_firewall::KvStore::open(&db).unwrap();
+    let ns = Namespace::new(RULE, SessionId([0; 4]), "");
+    for i in 0..10 {
+        let key = format!("k{i}");
+        store_firewall::update_kv(&firewall, ns.clone(), |tx| {
+            Box::pin(async move { tx.set(Scope::Global, &key, VALUE).await })
+        })
+        .await
+        .unwrap();
+    }
+    db.flush().unwrap();
+}
+
+/// The refusal of a migration of ten entries in chunks of four into a
+/// target with `trigger` (SQLite's, PostgreSQL's), which keeps no entry.
+async fn refused_entries(fx: &SqlFixture, sqlite: &str, postgres: &str) -> String {
+    let kv = Kv::new();
+    ten_entries(&kv).await;
+    let db = with_trigger(fx, sqlite.into(), postgres.into()).await;
+    let err = refused(&kv, &db, 4).await;
+    assert_eq!(common::count(&db, "kvstores").await, 0, "{err}");
+    err
+}
+
+/// An entry the database stores other than it was written (a trigger
+/// changes its value) is refused, naming the entry and the field, however
+/// the copy proves the table (docs/design.md §5.7).
+async fn an_entry_stored_altered_is_refused_and_named(fx: &SqlFixture) {
+    let err = refused_entries(
+        fx,
+        "CREATE TRIGGER alter_one AFTER INSERT ON kvstores WHEN NEW.entry_key = 'k4' \
+         BEGIN UPDATE kvstores SET value = x'ff' WHERE id = NEW.id; END;",
+        "CREATE FUNCTION alter_one() RETURNS trigger AS $$ BEGIN \
+         NEW.value := '\\xff'::bytea; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER alter_one BEFORE INSERT ON kvstores FOR EACH ROW \
+         WHEN (NEW.entry_key = 'k4') EXECUTE FUNCTION alter_one();",
+    )
+    .await;
+    assert!(
+        err.contains(r#"kv-store entry "k4" of rule "test-rule""#),
+        "names the entry: {err}"
+    );
+    assert!(err.contains("value"), "names the field: {err}");
+}
+
+/// A row the copy did not write, under an id no chunk wrote (a trigger
+/// adds it), is refused: the table holds more entries than were written.
+async fn an_entry_the_copy_did_not_write_is_refused(fx: &SqlFixture) {
+    let extra = "INSERT INTO kvstores (id, perm, rule_id, entry_key, value) \
+                 VALUES (1000, NEW.perm, NEW.rule_id, 'extra', NEW.value);";
+    let err = refused_entries(
+        fx,
+        &format!(
+            "CREATE TRIGGER add_one AFTER INSERT ON kvstores WHEN NEW.entry_key = 'k3' \
+             BEGIN {extra} END;"
+        ),
+        &format!(
+            "CREATE FUNCTION add_one() RETURNS trigger AS $$ BEGIN \
+             {extra} RETURN NULL; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER add_one AFTER INSERT ON kvstores FOR EACH ROW \
+             WHEN (NEW.entry_key = 'k3') EXECUTE FUNCTION add_one();"
+        ),
+    )
+    .await;
+    assert!(err.contains("kv-store entries"), "names the table: {err}");
+    assert!(
+        err.contains("10 written, 11 read back"),
+        "gives both counts: {err}"
+    );
+}
+
+/// An entry the database does not keep (a trigger drops it) is refused,
+/// naming the chunk of SQL ids that lacks it.
+async fn an_entry_not_kept_is_refused_and_named(fx: &SqlFixture) {
+    let err = refused_entries(
+        fx,
+        "CREATE TRIGGER drop_one AFTER INSERT ON kvstores WHEN NEW.entry_key = 'k6' \
+         BEGIN DELETE FROM kvstores WHERE id = NEW.id; END;",
+        "CREATE FUNCTION drop_one() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ \
+         LANGUAGE plpgsql; \
+         CREATE TRIGGER drop_one BEFORE INSERT ON kvstores FOR EACH ROW \
+         WHEN (NEW.entry_key = 'k6') EXECUTE FUNCTION drop_one();",
+    )
+    .await;
+    // k6 has the SQL id 7, in the second chunk of four.
+    assert!(
+        err.contains("kv-store entries 5..=8"),
+        "names the chunk: {err}"
+    );
+    assert!(err.contains("4 written, 3 read back"), "says how: {err}");
+}
+
+/// A privacy pair the copy did not write (a trigger adds one to a group
+/// the copy writes) is refused before anything is committed: the table
+/// holds more pairs than were written.
+async fn a_pair_the_copy_did_not_write_is_refused(fx: &SqlFixture) {
+    let kv = Kv::new();
+    {
+        let db = KvDb::open(&kv.path, &KvOptions::default()).unwrap();
+        let fill = common::firewall::Fill {
+            sessions: store_sessions::KvStore::open(&db).unwrap(),
+            firewall: store_firewall::KvStore::open(&db).unwrap(),
+            db,
+        };
+        let group = fill.group().await;
+        for i in 0..10 {
+            fill.pair(group, &format!("r{i}"), &format!("p{i}")).await;
+        }
+        fill.db.flush().unwrap();
+    }
+    let extra = "INSERT INTO privacy_pairs (group_id, real_val, pseudo_val) \
+                 VALUES (NEW.group_id, 'extra', 'extra-pseudo');";
+    let db = with_trigger(
+        fx,
+        format!(
+            "CREATE TRIGGER add_one AFTER INSERT ON privacy_pairs WHEN NEW.real_val = 'r3' \
+             BEGIN {extra} END;"
+        ),
+        format!(
+            "CREATE FUNCTION add_one() RETURNS trigger AS $$ BEGIN \
+             {extra} RETURN NULL; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER add_one AFTER INSERT ON privacy_pairs FOR EACH ROW \
+             WHEN (NEW.real_val = 'r3') EXECUTE FUNCTION add_one();"
+        ),
+    )
+    .await;
+    let err = refused(&kv, &db, 4).await;
+    assert_eq!(common::count(&db, "privacy_pairs").await, 0, "{err}");
+    assert!(err.contains("privacy pairs"), "names the table: {err}");
+    assert!(
+        err.contains("10 written, 11 read back"),
+        "gives both counts: {err}"
+    );
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     empty, global_kv_entries, session_specific_kv_entries, session_specific_kv_entries_deleted_session,
     session_specific_kv_entries_deleted_and_existing_sessions, feature_specific_kv_entries,
@@ -435,6 +575,8 @@ testkit::backend_tests!(sqlite => sqlite;
     deleted_session_with_privacy_pair, deleted_and_existing_sessions_with_privacy_pairs, random_privacy_pairs,
     an_unexpected_bucket_fails_naming_where, a_value_directly_under_a_rule_fails_naming_where,
     an_empty_privacy_value_fails_naming_where, privacy_maps_that_are_not_inverses_fail,
+    an_entry_stored_altered_is_refused_and_named, an_entry_the_copy_did_not_write_is_refused,
+    an_entry_not_kept_is_refused_and_named, a_pair_the_copy_did_not_write_is_refused,
 );
 
 testkit::backend_tests!(postgres => postgres;
@@ -446,4 +588,6 @@ testkit::backend_tests!(postgres => postgres;
     deleted_session_with_privacy_pair, deleted_and_existing_sessions_with_privacy_pairs, random_privacy_pairs,
     an_unexpected_bucket_fails_naming_where, a_value_directly_under_a_rule_fails_naming_where,
     an_empty_privacy_value_fails_naming_where, privacy_maps_that_are_not_inverses_fail,
+    an_entry_stored_altered_is_refused_and_named, an_entry_the_copy_did_not_write_is_refused,
+    an_entry_not_kept_is_refused_and_named, a_pair_the_copy_did_not_write_is_refused,
 );

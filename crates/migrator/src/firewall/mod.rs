@@ -13,16 +13,17 @@
 //! deleted, the firewall data kept) are skipped and counted. Every entry and
 //! pair is read back and compared; an empty value equals an absent one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
+use sea_query::{Alias, Expr, ExprTrait, IntoIden, JoinType, Query};
 use sqldb::{Tx, TxExt};
 use store_firewall::KvEntry;
 use store_firewall::kv::{PRIVACY_TREE, RULES_TREE, parse_entry, parse_pair};
 use store_firewall::sql::schema::{Kvstores, PrivacyPairs};
-use store_firewall::sql::{load_entries, load_pairs_stored, name_id};
+use store_firewall::sql::{entries_of, fetch_entries, load_entries, load_pairs_stored, name_id};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 use tombstone::ReadTree;
@@ -32,7 +33,8 @@ use crate::Error;
 mod replay;
 
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
-use crate::diff::{diff_fields, verify_written};
+use crate::diff::{Difference, Differences, diff_fields, verify_written};
+use crate::digest::{Proof, ReadRange, WholeTable, prove_whole};
 use crate::feed::Sink;
 use crate::shared::sequence_past;
 pub(crate) use replay::{delete_group, replay};
@@ -210,42 +212,75 @@ fn read_privacy(
     }
 }
 
+/// Each session's group, by the session's id: the SQL id and the id of the
+/// group's first session.
+type GroupMap = HashMap<SessionId, (i64, SessionId)>;
+
 /// The group of each given session id that is in SQL: the SQL id and the
-/// id of its first session. A group's entries and pairs may be stored under
-/// the id of any of its sessions; they belong to the session's group, as
-/// LiT resolves them (docs/design.md §4.2).
+/// id of its first session. A group's entries and pairs may be stored
+/// under the id of any of its sessions; they belong to the session's group,
+/// as LiT resolves them (docs/design.md §4.2).
 async fn group_ids(
     tx: &mut dyn Tx,
     ids: impl Iterator<Item = SessionId>,
-) -> Result<HashMap<SessionId, (i64, SessionId)>, Error> {
+) -> Result<GroupMap, Error> {
     let mut aliases: Vec<Vec<u8>> = ids.map(|g| g.0.to_vec()).collect();
     aliases.sort();
     aliases.dedup();
     if aliases.is_empty() {
         return Ok(HashMap::new());
     }
+    let select = groups_select()
+        .and_where(Expr::col((Alias::new("s"), Sessions::Alias)).is_in(aliases))
+        .to_owned();
+    read_groups(tx, &select).await
+}
+
+/// [`group_ids`] of every session in SQL.
+async fn all_groups(tx: &mut dyn Tx) -> Result<GroupMap, Error> {
+    read_groups(tx, &groups_select()).await
+}
+
+/// Each session (`s`) with its group's first session (`g`): the alias, the
+/// group's SQL id and the group's alias.
+fn groups_select() -> sea_query::SelectStatement {
     let (s, g) = (Alias::new("s"), Alias::new("g"));
-    let rows = tx
-        .query(
-            &Query::select()
-                .column((s.clone(), Sessions::Alias))
-                .column((g.clone(), Sessions::Id))
-                .column((g.clone(), Sessions::Alias))
-                .from_as(Sessions::Table, s.clone())
-                .join_as(
-                    JoinType::InnerJoin,
-                    Sessions::Table,
-                    g.clone(),
-                    Expr::col((g, Sessions::Id)).equals((s.clone(), Sessions::GroupId)),
-                )
-                .and_where(Expr::col((s, Sessions::Alias)).is_in(aliases))
-                .to_owned(),
+    Query::select()
+        .column((s.clone(), Sessions::Alias))
+        .column((g.clone(), Sessions::Id))
+        .column((g.clone(), Sessions::Alias))
+        .from_as(Sessions::Table, s.clone())
+        .join_as(
+            JoinType::InnerJoin,
+            Sessions::Table,
+            g.clone(),
+            Expr::col((g, Sessions::Id)).equals((s, Sessions::GroupId)),
         )
-        .await?;
+        .to_owned()
+}
+
+async fn read_groups(
+    tx: &mut dyn Tx,
+    select: &sea_query::SelectStatement,
+) -> Result<GroupMap, Error> {
+    let rows = tx.query(select).await?;
     let alias = crate::shared::session_alias;
     rows.iter()
         .map(|r| Ok((alias(r.bytes(0)?)?, (r.i64(1)?, alias(r.bytes(2)?)?))))
         .collect()
+}
+
+/// The groups of the sessions `ids` names: from `all` when the copy read
+/// every group once, else looked up.
+async fn resolve_groups<'g>(
+    all: &'g Option<GroupMap>,
+    tx: &mut dyn Tx,
+    ids: impl Iterator<Item = SessionId>,
+) -> Result<Cow<'g, GroupMap>, Error> {
+    Ok(match all {
+        Some(all) => Cow::Borrowed(all),
+        None => Cow::Owned(group_ids(tx, ids).await?),
+    })
 }
 
 /// A unique violation while writing a group's entries or pairs: two of them
@@ -266,20 +301,20 @@ fn collision(e: sqldb::DbError, what: &str) -> Error {
 
 pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<FirewallReport, Error> {
     let source = ctx.source;
-    let mut writer = Writer {
-        report: FirewallReport::default(),
-        names: Names::default(),
-        next_id: 1,
-    };
-    let chunk_size = ctx.chunk_size;
+    let proof = Proof::for_copy(ctx.live.is_some());
+    let mut writer = Writer::new(tx, ctx, proof).await?;
     if let Some(tree) = source.tree(RULES_TREE)? {
-        let what = TreeCopy {
-            tree: RULES_TREE,
-            store: "kv-stores",
-            total: tree.len() as u64,
+        copy_entries(tx, ctx, tree, &mut writer).await?;
+        let whole = WholeTable {
+            what: "kv-store entry",
+            table: Kvstores::Table.into_iden(),
+            read: ReadRange {
+                fetch: |tx, first, last| Box::pin(fetch_entries(tx, first, last)),
+                decode: entries_of,
+            },
+            diagnose: |tx, ctx| Box::pin(diagnose_entries(tx, ctx)),
         };
-        let read = move |sink| read_entries(tree, chunk_size, sink);
-        copy_tree(tx, ctx, what, read, &mut writer).await?;
+        prove_whole(tx, ctx, &writer.proof, whole).await?;
         sequence_past(tx, crate::shared::IdTable::Kvstores, writer.next_id - 1).await?;
     }
     if let Some(tree) = source.tree(PRIVACY_TREE)? {
@@ -289,10 +324,64 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Firewal
             total: (tree.len() / 2) as u64,
         };
         let defer = ctx.live.map(|l| l.journal.clone());
+        let chunk_size = ctx.chunk_size;
         let read = move |sink| read_privacy(tree, chunk_size, defer, sink);
         copy_tree(tx, ctx, what, read, &mut writer).await?;
+        if ctx.live.is_none() {
+            pairs_all_written(tx, writer.report.privacy_pairs).await?;
+        }
     }
     Ok(writer.report)
+}
+
+/// After an offline copy of the privacy pairs, each chunk read back by its
+/// groups: the table holds no pair the copy did not write. A chunk's
+/// read-back compares only the pairs it wrote (a group may hold pairs of
+/// earlier chunks), so a row written beside them would otherwise be seen
+/// only after the commit, by the proof that guards the tombstone. An
+/// online copy's table also holds what the replay wrote.
+async fn pairs_all_written(tx: &mut dyn Tx, written: u64) -> Result<(), Error> {
+    let rows = crate::shared::count_rows(tx, PrivacyPairs::Table).await?;
+    if rows == written {
+        return Ok(());
+    }
+    Err(Error::Mismatch {
+        record: "privacy pairs".into(),
+        diff: Differences::one(Difference::Count {
+            written: usize::try_from(written).unwrap_or(usize::MAX),
+            read: usize::try_from(rows).unwrap_or(usize::MAX),
+        }),
+    })
+}
+
+/// The kv-store entries of the rules tree, each chunk written and proved
+/// as `writer.proof` says; the last pending rows appended.
+async fn copy_entries(
+    tx: &mut dyn Tx,
+    ctx: CopyCtx<'_>,
+    tree: ReadTree,
+    writer: &mut Writer,
+) -> Result<(), Error> {
+    let what = TreeCopy {
+        tree: RULES_TREE,
+        store: "kv-stores",
+        total: tree.len() as u64,
+    };
+    let chunk_size = ctx.chunk_size;
+    let read = move |sink| read_entries(tree, chunk_size, sink);
+    copy_tree(tx, ctx, what, read, writer).await?;
+    writer.flush_entries(tx).await
+}
+
+/// After a failed proof of the entries: the copy of the rules tree again,
+/// writing nothing, each chunk read back by its SQL ids and compared, so
+/// the first entry that differs is named (`digest::prove_whole`).
+async fn diagnose_entries(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<(), Error> {
+    let Some(tree) = ctx.source.tree(RULES_TREE)? else {
+        return Ok(());
+    };
+    let mut writer = Writer::new(tx, ctx, Proof::Diagnose).await?;
+    copy_entries(tx, ctx, tree, &mut writer).await
 }
 
 /// Writes the kv-store entries (with the SQL ids from 1 in key order, and
@@ -301,13 +390,72 @@ struct Writer {
     report: FirewallReport,
     names: Names,
     next_id: i64,
+    /// Every session's group, read once before an offline copy: its
+    /// sessions are all in SQL and nothing changes them. An online copy's
+    /// sessions may be replayed between chunks, so it looks up each
+    /// chunk's (`None`).
+    groups: Option<GroupMap>,
+    /// How the entries are proved (docs/design.md §5.7): offline, added to
+    /// a digest and read back whole after the copy; online, each chunk
+    /// read back. The privacy pairs are read back chunk by chunk either way.
+    proof: Proof,
+    /// Entries' rows not yet appended (a copy proved whole appends
+    /// `append_at` at a time, `digest::append_at`), with the SQL ids up to
+    /// `next_id - 1`.
+    pending: Vec<Vec<sea_query::Value>>,
+    append_at: usize,
+}
+
+impl Writer {
+    /// The writer of an online replay: every chunk read back, its groups
+    /// looked up, the entries' SQL ids from `next_id`.
+    fn replay(next_id: i64) -> Writer {
+        Writer {
+            report: FirewallReport::default(),
+            names: Names::default(),
+            next_id,
+            groups: None,
+            proof: Proof::EachChunk,
+            pending: Vec::new(),
+            append_at: 1,
+        }
+    }
+
+    /// The writer of a copy proved as `proof` says (online: `EachChunk`).
+    async fn new(tx: &mut dyn Tx, ctx: CopyCtx<'_>, proof: Proof) -> Result<Writer, Error> {
+        Ok(Writer {
+            report: FirewallReport::default(),
+            names: Names::default(),
+            next_id: 1,
+            groups: match ctx.live {
+                None => Some(all_groups(tx).await?),
+                Some(_) => None,
+            },
+            proof,
+            pending: Vec::new(),
+            append_at: crate::digest::append_at(tx.dialect(), ctx.chunk_size),
+        })
+    }
+
+    /// Appends the pending entries, and records their SQL ids as a range
+    /// the proof reads back.
+    async fn flush_entries(&mut self, tx: &mut dyn Tx) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.pending);
+        if let Proof::Whole(_, ranges) = &mut self.proof {
+            ranges.push((self.next_id - rows.len() as i64, self.next_id - 1));
+        }
+        append_entries(tx, rows).await
+    }
 }
 
 #[async_trait]
 impl WriteChunk<Vec<KvEntry>> for Writer {
     async fn write(&mut self, tx: &mut dyn Tx, chunk: Vec<KvEntry>) -> Result<Option<u64>, Error> {
-        let r = &mut self.report;
-        write_entries(tx, &chunk, &mut self.names, &mut self.next_id, r).await?;
+        self.write_entries(tx, &chunk).await?;
+        let r = &self.report;
         Ok(Some(r.kv_entries + r.kv_entries_skipped))
     }
 }
@@ -319,8 +467,8 @@ impl WriteChunk<Vec<GroupPairs>> for Writer {
         tx: &mut dyn Tx,
         chunk: Vec<GroupPairs>,
     ) -> Result<Option<u64>, Error> {
-        let r = &mut self.report;
-        write_pairs(tx, chunk, r).await?;
+        write_pairs(tx, chunk, &self.groups, &mut self.report).await?;
+        let r = &self.report;
         Ok(Some(r.privacy_pairs + r.privacy_pairs_skipped))
     }
 }
@@ -351,55 +499,76 @@ impl Names {
     }
 }
 
-async fn write_entries(
-    tx: &mut dyn Tx,
-    chunk: &[KvEntry],
-    names: &mut Names,
-    next_id: &mut i64,
-    report: &mut FirewallReport,
-) -> Result<(), Error> {
-    let groups = group_ids(tx, chunk.iter().filter_map(|e| e.group)).await?;
-    let mut rows: Vec<Vec<sea_query::Value>> = Vec::with_capacity(chunk.len());
-    let first = *next_id;
-    let mut written = Vec::new();
-    for e in chunk {
-        e.check().map_err(Error::contract)?;
-        let (group, entry) = match e.group {
-            None => (None, e.clone()),
-            Some(g) => match crate::rules::firewall_group(g, |g| groups.get(&g)) {
-                Some((id, founder)) => (
-                    Some(*id),
-                    KvEntry {
-                        group: Some(*founder),
-                        ..e.clone()
-                    },
-                ),
-                None => {
-                    report.kv_entries_skipped += 1;
-                    continue;
-                }
-            },
-        };
-        let rule = names.id(tx, true, &e.rule).await?;
-        let feature = match &e.feature {
-            None => None,
-            Some(f) => Some(names.id(tx, false, f).await?),
-        };
-        rows.push(vec![
-            (*next_id).into(),
-            e.perm.into(),
-            rule.into(),
-            sea_query::Value::BigInt(group),
-            sea_query::Value::BigInt(feature),
-            e.key.clone().into(),
-            e.value.clone().into(),
-        ]);
-        *next_id += 1;
-        written.push(entry);
+impl Writer {
+    /// One chunk of entries: each given the next SQL id and its group's
+    /// (or skipped when its group is not in SQL), then written and proved
+    /// as `self.proof` says.
+    async fn write_entries(&mut self, tx: &mut dyn Tx, chunk: &[KvEntry]) -> Result<(), Error> {
+        let groups = resolve_groups(&self.groups, tx, chunk.iter().filter_map(|e| e.group)).await?;
+        let mut rows: Vec<Vec<sea_query::Value>> = Vec::with_capacity(chunk.len());
+        let first = self.next_id;
+        let mut written = Vec::new();
+        for e in chunk {
+            e.check().map_err(Error::contract)?;
+            let (group, entry) = match e.group {
+                None => (None, e.clone()),
+                Some(g) => match crate::rules::firewall_group(g, |g| groups.get(&g)) {
+                    Some((id, founder)) => (
+                        Some(*id),
+                        KvEntry {
+                            group: Some(*founder),
+                            ..e.clone()
+                        },
+                    ),
+                    None => {
+                        self.report.kv_entries_skipped += 1;
+                        continue;
+                    }
+                },
+            };
+            let rule = self.names.id(tx, true, &e.rule).await?;
+            let feature = match &e.feature {
+                None => None,
+                Some(f) => Some(self.names.id(tx, false, f).await?),
+            };
+            rows.push(vec![
+                self.next_id.into(),
+                e.perm.into(),
+                rule.into(),
+                sea_query::Value::BigInt(group),
+                sea_query::Value::BigInt(feature),
+                e.key.clone().into(),
+                e.value.clone().into(),
+            ]);
+            self.next_id += 1;
+            written.push(entry);
+        }
+        drop(groups);
+        if written.is_empty() {
+            return Ok(());
+        }
+        self.report.kv_entries += written.len() as u64;
+        if let Proof::Whole(digest, _) = &mut self.proof {
+            for e in &written {
+                digest.add(e);
+            }
+            self.pending.extend(rows);
+            if self.pending.len() >= self.append_at {
+                self.flush_entries(tx).await?;
+            }
+            return Ok(());
+        }
+        if self.proof.writes() {
+            append_entries(tx, rows).await?;
+        }
+        let ids = (first, self.next_id - 1);
+        let load = load_entries(tx, Some(ids));
+        verify_written("kv-store entries", written.iter(), ids, load, check_entry).await
     }
-    if written.is_empty() {
-        return Ok(());
-    }
+}
+
+/// Appends entries' rows; two that collide in one group are refused.
+async fn append_entries(tx: &mut dyn Tx, rows: Vec<Vec<sea_query::Value>>) -> Result<(), Error> {
     sqldb::append(
         tx,
         Kvstores::Table,
@@ -415,12 +584,7 @@ async fn write_entries(
         rows,
     )
     .await
-    .map_err(|e| collision(e, "kv-store entries"))?;
-    let ids = (first, *next_id - 1);
-    let load = load_entries(tx, Some(ids));
-    verify_written("kv-store entries", written.iter(), ids, load, check_entry).await?;
-    report.kv_entries += written.len() as u64;
-    Ok(())
+    .map_err(|e| collision(e, "kv-store entries"))
 }
 
 /// Refuses an entry read back unlike the one written. An empty value
@@ -437,12 +601,15 @@ fn check_entry(kv: &KvEntry, sql: &KvEntry) -> Result<(), Error> {
     })
 }
 
+/// One chunk of privacy pairs, their groups from `groups` when the copy
+/// read every group once (else looked up), written and read back.
 async fn write_pairs(
     tx: &mut dyn Tx,
     chunk: Vec<GroupPairs>,
+    groups: &Option<GroupMap>,
     report: &mut FirewallReport,
 ) -> Result<(), Error> {
-    let ids = group_ids(tx, chunk.iter().map(|g| g.group)).await?;
+    let ids = resolve_groups(groups, tx, chunk.iter().map(|g| g.group)).await?;
     let mut rows = Vec::new();
     // What this chunk writes, by SQL group (pairs stored under a linked
     // session's id join its group).

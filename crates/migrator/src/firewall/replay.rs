@@ -11,7 +11,7 @@ use store_firewall::{KvEntry, Mode, Scope};
 use store_sessions::SessionId;
 use store_sessions::sql::schema::Sessions;
 
-use super::{FirewallReport, GroupPairs, Names, Writer, group_ids, write_pairs};
+use super::{FirewallReport, GroupPairs, Writer, group_ids, write_pairs};
 
 use crate::Error;
 use crate::copy::WriteChunk as _;
@@ -30,11 +30,8 @@ pub(crate) async fn replay(
     (privacy_groups, pairs): (&[SessionId], &[(SessionId, String)]),
     deltas: &mut crate::shared::Deltas,
 ) -> Result<(), Error> {
-    let mut writer = Writer {
-        report: FirewallReport::default(),
-        names: Names::default(),
-        next_id: crate::shared::next_id(tx, crate::shared::IdTable::Kvstores).await?,
-    };
+    let next_id = crate::shared::next_id(tx, crate::shared::IdTable::Kvstores).await?;
+    let mut writer = Writer::replay(next_id);
     if temp_wiped {
         deltas.kv_entries -=
             delete_where(tx, Kvstores::Table, Expr::col(Kvstores::Perm).eq(false)).await?;
@@ -162,7 +159,7 @@ async fn replay_groups(
                 });
             }
         }
-        write_pairs(tx, maps, report).await?;
+        write_pairs(tx, maps, &None, report).await?;
     }
     Ok(done)
 }
@@ -242,7 +239,7 @@ async fn replay_pairs(
         .into_iter()
         .map(|(group, pairs)| GroupPairs { group, pairs })
         .collect();
-    write_pairs(tx, chunk, report).await
+    write_pairs(tx, chunk, &None, report).await
 }
 
 /// One kv-store entry as the live store holds it now (`None`: absent).

@@ -495,44 +495,24 @@ store_support::migration_api! {
     /// an absent one read the same. Shared by the listing and the migrator's
     /// read-back.
     async fn load_entries(tx: &mut dyn Tx, ids: Option<(i64, i64)>) -> Result<Vec<KvEntry>> {
-        let (k, r, g, f) = (
-            Alias::new("k"),
-            Alias::new("r"),
-            Alias::new("g"),
-            Alias::new("f"),
-        );
-        let mut select = Query::select();
-        select
-            .column((k.clone(), Kvstores::Perm))
-            .column((r.clone(), Rules::Name))
-            .column((g.clone(), Sessions::Alias))
-            .column((f.clone(), Features::Name))
-            .column((k.clone(), Kvstores::EntryKey))
-            .column((k.clone(), Kvstores::Value))
-            .from_as(Kvstores::Table, k.clone())
-            .join_as(
-                JoinType::InnerJoin,
-                Rules::Table,
-                r.clone(),
-                Expr::col((r.clone(), Rules::Id)).equals((k.clone(), Kvstores::RuleId)),
-            )
-            .join_as(
-                JoinType::LeftJoin,
-                Sessions::Table,
-                g.clone(),
-                Expr::col((g.clone(), Sessions::Id)).equals((k.clone(), Kvstores::GroupId)),
-            )
-            .join_as(
-                JoinType::LeftJoin,
-                Features::Table,
-                f.clone(),
-                Expr::col((f.clone(), Features::Id)).equals((k.clone(), Kvstores::FeatureId)),
-            )
-            .order_by((k.clone(), Kvstores::Id), Order::Asc);
-        if let Some((lo, hi)) = ids {
-            select.and_where(Expr::col((k, Kvstores::Id)).between(lo, hi));
-        }
-        let rows = tx.query(&select).await?;
+        let rows = tx.query(&entries_select(ids)).await?;
+        entries_of(rows)
+    }
+}
+
+store_support::migration_api! {
+    /// [`load_entries`] of the SQL ids in `first..=last` in two halves: the
+    /// rows fetched here, the entries made from them by [`entries_of`],
+    /// which the migrator's read-back runs off the executor while it
+    /// fetches the next range.
+    async fn fetch_entries(tx: &mut dyn Tx, first: i64, last: i64) -> Result<Vec<sqldb::Row>> {
+        Ok(tx.query(&entries_select(Some((first, last)))).await?)
+    }
+}
+
+store_support::migration_api! {
+    /// The entries `rows` ([`fetch_entries`]) hold, in their order.
+    fn entries_of(rows: Vec<sqldb::Row>) -> Result<Vec<KvEntry>> {
         rows.iter()
             .map(|row| {
                 Ok(KvEntry {
@@ -549,6 +529,49 @@ store_support::migration_api! {
             })
             .collect()
     }
+}
+
+/// The entries with SQL ids in `ids` (all without), their names resolved,
+/// in SQL id order: the columns [`entries_of`] reads.
+fn entries_select(ids: Option<(i64, i64)>) -> SelectStatement {
+    let (k, r, g, f) = (
+        Alias::new("k"),
+        Alias::new("r"),
+        Alias::new("g"),
+        Alias::new("f"),
+    );
+    let mut select = Query::select();
+    select
+        .column((k.clone(), Kvstores::Perm))
+        .column((r.clone(), Rules::Name))
+        .column((g.clone(), Sessions::Alias))
+        .column((f.clone(), Features::Name))
+        .column((k.clone(), Kvstores::EntryKey))
+        .column((k.clone(), Kvstores::Value))
+        .from_as(Kvstores::Table, k.clone())
+        .join_as(
+            JoinType::InnerJoin,
+            Rules::Table,
+            r.clone(),
+            Expr::col((r.clone(), Rules::Id)).equals((k.clone(), Kvstores::RuleId)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            Sessions::Table,
+            g.clone(),
+            Expr::col((g.clone(), Sessions::Id)).equals((k.clone(), Kvstores::GroupId)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            Features::Table,
+            f.clone(),
+            Expr::col((f.clone(), Features::Id)).equals((k.clone(), Kvstores::FeatureId)),
+        )
+        .order_by((k.clone(), Kvstores::Id), Order::Asc);
+    if let Some((lo, hi)) = ids {
+        select.and_where(Expr::col((k, Kvstores::Id)).between(lo, hi));
+    }
+    select
 }
 
 /// Loads every privacy pair, with its group's id.
