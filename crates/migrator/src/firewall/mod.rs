@@ -327,6 +327,7 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Firewal
         let chunk_size = ctx.chunk_size;
         let read = move |sink| read_privacy(tree, chunk_size, defer, sink);
         copy_tree(tx, ctx, what, read, &mut writer).await?;
+        writer.flush_pairs(tx).await?;
         if ctx.live.is_none() {
             pairs_all_written(tx, writer.report.privacy_pairs).await?;
         }
@@ -404,6 +405,12 @@ struct Writer {
     /// `next_id - 1`.
     pending: Vec<Vec<sea_query::Value>>,
     append_at: usize,
+    /// Privacy groups not yet written: an offline copy writes and reads
+    /// back `pairs_at` pairs at a time (`digest::append_at`), an online
+    /// one each chunk as it comes (its piece boundaries come between
+    /// chunks).
+    pending_pairs: Vec<GroupPairs>,
+    pairs_at: usize,
 }
 
 impl Writer {
@@ -418,6 +425,8 @@ impl Writer {
             proof: Proof::EachChunk,
             pending: Vec::new(),
             append_at: 1,
+            pending_pairs: Vec::new(),
+            pairs_at: 1,
         }
     }
 
@@ -434,7 +443,21 @@ impl Writer {
             proof,
             pending: Vec::new(),
             append_at: crate::digest::append_at(tx.dialect(), ctx.chunk_size),
+            pending_pairs: Vec::new(),
+            pairs_at: match ctx.live {
+                None => crate::digest::append_at(tx.dialect(), ctx.chunk_size),
+                Some(_) => 1,
+            },
         })
+    }
+
+    /// Writes the pending privacy groups and reads them back.
+    async fn flush_pairs(&mut self, tx: &mut dyn Tx) -> Result<(), Error> {
+        if self.pending_pairs.is_empty() {
+            return Ok(());
+        }
+        let groups = std::mem::take(&mut self.pending_pairs);
+        write_pairs(tx, groups, &self.groups, &mut self.report).await
     }
 
     /// Appends the pending entries, and records their SQL ids as a range
@@ -467,7 +490,11 @@ impl WriteChunk<Vec<GroupPairs>> for Writer {
         tx: &mut dyn Tx,
         chunk: Vec<GroupPairs>,
     ) -> Result<Option<u64>, Error> {
-        write_pairs(tx, chunk, &self.groups, &mut self.report).await?;
+        self.pending_pairs.extend(chunk);
+        let buffered: usize = self.pending_pairs.iter().map(|g| g.pairs.len()).sum();
+        if buffered >= self.pairs_at {
+            self.flush_pairs(tx).await?;
+        }
         let r = &self.report;
         Ok(Some(r.privacy_pairs + r.privacy_pairs_skipped))
     }
