@@ -12,6 +12,10 @@
 //! Entries and pairs of a group that is not in SQL (its sessions were
 //! deleted, the firewall data kept) are skipped and counted. Every entry and
 //! pair is read back and compared; an empty value equals an absent one.
+//! Offline, the entries are proved whole (a digest of what was written
+//! against the table read back after the load) and the pairs are read back
+//! several chunks at a time, then counted; online, each chunk is read back
+//! as it is written (docs/design.md §5.7).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
