@@ -402,7 +402,8 @@ struct Writer {
     groups: Option<GroupMap>,
     /// How the entries are proved (docs/design.md §5.7): offline, added to
     /// a digest and read back whole after the copy; online, each chunk
-    /// read back. The privacy pairs are read back chunk by chunk either way.
+    /// read back. The privacy pairs are read back as they are written
+    /// either way (`pairs_at`).
     proof: Proof,
     /// Entries' rows not yet appended (a copy proved whole appends
     /// `append_at` at a time, `digest::append_at`), with the SQL ids up to
