@@ -1,11 +1,18 @@
 //! Rows read back from either backend, with typed getters.
 //!
 //! Each executor turns its driver's row into a [`Row`] of backend-neutral
-//! [`Cell`]s. The getters absorb the dialect differences that remain: SQLite
+//! [`Cell`]s: SQLite's as it steps through them (its row lives only until
+//! the next step), PostgreSQL's one column at a time when a getter reads
+//! it, so that a text or blob is copied once, into the value the caller
+//! keeps, and the copy runs where the caller reads the row (the migrator's
+//! read-back decodes pages of thousands of rows on the blocking pool while
+//! the executor fetches the next). The getters absorb the dialect
+//! differences that remain: SQLite
 //! returns booleans as integers and timestamps as text, PostgreSQL returns
 //! native types; SQLite may return NULL where PostgreSQL returns an empty
 //! blob, which callers handle with [`Row::bytes_or_empty`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -32,49 +39,75 @@ pub enum Cell {
 }
 
 /// One row: cells in select order, with the column names for error messages.
-#[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub(crate) backend: &'static str,
     pub(crate) columns: Arc<[String]>,
-    pub(crate) cells: Vec<Cell>,
+    pub(crate) data: Data,
+}
+
+/// A row's values, as its executor made them.
+pub(crate) enum Data {
+    /// Decoded (SQLite).
+    #[cfg_attr(
+        not(feature = "sqlite"),
+        expect(dead_code, reason = "only the SQLite executor decodes rows whole")
+    )]
+    Cells(Vec<Cell>),
+    /// As received; each column decoded when read (`postgres::cell_at`).
+    #[cfg(feature = "postgres")]
+    Pg(tokio_postgres::Row),
 }
 
 impl Row {
     /// The number of columns.
     pub fn len(&self) -> usize {
-        self.cells.len()
+        match &self.data {
+            Data::Cells(cells) => cells.len(),
+            #[cfg(feature = "postgres")]
+            Data::Pg(row) => row.len(),
+        }
     }
 
     /// True for a row without columns.
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.len() == 0
     }
 
-    /// The raw cell at `idx`.
-    pub fn cell(&self, idx: usize) -> DbResult<&Cell> {
-        self.cells.get(idx).ok_or_else(|| {
-            DbError::new(
+    /// The cell at `idx`: borrowed from a row already decoded, made from
+    /// the received bytes otherwise. Errors: no such column, or (on
+    /// PostgreSQL) a column of a type this crate does not read.
+    pub fn cell(&self, idx: usize) -> DbResult<Cow<'_, Cell>> {
+        if idx >= self.len() {
+            return Err(DbError::new(
                 self.backend,
                 ErrorKind::Decode,
-                format!(
-                    "column index {idx} out of range ({} columns)",
-                    self.cells.len()
-                ),
-            )
-        })
+                format!("column index {idx} out of range ({} columns)", self.len()),
+            ));
+        }
+        match &self.data {
+            Data::Cells(cells) => Ok(Cow::Borrowed(&cells[idx])),
+            #[cfg(feature = "postgres")]
+            Data::Pg(row) => crate::postgres::cell_at(row, idx).map(Cow::Owned),
+        }
+    }
+
+    /// Every cell, decoded.
+    fn cells(&self) -> Vec<DbResult<Cow<'_, Cell>>> {
+        (0..self.len()).map(|i| self.cell(i)).collect()
     }
 
     fn mismatch(&self, idx: usize, want: &str) -> DbError {
         let name = self.columns.get(idx).map(String::as_str).unwrap_or("?");
-        let found = match self.cells.get(idx) {
-            Some(Cell::Null) => "NULL",
-            Some(Cell::Int(_)) => "an integer",
-            Some(Cell::Real(_)) => "a real",
-            Some(Cell::Text(_)) => "text",
-            Some(Cell::Blob(_)) => "a blob",
-            Some(Cell::Bool(_)) => "a boolean",
-            Some(Cell::Time(_)) => "a timestamp",
-            None => "no column",
+        let found = match self.cell(idx).as_deref() {
+            Ok(Cell::Null) => "NULL",
+            Ok(Cell::Int(_)) => "an integer",
+            Ok(Cell::Real(_)) => "a real",
+            Ok(Cell::Text(_)) => "text",
+            Ok(Cell::Blob(_)) => "a blob",
+            Ok(Cell::Bool(_)) => "a boolean",
+            Ok(Cell::Time(_)) => "a timestamp",
+            Err(_) if idx >= self.len() => "no column",
+            Err(_) => "a value of a type it cannot read",
         };
         DbError::new(
             self.backend,
@@ -91,18 +124,18 @@ impl Row {
 
     /// An integer or NULL.
     pub fn opt_i64(&self, idx: usize) -> DbResult<Option<i64>> {
-        match self.cell(idx)? {
+        match *self.cell(idx)? {
             Cell::Null => Ok(None),
-            Cell::Int(v) => Ok(Some(*v)),
+            Cell::Int(v) => Ok(Some(v)),
             _ => Err(self.mismatch(idx, "an integer")),
         }
     }
 
     /// A non-NULL boolean (SQLite: an integer, non-zero is true).
     pub fn bool(&self, idx: usize) -> DbResult<bool> {
-        match self.cell(idx)? {
-            Cell::Bool(b) => Ok(*b),
-            Cell::Int(v) => Ok(*v != 0),
+        match *self.cell(idx)? {
+            Cell::Bool(b) => Ok(b),
+            Cell::Int(v) => Ok(v != 0),
             _ => Err(self.mismatch(idx, "a boolean")),
         }
     }
@@ -116,8 +149,9 @@ impl Row {
     /// A text value or NULL.
     pub fn opt_text(&self, idx: usize) -> DbResult<Option<String>> {
         match self.cell(idx)? {
-            Cell::Null => Ok(None),
-            Cell::Text(s) => Ok(Some(s.clone())),
+            Cow::Owned(Cell::Text(s)) => Ok(Some(s)),
+            Cow::Borrowed(Cell::Text(s)) => Ok(Some(s.clone())),
+            c if *c == Cell::Null => Ok(None),
             _ => Err(self.mismatch(idx, "text")),
         }
     }
@@ -131,8 +165,9 @@ impl Row {
     /// A blob or NULL.
     pub fn opt_bytes(&self, idx: usize) -> DbResult<Option<Vec<u8>>> {
         match self.cell(idx)? {
-            Cell::Null => Ok(None),
-            Cell::Blob(b) => Ok(Some(b.clone())),
+            Cow::Owned(Cell::Blob(b)) => Ok(Some(b)),
+            Cow::Borrowed(Cell::Blob(b)) => Ok(Some(b.clone())),
+            c if *c == Cell::Null => Ok(None),
             _ => Err(self.mismatch(idx, "a blob")),
         }
     }
@@ -151,7 +186,7 @@ impl Row {
 
     /// A timestamp or NULL (SQLite: the text form of [`crate::time`]).
     pub fn opt_time(&self, idx: usize) -> DbResult<Option<DateTime<Utc>>> {
-        match self.cell(idx)? {
+        match &*self.cell(idx)? {
             Cell::Null => Ok(None),
             Cell::Time(t) => Ok(Some(*t)),
             Cell::Text(s) => crate::time::parse_sqlite_text(s)
@@ -159,5 +194,20 @@ impl Row {
                 .ok_or_else(|| self.mismatch(idx, "a timestamp text")),
             _ => Err(self.mismatch(idx, "a timestamp")),
         }
+    }
+}
+
+impl std::fmt::Debug for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut row = f.debug_struct("Row");
+        row.field("backend", &self.backend);
+        for (i, cell) in self.cells().into_iter().enumerate() {
+            let name = self.columns.get(i).map(String::as_str).unwrap_or("?");
+            match cell {
+                Ok(c) => row.field(name, &*c),
+                Err(_) => row.field(name, &"<unreadable>"),
+            };
+        }
+        row.finish()
     }
 }

@@ -40,7 +40,7 @@ use sea_query::Value;
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use crate::error::{DbError, DbResult, ErrorKind};
-use crate::row::{Cell, Row};
+use crate::row::{Cell, Data, Row};
 use crate::tx::{Dialect, Sql, Tx, TxMode};
 
 const BACKEND: &str = "sqlite";
@@ -673,7 +673,7 @@ fn query(conn: &mut Connection, text: &str, params: Vec<SqlValue>) -> DbResult<V
         out.push(Row {
             backend: BACKEND,
             columns: columns.clone(),
-            cells,
+            data: Data::Cells(cells),
         });
     }
     Ok(out)

@@ -385,6 +385,53 @@ async fn empty_and_null_blobs_are_told_apart(fx: &SqlFixture) {
     assert_eq!(rows[1].bytes_or_empty(0).unwrap(), Vec::<u8>::new());
 }
 
+/// The getters read each column as the type asked for, and a column of
+/// another type, or past the last, is a decode error naming the column and
+/// what it holds; rows moved to another thread read the same.
+async fn getters_name_the_column_and_what_it_holds(fx: &SqlFixture) {
+    let db = fx.open_migrated().await;
+    insert_account(&db, 7, t0(), t0()).await.unwrap();
+    let rows = db
+        .read(|tx| {
+            Box::pin(async move {
+                tx.query(
+                    &Query::select()
+                        .columns(["alias", "label", "last_updated"].map(a))
+                        .expr(Expr::val("text"))
+                        .from(a("accounts"))
+                        .to_owned(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap();
+    // Read where the migrator reads pages back: off the executor.
+    let row = tokio::task::spawn_blocking(move || rows.into_iter().next().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(row.len(), 4);
+    assert_eq!(row.i64(0).unwrap(), 7);
+    assert_eq!(row.opt_text(1).unwrap(), None);
+    assert_eq!(row.time(2).unwrap(), t0());
+    assert_eq!(row.text(3).unwrap(), "text");
+    let wrong = row.i64(3).unwrap_err();
+    assert_eq!(wrong.kind, ErrorKind::Decode);
+    assert!(
+        wrong
+            .to_string()
+            .contains("expected an integer, found text"),
+        "{wrong}"
+    );
+    let null = row.text(1).unwrap_err().to_string();
+    assert!(
+        null.contains("column 1 (label): expected text, found NULL"),
+        "{null}"
+    );
+    let past = row.bytes(4).unwrap_err().to_string();
+    assert!(past.contains("out of range (4 columns)"), "{past}");
+}
+
 async fn sqlite_file_is_private_and_durable(fx: &SqlFixture) {
     use std::os::unix::fs::PermissionsExt;
     let db = fx.open_migrated().await;
@@ -970,6 +1017,7 @@ async fn an_ordered_append_lands_rows_out_of_key_order(fx: &SqlFixture) {
 }
 
 testkit::backend_tests!(sqlite => sqlite;
+    getters_name_the_column_and_what_it_holds,
     an_ordered_append_lands_rows_out_of_key_order,
     a_scan_reads_every_row_once_in_pages,
     reads_and_writes_alternate_on_pooled_connections,
@@ -992,6 +1040,7 @@ testkit::backend_tests!(sqlite => sqlite;
 );
 
 testkit::backend_tests!(postgres => postgres;
+    getters_name_the_column_and_what_it_holds,
     an_ordered_append_lands_rows_out_of_key_order,
     a_scan_reads_every_row_once_in_pages,
     reads_and_writes_alternate_on_pooled_connections,

@@ -30,7 +30,7 @@ use tokio_postgres::{Client, Config, NoTls, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{DbError, DbResult, ErrorKind};
-use crate::row::{Cell, Row};
+use crate::row::{Cell, Data, Row};
 use crate::tx::{Dialect, Sql, Tx, TxMode};
 
 const BACKEND: &str = "postgres";
@@ -485,7 +485,11 @@ impl Tx for PgTx {
             futures::pin_mut!(stream);
             let mut rows = Vec::new();
             while let Some(row) = futures::StreamExt::next(&mut stream).await {
-                rows.push(decode_row(&row.map_err(classify)?, &columns)?);
+                rows.push(Row {
+                    backend: BACKEND,
+                    columns: columns.clone(),
+                    data: Data::Pg(row.map_err(classify)?),
+                });
             }
             Ok::<_, DbError>(rows)
         }));
@@ -743,57 +747,53 @@ fn bind_one(v: Value, ty: &Type) -> Result<PgValue, String> {
     })
 }
 
-fn decode_row(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> DbResult<Row> {
-    let mut cells = Vec::with_capacity(columns.len());
-    for (i, col) in row.columns().iter().enumerate() {
-        let ty = col.type_();
-        let cell = match *ty {
-            Type::BOOL => row.try_get::<_, Option<bool>>(i).map(|v| v.map(Cell::Bool)),
-            Type::INT2 => row
-                .try_get::<_, Option<i16>>(i)
-                .map(|v| v.map(|v| Cell::Int(v.into()))),
-            Type::INT4 => row
-                .try_get::<_, Option<i32>>(i)
-                .map(|v| v.map(|v| Cell::Int(v.into()))),
-            Type::INT8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(Cell::Int)),
-            Type::OID => row
-                .try_get::<_, Option<u32>>(i)
-                .map(|v| v.map(|v| Cell::Int(v.into()))),
-            Type::CHAR => row
-                .try_get::<_, Option<i8>>(i)
-                .map(|v| v.map(|v| Cell::Int(v.into()))),
-            Type::FLOAT4 => row
-                .try_get::<_, Option<f32>>(i)
-                .map(|v| v.map(|v| Cell::Real(v.into()))),
-            Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map(|v| v.map(Cell::Real)),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => row
-                .try_get::<_, Option<String>>(i)
-                .map(|v| v.map(Cell::Text)),
-            Type::BYTEA => row
-                .try_get::<_, Option<Vec<u8>>>(i)
-                .map(|v| v.map(Cell::Blob)),
-            Type::TIMESTAMP => row
-                .try_get::<_, Option<NaiveDateTime>>(i)
-                .map(|v| v.map(|t| Cell::Time(t.and_utc()))),
-            Type::TIMESTAMPTZ => row
-                .try_get::<_, Option<DateTime<Utc>>>(i)
-                .map(|v| v.map(Cell::Time)),
-            _ => {
-                return Err(DbError::new(
-                    BACKEND,
-                    ErrorKind::Decode,
-                    format!("column {i} ({}): unsupported type {ty}", col.name()),
-                ));
-            }
+/// Column `idx` of `row` (which the caller checked is in range) as a
+/// [`Cell`]. Errors: a type this crate does not read, or bytes that do not
+/// decode as the column's type.
+pub(crate) fn cell_at(row: &tokio_postgres::Row, i: usize) -> DbResult<Cell> {
+    let col = &row.columns()[i];
+    let ty = col.type_();
+    let cell = match *ty {
+        Type::BOOL => row.try_get::<_, Option<bool>>(i).map(|v| v.map(Cell::Bool)),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map(|v| v.map(|v| Cell::Int(v.into()))),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map(|v| v.map(|v| Cell::Int(v.into()))),
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(Cell::Int)),
+        Type::OID => row
+            .try_get::<_, Option<u32>>(i)
+            .map(|v| v.map(|v| Cell::Int(v.into()))),
+        Type::CHAR => row
+            .try_get::<_, Option<i8>>(i)
+            .map(|v| v.map(|v| Cell::Int(v.into()))),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map(|v| v.map(|v| Cell::Real(v.into()))),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map(|v| v.map(Cell::Real)),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => row
+            .try_get::<_, Option<String>>(i)
+            .map(|v| v.map(Cell::Text)),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map(|v| v.map(Cell::Blob)),
+        Type::TIMESTAMP => row
+            .try_get::<_, Option<NaiveDateTime>>(i)
+            .map(|v| v.map(|t| Cell::Time(t.and_utc()))),
+        Type::TIMESTAMPTZ => row
+            .try_get::<_, Option<DateTime<Utc>>>(i)
+            .map(|v| v.map(Cell::Time)),
+        _ => {
+            return Err(DbError::new(
+                BACKEND,
+                ErrorKind::Decode,
+                format!("column {i} ({}): unsupported type {ty}", col.name()),
+            ));
         }
-        .map_err(|e| DbError::new(BACKEND, ErrorKind::Decode, e))?;
-        cells.push(cell.unwrap_or(Cell::Null));
     }
-    Ok(Row {
-        backend: BACKEND,
-        columns: columns.clone(),
-        cells,
-    })
+    .map_err(|e| DbError::new(BACKEND, ErrorKind::Decode, e))?;
+    Ok(cell.unwrap_or(Cell::Null))
 }
 
 fn pool_error(err: PoolError) -> DbError {
