@@ -472,9 +472,10 @@ impl Tx for PgTx {
             .iter()
             .map(|p| p.iter().map(|v| v as _).collect())
             .collect();
-        // Each row is decoded as it arrives, while the server produces the
-        // next ones, rather than after the last: a page of thousands of rows
-        // read back is decoded beside its own transfer.
+        // Each row is taken as it arrives, while the server produces the
+        // next ones, rather than after the last, and kept as received: its
+        // columns are decoded when they are read (`Row`), which for a page
+        // read back is on the blocking pool, beside the next fetch.
         let queries = try_join_all(statements.iter().zip(&refs).map(|(stmt, refs)| async move {
             let columns: Arc<[String]> =
                 stmt.columns().iter().map(|c| c.name().to_owned()).collect();
