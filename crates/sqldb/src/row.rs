@@ -91,14 +91,9 @@ impl Row {
         }
     }
 
-    /// Every cell, decoded.
-    fn cells(&self) -> Vec<DbResult<Cow<'_, Cell>>> {
-        (0..self.len()).map(|i| self.cell(i)).collect()
-    }
-
-    fn mismatch(&self, idx: usize, want: &str) -> DbError {
-        let name = self.columns.get(idx).map(String::as_str).unwrap_or("?");
-        let found = match self.cell(idx).as_deref() {
+    /// What the cell at `idx` holds, in words ("an integer", "NULL").
+    fn kind(&self, idx: usize) -> &'static str {
+        match self.cell(idx).as_deref() {
             Ok(Cell::Null) => "NULL",
             Ok(Cell::Int(_)) => "an integer",
             Ok(Cell::Real(_)) => "a real",
@@ -106,8 +101,16 @@ impl Row {
             Ok(Cell::Blob(_)) => "a blob",
             Ok(Cell::Bool(_)) => "a boolean",
             Ok(Cell::Time(_)) => "a timestamp",
-            Err(_) if idx >= self.len() => "no column",
             Err(_) => "a value of a type it cannot read",
+        }
+    }
+
+    fn mismatch(&self, idx: usize, want: &str) -> DbError {
+        let name = self.columns.get(idx).map(String::as_str).unwrap_or("?");
+        let found = if idx >= self.len() {
+            "no column"
+        } else {
+            self.kind(idx)
         };
         DbError::new(
             self.backend,
@@ -197,16 +200,16 @@ impl Row {
     }
 }
 
+/// Names the columns and the kind of value each holds, never a value: a
+/// row can hold a secret (a session's keys), and a `Debug` of it can end
+/// up in a log or a test's failure.
 impl std::fmt::Debug for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut row = f.debug_struct("Row");
         row.field("backend", &self.backend);
-        for (i, cell) in self.cells().into_iter().enumerate() {
+        for i in 0..self.len() {
             let name = self.columns.get(i).map(String::as_str).unwrap_or("?");
-            match cell {
-                Ok(c) => row.field(name, &*c),
-                Err(_) => row.field(name, &"<unreadable>"),
-            };
+            row.field(name, &format_args!("{}", self.kind(i)));
         }
         row.finish()
     }

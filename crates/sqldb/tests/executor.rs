@@ -387,7 +387,8 @@ async fn empty_and_null_blobs_are_told_apart(fx: &SqlFixture) {
 
 /// The getters read each column as the type asked for, and a column of
 /// another type, or past the last, is a decode error naming the column and
-/// what it holds; rows moved to another thread read the same.
+/// what it holds; rows moved to another thread read the same. A row's
+/// `Debug` shows no value (a row can hold a secret).
 async fn getters_name_the_column_and_what_it_holds(fx: &SqlFixture) {
     let db = fx.open_migrated().await;
     insert_account(&db, 7, t0(), t0()).await.unwrap();
@@ -430,6 +431,16 @@ async fn getters_name_the_column_and_what_it_holds(fx: &SqlFixture) {
     );
     let past = row.bytes(4).unwrap_err().to_string();
     assert!(past.contains("out of range (4 columns)"), "{past}");
+    // Its Debug names what each column holds, never a value.
+    let debug = format!("{row:?}");
+    assert!(
+        debug.contains("label: NULL") && debug.contains("alias: an integer"),
+        "{debug}"
+    );
+    assert!(
+        !debug.contains("\"text\"") && !debug.contains('7'),
+        "{debug}"
+    );
 }
 
 async fn sqlite_file_is_private_and_durable(fx: &SqlFixture) {
