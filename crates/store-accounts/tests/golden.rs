@@ -126,3 +126,22 @@ fn undecodable_entries_name_the_tree_and_key() {
     .unwrap();
     assert!(decode_entry(&[0; 8], &bytes).is_err());
 }
+
+#[test]
+fn a_payment_beyond_the_contract_is_named_with_its_account() {
+    // The sample holds a payment of u64::MAX msat, which no backend stores.
+    let account = sample_account();
+    let err = account.check().unwrap_err();
+    let hash = Hash([4; 32]);
+    assert!(
+        matches!(
+            &err,
+            store_accounts::Error::InvalidInput { record, field: "full_amount_msat", .. }
+                if *record == format!("account {}, payment {hash}", account.id)
+        ),
+        "{err}"
+    );
+    let mut fine = account;
+    fine.payments.remove(&hash);
+    fine.check().unwrap();
+}

@@ -125,8 +125,10 @@ impl record::ActionRecordV1 {
         }
     }
 
-    /// The action of a record, checking every field.
-    pub fn to_action(&self) -> Result<Action> {
+    /// The action of a record, checking every field. Takes the record, so
+    /// its text moves into the action uncopied (every action of a
+    /// database is decoded by the migration, twice).
+    pub fn into_action(self) -> Result<Action> {
         let locator = ActionLocator::from_index(self.seq);
         Ok(Action {
             locator,
@@ -134,13 +136,13 @@ impl record::ActionRecordV1 {
                 macaroon_root_key_id: self.macaroon_root_key_id,
                 session_id: self.session_id.map(SessionId),
                 account_id: self.account_id.map(AccountId),
-                actor_name: self.actor_name.clone(),
-                feature_name: self.feature_name.clone(),
-                trigger: self.trigger.clone(),
-                intent: self.intent.clone(),
-                structured_json_data: self.structured_json_data.clone(),
-                rpc_method: self.rpc_method.clone(),
-                rpc_params_json: self.rpc_params_json.clone(),
+                actor_name: self.actor_name,
+                feature_name: self.feature_name,
+                trigger: self.trigger,
+                intent: self.intent,
+                structured_json_data: self.structured_json_data,
+                rpc_method: self.rpc_method,
+                rpc_params_json: self.rpc_params_json,
             },
             attempted_at: self
                 .attempted_at
@@ -153,7 +155,7 @@ impl record::ActionRecordV1 {
                     format!("unknown state {}", self.state),
                 )
             })?,
-            error_reason: self.error_reason.clone(),
+            error_reason: self.error_reason,
         })
     }
 }
@@ -191,7 +193,7 @@ pub fn decode_action(key: &[u8], value: &[u8]) -> Result<Action> {
             e.to_string(),
         )
     })?;
-    rec.to_action()
+    rec.into_action()
 }
 
 /// Decodes a locator record; the error names the tree and key.

@@ -298,9 +298,16 @@ pub mod record {
     }
 }
 
+/// The error of a value that did not decode. The record's name is written
+/// only when one fails: the migration decodes every session of a database.
 fn codec_err(tree: &str, key: &[u8]) -> impl Fn(kvcodec::CodecError) -> Error {
-    let record = format!("tree {tree}, key {}", hex::encode(key));
-    move |e| invalid(record.clone(), "value", e.to_string())
+    move |e| {
+        invalid(
+            format!("tree {tree}, key {}", hex::encode(key)),
+            "value",
+            e.to_string(),
+        )
+    }
 }
 
 /// Decodes one entry of the sessions tree; the error names the tree and key.

@@ -158,3 +158,17 @@ fn a_record_under_another_key_or_with_unknown_flags_is_refused() {
         Err(store_sessions::Error::UnknownPrivacyFlag { bits: 512 })
     ));
 }
+
+#[test]
+fn an_undecodable_session_names_the_tree_the_key_and_why() {
+    let err = decode_session(&[3; 33], b"\x01\xff")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("tree session, key {}", "03".repeat(33))),
+        "{err}"
+    );
+    assert!(err.contains("invalid value of"), "{err}");
+    let err = decode_session(&[3; 33], b"\x07").unwrap_err().to_string();
+    assert!(err.contains("record version 7, expected 1"), "{err}");
+}

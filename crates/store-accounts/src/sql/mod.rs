@@ -189,10 +189,14 @@ store_support::migration_api! {
             payments,
         } = rows;
         let mut accounts = Vec::with_capacity(rows.len());
+        // Each account's name for errors, written once per account rather
+        // than once per invoice and payment.
+        let mut names = Vec::with_capacity(rows.len());
         let mut by_sql_id = HashMap::with_capacity(rows.len());
         for r in &rows {
             let (sql_id, account) = account_from_row(r)?;
             by_sql_id.insert(sql_id, accounts.len());
+            names.push(format!("account {}", account.id));
             accounts.push(account);
         }
         for r in &invoices {
@@ -200,7 +204,7 @@ store_support::migration_api! {
             let Some(&i) = by_sql_id.get(&sql_id) else {
                 continue;
             };
-            let hash = hash_of(&format!("account {}", accounts[i].id), r.bytes(1)?)?;
+            let hash = hash_of(&names[i], r.bytes(1)?)?;
             accounts[i].invoices.insert(hash);
         }
         for r in &payments {
@@ -208,8 +212,7 @@ store_support::migration_api! {
             let Some(&i) = by_sql_id.get(&sql_id) else {
                 continue;
             };
-            let rec = format!("account {}", accounts[i].id);
-            let (hash, entry) = payment_from_row(&rec, r, 1)?;
+            let (hash, entry) = payment_from_row(&names[i], r, 1)?;
             accounts[i].payments.insert(hash, entry);
         }
         Ok(accounts)
