@@ -154,7 +154,7 @@ impl Row {
         match self.cell(idx)? {
             Cow::Owned(Cell::Text(s)) => Ok(Some(s)),
             Cow::Borrowed(Cell::Text(s)) => Ok(Some(s.clone())),
-            c if *c == Cell::Null => Ok(None),
+            c if matches!(*c, Cell::Null) => Ok(None),
             _ => Err(self.mismatch(idx, "text")),
         }
     }
@@ -170,7 +170,7 @@ impl Row {
         match self.cell(idx)? {
             Cow::Owned(Cell::Blob(b)) => Ok(Some(b)),
             Cow::Borrowed(Cell::Blob(b)) => Ok(Some(b.clone())),
-            c if *c == Cell::Null => Ok(None),
+            c if matches!(*c, Cell::Null) => Ok(None),
             _ => Err(self.mismatch(idx, "a blob")),
         }
     }

@@ -748,7 +748,7 @@ fn bind_one(v: Value, ty: &Type) -> Result<PgValue, String> {
     })
 }
 
-/// Column `idx` of `row` (which the caller checked is in range) as a
+/// Column `i` of `row` (which the caller checked is in range) as a
 /// [`Cell`]. Errors: a type this crate does not read, or bytes that do not
 /// decode as the column's type.
 pub(crate) fn cell_at(row: &tokio_postgres::Row, i: usize) -> DbResult<Cell> {
