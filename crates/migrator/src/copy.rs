@@ -8,6 +8,7 @@
 //! [`crate::shared::sequence_past`]).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sea_query::{DynIden, Expr, Query};
@@ -86,9 +87,22 @@ pub(crate) async fn copy_tree<T: Send + 'static>(
     writer: &mut dyn WriteChunk<T>,
 ) -> Result<(), Error> {
     let mut feed = Feed::spawn(what.tree, ctx.damage, read);
+    // Where the copy's time goes, for its log line: waiting for the
+    // reader's next chunk (a copy bound by its reader) or in the writer
+    // (one bound by the database, or by the CPU the writer needs).
+    let (mut waited, mut writing) = (Duration::ZERO, Duration::ZERO);
     let result = async {
-        while let Some(chunk) = feed.next().await {
-            let Some(done) = writer.write(tx, chunk?).await? else {
+        loop {
+            let asked = Instant::now();
+            let Some(chunk) = feed.next().await else {
+                waited += asked.elapsed();
+                break;
+            };
+            let got = Instant::now();
+            waited += got - asked;
+            let written = writer.write(tx, chunk?).await;
+            writing += got.elapsed();
+            let Some(done) = written? else {
                 continue;
             };
             if let Some(live) = ctx.live {
@@ -107,6 +121,13 @@ pub(crate) async fn copy_tree<T: Send + 'static>(
     }
     .await;
     feed.finish().await;
+    tracing::debug!(
+        tree = what.tree,
+        waited_for_reader_ms = waited.as_millis() as u64,
+        writing_ms = writing.as_millis() as u64,
+        copied = result.is_ok(),
+        "copy of a tree ended"
+    );
     result
 }
 
