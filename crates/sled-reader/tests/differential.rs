@@ -85,17 +85,24 @@ fn open_sled(dir: &Path, segment: usize) -> sled::Db {
 }
 
 fn run(dir: &Path, segment: usize, ops: &[Op]) {
+    let trees: Vec<Vec<u8>> = TREES.iter().map(|t| t.as_bytes().to_vec()).collect();
+    run_on(dir, segment, &trees, ops);
+}
+
+/// Runs `ops` through sled, tree `t` of an op being `trees[t]`; a
+/// transaction writes the first three trees.
+fn run_on(dir: &Path, segment: usize, trees: &[Vec<u8>], ops: &[Op]) {
     let mut db = open_sled(dir, segment);
     for (n, op) in ops.iter().enumerate() {
         match op {
             Op::Insert(t, k, len) => {
-                db.open_tree(TREES[*t])
+                db.open_tree(&trees[*t])
                     .unwrap()
                     .insert(k, value(n, *len))
                     .unwrap();
             }
             Op::Remove(t, k) => {
-                db.open_tree(TREES[*t]).unwrap().remove(k).unwrap();
+                db.open_tree(&trees[*t]).unwrap().remove(k).unwrap();
             }
             Op::Batch(t, items) => {
                 let mut b = sled::Batch::default();
@@ -105,12 +112,14 @@ fn run(dir: &Path, segment: usize, ops: &[Op]) {
                         None => b.remove(k.clone()),
                     }
                 }
-                db.open_tree(TREES[*t]).unwrap().apply_batch(b).unwrap();
+                db.open_tree(&trees[*t]).unwrap().apply_batch(b).unwrap();
             }
             Op::Transaction(items) => {
                 use sled::Transactional as _;
-                let trees: Vec<sled::Tree> =
-                    TREES.iter().map(|t| db.open_tree(t).unwrap()).collect();
+                let trees: Vec<sled::Tree> = trees[..3]
+                    .iter()
+                    .map(|t| db.open_tree(t).unwrap())
+                    .collect();
                 (&trees[0], &trees[1], &trees[2])
                     .transaction(|(a, b, c)| {
                         for (i, (t, k, len)) in items.iter().enumerate() {
@@ -129,7 +138,7 @@ fn run(dir: &Path, segment: usize, ops: &[Op]) {
                 db = open_sled(dir, segment);
             }
             Op::ClearTree(t) => {
-                db.open_tree(TREES[*t]).unwrap().clear().unwrap();
+                db.open_tree(&trees[*t]).unwrap().clear().unwrap();
             }
         }
     }
@@ -231,6 +240,125 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..400),
     ) {
         let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), segment, &ops);
+        compare(dir.path(), segment);
+    }
+}
+
+/// Keys of every length class: empty, short, past one length byte, and
+/// longer than most nodes hold.
+fn long_key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => (0u16..300).prop_map(|k| format!("k{k:04}").into_bytes()),
+        2 => proptest::collection::vec(any::<u8>(), 0..40),
+        2 => (0u16..200, 100usize..600).prop_map(|(k, n)| {
+            let mut key = format!("long{k:04}").into_bytes();
+            key.resize(n, b'x');
+            key
+        }),
+        1 => (0u16..50, 600usize..5000).prop_map(|(k, n)| {
+            let mut key = format!("huge{k:04}").into_bytes();
+            key.resize(n, k as u8);
+            key
+        }),
+    ]
+}
+
+/// Values from empty to several segments long.
+fn any_value_len() -> impl Strategy<Value = usize> {
+    prop_oneof![6 => 0usize..64, 2 => 64usize..4000, 1 => 4000usize..200_000]
+}
+
+fn op_over(trees: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        30 => (0..trees, long_key(), any_value_len()).prop_map(|(t, k, v)| Op::Insert(t, k, v)),
+        8 => (0..trees, long_key()).prop_map(|(t, k)| Op::Remove(t, k)),
+        4 => (0..trees, proptest::collection::vec((long_key(), proptest::option::of(any_value_len())), 1..60))
+            .prop_map(|(t, b)| Op::Batch(t, b)),
+        3 => proptest::collection::vec((0..3usize, long_key(), any_value_len()), 1..6)
+            .prop_map(Op::Transaction),
+        2 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+        1 => (0..trees).prop_map(Op::ClearTree),
+    ]
+}
+
+/// Tree names: the meta tree's, and names of any bytes and length.
+fn tree_names() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..80), 2..12).prop_map(
+        |mut names| {
+            names.insert(0, b"nodestore.meta".to_vec());
+            // sled's default tree is the database itself; a name equal to
+            // it would be the same tree under two indices.
+            names.retain(|n| n.as_slice() != b"__sled__default");
+            names.sort();
+            names.dedup();
+            while names.len() < 3 {
+                let n = names.len() as u8;
+                names.push(vec![b'_', n]);
+            }
+            names
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(common::config())]
+
+    /// As above, with keys from empty to several KiB, values up to
+    /// 200 KB, up to a dozen trees named by any bytes, and sled's default
+    /// segment size among the sizes.
+    #[test]
+    fn the_reader_reads_what_sled_reads_for_any_key_value_and_tree(
+        segment in prop_oneof![Just(4096usize), Just(65536), Just(512 * 1024)],
+        (trees, ops) in tree_names().prop_flat_map(|trees| {
+            let n = trees.len();
+            (Just(trees), proptest::collection::vec(op_over(n), 1..300))
+        }),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        run_on(dir.path(), segment, &trees, &ops);
+        compare(dir.path(), segment);
+    }
+}
+
+/// Trees deep enough for several index levels, written in random key
+/// order, then mostly emptied (sled merges the nodes left underfull) and
+/// written again: the reader still reads what sled reads.
+#[test]
+fn deep_trees_split_and_merged_read_as_sled_reads() {
+    for (segment, seed) in [(4096usize, 0x9e37_79b9u64), (512 * 1024, 0x85eb_ca6b)] {
+        eprintln!("deep trees: segment {segment}, seed {seed}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut ops = Vec::new();
+        let mut written = Vec::new();
+        for _ in 0..20_000 {
+            let r = next();
+            let key = format!("key{:08}", r % 1_000_000).into_bytes();
+            written.push(((r % 2) as usize, key.clone()));
+            ops.push(Op::Insert((r % 2) as usize, key, (r >> 40) as usize % 48));
+        }
+        ops.push(Op::Flush);
+        // Nine in ten of the keys written, in another random order.
+        for i in (1..written.len()).rev() {
+            written.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        for (t, key) in written.into_iter().take(18_000) {
+            ops.push(Op::Remove(t, key));
+        }
+        ops.push(Op::Reopen);
+        for _ in 0..3_000 {
+            let r = next();
+            let key = format!("key{:08}", r % 1_000_000).into_bytes();
+            ops.push(Op::Insert((r % 2) as usize, key, 8));
+        }
         run(dir.path(), segment, &ops);
         compare(dir.path(), segment);
     }
