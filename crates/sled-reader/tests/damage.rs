@@ -23,42 +23,91 @@ struct Base {
     path: PathBuf,
 }
 
-fn base(segment: usize) -> &'static Base {
+/// The bases: segments of 1 KiB, segments of 64 KiB, and sled's default
+/// segments (512 KiB) with keys padded to up to 1,200 bytes ([`key_of`]),
+/// so nodes hold long keys and few of them.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Small,
+    Large,
+    Wide,
+}
+
+impl Shape {
+    const fn segment(self) -> usize {
+        match self {
+            Shape::Small => 1024,
+            Shape::Large => 65536,
+            Shape::Wide => 512 * 1024,
+        }
+    }
+
+    fn wide(self) -> bool {
+        matches!(self, Shape::Wide)
+    }
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![Just(Shape::Small), Just(Shape::Large), Just(Shape::Wide)]
+}
+
+fn base(shape: Shape) -> &'static Base {
     static BASES: OnceLock<Vec<Base>> = OnceLock::new();
-    let bases = BASES.get_or_init(|| [1024usize, 65536].iter().map(|s| build(*s)).collect());
-    &bases[usize::from(segment != 1024)]
+    let bases = BASES.get_or_init(|| {
+        [Shape::Small, Shape::Large, Shape::Wide]
+            .into_iter()
+            .map(build)
+            .collect()
+    });
+    &bases[shape as usize]
+}
+
+/// The key of record `i` of tree `t`: the tree's name and the number, and
+/// on the wide base as many `~` as [`pad`] says.
+fn key_of(t: &str, i: u32, wide: bool) -> Vec<u8> {
+    let mut k = format!("{t}{i:06}").into_bytes();
+    if wide {
+        k.resize(k.len() + pad(i), b'~');
+    }
+    k
+}
+
+/// The padding of record `i`'s key on the wide base.
+fn pad(i: u32) -> usize {
+    (i as usize * 37) % 1200
 }
 
 /// Opens the database at `path` with sled (segments of `segment` bytes),
 /// inserts the actions numbered `ids`, flushes and closes it.
-fn insert_actions(path: &std::path::Path, segment: usize, ids: std::ops::Range<u32>) {
+fn insert_actions(path: &std::path::Path, shape: Shape, ids: std::ops::Range<u32>) {
     let db = sled::Config::new()
         .path(path)
-        .segment_size(segment)
+        .segment_size(shape.segment())
         .open()
         .unwrap();
     let tree = db.open_tree("actions").unwrap();
     for i in ids {
-        tree.insert(format!("actions{i:06}"), value(i)).unwrap();
+        tree.insert(key_of("actions", i, shape.wide()), value(i))
+            .unwrap();
     }
     db.flush().unwrap();
 }
 
-fn build(segment: usize) -> Base {
+fn build(shape: Shape) -> Base {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv");
     {
         let db = sled::Config::new()
             .path(&path)
-            .segment_size(segment)
+            .segment_size(shape.segment())
             .open()
             .unwrap();
         for t in ["accounts", "sessions", "actions"] {
             let tree = db.open_tree(t).unwrap();
             for i in 0..1500u32 {
-                tree.insert(format!("{t}{i:06}"), value(i)).unwrap();
+                tree.insert(key_of(t, i, shape.wide()), value(i)).unwrap();
                 if i % 5 == 0 {
-                    tree.remove(format!("{t}{:06}", i / 2)).unwrap();
+                    tree.remove(key_of(t, i / 2, shape.wide())).unwrap();
                 }
             }
         }
@@ -66,7 +115,7 @@ fn build(segment: usize) -> Base {
     }
     wait_released(&path);
     // Reopened: sled writes a snapshot; then more writes after it.
-    insert_actions(&path, segment, 1500..1900);
+    insert_actions(&path, shape, 1500..1900);
     wait_released(&path);
     assert!(find(&path, "snap.").is_some(), "the base has a snapshot");
     let records = read_all(&path).unwrap();
@@ -223,31 +272,31 @@ fn read_with(db: sled_reader::Db) -> Option<BTreeSet<Record>> {
 /// A record: its tree, key and value.
 type Record = (Vec<u8>, Vec<u8>, Vec<u8>);
 
+/// The number of a record's key, when the key is one the history writes
+/// (the tree's name, six digits, and no padding or the wide base's).
+fn index_of(tree: &[u8], k: &[u8]) -> Option<u32> {
+    let t = std::str::from_utf8(tree).ok()?;
+    if !["accounts", "sessions", "actions"].contains(&t) {
+        return None;
+    }
+    let rest = k.strip_prefix(t.as_bytes())?;
+    let (digits, padding) = rest.split_at_checked(6)?;
+    let i: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let padded = padding.iter().all(|b| *b == b'~') && padding.len() == pad(i);
+    (padding.is_empty() || padded).then_some(i)
+}
+
 /// Whether a record is one the history wrote at some point: a damaged log
 /// may recover an earlier state, never a record nobody wrote.
 fn written((tree, k, v): &(Vec<u8>, Vec<u8>, Vec<u8>)) -> bool {
-    let Ok(t) = std::str::from_utf8(tree) else {
-        return false;
-    };
-    let Some(i) = std::str::from_utf8(k)
-        .ok()
-        .and_then(|k| k.strip_prefix(t))
-        .and_then(|n| n.parse::<u32>().ok())
-    else {
-        return false;
-    };
-    ["accounts", "sessions", "actions"].contains(&t) && *v == value(i)
+    index_of(tree, k).is_some_and(|i| *v == value(i))
 }
 
 /// Whether the base history removed this record's key at some point: the
 /// only way a record of sled's view may be missing from a salvage that read
 /// past the damage (the history writes one value per key).
-fn removed((_, k, _): &Record) -> bool {
-    let Some(i) = std::str::from_utf8(k)
-        .ok()
-        .and_then(|k| k.get(k.len().saturating_sub(6)..))
-        .and_then(|n| n.parse::<u32>().ok())
-    else {
+fn removed((tree, k, _): &Record) -> bool {
+    let Some(i) = index_of(tree, k) else {
         return false;
     };
     [2 * i, 2 * i + 1].iter().any(|j| j % 5 == 0 && *j < 1500)
@@ -270,10 +319,10 @@ proptest! {
     /// database did not hold.
     #[test]
     fn damage_never_panics_hangs_writes_or_invents(
-        small in any::<bool>(),
+        shape in shape(),
         hurts in proptest::collection::vec(hurt(), 1..4),
     ) {
-        let base = base(if small { 1024 } else { 65536 });
+        let base = base(shape);
         let work = tempfile::tempdir().unwrap();
         let dir = work.path().join("kv");
         copy_dir(&base.path, &dir);
@@ -418,10 +467,10 @@ fn salvage_reads_past_damage_in_the_log() {
 /// over fractions of the file met this only in some runs).
 #[test]
 fn a_destroyed_segment_header_is_named_by_a_salvage() {
-    const SEGMENT: u64 = 1024;
+    const SEGMENT: u64 = Shape::Small.segment() as u64;
     let base = tempfile::tempdir().unwrap();
     let path = base.path().join("kv");
-    insert_actions(&path, SEGMENT as usize, 0..600);
+    insert_actions(&path, Shape::Small, 0..600);
     wait_released(&path);
     let whole = read_all(&path).unwrap();
     let len = std::fs::metadata(path.join("db")).unwrap().len();
@@ -473,7 +522,7 @@ fn a_destroyed_segment_header_is_named_by_a_salvage() {
 
 #[test]
 fn an_unfinished_snapshot_is_passed_over() {
-    let base = base(65536);
+    let base = base(Shape::Large);
     let want = read_all(&base.path).unwrap();
     let snap = find(&base.path, "snap.").unwrap();
     let bytes = std::fs::read(&snap).unwrap();
@@ -554,7 +603,7 @@ fn salvage_keeps_what_sled_recovers() {
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         x ^= x >> 31;
-        let base = base(if x % 2 == 0 { 1024 } else { 65536 });
+        let base = base([Shape::Small, Shape::Large, Shape::Wide][(x % 3) as usize]);
         let at = (x >> 8) as f64 / (1u64 << 56) as f64;
         let hurt = match (x >> 4) % 4 {
             0 => Hurt::Zero { at, len: 4096 },
