@@ -293,9 +293,14 @@ fn tree_names() -> impl Strategy<Value = Vec<Vec<u8>>> {
             names.retain(|n| n.as_slice() != b"__sled__default");
             names.sort();
             names.dedup();
+            // A transaction writes the first three.
+            let mut n = 0u8;
             while names.len() < 3 {
-                let n = names.len() as u8;
-                names.push(vec![b'_', n]);
+                let name = vec![b'_', n];
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                n += 1;
             }
             names
         },
