@@ -461,6 +461,11 @@ impl Tree {
 
     /// The leaf whose range holds `key`.
     fn leaf_for(&self, key: &[u8]) -> Result<Node, Error> {
+        self.leaf_pid_for(key).map(|(_, node)| node)
+    }
+
+    /// The leaf whose range holds `key`, and its page id.
+    fn leaf_pid_for(&self, key: &[u8]) -> Result<(u64, Node), Error> {
         let db = &self.db;
         let mut pid = self.root;
         for _ in 0..db.step_limit() {
@@ -475,7 +480,7 @@ impl Tree {
                 continue;
             }
             match node.data {
-                Data::Leaf(_) => return Ok(node),
+                Data::Leaf(_) => return Ok((pid, node)),
                 Data::Index(_) => {
                     pid = node
                         .child_for(key)
@@ -543,6 +548,53 @@ impl Tree {
                 Ok(last)
             }
         }
+    }
+
+    /// For leaf `pid`, which ends the chain of leaves (it has no upper
+    /// bound): where the tree's index says it ends instead. Descending from
+    /// the root towards the leaf's first key, the index nodes passed bound
+    /// the keys sent to it; when that bound is a key and the index sends
+    /// that key to another leaf that starts there and is not being merged,
+    /// the leaf's split was lost from the log (its half after the split
+    /// and its link to it; docs/sled-format.md §6): returns the key and the
+    /// other leaf. `None` when the index agrees, or cannot be read.
+    fn split_lost_at(&self, pid: u64, leaf: &Node) -> Option<(Vec<u8>, u64, Node)> {
+        let db = &self.db;
+        let key = leaf.lo.as_slice();
+        let mut bound: Option<Vec<u8>> = None;
+        let mut tighten = |b: Vec<u8>| {
+            if bound.as_ref().is_none_or(|old| b < *old) {
+                bound = Some(b);
+            }
+        };
+        let mut cur = self.root;
+        let mut reached = false;
+        for _ in 0..db.step_limit() {
+            let node = db.load(cur).ok()?;
+            if !node.hi.is_empty() && key >= node.hi.as_slice() {
+                cur = node.next?;
+                continue;
+            }
+            if !node.hi.is_empty() {
+                tighten(node.hi.clone());
+            }
+            match &node.data {
+                Data::Leaf(_) => {
+                    reached = cur == pid;
+                    break;
+                }
+                Data::Index(ptrs) => {
+                    let (pos, child) = node.child_for(key)?;
+                    if pos + 1 < ptrs.len() {
+                        tighten(node.full_key(pos + 1));
+                    }
+                    cur = child;
+                }
+            }
+        }
+        let at = bound.filter(|_| reached)?;
+        let (other, node) = self.leaf_pid_for(&at).ok()?;
+        (other != pid && node.lo == at && !node.merging).then_some((at, other, node))
     }
 
     /// The first leaf at or after `key` that can be read, found through the
@@ -722,7 +774,12 @@ impl Iter {
                     .find(|i| node.full_key(*i).as_slice() >= from)
                     .unwrap_or(node.keys.len());
                 self.visited.insert(pid);
-                self.leaf = Some((pid, node, start));
+                if let Err(e) = self.enter(pid, node, start) {
+                    // Only a strict read fails on entering; a salvage does
+                    // not get here.
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
             None => {
                 d.keys = Some(KeyRange {
@@ -750,6 +807,46 @@ impl Iter {
         }
     }
 
+    /// Starts reading leaf `pid` at position `start`. A leaf that ends the
+    /// chain of leaves while the tree's index sends the keys after some
+    /// point to another leaf ([`Tree::split_lost_at`]) breaks the tree: a
+    /// strict read fails there; a salvage takes the leaf's keys before that
+    /// point, goes on at the leaf the index sends the rest to (as sled's
+    /// reads, which descend from the root, find them), and records the
+    /// damage.
+    fn enter(&mut self, pid: u64, mut node: Node, start: usize) -> Result<(), Error> {
+        if node.is_leaf()
+            && node.hi.is_empty()
+            && let Some((at, other, _)) = self.tree.split_lost_at(pid, &node)
+        {
+            let e = self.tree.db.damaged(
+                Some(pid),
+                format!(
+                    "the leaf ends the tree, but the tree's index sends the keys from {} on to \
+                     page {other}: the leaf's split is missing from the log",
+                    hex(&at)
+                ),
+            );
+            if !self.salvage {
+                return Err(e);
+            }
+            let keep = (0..node.keys.len())
+                .find(|i| node.full_key(*i) >= at)
+                .unwrap_or(node.keys.len());
+            node.keys.truncate(keep);
+            if let Data::Leaf(values) = &mut node.data {
+                values.truncate(keep);
+            }
+            node.hi = at;
+            node.next = Some(other);
+            if let Error::Damaged(d) = self.tree.tag(e) {
+                self.damage.push(*d);
+            }
+        }
+        self.leaf = Some((pid, node, start));
+        Ok(())
+    }
+
     /// Moves to the first leaf (leftmost path from the root).
     fn first_leaf(&mut self) -> Result<(), Error> {
         let db = &self.tree.db;
@@ -765,8 +862,7 @@ impl Iter {
                         ));
                     }
                     self.visited.insert(pid);
-                    self.leaf = Some((pid, node, 0));
-                    return Ok(());
+                    return self.enter(pid, node, 0);
                 }
                 Data::Index(ptrs) => {
                     pid = *ptrs
@@ -803,7 +899,7 @@ impl Iter {
                 "a leaf's right sibling does not start where the leaf ends",
             ));
         }
-        self.leaf = Some((next, sib, 0));
+        self.enter(next, sib, 0)?;
         Ok(true)
     }
 }
