@@ -557,8 +557,9 @@ impl Tree {
     /// that key to another leaf that starts there and is not being merged,
     /// the leaf's split was lost from the log (its half after the split
     /// and its link to it; docs/sled-format.md §6): returns the key and the
-    /// other leaf. `None` when the index agrees, or cannot be read.
-    fn split_lost_at(&self, pid: u64, leaf: &Node) -> Option<(Vec<u8>, u64, Node)> {
+    /// other leaf's page id. `None` when the index agrees, or cannot be
+    /// read.
+    fn split_lost_at(&self, pid: u64, leaf: &Node) -> Option<(Vec<u8>, u64)> {
         let db = &self.db;
         let key = leaf.lo.as_slice();
         let mut bound: Option<Vec<u8>> = None;
@@ -594,7 +595,7 @@ impl Tree {
         }
         let at = bound.filter(|_| reached)?;
         let (other, node) = self.leaf_pid_for(&at).ok()?;
-        (other != pid && node.lo == at && !node.merging).then_some((at, other, node))
+        (other != pid && node.lo == at && !node.merging).then_some((at, other))
     }
 
     /// The first leaf at or after `key` that can be read, found through the
@@ -775,8 +776,8 @@ impl Iter {
                     .unwrap_or(node.keys.len());
                 self.visited.insert(pid);
                 if let Err(e) = self.enter(pid, node, start) {
-                    // Only a strict read fails on entering; a salvage does
-                    // not get here.
+                    // Entering fails only for a strict read, which stops
+                    // before it seeks; kept for the type.
                     self.done = true;
                     return Some(Err(e));
                 }
@@ -817,7 +818,7 @@ impl Iter {
     fn enter(&mut self, pid: u64, mut node: Node, start: usize) -> Result<(), Error> {
         if node.is_leaf()
             && node.hi.is_empty()
-            && let Some((at, other, _)) = self.tree.split_lost_at(pid, &node)
+            && let Some((at, other)) = self.tree.split_lost_at(pid, &node)
         {
             let e = self.tree.db.damaged(
                 Some(pid),

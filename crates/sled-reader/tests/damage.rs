@@ -78,17 +78,17 @@ fn pad(i: u32) -> usize {
 }
 
 /// Opens the database at `path` with sled (segments of `segment` bytes),
-/// inserts the actions numbered `ids`, flushes and closes it.
-fn insert_actions(path: &std::path::Path, shape: Shape, ids: std::ops::Range<u32>) {
+/// inserts the actions numbered `ids` (their keys padded when `wide`),
+/// flushes and closes it.
+fn insert_actions(path: &std::path::Path, segment: usize, wide: bool, ids: std::ops::Range<u32>) {
     let db = sled::Config::new()
         .path(path)
-        .segment_size(shape.segment())
+        .segment_size(segment)
         .open()
         .unwrap();
     let tree = db.open_tree("actions").unwrap();
     for i in ids {
-        tree.insert(key_of("actions", i, shape.wide()), value(i))
-            .unwrap();
+        tree.insert(key_of("actions", i, wide), value(i)).unwrap();
     }
     db.flush().unwrap();
 }
@@ -115,7 +115,7 @@ fn build(shape: Shape) -> Base {
     }
     wait_released(&path);
     // Reopened: sled writes a snapshot; then more writes after it.
-    insert_actions(&path, shape, 1500..1900);
+    insert_actions(&path, shape.segment(), shape.wide(), 1500..1900);
     wait_released(&path);
     assert!(find(&path, "snap.").is_some(), "the base has a snapshot");
     let records = read_all(&path).unwrap();
@@ -383,18 +383,7 @@ fn salvage_reads_past_damage_in_the_log() {
     // damage anywhere in it is damage sled's recovery meets.
     let base = tempfile::tempdir().unwrap();
     let path = base.path().join("kv");
-    {
-        let db = sled::Config::new()
-            .path(&path)
-            .segment_size(1024)
-            .open()
-            .unwrap();
-        let tree = db.open_tree("actions").unwrap();
-        for i in 0..1500u32 {
-            tree.insert(format!("actions{i:06}"), value(i)).unwrap();
-        }
-        db.flush().unwrap();
-    }
+    insert_actions(&path, 1024, false, 0..1500);
     wait_released(&path);
     assert!(find(&path, "snap.").is_none());
     let len = std::fs::metadata(path.join("db")).unwrap().len();
@@ -470,7 +459,7 @@ fn a_destroyed_segment_header_is_named_by_a_salvage() {
     const SEGMENT: u64 = Shape::Small.segment() as u64;
     let base = tempfile::tempdir().unwrap();
     let path = base.path().join("kv");
-    insert_actions(&path, Shape::Small, 0..600);
+    insert_actions(&path, SEGMENT as usize, false, 0..600);
     wait_released(&path);
     let whole = read_all(&path).unwrap();
     let len = std::fs::metadata(path.join("db")).unwrap().len();
@@ -801,18 +790,7 @@ fn a_lost_split_of_the_last_leaf_is_read_through_the_index() {
     const SEGMENT: usize = 65536;
     let base = tempfile::tempdir().unwrap();
     let path = base.path().join("kv");
-    {
-        let db = sled::Config::new()
-            .path(&path)
-            .segment_size(SEGMENT)
-            .open()
-            .unwrap();
-        let tree = db.open_tree("actions").unwrap();
-        for i in 0..3000u32 {
-            tree.insert(format!("actions{i:06}"), value(i)).unwrap();
-        }
-        db.flush().unwrap();
-    }
+    insert_actions(&path, SEGMENT, false, 0..3000);
     wait_released(&path);
     let log = std::fs::read(path.join("db")).unwrap();
     let nodes = node_messages(&log, SEGMENT);
