@@ -35,6 +35,7 @@ mod codec;
 mod log;
 mod node;
 mod recover;
+mod separators;
 mod snapshot;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -44,6 +45,7 @@ use std::sync::Arc;
 
 use log::{Kind, Log, PageState, PageTable};
 use node::{Data, Link, Node};
+use separators::Separators;
 
 /// One record of a tree: its key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -366,26 +368,8 @@ impl Inner {
 
     /// Loads page `pid`: its base node with every change applied, checked.
     fn load(&self, pid: u64) -> Result<Node, Error> {
-        let Some(PageState::Present { base, frags }) = self.pages.get(pid) else {
-            return Err(self.damaged(Some(pid), "a tree points at a page that is free or missing"));
-        };
-        let (kind, body) = self.log.read_page_part(pid, base)?;
-        if kind.inline() != Kind::InlineNode {
-            return Err(self.damaged(Some(pid), "a tree points at a page that is not a node"));
-        }
-        let mut node = Node::decode(&body)
-            .map_err(|e| self.damaged(Some(pid), format!("the node does not decode: {e}")))?;
-        for f in frags {
-            let (kind, body) = self.log.read_page_part(pid, f)?;
-            if kind.inline() != Kind::InlineLink {
-                return Err(self.damaged(Some(pid), "a change to the node holds something else"));
-            }
-            let link = Link::decode(&body).map_err(|e| {
-                self.damaged(
-                    Some(pid),
-                    format!("a change to the node does not decode: {e}"),
-                )
-            })?;
+        let (mut node, links) = self.load_parts(pid)?;
+        for link in links {
             node.apply(link).map_err(|e| {
                 self.damaged(
                     Some(pid),
@@ -395,6 +379,34 @@ impl Inner {
         }
         node.check().map_err(|e| self.damaged(Some(pid), e))?;
         Ok(node)
+    }
+
+    /// Page `pid`'s base node and the changes appended to it since, in
+    /// the order written, not applied.
+    fn load_parts(&self, pid: u64) -> Result<(Node, Vec<Link>), Error> {
+        let Some(PageState::Present { base, frags }) = self.pages.get(pid) else {
+            return Err(self.damaged(Some(pid), "a tree points at a page that is free or missing"));
+        };
+        let (kind, body) = self.log.read_page_part(pid, base)?;
+        if kind.inline() != Kind::InlineNode {
+            return Err(self.damaged(Some(pid), "a tree points at a page that is not a node"));
+        }
+        let node = Node::decode(&body)
+            .map_err(|e| self.damaged(Some(pid), format!("the node does not decode: {e}")))?;
+        let mut links = Vec::with_capacity(frags.len());
+        for f in frags {
+            let (kind, body) = self.log.read_page_part(pid, f)?;
+            if kind.inline() != Kind::InlineLink {
+                return Err(self.damaged(Some(pid), "a change to the node holds something else"));
+            }
+            links.push(Link::decode(&body).map_err(|e| {
+                self.damaged(
+                    Some(pid),
+                    format!("a change to the node does not decode: {e}"),
+                )
+            })?);
+        }
+        Ok((node, links))
     }
 
     /// The most pages any walk may visit: every page once.
@@ -551,15 +563,11 @@ impl Tree {
     }
 
     /// For leaf `pid`, which ends the chain of leaves (it has no upper
-    /// bound): where the tree's index says it ends instead. Descending from
-    /// the root towards the leaf's first key, the index nodes passed bound
-    /// the keys sent to it; when that bound is a key and the index sends
-    /// that key to another leaf that starts there and is not being merged,
-    /// the leaf's split was lost from the log (its half after the split
-    /// and its link to it; docs/sled-format.md §6): returns the key and the
-    /// other leaf's page id. `None` when the index agrees, or cannot be
-    /// read.
-    fn split_lost_at(&self, pid: u64, leaf: &Node) -> Option<(Vec<u8>, u64)> {
+    /// bound): where the tree's index bounds it instead, if anywhere.
+    /// Descending from the root towards the leaf's first key, the index
+    /// nodes passed bound the keys sent to it. `None` when nothing bounds
+    /// it, or the way down does not reach it.
+    fn index_bound(&self, pid: u64, leaf: &Node) -> Option<Vec<u8>> {
         let db = &self.db;
         let key = leaf.lo.as_slice();
         let mut bound: Option<Vec<u8>> = None;
@@ -569,7 +577,6 @@ impl Tree {
             }
         };
         let mut cur = self.root;
-        let mut reached = false;
         for _ in 0..db.step_limit() {
             let node = db.load(cur).ok()?;
             if !node.hi.is_empty() && key >= node.hi.as_slice() {
@@ -580,22 +587,93 @@ impl Tree {
                 tighten(node.hi.clone());
             }
             match &node.data {
-                Data::Leaf(_) => {
-                    reached = cur == pid;
-                    break;
-                }
-                Data::Index(ptrs) => {
+                Data::Leaf(_) => return bound.filter(|_| cur == pid),
+                Data::Index(children) => {
                     let (pos, child) = node.child_for(key)?;
-                    if pos + 1 < ptrs.len() {
+                    if pos + 1 < children.len() {
                         tighten(node.full_key(pos + 1));
                     }
                     cur = child;
                 }
             }
         }
-        let at = bound.filter(|_| reached)?;
-        let (other, node) = self.leaf_pid_for(&at).ok()?;
-        (other != pid && node.lo == at && !node.merging).then_some((at, other))
+        None
+    }
+
+    /// Whether the index sends `at`, a key inside leaf `pid`'s range, to
+    /// another leaf that starts there and is not being merged: then the
+    /// leaf's split at `at` was lost from the log (its half before `at` and
+    /// its link to the other half; docs/sled-format.md §6). Returns the
+    /// other leaf's page id. `None` when the index agrees with the leaf, or
+    /// cannot be read.
+    fn split_lost_at(&self, pid: u64, at: &[u8]) -> Option<u64> {
+        let (other, node) = self.leaf_pid_for(at).ok()?;
+        (other != pid && node.lo == at && !node.merging).then_some(other)
+    }
+
+    /// Leaf `pid` as sled made its left half when it split it at `at`,
+    /// that message being lost (docs/sled-format.md §6): the keys of its
+    /// last whole version below `at`, and the changes appended since. sled
+    /// stores a leaf's keys without the prefix its bounds share, and the
+    /// left half's bounds share a longer one than the leaf's had, so a
+    /// change written after the split holds a key shortened by more than
+    /// the version it is now appended to says. A change is read as written
+    /// before the split when that places its key in the left half (as
+    /// sled's own view of the page reads it), else as written after, when
+    /// that does; a change that lands in neither belongs to the right half,
+    /// which holds it. `None` when the page cannot be read so.
+    fn left_half(&self, pid: u64, at: &[u8], right: u64) -> Option<Node> {
+        let (base, links) = self.db.load_parts(pid).ok()?;
+        let Data::Leaf(values) = &base.data else {
+            return None;
+        };
+        if base.merging || base.check().is_err() {
+            return None;
+        }
+        let lo = base.lo.clone();
+        let inside = |k: &Vec<u8>| *k >= lo && k.as_slice() < at;
+        let shared = lo.iter().zip(at).take_while(|(a, b)| a == b).count();
+        let prefix_len = u8::try_from(shared).unwrap_or(u8::MAX);
+        let (old, new) = (base.prefix(), &lo[..usize::from(prefix_len)]);
+        let mut keys: BTreeMap<Vec<u8>, Vec<u8>> = (0..base.keys.len())
+            .map(|i| (base.full_key(i), values[i].clone()))
+            .filter(|(k, _)| inside(k))
+            .collect();
+        for link in links {
+            let (stored, value) = match link {
+                Link::Set(k, v) => (k, Some(v)),
+                Link::Del(k) => (k, None),
+                _ => return None,
+            };
+            let before = [old, stored.as_slice()].concat();
+            let after = [new, stored.as_slice()].concat();
+            let key = if inside(&before) {
+                before
+            } else if inside(&after) {
+                after
+            } else {
+                continue;
+            };
+            match value {
+                Some(v) => keys.insert(key, v),
+                None => keys.remove(&key),
+            };
+        }
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = keys
+            .into_iter()
+            .map(|(k, v)| (k[usize::from(prefix_len)..].to_vec(), v))
+            .unzip();
+        let node = Node {
+            next: Some(right),
+            merging_child: None,
+            merging: false,
+            prefix_len,
+            lo,
+            hi: at.to_vec(),
+            keys,
+            data: Data::Leaf(values),
+        };
+        node.check().is_ok().then_some(node)
     }
 
     /// The first leaf at or after `key` that can be read, found through the
@@ -669,6 +747,9 @@ pub struct Iter {
     done: bool,
     last_key: Option<Vec<u8>>,
     visited: HashSet<u64>,
+    /// The index level above the leaves, walked beside them to find
+    /// splits missing from the log; `None` once it cannot be read on.
+    separators: Option<Separators>,
     damage: Vec<Damage>,
     /// Salvage past damage in the log: the same tree in sled's own view,
     /// read in step for the key ranges this view cannot read, with the
@@ -697,6 +778,7 @@ impl Iter {
             done: false,
             last_key: None,
             visited: HashSet::new(),
+            separators: None,
             damage: Vec::new(),
             fallback,
             pending: VecDeque::new(),
@@ -808,38 +890,43 @@ impl Iter {
         }
     }
 
-    /// Starts reading leaf `pid` at position `start`. A leaf that ends the
-    /// chain of leaves while the tree's index sends the keys after some
-    /// point to another leaf ([`Tree::split_lost_at`]) breaks the tree: a
-    /// strict read fails there; a salvage takes the leaf's keys before that
-    /// point, goes on at the leaf the index sends the rest to (as sled's
-    /// reads, which descend from the root, find them), and records the
-    /// damage.
+    /// Starts reading leaf `pid` at position `start`. A leaf whose range
+    /// holds a key at which the tree's index starts another leaf
+    /// ([`Iter::lost_split`]) breaks the tree: a strict read fails there; a
+    /// salvage takes the leaf's keys before that key, goes on at the leaf
+    /// the index sends the rest to (as sled's reads, which descend from the
+    /// root, find them), and records the damage.
     fn enter(&mut self, pid: u64, mut node: Node, start: usize) -> Result<(), Error> {
         if node.is_leaf()
-            && node.hi.is_empty()
-            && let Some((at, other)) = self.tree.split_lost_at(pid, &node)
+            && let Some((at, other)) = self.lost_split(pid, &node)
         {
             let e = self.tree.db.damaged(
                 Some(pid),
                 format!(
-                    "the leaf ends the tree, but the tree's index sends the keys from {} on to \
-                     page {other}: the leaf's split is missing from the log",
+                    "the leaf's range holds the keys from {} on, but the tree's index sends them \
+                     to page {other}, which starts there: the leaf's split is missing from the log",
                     hex(&at)
                 ),
             );
             if !self.salvage {
                 return Err(e);
             }
-            let keep = (0..node.keys.len())
-                .find(|i| node.full_key(*i) >= at)
-                .unwrap_or(node.keys.len());
-            node.keys.truncate(keep);
-            if let Data::Leaf(values) = &mut node.data {
-                values.truncate(keep);
-            }
-            node.hi = at;
-            node.next = Some(other);
+            node = match self.tree.left_half(pid, &at, other) {
+                Some(half) => half,
+                None => {
+                    // The page as loaded, cut at the split.
+                    let keep = (0..node.keys.len())
+                        .find(|i| node.full_key(*i) >= at)
+                        .unwrap_or(node.keys.len());
+                    node.keys.truncate(keep);
+                    if let Data::Leaf(values) = &mut node.data {
+                        values.truncate(keep);
+                    }
+                    node.hi = at;
+                    node.next = Some(other);
+                    node
+                }
+            };
             if let Error::Damaged(d) = self.tree.tag(e) {
                 self.damage.push(*d);
             }
@@ -848,10 +935,39 @@ impl Iter {
         Ok(())
     }
 
-    /// Moves to the first leaf (leftmost path from the root).
+    /// Where leaf `pid`'s split was lost, if it was, and the page the index
+    /// sends the keys from there to. The candidate is the first separator
+    /// of the index level above the leaves inside the leaf's range (cheap:
+    /// that level is walked once beside the leaves); for the leaf that
+    /// ends the chain, when that walk has stopped, the bound the index
+    /// puts on it on the way down (one descent per tree). A candidate is
+    /// confirmed by descending to it ([`Tree::split_lost_at`]), so a
+    /// separator the index level holds but the index does not use is
+    /// never taken for a split.
+    fn lost_split(&mut self, pid: u64, leaf: &Node) -> Option<(Vec<u8>, u64)> {
+        let below_hi = |at: &Vec<u8>| leaf.hi.is_empty() || *at < leaf.hi;
+        let mut candidate = None;
+        if let Some(seps) = self.separators.as_mut() {
+            match seps.first_above(&self.tree.db, &leaf.lo) {
+                Some((at, _)) => candidate = Some(at).filter(below_hi),
+                None => self.separators = None,
+            }
+        }
+        if self.separators.is_none() && leaf.hi.is_empty() {
+            candidate = self.tree.index_bound(pid, leaf);
+        }
+        let at = candidate?;
+        let other = self.tree.split_lost_at(pid, &at)?;
+        Some((at, other))
+    }
+
+    /// Moves to the first leaf (leftmost path from the root), and starts
+    /// the walk of the index level above the leaves at the index node
+    /// passed last.
     fn first_leaf(&mut self) -> Result<(), Error> {
-        let db = &self.tree.db;
+        let db = Arc::clone(&self.tree.db);
         let mut pid = self.tree.root;
+        let mut parent = None;
         for _ in 0..db.step_limit() {
             let node = db.load(pid)?;
             match &node.data {
@@ -863,12 +979,15 @@ impl Iter {
                         ));
                     }
                     self.visited.insert(pid);
+                    self.separators = parent.map(Separators::new);
                     return self.enter(pid, node, 0);
                 }
-                Data::Index(ptrs) => {
-                    pid = *ptrs
+                Data::Index(children) => {
+                    let first = *children
                         .first()
                         .ok_or_else(|| db.damaged(Some(pid), "an index node without children"))?;
+                    parent = Some(node);
+                    pid = first;
                 }
             }
         }
