@@ -368,8 +368,26 @@ impl Inner {
 
     /// Loads page `pid`: its base node with every change applied, checked.
     fn load(&self, pid: u64) -> Result<Node, Error> {
-        let (mut node, links) = self.load_parts(pid)?;
-        for link in links {
+        let Some(PageState::Present { base, frags }) = self.pages.get(pid) else {
+            return Err(self.damaged(Some(pid), "a tree points at a page that is free or missing"));
+        };
+        let (kind, body) = self.log.read_page_part(pid, base)?;
+        if kind.inline() != Kind::InlineNode {
+            return Err(self.damaged(Some(pid), "a tree points at a page that is not a node"));
+        }
+        let mut node = Node::decode(&body)
+            .map_err(|e| self.damaged(Some(pid), format!("the node does not decode: {e}")))?;
+        for f in frags {
+            let (kind, body) = self.log.read_page_part(pid, f)?;
+            if kind.inline() != Kind::InlineLink {
+                return Err(self.damaged(Some(pid), "a change to the node holds something else"));
+            }
+            let link = Link::decode(&body).map_err(|e| {
+                self.damaged(
+                    Some(pid),
+                    format!("a change to the node does not decode: {e}"),
+                )
+            })?;
             node.apply(link).map_err(|e| {
                 self.damaged(
                     Some(pid),
@@ -379,34 +397,6 @@ impl Inner {
         }
         node.check().map_err(|e| self.damaged(Some(pid), e))?;
         Ok(node)
-    }
-
-    /// Page `pid`'s base node and the changes appended to it since, in
-    /// the order written, not applied.
-    fn load_parts(&self, pid: u64) -> Result<(Node, Vec<Link>), Error> {
-        let Some(PageState::Present { base, frags }) = self.pages.get(pid) else {
-            return Err(self.damaged(Some(pid), "a tree points at a page that is free or missing"));
-        };
-        let (kind, body) = self.log.read_page_part(pid, base)?;
-        if kind.inline() != Kind::InlineNode {
-            return Err(self.damaged(Some(pid), "a tree points at a page that is not a node"));
-        }
-        let node = Node::decode(&body)
-            .map_err(|e| self.damaged(Some(pid), format!("the node does not decode: {e}")))?;
-        let mut links = Vec::with_capacity(frags.len());
-        for f in frags {
-            let (kind, body) = self.log.read_page_part(pid, f)?;
-            if kind.inline() != Kind::InlineLink {
-                return Err(self.damaged(Some(pid), "a change to the node holds something else"));
-            }
-            links.push(Link::decode(&body).map_err(|e| {
-                self.damaged(
-                    Some(pid),
-                    format!("a change to the node does not decode: {e}"),
-                )
-            })?);
-        }
-        Ok((node, links))
     }
 
     /// The most pages any walk may visit: every page once.
@@ -609,71 +599,6 @@ impl Tree {
     fn split_lost_at(&self, pid: u64, at: &[u8]) -> Option<u64> {
         let (other, node) = self.leaf_pid_for(at).ok()?;
         (other != pid && node.lo == at && !node.merging).then_some(other)
-    }
-
-    /// Leaf `pid` as sled made its left half when it split it at `at`,
-    /// that message being lost (docs/sled-format.md §6): the keys of its
-    /// last whole version below `at`, and the changes appended since. sled
-    /// stores a leaf's keys without the prefix its bounds share, and the
-    /// left half's bounds share a longer one than the leaf's had, so a
-    /// change written after the split holds a key shortened by more than
-    /// the version it is now appended to says. A change is read as written
-    /// before the split when that places its key in the left half (as
-    /// sled's own view of the page reads it), else as written after, when
-    /// that does; a change that lands in neither belongs to the right half,
-    /// which holds it. `None` when the page cannot be read so.
-    fn left_half(&self, pid: u64, at: &[u8], right: u64) -> Option<Node> {
-        let (base, links) = self.db.load_parts(pid).ok()?;
-        let Data::Leaf(values) = &base.data else {
-            return None;
-        };
-        if base.merging || base.check().is_err() {
-            return None;
-        }
-        let lo = base.lo.clone();
-        let inside = |k: &Vec<u8>| *k >= lo && k.as_slice() < at;
-        let shared = lo.iter().zip(at).take_while(|(a, b)| a == b).count();
-        let prefix_len = u8::try_from(shared).unwrap_or(u8::MAX);
-        let (old, new) = (base.prefix(), &lo[..usize::from(prefix_len)]);
-        let mut keys: BTreeMap<Vec<u8>, Vec<u8>> = (0..base.keys.len())
-            .map(|i| (base.full_key(i), values[i].clone()))
-            .filter(|(k, _)| inside(k))
-            .collect();
-        for link in links {
-            let (stored, value) = match link {
-                Link::Set(k, v) => (k, Some(v)),
-                Link::Del(k) => (k, None),
-                _ => return None,
-            };
-            let before = [old, stored.as_slice()].concat();
-            let after = [new, stored.as_slice()].concat();
-            let key = if inside(&before) {
-                before
-            } else if inside(&after) {
-                after
-            } else {
-                continue;
-            };
-            match value {
-                Some(v) => keys.insert(key, v),
-                None => keys.remove(&key),
-            };
-        }
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = keys
-            .into_iter()
-            .map(|(k, v)| (k[usize::from(prefix_len)..].to_vec(), v))
-            .unzip();
-        let node = Node {
-            next: Some(right),
-            merging_child: None,
-            merging: false,
-            prefix_len,
-            lo,
-            hi: at.to_vec(),
-            keys,
-            data: Data::Leaf(values),
-        };
-        node.check().is_ok().then_some(node)
     }
 
     /// The first leaf at or after `key` that can be read, found through the
@@ -911,25 +836,48 @@ impl Iter {
             if !self.salvage {
                 return Err(e);
             }
-            node = match self.tree.left_half(pid, &at, other) {
-                Some(half) => half,
-                None => {
-                    // The page as loaded, cut at the split.
-                    let keep = (0..node.keys.len())
-                        .find(|i| node.full_key(*i) >= at)
-                        .unwrap_or(node.keys.len());
-                    node.keys.truncate(keep);
-                    if let Data::Leaf(values) = &mut node.data {
-                        values.truncate(keep);
-                    }
-                    node.hi = at;
-                    node.next = Some(other);
-                    node
-                }
+            let mut d = match self.tree.tag(e) {
+                Error::Damaged(d) => *d,
+                other => return Err(other),
             };
-            if let Error::Damaged(d) = self.tree.tag(e) {
-                self.damage.push(*d);
+            // sled stores a leaf's keys without the prefix its bounds
+            // share; the changes appended after the split hold their keys
+            // shortened by the left half's prefix. When that is the
+            // leaf's own, the leaf as loaded, cut at the split, holds the
+            // left half and every change since; when it is longer, those
+            // changes name other keys, so none of the leaf is read.
+            let shared = node.lo.iter().zip(&at).take_while(|(a, b)| a == b).count();
+            let keep = if shared.min(usize::from(u8::MAX)) == usize::from(node.prefix_len) {
+                d.reason = format!(
+                    "{}; the leaf's keys below it are read as the leaf holds them, and \
+                     some may be missing",
+                    d.reason
+                );
+                (0..node.keys.len())
+                    .find(|i| node.full_key(*i) >= at)
+                    .unwrap_or(node.keys.len())
+            } else {
+                d.reason = format!(
+                    "{}; the changes to the leaf since the split cannot be read in its old \
+                     version, so none of its keys below it are read",
+                    d.reason
+                );
+                0
+            };
+            node.keys.truncate(keep);
+            if let Data::Leaf(values) = &mut node.data {
+                values.truncate(keep);
             }
+            d.keys = Some(KeyRange {
+                from: node.lo.clone(),
+                to: Some(at.clone()),
+            });
+            if keep == 0 {
+                self.fall_back(&mut d);
+            }
+            node.hi = at;
+            node.next = Some(other);
+            self.damage.push(d);
         }
         self.leaf = Some((pid, node, start));
         Ok(())
