@@ -118,7 +118,7 @@ pub struct Damage {
     pub page: Option<u64>,
     /// The tree, when known.
     pub tree: Option<String>,
-    /// The keys that could not be read, when known.
+    /// The keys that could not be read, or not with certainty, when known.
     pub keys: Option<KeyRange>,
     /// What is wrong, in words.
     pub reason: String,
@@ -130,7 +130,7 @@ impl fmt::Display for Damage {
             write!(f, "tree {t}: ")?;
         }
         if let Some(k) = &self.keys {
-            write!(f, "{k} unreadable: ")?;
+            write!(f, "{k} lost or in doubt: ")?;
         }
         write!(f, "{}", self.reason)?;
         if let Some(p) = self.page {
@@ -840,41 +840,33 @@ impl Iter {
                 Error::Damaged(d) => *d,
                 other => return Err(other),
             };
-            // sled stores a leaf's keys without the prefix its bounds
-            // share; the changes appended after the split hold their keys
-            // shortened by the left half's prefix. When that is the
-            // leaf's own, the leaf as loaded, cut at the split, holds the
-            // left half and every change since; when it is longer, those
-            // changes name other keys, so none of the leaf is read.
-            let shared = node.lo.iter().zip(&at).take_while(|(a, b)| a == b).count();
-            let keep = if shared.min(usize::from(u8::MAX)) == usize::from(node.prefix_len) {
-                d.reason = format!(
-                    "{}; the leaf's keys below it are read as the leaf holds them, and \
-                     some may be missing",
-                    d.reason
-                );
+            // What sled's own view holds below the split: the leaf as
+            // loaded, cut there. The changes appended after the split are
+            // in it; when the split lengthened the prefix its bounds share
+            // (sled stores keys without it), they hold keys shortened by
+            // more than this version says, and name other keys, which the
+            // range named here covers.
+            d.reason = format!(
+                "{}; the leaf's keys below it are read as sled's own view holds them, and \
+                 changes made to them since the split may be missing",
+                d.reason
+            );
+            // Keys outside the left half's range (a change's key read in
+            // the wrong prefix can sort below it too) are not kept.
+            let first = |bound: &[u8]| {
                 (0..node.keys.len())
-                    .find(|i| node.full_key(*i) >= at)
+                    .find(|i| node.full_key(*i).as_slice() >= bound)
                     .unwrap_or(node.keys.len())
-            } else {
-                d.reason = format!(
-                    "{}; the changes to the leaf since the split cannot be read in its old \
-                     version, so none of its keys below it are read",
-                    d.reason
-                );
-                0
             };
-            node.keys.truncate(keep);
+            let keep = first(&node.lo)..first(&at).max(first(&node.lo));
+            node.keys = node.keys.drain(keep.clone()).collect();
             if let Data::Leaf(values) = &mut node.data {
-                values.truncate(keep);
+                *values = values.drain(keep).collect();
             }
             d.keys = Some(KeyRange {
                 from: node.lo.clone(),
                 to: Some(at.clone()),
             });
-            if keep == 0 {
-                self.fall_back(&mut d);
-            }
             node.hi = at;
             node.next = Some(other);
             self.damage.push(d);
