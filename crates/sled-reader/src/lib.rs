@@ -858,7 +858,8 @@ impl Iter {
                     .find(|i| node.full_key(*i).as_slice() >= bound)
                     .unwrap_or(node.keys.len())
             };
-            let keep = first(&node.lo)..first(&at).max(first(&node.lo));
+            let from = first(&node.lo);
+            let keep = from..first(&at).max(from);
             node.keys = node.keys.drain(keep.clone()).collect();
             if let Data::Leaf(values) = &mut node.data {
                 *values = values.drain(keep).collect();
@@ -889,7 +890,7 @@ impl Iter {
         let mut candidate = None;
         if let Some(seps) = self.separators.as_mut() {
             match seps.first_above(&self.tree.db, &leaf.lo) {
-                Some((at, _)) => candidate = Some(at).filter(below_hi),
+                Some(at) => candidate = Some(at).filter(below_hi),
                 None => self.separators = None,
             }
         }

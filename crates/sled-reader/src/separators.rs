@@ -26,12 +26,12 @@ impl Separators {
     }
 
     /// The first separator above `key` inside its node's range whose child
-    /// is not being merged away, and that child's page id, passing over
-    /// every separator at or below `key` (the walk only moves right, as the
-    /// leaves do). `None` when the level ends, or when its next node cannot
-    /// be read or does not start where the last one ended: the caller
-    /// stops consulting it then, and the chain of leaves alone is read.
-    pub(crate) fn first_above(&mut self, db: &Inner, key: &[u8]) -> Option<(Vec<u8>, u64)> {
+    /// is not being merged away, passing over every separator at or below
+    /// `key` (the walk only moves right, as the leaves do). `None` when the
+    /// level ends, or when its next node cannot be read or does not start
+    /// where the last one ended: the caller stops consulting it then, and
+    /// the chain of leaves alone is read.
+    pub(crate) fn first_above(&mut self, db: &Inner, key: &[u8]) -> Option<Vec<u8>> {
         loop {
             let Data::Index(children) = &self.node.data else {
                 return None;
@@ -51,7 +51,7 @@ impl Separators {
                     self.pos += 1;
                     continue;
                 }
-                return Some((sep, child));
+                return Some(sep);
             }
             if self.node.hi.is_empty() {
                 return None;
