@@ -51,6 +51,7 @@ pub(crate) enum ApplyError {
     NoMergeIntention,
     UnknownChild(u64),
     AfterMerge,
+    PastUpperBound,
 }
 
 impl std::fmt::Display for ApplyError {
@@ -63,6 +64,7 @@ impl std::fmt::Display for ApplyError {
             ApplyError::NoMergeIntention => "a merge confirmed that was never begun",
             ApplyError::UnknownChild(_) => "a merge of a child the node does not hold",
             ApplyError::AfterMerge => "a change to a node already merged away",
+            ApplyError::PastUpperBound => "a key set at or above the node's upper bound",
         })
     }
 }
@@ -137,6 +139,14 @@ impl Node {
         }
         match link {
             Link::Set(k, v) => {
+                // sled's `set_leaf` asserts this (keys are stored without
+                // the node's prefix, and so is the bound compared).
+                if !self.hi.is_empty() {
+                    let hi = self.hi.get(usize::from(self.prefix_len)..);
+                    if hi.is_none_or(|hi| k.as_slice() >= hi) {
+                        return Err(ApplyError::PastUpperBound);
+                    }
+                }
                 let Data::Leaf(values) = &mut self.data else {
                     return Err(ApplyError::SetOnIndex);
                 };
