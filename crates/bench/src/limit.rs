@@ -482,7 +482,8 @@ async fn load_postgres_honest(
     after: Vec<String>,
 ) -> Result<(), BoxError> {
     let names: Vec<&'static str> = tables.iter().map(|t| t.name).collect();
-    db.write(|tx| {
+    // Once: the load consumes its rows, and nothing writes beside it.
+    db.write_once(|tx| {
         Box::pin(async move {
             let aside = sqldb::deferred::set_aside(tx, &names).await?;
             for t in tables {

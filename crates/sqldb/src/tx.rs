@@ -395,44 +395,219 @@ impl Db {
 
     /// Runs `f` in a read-write transaction: commits when it returns `Ok`,
     /// rolls back when it returns `Err` (and returns that error).
+    ///
+    /// When the database ends the transaction for its timing alone (on
+    /// PostgreSQL a deadlock, a serialization failure or a lock not
+    /// available; docs/design.md §4.4), the whole transaction is run again,
+    /// `f` included, after a short random pause, up to [`TX_ATTEMPTS`]
+    /// times in all; the last attempt's error is returned. So `f` may run
+    /// more than once and must do nothing outside the transaction that a
+    /// second run would repeat. A failure `f` makes up itself is never
+    /// retried, nor is any failure on SQLite, whose busy handler has
+    /// already waited out the busy timeout.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send,
+        F: for<'t> Fn(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + Sync,
         E: From<DbError>,
         T: Send,
     {
         self.run(TxMode::Write, f).await
     }
 
-    /// Runs `f` in a read-only transaction.
+    /// Runs `f` in a read-only transaction, run again as [`Db::write`]
+    /// says.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send,
+        F: for<'t> Fn(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + Sync,
         E: From<DbError>,
         T: Send,
     {
         self.run(TxMode::Read, f).await
     }
 
-    async fn run<T, E, F>(&self, mode: TxMode, f: F) -> Result<T, E>
+    /// Runs `f` in a read-write transaction once, never again: for work
+    /// that consumes its input (a bulk load's rows), whose caller decides
+    /// what a retryable failure means ([`DbError::is_retryable`]).
+    pub async fn write_once<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send,
         E: From<DbError>,
         T: Send,
     {
-        let mut tx = self.begin(mode).await?;
-        match f(&mut *tx).await {
-            Ok(value) => {
-                tx.commit().await?;
-                Ok(value)
+        let mut tx = Watched::new(self.begin(TxMode::Write).await?);
+        let outcome = f(&mut tx).await;
+        tx.finish(outcome).await.map_err(Failure::into_error)
+    }
+
+    async fn run<T, E, F>(&self, mode: TxMode, f: F) -> Result<T, E>
+    where
+        F: for<'t> Fn(&'t mut dyn Tx) -> BoxFuture<'t, Result<T, E>> + Send + Sync,
+        E: From<DbError>,
+        T: Send,
+    {
+        let attempts = match self.dialect() {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => TX_ATTEMPTS,
+        };
+        let mut attempt = 1;
+        loop {
+            let mut tx = Watched::new(self.begin(mode).await?);
+            let outcome = f(&mut tx).await;
+            match tx.finish(outcome).await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Timing(_, cause)) if attempt < attempts => {
+                    let pause = retry_pause(attempt);
+                    tracing::debug!(
+                        database = %self.describe(),
+                        attempt,
+                        pause_ms = pause.as_millis() as u64,
+                        "the database ended a transaction ({cause}); running it again"
+                    );
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                Err(failure) => return Err(failure.into_error()),
             }
+        }
+    }
+}
+
+/// How many times [`Db::write`] and [`Db::read`] run a PostgreSQL
+/// transaction the server keeps ending for its timing (a deadlock, a
+/// serialization failure), before they return the last failure.
+pub const TX_ATTEMPTS: u32 = 10;
+
+/// The pause before attempt `attempt + 1`: random, so that two transactions
+/// that deadlocked do not meet again in step, and doubling from 10 ms up to
+/// 500 ms (the pauses of all [`TX_ATTEMPTS`] add up to at most about 2.6 s).
+fn retry_pause(attempt: u32) -> std::time::Duration {
+    use std::hash::BuildHasher;
+    let ceiling_ms = (10u64 << attempt.saturating_sub(1).min(6)).min(500);
+    // A fresh `RandomState` is randomly keyed: its hash of anything is a
+    // random number without a generator to carry.
+    let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+    std::time::Duration::from_millis(ceiling_ms / 2 + random % (ceiling_ms / 2 + 1))
+}
+
+/// How a transaction run by [`Db`] ended without committing.
+enum Failure<E> {
+    /// The database ended it for its timing (`cause`): running it again
+    /// may succeed.
+    Timing(E, String),
+    /// Anything else.
+    Other(E),
+}
+
+impl<E> Failure<E> {
+    fn into_error(self) -> E {
+        match self {
+            Failure::Timing(e, _) | Failure::Other(e) => e,
+        }
+    }
+}
+
+/// A transaction that remembers the first failure the database reported
+/// as retryable: after it, the transaction is over on the server, whatever
+/// the closure made of the error (docs/design.md §4.4).
+struct Watched {
+    inner: Box<dyn Tx>,
+    retryable: Option<String>,
+}
+
+impl Watched {
+    fn new(inner: Box<dyn Tx>) -> Self {
+        Watched {
+            inner,
+            retryable: None,
+        }
+    }
+
+    fn note<T>(&mut self, result: DbResult<T>) -> DbResult<T> {
+        if let Err(e) = &result
+            && e.is_retryable()
+            && self.retryable.is_none()
+        {
+            self.retryable = Some(e.to_string());
+        }
+        result
+    }
+
+    /// Commits after `Ok`, rolls back after `Err`.
+    async fn finish<T, E: From<DbError>>(self, outcome: Result<T, E>) -> Result<T, Failure<E>> {
+        match outcome {
+            Ok(value) => match self.inner.commit().await {
+                Ok(()) => Ok(value),
+                Err(e) if e.is_retryable() => {
+                    let cause = e.to_string();
+                    Err(Failure::Timing(e.into(), cause))
+                }
+                Err(e) => Err(Failure::Other(e.into())),
+            },
             Err(err) => {
                 // The closure's error is the one worth reporting; a failed
                 // rollback also ends the transaction (the connection is
                 // discarded), so nothing is left half-done.
-                let _ = tx.rollback().await;
-                Err(err)
+                let _ = self.inner.rollback().await;
+                Err(match self.retryable {
+                    Some(cause) => Failure::Timing(err, cause),
+                    None => Failure::Other(err),
+                })
             }
         }
+    }
+}
+
+#[async_trait]
+impl Tx for Watched {
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+
+    async fn execute_sql(&mut self, sql: Sql) -> DbResult<u64> {
+        let r = self.inner.execute_sql(sql).await;
+        self.note(r)
+    }
+
+    async fn query_sql(&mut self, sql: Sql) -> DbResult<Vec<Row>> {
+        let r = self.inner.query_sql(sql).await;
+        self.note(r)
+    }
+
+    async fn query_batch(&mut self, batch: Vec<Sql>) -> DbResult<Vec<Vec<Row>>> {
+        let r = self.inner.query_batch(batch).await;
+        self.note(r)
+    }
+
+    async fn execute_script(&mut self, script: &str) -> DbResult<()> {
+        let r = self.inner.execute_script(script).await;
+        self.note(r)
+    }
+
+    async fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: Vec<Vec<sea_query::Value>>,
+    ) -> DbResult<u64> {
+        let r = self.inner.copy_in(table, columns, rows).await;
+        self.note(r)
+    }
+
+    async fn set_cache_size_kib(&mut self, kib: i64) -> DbResult<Option<i64>> {
+        let r = self.inner.set_cache_size_kib(kib).await;
+        self.note(r)
+    }
+
+    async fn restore_cache_size(&mut self, previous: i64) -> DbResult<()> {
+        let r = self.inner.restore_cache_size(previous).await;
+        self.note(r)
+    }
+
+    async fn commit(self: Box<Self>) -> DbResult<()> {
+        self.inner.commit().await
+    }
+
+    async fn rollback(self: Box<Self>) -> DbResult<()> {
+        self.inner.rollback().await
     }
 }

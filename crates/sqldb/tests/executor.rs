@@ -636,7 +636,7 @@ async fn copy_in_appends_every_value_type(fx: &SqlFixture) {
         "expiration",
     ];
     let written = db
-        .write(|tx| Box::pin(async move { tx.copy_in("accounts", &cols, rows).await }))
+        .write_once(|tx| Box::pin(async move { tx.copy_in("accounts", &cols, rows).await }))
         .await
         .unwrap();
     assert_eq!(written, n as u64);
@@ -668,13 +668,14 @@ async fn copy_in_appends_every_value_type(fx: &SqlFixture) {
     }
     let short = vec![vec![Value::BigInt(Some(1))]];
     assert!(
-        db.write(|tx| Box::pin(async move { tx.copy_in("accounts", &cols, short).await }))
+        db.write_once(|tx| Box::pin(async move { tx.copy_in("accounts", &cols, short).await }))
             .await
             .is_err()
     );
     let bad_name = vec![vec![Value::BigInt(Some(1))]];
     let err = db
         .write(|tx| {
+            let bad_name = bad_name.clone();
             Box::pin(async move {
                 tx.copy_in("accounts; DROP TABLE x", &["alias"], bad_name)
                     .await
@@ -721,6 +722,7 @@ async fn indexes_set_aside_come_back_or_roll_back(fx: &SqlFixture) {
     let rows = vec![row(7), row(8), row(7)];
     let err = db
         .write(|tx| {
+            let rows = rows.clone();
             Box::pin(async move {
                 let s = sqldb::deferred::set_aside(tx, &tables).await?;
                 tx.copy_in("accounts", &cols, rows).await?;
@@ -795,6 +797,7 @@ async fn a_read_sees_one_snapshot(fx: &SqlFixture) {
     let writer = db.clone();
     let (first, second) = db
         .read(|tx| {
+            let writer = writer.clone();
             Box::pin(async move {
                 let q = alias_query(tx, 0);
                 let first = tx.query_sql(q.clone()).await?.len();
@@ -1105,4 +1108,91 @@ async fn postgres_dedicated_dropped_transaction_rolls_back_before_the_next_begin
         tx.execute_script("DELETE FROM accounts").await.unwrap();
         tx.commit().await.unwrap();
     }
+}
+
+/// Adds `by` to the balance of the account with `alias`.
+async fn add_to_balance(tx: &mut dyn sqldb::Tx, alias: i64, by: i64) -> Result<u64, DbError> {
+    tx.exec(
+        &Query::update()
+            .table(a("accounts"))
+            .value(
+                a("current_balance_msat"),
+                Expr::col(a("current_balance_msat")).add(by),
+            )
+            .and_where(Expr::col(a("alias")).eq(alias))
+            .to_owned(),
+    )
+    .await
+}
+
+/// A write the server ends as a deadlock's victim is run again, whole, and
+/// its caller sees it succeed: a deadlock says nothing about the call, only
+/// about its timing (a remove of an account beside writes of the sessions
+/// it cascades to failed this way in the online migration's concurrent
+/// test). The other transaction, which the server let go on, keeps its
+/// change too.
+#[tokio::test]
+async fn postgres_a_write_ended_by_a_deadlock_is_run_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let name = concat!(module_path!(), "::postgres_deadlock_retried");
+    let Some(fx) = postgres(name).await else {
+        return;
+    };
+    let db = fx.open_migrated().await;
+    insert_account(&db, 1, t0(), zero_time()).await.unwrap();
+    insert_account(&db, 2, t0(), zero_time()).await.unwrap();
+    // One transaction holds account 1...
+    let mut first = db.begin(TxMode::Write).await.unwrap();
+    add_to_balance(&mut *first, 1, 10).await.unwrap();
+    // ...while a write takes account 2 and then waits for account 1.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (took, mut taken) = tokio::sync::mpsc::unbounded_channel();
+    let second = {
+        let (db, runs) = (db.clone(), runs.clone());
+        tokio::spawn(async move {
+            db.write(|tx| {
+                let (runs, took) = (runs.clone(), took.clone());
+                Box::pin(async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    add_to_balance(tx, 2, 1).await?;
+                    let _ = took.send(());
+                    add_to_balance(tx, 1, 1).await
+                })
+            })
+            .await
+        })
+    };
+    taken.recv().await.unwrap();
+    testkit::sql::until_a_session_waits_for_a_lock(&db).await;
+    // The first now asks for account 2: a cycle. The write has waited
+    // longer, so its deadlock check runs first and the server ends it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    add_to_balance(&mut *first, 2, 10).await.unwrap();
+    first.commit().await.unwrap();
+    let rows = second.await.unwrap();
+    assert_eq!(rows.unwrap(), 1, "the write succeeded when run again");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "run twice, once ended");
+    let balances = db
+        .read(|tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        &Query::select()
+                            .column(a("current_balance_msat"))
+                            .from(a("accounts"))
+                            .order_by(a("alias"), Order::Asc)
+                            .to_owned(),
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|r| r.i64(0))
+                    .collect::<Result<Vec<_>, DbError>>()
+            })
+        })
+        .await
+        .unwrap();
+    // Each started at -5: the first added 10 to both, the write 1 to both
+    // (its ended run's change rolled back).
+    assert_eq!(balances, vec![6, 6]);
 }

@@ -119,6 +119,7 @@ async fn update_tracking_row(
     value: sqldb::sea_query::Value,
 ) {
     db.write(|tx| {
+        let value = value.clone();
         Box::pin(async move {
             let stmt = Query::update()
                 .table(Alias::new("nodestore_schema_steps"))

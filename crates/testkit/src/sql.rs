@@ -110,6 +110,34 @@ pub async fn postgres(test: &str) -> Option<SqlFixture> {
     fresh_database(test).await.map(SqlFixture::Postgres)
 }
 
+/// Waits until some session of a PostgreSQL server waits for a row lock
+/// (`pg_stat_activity`), so a test can build a deadlock in a known order;
+/// panics after about five seconds without one.
+#[allow(clippy::panic, reason = "a test helper: a failed expectation panics")]
+pub async fn until_a_session_waits_for_a_lock(db: &Db) {
+    for _ in 0..500 {
+        let waiting: Result<i64, sqldb::DbError> = db
+            .read(|tx| {
+                Box::pin(async move {
+                    let rows = tx
+                        .query_sql(sqldb::Sql::fixed(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                            vec![],
+                        ))
+                        .await?;
+                    rows.first().map_or(Ok(0), |r| r.i64(0))
+                })
+            })
+            .await;
+        match waiting {
+            Ok(n) if n > 0 => return,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(e) => panic!("cannot ask the server who waits: {e}"),
+        }
+    }
+    panic!("no session came to wait for a lock within five seconds");
+}
+
 /// Something under test (a store, a set of stores) and whatever keeps its
 /// database alive: a temporary directory or a SQL fixture. The value is
 /// dropped first, then its database. Boxed, so a `Held<dyn Store>` derefs

@@ -15,6 +15,7 @@ pub(crate) async fn with_trigger(fx: &SqlFixture, sqlite: String, postgres: Stri
         _ => postgres,
     };
     db.write(|tx| {
+        let script = script.clone();
         Box::pin(async move {
             tx.execute_script(&script).await?;
             Ok::<_, sqldb::DbError>(())

@@ -414,6 +414,7 @@ impl Store for SqlStore {
         let label = label.to_owned();
         self.db
             .write(|tx| {
+                let label = label.clone();
                 Box::pin(async move {
                     if !label.is_empty() && label_taken(tx, &label, None).await? {
                         return Err(Error::LabelAlreadyExists { label });
@@ -478,6 +479,7 @@ impl Store for SqlStore {
         let update = check_update(id, update)?;
         self.db
             .write(|tx| {
+                let update = update.clone();
                 Box::pin(async move {
                     let sql_id = resolve(tx, id, true).await?;
                     let mut stmt = Query::update();
@@ -545,6 +547,7 @@ impl Store for SqlStore {
         let amount = amount_i64(rec.clone(), "amount_msat", amount_msat)?;
         self.db
             .write(|tx| {
+                let rec = rec.clone();
                 Box::pin(async move {
                     // Conditional on the sum fitting: SQLite would turn an
                     // overflowing integer into a float, PostgreSQL would fail.
@@ -637,6 +640,7 @@ impl Store for SqlStore {
         amount_i64(rec.clone(), "full_amount_msat", full_amount_msat)?;
         self.db
             .write(|tx| {
+                let rec = rec.clone();
                 Box::pin(async move {
                     let sql_id = resolve(tx, id, true).await?;
                     let existing = tx

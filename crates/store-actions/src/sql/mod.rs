@@ -65,6 +65,7 @@ impl SqlStore {
         let query = query.clone();
         self.db
             .read(|tx| {
+                let query = query.clone();
                 Box::pin(async move {
                     if tx.dialect() == Dialect::Postgres {
                         tx.execute_script(
@@ -499,6 +500,7 @@ impl Store for SqlStore {
         let now = sqldb::time::truncate_micros(self.clock.now());
         self.db
             .write(|tx| {
+                let request = request.clone();
                 Box::pin(async move {
                     // The linked rows are read locked against deletion (on
                     // PostgreSQL, `FOR KEY SHARE`; SQLite's write
@@ -572,6 +574,7 @@ impl Store for SqlStore {
         let reason = empty_as_null(error_reason);
         self.db
             .write(|tx| {
+                let reason = reason.clone();
                 Box::pin(async move {
                     let n = tx
                         .exec(
@@ -596,7 +599,10 @@ impl Store for SqlStore {
         query.filter.check()?;
         let query = query.clone();
         self.db
-            .read(|tx| Box::pin(async move { list(tx, &query).await }))
+            .read(|tx| {
+                let query = query.clone();
+                Box::pin(async move { list(tx, &query).await })
+            })
             .await
     }
 }

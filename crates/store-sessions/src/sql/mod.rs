@@ -593,6 +593,7 @@ impl Store for SqlStore {
     async fn new_session(&self, new: NewSession) -> Result<Session> {
         self.db
             .write(|tx| {
+                let new = new.clone();
                 Box::pin(async move {
                     let account = match new.account {
                         None => None,
@@ -716,7 +717,7 @@ impl Store for SqlStore {
         let filter = Condition::all()
             .add(Expr::col((Alias::new("s"), Sessions::Type)).eq(i64::from(session_type.code())));
         self.db
-            .read(|tx| Box::pin(load_sessions(tx, Some(filter))))
+            .read(|tx| Box::pin(load_sessions(tx, Some(filter.clone()))))
             .await
     }
 
@@ -724,7 +725,7 @@ impl Store for SqlStore {
         let filter = Condition::all()
             .add(Expr::col((Alias::new("s"), Sessions::State)).eq(i64::from(state.code())));
         self.db
-            .read(|tx| Box::pin(load_sessions(tx, Some(filter))))
+            .read(|tx| Box::pin(load_sessions(tx, Some(filter.clone()))))
             .await
     }
 
