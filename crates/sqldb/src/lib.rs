@@ -28,6 +28,10 @@
 //!   [`ErrorKind`]s (unique violation, foreign key violation, retryable,
 //!   other), so callers never look at driver codes.
 //! - A transaction dropped without commit is rolled back.
+//! - A [`Db::write`] or [`Db::read`] transaction that PostgreSQL ends for
+//!   its timing (a deadlock, a serialization failure) is run again, whole,
+//!   up to [`TX_ATTEMPTS`] times, so its closure may run more than once;
+//!   [`Db::write_once`] never runs again (docs/design.md §4.5).
 //!
 //! # Features
 //! `sqlite` ([`SqliteDb`], rusqlite with SQLite compiled in) and `postgres`
@@ -85,7 +89,7 @@ pub use postgres::{PostgresDb, PostgresOptions};
 pub use row::{Cell, Row};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDb, SqliteOptions, Synchronous};
-pub use tx::{Db, Dialect, Sql, Tx, TxExt, TxMode, append};
+pub use tx::{Db, Dialect, Sql, TX_ATTEMPTS, Tx, TxExt, TxMode, append};
 
 /// Re-exported so store crates build statements with the same version.
 pub use sea_query;

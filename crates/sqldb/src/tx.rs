@@ -398,7 +398,7 @@ impl Db {
     ///
     /// When the database ends the transaction for its timing alone (on
     /// PostgreSQL a deadlock, a serialization failure or a lock not
-    /// available; docs/design.md §4.4), the whole transaction is run again,
+    /// available; docs/design.md §4.5), the whole transaction is run again,
     /// `f` included, after a short random pause, up to [`TX_ATTEMPTS`]
     /// times in all; the last attempt's error is returned. So `f` may run
     /// more than once and must do nothing outside the transaction that a
@@ -479,7 +479,7 @@ pub const TX_ATTEMPTS: u32 = 10;
 
 /// The pause before attempt `attempt + 1`: random, so that two transactions
 /// that deadlocked do not meet again in step, and doubling from 10 ms up to
-/// 500 ms (the pauses of all [`TX_ATTEMPTS`] add up to at most about 2.6 s).
+/// 500 ms (the pauses of all [`TX_ATTEMPTS`] add up to at most about 2.1 s).
 fn retry_pause(attempt: u32) -> std::time::Duration {
     use std::hash::BuildHasher;
     let ceiling_ms = (10u64 << attempt.saturating_sub(1).min(6)).min(500);
@@ -508,7 +508,7 @@ impl<E> Failure<E> {
 
 /// A transaction that remembers the first failure the database reported
 /// as retryable: after it, the transaction is over on the server, whatever
-/// the closure made of the error (docs/design.md §4.4).
+/// the closure made of the error (docs/design.md §4.5).
 struct Watched {
     inner: Box<dyn Tx>,
     retryable: Option<String>,
