@@ -436,6 +436,7 @@ async fn ten_entries(kv: &Kv) {
     for i in 0..10 {
         let key = format!("k{i}");
         store_firewall::update_kv(&firewall, ns.clone(), |tx| {
+            let key = key.clone();
             Box::pin(async move { tx.set(Scope::Global, &key, VALUE).await })
         })
         .await

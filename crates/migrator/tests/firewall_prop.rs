@@ -97,8 +97,8 @@ async fn check(fx: SqlFixture, spec: Db) {
         let mut pairs: BTreeMap<SessionId, BTreeMap<String, String>> = BTreeMap::new();
         for (g, real, pseudo) in &spec.pairs {
             let (real, pseudo) = (format!("real-{real}"), format!("pseudo-{pseudo}"));
-            let (r, p) = (real.clone(), pseudo.clone());
             let added = update_privacy(&f.firewall, ids[*g], |tx| {
+                let (r, p) = (real.clone(), pseudo.clone());
                 Box::pin(async move { tx.new_pair(&r, &p).await })
             })
             .await;

@@ -89,7 +89,7 @@ pub use postgres::{PostgresDb, PostgresOptions};
 pub use row::{Cell, Row};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDb, SqliteOptions, Synchronous};
-pub use tx::{Db, Dialect, Sql, TX_ATTEMPTS, Tx, TxExt, TxMode, append};
+pub use tx::{Db, Dialect, Sql, TX_ATTEMPTS, Tx, TxExt, TxMode, append, retry_pause, run_again};
 
 /// Re-exported so store crates build statements with the same version.
 pub use sea_query;

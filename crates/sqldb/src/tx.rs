@@ -445,17 +445,13 @@ impl Db {
         E: From<DbError>,
         T: Send,
     {
-        let attempts = match self.dialect() {
-            Dialect::Sqlite => 1,
-            Dialect::Postgres => TX_ATTEMPTS,
-        };
         let mut attempt = 1;
         loop {
             let mut tx = Watched::new(self.begin(mode).await?);
             let outcome = f(&mut tx).await;
             match tx.finish(outcome).await {
                 Ok(value) => return Ok(value),
-                Err(Failure::Timing(_, cause)) if attempt < attempts => {
+                Err(Failure::Timing(_, cause)) if attempt < TX_ATTEMPTS => {
                     let pause = retry_pause(attempt);
                     tracing::debug!(
                         database = %self.describe(),
@@ -477,10 +473,21 @@ impl Db {
 /// serialization failure), before they return the last failure.
 pub const TX_ATTEMPTS: u32 = 10;
 
-/// The pause before attempt `attempt + 1`: random, so that two transactions
-/// that deadlocked do not meet again in step, and doubling from 10 ms up to
-/// 500 ms (the pauses of all [`TX_ATTEMPTS`] add up to at most about 2.1 s).
-fn retry_pause(attempt: u32) -> std::time::Duration {
+/// Whether a transaction that failed with `err` is worth running again,
+/// whole, at once: PostgreSQL ended it for its timing (a deadlock, a
+/// serialization failure, a lock not available). Never on SQLite, whose
+/// busy handler has already waited (docs/design.md §4.5). What
+/// [`Db::write`] decides by, for callers that drive a transaction
+/// themselves.
+pub fn run_again(err: &DbError) -> bool {
+    err.is_retryable() && err.backend == Dialect::Postgres.name()
+}
+
+/// The pause before attempt `attempt + 1` (counting from 1): random, so
+/// that two transactions that deadlocked do not meet again in step, and
+/// doubling from 10 ms up to 500 ms (the pauses of all [`TX_ATTEMPTS`] add
+/// up to at most about 2.1 s).
+pub fn retry_pause(attempt: u32) -> std::time::Duration {
     use std::hash::BuildHasher;
     let ceiling_ms = (10u64 << attempt.saturating_sub(1).min(6)).min(500);
     // A fresh `RandomState` is randomly keyed: its hash of anything is a
@@ -506,9 +513,9 @@ impl<E> Failure<E> {
     }
 }
 
-/// A transaction that remembers the first failure the database reported
-/// as retryable: after it, the transaction is over on the server, whatever
-/// the closure made of the error (docs/design.md §4.5).
+/// A transaction that remembers the first failure worth running it again
+/// for ([`run_again`]): after it, the transaction is over on the server,
+/// whatever the closure made of the error (docs/design.md §4.5).
 struct Watched {
     inner: Box<dyn Tx>,
     retryable: Option<String>,
@@ -524,7 +531,7 @@ impl Watched {
 
     fn note<T>(&mut self, result: DbResult<T>) -> DbResult<T> {
         if let Err(e) = &result
-            && e.is_retryable()
+            && run_again(e)
             && self.retryable.is_none()
         {
             self.retryable = Some(e.to_string());
@@ -537,7 +544,7 @@ impl Watched {
         match outcome {
             Ok(value) => match self.inner.commit().await {
                 Ok(()) => Ok(value),
-                Err(e) if e.is_retryable() => {
+                Err(e) if run_again(&e) => {
                     let cause = e.to_string();
                     Err(Failure::Timing(e.into(), cause))
                 }

@@ -1196,3 +1196,71 @@ async fn postgres_a_write_ended_by_a_deadlock_is_run_again() {
     // (its ended run's change rolled back).
     assert_eq!(balances, vec![6, 6]);
 }
+
+/// A write the server keeps ending for its timing is run [`TX_ATTEMPTS`]
+/// times in all, no more, and its caller then gets the retryable error
+/// (here a lock another transaction holds throughout, asked for with
+/// `NOWAIT`: "lock not available").
+#[tokio::test]
+async fn postgres_a_write_is_run_again_at_most_ten_times() {
+    use sqldb::sea_query::{LockBehavior, LockType};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let name = concat!(module_path!(), "::postgres_retry_bound");
+    let Some(fx) = postgres(name).await else {
+        return;
+    };
+    let db = fx.open_migrated().await;
+    insert_account(&db, 1, t0(), zero_time()).await.unwrap();
+    let mut holder = db.begin(TxMode::Write).await.unwrap();
+    add_to_balance(&mut *holder, 1, 10).await.unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let err = db
+        .write(|tx| {
+            let runs = runs.clone();
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tx.query(
+                    &Query::select()
+                        .column(a("alias"))
+                        .from(a("accounts"))
+                        .lock_with_behavior(LockType::Update, LockBehavior::Nowait)
+                        .to_owned(),
+                )
+                .await
+            })
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(runs.load(Ordering::SeqCst), sqldb::TX_ATTEMPTS);
+    holder.rollback().await.unwrap();
+}
+
+/// Only PostgreSQL's failures for timing are run again: SQLite's writes
+/// never deadlock (one write lock, taken at `BEGIN IMMEDIATE`), and its
+/// "database is locked" comes after the busy handler has waited out the
+/// busy timeout, so ten runs would wait ten timeouts.
+#[test]
+fn only_postgres_timing_failures_are_run_again() {
+    let pg = |kind| DbError::new("postgres", kind, "x");
+    assert!(sqldb::run_again(&pg(ErrorKind::Retryable)));
+    assert!(!sqldb::run_again(&pg(ErrorKind::UniqueViolation)));
+    assert!(!sqldb::run_again(&pg(ErrorKind::Connection)));
+    assert!(!sqldb::run_again(&DbError::new(
+        "sqlite",
+        ErrorKind::Retryable,
+        "database is locked"
+    )));
+    // The pauses grow, stay random within their bounds, and add up to
+    // about two seconds at most.
+    let mut total = std::time::Duration::ZERO;
+    for attempt in 1..sqldb::TX_ATTEMPTS {
+        let p = sqldb::retry_pause(attempt);
+        let ceiling = std::cmp::min(10u64 << std::cmp::min(attempt - 1, 6), 500);
+        assert!(p.as_millis() as u64 >= ceiling / 2, "{attempt}: {p:?}");
+        assert!(p.as_millis() as u64 <= ceiling, "{attempt}: {p:?}");
+        total += p;
+    }
+    assert!(total <= std::time::Duration::from_millis(2130), "{total:?}");
+}

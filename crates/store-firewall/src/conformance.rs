@@ -626,11 +626,13 @@ pub async fn keys_longer_than_the_contract_allows_are_refused(st: &Stores) {
     let fw = &*st.firewall;
     let max = store_contract::MAX_KEY_BYTES;
     let (longest, over) = ("k".repeat(max), "k".repeat(max + 1));
-    let (l, o) = (longest.clone(), over.clone());
     update_kv(
         fw,
         Namespace::new(longest.clone(), g, longest.clone()),
-        move |tx| Box::pin(async move { tx.set(Scope::Local, &l, b"v").await }),
+        |tx| {
+            let l = longest.clone();
+            Box::pin(async move { tx.set(Scope::Local, &l, b"v").await })
+        },
     )
     .await
     .unwrap();
@@ -642,22 +644,23 @@ pub async fn keys_longer_than_the_contract_allows_are_refused(st: &Stores) {
         "rule",
     );
     is_invalid(
-        update_kv(fw, Namespace::new("rule", g, ""), move |tx| {
+        update_kv(fw, Namespace::new("rule", g, ""), |tx| {
+            let o = over.clone();
             Box::pin(async move { tx.set(Scope::Global, &o, b"v").await })
         })
         .await,
         "key",
     );
-    let o = over.clone();
     is_invalid(
-        update_privacy(fw, g, move |tx| {
+        update_privacy(fw, g, |tx| {
+            let o = over.clone();
             Box::pin(async move { tx.new_pair(&o, "p").await })
         })
         .await,
         "real",
     );
-    let l = longest.clone();
-    update_privacy(fw, g, move |tx| {
+    update_privacy(fw, g, |tx| {
+        let l = longest.clone();
         Box::pin(async move { tx.new_pair(&l, &l).await })
     })
     .await

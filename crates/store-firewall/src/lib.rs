@@ -13,8 +13,10 @@
 //! [`update_kv`] (read-write) or [`view_kv`] (read-only) and writes its
 //! closure once, against `&mut dyn KvTx`; it works the same on every
 //! backend. `update_*` commits exactly when the closure returns `Ok`, and
-//! rolls every write back otherwise. In a view, writes fail with
-//! [`Error::ReadOnly`].
+//! rolls every write back otherwise; when PostgreSQL ends it for its
+//! timing (a deadlock), it runs the whole transaction again, closure
+//! included, so the closure may run more than once (docs/design.md §4.5).
+//! In a view, writes fail with [`Error::ReadOnly`].
 //!
 //! # Rule kv-stores
 //! For a (rule, group, feature) [`Namespace`] a transaction offers four
@@ -132,19 +134,32 @@ pub trait Store: std::fmt::Debug + Send + Sync {
     async fn privacy_pairs(&self) -> Result<Vec<PrivacyPair>>;
 }
 
-/// Runs `f` in a read-write kv-store transaction; commits iff it returns `Ok`.
+/// Runs `f` in a read-write kv-store transaction; commits iff it returns
+/// `Ok`.
+///
+/// When PostgreSQL ends the transaction for its timing (a deadlock, a
+/// serialization failure: `f` or the commit returns an error whose
+/// `is_retryable` holds), the whole transaction is run again, `f`
+/// included, as every other store call is (`sqldb::Db::write`,
+/// docs/design.md §4.5). So `f` may run more than once and must change
+/// nothing outside the transaction; it should pass a store error on as it
+/// is, or the failure cannot be told from a refusal.
 pub async fn update_kv<T, F>(store: &dyn Store, ns: Namespace, f: F) -> Result<T>
 where
-    F: for<'t> FnOnce(&'t mut dyn KvTx) -> BoxFuture<'t, Result<T>> + Send,
+    F: for<'t> Fn(&'t mut dyn KvTx) -> BoxFuture<'t, Result<T>> + Send + Sync,
     T: Send,
 {
-    let mut tx = store.begin_kv(ns, Mode::Update).await?;
-    let value = f(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(value)
+    run_again_on_conflict(|| async {
+        let mut tx = store.begin_kv(ns.clone(), Mode::Update).await?;
+        let value = f(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    })
+    .await
 }
 
-/// Runs `f` in a read-only kv-store transaction.
+/// Runs `f` in a read-only kv-store transaction. Run once: a read takes no
+/// row locks, so the database never ends it for its timing.
 pub async fn view_kv<T, F>(store: &dyn Store, ns: Namespace, f: F) -> Result<T>
 where
     F: for<'t> FnOnce(&'t mut dyn KvTx) -> BoxFuture<'t, Result<T>> + Send,
@@ -154,19 +169,23 @@ where
     f(&mut *tx).await
 }
 
-/// Runs `f` in a read-write privacy-map transaction; commits iff it returns `Ok`.
+/// Runs `f` in a read-write privacy-map transaction; commits iff it returns
+/// `Ok`; run again as [`update_kv`] says.
 pub async fn update_privacy<T, F>(store: &dyn Store, group: SessionId, f: F) -> Result<T>
 where
-    F: for<'t> FnOnce(&'t mut dyn PrivacyTx) -> BoxFuture<'t, Result<T>> + Send,
+    F: for<'t> Fn(&'t mut dyn PrivacyTx) -> BoxFuture<'t, Result<T>> + Send + Sync,
     T: Send,
 {
-    let mut tx = store.begin_privacy(group, Mode::Update).await?;
-    let value = f(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(value)
+    run_again_on_conflict(|| async {
+        let mut tx = store.begin_privacy(group, Mode::Update).await?;
+        let value = f(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    })
+    .await
 }
 
-/// Runs `f` in a read-only privacy-map transaction.
+/// Runs `f` in a read-only privacy-map transaction, once (as [`view_kv`]).
 pub async fn view_privacy<T, F>(store: &dyn Store, group: SessionId, f: F) -> Result<T>
 where
     F: for<'t> FnOnce(&'t mut dyn PrivacyTx) -> BoxFuture<'t, Result<T>> + Send,
@@ -174,6 +193,34 @@ where
 {
     let mut tx = store.begin_privacy(group, Mode::View).await?;
     f(&mut *tx).await
+}
+
+/// Runs `attempt` until it succeeds, fails for another reason than its
+/// timing (`sqldb::run_again`), or has run `sqldb::TX_ATTEMPTS` times.
+async fn run_again_on_conflict<T, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    {
+        let mut n = 1;
+        loop {
+            match attempt().await {
+                Err(e)
+                    if n < sqldb::TX_ATTEMPTS
+                        && e.backend_error().is_some_and(sqldb::run_again) =>
+                {
+                    tokio::time::sleep(sqldb::retry_pause(n)).await;
+                    n += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    {
+        attempt().await
+    }
 }
 
 #[cfg(test)]

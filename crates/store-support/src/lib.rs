@@ -41,22 +41,27 @@ where
 ///   `Backend` (`"kv"`) otherwise, so callers can match a retired database;
 /// - a `sled::Error` and a [`TaskFailed`] become `Backend` (`"kv"`: only the
 ///   key-value stores run calls on the blocking pool);
-/// - `backend_kind()` (with a SQL feature) and `is_retryable()` say what kind
-///   of backend failure an error is.
+/// - `backend_error()` and `backend_kind()` (with a SQL feature) and
+///   `is_retryable()` say what kind of backend failure an error is.
 #[macro_export]
 macro_rules! store_error_conversions {
     ($error:ident) => {
         impl $error {
+            /// The SQL backend's failure this error is (`None` for every
+            /// other error, a key-value one included).
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            pub fn backend_error(&self) -> ::core::option::Option<&::sqldb::DbError> {
+                match self {
+                    $error::Backend { source, .. } => source.downcast_ref::<::sqldb::DbError>(),
+                    _ => ::core::option::Option::None,
+                }
+            }
+
             /// The kind of a SQL backend's failure, as the backend classified
             /// it (`None` for every other error, a key-value one included).
             #[cfg(any(feature = "sqlite", feature = "postgres"))]
             pub fn backend_kind(&self) -> ::core::option::Option<::sqldb::ErrorKind> {
-                match self {
-                    $error::Backend { source, .. } => {
-                        source.downcast_ref::<::sqldb::DbError>().map(|e| e.kind)
-                    }
-                    _ => ::core::option::Option::None,
-                }
+                self.backend_error().map(|e| e.kind)
             }
 
             /// True when running the call again may succeed: the SQL backend

@@ -48,6 +48,7 @@ impl Fill {
     pub(crate) async fn set(&self, ns: &Namespace, scope: Scope, key: &str, value: &[u8]) {
         let (key, value) = (key.to_owned(), value.to_vec());
         update_kv(&self.firewall, ns.clone(), |tx| {
+            let (key, value) = (key.clone(), value.clone());
             Box::pin(async move { tx.set(scope, &key, &value).await })
         })
         .await
@@ -82,6 +83,7 @@ impl Fill {
     pub(crate) async fn pair(&self, group: SessionId, real: &str, pseudo: &str) {
         let (real, pseudo) = (real.to_owned(), pseudo.to_owned());
         update_privacy(&self.firewall, group, |tx| {
+            let (real, pseudo) = (real.clone(), pseudo.clone());
             Box::pin(async move { tx.new_pair(&real, &pseudo).await })
         })
         .await
