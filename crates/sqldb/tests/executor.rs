@@ -59,12 +59,17 @@ async fn insert_in(
 }
 
 async fn aliases(db: &Db) -> Vec<i64> {
+    account_column(db, "alias").await
+}
+
+/// An integer column of every account, in alias order.
+async fn account_column(db: &Db, column: &'static str) -> Vec<i64> {
     db.read(|tx| {
         Box::pin(async move {
             let rows = tx
                 .query(
                     &Query::select()
-                        .column(a("alias"))
+                        .column(a(column))
                         .from(a("accounts"))
                         .order_by(a("alias"), Order::Asc)
                         .to_owned(),
@@ -1173,25 +1178,7 @@ async fn postgres_a_write_ended_by_a_deadlock_is_run_again() {
     let rows = second.await.unwrap();
     assert_eq!(rows.unwrap(), 1, "the write succeeded when run again");
     assert_eq!(runs.load(Ordering::SeqCst), 2, "run twice, once ended");
-    let balances = db
-        .read(|tx| {
-            Box::pin(async move {
-                let rows = tx
-                    .query(
-                        &Query::select()
-                            .column(a("current_balance_msat"))
-                            .from(a("accounts"))
-                            .order_by(a("alias"), Order::Asc)
-                            .to_owned(),
-                    )
-                    .await?;
-                rows.iter()
-                    .map(|r| r.i64(0))
-                    .collect::<Result<Vec<_>, DbError>>()
-            })
-        })
-        .await
-        .unwrap();
+    let balances = account_column(&db, "current_balance_msat").await;
     // Each started at -5: the first added 10 to both, the write 1 to both
     // (its ended run's change rolled back).
     assert_eq!(balances, vec![6, 6]);
