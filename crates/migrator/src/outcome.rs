@@ -52,6 +52,11 @@ pub enum TombstoneState {
     Pending(PendingTombstone),
     /// A dry run marks nothing.
     NotWritten,
+    /// sled itself cannot open the key-value database (why): it would
+    /// panic, after writing to the log, so no node can run on it. The data
+    /// is proved in SQL; the database is left exactly as it was, for a
+    /// run again from it, and nothing is pending (docs/design.md §5.6).
+    SledCannotOpen(String),
 }
 
 /// What kind of success a run was.
@@ -89,14 +94,17 @@ pub struct Outcome {
 
 impl Outcome {
     /// True when nothing is left to do: the data is in SQL, the key-value
-    /// database is tombstoned and every schema step is applied (a dry run
+    /// database is tombstoned (or no node can open it) and every schema
+    /// step is applied (a dry run
     /// is complete too: it was asked to keep nothing).
     pub fn is_complete(&self) -> bool {
         match self.kind {
             OutcomeKind::Rehearsed => true,
             _ => {
-                matches!(self.tombstone, TombstoneState::Written(_))
-                    && self.unfinished_steps.is_none()
+                matches!(
+                    self.tombstone,
+                    TombstoneState::Written(_) | TombstoneState::SledCannotOpen(_)
+                ) && self.unfinished_steps.is_none()
             }
         }
     }

@@ -23,6 +23,11 @@ pub struct SourceFacts {
     pub write_seq: u64,
     /// Live or retired.
     pub status: Status,
+    /// Why sled itself cannot open the source, when reading it found that
+    /// sled would panic on it (docs/sled-format.md §5): no node can run on
+    /// it, so the migration leaves it as it is rather than write a mark
+    /// through sled (docs/design.md §5.6).
+    pub sled_cannot_open: Option<String>,
 }
 
 impl SourceFacts {
@@ -37,6 +42,7 @@ impl SourceFacts {
                 .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
             write_seq: source.write_seq()?.unwrap_or(0),
             status: source.status().clone(),
+            sled_cannot_open: source.sled_cannot_open().map(|d| d.to_string()),
         })
     }
 }
@@ -202,6 +208,7 @@ mod tests {
             identity: [1; 16],
             write_seq: 40,
             status,
+            sled_cannot_open: None,
         }
     }
 

@@ -53,7 +53,15 @@ pub(crate) async fn retire(
         Some(mark) => TombstoneState::Written(mark),
         None => match prove_target(db, source, record, counts).await {
             Err(e) => TombstoneState::Pending(PendingTombstone::Unproved(Arc::new(e))),
-            Ok(identity) => write_tombstone(db, opts, source, identity).await,
+            Ok(identity) => match &source.sled_cannot_open {
+                // sled would write to the log and then panic: the source is
+                // left as it is (docs/design.md §5.6).
+                Some(why) => {
+                    let _ = record::clear_pending(db, source.identity).await;
+                    TombstoneState::SledCannotOpen(why.clone())
+                }
+                None => write_tombstone(db, opts, source, identity).await,
+            },
         },
     }
 }

@@ -79,6 +79,10 @@ pub async fn migrate(
                     "the data is in SQL but the tombstone is pending; it is retried at the next run or open"
                 ),
                 TombstoneState::NotWritten => {}
+                TombstoneState::SledCannotOpen(reason) => tracing::info!(
+                    %reason,
+                    "the key-value database is left as it was: sled cannot open it, so no node can run on it"
+                ),
             }
             if let Some(reason) = &outcome.unfinished_steps {
                 tracing::info!(%reason, "later schema steps failed; they are retried at the next open");

@@ -279,6 +279,7 @@ mod tests {
             identity: SOURCE,
             write_seq: 7,
             status: Status::Live(tombstone::FORMAT_VERSION),
+            sled_cannot_open: None,
         }
     }
 

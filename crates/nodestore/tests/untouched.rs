@@ -58,38 +58,72 @@ fn hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
         .collect()
 }
 
+/// The seed of the damage's places: `NODESTORE_DAMAGE_SEED`, or 0, the
+/// fixed places below; any other seed moves each within its sixth of the
+/// log and draws its bytes.
+fn damage_seed() -> u64 {
+    std::env::var("NODESTORE_DAMAGE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// splitmix64: the `salt`th number of a seed's stream.
+fn mix(seed: u64, salt: u64) -> u64 {
+    let mut x = seed.wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// The kinds of damage an operator meets: 4 KiB of random bytes or zeros
 /// at five depths of the log, flipped bytes, a cut log, a removed snapshot.
-fn damage(kind: usize, dir: &Path) -> String {
+/// Seed 0 puts each at a fixed place; another seed moves it (half a sixth
+/// of the log either way, a cut anywhere from a fifth to four fifths).
+fn damage(kind: usize, seed: u64, dir: &Path) -> String {
     let db = dir.join("db");
     let mut bytes = std::fs::read(&db).unwrap();
     let len = bytes.len();
-    let depth = |d: usize| len * d / 6;
+    // A number in [-0.5, 0.5), 0 for seed 0.
+    let jitter = |salt: u64| {
+        if seed == 0 {
+            0.0
+        } else {
+            (mix(seed, salt) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        }
+    };
+    let at = |sixths: f64| ((len as f64 * sixths / 6.0) as usize).min(len.saturating_sub(1));
     let what = match kind {
         0..=4 => {
-            let at = depth(kind + 1);
+            let at = at(kind as f64 + 1.0 + jitter(1));
+            let salt = if seed == 0 { kind as u64 } else { mix(seed, 2) };
             for (i, b) in bytes.iter_mut().skip(at).take(4096).enumerate() {
-                *b = (i as u8).wrapping_mul(167).wrapping_add(kind as u8);
+                *b = if seed == 0 {
+                    (i as u8).wrapping_mul(167).wrapping_add(salt as u8)
+                } else {
+                    mix(salt, i as u64) as u8
+                };
             }
-            format!("4 KiB of random bytes at {}/6 of the log", kind + 1)
+            format!("4 KiB of random bytes at byte {at} of {len}")
         }
         5..=9 => {
-            let at = depth(kind - 4);
+            let at = at((kind - 4) as f64 + jitter(1));
             for b in bytes.iter_mut().skip(at).take(4096) {
                 *b = 0;
             }
-            format!("4 KiB of zeros at {}/6 of the log", kind - 4)
+            format!("4 KiB of zeros at byte {at} of {len}")
         }
         10 => {
             for i in 0..16 {
-                let at = (len / 17) * (i + 1);
+                let at = at(6.0 * (i as f64 + 1.0 + jitter(i + 10)) / 17.0);
                 bytes[at] ^= 0x5a;
             }
             "16 flipped bytes".into()
         }
         11 => {
-            bytes.truncate(len / 2);
-            "the log cut in half".into()
+            let keep = at(3.0 + 3.6 * jitter(1));
+            bytes.truncate(keep);
+            format!("the log cut at byte {keep} of {len}")
         }
         12 => {
             for e in std::fs::read_dir(dir).unwrap() {
@@ -101,8 +135,14 @@ fn damage(kind: usize, dir: &Path) -> String {
             "the snapshot removed".into()
         }
         _ => {
-            bytes.truncate(len - 3000.min(len / 3));
-            "the log's last 3000 bytes cut".into()
+            let cut = if seed == 0 {
+                3000
+            } else {
+                1 + (mix(seed, 3) % 8000) as usize
+            }
+            .min(len / 3);
+            bytes.truncate(len - cut);
+            format!("the log's last {cut} bytes cut")
         }
     };
     std::fs::write(&db, bytes).unwrap();
@@ -147,6 +187,7 @@ async fn reading_changes_no_byte_clean_or_damaged() {
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         out.stdout
     };
+    let seed = damage_seed();
     for kind in 0..=14 {
         let case = work.path().join(format!("case{kind}"));
         let kv = case.join("kv");
@@ -154,7 +195,7 @@ async fn reading_changes_no_byte_clean_or_damaged() {
         let what = if kind == 14 {
             "no damage".to_owned()
         } else {
-            damage(kind, &kv)
+            format!("{} (damage seed {seed})", damage(kind, seed, &kv))
         };
         let before = hashes(&kv);
         let kv_s = kv.to_str().unwrap();
@@ -202,6 +243,201 @@ async fn reading_changes_no_byte_clean_or_damaged() {
         }
         eprintln!("{what}: migrate exit {:?}", out.code);
     }
+}
+
+/// The environment variable that makes this test binary the child of
+/// [`accepting_damage_keeps_what_sled_recovers_and_invents_nothing`]: it
+/// opens the directory it names with sled, flushes and exits.
+const SLED_CHILD_ENV: &str = "NODESTORE_TEST_SLED_RECOVER";
+
+/// Lets sled recover the database at `dir` as a node would (it rewrites
+/// the directory to what it recovered), in a child process, since sled may
+/// panic or spin on damage. False when it failed or spun for a minute.
+fn sled_recovers(dir: &Path) -> Result<(), String> {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "accepting_damage_keeps_what_sled_recovers_and_invents_nothing",
+            "--nocapture",
+        ])
+        .env(SLED_CHILD_ENV, dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            if status.success() {
+                return Ok(());
+            }
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            let why = err
+                .lines()
+                .find(|l| l.contains("panicked") || l.contains("sled refused"))
+                .unwrap_or("it failed")
+                .to_owned();
+            return Err(why);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("it spun for a minute".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every record of a dump, each as one line: a record's own fields, and
+/// each element of a list it holds (an account's invoices and payments,
+/// say) on a line of its own under the record's id, so that one damaged
+/// payment does not make its whole account differ.
+fn records(dump_json: &str) -> std::collections::BTreeSet<String> {
+    let v: serde_json::Value = serde_json::from_str(dump_json).unwrap();
+    let mut out = std::collections::BTreeSet::new();
+    let serde_json::Value::Object(top) = v else {
+        panic!("a dump is an object: {dump_json}")
+    };
+    for (store, value) in top {
+        match value {
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    let serde_json::Value::Object(mut fields) = item else {
+                        out.insert(format!("{store} {item}"));
+                        continue;
+                    };
+                    let lists: Vec<(String, Vec<serde_json::Value>)> = fields
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_array()?.clone())))
+                        .collect();
+                    for (k, _) in &lists {
+                        fields.remove(k);
+                    }
+                    let id = fields
+                        .get("id")
+                        .map_or_else(|| serde_json::Value::Object(fields.clone()), Clone::clone);
+                    for (k, list) in lists {
+                        for x in list {
+                            out.insert(format!("{store} {id} {k} {x}"));
+                        }
+                    }
+                    out.insert(format!("{store} {}", serde_json::Value::Object(fields)));
+                }
+            }
+            serde_json::Value::Object(_) => {
+                out.insert(format!("{store} {value}"));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Migrates `kv` with `--accept-damaged` into a new SQLite database beside
+/// it and returns the records the target then holds, or why it refused.
+async fn migrate_accepting_damage(kv: &Path) -> Result<std::collections::BTreeSet<String>, String> {
+    let sql = format!("sqlite:{}", kv.with_extension("db").display());
+    let out = run(&[
+        "migrate",
+        "--kv",
+        kv.to_str().unwrap(),
+        "--to",
+        &sql,
+        "--accept-damaged",
+    ])
+    .await;
+    if out.code != Some(0) {
+        return Err(out.stderr);
+    }
+    let dump = run(&["dump", "--from", &sql]).await;
+    assert_eq!(dump.code, Some(0), "{}", dump.stderr);
+    Ok(records(&dump.stdout))
+}
+
+/// On each kind of damage, `migrate --accept-damaged` keeps every record
+/// sled's own recovery keeps (sled recovers a copy in a child process; what
+/// it left is migrated the same way) and migrates no record the database
+/// did not hold. `NODESTORE_DAMAGE_SEED` moves the damage (each case prints
+/// it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_damage_keeps_what_sled_recovers_and_invents_nothing() {
+    if let Some(dir) = std::env::var_os(SLED_CHILD_ENV) {
+        match sled::Config::new().path(&dir).open() {
+            Ok(db) => {
+                db.flush().unwrap();
+                drop(db);
+                std::process::exit(0)
+            }
+            Err(e) => {
+                eprintln!("sled refused the database: {e}");
+                std::process::exit(3)
+            }
+        }
+    }
+    let seed = damage_seed();
+    let work = tempfile::tempdir().unwrap();
+    let clean = work.path().join("clean");
+    generate(&clean).await;
+    let clean_copy = work.path().join("clean-copy");
+    copy_dir(&clean, &clean_copy);
+    let held = migrate_accepting_damage(&clean_copy).await.unwrap();
+    let (mut compared, mut refused) = (0, 0);
+    for kind in 0..14 {
+        let case = work.path().join(format!("case{kind}"));
+        let (mine, theirs) = (case.join("mine"), case.join("theirs"));
+        copy_dir(&clean, &mine);
+        let what = format!("{} (damage seed {seed})", damage(kind, seed, &mine));
+        copy_dir(&mine, &theirs);
+        let kept = match migrate_accepting_damage(&mine).await {
+            Ok(kept) => kept,
+            Err(why) => {
+                refused += 1;
+                eprintln!("{what}: refused even with --accept-damaged: {why}");
+                Default::default()
+            }
+        };
+        let invented: Vec<_> = kept.difference(&held).take(3).collect();
+        assert!(
+            invented.is_empty(),
+            "{what}: migrated {} records the database did not hold, the first: {invented:?}",
+            kept.difference(&held).count()
+        );
+        if let Err(why) = sled_recovers(&theirs) {
+            eprintln!(
+                "{what}: kept {} records; sled could not open it: {why}",
+                kept.len()
+            );
+            continue;
+        }
+        let sleds = match migrate_accepting_damage(&theirs).await {
+            Ok(r) => r,
+            Err(why) => {
+                eprintln!("{what}: what sled recovered does not migrate: {why}");
+                continue;
+            }
+        };
+        // What sled kept of the database's records (an older version of
+        // a record it kept instead of a lost newer one is not one).
+        let lost: Vec<_> = sleds
+            .intersection(&held)
+            .filter(|r| !kept.contains(*r))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{what}: sled's recovery kept {} records the migration did not, the first: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(3)]
+        );
+        eprintln!(
+            "{what}: kept {} of {} records, sled's recovery {}",
+            kept.len(),
+            held.len(),
+            sleds.intersection(&held).count()
+        );
+        compared += 1;
+    }
+    eprintln!("compared {compared} of 14 kinds with sled's recovery; {refused} refused");
 }
 
 /// A thousand values corrupted across five trees (sled's structure intact,

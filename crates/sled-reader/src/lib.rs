@@ -192,6 +192,11 @@ pub struct OpenReport {
     /// The log ranges a salvaging open ([`Db::open_salvaging`]) could not
     /// read and went on after, in log order; empty for [`Db::open`].
     pub skipped: Vec<Damage>,
+    /// Why sled itself cannot open this database, when a salvaging open
+    /// found that its recovery would leave a page without state, on which
+    /// sled 0.34.7 panics (docs/sled-format.md §5). A strict open
+    /// ([`Db::open`]) fails with this damage instead.
+    pub sled_cannot_open: Option<Damage>,
 }
 
 /// A sled database, recovered and open for reading. Cheap to clone: clones
@@ -211,6 +216,9 @@ struct Inner {
     /// salvaging iterator reads in key ranges this view cannot
     /// (docs/sled-format.md §6).
     fallback: Option<Db>,
+    /// The first page recovery left without state below the highest one
+    /// ([`log::PageTable`]'s `gap`).
+    gap: Option<u64>,
 }
 
 impl Db {
@@ -224,8 +232,12 @@ impl Db {
     /// or panic (a damaged snapshot, two segments at one position, a meta
     /// page that does not decode).
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, Error> {
+        let inner = Inner::open(dir.as_ref(), false)?;
+        if let Some(gap) = inner.gap {
+            return Err(Error::Damaged(Box::new(inner.gap_damage(gap))));
+        }
         Ok(Db {
-            inner: Arc::new(Inner::open(dir.as_ref(), false)?),
+            inner: Arc::new(inner),
         })
     }
 
@@ -250,11 +262,26 @@ impl Db {
         let dir = dir.as_ref();
         let mut past = match Inner::open(dir, true) {
             Ok(inner) => inner,
-            Err(Error::Damaged(_)) => return Db::open(dir),
+            Err(Error::Damaged(_)) => {
+                // sled's own view, which a salvage reads even where sled
+                // itself would panic after recovering it.
+                let mut strict = Inner::open(dir, false)?;
+                strict.report.sled_cannot_open = strict.gap.take().map(|g| strict.gap_damage(g));
+                return Ok(Db {
+                    inner: Arc::new(strict),
+                });
+            }
             Err(e) => return Err(e),
         };
-        if !past.report.skipped.is_empty() {
-            past.fallback = Db::open(dir).ok();
+        if !past.report.skipped.is_empty() || past.gap.is_some() {
+            // sled's own view: read where this one cannot, and asked
+            // whether sled could open the database at all.
+            if let Ok(mut strict) = Inner::open(dir, false) {
+                past.report.sled_cannot_open = strict.gap.take().map(|g| strict.gap_damage(g));
+                past.fallback = Some(Db {
+                    inner: Arc::new(strict),
+                });
+            }
         }
         Ok(Db {
             inner: Arc::new(past),
@@ -290,14 +317,40 @@ impl Inner {
                 page_table_bytes: pages.heap_bytes(),
                 log_cut: rec.stopped,
                 skipped: rec.skipped,
+                sled_cannot_open: None,
             },
             log,
             pages,
             trees: BTreeMap::new(),
             fallback: None,
+            gap: None,
         };
-        db.trees = db.read_meta()?;
+        db.gap = db.pages.gap();
+        db.trees = match (db.read_meta(), db.gap) {
+            (Ok(trees), _) => trees,
+            // sled panics over the gap before it reads any page.
+            (Err(Error::Damaged(_)), Some(gap)) if !salvage => {
+                return Err(Error::Damaged(Box::new(db.gap_damage(gap))));
+            }
+            (Err(e), _) => return Err(e),
+        };
         Ok(db)
+    }
+
+    /// The damage of a page sled's recovery leaves without state.
+    fn gap_damage(&self, pid: u64) -> Damage {
+        Damage {
+            place: Place::File {
+                path: self.log.dir.join("db"),
+            },
+            page: Some(pid),
+            tree: None,
+            keys: None,
+            reason: "every write of the page was lost from the log, and a page written after it \
+                     survives: sled 0.34.7 panics on opening this database (\"tried to serialize \
+                     Uninitialized\", after writing to its log), so no node can open it"
+                .into(),
+        }
     }
 }
 

@@ -100,6 +100,9 @@ pub(crate) enum PageState {
 pub(crate) struct PageTable {
     dense: Dense,
     sparse: BTreeMap<u64, PageState>,
+    /// The length sled's own table would have: page ids below it that hold
+    /// no state make sled panic writing its snapshot ([`PageTable::gap`]).
+    sled_len: u64,
 }
 
 /// Entries per block of [`Dense`].
@@ -207,6 +210,37 @@ impl PageTable {
     /// order from 0).
     pub(crate) fn push(&mut self, state: PageState) {
         self.dense.push(state);
+        self.sled_len += 1;
+    }
+
+    /// The first page id below the length of sled's own table that holds
+    /// no state, if any. sled grows its table to every page id a message
+    /// names (and, for a change to a page it does not hold, shrinks it by
+    /// one again), so ids whose messages were all lost stay uninitialized
+    /// below the highest one, and sled 0.34.7 panics writing its snapshot
+    /// over them ("tried to serialize Uninitialized"; docs/sled-format.md
+    /// §5).
+    pub(crate) fn gap(&self) -> Option<u64> {
+        let dense = self.dense.len() as u64;
+        if let Some(i) = self
+            .dense
+            .iter()
+            .take(usize::try_from(self.sled_len).unwrap_or(usize::MAX))
+            .position(|s| *s == PageState::Uninitialized)
+        {
+            return Some(i as u64);
+        }
+        let mut next = dense;
+        for (pid, state) in &self.sparse {
+            if next >= self.sled_len {
+                return None;
+            }
+            if *pid != next || *state == PageState::Uninitialized {
+                return Some(next);
+            }
+            next += 1;
+        }
+        (next < self.sled_len).then_some(next)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -229,6 +263,13 @@ impl PageTable {
 
     /// sled's `Snapshot::apply`.
     pub(crate) fn apply(&mut self, kind: Kind, pid: u64, loc: Loc) {
+        self.sled_len = match kind {
+            // A change to a page beyond sled's table: sled grows the table
+            // to hold it, finds no page, and takes back only the last id.
+            Kind::InlineLink | Kind::BlobLink => self.sled_len.max(pid),
+            Kind::Corrupted | Kind::Canceled | Kind::Cap | Kind::BatchManifest => self.sled_len,
+            _ => self.sled_len.max(pid.saturating_add(1)),
+        };
         match kind {
             Kind::Free => *self.slot(pid) = PageState::Free,
             Kind::Counter

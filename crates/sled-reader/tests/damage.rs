@@ -669,9 +669,39 @@ fn salvage_keeps_what_sled_recovers() {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        // The reader says exactly when sled panics over a page its
+        // recovery leaves without state (docs/sled-format.md §5).
+        let err = std::fs::read_to_string(work.path().join("sled.err")).unwrap_or_default();
+        let uninitialized = err.contains("tried to serialize Uninitialized");
+        let strict = sled_reader::Db::open(&mine_dir);
+        let predicted = match &strict {
+            Err(sled_reader::Error::Damaged(d)) => d.reason.contains("panics on opening"),
+            _ => false,
+        };
+        assert_eq!(
+            predicted,
+            uninitialized,
+            "case {round} ({hurt:?}): sled {} over an uninitialized page, the reader says it {} ({})",
+            if uninitialized {
+                "panicked"
+            } else {
+                "did not panic"
+            },
+            if predicted { "would" } else { "would not" },
+            match &strict {
+                Ok(db) => format!("{:?}", db.report()),
+                Err(e) => e.to_string(),
+            }
+        );
+        if let Ok(db) = sled_reader::Db::open_salvaging(&mine_dir) {
+            assert_eq!(
+                db.report().sled_cannot_open.is_some(),
+                uninitialized,
+                "case {round} ({hurt:?}): a salvaging open's report"
+            );
+        }
         if !ok {
             // sled panicked or spun: nothing of its to compare with.
-            let err = std::fs::read_to_string(work.path().join("sled.err")).unwrap_or_default();
             let why = err
                 .lines()
                 .find(|l| l.contains("panicked") || l.starts_with("thread"))

@@ -145,6 +145,14 @@ pub enum Error {
     Read(#[from] sled_reader::Error),
 }
 
+impl Error {
+    /// True when the database's files hold damage (sled's own view of them
+    /// does not read whole), rather than when they cannot be read at all.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Error::Read(sled_reader::Error::Damaged(_)))
+    }
+}
+
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

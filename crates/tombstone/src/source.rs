@@ -185,6 +185,17 @@ impl MigrationSource {
         out
     }
 
+    /// Why sled itself cannot open this database, when a salvaging open
+    /// found out ([`sled_reader::OpenReport::sled_cannot_open`]): sled
+    /// would panic on it, so no node can run on it, and writing a mark
+    /// through sled is bound to fail after sled wrote to the log.
+    pub fn sled_cannot_open(&self) -> Option<sled_reader::Damage> {
+        match &self.files {
+            Files::Reader { db, .. } => db.report().sled_cannot_open.clone(),
+            _ => None,
+        }
+    }
+
     /// The names of every tree in the database (sled's default tree and the
     /// meta tree included), sorted.
     pub fn tree_names(&self) -> Vec<String> {

@@ -25,8 +25,15 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(a: Args) -> Result<ExitCode, Error> {
-    // The source first: a bad --kv creates nothing.
-    tombstone::status(&a.kv)?.ok_or_else(|| tombstone::Error::Missing(a.kv.clone()))?;
+    // The source first: a bad --kv creates nothing. Damage is the
+    // migration's to count and name whole (a salvaging read), or to
+    // accept; this strict read only says where sled's view stops.
+    match tombstone::status(&a.kv) {
+        Ok(Some(_)) => {}
+        Err(e) if e.is_damage() => {}
+        Ok(None) => return Err(tombstone::Error::Missing(a.kv.clone()).into()),
+        Err(e) => return Err(e.into()),
+    }
     let db = sql_db(&a.to, false).await?;
     let bars = Bars::new(a.json);
     let started = Instant::now();
@@ -105,6 +112,7 @@ mod shape {
         pub(super) target: &'a str,
         pub(super) tombstone: Option<Mark<'a>>,
         pub(super) tombstone_pending: Option<String>,
+        pub(super) sled_cannot_open: Option<&'a str>,
         pub(super) unfinished_steps: Option<&'a str>,
     }
 
@@ -207,7 +215,9 @@ fn outcome_json(target: &str, o: &migrator::Outcome) -> String {
             None,
         ),
         migrator::TombstoneState::Pending(reason) => (None, Some(reason.to_string())),
-        migrator::TombstoneState::NotWritten => (None, None),
+        migrator::TombstoneState::NotWritten | migrator::TombstoneState::SledCannotOpen(_) => {
+            (None, None)
+        }
     };
     let rehearsed = o.kind == migrator::OutcomeKind::Rehearsed;
     to_json(&shape::Outcome {
@@ -223,6 +233,10 @@ fn outcome_json(target: &str, o: &migrator::Outcome) -> String {
         target,
         tombstone,
         tombstone_pending: pending,
+        sled_cannot_open: match &o.tombstone {
+            migrator::TombstoneState::SledCannotOpen(why) => Some(why),
+            _ => None,
+        },
         unfinished_steps: o.unfinished_steps.as_deref(),
     })
 }
@@ -305,6 +319,10 @@ pub(crate) fn print_outcome(target: &str, o: &migrator::Outcome, elapsed: f64) {
              key-value database"
         ),
         migrator::TombstoneState::NotWritten => {}
+        migrator::TombstoneState::SledCannotOpen(why) => say!(
+            "  the key-value database is not tombstoned and was left as it was, for a migration to \
+             read again: {why}"
+        ),
     }
     if let Some(reason) = &o.unfinished_steps {
         say!(
