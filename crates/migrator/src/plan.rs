@@ -42,7 +42,7 @@ impl SourceFacts {
                 .ok_or_else(|| Error::NoIdentity(source.path().to_path_buf()))?,
             write_seq: source.write_seq()?.unwrap_or(0),
             status: source.status().clone(),
-            sled_cannot_open: source.sled_cannot_open().map(|d| d.to_string()),
+            sled_cannot_open: source.sled_cannot_open(),
         })
     }
 }

@@ -360,6 +360,16 @@ impl Db {
         &self.inner.report
     }
 
+    /// sled's own view of the database (docs/sled-format.md §5): this one,
+    /// unless it is a salvaging open that read past damage, which keeps
+    /// sled's view beside it; `None` when that view could not be opened.
+    pub fn sled_view(&self) -> Option<Db> {
+        match &self.inner.fallback {
+            Some(strict) => Some(strict.clone()),
+            None => self.inner.report.skipped.is_empty().then(|| self.clone()),
+        }
+    }
+
     /// The database directory.
     pub fn dir(&self) -> &Path {
         &self.inner.log.dir

@@ -185,15 +185,28 @@ impl MigrationSource {
         out
     }
 
-    /// Why sled itself cannot open this database, when a salvaging open
-    /// found out ([`sled_reader::OpenReport::sled_cannot_open`]): sled
-    /// would panic on it, so no node can run on it, and writing a mark
+    /// Why no node can open this database through sled, when reading it
+    /// found out: sled would panic on it
+    /// ([`sled_reader::OpenReport::sled_cannot_open`]), so writing a mark
     /// through sled is bound to fail after sled wrote to the log.
-    pub fn sled_cannot_open(&self) -> Option<sled_reader::Damage> {
-        match &self.files {
-            Files::Reader { db, .. } => db.report().sled_cannot_open.clone(),
-            _ => None,
+    /// Also when sled's own view of it holds no nodestore metadata though
+    /// the sidecar recorded writes: [`crate::KvDb::open`] refuses it then.
+    pub fn sled_cannot_open(&self) -> Option<String> {
+        let Files::Reader { db, .. } = &self.files else {
+            return None;
+        };
+        if let Some(d) = &db.report().sled_cannot_open {
+            return Some(d.to_string());
         }
+        let view = db.sled_view()?;
+        let seq = read_sidecar(&self.path).filter(|s| *s > 0)?;
+        matches!(reader_status(&view, &self.path), Ok(Status::Empty)).then(|| {
+            format!(
+                "sled's own view of {} holds no nodestore metadata, though {seq} write \
+                 transactions were recorded: damage took them, and a node refuses to open it",
+                self.path.display()
+            )
+        })
     }
 
     /// The names of every tree in the database (sled's default tree and the
