@@ -142,13 +142,25 @@ impl<T: Send + 'static> Feed<T> {
 /// Found damage: every record that does not decode is recorded and
 /// skipped, so a refusal counts them all (docs/sled-format.md §6); with
 /// [`Options::accept_damaged`](crate::Options::accept_damaged) the run then goes on without them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Damage {
     /// An offline run skips and records every damaged record, then refuses
     /// the run unless damage is accepted; an online run, which has no such
     /// final check, fails at the first.
     skipping: bool,
     found: std::sync::Mutex<Vec<Problem>>,
+    /// The source, whose own reads record what they could not read (log
+    /// ranges at its open, pages since).
+    source: Option<Arc<tombstone::MigrationSource>>,
+}
+
+impl std::fmt::Debug for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Damage")
+            .field("skipping", &self.skipping)
+            .field("found", &self.found)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Damage {
@@ -157,6 +169,16 @@ impl Damage {
         Damage {
             skipping,
             found: std::sync::Mutex::new(Vec::new()),
+            source: None,
+        }
+    }
+
+    /// Damage of a run reading `source`, which [`Damage::found_any`] asks
+    /// too.
+    pub(crate) fn reading(self, source: Arc<tombstone::MigrationSource>) -> Damage {
+        Damage {
+            source: Some(source),
+            ..self
         }
     }
 
@@ -177,10 +199,15 @@ impl Damage {
         true
     }
 
-    /// True once any damage was found: a record that then refers to one
-    /// that is missing may be missing it because of that damage.
+    /// True once any damage was found, by the run's decoding or by the
+    /// source's reads: a record that then refers to one that is missing may
+    /// be missing it because of that damage.
     pub(crate) fn found_any(&self) -> bool {
         self.found.lock().map(|f| !f.is_empty()).unwrap_or(true)
+            || self
+                .source
+                .as_ref()
+                .is_some_and(|s| !s.salvaged().is_empty())
     }
 
     pub(crate) fn take(&self) -> Vec<Problem> {

@@ -148,12 +148,18 @@ pub fn plan(source: &SourceFacts, target: &TargetFacts, force: bool) -> Plan {
 }
 
 /// What the decision rule needs of the key-value database at `path`, read
-/// without changing it.
+/// without changing it, past damage (a salvaging read, as the migration's
+/// own): a source a migration with `--accept-damaged` moved is known as
+/// that source afterwards, whatever sled would make of it.
 ///
 /// Errors: the database is missing, in use, or unreadable.
 pub async fn inspect_source(path: &Path) -> Result<SourceFacts, Error> {
     let p = path.to_path_buf();
-    blocking(move || SourceFacts::of(&MigrationSource::open(&p, &KvOptions::default())?)).await
+    let opts = KvOptions {
+        salvage: true,
+        ..KvOptions::default()
+    };
+    blocking(move || SourceFacts::of(&MigrationSource::open(&p, &opts)?)).await
 }
 
 /// What the decision rule needs of a SQL database, read without changing

@@ -145,14 +145,6 @@ pub enum Error {
     Read(#[from] sled_reader::Error),
 }
 
-impl Error {
-    /// True when the database's files hold damage (sled's own view of them
-    /// does not read whole), rather than when they cannot be read at all.
-    pub fn is_damage(&self) -> bool {
-        matches!(self, Error::Read(sled_reader::Error::Damaged(_)))
-    }
-}
-
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -684,14 +676,20 @@ impl KvDb {
 }
 
 /// What the database at `path` is, without changing it; `None` when there is
-/// no database there.
+/// no database there. On a damaged database, what its files still say past
+/// the damage (a salvaging read, docs/sled-format.md §6): one that sled
+/// itself cannot open may hold a migrated node's data, or its tombstone.
 pub fn status(path: impl AsRef<Path>) -> Result<Option<Status>> {
     let path = path.as_ref();
     if !path.join("conf").is_file() {
         return Ok(None);
     }
     refuse_in_use(path)?;
-    let db = sled_reader::Db::open(path)?;
+    let db = match sled_reader::Db::open(path) {
+        Ok(db) => db,
+        Err(sled_reader::Error::Damaged(_)) => sled_reader::Db::open_salvaging(path)?,
+        Err(e) => return Err(e.into()),
+    };
     reader_status(&db, path).map(Some)
 }
 

@@ -25,15 +25,8 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(a: Args) -> Result<ExitCode, Error> {
-    // The source first: a bad --kv creates nothing. Damage is the
-    // migration's to count and name whole (a salvaging read), or to
-    // accept; this strict read only says where sled's view stops.
-    match tombstone::status(&a.kv) {
-        Ok(Some(_)) => {}
-        Err(e) if e.is_damage() => {}
-        Ok(None) => return Err(tombstone::Error::Missing(a.kv.clone()).into()),
-        Err(e) => return Err(e.into()),
-    }
+    // The source first: a bad --kv creates nothing.
+    tombstone::status(&a.kv)?.ok_or_else(|| tombstone::Error::Missing(a.kv.clone()))?;
     let db = sql_db(&a.to, false).await?;
     let bars = Bars::new(a.json);
     let started = Instant::now();
