@@ -4,7 +4,10 @@
 //! damage, leave every file of the directory as it was (hashed before and
 //! after), never panic (exit 101) and never hang. The damaged ones end in a
 //! refusal that names the damage, or in a migration identical to the
-//! undamaged data.
+//! undamaged data. With `--accept-damaged`, a migration keeps every record
+//! sled's own recovery keeps and none the database did not hold, and leaves
+//! a database sled cannot open as it was. `NODESTORE_DAMAGE_SEED` moves the
+//! damage.
 #![allow(clippy::print_stderr, reason = "a test reports what each case did")]
 #![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
