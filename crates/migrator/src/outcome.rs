@@ -95,8 +95,8 @@ pub struct Outcome {
 impl Outcome {
     /// True when nothing is left to do: the data is in SQL, the key-value
     /// database is tombstoned (or no node can open it) and every schema
-    /// step is applied (a dry run
-    /// is complete too: it was asked to keep nothing).
+    /// step is applied (a dry run is complete too: it was asked to keep
+    /// nothing).
     pub fn is_complete(&self) -> bool {
         match self.kind {
             OutcomeKind::Rehearsed => true,

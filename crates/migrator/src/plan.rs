@@ -23,10 +23,10 @@ pub struct SourceFacts {
     pub write_seq: u64,
     /// Live or retired.
     pub status: Status,
-    /// Why sled itself cannot open the source, when reading it found that
-    /// sled would panic on it (docs/sled-format.md §5): no node can run on
-    /// it, so the migration leaves it as it is rather than write a mark
-    /// through sled (docs/design.md §5.6).
+    /// Why no node can open the source, when reading it found that sled
+    /// would panic on it (docs/sled-format.md §5) or that sled's view of it
+    /// lost its metadata: the migration then leaves it as it is rather than
+    /// write a mark through sled (docs/design.md §5.6).
     pub sled_cannot_open: Option<String>,
 }
 
