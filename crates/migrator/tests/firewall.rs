@@ -384,7 +384,7 @@ async fn an_empty_privacy_value_fails_naming_where(fx: &SqlFixture) {
     .await;
 }
 
-async fn privacy_maps_that_are_not_inverses_fail(fx: &SqlFixture) {
+async fn privacy_maps_that_are_not_inverses_are_damage(fx: &SqlFixture) {
     let kv = Kv::new();
     let group = {
         let db = KvDb::open(&kv.path, &KvOptions::default()).unwrap();
@@ -419,12 +419,32 @@ async fn privacy_maps_that_are_not_inverses_fail(fx: &SqlFixture) {
     let err = migrator::migrate(&kv.path, &db, &migrator::Options::default(), None)
         .await
         .unwrap_err();
-    assert!(matches!(err.error, Error::Layout { .. }), "{err}");
+    // Counted with the source's other damage, as a record that does not
+    // decode is.
     assert!(
-        err.to_string().contains(&group.to_string()) && err.to_string().contains("inverses"),
+        matches!(&err.error, Error::DamagedSource { problems, .. }
+            if problems.iter().any(|p| p.what.contains(&group.to_string()) && p.what.contains("inverses"))),
         "{err}"
     );
     assert!(is_live(&kv.path));
+    // Accepted, the group's pairs are left out and the rest migrates.
+    let opts = migrator::Options {
+        accept_damaged: true,
+        ..migrator::Options::default()
+    };
+    let outcome = migrator::migrate(&kv.path, &db, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome.report.firewall.privacy_pairs, 0);
+    assert_eq!(outcome.report.sessions.sessions, 1);
+    assert!(
+        outcome
+            .accepted_damage
+            .iter()
+            .any(|p| p.what.contains("inverses")),
+        "{:?}",
+        outcome.accepted_damage
+    );
 }
 
 /// Ten global entries of one rule, `k0` to `k9`, in a new key-value
@@ -575,7 +595,7 @@ testkit::backend_tests!(sqlite => sqlite;
     one_session_with_multiple_privacy_pairs, multiple_sessions_and_privacy_pairs,
     deleted_session_with_privacy_pair, deleted_and_existing_sessions_with_privacy_pairs, random_privacy_pairs,
     an_unexpected_bucket_fails_naming_where, a_value_directly_under_a_rule_fails_naming_where,
-    an_empty_privacy_value_fails_naming_where, privacy_maps_that_are_not_inverses_fail,
+    an_empty_privacy_value_fails_naming_where, privacy_maps_that_are_not_inverses_are_damage,
     an_entry_stored_altered_is_refused_and_named, an_entry_the_copy_did_not_write_is_refused,
     an_entry_not_kept_is_refused_and_named, a_pair_the_copy_did_not_write_is_refused,
 );
@@ -588,7 +608,7 @@ testkit::backend_tests!(postgres => postgres;
     one_session_with_multiple_privacy_pairs, multiple_sessions_and_privacy_pairs,
     deleted_session_with_privacy_pair, deleted_and_existing_sessions_with_privacy_pairs, random_privacy_pairs,
     an_unexpected_bucket_fails_naming_where, a_value_directly_under_a_rule_fails_naming_where,
-    an_empty_privacy_value_fails_naming_where, privacy_maps_that_are_not_inverses_fail,
+    an_empty_privacy_value_fails_naming_where, privacy_maps_that_are_not_inverses_are_damage,
     an_entry_stored_altered_is_refused_and_named, an_entry_the_copy_did_not_write_is_refused,
     an_entry_not_kept_is_refused_and_named, a_pair_the_copy_did_not_write_is_refused,
 );

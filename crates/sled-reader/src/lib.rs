@@ -193,9 +193,10 @@ pub struct OpenReport {
     /// read and went on after, in log order; empty for [`Db::open`].
     pub skipped: Vec<Damage>,
     /// Why sled itself cannot open this database, when a salvaging open
-    /// found that its recovery would leave a page without state, on which
-    /// sled 0.34.7 panics (docs/sled-format.md §5). A strict open
-    /// ([`Db::open`]) fails with this damage instead.
+    /// found that sled's own view of it does not open: its recovery would
+    /// leave a page without state, on which sled 0.34.7 panics
+    /// (docs/sled-format.md §5), or a strict open fails for the reasons
+    /// [`Db::open`] names. A strict open fails with this damage instead.
     pub sled_cannot_open: Option<Damage>,
 }
 
@@ -276,11 +277,20 @@ impl Db {
         if !past.report.skipped.is_empty() || past.gap.is_some() {
             // sled's own view: read where this one cannot, and asked
             // whether sled could open the database at all.
-            if let Ok(mut strict) = Inner::open(dir, false) {
-                past.report.sled_cannot_open = strict.gap.take().map(|g| strict.gap_damage(g));
-                past.fallback = Some(Db {
-                    inner: Arc::new(strict),
-                });
+            match Inner::open(dir, false) {
+                Ok(mut strict) => {
+                    past.report.sled_cannot_open = strict.gap.take().map(|g| strict.gap_damage(g));
+                    past.fallback = Some(Db {
+                        inner: Arc::new(strict),
+                    });
+                }
+                // Where the strict open fails, sled fails or panics too
+                // (`Db::open`).
+                Err(Error::Damaged(mut d)) => {
+                    d.reason = format!("sled cannot open this database: {}", d.reason);
+                    past.report.sled_cannot_open = Some(*d);
+                }
+                Err(_) => {}
             }
         }
         Ok(Db {

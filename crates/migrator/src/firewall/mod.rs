@@ -179,7 +179,10 @@ fn read_privacy(
                         in_chunk += g.pairs.len();
                         chunk.push(g);
                     }
+                    // A group whose two maps disagree is damaged as a
+                    // whole: counted, and left out when damage is accepted.
                     Ok(None) => {}
+                    Err(e) if out.skip(&e) => {}
                     Err(e) => return out.fail(e),
                 }
             }
@@ -208,6 +211,7 @@ fn read_privacy(
         match finish(done) {
             Ok(Some(g)) => chunk.push(g),
             Ok(None) => {}
+            Err(e) if out.skip(&e) => {}
             Err(e) => return out.fail(e),
         }
     }
