@@ -587,7 +587,12 @@ fn sled_child(dir: &Path, out: &Path) -> ! {
                 .find_map(|l| l.strip_prefix("segment_size: ")?.parse().ok())
         })
         .unwrap_or(512 * 1024);
-    if let Ok(db) = sled::Config::new().path(dir).segment_size(segment).open() {
+    let Ok(db) = sled::Config::new().path(dir).segment_size(segment).open() else {
+        // sled refused the database: a failure, told apart from an open
+        // that read nothing.
+        std::process::exit(3)
+    };
+    {
         for name in db.tree_names() {
             let Ok(tree) = db.open_tree(&name) else {
                 continue;
@@ -711,7 +716,7 @@ fn salvage_keeps_what_sled_recovers() {
             let why = err
                 .lines()
                 .find(|l| l.contains("panicked") || l.starts_with("thread"))
-                .unwrap_or("killed after 30 s");
+                .unwrap_or("refused the database, or killed after 30 s");
             eprintln!("  sled failed: {why}");
             continue;
         }
