@@ -341,10 +341,19 @@ fn records(dump_json: &str) -> std::collections::BTreeSet<String> {
     out
 }
 
+/// What [`migrate_accepting_damage`] found.
+struct Migrated {
+    /// The records the target holds.
+    records: std::collections::BTreeSet<String>,
+    /// Why the source was left as it was, untombstoned (`--json`'s
+    /// `sled_cannot_open`).
+    left_as_it_was: Option<String>,
+}
+
 /// Migrates `kv` with `--accept-damaged` into a new SQLite database beside
 /// it (`node.db`, where `status --dir` looks, for a `kv` directory) and
-/// returns the records the target then holds, or why it refused.
-async fn migrate_accepting_damage(kv: &Path) -> Result<std::collections::BTreeSet<String>, String> {
+/// returns what the target then holds, or why it refused.
+async fn migrate_accepting_damage(kv: &Path) -> Result<Migrated, String> {
     let file = if kv.file_name().is_some_and(|n| n == "kv") {
         kv.with_file_name("node.db")
     } else {
@@ -358,15 +367,20 @@ async fn migrate_accepting_damage(kv: &Path) -> Result<std::collections::BTreeSe
         "--to",
         &sql,
         "--accept-damaged",
+        "--json",
     ])
     .await;
     // Exit code 3: the data is in SQL, something after it is left to do.
     if !matches!(out.code, Some(0 | 3)) {
         return Err(format!("exit {:?}: {}{}", out.code, out.stdout, out.stderr));
     }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let dump = run(&["dump", "--from", &sql]).await;
     assert_eq!(dump.code, Some(0), "{}", dump.stderr);
-    Ok(records(&dump.stdout))
+    Ok(Migrated {
+        records: records(&dump.stdout),
+        left_as_it_was: v["sled_cannot_open"].as_str().map(str::to_owned),
+    })
 }
 
 /// On each kind of damage, `migrate --accept-damaged` keeps every record
@@ -395,7 +409,7 @@ async fn accepting_damage_keeps_what_sled_recovers_and_invents_nothing() {
     generate(&clean).await;
     let clean_copy = work.path().join("clean-copy");
     copy_dir(&clean, &clean_copy);
-    let held = migrate_accepting_damage(&clean_copy).await.unwrap();
+    let held = migrate_accepting_damage(&clean_copy).await.unwrap().records;
     let (mut compared, mut refused) = (0, 0);
     for kind in 0..14 {
         let case = work.path().join(format!("case{kind}"));
@@ -404,8 +418,12 @@ async fn accepting_damage_keeps_what_sled_recovers_and_invents_nothing() {
         let what = format!("{} (damage seed {seed})", damage(kind, seed, &mine));
         copy_dir(&mine, &theirs);
         let before = hashes(&mine);
+        let mut left_as_it_was = None;
         let kept = match migrate_accepting_damage(&mine).await {
-            Ok(kept) => kept,
+            Ok(m) => {
+                left_as_it_was = m.left_as_it_was;
+                m.records
+            }
             Err(why) => {
                 // Only damage that took the database's own metadata (which
                 // database it is, its statistics) refuses a migration that
@@ -451,8 +469,16 @@ async fn accepting_damage_keeps_what_sled_recovers_and_invents_nothing() {
             }
             continue;
         }
+        // sled opens it, so a node could run on it: unless sled's view
+        // lost the metadata a node checks, it must be tombstoned.
+        if let Some(why) = &left_as_it_was {
+            assert!(
+                why.contains("holds no nodestore metadata"),
+                "{what}: the migration left untombstoned a database sled opens, saying: {why}"
+            );
+        }
         let sleds = match migrate_accepting_damage(&theirs).await {
-            Ok(r) => r,
+            Ok(r) => r.records,
             Err(why) => {
                 eprintln!("{what}: what sled recovered does not migrate: {why}");
                 continue;
