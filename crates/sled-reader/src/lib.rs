@@ -231,7 +231,8 @@ impl Db {
     /// for another format version or compression, [`Error::Io`] when a file
     /// cannot be read, and [`Error::Damaged`] where sled itself would fail
     /// or panic (a damaged snapshot, two segments at one position, a meta
-    /// page that does not decode).
+    /// page that does not decode, a page its recovery leaves without
+    /// state).
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, Error> {
         let inner = Inner::open(dir.as_ref(), false)?;
         if let Some(gap) = inner.gap {
