@@ -255,7 +255,8 @@ const SLED_CHILD_ENV: &str = "NODESTORE_TEST_SLED_RECOVER";
 
 /// Lets sled recover the database at `dir` as a node would (it rewrites
 /// the directory to what it recovered), in a child process, since sled may
-/// panic or spin on damage. False when it failed or spun for a minute.
+/// panic or spin on damage. An error says why when sled failed, refused
+/// the database or spun for a minute.
 fn sled_recovers(dir: &Path) -> Result<(), String> {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
