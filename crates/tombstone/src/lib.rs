@@ -516,8 +516,7 @@ impl KvDb {
         };
         match read_status(&kv.db, &kv.path)? {
             Status::Empty => {
-                if let Some(seq) = read_sidecar(&kv.path).filter(|s| *s > 0) {
-                    // The sidecar says writes happened; the data is gone.
+                if let Some(seq) = writes_of_an_emptied(&kv.path) {
                     return Err(Error::Corrupt {
                         path: kv.path.clone(),
                         what: "data file",
@@ -741,6 +740,14 @@ fn refuse_in_use(path: &Path) -> Result<()> {
             source,
         }),
     }
+}
+
+/// For a database at `path` whose metadata is gone (it opens empty): the
+/// write transactions its sidecar recorded, when there were any. The data
+/// is then gone, not never written, and [`KvDb::open`] refuses the
+/// database rather than start it anew.
+fn writes_of_an_emptied(path: &Path) -> Option<u64> {
+    read_sidecar(path).filter(|s| *s > 0)
 }
 
 fn reader_status(db: &sled_reader::Db, path: &Path) -> Result<Status> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::{
     Error, FORMAT_V1, FORMAT_VERSION, IDENTITY_KEY, KvOptions, META_TREE, Result, Status,
     TreeStats, copy_tree, rand_suffix, read_sidecar, reader_get, reader_status, refuse_in_use,
-    stats,
+    stats, writes_of_an_emptied,
 };
 
 /// A database opened by the migrator: live or retired, read-only.
@@ -199,7 +199,7 @@ impl MigrationSource {
             return Some(d.to_string());
         }
         let view = db.sled_view()?;
-        let seq = read_sidecar(&self.path).filter(|s| *s > 0)?;
+        let seq = writes_of_an_emptied(&self.path)?;
         matches!(reader_status(&view, &self.path), Ok(Status::Empty)).then(|| {
             format!(
                 "sled's own view of {} holds no nodestore metadata, though {seq} write \
