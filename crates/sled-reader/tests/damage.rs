@@ -431,14 +431,28 @@ fn salvage_reads_past_damage_in_the_log() {
         let dir = work.path().join("kv");
         copy_dir(&path, &dir);
         apply(&dir, &Hurt::Zero { at, len: 40 });
-        let Ok(strict) = sled_reader::Db::open(&dir) else {
-            continue;
+        // Where the damage took every write of a page that later pages
+        // outlive, sled panics on opening (docs/sled-format.md §5) and
+        // keeps nothing: the salvage gives back more than sled then too.
+        let (sled_panics, strict) = match sled_reader::Db::open(&dir) {
+            Ok(strict) => (false, Some(strict)),
+            Err(sled_reader::Error::Damaged(d)) if d.reason.contains("panics on opening") => {
+                (true, None)
+            }
+            Err(_) => continue,
         };
-        assert!(strict.report().skipped.is_empty());
+        if let Some(strict) = &strict {
+            assert!(strict.report().skipped.is_empty());
+        }
         let before = hash_dir(&dir);
         let Ok(past) = sled_reader::Db::open_salvaging(&dir) else {
             continue;
         };
+        assert_eq!(
+            past.report().sled_cannot_open.is_some(),
+            sled_panics,
+            "at {at}: the salvage's report and the strict open disagree"
+        );
         assert!(
             before == hash_dir(&dir),
             "opening for salvage changed a file"
@@ -451,7 +465,10 @@ fn salvage_reads_past_damage_in_the_log() {
             .map(|d| d.to_string())
             .collect();
         let mine = read_with(past).unwrap();
-        let sleds = read_all(&dir).unwrap();
+        let sleds = match strict {
+            Some(strict) => read_with(strict).unwrap(),
+            None => BTreeSet::new(),
+        };
         assert!(mine.iter().all(written), "at {at}: a record nobody wrote");
         let lost: Vec<_> = sleds
             .iter()
