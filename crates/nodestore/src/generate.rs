@@ -172,7 +172,7 @@ pub async fn generate(
     seed: u64,
     progress: &(dyn Fn(&str, u64, u64) + Sync),
 ) -> Result<()> {
-    if dir.join("conf").exists() {
+    if tombstone::holds_database(dir) {
         return Err(Error::Config(format!(
             "{} already holds a database",
             dir.display()

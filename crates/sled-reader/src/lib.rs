@@ -156,7 +156,7 @@ pub enum Error {
     /// The directory does not hold a sled database.
     #[error("{path} is not a sled database: {reason}")]
     NotSled {
-        /// The file that was expected to say so.
+        /// The directory.
         path: PathBuf,
         /// Why not.
         reason: String,
@@ -185,12 +185,21 @@ pub struct OpenReport {
     pub messages: u64,
     /// Heap bytes the page table holds.
     pub page_table_bytes: usize,
+    /// There was no `conf`, or one of 8 bytes or fewer: sled 0.34.7 then
+    /// opens the database with its opener's parameters (a node's are
+    /// sled's defaults) and so does this reader (docs/sled-format.md §3).
+    pub conf_missing: bool,
+    /// There was no log file `db`: sled 0.34.7 creates an empty one, so
+    /// the database opens empty; this reader reads it as empty.
+    pub log_missing: bool,
     /// Damage that ended sled's read of the log before segments that were
     /// written later: those segments are not part of sled's view (nor of
     /// this one). `None` when the log ends where it was last written.
     pub log_cut: Option<Damage>,
     /// The log ranges a salvaging open ([`Db::open_salvaging`]) could not
-    /// read and went on after, in log order; empty for [`Db::open`].
+    /// read and went on after, in log order, after a `conf` that does not
+    /// read (the log is then read with sled's defaults); empty for
+    /// [`Db::open`].
     pub skipped: Vec<Damage>,
     /// Why sled itself cannot open this database, when a salvaging open
     /// found that sled's own view of it does not open: its recovery would
@@ -227,12 +236,12 @@ impl Db {
     /// as sled 0.34.7 would (docs/sled-format.md §5).
     ///
     /// # Errors
-    /// [`Error::NotSled`] without a readable `conf`, [`Error::Unsupported`]
-    /// for another format version or compression, [`Error::Io`] when a file
-    /// cannot be read, and [`Error::Damaged`] where sled itself would fail
-    /// or panic (a damaged snapshot, two segments at one position, a meta
-    /// page that does not decode, a page its recovery leaves without
-    /// state).
+    /// [`Error::NotSled`] where `dir` holds neither `conf` nor `db`,
+    /// [`Error::Unsupported`] for another format version or compression,
+    /// [`Error::Io`] when a file cannot be read, and [`Error::Damaged`]
+    /// where sled itself would fail or panic (a `conf` that does not parse,
+    /// a damaged snapshot, two segments at one position, a meta page that
+    /// does not decode, a page its recovery leaves without state).
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, Error> {
         let inner = Inner::open(dir.as_ref(), false)?;
         if let Some(gap) = inner.gap {
@@ -300,6 +309,14 @@ impl Db {
     }
 }
 
+/// Whether `dir` holds a sled database: sled's configuration file `conf`
+/// or its log `db` is there. sled 0.34.7 opens a log whose `conf` is gone
+/// (it writes a new one), and a `conf` without a log as an empty database,
+/// so either is a database, perhaps a damaged one.
+pub fn holds_database(dir: impl AsRef<Path>) -> bool {
+    log::holds_database(dir.as_ref())
+}
+
 /// A snapshot sled stopped writing in `dir` (killed between creating
 /// `snap.*.generating` and renaming it), if the last snapshot file is one
 /// that does not read whole. sled 0.34.7 picks it and refuses to open the
@@ -316,18 +333,38 @@ impl Inner {
     /// Recovers the page table and reads the meta page; `salvage` reads
     /// the log past damage.
     fn open(dir: &Path, salvage: bool) -> Result<Inner, Error> {
-        let conf = log::read_conf(dir)?;
-        let log = Log::open(dir, conf)?;
+        if !log::holds_database(dir) {
+            return Err(Error::NotSled {
+                path: dir.to_path_buf(),
+                reason: "it holds neither sled's configuration file conf nor its log db".into(),
+            });
+        }
+        // A conf that does not read: a salvage reads the log as a node's
+        // sled would have written it, and names the file.
+        let mut skipped = Vec::new();
+        let conf = match log::read_conf(dir) {
+            Ok(conf) => conf,
+            Err(Error::Damaged(d)) if salvage => {
+                skipped.push(*d);
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let conf_missing = conf.is_none() && skipped.is_empty();
+        let log = Log::open(dir, conf.unwrap_or(log::Conf::SLED_DEFAULT))?;
         let (snapshot, snap) = snapshot::read_snapshot(&log)?;
         let (pages, rec) = recover::recover(&log, snap, salvage)?;
+        skipped.extend(rec.skipped);
         let mut db = Inner {
             report: OpenReport {
                 snapshot,
                 pages: pages.len(),
                 messages: rec.messages,
                 page_table_bytes: pages.heap_bytes(),
+                conf_missing,
+                log_missing: !dir.join("db").is_file(),
                 log_cut: rec.stopped,
-                skipped: rec.skipped,
+                skipped,
                 sled_cannot_open: None,
             },
             log,

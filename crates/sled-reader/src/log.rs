@@ -310,20 +310,49 @@ pub(crate) struct Conf {
     pub(crate) segment_size: u64,
 }
 
-pub(crate) fn read_conf(dir: &Path) -> Result<Conf, Error> {
+impl Conf {
+    /// sled 0.34.7's defaults, which a node opens its database with.
+    pub(crate) const SLED_DEFAULT: Conf = Conf {
+        segment_size: 512 * 1024,
+    };
+}
+
+/// Whether `dir` holds a sled database: its `conf` or its log `db` is
+/// there (sled opens a log without `conf`, and a `conf` without a log as
+/// an empty database).
+pub(crate) fn holds_database(dir: &Path) -> bool {
+    dir.join("conf").is_file() || dir.join("db").is_file()
+}
+
+/// The parameters in `dir`'s `conf`; `None` where sled 0.34.7 uses the
+/// opener's own (a node's: [`Conf::SLED_DEFAULT`]) and writes them: no
+/// file, or one of 8 bytes or fewer. A file that does not parse is
+/// [`Error::Damaged`]: sled refuses to open the database.
+pub(crate) fn read_conf(dir: &Path) -> Result<Option<Conf>, Error> {
     let path = dir.join("conf");
-    let bytes = read_small(&path, 4096)?;
-    let not_sled = |reason: String| Error::NotSled {
-        path: path.clone(),
-        reason,
+    let bytes = match read_small(&path, 4096) {
+        Ok(b) => b,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
     };
     if bytes.len() <= 8 {
-        return Err(not_sled("the file is empty or cut short".into()));
+        return Ok(None);
     }
+    let damaged = |reason: String| {
+        Error::Damaged(Box::new(Damage {
+            place: Place::File { path: path.clone() },
+            page: None,
+            tree: None,
+            keys: None,
+            reason: format!("sled's configuration file does not read: {reason}"),
+        }))
+    };
     // sled only warns on a wrong checksum here and parses the text anyway;
     // the text itself is checked field by field below.
     let text = std::str::from_utf8(&bytes[..bytes.len() - 4])
-        .map_err(|_| not_sled("it is not text (a sled before 0.29?)".into()))?;
+        .map_err(|_| damaged("it is not text".into()))?;
     let mut fields = BTreeMap::new();
     for line in text.lines() {
         let mut parts = line.split(": ");
@@ -331,27 +360,30 @@ pub(crate) fn read_conf(dir: &Path) -> Result<Conf, Error> {
             (Some(k), Some(v)) => {
                 fields.insert(k, v);
             }
-            _ => {
-                return Err(not_sled(format!(
-                    "the line {line:?} is not \"name: value\""
-                )));
-            }
+            _ => return Err(damaged(format!("the line {line:?} is not \"name: value\""))),
         }
     }
     let field = |name: &str| {
         fields
             .get(name)
             .copied()
-            .ok_or_else(|| not_sled(format!("it has no {name}")))
+            .ok_or_else(|| damaged(format!("it has no {name}")))
     };
     let segment_size: u64 = field("segment_size")?
         .parse()
-        .map_err(|_| not_sled("its segment_size is not a number".into()))?;
+        .map_err(|_| damaged("its segment_size is not a number".into()))?;
     let compression: bool = field("use_compression")?
         .parse()
-        .map_err(|_| not_sled("its use_compression is not true or false".into()))?;
+        .map_err(|_| damaged("its use_compression is not true or false".into()))?;
     let version = field("version")?;
-    if version != "0.34" {
+    // sled reads the first two dot-separated numbers.
+    let mut numbers = version.split('.').map(str::parse::<usize>);
+    let (Some(Ok(major)), Some(Ok(minor))) = (numbers.next(), numbers.next()) else {
+        return Err(damaged(format!(
+            "its version {version:?} is not two numbers"
+        )));
+    };
+    if (major, minor) != (0, 34) {
         return Err(Error::Unsupported {
             path: dir.to_path_buf(),
             what: format!("sled format version {version} (this reader reads 0.34)"),
@@ -369,7 +401,7 @@ pub(crate) fn read_conf(dir: &Path) -> Result<Conf, Error> {
             what: format!("a segment size of {segment_size} bytes"),
         });
     }
-    Ok(Conf { segment_size })
+    Ok(Some(Conf { segment_size }))
 }
 
 /// Reads a whole file that should be small, refusing one larger than `max`.
@@ -413,7 +445,8 @@ pub(crate) enum Msg {
 pub(crate) struct Log {
     pub(crate) dir: PathBuf,
     pub(crate) path: PathBuf,
-    file: File,
+    /// `None` where there is no log file: sled would create an empty one.
+    file: Option<File>,
     pub(crate) len: u64,
     pub(crate) segment_size: u64,
 }
@@ -448,8 +481,16 @@ impl Log {
             source,
         };
         // Read-only: the reader never writes (docs/sled-format.md §1).
-        let file = File::open(&path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        // sled creates a missing log: an empty one.
+        let file = match File::open(&path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        let len = match &file {
+            Some(f) => f.metadata().map_err(io)?.len(),
+            None => 0,
+        };
         Ok(Log {
             dir: dir.to_path_buf(),
             path,
@@ -469,9 +510,12 @@ impl Log {
     /// Reads up to `buf.len()` bytes at `at`, stopping at the end of the
     /// file; returns how many were read.
     pub(crate) fn read_upto(&self, buf: &mut [u8], at: u64) -> Result<usize, Error> {
+        let Some(file) = &self.file else {
+            return Ok(0);
+        };
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], at + done as u64) {
+            match file.read_at(&mut buf[done..], at + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -591,6 +591,106 @@ fn an_unfinished_snapshot_is_passed_over() {
     }
 }
 
+/// sled 0.34.7 opens a log whose `conf` is gone or holds 8 bytes or fewer
+/// with its opener's parameters (a node's: the defaults): so does the
+/// reader, and says so.
+#[test]
+fn a_missing_conf_is_read_with_sleds_defaults() {
+    let base = base(Shape::Wide);
+    let want = read_all(&base.path).unwrap();
+    for short in [None, Some(&b""[..]), Some(&b"segment_"[..])] {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("kv");
+        copy_dir(&base.path, &dir);
+        match short {
+            None => std::fs::remove_file(dir.join("conf")).unwrap(),
+            Some(b) => std::fs::write(dir.join("conf"), b).unwrap(),
+        }
+        let before = hash_dir(&dir);
+        assert!(sled_reader::holds_database(&dir));
+        let db = sled_reader::Db::open(&dir).unwrap();
+        assert!(db.report().conf_missing, "conf {short:?}");
+        assert_eq!(read_all(&dir).unwrap(), want, "conf {short:?}");
+        assert_eq!(salvage_all(&dir).unwrap(), want, "conf {short:?}");
+        assert!(before == hash_dir(&dir), "reading changed a file");
+    }
+}
+
+/// A `conf` that does not parse makes sled refuse the database: a strict
+/// open fails naming the file; a salvage names it, reads the log with the
+/// defaults and reports that sled cannot open the database.
+#[test]
+fn a_conf_that_does_not_parse_is_damage_a_salvage_reads_past() {
+    let base = base(Shape::Wide);
+    let want = read_all(&base.path).unwrap();
+    let clean = std::fs::read(base.path.join("conf")).unwrap();
+    let text = String::from_utf8_lossy(&clean[..clean.len() - 4]).into_owned();
+    for bad in [
+        text.replace(": ", ":"),
+        text.replace("524288", "52x288"),
+        text.replace("false", "nope"),
+        text.replace("0.34", "0.x"),
+        text.replace("segment_size", "segment_sise"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("kv");
+        copy_dir(&base.path, &dir);
+        let mut bytes = bad.clone().into_bytes();
+        bytes.extend_from_slice(&clean[clean.len() - 4..]);
+        std::fs::write(dir.join("conf"), bytes).unwrap();
+        let before = hash_dir(&dir);
+        match sled_reader::Db::open(&dir) {
+            Err(sled_reader::Error::Damaged(d)) => {
+                assert_eq!(
+                    d.place,
+                    sled_reader::Place::File {
+                        path: dir.join("conf")
+                    },
+                    "{bad:?}: {d}"
+                );
+            }
+            other => panic!("{bad:?}: a strict open gave {other:?}"),
+        }
+        let db = sled_reader::Db::open_salvaging(&dir).unwrap();
+        let report = db.report();
+        assert!(
+            matches!(&report.skipped[..], [d] if d.place == sled_reader::Place::File { path: dir.join("conf") }),
+            "{bad:?}: {:?}",
+            report.skipped
+        );
+        assert!(report.sled_cannot_open.is_some(), "{bad:?}");
+        assert_eq!(salvage_all(&dir).unwrap(), want, "{bad:?}");
+        assert!(before == hash_dir(&dir), "reading changed a file");
+    }
+}
+
+/// A `conf` without its log: sled creates an empty log, so the database
+/// opens empty (damaged, where a snapshot points into the lost log); so
+/// does the reader. A directory with neither is no database.
+#[test]
+fn a_missing_log_reads_as_an_empty_database() {
+    let base = base(Shape::Wide);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("kv");
+    copy_dir(&base.path, &dir);
+    std::fs::remove_file(dir.join("db")).unwrap();
+    assert!(matches!(
+        sled_reader::Db::open(&dir),
+        Err(sled_reader::Error::Damaged(_))
+    ));
+    std::fs::remove_file(find(&dir, "snap.").unwrap()).unwrap();
+    let db = sled_reader::Db::open(&dir).unwrap();
+    assert!(db.report().log_missing);
+    assert_eq!(read_all(&dir).unwrap(), BTreeSet::new());
+    assert!(!dir.join("db").exists(), "reading created the log");
+    std::fs::remove_file(dir.join("conf")).unwrap();
+    assert!(!sled_reader::holds_database(&dir));
+    assert!(matches!(
+        sled_reader::Db::open(&dir),
+        Err(sled_reader::Error::NotSled { .. })
+    ));
+}
+
 /// The child of [`salvage_keeps_what_sled_recovers`]: opens a database with
 /// sled and writes every record it reads to a file (run in its own process,
 /// since sled may panic or spin on damage).

@@ -41,6 +41,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 mod source;
 mod stats;
 
+pub use sled_reader::holds_database;
 pub use source::{Entry, MigrationSource, ReadTree};
 pub use stats::{Digest, SIDECAR, TreeStats, Writes, read_sidecar};
 
@@ -96,11 +97,11 @@ pub enum Error {
     #[error("no key-value database at {0}")]
     Missing(PathBuf),
     /// The directory holds sled files but no nodestore metadata: it was
-    /// never a nodestore database, or it lost its data (a truncated file
-    /// recovers as an empty database).
+    /// never a nodestore database, or it lost its data (a truncated or
+    /// missing log recovers as an empty database).
     #[error(
         "{0} holds no nodestore metadata: it is not a nodestore key-value database, or it is \
-         damaged (an emptied or truncated data file opens as an empty database)"
+         damaged (an emptied, truncated or missing data file db opens as an empty database)"
     )]
     Uninitialised(PathBuf),
     /// Another process holds the database open.
@@ -335,7 +336,7 @@ pub fn migration_running(path: &Path) -> bool {
 /// Errors: [`Error::Missing`] when there is no database at `path`,
 /// [`Error::MigrationLockTimeout`] after `wait`.
 pub fn lock_for_migration(path: &Path, wait: std::time::Duration) -> Result<MigrationLock> {
-    if !path.join("conf").is_file() {
+    if !sled_reader::holds_database(path) {
         return Err(Error::Missing(path.to_path_buf()));
     }
     let lock_path = path.to_path_buf();
@@ -449,7 +450,7 @@ fn read_identity(db: &sled::Db) -> Result<Option<[u8; 16]>> {
 /// when there is no database (or it has no identity).
 pub fn identity(path: impl AsRef<Path>) -> Result<Option<[u8; 16]>> {
     let path = path.as_ref();
-    if !path.join("conf").is_file() {
+    if !sled_reader::holds_database(path) {
         return Ok(None);
     }
     refuse_in_use(path)?;
@@ -680,7 +681,7 @@ impl KvDb {
 /// itself cannot open may hold a migrated node's data, or its tombstone.
 pub fn status(path: impl AsRef<Path>) -> Result<Option<Status>> {
     let path = path.as_ref();
-    if !path.join("conf").is_file() {
+    if !sled_reader::holds_database(path) {
         return Ok(None);
     }
     refuse_in_use(path)?;
@@ -764,7 +765,7 @@ fn reader_status(db: &sled_reader::Db, path: &Path) -> Result<Status> {
 /// changes nothing else.
 pub fn mark(path: impl AsRef<Path>, mark: &Mark) -> Result<()> {
     let path = path.as_ref();
-    if !path.join("conf").is_file() {
+    if !sled_reader::holds_database(path) {
         return Err(Error::Missing(path.to_path_buf()));
     }
     // Only the meta tree is touched: no cache to speak of, so marking right

@@ -65,7 +65,7 @@ impl MigrationSource {
     /// and [`Error::Read`] when its files cannot be read.
     pub fn open(path: impl AsRef<Path>, opts: &KvOptions) -> Result<MigrationSource> {
         let path = path.as_ref().to_path_buf();
-        if !path.join("conf").is_file() {
+        if !sled_reader::holds_database(&path) {
             return Err(Error::Missing(path));
         }
         refuse_in_use(&path)?;
@@ -76,6 +76,13 @@ impl MigrationSource {
         } else {
             sled_reader::Db::open(&path)?
         };
+        if db.report().conf_missing {
+            tracing::warn!(
+                kv = %path.display(),
+                "sled's configuration file conf is missing or empty: the log is read with \
+                 sled's defaults, as a node's sled opens it"
+            );
+        }
         let status = reader_status(&db, &path)?;
         match status {
             Status::Live(FORMAT_VERSION | FORMAT_V1) | Status::Tombstoned(_) => {}

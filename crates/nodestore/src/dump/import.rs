@@ -24,7 +24,7 @@ use crate::{Error, ImportRefusal, Result};
 /// Errors: `dir` already holds a database or other files; a record does not
 /// parse, breaks the contract, or appears twice (the error names it).
 pub async fn import(dump: &Dump, dir: &Path) -> Result<()> {
-    if dir.join("conf").exists() {
+    if tombstone::holds_database(dir) {
         return Err(Error::ImportRefused {
             dir: dir.to_path_buf(),
             reason: ImportRefusal::HoldsDatabase,
