@@ -43,7 +43,8 @@ pub const KNOWN_TREES: [&str; 11] = [
 /// One thing wrong with a source database.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Problem {
-    /// The tree (or `nodestore.meta` for the database as a whole).
+    /// The tree (or `nodestore.meta` for the database as a whole); empty
+    /// for damage outside any tree (a log range, a snapshot file).
     pub tree: String,
     /// What is wrong, in words.
     pub what: String,
@@ -51,7 +52,13 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tree {}: {}", self.tree, self.what)
+        // Damage outside any tree (a log range, a snapshot) names its
+        // place in `what`.
+        if self.tree.is_empty() {
+            write!(f, "{}", self.what)
+        } else {
+            write!(f, "tree {}: {}", self.tree, self.what)
+        }
     }
 }
 

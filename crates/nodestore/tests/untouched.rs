@@ -80,16 +80,43 @@ fn mix(seed: u64, salt: u64) -> u64 {
 }
 
 /// How many kinds of damage [`damage`] makes.
-const KINDS: usize = 17;
+const KINDS: usize = 18;
+
+/// A node's restart: sled opens the database, which writes a snapshot,
+/// and closes it. Returns the snapshot file.
+fn restart(dir: &Path) -> PathBuf {
+    drop(sled::Config::new().path(dir).open().unwrap());
+    // Wait for sled's threads to let go of the files.
+    let f = std::fs::File::open(dir.join("db")).unwrap();
+    while f.try_lock().is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f.unlock().unwrap();
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+        })
+        .expect("sled wrote a snapshot")
+}
 
 /// The kinds of damage an operator meets: 4 KiB of random bytes or zeros
-/// at five depths of the log, flipped bytes, a cut log, a removed snapshot,
-/// a removed or damaged `conf`, a removed log.
+/// at five depths of the log, flipped bytes, a cut log, a removed or
+/// damaged snapshot, a removed or damaged `conf`, a removed log.
 /// Seed 0 puts each at a fixed place; another seed moves it (half a sixth
 /// of the log either way, a cut anywhere from a fifth to four fifths).
 fn damage(kind: usize, seed: u64, dir: &Path) -> String {
     let db = dir.join("db");
     match kind {
+        12 => {
+            // The generated database has no snapshot: a restart writes one.
+            std::fs::remove_file(restart(dir)).unwrap();
+            return "restarted, then the snapshot removed".into();
+        }
         14 => {
             std::fs::remove_file(dir.join("conf")).unwrap();
             return "conf removed".into();
@@ -114,6 +141,22 @@ fn damage(kind: usize, seed: u64, dir: &Path) -> String {
         16 => {
             std::fs::remove_file(&db).unwrap();
             return "the log (db) removed".into();
+        }
+        17 => {
+            // sled refuses a snapshot whose checksum fails.
+            let snap = restart(dir);
+            let mut bytes = std::fs::read(&snap).unwrap();
+            let at = if seed == 0 {
+                bytes.len() / 2
+            } else {
+                (mix(seed, 6) % bytes.len() as u64) as usize
+            };
+            let end = (at + 8).min(bytes.len());
+            for (i, b) in bytes[at..end].iter_mut().enumerate() {
+                *b ^= 1 + (mix(seed, 7 + i as u64) % 255) as u8;
+            }
+            std::fs::write(&snap, bytes).unwrap();
+            return format!("restarted, then bytes {at}..{end} of its snapshot changed");
         }
         _ => {}
     }
@@ -159,15 +202,6 @@ fn damage(kind: usize, seed: u64, dir: &Path) -> String {
             let keep = at(3.0 + 3.6 * jitter(1));
             bytes.truncate(keep);
             format!("the log cut at byte {keep} of {len}")
-        }
-        12 => {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let e = e.unwrap();
-                if e.file_name().to_string_lossy().starts_with("snap.") {
-                    std::fs::remove_file(e.path()).unwrap();
-                }
-            }
-            "the snapshot removed".into()
         }
         _ => {
             let cut = if seed == 0 {

@@ -196,10 +196,11 @@ pub struct OpenReport {
     /// written later: those segments are not part of sled's view (nor of
     /// this one). `None` when the log ends where it was last written.
     pub log_cut: Option<Damage>,
-    /// The log ranges a salvaging open ([`Db::open_salvaging`]) could not
-    /// read and went on after, in log order, after a `conf` that does not
-    /// read (the log is then read with sled's defaults); empty for
-    /// [`Db::open`].
+    /// What a salvaging open ([`Db::open_salvaging`]) could not read and
+    /// went on after: a `conf` that does not read (the log is then read
+    /// with sled's defaults), a snapshot that does not read (the whole log
+    /// is then recovered without it), then the log ranges, in log order;
+    /// empty for [`Db::open`].
     pub skipped: Vec<Damage>,
     /// Why sled itself cannot open this database, when a salvaging open
     /// found that sled's own view of it does not open: its recovery would
@@ -352,7 +353,17 @@ impl Inner {
         };
         let conf_missing = conf.is_none() && skipped.is_empty();
         let log = Log::open(dir, conf.unwrap_or(log::Conf::SLED_DEFAULT))?;
-        let (snapshot, snap) = snapshot::read_snapshot(&log)?;
+        // A snapshot that does not read: sled refuses the database; a
+        // salvage recovers the whole log without it, as sled does once the
+        // file is removed (docs/sled-format.md §6).
+        let (snapshot, snap) = match snapshot::read_snapshot(&log) {
+            Ok(read) => read,
+            Err(Error::Damaged(d)) if salvage => {
+                skipped.push(*d);
+                (None, snapshot::Snapshot::default())
+            }
+            Err(e) => return Err(e),
+        };
         let (pages, rec) = recover::recover(&log, snap, salvage)?;
         skipped.extend(rec.skipped);
         let mut db = Inner {

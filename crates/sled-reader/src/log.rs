@@ -414,10 +414,15 @@ pub(crate) fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     f.take(max + 1).read_to_end(&mut out).map_err(io)?;
     if out.len() as u64 > max {
-        return Err(Error::NotSled {
-            path: path.to_path_buf(),
+        return Err(Error::Damaged(Box::new(Damage {
+            place: Place::File {
+                path: path.to_path_buf(),
+            },
+            page: None,
+            tree: None,
+            keys: None,
             reason: format!("the file is larger than {max} bytes"),
-        });
+        })));
     }
     Ok(out)
 }

@@ -664,6 +664,55 @@ fn a_conf_that_does_not_parse_is_damage_a_salvage_reads_past() {
     }
 }
 
+/// A snapshot whose bytes are damaged makes sled refuse the database: a
+/// strict open fails naming it; a salvage names it and recovers the whole
+/// log without it, as sled does once the snapshot is removed.
+#[test]
+fn a_damaged_snapshot_is_passed_over_by_a_salvage() {
+    for shape in [Shape::Small, Shape::Large, Shape::Wide] {
+        let base = base(shape);
+        let want = read_all(&base.path).unwrap();
+        let snap = find(&base.path, "snap.").unwrap();
+        let len = std::fs::metadata(&snap).unwrap().len() as usize;
+        for (at, cut) in [(0.0, false), (0.5, false), (0.99, false), (0.5, true)] {
+            let work = tempfile::tempdir().unwrap();
+            let dir = work.path().join("kv");
+            copy_dir(&base.path, &dir);
+            let hurt = dir.join(snap.file_name().unwrap());
+            if cut {
+                let bytes = std::fs::read(&hurt).unwrap();
+                std::fs::write(&hurt, &bytes[..(len as f64 * at) as usize]).unwrap();
+            } else {
+                scribble(&hurt, at, 8.min(len), |i| (i as u8) ^ 0xA5);
+            }
+            let case = format!("{shape:?}, snapshot hurt at {at} (cut: {cut})");
+            let before = hash_dir(&dir);
+            match sled_reader::Db::open(&dir) {
+                Err(sled_reader::Error::Damaged(d)) => assert_eq!(
+                    d.place,
+                    sled_reader::Place::File { path: hurt.clone() },
+                    "{case}: {d}"
+                ),
+                other => panic!("{case}: a strict open gave {other:?}"),
+            }
+            let db = sled_reader::Db::open_salvaging(&dir).unwrap();
+            let report = db.report();
+            assert!(
+                report
+                    .skipped
+                    .first()
+                    .is_some_and(|d| d.place == sled_reader::Place::File { path: hurt.clone() }),
+                "{case}: {:?}",
+                report.skipped
+            );
+            assert!(report.snapshot.is_none(), "{case}");
+            assert!(report.sled_cannot_open.is_some(), "{case}");
+            assert_eq!(salvage_all(&dir).unwrap(), want, "{case}");
+            assert!(before == hash_dir(&dir), "{case}: reading changed a file");
+        }
+    }
+}
+
 /// A `conf` without its log: sled creates an empty log, so the database
 /// opens empty (damaged, where a snapshot points into the lost log); so
 /// does the reader. A directory with neither is no database.

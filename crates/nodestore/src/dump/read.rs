@@ -139,7 +139,8 @@ impl Drop for Counter<'_> {
 /// does not decode, or a range of keys the reader could not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unreadable {
-    /// The tree.
+    /// The tree; empty for damage outside any tree (a log range, a
+    /// snapshot file).
     pub tree: String,
     /// What was left out and why, in words.
     pub what: String,
@@ -147,7 +148,13 @@ pub struct Unreadable {
 
 impl std::fmt::Display for Unreadable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tree {}: {}", self.tree, self.what)
+        // Damage outside any tree (a log range, a snapshot) names its
+        // place in `what`.
+        if self.tree.is_empty() {
+            write!(f, "{}", self.what)
+        } else {
+            write!(f, "tree {}: {}", self.tree, self.what)
+        }
     }
 }
 
