@@ -138,8 +138,10 @@ enum Hurt {
     Flip(Vec<(f64, u8)>),
     /// The log cut at a fraction of its length.
     Truncate(f64),
-    /// A file removed: the snapshot, a blob, the configuration.
+    /// A file removed: the snapshot, a blob, the configuration, the log.
     Remove(&'static str),
+    /// The configuration's bytes damaged.
+    Conf { at: f64, seed: u8 },
     /// The snapshot's bytes damaged.
     Snapshot { at: f64, seed: u8 },
     /// A blob file's bytes damaged.
@@ -157,7 +159,8 @@ fn hurt() -> impl Strategy<Value = Hurt> {
         (frac.clone(), 1usize..8192).prop_map(|(at, len)| Hurt::Zero { at, len }),
         proptest::collection::vec((frac.clone(), 1u8..=255), 1..32).prop_map(Hurt::Flip),
         frac.clone().prop_map(Hurt::Truncate),
-        prop_oneof![Just("snap"), Just("blob"), Just("conf")].prop_map(Hurt::Remove),
+        prop_oneof![Just("snap"), Just("blob"), Just("conf"), Just("db")].prop_map(Hurt::Remove),
+        (frac.clone(), any::<u8>()).prop_map(|(at, seed)| Hurt::Conf { at, seed }),
         (frac.clone(), any::<u8>()).prop_map(|(at, seed)| Hurt::Snapshot { at, seed }),
         (frac, any::<u8>()).prop_map(|(at, seed)| Hurt::Blob { at, seed }),
     ]
@@ -177,7 +180,10 @@ fn find(dir: &Path, prefix: &str) -> Option<PathBuf> {
 }
 
 fn scribble(path: &Path, at: f64, len: usize, byte: impl Fn(usize) -> u8) {
-    let mut b = std::fs::read(path).unwrap();
+    // Removed or emptied by an earlier hurt: nothing to damage.
+    let Ok(mut b) = std::fs::read(path) else {
+        return;
+    };
     if b.is_empty() {
         return;
     }
@@ -197,14 +203,22 @@ fn apply(dir: &Path, h: &Hurt) {
         Hurt::Zero { at, len } => scribble(&db, *at, *len, |_| 0),
         Hurt::Flip(flips) => {
             for (at, x) in flips {
-                let mut b = std::fs::read(&db).unwrap();
+                let Ok(mut b) = std::fs::read(&db) else {
+                    return;
+                };
+                if b.is_empty() {
+                    return;
+                }
                 let i = ((b.len() as f64 * at) as usize).min(b.len() - 1);
                 b[i] ^= x;
                 std::fs::write(&db, b).unwrap();
             }
         }
         Hurt::Truncate(at) => {
-            let len = std::fs::metadata(&db).unwrap().len();
+            let Ok(meta) = std::fs::metadata(&db) else {
+                return;
+            };
+            let len = meta.len();
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(&db)
@@ -216,11 +230,18 @@ fn apply(dir: &Path, h: &Hurt) {
             let p = match *what {
                 "snap" => find(dir, "snap."),
                 "blob" => find(&dir.join("blobs"), ""),
+                "db" => Some(dir.join("db")),
                 _ => Some(dir.join("conf")),
             };
             if let Some(p) = p {
                 // Removed twice: the second time there is nothing to remove.
                 let _ = std::fs::remove_file(p);
+            }
+        }
+        Hurt::Conf { at, seed } => {
+            let p = dir.join("conf");
+            if p.exists() {
+                scribble(&p, *at, 2, |i| (i as u8) ^ seed ^ 0x21);
             }
         }
         Hurt::Snapshot { at, seed } => {
