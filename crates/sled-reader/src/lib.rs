@@ -124,6 +124,22 @@ pub struct Damage {
     pub reason: String,
 }
 
+impl Error {
+    /// A whole file beside the log that does not read (a `conf`, a
+    /// snapshot), as [`Error::Damaged`].
+    pub(crate) fn damaged_file(path: &Path, reason: impl Into<String>) -> Error {
+        Error::Damaged(Box::new(Damage {
+            place: Place::File {
+                path: path.to_path_buf(),
+            },
+            page: None,
+            tree: None,
+            keys: None,
+            reason: reason.into(),
+        }))
+    }
+}
+
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(t) = &self.tree {

@@ -341,13 +341,10 @@ pub(crate) fn read_conf(dir: &Path) -> Result<Option<Conf>, Error> {
         return Ok(None);
     }
     let damaged = |reason: String| {
-        Error::Damaged(Box::new(Damage {
-            place: Place::File { path: path.clone() },
-            page: None,
-            tree: None,
-            keys: None,
-            reason: format!("sled's configuration file does not read: {reason}"),
-        }))
+        Error::damaged_file(
+            &path,
+            format!("sled's configuration file does not read: {reason}"),
+        )
     };
     // sled only warns on a wrong checksum here and parses the text anyway;
     // the text itself is checked field by field below.
@@ -414,15 +411,10 @@ pub(crate) fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     f.take(max + 1).read_to_end(&mut out).map_err(io)?;
     if out.len() as u64 > max {
-        return Err(Error::Damaged(Box::new(Damage {
-            place: Place::File {
-                path: path.to_path_buf(),
-            },
-            page: None,
-            tree: None,
-            keys: None,
-            reason: format!("the file is larger than {max} bytes"),
-        })));
+        return Err(Error::damaged_file(
+            path,
+            format!("the file is larger than {max} bytes"),
+        ));
     }
     Ok(out)
 }

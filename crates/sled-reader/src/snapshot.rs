@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::codec::{Cursor, Short};
 use crate::log::{Loc, Log, PageState, PageTable, read_small};
-use crate::{Damage, Error, Place};
+use crate::Error;
 
 /// A page table as of a snapshot (sled's `Snapshot`).
 #[derive(Debug, Default)]
@@ -37,17 +37,7 @@ fn snapshot_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 /// A snapshot file's body, checked: its length and crc.
 fn snapshot_body(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let mut buf = read_small(path, max)?;
-    let damaged = |reason: &str| {
-        Error::Damaged(Box::new(Damage {
-            place: Place::File {
-                path: path.to_path_buf(),
-            },
-            page: None,
-            tree: None,
-            keys: None,
-            reason: reason.into(),
-        }))
-    };
+    let damaged = |reason: &str| Error::damaged_file(path, reason);
     if buf.len() <= 12 {
         return Err(damaged("the snapshot file is empty or cut short"));
     }
@@ -96,15 +86,8 @@ pub(crate) fn read_snapshot(log: &Log) -> Result<(Option<PathBuf>, Snapshot), Er
     };
     // A snapshot holds one entry per page: far smaller than the log.
     let body = snapshot_body(&path, log.len.saturating_mul(2).max(1 << 20))?;
-    let snap = decode_snapshot(&body).map_err(|e| {
-        Error::Damaged(Box::new(Damage {
-            place: Place::File { path: path.clone() },
-            page: None,
-            tree: None,
-            keys: None,
-            reason: format!("the snapshot does not decode: {e}"),
-        }))
-    })?;
+    let snap = decode_snapshot(&body)
+        .map_err(|e| Error::damaged_file(&path, format!("the snapshot does not decode: {e}")))?;
     Ok((Some(path), snap))
 }
 
