@@ -15,6 +15,7 @@
 //! equal.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sea_query::{Expr, ExprTrait, IntoIden, Query};
@@ -36,7 +37,7 @@ use crate::Error;
 use crate::copy::{CopyCtx, TreeCopy, WriteChunk, copy_tree};
 use crate::diff::{Diff, diff_fields, verify_written};
 use crate::digest::{PageDigest, SetDigest, differs};
-use crate::feed::{Feed, Sink};
+use crate::feed::{Damage, Feed, Sink};
 use crate::shared::{delete_where, sequence_past};
 
 /// What the actions migration moved, and what it dropped.
@@ -110,6 +111,7 @@ pub(crate) async fn migrate(tx: &mut dyn Tx, ctx: CopyCtx<'_>) -> Result<Actions
         written: ctx.live.is_none().then(SetDigest::default),
         pending: Vec::new(),
         load: None,
+        damage: ctx.damage.clone(),
     };
     // Every action index and foreign key is built once after the load
     // (design §5.7). Neither can fail then: the indexes are not unique and
@@ -167,6 +169,9 @@ struct Writer {
     /// The offline copy's load: the actions come in the tree's order, not
     /// in id order, which SQLite stores them in (`sqldb::ordered`).
     load: Option<OrderedAppend>,
+    /// The run's damage: an action whose link damage may have taken is
+    /// skipped as damage (`Damage::skip_lost_link`).
+    damage: Arc<Damage>,
 }
 
 /// Rows per append when the table is proved whole after the copy: a bulk
@@ -190,11 +195,11 @@ impl Writer {
 impl WriteChunk<Vec<Action>> for Writer {
     async fn write(&mut self, tx: &mut dyn Tx, chunk: Vec<Action>) -> Result<Option<u64>, Error> {
         let Some(digest) = &mut self.written else {
-            let last = write_chunk(tx, &self.links, &chunk, &mut self.report).await?;
+            let last = write_chunk(tx, &self.links, &chunk, &mut self.report, &self.damage).await?;
             self.last_id = Ord::max(self.last_id, last);
             return Ok(Some(self.report.actions));
         };
-        let (rows, expected) = prepare(&self.links, &chunk, &mut self.report)?;
+        let (rows, expected) = prepare(&self.links, &chunk, &mut self.report, &self.damage)?;
         for e in &expected {
             digest.add(e);
             self.last_id = Ord::max(self.last_id, e.0.locator.index() as i64);
@@ -279,14 +284,15 @@ async fn find_difference(
         Ok(Some(actions)) => {
             // The copy skipped the damaged records; this read skips the
             // same ones without recording them twice.
-            let damage = crate::feed::Damage::second_read();
+            let damage = crate::feed::Damage::second_read(ctx.damage);
             let chunk_size = ctx.chunk_size;
             let mut feed = Feed::spawn(ACTIONS_TREE, &damage, move |sink| {
                 read_actions(actions, chunk_size, sink)
             });
             let found = async {
                 while let Some(chunk) = feed.next().await {
-                    let (_, mut expected) = prepare(links, &chunk?, &mut ActionsReport::default())?;
+                    let (_, mut expected) =
+                        prepare(links, &chunk?, &mut ActionsReport::default(), &damage)?;
                     if !expected.is_empty() {
                         verify_chunk(tx, &mut expected).await?;
                     }
@@ -348,7 +354,16 @@ pub(crate) async fn replay(
         linked.sessions(tx, &sessions, deltas).await?;
         links = Links::load_for(tx, &current).await?;
     }
-    let last = write_chunk(tx, &links, &current, &mut ActionsReport::default()).await?;
+    // A live store has no damage to skip: every link was just resolved.
+    let no_damage = Damage::new(false);
+    let last = write_chunk(
+        tx,
+        &links,
+        &current,
+        &mut ActionsReport::default(),
+        &no_damage,
+    )
+    .await?;
     crate::shared::advance_sequence(tx, crate::shared::IdTable::Actions, last).await?;
     Ok(())
 }
@@ -433,8 +448,9 @@ async fn write_chunk(
     links: &Links,
     chunk: &[Action],
     report: &mut ActionsReport,
+    damage: &Damage,
 ) -> Result<i64, Error> {
-    let (rows, mut expected) = prepare(links, chunk, report)?;
+    let (rows, mut expected) = prepare(links, chunk, report, damage)?;
     if expected.is_empty() {
         return Ok(0);
     }
@@ -451,6 +467,7 @@ fn prepare(
     links: &Links,
     chunk: &[Action],
     report: &mut ActionsReport,
+    damage: &Damage,
 ) -> Result<(Vec<Vec<sea_query::Value>>, Vec<Stored>), Error> {
     let mut rows = Vec::with_capacity(chunk.len());
     let mut expected: Vec<Stored> = Vec::with_capacity(chunk.len());
@@ -467,6 +484,18 @@ fn prepare(
             |s| links.sessions.contains_key(&s),
             |x| links.accounts.contains_key(&x),
         );
+        let key = a.locator.index().to_be_bytes();
+        let lost = |linked: String| damage.skip_lost_link(ACTIONS_TREE, &key, &linked);
+        if let Some(s) = a.request.session_id.filter(|_| dropped.session)
+            && lost(format!("session {s}"))
+        {
+            continue;
+        }
+        if let Some(x) = a.request.account_id.filter(|_| dropped.account)
+            && lost(format!("account {x}"))
+        {
+            continue;
+        }
         report.session_links_dropped += u64::from(dropped.session);
         report.account_links_dropped += u64::from(dropped.account);
         let session = want

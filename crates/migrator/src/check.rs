@@ -40,6 +40,16 @@ pub const KNOWN_TREES: [&str; 11] = [
     store_actions::kv::TIME_TREE,
 ];
 
+/// The write sequence the database ends at and the higher one its
+/// sidecar recorded as durable, when writes were lost (docs/design.md
+/// §2.3); `None` when none were, or there is no sidecar to tell.
+pub(crate) fn lost_writes(source: &MigrationSource) -> Result<Option<(u64, u64)>, Error> {
+    Ok(match (source.write_seq()?, source.sidecar_seq()) {
+        (Some(seq), Some(durable)) if durable > seq => Some((seq, durable)),
+        _ => None,
+    })
+}
+
 /// One thing wrong with a source database.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Problem {
@@ -83,16 +93,15 @@ pub fn check_source(source: &MigrationSource, cancel: &AtomicBool) -> Result<Vec
             ));
         }
     }
-    match (source.write_seq()?, source.sidecar_seq()) {
-        (Some(seq), Some(durable)) if durable > seq => problems.push(problem(
+    if let Some((seq, durable)) = lost_writes(source)? {
+        problems.push(problem(
             tombstone::META_TREE,
             format!(
                 "the database ends at write {seq}, but write {durable} was recorded as durable: \
                  the last {} write transactions were lost (sled recovered a damaged log)",
                 durable - seq
             ),
-        )),
-        _ => {}
+        ));
     }
     let recorded = source.recorded_stats()?;
     if recorded.is_none() {

@@ -271,7 +271,7 @@ where
     let Some(differs) = differs(what, written, &read, rows) else {
         return Ok(());
     };
-    let damage = Damage::second_read();
+    let damage = Damage::second_read(ctx.damage);
     (table.diagnose)(tx, ctx.second_read(&damage)).await?;
     Err(differs)
 }

@@ -152,6 +152,10 @@ pub(crate) struct Damage {
     /// The source, whose own reads record what they could not read (log
     /// ranges at its open, pages since).
     source: Option<Arc<tombstone::MigrationSource>>,
+    /// Damage known before this run's reads: writes lost at the log's end
+    /// (`crate::check::lost_writes`), or for a second read, whatever the
+    /// first had found.
+    found_before: bool,
 }
 
 impl std::fmt::Debug for Damage {
@@ -170,22 +174,36 @@ impl Damage {
             skipping,
             found: std::sync::Mutex::new(Vec::new()),
             source: None,
+            found_before: false,
         }
     }
 
     /// Damage of a run reading `source`, which [`Damage::found_any`] asks
     /// too.
-    pub(crate) fn reading(self, source: Arc<tombstone::MigrationSource>) -> Damage {
+    /// `writes_lost`: [`crate::SourceFacts::writes_lost`], damage that
+    /// leaves nothing for a read to meet, though a record it took is
+    /// missing all the same.
+    pub(crate) fn reading(
+        self,
+        source: Arc<tombstone::MigrationSource>,
+        writes_lost: bool,
+    ) -> Damage {
         Damage {
+            found_before: self.found_before || writes_lost,
             source: Some(source),
             ..self
         }
     }
 
     /// The bookkeeping of a second read that diagnoses a failed proof
-    /// (`CopyCtx::second_read`): it skips whatever the first read skipped.
-    pub(crate) fn second_read() -> Arc<Damage> {
-        Arc::new(Damage::new(true))
+    /// (`CopyCtx::second_read`): it skips whatever `first`, the run's own,
+    /// skipped, records that are damaged or whose links damage took alike.
+    pub(crate) fn second_read(first: &Damage) -> Arc<Damage> {
+        Arc::new(Damage {
+            source: first.source.clone(),
+            found_before: first.found_any(),
+            ..Damage::new(true)
+        })
     }
 
     /// Records `e` and returns true when it is damage that may be skipped.
@@ -199,11 +217,31 @@ impl Damage {
         true
     }
 
+    /// For a record (`key` of `tree`) that links to `linked`, which is not
+    /// in SQL: once damage was found, the linked record may be missing
+    /// because of it, and the record is skipped as damage (recorded, and
+    /// true returned) rather than migrated with its link dropped, altered
+    /// (docs/design.md §5.3). False when no damage was found (the link is
+    /// dropped by the migration's rules) or the run does not skip damage.
+    pub(crate) fn skip_lost_link(&self, tree: &'static str, key: &[u8], linked: &str) -> bool {
+        self.found_any()
+            && self.skip(&Error::Decode {
+                tree,
+                key: hex::encode(key),
+                source: format!(
+                    "it links to {linked}, which is missing: lost to the damage or removed, \
+                     so it is not migrated without the link"
+                )
+                .into(),
+            })
+    }
+
     /// True once any damage was found, by the run's decoding or by the
     /// source's reads: a record that then refers to one that is missing may
     /// be missing it because of that damage.
     pub(crate) fn found_any(&self) -> bool {
-        self.found.lock().map(|f| !f.is_empty()).unwrap_or(true)
+        self.found_before
+            || self.found.lock().map(|f| !f.is_empty()).unwrap_or(true)
             || self
                 .source
                 .as_ref()

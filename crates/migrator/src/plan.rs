@@ -28,6 +28,9 @@ pub struct SourceFacts {
     /// lost its metadata: the migration then leaves it as it is rather than
     /// write a mark through sled (docs/design.md §5.6).
     pub sled_cannot_open: Option<String>,
+    /// Writes its sidecar recorded as durable are missing (lost at the
+    /// log's end, docs/design.md §2.3): damage that no read meets.
+    pub writes_lost: bool,
 }
 
 impl SourceFacts {
@@ -43,6 +46,7 @@ impl SourceFacts {
             write_seq: source.write_seq()?.unwrap_or(0),
             status: source.status().clone(),
             sled_cannot_open: source.sled_cannot_open(),
+            writes_lost: crate::check::lost_writes(source)?.is_some(),
         })
     }
 }
@@ -215,6 +219,7 @@ mod tests {
             write_seq: 40,
             status,
             sled_cannot_open: None,
+            writes_lost: false,
         }
     }
 

@@ -268,6 +268,13 @@ impl WriteChunk<Vec<Session>> for Migration {
         for kv in &chunk {
             kv.check().map_err(Error::contract)?;
             let (s, dropped) = crate::rules::session(kv, |a| accounts.contains_key(&a));
+            if let Some(a) = kv.account_id.filter(|_| dropped)
+                && self
+                    .damage
+                    .skip_lost_link(SESSIONS_TREE, &s.id.0, &format!("account {a}"))
+            {
+                continue;
+            }
             if s.group_id != s.id
                 && !self.groups.contains_key(&s.group_id)
                 && let Some(journal) = &self.defer

@@ -123,7 +123,7 @@ impl<'a> KvToSql<'a> {
             tokio::task::spawn_blocking(move || check::check_source(&source, &cancel))
         };
         KvToSql {
-            damage: Arc::new(Damage::new(true).reading(source.clone())),
+            damage: Arc::new(Damage::new(true).reading(source.clone(), facts.writes_lost)),
             source,
             facts,
             opts,

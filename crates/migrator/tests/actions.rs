@@ -333,11 +333,86 @@ async fn an_action_stored_undecodable_is_refused_and_named(fx: &SqlFixture) {
     assert!(err.contains("99"), "says why: {err}");
 }
 
+/// Where damage was found, a record whose linked record is missing may be
+/// missing it because of the damage: the session and the action linking to
+/// a removed account are left out and listed as damage under
+/// `--accept-damaged` rather than migrated with their links dropped, which
+/// would alter them; an action with no link migrates as it was. (Without
+/// damage the links are dropped: `links_to_deleted_sessions_and_accounts`.)
+async fn links_that_damage_may_have_taken_are_damage(fx: &SqlFixture) {
+    let kv = Kv::new();
+    {
+        let db = tombstone::KvDb::open(&kv.path, &tombstone::KvOptions::default()).unwrap();
+        let accounts = store_accounts::KvStore::open(&db).unwrap();
+        let sessions = store_sessions::KvStore::open(&db).unwrap();
+        let actions = store_actions::KvStore::open(&db).unwrap();
+        let a = store_accounts::Store::new_account(&accounts, 1, None, "")
+            .await
+            .unwrap();
+        let mut n = store_sessions::NewSession::new(
+            "s",
+            store_sessions::SessionType::MacaroonAccount,
+            chrono::Utc::now() + Duration::hours(1),
+            "",
+        );
+        n.account = Some(a.id);
+        let s = sessions.new_session(n).await.unwrap().id;
+        for (session_id, account_id) in [(Some(s), None), (None, Some(a.id)), (None, None)] {
+            actions
+                .add_action(AddAction {
+                    session_id,
+                    account_id,
+                    ..request("f")
+                })
+                .await
+                .unwrap();
+        }
+        store_accounts::Store::remove_account(&accounts, a.id)
+            .await
+            .unwrap();
+        // The damage: a record of the accounts tree no codec reads.
+        db.tree(store_accounts::kv::TREE)
+            .unwrap()
+            .insert(b"damaged".as_slice(), vec![0xEE; 5])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let db = fx.open().await;
+    let opts = migrator::Options {
+        accept_damaged: true,
+        ..migrator::Options::default()
+    };
+    let outcome = migrator::migrate(&kv.path, &db, &opts, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = &outcome.report;
+    assert_eq!(
+        (r.sessions.sessions, r.actions.actions),
+        (0, 1),
+        "{:?}",
+        outcome.accepted_damage
+    );
+    let lost: Vec<_> = outcome
+        .accepted_damage
+        .iter()
+        .filter(|p| p.what.contains("which is missing"))
+        .collect();
+    assert_eq!(lost.len(), 3, "{:?}", outcome.accepted_damage);
+    assert_eq!(
+        (
+            r.actions.session_links_dropped,
+            r.actions.account_links_dropped
+        ),
+        (0, 0)
+    );
+}
+
 testkit::backend_tests!(sqlite => sqlite;
     empty, unlinked_actions, session_linked, account_linked, session_and_account,
     links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
     an_action_stored_altered_is_refused_and_named, a_row_the_copy_did_not_write_is_refused,
     an_action_not_kept_is_refused, an_action_stored_undecodable_is_refused_and_named,
+    links_that_damage_may_have_taken_are_damage,
 );
 
 testkit::backend_tests!(postgres => postgres;
@@ -345,6 +420,7 @@ testkit::backend_tests!(postgres => postgres;
     links_to_deleted_sessions_and_accounts, same_timestamps, empty_rpc_params, out_of_order_times,
     an_action_stored_altered_is_refused_and_named, a_row_the_copy_did_not_write_is_refused,
     an_action_not_kept_is_refused, an_action_stored_undecodable_is_refused_and_named,
+    links_that_damage_may_have_taken_are_damage,
 );
 
 /// One random action: session and account (by index), state, whether it

@@ -280,6 +280,7 @@ mod tests {
             write_seq: 7,
             status: Status::Live(tombstone::FORMAT_VERSION),
             sled_cannot_open: None,
+            writes_lost: false,
         }
     }
 

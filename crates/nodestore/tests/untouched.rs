@@ -71,6 +71,15 @@ fn damage_seed() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether to run damage kind `kind`: every kind, or only the one
+/// `NODESTORE_DAMAGE_KIND` names (to look at one failing case).
+fn wanted(kind: usize) -> bool {
+    std::env::var("NODESTORE_DAMAGE_KIND")
+        .ok()
+        .and_then(|k| k.parse::<usize>().ok())
+        .is_none_or(|k| k == kind)
+}
+
 /// splitmix64: the `salt`th number of a seed's stream.
 fn mix(seed: u64, salt: u64) -> u64 {
     let mut x = seed.wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -257,7 +266,7 @@ async fn reading_changes_no_byte_clean_or_damaged() {
         out.stdout
     };
     let seed = damage_seed();
-    for kind in 0..=KINDS {
+    for kind in (0..=KINDS).filter(|k| wanted(*k)) {
         let case = work.path().join(format!("case{kind}"));
         let kv = case.join("kv");
         copy_dir(&clean, &kv);
@@ -471,14 +480,19 @@ async fn accepting_damage_keeps_what_sled_recovers_and_invents_nothing() {
         }
     }
     let seed = damage_seed();
-    let work = tempfile::tempdir().unwrap();
+    // `NODESTORE_DAMAGE_KEEP` keeps the cases' files for a look.
+    let work = tempfile::Builder::new()
+        .disable_cleanup(std::env::var_os("NODESTORE_DAMAGE_KEEP").is_some())
+        .tempdir()
+        .unwrap();
+    eprintln!("cases in {}", work.path().display());
     let clean = work.path().join("clean");
     generate(&clean).await;
     let clean_copy = work.path().join("clean-copy");
     copy_dir(&clean, &clean_copy);
     let held = migrate_accepting_damage(&clean_copy).await.unwrap().records;
     let (mut compared, mut refused) = (0, 0);
-    for kind in 0..KINDS {
+    for kind in (0..KINDS).filter(|k| wanted(*k)) {
         let case = work.path().join(format!("case{kind}"));
         let (mine, theirs) = (case.join("kv"), case.join("theirs"));
         copy_dir(&clean, &mine);

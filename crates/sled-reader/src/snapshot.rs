@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::Error;
 use crate::codec::{Cursor, Short};
 use crate::log::{Loc, Log, PageState, PageTable, read_small};
-use crate::Error;
 
 /// A page table as of a snapshot (sled's `Snapshot`).
 #[derive(Debug, Default)]
