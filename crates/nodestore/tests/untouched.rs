@@ -7,7 +7,10 @@
 //! undamaged data. With `--accept-damaged`, a migration keeps every record
 //! sled's own recovery keeps and none the database did not hold, and leaves
 //! a database sled cannot open as it was. `NODESTORE_DAMAGE_SEED` moves the
-//! damage.
+//! damage, `NODESTORE_DAMAGE_SCALE=M` runs at scale M,
+//! `NODESTORE_DAMAGE_KIND` runs one kind and `NODESTORE_DAMAGE_KEEP` keeps
+//! the accept-damaged test's files (sled's layout of a generated database
+//! varies from run to run, so a seed alone does not reproduce a case).
 #![allow(clippy::print_stderr, reason = "a test reports what each case did")]
 #![allow(clippy::unwrap_used, reason = "a test: a failed expectation panics")]
 
