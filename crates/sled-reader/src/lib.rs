@@ -389,7 +389,7 @@ impl Inner {
                 messages: rec.messages,
                 page_table_bytes: pages.heap_bytes(),
                 conf_missing,
-                log_missing: !dir.join("db").is_file(),
+                log_missing: log.missing(),
                 log_cut: rec.stopped,
                 skipped,
                 sled_cannot_open: None,

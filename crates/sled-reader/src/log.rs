@@ -497,6 +497,11 @@ impl Log {
         })
     }
 
+    /// Whether there was no log file to open (read as an empty log).
+    pub(crate) fn missing(&self) -> bool {
+        self.file.is_none()
+    }
+
     fn io(&self, source: std::io::Error) -> Error {
         Error::Io {
             path: self.path.clone(),
