@@ -140,6 +140,19 @@ pub enum Error {
     /// sled failed.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// sled panicked opening or reading the database: sled 0.34.7 does so,
+    /// instead of failing, on a log damaged where its recovery cannot go on
+    /// (docs/sled-format.md §5). The panic is caught and returned as this.
+    #[error(
+        "sled cannot open the key-value database {path}: it stopped with \"{message}\", as sled \
+         0.34.7 does on a log damaged where its recovery cannot go on"
+    )]
+    SledPanicked {
+        /// The database directory.
+        path: PathBuf,
+        /// sled's panic message.
+        message: String,
+    },
     /// The database's files could not be read (sled-reader, which reads a
     /// database no process holds; docs/sled-format.md).
     #[error("{0}")]
@@ -279,11 +292,13 @@ fn open_sled(path: &Path, opts: &KvOptions) -> Result<sled::Db> {
     remove_unfinished_snapshot(path)?;
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_capacity)
-            .open()
-        {
+        let opened = catch_sled_panic(path, || {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_capacity)
+                .open()
+        })?;
+        match opened {
             Ok(db) => return Ok(db),
             Err(e) if is_lock_conflict(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -299,6 +314,25 @@ fn open_sled(path: &Path, opts: &KvOptions) -> Result<sled::Db> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Runs `f`, which calls sled on the database at `path`, and returns sled's
+/// panic as [`Error::SledPanicked`]: sled 0.34.7 panics on some damaged logs
+/// (docs/sled-format.md §5), and a damaged database is bad input, which
+/// gets an error, not a crashed node. sled's state from the failed call is
+/// dropped with the unwinding; nothing of it is used again.
+pub(crate) fn catch_sled_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|m| (*m).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Error::SledPanicked {
+            path: path.to_path_buf(),
+            message,
+        }
+    })
 }
 
 /// Held by a migration while it reads a key-value database: a second
@@ -489,7 +523,8 @@ impl KvDb {
     /// [`Error::Tombstoned`] for a retired database,
     /// [`Error::UnsupportedFormat`] for one of another format, and
     /// [`Error::Sled`] when sled cannot open it (for example because another
-    /// process holds it open for longer than [`LOCK_WAIT`]).
+    /// process holds it open for longer than [`LOCK_WAIT`]), and
+    /// [`Error::SledPanicked`] when sled panics on its damaged log.
     pub fn open(path: impl AsRef<Path>, opts: &KvOptions) -> Result<KvDb> {
         let path = path.as_ref().to_path_buf();
         let io = |source| Error::Io {
@@ -763,6 +798,13 @@ fn reader_status(db: &sled_reader::Db, path: &Path) -> Result<Status> {
 ///
 /// Idempotent: marking a retired database again replaces the mark and
 /// changes nothing else.
+///
+/// # Errors
+/// [`Error::Missing`] where `path` holds no database, [`Error::InUse`] while
+/// another process holds it, [`Error::Uninitialised`] or
+/// [`Error::UnsupportedFormat`] for what is not a nodestore database,
+/// [`Error::SledPanicked`] when sled panics on its damaged log, and
+/// [`Error::Sled`] or [`Error::Io`] when sled fails.
 pub fn mark(path: impl AsRef<Path>, mark: &Mark) -> Result<()> {
     let path = path.as_ref();
     if !sled_reader::holds_database(path) {

@@ -118,7 +118,8 @@ impl MigrationSource {
     ///
     /// # Errors
     /// [`Error::Io`] when the copy cannot be made, [`Error::Sled`] when
-    /// sled cannot open it.
+    /// sled cannot open it, [`Error::SledPanicked`] when it panics on it
+    /// (the migration compares only a source it read without damage).
     pub fn cross_check_with_sled(&self) -> Result<Vec<String>> {
         let Files::Reader { db, .. } = &self.files else {
             return Ok(Vec::new());
@@ -128,7 +129,8 @@ impl MigrationSource {
             std::process::id(),
             rand_suffix()
         ));
-        let result = (|| {
+        // sled panics on some damaged logs: its panic is an error here too.
+        let result = crate::catch_sled_panic(&self.path, || {
             copy_tree(&self.path, &copy).map_err(|source| Error::Io {
                 path: copy.clone(),
                 source,
@@ -176,7 +178,8 @@ impl MigrationSource {
                 }
             }
             Ok(out)
-        })();
+        })
+        .and_then(|r| r);
         let _ = std::fs::remove_dir_all(&copy);
         result
     }
