@@ -274,14 +274,22 @@ impl Error {
         matches!(self, Error::Decode { .. } | Error::Layout { .. })
     }
 
+    /// The error as one entry of a list of problems, which names the tree
+    /// beside it (so `what` does not name it again).
     pub(crate) fn as_problem(&self) -> Problem {
-        let tree = match self {
-            Error::Decode { tree, .. } | Error::Layout { tree, .. } => (*tree).to_owned(),
-            _ => String::new(),
-        };
-        Problem {
-            tree,
-            what: self.to_string(),
+        match self {
+            Error::Decode { tree, key, source } => Problem {
+                tree: (*tree).to_owned(),
+                what: format!("cannot decode key {key}: {source}"),
+            },
+            Error::Layout { tree, path, reason } => Problem {
+                tree: (*tree).to_owned(),
+                what: format!("unexpected layout at {path}: {reason}"),
+            },
+            _ => Problem {
+                tree: String::new(),
+                what: self.to_string(),
+            },
         }
     }
 }
@@ -468,6 +476,11 @@ mod tests {
             Some(&kvcodec::CodecError::TrailingBytes(3))
         );
         assert!(e.is_damage());
+        assert_eq!(
+            e.as_problem().to_string(),
+            "tree accounts: cannot decode key ff: 3 trailing bytes after the record",
+            "a problem names its tree once"
+        );
     }
 
     #[test]

@@ -315,7 +315,7 @@ impl<'a> KvToSql<'a> {
         for d in self.source.salvaged() {
             let p = Problem {
                 tree: d.tree.clone().unwrap_or_default(),
-                what: d.to_string(),
+                what: d.what(),
             };
             if listed.insert(p.clone()) {
                 problems.push(p);

@@ -494,6 +494,153 @@ async fn accepted_damage_is_migrated_and_recorded(fx: &SqlFixture) {
     assert_eq!(rows(&db, "actions").await, 20);
 }
 
+/// A format 1 database (from before the statistics) of a few segments, as
+/// sled leaves it when no snapshot was written: every open recovers the
+/// whole log.
+async fn format_1_without_snapshot() -> Kv {
+    let kv = populated().await;
+    {
+        let db = KvDb::open(&kv.path, &KvOptions::default()).unwrap();
+        let actions = store_actions::KvStore::open(&db).unwrap();
+        for i in 0..2500u32 {
+            actions
+                .add_action(AddAction {
+                    rpc_method: format!("/m/{i}"),
+                    rpc_params_json: vec![b'x'; 400 + (i % 200) as usize],
+                    ..AddAction::default()
+                })
+                .await
+                .unwrap();
+        }
+        let meta = db.tree(tombstone::META_TREE).unwrap();
+        for key in meta.iter().keys() {
+            let key = key.unwrap();
+            if key.as_ref() != b"format" && key.as_ref() != b"identity" {
+                meta.remove(key).unwrap();
+            }
+        }
+        meta.insert(b"format", &tombstone::FORMAT_V1.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    // Wait for sled's threads to let go of the files.
+    let f = std::fs::File::open(kv.path.join("db")).unwrap();
+    while f.try_lock().is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f.unlock().unwrap();
+    for e in std::fs::read_dir(&kv.path).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snap.") || name == tombstone::SIDECAR {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    kv
+}
+
+/// A format 1 database kept no statistics, so its read is compared with
+/// sled's; on a damaged one sled may panic or loop, and keeps nothing
+/// where it panics. With `--accept-damaged` the readable records of such
+/// a database migrate, the comparison with sled is not made (and says
+/// so), and where sled cannot open it the source is left as it was.
+async fn a_damaged_format_1_database_is_salvaged_without_sled(fx: &SqlFixture) {
+    let base = format_1_without_snapshot().await;
+    {
+        // Undamaged, it is read by both readers and migrates whole.
+        let kv = Kv::new();
+        copy_dir(&base.path, &kv.path);
+        let target = common::another(fx, "format-1-whole").await;
+        let db = target.open().await;
+        let outcome = migrate(&kv, &db, &Options::default()).await.unwrap();
+        assert_eq!(outcome.report.actions.actions, 2520);
+        assert!(outcome.accepted_damage.is_empty());
+    }
+    let len = std::fs::metadata(base.path.join("db")).unwrap().len();
+    let (mut migrated_where_sled_panics, mut cases) = (0, 0);
+    for (i, tenth) in (1..10u32).enumerate() {
+        let kv = Kv::new();
+        copy_dir(&base.path, &kv.path);
+        {
+            use std::os::unix::fs::FileExt as _;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(kv.path.join("db"))
+                .unwrap();
+            f.write_all_at(&[0; 4096], len * u64::from(tenth) / 10)
+                .unwrap();
+        }
+        let salvage = KvOptions {
+            salvage: true,
+            ..KvOptions::default()
+        };
+        let Ok(src) = MigrationSource::open(&kv.path, &salvage) else {
+            continue;
+        };
+        let sled_cannot_open = src.sled_cannot_open().is_some();
+        drop(src);
+        let before = testkit::files::contents(&kv.path);
+        let target = common::another(fx, &format!("format-1-{i}")).await;
+        let db = target.open().await;
+        let opts = Options {
+            accept_damaged: true,
+            ..Options::default()
+        };
+        cases += 1;
+        match migrate(&kv, &db, &opts).await {
+            Ok(outcome) => {
+                assert!(
+                    outcome.report.actions.actions > 0,
+                    "at {tenth}/10: {outcome:?}"
+                );
+                if sled_cannot_open {
+                    migrated_where_sled_panics += 1;
+                    assert!(
+                        matches!(outcome.tombstone, TombstoneState::SledCannotOpen(_)),
+                        "at {tenth}/10: {:?}",
+                        outcome.tombstone
+                    );
+                    assert!(
+                        testkit::files::contents(&kv.path) == before,
+                        "at {tenth}/10: the source was written"
+                    );
+                }
+                for p in &outcome.accepted_damage {
+                    assert!(
+                        p.tree.is_empty() || !p.what.contains(&format!("tree {}", p.tree)),
+                        "at {tenth}/10: names its tree twice: {p}"
+                    );
+                }
+                if !outcome.accepted_damage.is_empty() {
+                    assert!(
+                        outcome
+                            .accepted_damage
+                            .iter()
+                            .any(|p| p.what.contains("not compared with sled")),
+                        "at {tenth}/10: {:?}",
+                        outcome.accepted_damage
+                    );
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                assert!(!e.contains("panicked"), "at {tenth}/10: {e}");
+                assert!(
+                    testkit::files::contents(&kv.path) == before,
+                    "at {tenth}/10: a refused migration wrote the source"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "format 1, damaged: {cases} cases, {migrated_where_sled_panics} migrated where sled panics"
+    );
+    assert!(
+        migrated_where_sled_panics > 0,
+        "no case of {cases} was one sled panics on"
+    );
+}
+
 /// Three migrators at once, two from one source and one from a copy, into
 /// one target: one migrates, the others wait and find the work done; the
 /// data is there once and every source ends retired.
@@ -742,6 +889,7 @@ testkit::backend_tests!(sqlite => sqlite;
     a_truncated_data_file_is_refused,
     overwritten_bytes_never_migrate_as_whole,
     accepted_damage_is_migrated_and_recorded,
+    a_damaged_format_1_database_is_salvaged_without_sled,
     three_migrators_at_once_migrate_once,
     entries_under_a_linked_sessions_id_join_its_group,
     colliding_entries_of_one_group_are_refused,
@@ -793,6 +941,7 @@ testkit::backend_tests!(postgres => postgres;
     a_truncated_data_file_is_refused,
     overwritten_bytes_never_migrate_as_whole,
     accepted_damage_is_migrated_and_recorded,
+    a_damaged_format_1_database_is_salvaged_without_sled,
     three_migrators_at_once_migrate_once,
     entries_under_a_linked_sessions_id_join_its_group,
     colliding_entries_of_one_group_are_refused,

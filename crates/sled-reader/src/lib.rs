@@ -140,20 +140,27 @@ impl Error {
     }
 }
 
+impl Damage {
+    /// The damage in words without its tree: the keys, why, and where; for
+    /// a list that names the tree beside it.
+    pub fn what(&self) -> String {
+        let keys = match &self.keys {
+            Some(k) => format!("{k} lost or in doubt: "),
+            None => String::new(),
+        };
+        match self.page {
+            Some(p) => format!("{keys}{} (page {p}, {})", self.reason, self.place),
+            None => format!("{keys}{} ({})", self.reason, self.place),
+        }
+    }
+}
+
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(t) = &self.tree {
             write!(f, "tree {t}: ")?;
         }
-        if let Some(k) = &self.keys {
-            write!(f, "{k} lost or in doubt: ")?;
-        }
-        write!(f, "{}", self.reason)?;
-        if let Some(p) = self.page {
-            write!(f, " (page {p}, {})", self.place)
-        } else {
-            write!(f, " ({})", self.place)
-        }
+        f.write_str(&self.what())
     }
 }
 

@@ -285,7 +285,7 @@ fn read_kv(dir: &Path, observer: &Observer, salvage: bool) -> Result<(Dump, Vec<
     }
     unreadable.extend(src.salvaged().into_iter().map(|d| Unreadable {
         tree: d.tree.clone().unwrap_or_default(),
-        what: d.to_string(),
+        what: d.what(),
     }));
     Ok((Dump::from_parts(parts), unreadable))
 }
