@@ -157,31 +157,31 @@ pub fn check_source(source: &MigrationSource, cancel: &AtomicBool) -> Result<Vec
     problems.extend(sessions.problems());
     problems.extend(actions.problems());
     if recorded.is_none() {
-        problems.extend(cross_check(source, problems.is_empty())?);
+        problems.extend(cross_check(source)?);
     }
     Ok(problems)
 }
 
 /// A format 1 database kept no statistics to check the reader against:
 /// sled reads a copy of it too, and the two must agree (docs/sled-format.md
-/// §6). Only on a source read whole (`whole`, and nothing salvaged): on
-/// damage sled may panic, or loop for ever over a page it cannot read, and
-/// a salvage reads more than sled by design; that the comparison was not
-/// made is then a problem of its own.
-fn cross_check(source: &MigrationSource, whole: bool) -> Result<Vec<Problem>, Error> {
+/// §6). Only on a source the reader found no damage in (nothing
+/// salvaged): on damage sled may panic, or loop for ever over a page it
+/// cannot read, and a salvage reads more than sled by design; that the
+/// comparison was not made is then a problem of its own.
+fn cross_check(source: &MigrationSource) -> Result<Vec<Problem>, Error> {
     let damaged = source.sled_cannot_open().is_some() || !source.salvaged().is_empty();
-    Ok(if whole && !damaged {
-        source
-            .cross_check_with_sled()?
-            .into_iter()
-            .map(|what| problem(tombstone::META_TREE, what))
-            .collect()
-    } else {
+    Ok(if damaged {
         vec![problem(
             tombstone::META_TREE,
             "a format 1 database keeps no statistics to check this read against, and this one \
              is damaged: its read was not compared with sled's (sled may panic or loop on damage)",
         )]
+    } else {
+        source
+            .cross_check_with_sled()?
+            .into_iter()
+            .map(|what| problem(tombstone::META_TREE, what))
+            .collect()
     })
 }
 
