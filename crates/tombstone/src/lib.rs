@@ -144,7 +144,7 @@ pub enum Error {
     /// instead of failing, on a log damaged where its recovery cannot go on
     /// (docs/sled-format.md §5). The panic is caught and returned as this.
     #[error(
-        "sled cannot open the key-value database {path}: it stopped with \"{message}\", as sled \
+        "sled cannot read the key-value database {path}: it stopped with \"{message}\", as sled \
          0.34.7 does on a log damaged where its recovery cannot go on"
     )]
     SledPanicked {
@@ -521,7 +521,7 @@ impl KvDb {
     ///
     /// # Errors
     /// [`Error::Tombstoned`] for a retired database,
-    /// [`Error::UnsupportedFormat`] for one of another format, and
+    /// [`Error::UnsupportedFormat`] for one of another format,
     /// [`Error::Sled`] when sled cannot open it (for example because another
     /// process holds it open for longer than [`LOCK_WAIT`]), and
     /// [`Error::SledPanicked`] when sled panics on its damaged log.
