@@ -523,12 +523,7 @@ async fn format_1_without_snapshot() -> Kv {
             .unwrap();
         db.flush().unwrap();
     }
-    // Wait for sled's threads to let go of the files.
-    let f = std::fs::File::open(kv.path.join("db")).unwrap();
-    while f.try_lock().is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    f.unlock().unwrap();
+    testkit::files::wait_released(&kv.path);
     for e in std::fs::read_dir(&kv.path).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();

@@ -98,12 +98,7 @@ const KINDS: usize = 18;
 /// and closes it. Returns the snapshot file.
 fn restart(dir: &Path) -> PathBuf {
     drop(sled::Config::new().path(dir).open().unwrap());
-    // Wait for sled's threads to let go of the files.
-    let f = std::fs::File::open(dir.join("db")).unwrap();
-    while f.try_lock().is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f.unlock().unwrap();
+    testkit::files::wait_released(dir);
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -632,12 +627,7 @@ async fn every_damaged_record_is_counted_in_one_run() {
     }
     let kv_s = kv.to_str().unwrap();
     let sql = format!("sqlite:{}", work.path().join("n.db").display());
-    // Wait for sled's threads to let go of the files.
-    let f = std::fs::File::open(kv.join("db")).unwrap();
-    while f.try_lock().is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f.unlock().unwrap();
+    testkit::files::wait_released(&kv);
     let before = hashes(&kv);
     let out = run(&["migrate", "--kv", kv_s, "--to", &sql]).await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);

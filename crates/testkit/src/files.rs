@@ -21,6 +21,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Waits until no process holds the sled database in `dir`: sled's threads
+/// let go of its log's lock shortly after the last handle is dropped.
+///
+/// # Panics
+/// When the log cannot be opened or its lock released.
+pub fn wait_released(dir: &Path) {
+    let f = std::fs::File::open(dir.join("db")).expect("open the log");
+    while f.try_lock().is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f.unlock().expect("release the log's lock");
+}
+
 /// Every file under `dir`, by its path relative to `dir`, with its bytes.
 ///
 /// # Panics
